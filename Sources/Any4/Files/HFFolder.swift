@@ -1,0 +1,84 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// A Hugging Face model folder: `config.json`, one `model.safetensors` or a sharded set with
+/// `model.safetensors.index.json`, and the tokenizer files.
+public struct HFFolder: Sendable {
+    public let path: String
+    /// The safetensors files holding the weights, in shard order.
+    public let weightFiles: [String]
+    /// `config.json`, parsed, if present.
+    public let config: JSONValue?
+    public let tokenizerJSON: String?
+    public let vocabTxt: String?
+
+    public init(path: String) throws {
+        self.path = path
+        let configPath = path + "/config.json"
+        config = fileExists(configPath) ? try readJSONFile(configPath) : nil
+        let indexPath = path + "/model.safetensors.index.json"
+        if fileExists(indexPath) {
+            let index = try readJSONFile(indexPath)
+            guard let map = index["weight_map"]?.members else {
+                throw FileFormatError(file: indexPath, kind: .badHeader, "no \"weight_map\" object")
+            }
+            var shards: [String] = []
+            for (tensor, value) in map {
+                guard let shard = value.string, !shard.contains("/"), !shard.isEmpty else {
+                    throw FileFormatError(file: indexPath, kind: .badHeader, "weight_map entry is not a file name in this folder", subject: tensor)
+                }
+                if !shards.contains(shard) { shards.append(shard) }
+            }
+            shards.sort()
+            for shard in shards where !fileExists(path + "/" + shard) {
+                throw FileFormatError(file: indexPath, kind: .io, "shard \(shard) is listed but missing from the folder")
+            }
+            weightFiles = shards.map { path + "/" + $0 }
+        } else if fileExists(path + "/model.safetensors") {
+            weightFiles = [path + "/model.safetensors"]
+        } else {
+            let found = listDirectory(path).filter { $0.hasSuffix(".safetensors") }.sorted()
+            guard !found.isEmpty else {
+                throw FileFormatError(file: path, kind: .io,
+                                      "folder has no model.safetensors, model.safetensors.index.json or other .safetensors file")
+            }
+            weightFiles = found.map { path + "/" + $0 }
+        }
+        tokenizerJSON = fileExists(path + "/tokenizer.json") ? path + "/tokenizer.json" : nil
+        vocabTxt = fileExists(path + "/vocab.txt") ? path + "/vocab.txt" : nil
+    }
+}
+
+// MARK: - Small file helpers
+
+func fileExists(_ path: String) -> Bool {
+    var info = stat()
+    return stat(path, &info) == 0 && (info.st_mode & S_IFMT) == S_IFREG
+}
+
+func isDirectory(_ path: String) -> Bool {
+    var info = stat()
+    return stat(path, &info) == 0 && (info.st_mode & S_IFMT) == S_IFDIR
+}
+
+func listDirectory(_ path: String) -> [String] {
+    guard let dir = opendir(path) else { return [] }
+    defer { closedir(dir) }
+    var names: [String] = []
+    while let entry = readdir(dir) {
+        let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+            String(cString: raw.bindMemory(to: CChar.self).baseAddress!)
+        }
+        if name != "." && name != ".." { names.append(name) }
+    }
+    return names
+}
+
+/// Reads and parses a JSON file.
+public func readJSONFile(_ path: String) throws -> JSONValue {
+    let store = try ByteStore(mapping: path)
+    return try JSONParser.parse(store.bytes, file: path, rejectDuplicateKeys: false)
+}

@@ -1,0 +1,91 @@
+/// Writes safetensors files: header padded with spaces to a multiple of 8, tensors ordered by
+/// descending dtype size then name (as the reference writer does), written atomically.
+public enum SafeTensorsWriter {
+    /// One tensor to write: its raw little-endian bytes.
+    public struct Entry: Sendable {
+        public var name: String
+        public var dtype: DType
+        public var shape: [Int]
+        public var bytes: [UInt8]
+
+        public init(name: String, dtype: DType, shape: [Int], bytes: [UInt8]) {
+            self.name = name
+            self.dtype = dtype
+            self.shape = shape
+            self.bytes = bytes
+        }
+
+        /// A tensor of Float values stored as `dtype` (F32, F16 or BF16; BF16 rounds to nearest even).
+        public init(name: String, shape: [Int], floats: [Float], as dtype: DType = .f32) {
+            precondition(dtype.isFloatingPoint && dtype != .f64, "use raw bytes for \(dtype)")
+            var out = [UInt8]()
+            out.reserveCapacity(floats.count * dtype.size)
+            for value in floats {
+                switch dtype {
+                case .f16: withUnsafeBytes(of: Float16(value).bitPattern.littleEndian) { out.append(contentsOf: $0) }
+                case .bf16: withUnsafeBytes(of: bfloat16Bits(value).littleEndian) { out.append(contentsOf: $0) }
+                default: withUnsafeBytes(of: value.bitPattern.littleEndian) { out.append(contentsOf: $0) }
+                }
+            }
+            self.init(name: name, dtype: dtype, shape: shape, bytes: out)
+        }
+    }
+
+    /// Writes `entries` and `metadata` to `path`, replacing it only once complete.
+    public static func write(_ entries: [Entry], metadata: [String: String] = [:], to path: String) throws {
+        let (prefix, ordered) = try layout(entries, metadata: metadata, file: path)
+        let writer = try AtomicFileWriter(path: path)
+        try writer.write(prefix)
+        for entry in ordered { try writer.write(entry.bytes) }
+        try writer.commit()
+    }
+
+    /// The whole file as bytes (for in-memory models and tests).
+    public static func image(_ entries: [Entry], metadata: [String: String] = [:]) throws -> [UInt8] {
+        let (prefix, ordered) = try layout(entries, metadata: metadata, file: "<memory>")
+        var out = prefix
+        out.reserveCapacity(prefix.count + ordered.reduce(0) { $0 + $1.bytes.count })
+        for entry in ordered { out += entry.bytes }
+        return out
+    }
+
+    /// Validates the entries and returns the 8-byte length plus padded header, and the data order.
+    static func layout(_ entries: [Entry], metadata: [String: String], file: String) throws -> ([UInt8], [Entry]) {
+        var seen = Set<String>()
+        for entry in entries {
+            guard entry.name != "__metadata__", seen.insert(entry.name).inserted else {
+                throw FileFormatError(file: file, kind: .badHeader, "duplicate or reserved tensor name", subject: entry.name)
+            }
+            guard let count = checkedProduct(entry.shape), count * entry.dtype.size == entry.bytes.count else {
+                throw FileFormatError(file: file, kind: .badShape,
+                                      "shape \(entry.shape) of \(entry.dtype.rawValue) does not match \(entry.bytes.count) bytes",
+                                      subject: entry.name)
+            }
+        }
+        let ordered = entries.sorted { ($1.dtype.size, $0.name) < ($0.dtype.size, $1.name) }
+        var members: [(key: String, value: JSONValue)] = []
+        if !metadata.isEmpty {
+            members.append(("__metadata__", .object(metadata.sorted { $0.key < $1.key }.map { ($0.key, .string($0.value)) })))
+        }
+        var position = 0
+        for entry in ordered {
+            members.append((entry.name, .object([
+                ("dtype", .string(entry.dtype.rawValue)),
+                ("shape", .array(entry.shape.map { JSONValue($0) })),
+                ("data_offsets", .array([JSONValue(position), JSONValue(position + entry.bytes.count)])),
+            ])))
+            position += entry.bytes.count
+        }
+        var header = Array(JSONValue.object(members).serialized.utf8)
+        while header.count % 8 != 0 { header.append(0x20) }
+        return (withUnsafeBytes(of: UInt64(header.count).littleEndian) { Array($0) } + header, ordered)
+    }
+}
+
+/// Rounds a Float to bfloat16 (round to nearest, ties to even; NaN stays NaN).
+public func bfloat16Bits(_ value: Float) -> UInt16 {
+    let bits = value.bitPattern
+    if value.isNaN { return UInt16(bits >> 16) | 0x40 }
+    let rounding = 0x7FFF + ((bits >> 16) & 1)
+    return UInt16((bits &+ rounding) >> 16)
+}

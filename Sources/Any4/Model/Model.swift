@@ -1,0 +1,240 @@
+/// What a tensor does in the network, as far as its name and shape tell.
+public enum TensorRole: String, Sendable, CaseIterable {
+    /// A 2-D weight used as y = x·Wᵀ: the tensors any4 quantizes (the LM head included).
+    case linear
+    case embedding
+    case norm
+    case bias
+    case other
+}
+
+/// One tensor of a model, placed in its block and module.
+public struct ModelTensor: Sendable, Hashable {
+    public let info: TensorInfo
+    /// Which of the model's files holds it.
+    public let fileIndex: Int
+    /// The block prefix (`blk.3`, `model.layers.3`, `encoder.layer.3`), nil outside blocks.
+    public let block: String?
+    public let blockIndex: Int?
+    /// The module path inside the block (`attn_q`, `self_attn.q_proj`), or the name less its leaf.
+    public let module: String
+    public let role: TensorRole
+
+    public var name: String { info.name }
+    public var shape: [Int] { info.shape }
+    public var isLinear: Bool { role == .linear }
+}
+
+/// A block of the model (a transformer layer, or the tensors outside any layer).
+public struct ModelBlock: Sendable {
+    /// `blk.0`, `model.layers.0`, ..., or nil for the tensors outside layers.
+    public let name: String?
+    public let index: Int?
+    /// Indices into ``Model/tensors``.
+    public let tensorIndices: [Int]
+    public let parameters: Int
+    public let bytes: Int
+}
+
+/// How a model was given to us.
+public enum ModelFormat: String, Sendable {
+    case safetensors
+    case gguf
+    case huggingFace = "hf-folder"
+    case demo
+}
+
+/// A model opened lazily from any supported source: headers are read, weights are not.
+///
+/// Shapes are `[out, in]` for matrices whatever the file's own convention. Tensors are
+/// decoded to Float only when asked, a row range at a time if need be.
+public final class Model: Sendable {
+    public let path: String
+    public let format: ModelFormat
+    public let stores: [ByteStore]
+    public let tensors: [ModelTensor]
+    public let config: ModelConfig
+    /// File-level metadata for display: safetensors `__metadata__` or GGUF key/values.
+    public let metadata: [(key: String, value: String)]
+    public let gguf: GGUFFile?
+    public let huggingFace: HFFolder?
+    /// GGUF version, when the model is a GGUF file.
+    public var ggufVersion: Int? { gguf.map { Int($0.version) } }
+
+    init(path: String, format: ModelFormat, stores: [ByteStore], tensors: [(TensorInfo, Int)],
+         config: ModelConfig, metadata: [(key: String, value: String)], gguf: GGUFFile? = nil, huggingFace: HFFolder? = nil) {
+        self.path = path
+        self.format = format
+        self.stores = stores
+        self.config = config
+        self.metadata = metadata
+        self.gguf = gguf
+        self.huggingFace = huggingFace
+        self.tensors = tensors
+            .map { Model.place($0.0, fileIndex: $0.1) }
+            .sorted { Model.naturalLess($0.name, $1.name) }
+    }
+
+    /// Opens a `.safetensors` file, a `.gguf` file or a Hugging Face folder.
+    public static func open(_ path: String) throws -> Model {
+        if isDirectory(path) {
+            let folder = try HFFolder(path: path)
+            var stores: [ByteStore] = []
+            var tensors: [(TensorInfo, Int)] = []
+            var metadata: [(key: String, value: String)] = []
+            var seen = Set<String>()
+            for (index, file) in folder.weightFiles.enumerated() {
+                let st = try SafeTensorsFile(path: file)
+                stores.append(st.store)
+                for info in st.tensors {
+                    guard seen.insert(info.name).inserted else {
+                        throw FileFormatError(file: file, kind: .badHeader, "tensor also appears in another shard", subject: info.name)
+                    }
+                    tensors.append((info, index))
+                }
+                metadata += st.metadata.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
+            }
+            let config = folder.config.map(ModelConfig.init(huggingFace:)) ?? ModelConfig()
+            return Model(path: path, format: .huggingFace, stores: stores, tensors: tensors,
+                         config: config, metadata: metadata, huggingFace: folder)
+        }
+        let store = try ByteStore(mapping: path)
+        if store.count >= 4, store.bytes.loadUnaligned(as: UInt32.self) == UInt32(0x4655_4747).littleEndian {
+            let file = try GGUFFile(store: store)
+            let metadata = file.metadata.map { (key: $0.key, value: $0.value.description) }
+            return Model(path: path, format: .gguf, stores: [store], tensors: file.tensors.map { ($0, 0) },
+                         config: ModelConfig(gguf: file), metadata: metadata, gguf: file)
+        }
+        let file = try SafeTensorsFile(store: store)
+        var config = ModelConfig()
+        let folder = parentDirectory(path)
+        if fileExists(folder + "/config.json") {
+            config = ModelConfig(huggingFace: try readJSONFile(folder + "/config.json"))
+        }
+        return Model(path: path, format: .safetensors, stores: [store], tensors: file.tensors.map { ($0, 0) },
+                     config: config, metadata: file.metadata.sorted { $0.key < $1.key }.map { ($0.key, $0.value) })
+    }
+
+    /// Wraps an in-memory safetensors image (the demo model, tests).
+    public static func inMemory(safetensors bytes: [UInt8], name: String, format: ModelFormat = .demo,
+                                config: ModelConfig = ModelConfig()) throws -> Model {
+        let file = try SafeTensorsFile(store: ByteStore(copying: bytes, name: name))
+        return Model(path: name, format: format, stores: [file.store], tensors: file.tensors.map { ($0, 0) },
+                     config: config, metadata: file.metadata.sorted { $0.key < $1.key }.map { ($0.key, $0.value) })
+    }
+
+    // MARK: - Decoding
+
+    public func tensor(named name: String) -> ModelTensor? { tensors.first { $0.name == name } }
+
+    /// Throws unless this tensor's storage can be decoded to Float.
+    public func checkDecodable(_ tensor: ModelTensor) throws {
+        if case .ggml(let type) = tensor.info.encoding, !type.isDecodable {
+            throw FileFormatError(file: stores[tensor.fileIndex].name, kind: .unsupported,
+                                  "ggml type \(type.name) cannot be decoded yet", subject: tensor.name)
+        }
+    }
+
+    /// The whole tensor as Float.
+    public func decode(_ tensor: ModelTensor) throws -> [Float] {
+        try checkDecodable(tensor)
+        return tensor.info.decodeAll(from: stores[tensor.fileIndex])
+    }
+
+    /// Rows `rows` of the tensor (outermost index) as Float, row-major.
+    public func decodeRows(_ tensor: ModelTensor, rows: Range<Int>) throws -> [Float] {
+        try checkDecodable(tensor)
+        precondition(rows.lowerBound >= 0 && rows.upperBound <= tensor.info.rowCount, "rows out of range")
+        return tensor.info.decodeRows(from: stores[tensor.fileIndex], rows: rows)
+    }
+
+    // MARK: - Structure
+
+    /// Tensors grouped into blocks: the tensors outside layers first, then the layers in order.
+    public var blocks: [ModelBlock] {
+        var groups: [String?: [Int]] = [:]
+        var order: [String?] = []
+        for (i, t) in tensors.enumerated() {
+            if groups[t.block] == nil { order.append(t.block) }
+            groups[t.block, default: []].append(i)
+        }
+        order.sort { a, b in
+            switch (a, b) {
+            case (nil, _): return b != nil
+            case (_, nil): return false
+            case let (a?, b?): return Model.naturalLess(a, b)
+            }
+        }
+        return order.map { name in
+            let indices = groups[name]!
+            return ModelBlock(name: name, index: indices.first.flatMap { tensors[$0].blockIndex }, tensorIndices: indices,
+                              parameters: indices.reduce(0) { $0 + tensors[$1].info.elementCount },
+                              bytes: indices.reduce(0) { $0 + tensors[$1].info.byteCount })
+        }
+    }
+
+    public var parameterCount: Int { tensors.reduce(0) { $0 + $1.info.elementCount } }
+    public var byteCount: Int { tensors.reduce(0) { $0 + $1.info.byteCount } }
+
+    /// Names of the components that introduce a numbered layer.
+    static let blockKeywords: Set<String> = ["blk", "layers", "layer", "h", "blocks", "block"]
+
+    static func place(_ info: TensorInfo, fileIndex: Int) -> ModelTensor {
+        let parts = info.name.split(separator: ".", omittingEmptySubsequences: false).map(String.init)
+        var block: String?
+        var blockIndex: Int?
+        var moduleStart = 0
+        for i in 1..<max(parts.count - 1, 1) where blockKeywords.contains(parts[i - 1]) {
+            if let n = Int(parts[i]), n >= 0 {
+                block = parts[0...i].joined(separator: ".")
+                blockIndex = n
+                moduleStart = i + 1
+                break
+            }
+        }
+        let leaf = parts.last ?? ""
+        let module = parts.count - 1 > moduleStart ? parts[moduleStart..<(parts.count - 1)].joined(separator: ".") : leaf
+        return ModelTensor(info: info, fileIndex: fileIndex, block: block, blockIndex: blockIndex,
+                           module: module, role: role(of: info.name, leaf: leaf, rank: info.shape.count))
+    }
+
+    static func role(of name: String, leaf: String, rank: Int) -> TensorRole {
+        let lower = name.lowercased()
+        if leaf == "bias" || leaf == "beta" { return lower.contains("norm") ? .norm : .bias }
+        let isNorm = lower.contains("norm") || lower.contains(".ln") || lower.hasPrefix("ln")
+        if rank == 1 { return isNorm || leaf == "gamma" ? .norm : .other }
+        if rank == 2 {
+            let embedLike = lower.contains("embed") || lower.contains("token_embd") || lower.contains("wte") || lower.contains("wpe")
+            if embedLike && leaf == "weight" {
+                return .embedding
+            }
+            if leaf == "weight" && !isNorm { return .linear }
+        }
+        return .other
+    }
+
+    /// Orders names so that `blk.2` comes before `blk.10`.
+    public static func naturalLess(_ a: String, _ b: String) -> Bool {
+        var i = a.unicodeScalars.makeIterator(), j = b.unicodeScalars.makeIterator()
+        var ca = i.next(), cb = j.next()
+        while let x = ca, let y = cb {
+            if x.properties.numericType != nil, ("0"..."9").contains(x), ("0"..."9").contains(y) {
+                var na = "", nb = ""
+                while let d = ca, ("0"..."9").contains(d) { na.unicodeScalars.append(d); ca = i.next() }
+                while let d = cb, ("0"..."9").contains(d) { nb.unicodeScalars.append(d); cb = j.next() }
+                let va = na.drop { $0 == "0" }, vb = nb.drop { $0 == "0" }
+                if va.count != vb.count { return va.count < vb.count }
+                if va != vb { return va < vb }
+                continue
+            }
+            if x != y { return x.value < y.value }
+            ca = i.next(); cb = j.next()
+        }
+        return ca == nil && cb != nil
+    }
+}
+
+func parentDirectory(_ path: String) -> String {
+    guard let slash = path.lastIndex(of: "/") else { return "." }
+    return slash == path.startIndex ? "/" : String(path[..<slash])
+}

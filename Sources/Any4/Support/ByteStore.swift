@@ -1,0 +1,63 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Read-only bytes of a file or an in-memory buffer, kept alive as long as any reader holds them.
+///
+/// Files are memory-mapped: opening a 20 GB checkpoint costs address space, not memory, and a
+/// tensor's pages are read only when it is decoded.
+public final class ByteStore: @unchecked Sendable {
+    /// The name used in error messages (a path, or a label for in-memory data).
+    public let name: String
+    public let bytes: UnsafeRawBufferPointer
+    private let mapping: UnsafeMutableRawPointer?
+    private let owned: UnsafeMutableRawBufferPointer?
+
+    /// Maps the file at `path` read-only.
+    public init(mapping path: String) throws {
+        name = path
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else {
+            throw FileFormatError(file: path, kind: .io, "cannot open: \(String(cString: strerror(errno)))")
+        }
+        defer { close(fd) }
+        var info = stat()
+        guard fstat(fd, &info) == 0 else {
+            throw FileFormatError(file: path, kind: .io, "cannot stat: \(String(cString: strerror(errno)))")
+        }
+        if (info.st_mode & S_IFMT) == S_IFDIR {
+            throw FileFormatError(file: path, kind: .io, "is a directory, expected a file")
+        }
+        let size = Int(info.st_size)
+        owned = nil
+        if size == 0 {
+            mapping = nil
+            bytes = UnsafeRawBufferPointer(start: nil, count: 0)
+            return
+        }
+        guard let base = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0), base != MAP_FAILED else {
+            throw FileFormatError(file: path, kind: .io, "cannot map \(size) bytes: \(String(cString: strerror(errno)))")
+        }
+        mapping = base
+        bytes = UnsafeRawBufferPointer(start: base, count: size)
+    }
+
+    /// Copies `data` into memory owned by this store (for tests and fuzzing).
+    public init(copying data: some Collection<UInt8>, name: String) {
+        self.name = name
+        mapping = nil
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: max(data.count, 1), alignment: 64)
+        buffer.copyBytes(from: data)
+        owned = buffer
+        bytes = UnsafeRawBufferPointer(start: buffer.baseAddress, count: data.count)
+    }
+
+    deinit {
+        if let mapping { munmap(mapping, bytes.count) }
+        owned?.deallocate()
+    }
+
+    public var count: Int { bytes.count }
+}

@@ -1,0 +1,54 @@
+import Any4
+import ArgumentParser
+
+@main
+struct Any4Command: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "any4",
+        abstract: "See and control how an LLM's weights survive 4-bit quantization.",
+        discussion: """
+            With no subcommand, opens the terminal UI (on the built-in synthetic demo model when no \
+            model path is given). Models: a .safetensors file, a Hugging Face folder, or a .gguf file.
+            """,
+        subcommands: [TUICommand.self, InspectCommand.self],
+        defaultSubcommand: TUICommand.self
+    )
+}
+
+/// Runs `body`, turning file errors into a one-line message on stderr and exit status 2.
+func reportingFileErrors<T>(_ body: () throws -> T) throws -> T {
+    do {
+        return try body()
+    } catch let error as FileFormatError {
+        printError("any4: error: \(error)")
+        throw ExitCode(2)
+    }
+}
+
+func printError(_ text: String) {
+    var stderr = StandardError()
+    print(text, to: &stderr)
+}
+
+struct StandardError: TextOutputStream {
+    mutating func write(_ string: String) {
+        var copy = string
+        copy.withUTF8 { buffer in _ = fwriteStderr(buffer) }
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+private func fwriteStderr(_ buffer: UnsafeBufferPointer<UInt8>) -> Int { Glibc.write(2, buffer.baseAddress, buffer.count) }
+#elseif canImport(Darwin)
+import Darwin
+private func fwriteStderr(_ buffer: UnsafeBufferPointer<UInt8>) -> Int { Darwin.write(2, buffer.baseAddress, buffer.count) }
+#endif
+
+/// Opens the model at `path`, or the built-in demo when `path` is nil.
+func openModel(_ path: String?) throws -> Model {
+    try reportingFileErrors {
+        if let path { return try Model.open(path) }
+        return try DemoModel.make()
+    }
+}
