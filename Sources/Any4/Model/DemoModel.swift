@@ -43,7 +43,7 @@ public enum DemoModel {
             for r in 0..<rows {
                 let rowGain = 0.7 + 0.6 * rng.nextUnit()
                 for c in 0..<cols {
-                    values[r * cols + c] = Float(rng.nextStudentT(dof: 4) * scale * rowGain * channelGain[c] * 0.7)
+                    values[r * cols + c] = Float(rng.nextStudentT4() * scale * rowGain * channelGain[c] * 0.7)
                 }
             }
             entries.append(.init(name: name, shape: [rows, cols], floats: values, as: .bf16))

@@ -14,10 +14,16 @@ public final class ByteStore: @unchecked Sendable {
     public let bytes: UnsafeRawBufferPointer
     private let mapping: UnsafeMutableRawPointer?
     private let owned: UnsafeMutableRawBufferPointer?
+    /// The store whose bytes a prefix view shares.
+    private let parent: ByteStore?
 
     /// Maps the file at `path` read-only.
-    public init(mapping path: String) throws {
+    ///
+    /// - Parameter copyOnWrite: map the pages writable but private, so that a test can mutate
+    ///   the bytes in memory without touching the file.
+    public init(mapping path: String, copyOnWrite: Bool = false) throws {
         name = path
+        parent = nil
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else {
             throw FileFormatError(file: path, kind: .io, "cannot open: \(String(cString: strerror(errno)))")
@@ -37,7 +43,8 @@ public final class ByteStore: @unchecked Sendable {
             bytes = UnsafeRawBufferPointer(start: nil, count: 0)
             return
         }
-        guard let base = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0), base != MAP_FAILED else {
+        let protection = copyOnWrite ? PROT_READ | PROT_WRITE : PROT_READ
+        guard let base = mmap(nil, size, protection, MAP_PRIVATE, fd, 0), base != MAP_FAILED else {
             throw FileFormatError(file: path, kind: .io, "cannot map \(size) bytes: \(String(cString: strerror(errno)))")
         }
         mapping = base
@@ -48,10 +55,24 @@ public final class ByteStore: @unchecked Sendable {
     public init(copying data: some Collection<UInt8>, name: String) {
         self.name = name
         mapping = nil
+        parent = nil
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: max(data.count, 1), alignment: 64)
         buffer.copyBytes(from: data)
         owned = buffer
         bytes = UnsafeRawBufferPointer(start: buffer.baseAddress, count: data.count)
+    }
+
+    private init(prefixOf parent: ByteStore, count: Int) {
+        name = parent.name
+        mapping = nil
+        owned = nil
+        self.parent = parent
+        bytes = UnsafeRawBufferPointer(rebasing: parent.bytes[0..<count])
+    }
+
+    /// The first `count` bytes, sharing memory with this store (a truncated file, for tests).
+    public func prefix(_ count: Int) -> ByteStore {
+        ByteStore(prefixOf: self, count: Swift.min(Swift.max(count, 0), bytes.count))
     }
 
     deinit {

@@ -271,7 +271,7 @@ extension JSONValue {
         case .bool(let b): out += b ? "true" : "false"
         case .number(let d, let exact):
             if let exact { out += String(exact) }
-            else if d.isFinite { out += d == d.rounded() && abs(d) < 1e15 ? String(Int64(d)) : "\(d)" }
+            else if d.isFinite { out += d == d.rounded() && abs(d) < 1e15 ? String(Int64(d)) + ".0" : "\(d)" }
             else { out += "null" }
         case .string(let s): JSONValue.writeString(s, to: &out)
         case .array(let items):

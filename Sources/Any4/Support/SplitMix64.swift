@@ -22,12 +22,12 @@ public struct SplitMix64: RandomNumberGenerator, Sendable {
         return (-2 * _log(u)).squareRoot() * _cos(2 * Double.pi * v)
     }
 
-    /// Student-t with `dof` degrees of freedom: heavy tails like trained LLM weights.
-    public mutating func nextStudentT(dof: Int) -> Double {
+    /// Student-t with 4 degrees of freedom: heavy tails like trained LLM weights.
+    /// (χ²₄ = −2·ln(u₁u₂), so one Gaussian, two uniforms and one log per sample.)
+    public mutating func nextStudentT4() -> Double {
         let z = nextGaussian()
-        var chi2 = 0.0
-        for _ in 0..<dof { let g = nextGaussian(); chi2 += g * g }
-        return z / (chi2 / Double(dof)).squareRoot()
+        let chi2 = -2 * _log(Swift.max(nextUnit() * nextUnit(), 1e-300))
+        return z / (chi2 / 4).squareRoot()
     }
 }
 
