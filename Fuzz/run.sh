@@ -20,6 +20,9 @@ swift build -c release -j "${JOBS:-1}" --sanitize fuzzer -Xswiftc -parse-as-libr
 mkdir -p crashes .build/logs
 log=".build/logs/$target-$(date +%Y%m%d-%H%M%S).log"
 
+# The Swift runtime's backtracer would take SIGILL (a Swift trap) before libFuzzer, which then
+# writes no crash input; leave the signals to libFuzzer.
+export SWIFT_BACKTRACE=enable=no
 set +e
 ".build/release/$target" "corpus/$target" \
     -max_total_time="$seconds" -max_len=65536 -rss_limit_mb=2048 -timeout=10 \
