@@ -1,7 +1,7 @@
 import Foundation
 import XCTest
 
-@testable import Any4
+import Any4
 
 /// Paths and helpers shared by the test targets.
 public enum TestPaths {
