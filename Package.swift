@@ -3,7 +3,7 @@ import PackageDescription
 
 let package = Package(
     name: "any4-explorer",
-    platforms: [.macOS(.v14)],
+    platforms: [.macOS(.v15)],
     products: [
         .executable(name: "any4", targets: ["any4"]),
         .library(name: "Any4", targets: ["Any4"]),
@@ -14,7 +14,8 @@ let package = Package(
     targets: [
         // MARK: - Core
         // The core library: file formats, model view, quantization. No terminal, no CLI parsing.
-        .target(name: "Any4"),
+        // Optimised even in debug builds: the tests run its numerics on real model weights.
+        .target(name: "Any4", swiftSettings: [.unsafeFlags(["-O"])]),
 
         // MARK: - Terminal
         // ncursesw through a module map that links it by name. (pkg-config's ncursesw.pc adds

@@ -6,17 +6,8 @@ import XCTest
 
 /// Runs the built `any4` binary as a user would.
 final class InspectCLITests: XCTestCase {
-    static var binary: String {
-        let dir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-        for candidate in [dir, dir.deletingLastPathComponent()] {
-            let path = candidate.appendingPathComponent("any4").path
-            if FileManager.default.isExecutableFile(atPath: path) { return path }
-        }
-        return TestPaths.packageRoot + "/.build/debug/any4"
-    }
-
     func any4(_ arguments: String...) throws -> ProcessResult {
-        try runProcess(Self.binary, arguments, environment: ["NO_COLOR": "1"])
+        try runProcess(TestPaths.any4Binary, arguments, environment: ["NO_COLOR": "1"])
     }
 
     func testInspectJSONOnMiniLM() throws {

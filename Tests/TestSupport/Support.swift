@@ -20,6 +20,16 @@ public enum TestPaths {
     public static var smolLM2: String { modelsDirectory + "/SmolLM2-135M-Instruct.Q4_1.gguf" }
     public static var miniLM: String { modelsDirectory + "/all-MiniLM-L6-v2" }
 
+    /// The `any4` executable built next to the test bundle.
+    public static var any4Binary: String {
+        let dir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        for candidate in [dir, dir.deletingLastPathComponent()] {
+            let path = candidate.appendingPathComponent("any4").path
+            if FileManager.default.isExecutableFile(atPath: path) { return path }
+        }
+        return packageRoot + "/.build/debug/any4"
+    }
+
     public static var isCI: Bool { ProcessInfo.processInfo.environment["CI"] == "true" }
 
     /// The path of a real model, or a skip (a failure in CI, where the models must be fetched).

@@ -1,0 +1,100 @@
+import Dispatch
+
+/// How far a dequantized matrix is from the original.
+public struct ErrorMetrics: Sendable, Equatable {
+    /// Mean squared error per weight.
+    public var mse: Double
+    /// Signal-to-quantization-noise ratio, 10·log10(Σw² / Σ(w − ŵ)²), in dB (∞ when exact).
+    public var sqnrDB: Double
+    public var maxAbsError: Double
+
+    /// Compares `original` and `approximation` element by element (Double accumulation).
+    public init(original: [Float], approximation: [Float]) {
+        precondition(original.count == approximation.count, "sizes differ")
+        var signal = 0.0, noise = 0.0, worst = 0.0
+        for i in 0..<original.count {
+            let w = Double(original[i])
+            let d = w - Double(approximation[i])
+            signal += w * w
+            noise += d * d
+            worst = max(worst, abs(d))
+        }
+        mse = original.isEmpty ? 0 : noise / Double(original.count)
+        sqnrDB = noise == 0 ? .infinity : 10 * log10(signal / noise)
+        maxAbsError = worst
+    }
+
+    /// ‖X·Wᵀ − X·Ŵᵀ‖ / ‖X·Wᵀ‖ (Frobenius) for activations X of shape [m, cols].
+    public static func outputRelativeError(original: [Float], approximation: [Float], rows: Int, cols: Int,
+                                           activations x: [Float]) -> Double {
+        let m = x.count / cols
+        precondition(m * cols == x.count && original.count == rows * cols, "shapes differ")
+        let partial = Partials(count: rows)
+        DispatchQueue.concurrentPerform(iterations: rows) { r in
+            var num = 0.0, den = 0.0
+            for i in 0..<m {
+                var y = 0.0, e = 0.0
+                for c in 0..<cols {
+                    let xv = Double(x[i * cols + c])
+                    y += xv * Double(original[r * cols + c])
+                    e += xv * Double(original[r * cols + c] - approximation[r * cols + c])
+                }
+                num += e * e
+                den += y * y
+            }
+            partial.set(r, num, den)
+        }
+        let (num, den) = partial.sums
+        return den > 0 ? (num / den).squareRoot() : (num > 0 ? .infinity : 0)
+    }
+
+    /// Gaussian activations [m, cols] from a fixed seed: the default for output error.
+    public static func gaussianActivations(m: Int, cols: Int, seed: UInt64 = 1) -> [Float] {
+        var rng = SplitMix64(seed: seed)
+        return (0..<(m * cols)).map { _ in Float(rng.nextGaussian()) }
+    }
+}
+
+private final class Partials: @unchecked Sendable {
+    private var num: [Double], den: [Double]
+    init(count: Int) { num = Array(repeating: 0, count: count); den = num }
+    func set(_ i: Int, _ n: Double, _ d: Double) { num[i] = n; den[i] = d }  // distinct indices per worker
+    var sums: (Double, Double) { (num.reduce(0, +), den.reduce(0, +)) }
+}
+
+/// A histogram of values over [low, high] in `bins` equal bins (values outside are clamped in).
+public struct Histogram: Sendable, Equatable {
+    public var low: Float
+    public var high: Float
+    public var counts: [Int]
+
+    public init(_ values: UnsafeBufferPointer<Float>, bins: Int, low: Float? = nil, high: Float? = nil) {
+        var lo = low ?? .infinity, hi = high ?? -.infinity
+        if low == nil || high == nil {
+            for v in values where v.isFinite {
+                if low == nil { lo = min(lo, v) }
+                if high == nil { hi = max(hi, v) }
+            }
+        }
+        if !(lo < hi) { lo = lo.isFinite ? lo - 0.5 : 0; hi = lo + 1 }
+        self.low = lo
+        self.high = hi
+        var counts = [Int](repeating: 0, count: max(bins, 1))
+        let scale = Float(counts.count) / (hi - lo)
+        for v in values where v.isFinite {
+            let b = Int(((v - lo) * scale).rounded(.down))
+            counts[min(max(b, 0), counts.count - 1)] += 1
+        }
+        self.counts = counts
+    }
+
+    public init(_ values: [Float], bins: Int, low: Float? = nil, high: Float? = nil) {
+        self = values.withUnsafeBufferPointer { Histogram($0, bins: bins, low: low, high: high) }
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif

@@ -1,0 +1,50 @@
+/// int-b: group-wise asymmetric integer quantization (DESIGN.md, step 1 and 2).
+///
+/// For each group: s = max(max − min, 1e-6) / (2^b − 1), z = min + s·2^(b−1), both rounded to the
+/// storage dtype; q = clamp(round((w − min′)/s), 0, 2^b − 1) with min′ = z − s·2^(b−1) and
+/// round-half-to-even (as torch.round). Dequantization: (q − 2^(b−1))·s + z.
+public struct IntFormat: NumericFormat {
+    public let codeBits: Int
+    public init(bits: Int) { codeBits = bits }
+    public var name: String { "int\(codeBits)" }
+    public var summary: String { "\(codeBits)-bit integers, asymmetric per group (scale and zero)" }
+    public var hasZeros: Bool { true }
+    public var sharedTable: [Float]? {
+        let half = 1 << (codeBits - 1)
+        return (0..<(1 << codeBits)).map { Float($0 - half) }
+    }
+
+    public func quantizeRow(_ job: RowJob) {
+        let levels = Float((1 << codeBits) - 1)
+        let half = Float(1 << (codeBits - 1))
+        for g in 0..<job.groups.count {
+            let range = job.groups.range(g)
+            let (s, z, low) = GroupScaling.asymmetric(job.values, range, levels: levels, half: half, storage: job.storage)
+            job.scales[g] = s
+            job.zeros[g] = z
+            for c in range {
+                let v = ((job.values[c] - low) / s).rounded(.toNearestOrEven)
+                job.codes[c] = UInt8(min(max(v, 0), levels))
+            }
+        }
+    }
+}
+
+/// Group scaling shared by int-b and any-b.
+public enum GroupScaling {
+    /// The stored scale s and zero z of `range`, and the effective minimum min′ = z − s·2^(b−1),
+    /// after rounding s and z to the storage dtype (so that codes are chosen against what is stored).
+    @inline(__always)
+    public static func asymmetric(_ values: UnsafeBufferPointer<Float>, _ range: Range<Int>, levels: Float, half: Float,
+                                  storage: StorageRounding) -> (scale: Float, zero: Float, low: Float) {
+        var mn = Float.infinity, mx = -Float.infinity
+        for c in range {
+            mn = min(mn, values[c])
+            mx = max(mx, values[c])
+        }
+        var s = storage(max(mx - mn, 1e-6) / levels)
+        if s == 0 { s = 1e-6 / levels }  // only if the storage dtype flushes 1e-6/levels to zero
+        let z = storage(mn + s * half)
+        return (s, z, z - s * half)
+    }
+}

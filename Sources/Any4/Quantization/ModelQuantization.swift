@@ -1,0 +1,75 @@
+/// Which linear layers of a model to quantize.
+public struct LayerSelection: @unchecked Sendable {
+    /// Only layers whose name matches (nil: all linear layers).
+    public var include: Regex<AnyRegexOutput>?
+    /// Layers whose name matches are left as they are (nil: the default skip).
+    public var skip: Regex<AnyRegexOutput>?
+
+    public init(include: Regex<AnyRegexOutput>? = nil, skip: Regex<AnyRegexOutput>? = nil) {
+        self.include = include
+        self.skip = skip
+    }
+
+    /// The LM head is skipped by default, as the paper does (embeddings are not linear layers).
+    public static func isDefaultSkipped(_ name: String) -> Bool {
+        name == "lm_head.weight" || name == "output.weight" || name.hasSuffix(".lm_head.weight")
+    }
+
+    public func selects(_ tensor: ModelTensor) -> Bool {
+        guard tensor.isLinear else { return false }
+        if let include, !tensor.name.contains(include) { return false }
+        if let skip { return !tensor.name.contains(skip) }
+        return !Self.isDefaultSkipped(tensor.name)
+    }
+}
+
+/// One quantized layer of a model, with its error.
+public struct LayerResult: Sendable {
+    public var name: String
+    public var shape: [Int]
+    public var format: String
+    public var metrics: ErrorMetrics
+    public var bitsPerWeight: Double
+    public var seconds: Double
+    public var matrix: QuantizedMatrix?
+}
+
+/// Quantizes the selected linear layers of a model.
+public enum ModelQuantization {
+    /// The dtype a tensor's scales, zeros and LUTs are stored in: its own float dtype, else F32.
+    public static func storageDType(of tensor: ModelTensor) -> DType {
+        switch tensor.info.encoding {
+        case .plain(let d) where d == .f16 || d == .bf16: d
+        case .ggml(.f16): .f16
+        case .ggml(.bf16): .bf16
+        default: .f32
+        }
+    }
+
+    /// The per-channel weights for `tensor` from a calibration file, or nil when not calibrating.
+    public static func channelWeights(for tensor: ModelTensor, options: QuantizationOptions,
+                                      calibration: CalibrationStats?) throws -> [Float]? {
+        guard case .calibration(let path, let statistic) = options.sampleWeighting else { return nil }
+        guard let layer = calibration?.layer(forWeight: tensor.name) else {
+            throw FileFormatError(file: path, kind: .badHeader, "no statistics for this layer", subject: tensor.name)
+        }
+        return layer.values(statistic)
+    }
+
+    /// Quantizes one tensor of `model` and measures its error.
+    public static func quantize(_ tensor: ModelTensor, of model: Model, format: any NumericFormat,
+                                options: QuantizationOptions, calibration: CalibrationStats? = nil,
+                                keepMatrix: Bool = true, progress: Progress? = nil) throws -> LayerResult {
+        precondition(tensor.shape.count == 2, "only matrices are quantized")
+        let weights = try model.decode(tensor)
+        let start = Clock.now
+        let channels = try channelWeights(for: tensor, options: options, calibration: calibration)
+        let q = try Quantizer.quantize(weights, rows: tensor.shape[0], cols: tensor.shape[1], name: tensor.name,
+                                       format: format, options: options, storage: storageDType(of: tensor),
+                                       channelWeights: channels, progress: progress)
+        let seconds = Clock.now - start
+        let metrics = ErrorMetrics(original: weights, approximation: q.dequantized())
+        return LayerResult(name: tensor.name, shape: tensor.shape, format: format.name, metrics: metrics,
+                           bitsPerWeight: q.bitsPerWeight, seconds: seconds, matrix: keepMatrix ? q : nil)
+    }
+}

@@ -1,0 +1,190 @@
+/// A 4-bit (or 2-, 3-, 8-bit) numeric format: how a row of weights becomes codes and scales.
+///
+/// Every format here dequantizes the same way, which is what lets one lookup kernel serve them
+/// all: `w ≈ (table[q] · scale_g + zero_g) · tensorScale`, where `table` is the row's learned
+/// LUT (any-b) or the format's fixed table, `scale_g`/`zero_g` belong to the element's group,
+/// and `tensorScale` is 1 except for nvfp4. A format is added by one file with a type that
+/// conforms to this protocol and one entry in ``FormatRegistry``.
+public protocol NumericFormat: Sendable {
+    /// The name used on the command line and in files (`any4`, `nf4`, `mxfp4`, ...).
+    var name: String { get }
+    /// One line for `--help` and the UI.
+    var summary: String { get }
+    /// Bits per code.
+    var codeBits: Int { get }
+    /// The block size the format defines (mxfp4 32, nvfp4 16, iq4_nl 32), or nil if it takes the
+    /// group size option.
+    var fixedBlockSize: Int? { get }
+    /// Whether each row learns its own table (any-b).
+    var perRowTable: Bool { get }
+    /// Whether groups carry a zero (asymmetric formats).
+    var hasZeros: Bool { get }
+    /// Bits of one stored scale, or nil for the model's float dtype.
+    var scaleBits: Int? { get }
+    /// The float dtype the format itself fixes for its scales (iq4_nl: F16, as ggml), or nil.
+    var scaleDType: DType? { get }
+    /// The fixed table, for formats without per-row tables.
+    var sharedTable: [Float]? { get }
+    /// A factor applied to the whole tensor (nvfp4's per-tensor scale); 1 for the others.
+    func tensorScale(of values: UnsafeBufferPointer<Float>) -> Float
+    /// Quantizes one row.
+    func quantizeRow(_ job: RowJob)
+}
+
+extension NumericFormat {
+    public var fixedBlockSize: Int? { nil }
+    public var perRowTable: Bool { false }
+    public var hasZeros: Bool { false }
+    public var scaleBits: Int? { scaleDType.map { $0.size * 8 } }
+    public var scaleDType: DType? { nil }
+    public var sharedTable: [Float]? { nil }
+    public func tensorScale(of values: UnsafeBufferPointer<Float>) -> Float { 1 }
+    /// Number of table entries.
+    public var tableSize: Int { 1 << codeBits }
+}
+
+/// Everything a format needs to quantize one row, and where it writes the result.
+public struct RowJob {
+    public let row: Int
+    /// The row's weights.
+    public let values: UnsafeBufferPointer<Float>
+    /// Group boundaries of the row (the last group may be shorter).
+    public let groups: GroupLayout
+    /// Output: one code per element.
+    public let codes: UnsafeMutableBufferPointer<UInt8>
+    /// Output: one scale per group.
+    public let scales: UnsafeMutableBufferPointer<Float>
+    /// Output: one zero per group (asymmetric formats).
+    public let zeros: UnsafeMutableBufferPointer<Float>
+    /// Output: the row's table (per-row-table formats).
+    public let table: UnsafeMutableBufferPointer<Float>
+    /// Per-input-channel calibration weights for k-means (nil: none).
+    public let channelWeights: UnsafeBufferPointer<Float>?
+    public let options: QuantizationOptions
+    /// The tensor scale the format chose for this matrix.
+    public let tensorScale: Float
+    /// Rounds a value to the storage dtype of scales, zeros and tables.
+    public let storage: StorageRounding
+    /// Per-thread scratch memory.
+    public let workspace: QuantWorkspace
+}
+
+/// Rounding to the float dtype that scales, zeros and LUTs are stored in.
+public struct StorageRounding: Sendable {
+    public let dtype: DType
+
+    public init(_ dtype: DType) {
+        precondition(dtype == .f32 || dtype == .f16 || dtype == .bf16, "storage dtype must be F32, F16 or BF16")
+        self.dtype = dtype
+    }
+
+    @inline(__always)
+    public func callAsFunction(_ x: Float) -> Float {
+        switch dtype {
+        case .f16: Float(Float16(x))
+        case .bf16: Float(bitPattern: UInt32(bfloat16Bits(x)) << 16)
+        default: x
+        }
+    }
+
+    public var bits: Int { dtype.size * 8 }
+}
+
+/// Scratch buffers reused across the rows one thread quantizes.
+public final class QuantWorkspace: @unchecked Sendable {
+    public let kmeans = KMeans1D.Workspace()
+    public var scaled: [Float] = []
+    public var weights: [Float] = []
+    public init() {}
+}
+
+/// How to cluster for any-b.
+public enum ClusterMethod: String, Sendable, CaseIterable {
+    /// Lloyd's algorithm with k-means++ seeding (the paper's method).
+    case lloyd
+    /// The globally optimal 1-D weighted k-means (dynamic programming).
+    case exact
+}
+
+/// What weighs each element in any-b's k-means.
+public enum SampleWeighting: Sendable, Equatable {
+    /// All elements equal.
+    case none
+    /// The element's group scale (the paper's default).
+    case scale
+    /// The group scale times a per-input-channel statistic from a calibration file.
+    case calibration(path: String, statistic: CalibrationStatistic)
+}
+
+public struct QuantizationOptions: Sendable {
+    /// Group size for formats that take one; the last group of a row may be shorter.
+    public var groupSize: Int = 128
+    public var cluster: ClusterMethod = .lloyd
+    public var sampleWeighting: SampleWeighting = .scale
+    /// Refuse widths the group size does not divide instead of using a shorter last group.
+    public var strictGroups = false
+    /// Seed for k-means++ (each row uses seed + row).
+    public var seed: UInt64 = 0
+    /// Worker threads (0: all cores).
+    public var threads = 0
+
+    public init() {}
+
+    /// Throws unless the group size is positive and even.
+    public func validate() throws(QuantizationError) {
+        guard groupSize > 0, groupSize % 2 == 0 else {
+            throw .badOption("group size must be a positive multiple of 2, got \(groupSize)")
+        }
+    }
+}
+
+public enum QuantizationError: Error, Equatable, CustomStringConvertible {
+    case badOption(String)
+    case unknownFormat(String)
+    case nonFinite(tensor: String, row: Int, column: Int, value: Float)
+    case groupsDoNotDivide(tensor: String, width: Int, groupSize: Int)
+    case cancelled
+
+    public var description: String {
+        switch self {
+        case .badOption(let m): m
+        case .unknownFormat(let name):
+            "unknown format \"\(name)\" (known: \(FormatRegistry.all.map(\.name).joined(separator: ", ")))"
+        case let .nonFinite(tensor, row, column, value):
+            "\(tensor): weight [\(row), \(column)] is \(value); refusing to quantize non-finite weights"
+        case let .groupsDoNotDivide(tensor, width, groupSize):
+            "\(tensor): width \(width) is not a multiple of the group size \(groupSize) (--strict-groups)"
+        case .cancelled: "cancelled"
+        }
+    }
+}
+
+/// The formats this build knows, by name.
+public enum FormatRegistry {
+    public static let all: [any NumericFormat] = [
+        AnyFormat(bits: 4), AnyFormat(bits: 3), AnyFormat(bits: 2),
+        IntFormat(bits: 4), IntFormat(bits: 3), IntFormat(bits: 2), IntFormat(bits: 8),
+        TableFormat.nf4, TableFormat.fp4, TableFormat.fp4bnb, TableFormat.iq4nl,
+        MXFP4Format(), NVFP4Format(),
+    ]
+
+    public static func named(_ name: String) throws(QuantizationError) -> any NumericFormat {
+        guard let format = all.first(where: { $0.name == name.lowercased() }) else { throw .unknownFormat(name) }
+        return format
+    }
+}
+
+/// The groups of one row: `count` groups of `size` columns, the last one possibly shorter.
+public struct GroupLayout: Sendable, Equatable {
+    public let columns: Int
+    public let size: Int
+
+    public init(columns: Int, size: Int) {
+        self.columns = columns
+        self.size = size
+    }
+
+    public var count: Int { (columns + size - 1) / size }
+    public func range(_ g: Int) -> Range<Int> { (g * size)..<min((g + 1) * size, columns) }
+    public var isRagged: Bool { columns % size != 0 }
+}

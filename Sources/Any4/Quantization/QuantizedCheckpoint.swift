@@ -1,0 +1,178 @@
+/// The any4 checkpoint: safetensors in which each quantized linear `X.weight` becomes
+///
+/// - `X.qweight`: U8 [out, ⌈in/2⌉], two codes per byte, low nibble = even column (8-bit codes:
+///   U8 [out, in]; 2- and 3-bit codes also use nibbles);
+/// - `X.lut`: [out, 2^b] in the model's dtype, stored centred (centroid − 2^(b−1)) — any-b only;
+/// - `X.scales`: [out, groups] in the model's dtype (U8 E8M0 for mxfp4, U8 E4M3 for nvfp4);
+/// - `X.zeros`: [out, groups] in the model's dtype — asymmetric formats only;
+/// - `X.tensor_scale`: F32 [1] — nvfp4 only.
+///
+/// Every other tensor is copied unchanged (GGUF block types are decoded to F32). `__metadata__`
+/// holds `any4.format`, `any4.bits`, `any4.group_size`, `any4.method`, `any4.sample_weight`,
+/// `any4.version` and `any4.layers`, a JSON object giving each quantized layer's [out, in].
+///
+/// With `fakeQuant`, the file instead has the input's names, shapes and dtypes, each quantized
+/// weight replaced by its dequantized values, so any safetensors consumer can evaluate it.
+public enum QuantizedCheckpoint {
+    public static let version = "1"
+
+    public struct Description: Sendable {
+        public var format: String
+        public var codeBits: Int
+        public var groupSize: Int
+        public var method: String
+        public var sampleWeight: String
+
+        public init(format: String, codeBits: Int, groupSize: Int, method: String, sampleWeight: String) {
+            self.format = format
+            self.codeBits = codeBits
+            self.groupSize = groupSize
+            self.method = method
+            self.sampleWeight = sampleWeight
+        }
+    }
+
+    /// Writes `model` with `quantized` (by weight name) replacing its weights; atomic.
+    public static func write(model: Model, quantized: [String: QuantizedMatrix], description: Description,
+                             fakeQuant: Bool, to path: String) throws {
+        var entries: [SafeTensorsWriter.Entry] = []
+        var layers: [(key: String, value: JSONValue)] = []
+        for tensor in model.tensors {
+            if let q = quantized[tensor.name] {
+                if fakeQuant {
+                    let dtype = ModelQuantization.storageDType(of: tensor)
+                    let target: DType = if case .plain(let d) = tensor.info.encoding, d.isFloatingPoint, d != .f64 { d } else { dtype }
+                    entries.append(.init(name: tensor.name, shape: tensor.shape, floats: q.dequantized(), as: target))
+                } else {
+                    entries += quantizedEntries(q, base: baseName(tensor.name))
+                    layers.append((tensor.name, .array([JSONValue(q.rows), JSONValue(q.cols)])))
+                }
+            } else {
+                entries.append(try copied(tensor, of: model))
+            }
+        }
+        var metadata = model.format == .gguf ? [:] : Dictionary(model.metadata.map { ($0.key, $0.value) }, uniquingKeysWith: { a, _ in a })
+        metadata["any4.format"] = description.format
+        metadata["any4.bits"] = String(description.codeBits)
+        metadata["any4.group_size"] = String(description.groupSize)
+        metadata["any4.method"] = description.method
+        metadata["any4.sample_weight"] = description.sampleWeight
+        metadata["any4.version"] = version
+        metadata["any4.fake_quant"] = fakeQuant ? "1" : "0"
+        if !fakeQuant { metadata["any4.layers"] = JSONValue.object(layers).serialized }
+        try SafeTensorsWriter.write(entries, metadata: metadata, to: path)
+    }
+
+    static func baseName(_ weightName: String) -> String {
+        weightName.hasSuffix(".weight") ? String(weightName.dropLast(7)) : weightName
+    }
+
+    static func quantizedEntries(_ q: QuantizedMatrix, base: String) -> [SafeTensorsWriter.Entry] {
+        let packed = q.packedCodes()
+        var out: [SafeTensorsWriter.Entry] = [
+            .init(name: base + ".qweight", dtype: .u8, shape: [q.rows, packed.count / max(q.rows, 1)], bytes: packed),
+        ]
+        if q.perRowTable {
+            out.append(.init(name: base + ".lut", shape: [q.rows, q.tableSize], floats: q.tables, as: q.storage))
+        }
+        let groups = q.groupsPerRow
+        switch q.formatName {
+        case "mxfp4":
+            out.append(.init(name: base + ".scales", dtype: .u8, shape: [q.rows, groups], bytes: q.scales.map(MXFP4Format.e8m0)))
+        case "nvfp4":
+            out.append(.init(name: base + ".scales", dtype: .u8, shape: [q.rows, groups], bytes: q.scales.map(FP8E4M3.encode)))
+            out.append(.init(name: base + ".tensor_scale", shape: [1], floats: [q.tensorScale]))
+        default:
+            out.append(.init(name: base + ".scales", shape: [q.rows, groups], floats: q.scales, as: q.storage))
+        }
+        if !q.zeros.isEmpty {
+            out.append(.init(name: base + ".zeros", shape: [q.rows, groups], floats: q.zeros, as: q.storage))
+        }
+        return out
+    }
+
+    /// A tensor copied as it is (plain dtypes byte for byte; ggml float types as their dtype;
+    /// ggml block types decoded to F32).
+    static func copied(_ tensor: ModelTensor, of model: Model) throws -> SafeTensorsWriter.Entry {
+        let store = model.stores[tensor.fileIndex]
+        let raw = Array(UnsafeRawBufferPointer(rebasing: store.bytes[tensor.info.offset..<(tensor.info.offset + tensor.info.byteCount)]))
+        switch tensor.info.encoding {
+        case .plain(let d): return .init(name: tensor.name, dtype: d, shape: tensor.shape, bytes: raw)
+        case .ggml(.f32): return .init(name: tensor.name, dtype: .f32, shape: tensor.shape, bytes: raw)
+        case .ggml(.f16): return .init(name: tensor.name, dtype: .f16, shape: tensor.shape, bytes: raw)
+        case .ggml(.bf16): return .init(name: tensor.name, dtype: .bf16, shape: tensor.shape, bytes: raw)
+        case .ggml: return .init(name: tensor.name, shape: tensor.shape, floats: try model.decode(tensor))
+        }
+    }
+
+    /// Reads the quantized layers of a checkpoint back, by weight name (`X.weight`).
+    public static func read(_ path: String) throws -> (description: Description, layers: [String: QuantizedMatrix]) {
+        let file = try SafeTensorsFile(path: path)
+        let meta = file.metadata
+        func fail(_ message: String, _ subject: String? = nil) -> FileFormatError {
+            FileFormatError(file: path, kind: .badHeader, message, subject: subject)
+        }
+        guard let formatName = meta["any4.format"], let bits = meta["any4.bits"].flatMap(Int.init),
+              let groupSize = meta["any4.group_size"].flatMap(Int.init), groupSize > 0 else {
+            throw fail("not an any4 checkpoint (no any4.format / any4.bits / any4.group_size metadata)")
+        }
+        let format: any NumericFormat
+        do { format = try FormatRegistry.named(formatName) } catch { throw fail("\(error)") }
+        guard format.codeBits == bits else { throw fail("any4.bits \(bits) does not match format \(formatName)") }
+        guard let layersJSON = meta["any4.layers"] else { throw fail("no any4.layers metadata (a fake-quant file has no codes)") }
+        let layers = try JSONParser.parse(layersJSON, file: path)
+        var byName: [String: TensorInfo] = [:]
+        for t in file.tensors { byName[t.name] = t }
+        var out: [String: QuantizedMatrix] = [:]
+        for (name, shapeValue) in layers.members ?? [] {
+            guard let dims = shapeValue.array?.compactMap(\.int), dims.count == 2, dims[0] >= 0, dims[1] > 0 else {
+                throw fail("bad shape in any4.layers", name)
+            }
+            let (rows, cols) = (dims[0], dims[1])
+            let base = baseName(name)
+            let block = format.fixedBlockSize ?? groupSize
+            let groups = GroupLayout(columns: cols, size: block).count
+            func tensor(_ suffix: String, _ shape: [Int]) throws -> TensorInfo {
+                guard let t = byName[base + suffix] else { throw fail("missing tensor", base + suffix) }
+                guard t.shape == shape else { throw fail("shape \(t.shape), expected \(shape)", base + suffix) }
+                return t
+            }
+            let rowBytes = format.codeBits > 4 ? cols : (cols + 1) / 2
+            let qweight = try tensor(".qweight", [rows, rowBytes])
+            guard qweight.encoding == .plain(.u8) else { throw fail("qweight must be U8", base + ".qweight") }
+            let codes = QuantizedMatrix.unpackCodes(Array(file.data(of: qweight)), rows: rows, cols: cols, codeBits: bits)
+            if let bad = codes.firstIndex(where: { Int($0) >= format.tableSize }) {
+                throw fail("code \(codes[bad]) out of range for \(bits) bits", base + ".qweight")
+            }
+            var storage = DType.f32
+            let tables: [Float]
+            if format.perRowTable {
+                let lut = try tensor(".lut", [rows, format.tableSize])
+                guard case .plain(let d) = lut.encoding, d.isFloatingPoint else { throw fail("lut must be a float dtype", base + ".lut") }
+                storage = d
+                tables = lut.decodeAll(from: file.store)
+            } else {
+                tables = format.sharedTable ?? []
+            }
+            let scalesInfo = try tensor(".scales", [rows, groups])
+            let scales: [Float]
+            switch formatName {
+            case "mxfp4": scales = file.data(of: scalesInfo).map(MXFP4Format.fromE8M0)
+            case "nvfp4": scales = file.data(of: scalesInfo).map(FP8E4M3.decode)
+            default:
+                guard case .plain(let d) = scalesInfo.encoding, d.isFloatingPoint else { throw fail("scales must be a float dtype", base + ".scales") }
+                if !format.perRowTable { storage = d }
+                scales = scalesInfo.decodeAll(from: file.store)
+            }
+            let zeros = format.hasZeros ? try tensor(".zeros", [rows, groups]).decodeAll(from: file.store) : []
+            let tensorScale = formatName == "nvfp4" ? try tensor(".tensor_scale", [1]).decodeAll(from: file.store)[0] : 1
+            let scaleBits = format.scaleBits ?? storage.size * 8
+            out[name] = QuantizedMatrix(formatName: formatName, rows: rows, cols: cols, codeBits: bits, groupSize: block,
+                                        codes: codes, tables: tables, perRowTable: format.perRowTable, scales: scales,
+                                        zeros: zeros, tensorScale: tensorScale, storage: storage, scaleBits: scaleBits)
+        }
+        let description = Description(format: formatName, codeBits: bits, groupSize: groupSize,
+                                      method: meta["any4.method"] ?? "", sampleWeight: meta["any4.sample_weight"] ?? "")
+        return (description, out)
+    }
+}

@@ -1,0 +1,128 @@
+/// A weight matrix [rows, cols] in a quantized format: codes, tables, per-group scales and zeros.
+///
+/// Element (r, c) in group g dequantizes to `(table_r[code] · scale[r, g] + zero[r, g]) · tensorScale`
+/// where table_r is the row's LUT (any-b) or the format's fixed table, and zero is 0 for formats
+/// without zeros.
+public struct QuantizedMatrix: Sendable {
+    public let formatName: String
+    public let rows: Int
+    public let cols: Int
+    public let codeBits: Int
+    /// Group (block) size; the last group of a row may be shorter when it does not divide `cols`.
+    public let groupSize: Int
+    /// One code per element, row-major (unpacked; ``packedCodes()`` gives the stored form).
+    public var codes: [UInt8]
+    /// rows × 2^b entries when `perRowTable`, else the 2^b entries of the shared table.
+    public var tables: [Float]
+    public let perRowTable: Bool
+    /// rows × groups.
+    public var scales: [Float]
+    /// rows × groups, or empty for formats without zeros.
+    public var zeros: [Float]
+    public var tensorScale: Float
+    /// The float dtype scales, zeros and LUTs are stored in.
+    public let storage: DType
+    /// Bits of one stored scale (the storage dtype's, or 8 for E8M0/E4M3 scales).
+    public let scaleBits: Int
+
+    public var groups: GroupLayout { GroupLayout(columns: cols, size: groupSize) }
+    public var groupsPerRow: Int { groups.count }
+    public var tableSize: Int { 1 << codeBits }
+
+    /// The table used by row `r`.
+    @inline(__always)
+    public func tableOffset(row r: Int) -> Int { perRowTable ? r * tableSize : 0 }
+
+    /// Dequantizes rows `rows` into `out` (room for rows.count × cols floats).
+    public func dequantize(rows range: Range<Int>, into out: UnsafeMutablePointer<Float>) {
+        let g = groups
+        let groupCount = g.count
+        tables.withUnsafeBufferPointer { tab in
+            for r in range {
+                let t = tab.baseAddress! + tableOffset(row: r)
+                let o = out + (r - range.lowerBound) * cols
+                for group in 0..<groupCount {
+                    let s = scales[r * groupCount + group]
+                    let z = zeros.isEmpty ? 0 : zeros[r * groupCount + group]
+                    for c in g.range(group) {
+                        o[c] = (t[Int(codes[r * cols + c])] * s + z) * tensorScale
+                    }
+                }
+            }
+        }
+    }
+
+    /// The whole matrix, dequantized.
+    public func dequantized() -> [Float] {
+        [Float](unsafeUninitializedCapacity: rows * cols) { buffer, count in
+            dequantize(rows: 0..<rows, into: buffer.baseAddress!)
+            count = rows * cols
+        }
+    }
+
+    /// Storage bits per weight: codes, plus every LUT, scale, zero and the tensor scale.
+    public var bitsPerWeight: Double {
+        let elements = Double(rows * cols)
+        var bits = elements * Double(codeBits)
+        if perRowTable { bits += Double(rows * tableSize * storage.size * 8) }
+        bits += Double(rows * groupsPerRow * scaleBits)
+        if !zeros.isEmpty { bits += Double(rows * groupsPerRow * storage.size * 8) }
+        if tensorScale != 1 { bits += 32 }
+        return bits / elements
+    }
+
+    /// How many elements of each row use each code: rows × 2^b counts.
+    public func codeUsage() -> [Int] {
+        var counts = [Int](repeating: 0, count: rows * tableSize)
+        for r in 0..<rows {
+            for c in 0..<cols { counts[r * tableSize + Int(codes[r * cols + c])] += 1 }
+        }
+        return counts
+    }
+
+    /// Codes packed two per byte (low nibble = even column), each row padded to whole bytes;
+    /// 8-bit codes are one per byte. 2- and 3-bit codes are stored in nibbles too.
+    public func packedCodes() -> [UInt8] {
+        if codeBits > 4 { return codes }
+        let rowBytes = (cols + 1) / 2
+        var out = [UInt8](repeating: 0, count: rows * rowBytes)
+        for r in 0..<rows {
+            for c in 0..<cols {
+                let q = codes[r * cols + c] & 0xF
+                out[r * rowBytes + c / 2] |= c % 2 == 0 ? q : q << 4
+            }
+        }
+        return out
+    }
+
+    /// Inverse of ``packedCodes()``.
+    public static func unpackCodes(_ packed: [UInt8], rows: Int, cols: Int, codeBits: Int) -> [UInt8] {
+        if codeBits > 4 { return packed }
+        let rowBytes = (cols + 1) / 2
+        var out = [UInt8](repeating: 0, count: rows * cols)
+        for r in 0..<rows {
+            for c in 0..<cols {
+                let byte = packed[r * rowBytes + c / 2]
+                out[r * cols + c] = c % 2 == 0 ? byte & 0xF : byte >> 4
+            }
+        }
+        return out
+    }
+
+    public init(formatName: String, rows: Int, cols: Int, codeBits: Int, groupSize: Int, codes: [UInt8], tables: [Float],
+                perRowTable: Bool, scales: [Float], zeros: [Float], tensorScale: Float, storage: DType, scaleBits: Int) {
+        self.formatName = formatName
+        self.rows = rows
+        self.cols = cols
+        self.codeBits = codeBits
+        self.groupSize = groupSize
+        self.codes = codes
+        self.tables = tables
+        self.perRowTable = perRowTable
+        self.scales = scales
+        self.zeros = zeros
+        self.tensorScale = tensorScale
+        self.storage = storage
+        self.scaleBits = scaleBits
+    }
+}

@@ -1,0 +1,97 @@
+import Dispatch
+
+/// Quantizes weight matrices in any registered format, rows spread over all cores.
+public enum Quantizer {
+    /// Quantizes `weights` ([rows, cols], row-major).
+    ///
+    /// - Parameters:
+    ///   - name: the tensor's name, for error messages.
+    ///   - storage: the float dtype scales, zeros and LUTs are stored in (the model's dtype).
+    ///   - channelWeights: per-input-channel statistic for `.calibration` weighting (`cols` values).
+    ///   - progress: counts rows; cancelling it stops the work with `.cancelled`.
+    /// - Throws: ``QuantizationError`` for bad options, non-finite weights, a non-dividing group
+    ///   size under `strictGroups`, or cancellation.
+    public static func quantize(_ weights: [Float], rows: Int, cols: Int, name: String, format: any NumericFormat,
+                                options: QuantizationOptions, storage: DType = .f32,
+                                channelWeights: [Float]? = nil, progress: Progress? = nil) throws(QuantizationError) -> QuantizedMatrix {
+        try options.validate()
+        precondition(weights.count == rows * cols, "weights do not match the shape")
+        let groupSize = format.fixedBlockSize ?? options.groupSize
+        let layout = GroupLayout(columns: cols, size: groupSize)
+        if options.strictGroups && layout.isRagged {
+            throw .groupsDoNotDivide(tensor: name, width: cols, groupSize: groupSize)
+        }
+        if let bad = weights.firstIndex(where: { !$0.isFinite }) {
+            throw .nonFinite(tensor: name, row: bad / cols, column: bad % cols, value: weights[bad])
+        }
+        if let channelWeights, channelWeights.count != cols {
+            throw .badOption("\(name): calibration statistic has \(channelWeights.count) channels, the weight has \(cols) inputs")
+        }
+        let rounding = StorageRounding(format.scaleDType ?? (storage == .f16 || storage == .bf16 ? storage : .f32))
+        let tableSize = 1 << format.codeBits
+        let groups = layout.count
+        var codes = [UInt8](repeating: 0, count: rows * cols)
+        var tables = format.perRowTable ? [Float](repeating: 0, count: rows * tableSize) : (format.sharedTable ?? [])
+        var scales = [Float](repeating: 0, count: rows * groups)
+        var zeros = format.hasZeros ? [Float](repeating: 0, count: rows * groups) : []
+        let tensorScale = weights.withUnsafeBufferPointer { format.tensorScale(of: $0) }
+
+        let threads = options.threads > 0 ? options.threads : SystemInfo.processorCount
+        let chunk = max(1, min(64, rows / (threads * 8)))
+        let chunks = (rows + chunk - 1) / chunk
+        let next = AtomicCounter()
+        let cancelled = AtomicFlag()
+        let channels = channelWeights ?? []
+        channels.withUnsafeBufferPointer { channelPointer in
+        let channelStatistic = channelWeights == nil ? nil : channelPointer
+        weights.withUnsafeBufferPointer { w in
+            codes.withUnsafeMutableBufferPointer { codesOut in
+                tables.withUnsafeMutableBufferPointer { tablesOut in
+                    scales.withUnsafeMutableBufferPointer { scalesOut in
+                        zeros.withUnsafeMutableBufferPointer { zerosOut in
+                            let shared = SharedBuffers(weights: w, channels: channelStatistic, codes: codesOut, tables: tablesOut,
+                                                       scales: scalesOut, zeros: zerosOut)
+                            DispatchQueue.concurrentPerform(iterations: min(threads, chunks)) { _ in
+                                let workspace = QuantWorkspace()
+                                while !cancelled.isSet {
+                                    let c = next.increment()
+                                    guard c < chunks else { break }
+                                    if progress?.isCancelled == true { cancelled.set(); break }
+                                    for r in (c * chunk)..<min((c + 1) * chunk, rows) {
+                                        let job = RowJob(
+                                            row: r,
+                                            values: UnsafeBufferPointer(rebasing: shared.weights[(r * cols)..<((r + 1) * cols)]),
+                                            groups: layout,
+                                            codes: UnsafeMutableBufferPointer(rebasing: shared.codes[(r * cols)..<((r + 1) * cols)]),
+                                            scales: UnsafeMutableBufferPointer(rebasing: shared.scales[(r * groups)..<((r + 1) * groups)]),
+                                            zeros: shared.zeros.isEmpty ? shared.zeros : UnsafeMutableBufferPointer(rebasing: shared.zeros[(r * groups)..<((r + 1) * groups)]),
+                                            table: format.perRowTable ? UnsafeMutableBufferPointer(rebasing: shared.tables[(r * tableSize)..<((r + 1) * tableSize)]) : shared.tables,
+                                            channelWeights: shared.channels,
+                                            options: options, tensorScale: tensorScale, storage: rounding, workspace: workspace)
+                                        format.quantizeRow(job)
+                                    }
+                                    progress?.advance(by: min((c + 1) * chunk, rows) - c * chunk)
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        }
+        if cancelled.isSet { throw .cancelled }
+        return QuantizedMatrix(formatName: format.name, rows: rows, cols: cols, codeBits: format.codeBits, groupSize: groupSize,
+                               codes: codes, tables: tables, perRowTable: format.perRowTable, scales: scales, zeros: zeros,
+                               tensorScale: tensorScale, storage: rounding.dtype, scaleBits: format.scaleBits ?? rounding.bits)
+    }
+}
+
+/// Output buffers shared by the workers; each worker writes only its own rows.
+private struct SharedBuffers: @unchecked Sendable {
+    let weights: UnsafeBufferPointer<Float>
+    let channels: UnsafeBufferPointer<Float>?
+    let codes: UnsafeMutableBufferPointer<UInt8>
+    let tables: UnsafeMutableBufferPointer<Float>
+    let scales: UnsafeMutableBufferPointer<Float>
+    let zeros: UnsafeMutableBufferPointer<Float>
+}

@@ -1,0 +1,78 @@
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Progress of a long job (quantize, calibrate, bench, perplexity), shared between the worker
+/// threads that advance it and the UI or CLI that shows it; cancelling it asks the job to stop.
+public final class Progress: Sendable {
+    private let state: Mutex<State>
+    private let cancelled = Atomic<Bool>(false)
+    private let started = Clock.now
+
+    struct State {
+        var completed = 0
+        var total: Int
+        var label: String
+    }
+
+    public init(total: Int, label: String = "") {
+        state = Mutex(State(total: total, label: label))
+    }
+
+    public func advance(by amount: Int = 1) { state.withLock { $0.completed += amount } }
+
+    public func reset(total: Int, label: String) {
+        state.withLock { $0 = State(total: total, label: label) }
+    }
+
+    public func setLabel(_ label: String) { state.withLock { $0.label = label } }
+    public func addToTotal(_ amount: Int) { state.withLock { $0.total += amount } }
+
+    public var completed: Int { state.withLock { $0.completed } }
+    public var total: Int { state.withLock { $0.total } }
+    public var label: String { state.withLock { $0.label } }
+    public var fraction: Double {
+        state.withLock { $0.total > 0 ? min(1, Double($0.completed) / Double($0.total)) : 0 }
+    }
+    /// Seconds since the job started.
+    public var elapsed: Double { Clock.now - started }
+    /// Estimated seconds left, from the rate so far (nil before any progress).
+    public var remaining: Double? {
+        let f = fraction
+        return f > 0 ? elapsed * (1 - f) / f : nil
+    }
+
+    public func cancel() { cancelled.store(true, ordering: .relaxed) }
+    public var isCancelled: Bool { cancelled.load(ordering: .relaxed) }
+}
+
+/// A monotonic clock in seconds.
+public enum Clock {
+    public static var now: Double {
+        var t = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &t)
+        return Double(t.tv_sec) + Double(t.tv_nsec) * 1e-9
+    }
+}
+
+public enum SystemInfo {
+    /// Online processors.
+    public static var processorCount: Int { max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))) }
+}
+
+/// A counter workers take work items from.
+final class AtomicCounter: Sendable {
+    private let value = Atomic<Int>(0)
+    /// Returns the value before the increment.
+    func increment() -> Int { value.add(1, ordering: .relaxed).oldValue }
+}
+
+final class AtomicFlag: Sendable {
+    private let value = Atomic<Bool>(false)
+    func set() { value.store(true, ordering: .relaxed) }
+    var isSet: Bool { value.load(ordering: .relaxed) }
+}

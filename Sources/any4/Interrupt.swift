@@ -1,0 +1,61 @@
+import Any4
+import Dispatch
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Turns SIGINT and SIGTERM into a cancellation of `progress` while `body` runs, so that long
+/// work stops cleanly (and writes no output file) instead of dying half-way.
+func cancellingOnInterrupt<T>(_ progress: Progress, _ body: () throws -> T) rethrows -> T {
+    let queue = DispatchQueue(label: "any4.signals")
+    var sources: [DispatchSourceSignal] = []
+    for sig in [SIGINT, SIGTERM] {
+        signal(sig, SIG_IGN)
+        let source = DispatchSource.makeSignalSource(signal: sig, queue: queue)
+        source.setEventHandler { progress.cancel() }
+        source.resume()
+        sources.append(source)
+    }
+    defer {
+        for source in sources { source.cancel() }
+        signal(SIGINT, SIG_DFL)
+        signal(SIGTERM, SIG_DFL)
+    }
+    return try body()
+}
+
+/// A one-line progress display on stderr, only when stderr is a terminal.
+final class ProgressLine: @unchecked Sendable {
+    let progress: Progress
+    private let enabled = isatty(2) == 1
+    private var timer: DispatchSourceTimer?
+
+    init(_ progress: Progress) { self.progress = progress }
+
+    func start() {
+        guard enabled else { return }
+        let timer = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "any4.progress"))
+        timer.schedule(deadline: .now(), repeating: .milliseconds(200))
+        timer.setEventHandler { [weak self] in self?.draw() }
+        timer.resume()
+        self.timer = timer
+    }
+
+    func draw() {
+        let p = progress
+        let rate = p.elapsed > 0 ? Double(p.completed) / p.elapsed : 0
+        var line = "\r\u{1B}[K\(p.label) \(Formatting.fixed(100 * p.fraction, 1))% · \(Formatting.count(Int(rate))) rows/s"
+        if let eta = p.remaining { line += " · ETA \(Formatting.fixed(eta, 0)) s" }
+        var err = StandardError()
+        print(line, terminator: "", to: &err)
+    }
+
+    func stop() {
+        timer?.cancel()
+        timer = nil
+        if enabled { var err = StandardError(); print("\r\u{1B}[K", terminator: "", to: &err) }
+    }
+}

@@ -1,0 +1,86 @@
+import Any4
+import ArgumentParser
+
+/// Options shared by `quantize` and `compare`.
+struct QuantizationOptionGroup: ParsableArguments {
+    @Option(help: "Group size for formats that take one (a positive multiple of 2). Widths it does not divide get a shorter last group.")
+    var groupSize = 128
+
+    @Flag(help: "Refuse widths the group size does not divide instead of using a shorter last group.")
+    var strictGroups = false
+
+    @Option(help: "any-b clustering: lloyd (k-means++ then Lloyd, the paper's) or exact (globally optimal 1-D k-means).")
+    var cluster = "lloyd"
+
+    @Option(help: "any-b k-means sample weights: none, scale (the group scale, the paper's default) or calib:FILE (scale × a calibration statistic).")
+    var sampleWeight = "scale"
+
+    @Option(help: "Calibration statistic for calib:FILE: mean (|mean|), absmean or sqmean.")
+    var stat = "absmean"
+
+    @Option(help: "Regular expression: only linear layers whose name matches.")
+    var layers: String?
+
+    @Option(help: "Regular expression: leave matching layers unquantized (default: the LM head).")
+    var skip: String?
+
+    @Option(help: "Worker threads (0: all cores).")
+    var threads = 0
+
+    @Option(help: "Seed for k-means++ seeding.")
+    var seed: UInt64 = 0
+
+    /// The options, or a usage error (status 2) naming what is wrong.
+    func options(cluster override: ClusterMethod? = nil) throws -> QuantizationOptions {
+        var o = QuantizationOptions()
+        o.groupSize = groupSize
+        o.strictGroups = strictGroups
+        o.threads = threads
+        o.seed = seed
+        guard let method = override ?? ClusterMethod(rawValue: cluster) else {
+            throw usageError("--cluster must be lloyd or exact, got \"\(cluster)\"")
+        }
+        o.cluster = method
+        guard let statistic = CalibrationStatistic(rawValue: stat) else {
+            throw usageError("--stat must be mean, absmean or sqmean, got \"\(stat)\"")
+        }
+        switch sampleWeight {
+        case "none": o.sampleWeighting = .none
+        case "scale": o.sampleWeighting = .scale
+        case let s where s.hasPrefix("calib:") && s.count > 6:
+            o.sampleWeighting = .calibration(path: String(s.dropFirst(6)), statistic: statistic)
+        default: throw usageError("--sample-weight must be none, scale or calib:FILE, got \"\(sampleWeight)\"")
+        }
+        do { try o.validate() } catch { throw usageError("--group-size: \(error)") }
+        return o
+    }
+
+    func selection() throws -> LayerSelection {
+        func regex(_ text: String?, _ flag: String) throws -> Regex<AnyRegexOutput>? {
+            guard let text else { return nil }
+            do { return try Regex(text) } catch { throw usageError("\(flag): not a valid regular expression: \(text)") }
+        }
+        return LayerSelection(include: try regex(layers, "--layers"), skip: try regex(skip, "--skip"))
+    }
+
+    func calibration(_ options: QuantizationOptions) throws -> CalibrationStats? {
+        guard case .calibration(let path, _) = options.sampleWeighting else { return nil }
+        return try reportingFileErrors { try CalibrationStats.load(path) }
+    }
+}
+
+/// Prints `message` as an error and exits with status 2.
+func usageError(_ message: String) -> ExitCode {
+    printError("any4: error: \(message)")
+    return ExitCode(2)
+}
+
+/// The selected linear layers, or status 2 when none match.
+func selectedLayers(_ model: Model, _ selection: LayerSelection, _ group: QuantizationOptionGroup) throws -> [ModelTensor] {
+    let chosen = model.tensors.filter(selection.selects)
+    guard !chosen.isEmpty else {
+        throw usageError("no linear layer of \(model.path) matches" + (group.layers.map { " --layers \($0)" } ?? "")
+                         + (group.skip.map { " with --skip \($0)" } ?? ""))
+    }
+    return chosen
+}

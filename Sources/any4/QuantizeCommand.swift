@@ -1,0 +1,103 @@
+import Any4
+import ArgumentParser
+
+struct QuantizeCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "quantize",
+        abstract: "Quantize a model's linear layers and write an any4 checkpoint (or a fake-quant one).",
+        discussion: """
+            Formats: \(FormatRegistry.all.map(\.name).joined(separator: ", ")). Embeddings are never \
+            quantized and the LM head is skipped unless --skip says otherwise. The output is written \
+            to a temporary file and renamed when complete: an error or Ctrl-C leaves no output file.
+            """
+    )
+
+    @Argument(help: "A .safetensors file, a Hugging Face model folder, or a .gguf file.")
+    var model: String
+
+    @Option(help: "Numeric format.")
+    var format: String
+
+    @OptionGroup var quantization: QuantizationOptionGroup
+
+    @Option(help: "Output .safetensors file.")
+    var out: String
+
+    @Flag(help: "Write dequantized weights under the input's names, shapes and dtypes instead of codes.")
+    var fakeQuant = false
+
+    @Flag(help: "Print one JSON object with the per-layer results.")
+    var json = false
+
+    func run() throws {
+        let numeric: any NumericFormat
+        do { numeric = try FormatRegistry.named(format) } catch { throw usageError("--format: \(error)") }
+        let options = try quantization.options()
+        let selection = try quantization.selection()
+        let model = try openModel(self.model)
+        let layers = try selectedLayers(model, selection, quantization)
+        let calibration = try quantization.calibration(options)
+
+        let progress = Progress(total: layers.reduce(0) { $0 + $1.shape[0] }, label: "quantizing \(numeric.name)")
+        let line = ProgressLine(progress)
+        line.start()
+        var results: [LayerResult] = []
+        let started = Clock.now
+        do {
+            try cancellingOnInterrupt(progress) {
+                for (i, layer) in layers.enumerated() {
+                    progress.setLabel("quantizing \(numeric.name) \(i + 1)/\(layers.count) \(layer.name)")
+                    results.append(try ModelQuantization.quantize(layer, of: model, format: numeric, options: options,
+                                                                  calibration: calibration, progress: progress))
+                }
+                line.stop()
+                var quantized: [String: QuantizedMatrix] = [:]
+                for r in results { quantized[r.name] = r.matrix }
+                let description = QuantizedCheckpoint.Description(
+                    format: numeric.name, codeBits: numeric.codeBits, groupSize: numeric.fixedBlockSize ?? options.groupSize,
+                    method: numeric.perRowTable ? options.cluster.rawValue : "", sampleWeight: quantization.sampleWeight)
+                try QuantizedCheckpoint.write(model: model, quantized: quantized, description: description,
+                                              fakeQuant: fakeQuant, to: out)
+            }
+        } catch QuantizationError.cancelled {
+            line.stop()
+            printError("any4: interrupted; nothing was written")
+            throw ExitCode(130)
+        } catch let error as QuantizationError {
+            line.stop()
+            throw usageError("\(error)")
+        } catch let error as FileFormatError {
+            line.stop()
+            printError("any4: error: \(error)")
+            throw ExitCode(2)
+        }
+        let seconds = Clock.now - started
+        if json {
+            print(JSONValue.object([
+                ("format", .string(numeric.name)), ("out", .string(out)), ("seconds", JSONValue(seconds)),
+                ("layers", .array(results.map(layerJSON))),
+            ]).serialized)
+        } else {
+            let params = results.reduce(0) { $0 + $1.shape[0] * $1.shape[1] }
+            let meanSQNR = results.map(\.metrics.sqnrDB).reduce(0, +) / Double(results.count)
+            let bits = results.reduce(0.0) { $0 + $1.bitsPerWeight * Double($1.shape[0] * $1.shape[1]) } / Double(params)
+            print("quantized \(results.count) layers (\(Formatting.count(params)) weights) to \(numeric.name) in \(Formatting.fixed(seconds, 2)) s")
+            print("mean SQNR \(Formatting.fixed(meanSQNR, 2)) dB · \(Formatting.fixed(bits, 3)) bits/weight · worst layer \(worstLayer(results))")
+            print("wrote \(out)\(fakeQuant ? " (fake-quant)" : "")")
+        }
+    }
+
+    func worstLayer(_ results: [LayerResult]) -> String {
+        guard let worst = results.min(by: { $0.metrics.sqnrDB < $1.metrics.sqnrDB }) else { return "-" }
+        return "\(worst.name) (\(Formatting.fixed(worst.metrics.sqnrDB, 2)) dB)"
+    }
+}
+
+func layerJSON(_ r: LayerResult) -> JSONValue {
+    .object([
+        ("name", .string(r.name)), ("shape", .array(r.shape.map { JSONValue($0) })),
+        ("sqnr_db", JSONValue(r.metrics.sqnrDB)), ("mse", JSONValue(r.metrics.mse)),
+        ("max_abs_error", JSONValue(r.metrics.maxAbsError)), ("bits_per_weight", JSONValue(r.bitsPerWeight)),
+        ("seconds", JSONValue(r.seconds)),
+    ])
+}
