@@ -212,3 +212,30 @@ final class MutationTests: XCTestCase {
         }
     }
 }
+
+extension MutationTests {
+    /// Found by the fuzzer: dims [0, 2^40, 2^40] in GGUF order become [2^40, 2^40, 0] outermost
+    /// first; counting elements must not overflow on the way to the zero.
+    func testZeroSizedTensorWithHugeDimensions() throws {
+        var bytes: [UInt8] = Array("GGUF".utf8) + [3, 0, 0, 0]
+        func u64(_ v: UInt64) { withUnsafeBytes(of: v.littleEndian) { bytes += $0 } }
+        func u32(_ v: UInt32) { withUnsafeBytes(of: v.littleEndian) { bytes += $0 } }
+        u64(1); u64(0)  // one tensor, no metadata
+        u64(1); bytes += Array("t".utf8)
+        u32(3); u64(0); u64(1 << 40); u64(1 << 40)
+        u32(0); u64(0)
+        while bytes.count % 32 != 0 { bytes.append(0) }
+        let store = ByteStore(copying: bytes, name: "zero.gguf")
+        let file = try GGUFFile(store: store)
+        XCTAssertEqual(file.tensors[0].shape, [1 << 40, 1 << 40, 0])
+        XCTAssertEqual(file.tensors[0].elementCount, 0)
+        XCTAssertEqual(file.tensors[0].rowCount, 0)
+        let model = try Model.open(try { () throws -> String in
+            let dir = try TestPaths.temporaryDirectory(for: self)
+            _ = FileManager.default.createFile(atPath: dir + "/zero.gguf", contents: Data(bytes))
+            return dir + "/zero.gguf"
+        }())
+        XCTAssertEqual(model.parameterCount, 0)
+        XCTAssertEqual(try model.decode(model.tensors[0]), [])
+    }
+}

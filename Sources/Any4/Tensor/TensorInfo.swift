@@ -16,14 +16,15 @@ public struct TensorInfo: Sendable, Hashable {
         self.byteCount = byteCount
     }
 
-    /// Number of elements (the product of `shape`; 1 for a scalar).
-    public var elementCount: Int { shape.reduce(1, *) }
+    /// Number of elements (the product of `shape`; 1 for a scalar). Readers have checked that the
+    /// product fits in any order of its factors that ends in a non-zero; a zero makes it 0.
+    public var elementCount: Int { shape.contains(0) ? 0 : shape.reduce(1, *) }
 
     /// Elements in one row: the innermost dimension (1 for a scalar).
     public var rowLength: Int { shape.last ?? 1 }
 
     /// Number of rows: all dimensions but the innermost.
-    public var rowCount: Int { shape.dropLast().reduce(1, *) }
+    public var rowCount: Int { rowLength == 0 ? 0 : elementCount / rowLength }
 }
 
 extension TensorInfo {
