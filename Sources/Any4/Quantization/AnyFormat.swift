@@ -13,8 +13,31 @@ public struct AnyFormat: NumericFormat {
     public var hasZeros: Bool { true }
     public var perRowTable: Bool { true }
 
+    /// Group-scales a row for k-means: writes each group's stored scale and zero, the scaled values
+    /// (in [0, 2^b − 1]) and each element's sample weight.
+    public static func scaleRow(_ values: UnsafeBufferPointer<Float>, groups: GroupLayout, bits: Int, storage: StorageRounding,
+                                weighting: SampleWeighting, channelWeights: UnsafeBufferPointer<Float>?,
+                                scales: UnsafeMutableBufferPointer<Float>, zeros: UnsafeMutableBufferPointer<Float>,
+                                scaled: UnsafeMutableBufferPointer<Float>, weights: UnsafeMutableBufferPointer<Float>) {
+        let levels = Float((1 << bits) - 1)
+        let half = Float(1 << (bits - 1))
+        for g in 0..<groups.count {
+            let range = groups.range(g)
+            let (s, z, low) = GroupScaling.asymmetric(values, range, levels: levels, half: half, storage: storage)
+            scales[g] = s
+            zeros[g] = z
+            for c in range {
+                scaled[c] = (values[c] - low) / s
+                switch weighting {
+                case .none: weights[c] = 1
+                case .scale: weights[c] = s
+                case .calibration: weights[c] = s * (channelWeights?[c] ?? 1)
+                }
+            }
+        }
+    }
+
     public func quantizeRow(_ job: RowJob) {
-        let levels = Float((1 << codeBits) - 1)
         let half = Float(1 << (codeBits - 1))
         let n = job.values.count
         let ws = job.workspace
@@ -22,20 +45,9 @@ public struct AnyFormat: NumericFormat {
         if ws.weights.count < n { ws.weights = [Float](repeating: 0, count: n) }
         ws.scaled.withUnsafeMutableBufferPointer { scaled in
             ws.weights.withUnsafeMutableBufferPointer { weights in
-                for g in 0..<job.groups.count {
-                    let range = job.groups.range(g)
-                    let (s, z, low) = GroupScaling.asymmetric(job.values, range, levels: levels, half: half, storage: job.storage)
-                    job.scales[g] = s
-                    job.zeros[g] = z
-                    for c in range {
-                        scaled[c] = (job.values[c] - low) / s
-                        switch job.options.sampleWeighting {
-                        case .none: weights[c] = 1
-                        case .scale: weights[c] = s
-                        case .calibration: weights[c] = s * (job.channelWeights?[c] ?? 1)
-                        }
-                    }
-                }
+                Self.scaleRow(job.values, groups: job.groups, bits: codeBits, storage: job.storage,
+                              weighting: job.options.sampleWeighting, channelWeights: job.channelWeights,
+                              scales: job.scales, zeros: job.zeros, scaled: scaled, weights: weights)
                 let values = UnsafeBufferPointer(rebasing: scaled[0..<n])
                 let w: UnsafeBufferPointer<Float>? = job.options.sampleWeighting == .none ? nil : UnsafeBufferPointer(rebasing: weights[0..<n])
                 let k = 1 << codeBits
