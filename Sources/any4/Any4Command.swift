@@ -1,5 +1,6 @@
 import Any4
 import ArgumentParser
+import Foundation
 
 @main
 struct Any4Command: ParsableCommand {
@@ -45,10 +46,11 @@ import Darwin
 private func fwriteStderr(_ buffer: UnsafeBufferPointer<UInt8>) -> Int { Darwin.write(2, buffer.baseAddress, buffer.count) }
 #endif
 
-/// Opens the model at `path`, or the built-in demo when `path` is nil.
+/// Opens the model at `path`, or the built-in demo when `path` is nil or `demo` (and no file of
+/// that name exists).
 func openModel(_ path: String?) throws -> Model {
     try reportingFileErrors {
-        if let path { return try Model.open(path) }
+        if let path, !(path == "demo" && !FileManager.default.fileExists(atPath: path)) { return try Model.open(path) }
         return try DemoModel.make()
     }
 }

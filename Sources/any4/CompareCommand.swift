@@ -92,11 +92,14 @@ struct CompareCommand: ParsableCommand {
                         ("name", .string(row.layer.name)),
                         ("shape", .array(row.layer.shape.map { JSONValue($0) })),
                         ("results", .object(row.results.map { r in
-                            (r.format, .object([
+                            var fields: [(key: String, value: JSONValue)] = [
                                 ("sqnr_db", JSONValue(r.metrics.sqnrDB)), ("mse", JSONValue(r.metrics.mse)),
                                 ("max_abs_error", JSONValue(r.metrics.maxAbsError)),
                                 ("bits_per_weight", JSONValue(r.bitsPerWeight)), ("seconds", JSONValue(r.seconds)),
-                            ]))
+                            ]
+                            if let o = r.kmeansObjective { fields.append(("kmeans_objective", JSONValue(o))) }
+                            if let o = r.kmeansObjectiveFirst64 { fields.append(("kmeans_objective_first64", JSONValue(o))) }
+                            return (r.format, .object(fields))
                         })),
                     ])
                 })),

@@ -91,3 +91,24 @@ final class QuantizeCLITests: XCTestCase {
         XCTAssertGreaterThanOrEqual(summary["any4-exact"]!["mean_sqnr_db"]!.double! + 0.05, summary["any4"]!["mean_sqnr_db"]!.double!)
     }
 }
+
+extension QuantizeCLITests {
+    /// Ctrl-C (SIGINT) in the middle of a quantization: status 130, no output file, no temp file.
+    func testInterruptLeavesNoOutputFile() throws {
+        let folder = try TestPaths.requireModel(TestPaths.miniLM)
+        let dir = try TestPaths.temporaryDirectory(for: self)
+        let out = dir + "/q.safetensors"
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: TestPaths.any4Binary)
+        process.arguments = ["quantize", folder, "--format", "any4", "--cluster", "exact", "--out", out]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        Thread.sleep(forTimeInterval: 1.0)
+        XCTAssertTrue(process.isRunning, "quantization finished before the interrupt; use a slower case")
+        kill(process.processIdentifier, SIGINT)
+        process.waitUntilExit()
+        XCTAssertEqual(process.terminationStatus, 130)
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir), [], "nothing written")
+    }
+}

@@ -55,6 +55,7 @@ public struct AnyFormat: NumericFormat {
                 case .lloyd: KMeans1D.lloyd(values, weights: w, k: k, seed: job.options.seed &+ UInt64(job.row), workspace: ws.kmeans)
                 case .exact: KMeans1D.exact(values, weights: w, k: k, workspace: ws.kmeans)
                 }
+                job.objective.pointee = result.objective
                 for i in 0..<k { job.table[i] = job.storage(result.centroids[i] - half) }
                 TableSearch.assignNearest(values, offset: half, table: UnsafeBufferPointer(job.table), codes: job.codes)
             }

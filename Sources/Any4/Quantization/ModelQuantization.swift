@@ -31,6 +31,9 @@ public struct LayerResult: Sendable {
     public var metrics: ErrorMetrics
     public var bitsPerWeight: Double
     public var seconds: Double
+    /// any-b: the weighted k-means objective summed over all rows, and over the first 64.
+    public var kmeansObjective: Double?
+    public var kmeansObjectiveFirst64: Double?
     public var matrix: QuantizedMatrix?
 }
 
@@ -69,7 +72,11 @@ public enum ModelQuantization {
                                        channelWeights: channels, progress: progress)
         let seconds = Clock.now - start
         let metrics = ErrorMetrics(original: weights, approximation: q.dequantized())
+        let objectives = q.rowObjectives
         return LayerResult(name: tensor.name, shape: tensor.shape, format: format.name, metrics: metrics,
-                           bitsPerWeight: q.bitsPerWeight, seconds: seconds, matrix: keepMatrix ? q : nil)
+                           bitsPerWeight: q.bitsPerWeight, seconds: seconds,
+                           kmeansObjective: objectives.isEmpty ? nil : objectives.reduce(0, +),
+                           kmeansObjectiveFirst64: objectives.isEmpty ? nil : objectives.prefix(64).reduce(0, +),
+                           matrix: keepMatrix ? q : nil)
     }
 }

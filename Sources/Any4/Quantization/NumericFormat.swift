@@ -58,6 +58,8 @@ public struct RowJob {
     public let zeros: UnsafeMutableBufferPointer<Float>
     /// Output: the row's table (per-row-table formats).
     public let table: UnsafeMutableBufferPointer<Float>
+    /// Output (any-b): the row's weighted k-means objective in the group-scaled domain.
+    public let objective: UnsafeMutablePointer<Double>
     /// Per-input-channel calibration weights for k-means (nil: none).
     public let channelWeights: UnsafeBufferPointer<Float>?
     public let options: QuantizationOptions

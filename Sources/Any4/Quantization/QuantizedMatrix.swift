@@ -24,6 +24,9 @@ public struct QuantizedMatrix: Sendable {
     public let storage: DType
     /// Bits of one stored scale (the storage dtype's, or 8 for E8M0/E4M3 scales).
     public let scaleBits: Int
+    /// any-b: each row's weighted k-means objective in the group-scaled domain (empty otherwise,
+    /// and after reading a checkpoint).
+    public var rowObjectives: [Double]
 
     public var groups: GroupLayout { GroupLayout(columns: cols, size: groupSize) }
     public var groupsPerRow: Int { groups.count }
@@ -110,7 +113,9 @@ public struct QuantizedMatrix: Sendable {
     }
 
     public init(formatName: String, rows: Int, cols: Int, codeBits: Int, groupSize: Int, codes: [UInt8], tables: [Float],
-                perRowTable: Bool, scales: [Float], zeros: [Float], tensorScale: Float, storage: DType, scaleBits: Int) {
+                perRowTable: Bool, scales: [Float], zeros: [Float], tensorScale: Float, storage: DType, scaleBits: Int,
+                rowObjectives: [Double] = []) {
+        self.rowObjectives = rowObjectives
         self.formatName = formatName
         self.rows = rows
         self.cols = cols

@@ -34,6 +34,7 @@ public enum Quantizer {
         var tables = format.perRowTable ? [Float](repeating: 0, count: rows * tableSize) : (format.sharedTable ?? [])
         var scales = [Float](repeating: 0, count: rows * groups)
         var zeros = format.hasZeros ? [Float](repeating: 0, count: rows * groups) : []
+        var objectives = [Double](repeating: 0, count: format.perRowTable ? rows : 0)
         let tensorScale = weights.withUnsafeBufferPointer { format.tensorScale(of: $0) }
 
         let threads = options.threads > 0 ? options.threads : SystemInfo.processorCount
@@ -49,10 +50,14 @@ public enum Quantizer {
                 tables.withUnsafeMutableBufferPointer { tablesOut in
                     scales.withUnsafeMutableBufferPointer { scalesOut in
                         zeros.withUnsafeMutableBufferPointer { zerosOut in
+                        objectives.withUnsafeMutableBufferPointer { objectivesOut in
                             let shared = SharedBuffers(weights: w, channels: channelStatistic, codes: codesOut, tables: tablesOut,
-                                                       scales: scalesOut, zeros: zerosOut)
+                                                       scales: scalesOut, zeros: zerosOut,
+                                                       objectives: objectivesOut)
                             DispatchQueue.concurrentPerform(iterations: min(threads, chunks)) { _ in
                                 let workspace = QuantWorkspace()
+                                let scratchObjective = UnsafeMutablePointer<Double>.allocate(capacity: 1)
+                                defer { scratchObjective.deallocate() }
                                 while !cancelled.isSet {
                                     let c = next.increment()
                                     guard c < chunks else { break }
@@ -66,6 +71,7 @@ public enum Quantizer {
                                             scales: UnsafeMutableBufferPointer(rebasing: shared.scales[(r * groups)..<((r + 1) * groups)]),
                                             zeros: shared.zeros.isEmpty ? shared.zeros : UnsafeMutableBufferPointer(rebasing: shared.zeros[(r * groups)..<((r + 1) * groups)]),
                                             table: format.perRowTable ? UnsafeMutableBufferPointer(rebasing: shared.tables[(r * tableSize)..<((r + 1) * tableSize)]) : shared.tables,
+                                            objective: shared.objectives.isEmpty ? scratchObjective : shared.objectives.baseAddress! + r,
                                             channelWeights: shared.channels,
                                             options: options, tensorScale: tensorScale, storage: rounding, workspace: workspace)
                                         format.quantizeRow(job)
@@ -79,10 +85,12 @@ public enum Quantizer {
             }
         }
         }
+        }
         if cancelled.isSet { throw .cancelled }
         return QuantizedMatrix(formatName: format.name, rows: rows, cols: cols, codeBits: format.codeBits, groupSize: groupSize,
                                codes: codes, tables: tables, perRowTable: format.perRowTable, scales: scales, zeros: zeros,
-                               tensorScale: tensorScale, storage: rounding.dtype, scaleBits: format.scaleBits ?? rounding.bits)
+                               tensorScale: tensorScale, storage: rounding.dtype, scaleBits: format.scaleBits ?? rounding.bits,
+                               rowObjectives: objectives)
     }
 }
 
@@ -94,4 +102,5 @@ private struct SharedBuffers: @unchecked Sendable {
     let tables: UnsafeMutableBufferPointer<Float>
     let scales: UnsafeMutableBufferPointer<Float>
     let zeros: UnsafeMutableBufferPointer<Float>
+    let objectives: UnsafeMutableBufferPointer<Double>
 }
