@@ -15,7 +15,11 @@ let package = Package(
         // MARK: - Core
         // The core library: file formats, model view, quantization. No terminal, no CLI parsing.
         // Optimised even in debug builds: the tests run its numerics on real model weights.
-        .target(name: "Any4", swiftSettings: [.unsafeFlags(["-O"])]),
+        .target(name: "Any4", dependencies: ["CAny4Kernels"], swiftSettings: [.unsafeFlags(["-O"])]),
+
+        // Lookup-GEMM and dense kernels in C with AVX2 intrinsics (run-time dispatch, scalar
+        // fallback). Optimised in every build configuration.
+        .target(name: "CAny4Kernels", cSettings: [.unsafeFlags(["-O3"])]),
 
         // MARK: - Terminal
         // ncursesw through a module map that links it by name. (pkg-config's ncursesw.pc adds

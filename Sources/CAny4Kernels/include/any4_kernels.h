@@ -1,0 +1,65 @@
+// Lookup-GEMM and dense GEMM kernels for any4 explorer: y[m, rows] = x[m, cols] · Wᵀ (+ bias).
+//
+// Each kernel has a portable scalar version (the reference the tests hold the fast ones to) and,
+// on x86-64, an AVX2 + FMA + F16C version chosen at run time (any4_cpu_has_avx2). All kernels
+// work on a row range [row_begin, row_end) so the caller can spread rows over threads.
+//
+// Packed 4-bit layout (built by the Swift side): columns are padded to a multiple of 32; each row
+// is cols_padded / 2 bytes; within each block of 32 columns, byte j (0..15) holds column j in its
+// low nibble and column j + 16 in its high nibble. A group of `group_size` columns (a multiple of
+// 32) shares one scale and one zero: w = table[q] * scale + zero.
+#ifndef ANY4_KERNELS_H
+#define ANY4_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/// 1 when the CPU has AVX2, FMA and F16C (and the OS saves YMM state).
+int any4_cpu_has_avx2(void);
+
+typedef struct {
+    const uint8_t *codes;     // rows × cols_padded/2
+    const float *table;       // per-row float tables (rows × 16), or one shared table (table_stride 0)
+    int table_stride;         // 16 for per-row tables, 0 for a shared table
+    const int8_t *table_i8;   // int8 tables, same stride, for the fast path
+    const float *table_i8_scale; // per-row factor: table ≈ table_i8 × factor (stride 1, or 0 if shared)
+    int table_i8_scale_stride;
+    const float *scales;      // rows × groups
+    const float *zeros;       // rows × groups, or NULL
+    int rows;
+    int cols_padded;
+    int group_size;           // multiple of 32
+    int groups;               // groups per row
+} any4_packed;
+
+/// Exact path: float tables, float activations, f32 accumulation.
+/// x: m × cols_padded (padding columns must be 0); group_sums: m × groups (Σ x over each group);
+/// y: m × rows (row stride y_stride); bias: rows or NULL.
+void any4_lut_gemm_exact(const any4_packed *w, const float *x, const float *group_sums, int m,
+                         float *y, int y_stride, const float *bias, int row_begin, int row_end, int use_avx2);
+
+/// Fast path: int8 tables, int8 activations quantized per group (xq: m × cols_padded,
+/// x_scale: m × groups, x ≈ xq × x_scale), int32 accumulation within a group.
+void any4_lut_gemm_fast(const any4_packed *w, const int8_t *xq, const float *x_scale, const float *group_sums, int m,
+                        float *y, int y_stride, const float *bias, int row_begin, int row_end, int use_avx2);
+
+/// Quantizes activations per group for the fast path and computes group sums:
+/// xq = round(x / s), s = max|x| / 127 over each group. x, xq: m × cols_padded.
+void any4_quantize_activations(const float *x, int m, int cols_padded, int group_size, int groups,
+                               int8_t *xq, float *x_scale, float *group_sums);
+
+/// Dense y = x · Wᵀ for W stored as f32 (dtype 0), f16 (1) or bf16 (2), rows × cols, row-major.
+void any4_dense_gemm(const void *w, int dtype, int cols, const float *x, int m, float *y, int y_stride,
+                     const float *bias, int row_begin, int row_end, int use_avx2);
+
+/// STREAM-triad-like probe: a[i] = b[i] + s * c[i] over [begin, end).
+void any4_triad(float *a, const float *b, const float *c, float s, size_t begin, size_t end);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

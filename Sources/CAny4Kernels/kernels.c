@@ -1,0 +1,350 @@
+// Scalar reference kernels and their AVX2 twins; see include/any4_kernels.h for the layouts.
+#include "any4_kernels.h"
+
+#include <math.h>
+#include <string.h>
+
+#if defined(__x86_64__) || defined(_M_X64)
+#define ANY4_X86 1
+#include <cpuid.h>
+#include <immintrin.h>
+#endif
+
+int any4_cpu_has_avx2(void) {
+#if ANY4_X86
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return 0;
+    int fma = (c >> 12) & 1, osxsave = (c >> 27) & 1, avx = (c >> 28) & 1, f16c = (c >> 29) & 1;
+    if (!(fma && osxsave && avx && f16c)) return 0;
+    unsigned lo, hi;
+    __asm__("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    if ((lo & 6) != 6) return 0;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return 0;
+    return (b >> 5) & 1;
+#else
+    return 0;
+#endif
+}
+
+static inline float half_to_float(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1F, man = h & 0x3FF, bits;
+    if (exp == 0) {
+        if (man == 0) bits = sign;
+        else {  // subnormal: normalise
+            exp = 127 - 15 + 1;
+            while (!(man & 0x400)) { man <<= 1; exp--; }
+            bits = sign | (exp << 23) | ((man & 0x3FF) << 13);
+        }
+    } else if (exp == 31) bits = sign | 0x7F800000 | (man << 13);
+    else bits = sign | ((exp + 127 - 15) << 23) | (man << 13);
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+static inline float bf16_to_float(uint16_t h) {
+    uint32_t bits = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+static inline int code_at(const uint8_t *row, int c) {
+    const uint8_t byte = row[(c / 32) * 16 + (c % 32) % 16];
+    return (c % 32) < 16 ? (byte & 0xF) : (byte >> 4);
+}
+
+// MARK: - Scalar references
+
+static void lut_exact_scalar(const any4_packed *w, const float *x, const float *gsum, int m, float *y, int ys,
+                             const float *bias, int r0, int r1) {
+    const int cp = w->cols_padded, G = w->group_size;
+    for (int r = r0; r < r1; r++) {
+        const uint8_t *q = w->codes + (size_t)r * (cp / 2);
+        const float *t = w->table + (size_t)r * w->table_stride;
+        for (int k = 0; k < m; k++) {
+            const float *xk = x + (size_t)k * cp;
+            float total = 0;
+            for (int g = 0; g < w->groups; g++) {
+                float acc = 0;
+                int end = (g + 1) * G < cp ? (g + 1) * G : cp;
+                for (int c = g * G; c < end; c++) acc += t[code_at(q, c)] * xk[c];
+                total += acc * w->scales[(size_t)r * w->groups + g];
+                if (w->zeros) total += w->zeros[(size_t)r * w->groups + g] * gsum[(size_t)k * w->groups + g];
+            }
+            y[(size_t)k * ys + r] = total + (bias ? bias[r] : 0);
+        }
+    }
+}
+
+static void lut_fast_scalar(const any4_packed *w, const int8_t *xq, const float *xs, const float *gsum, int m, float *y,
+                            int ys, const float *bias, int r0, int r1) {
+    const int cp = w->cols_padded, G = w->group_size;
+    for (int r = r0; r < r1; r++) {
+        const uint8_t *q = w->codes + (size_t)r * (cp / 2);
+        const int8_t *t = w->table_i8 + (size_t)r * w->table_stride;
+        const float f = w->table_i8_scale[(size_t)r * w->table_i8_scale_stride];
+        for (int k = 0; k < m; k++) {
+            const int8_t *xk = xq + (size_t)k * cp;
+            float total = 0;
+            for (int g = 0; g < w->groups; g++) {
+                int32_t acc = 0;
+                int end = (g + 1) * G < cp ? (g + 1) * G : cp;
+                for (int c = g * G; c < end; c++) acc += (int32_t)t[code_at(q, c)] * xk[c];
+                total += (float)acc * (w->scales[(size_t)r * w->groups + g] * f * xs[(size_t)k * w->groups + g]);
+                if (w->zeros) total += w->zeros[(size_t)r * w->groups + g] * gsum[(size_t)k * w->groups + g];
+            }
+            y[(size_t)k * ys + r] = total + (bias ? bias[r] : 0);
+        }
+    }
+}
+
+static void dense_scalar(const void *w, int dtype, int cols, const float *x, int m, float *y, int ys, const float *bias,
+                         int r0, int r1) {
+    for (int r = r0; r < r1; r++) {
+        for (int k = 0; k < m; k++) {
+            const float *xk = x + (size_t)k * cols;
+            float acc = 0;
+            for (int c = 0; c < cols; c++) {
+                size_t i = (size_t)r * cols + c;
+                float wv = dtype == 0 ? ((const float *)w)[i]
+                         : dtype == 1 ? half_to_float(((const uint16_t *)w)[i])
+                                      : bf16_to_float(((const uint16_t *)w)[i]);
+                acc += wv * xk[c];
+            }
+            y[(size_t)k * ys + r] = acc + (bias ? bias[r] : 0);
+        }
+    }
+}
+
+// MARK: - AVX2
+
+#if ANY4_X86
+#define AVX2 __attribute__((target("avx2,fma,f16c")))
+
+AVX2 static inline float hsum256(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/// 8 table entries for 8 indices (0..15) from a 16-entry float table held in two registers.
+AVX2 static inline __m256 lookup16(__m256 lo, __m256 hi, __m256i idx) {
+    __m256 a = _mm256_permutevar8x32_ps(lo, idx), b = _mm256_permutevar8x32_ps(hi, idx);
+    return _mm256_blendv_ps(a, b, _mm256_castsi256_ps(_mm256_slli_epi32(idx, 28)));
+}
+
+#define TILE 4
+
+AVX2 static void lut_exact_avx2(const any4_packed *w, const float *x, const float *gsum, int m, float *y, int ys,
+                                const float *bias, int r0, int r1) {
+    const int cp = w->cols_padded, G = w->group_size, bpg = G / 32, nb = cp / 32;
+    const __m256i m4 = _mm256_set1_epi32(15);
+    for (int r = r0; r < r1; r++) {
+        const uint8_t *q = w->codes + (size_t)r * (cp / 2);
+        const float *t = w->table + (size_t)r * w->table_stride;
+        const __m256 tlo = _mm256_loadu_ps(t), thi = _mm256_loadu_ps(t + 8);
+        const float *sc = w->scales + (size_t)r * w->groups;
+        for (int k0 = 0; k0 < m; k0 += TILE) {
+            const int kt = m - k0 < TILE ? m - k0 : TILE;
+            __m256 total[TILE];
+            for (int k = 0; k < TILE; k++) total[k] = _mm256_setzero_ps();
+            for (int g = 0; g < w->groups; g++) {
+                __m256 acc[TILE];
+                for (int k = 0; k < TILE; k++) acc[k] = _mm256_setzero_ps();
+                const int bend = (g + 1) * bpg < nb ? (g + 1) * bpg : nb;
+                for (int b = g * bpg; b < bend; b++) {
+                    const uint8_t *qb = q + b * 16;
+                    __m256i b0 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)qb));
+                    __m256i b1 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(qb + 8)));
+                    __m256 w0 = lookup16(tlo, thi, _mm256_and_si256(b0, m4));
+                    __m256 w1 = lookup16(tlo, thi, _mm256_and_si256(b1, m4));
+                    __m256 w2 = lookup16(tlo, thi, _mm256_srli_epi32(b0, 4));
+                    __m256 w3 = lookup16(tlo, thi, _mm256_srli_epi32(b1, 4));
+                    for (int k = 0; k < kt; k++) {
+                        const float *xb = x + (size_t)(k0 + k) * cp + b * 32;
+                        __m256 a = _mm256_mul_ps(w0, _mm256_loadu_ps(xb));
+                        a = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xb + 8), a);
+                        a = _mm256_fmadd_ps(w2, _mm256_loadu_ps(xb + 16), a);
+                        a = _mm256_fmadd_ps(w3, _mm256_loadu_ps(xb + 24), a);
+                        acc[k] = _mm256_add_ps(acc[k], a);
+                    }
+                }
+                const __m256 s = _mm256_set1_ps(sc[g]);
+                for (int k = 0; k < kt; k++) total[k] = _mm256_fmadd_ps(acc[k], s, total[k]);
+            }
+            for (int k = 0; k < kt; k++) {
+                float v = hsum256(total[k]);
+                if (w->zeros) {
+                    const float *z = w->zeros + (size_t)r * w->groups, *gs = gsum + (size_t)(k0 + k) * w->groups;
+                    for (int g = 0; g < w->groups; g++) v += z[g] * gs[g];
+                }
+                y[(size_t)(k0 + k) * ys + r] = v + (bias ? bias[r] : 0);
+            }
+        }
+    }
+}
+
+AVX2 static void lut_fast_avx2(const any4_packed *w, const int8_t *xq, const float *xs, const float *gsum, int m, float *y,
+                               int ys, const float *bias, int r0, int r1) {
+    const int cp = w->cols_padded, G = w->group_size, bpg = G / 32, nb = cp / 32;
+    const __m256i m4 = _mm256_set1_epi8(15), ones = _mm256_set1_epi16(1);
+    for (int r = r0; r < r1; r++) {
+        const uint8_t *q = w->codes + (size_t)r * (cp / 2);
+        const __m256i lut = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(w->table_i8 + (size_t)r * w->table_stride)));
+        const float f = w->table_i8_scale[(size_t)r * w->table_i8_scale_stride];
+        const float *sc = w->scales + (size_t)r * w->groups;
+        for (int k0 = 0; k0 < m; k0 += TILE) {
+            const int kt = m - k0 < TILE ? m - k0 : TILE;
+            __m256 total[TILE];
+            for (int k = 0; k < TILE; k++) total[k] = _mm256_setzero_ps();
+            for (int g = 0; g < w->groups; g++) {
+                __m256i acc[TILE];
+                for (int k = 0; k < TILE; k++) acc[k] = _mm256_setzero_si256();
+                const int bend = (g + 1) * bpg < nb ? (g + 1) * bpg : nb;
+                for (int b = g * bpg; b < bend; b++) {
+                    const __m128i raw = _mm_loadu_si128((const __m128i *)(q + b * 16));
+                    const __m256i idx = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), m4);
+                    const __m256i wv = _mm256_shuffle_epi8(lut, idx);
+                    const __m256i aw = _mm256_sign_epi8(wv, wv);
+                    for (int k = 0; k < kt; k++) {
+                        const __m256i xv = _mm256_loadu_si256((const __m256i *)(xq + (size_t)(k0 + k) * cp + b * 32));
+                        const __m256i p = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(xv, wv));
+                        acc[k] = _mm256_add_epi32(acc[k], _mm256_madd_epi16(p, ones));
+                    }
+                }
+                for (int k = 0; k < kt; k++) {
+                    const __m256 s = _mm256_set1_ps(sc[g] * f * xs[(size_t)(k0 + k) * w->groups + g]);
+                    total[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[k]), s, total[k]);
+                }
+            }
+            for (int k = 0; k < kt; k++) {
+                float v = hsum256(total[k]);
+                if (w->zeros) {
+                    const float *z = w->zeros + (size_t)r * w->groups, *gs = gsum + (size_t)(k0 + k) * w->groups;
+                    for (int g = 0; g < w->groups; g++) v += z[g] * gs[g];
+                }
+                y[(size_t)(k0 + k) * ys + r] = v + (bias ? bias[r] : 0);
+            }
+        }
+    }
+}
+
+AVX2 static inline __m256 load8(const void *w, int dtype, size_t i) {
+    if (dtype == 0) return _mm256_loadu_ps((const float *)w + i);
+    const __m128i h = _mm_loadu_si128((const __m128i *)((const uint16_t *)w + i));
+    if (dtype == 1) return _mm256_cvtph_ps(h);
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+AVX2 static void dense_avx2(const void *w, int dtype, int cols, const float *x, int m, float *y, int ys, const float *bias,
+                            int r0, int r1) {
+    const int c8 = cols / 8 * 8;
+    for (int r = r0; r < r1; r++) {
+        const size_t base = (size_t)r * cols;
+        for (int k0 = 0; k0 < m; k0 += TILE) {
+            const int kt = m - k0 < TILE ? m - k0 : TILE;
+            __m256 acc[TILE], acc2[TILE];
+            for (int k = 0; k < TILE; k++) { acc[k] = _mm256_setzero_ps(); acc2[k] = _mm256_setzero_ps(); }
+            int c = 0;
+            for (; c + 16 <= c8; c += 16) {
+                const __m256 wa = load8(w, dtype, base + c), wb = load8(w, dtype, base + c + 8);
+                for (int k = 0; k < kt; k++) {
+                    const float *xk = x + (size_t)(k0 + k) * cols + c;
+                    acc[k] = _mm256_fmadd_ps(wa, _mm256_loadu_ps(xk), acc[k]);
+                    acc2[k] = _mm256_fmadd_ps(wb, _mm256_loadu_ps(xk + 8), acc2[k]);
+                }
+            }
+            for (; c < c8; c += 8) {
+                const __m256 wa = load8(w, dtype, base + c);
+                for (int k = 0; k < kt; k++) acc[k] = _mm256_fmadd_ps(wa, _mm256_loadu_ps(x + (size_t)(k0 + k) * cols + c), acc[k]);
+            }
+            for (int k = 0; k < kt; k++) {
+                float v = hsum256(_mm256_add_ps(acc[k], acc2[k]));
+                const float *xk = x + (size_t)(k0 + k) * cols;
+                for (int t = c8; t < cols; t++) {
+                    size_t i = base + t;
+                    float wv = dtype == 0 ? ((const float *)w)[i]
+                             : dtype == 1 ? half_to_float(((const uint16_t *)w)[i])
+                                          : bf16_to_float(((const uint16_t *)w)[i]);
+                    v += wv * xk[t];
+                }
+                y[(size_t)(k0 + k) * ys + r] = v + (bias ? bias[r] : 0);
+            }
+        }
+    }
+}
+#endif
+
+// MARK: - Dispatch
+
+void any4_lut_gemm_exact(const any4_packed *w, const float *x, const float *gsum, int m, float *y, int ys,
+                         const float *bias, int r0, int r1, int use_avx2) {
+#if ANY4_X86
+    if (use_avx2) { lut_exact_avx2(w, x, gsum, m, y, ys, bias, r0, r1); return; }
+#endif
+    (void)use_avx2;
+    lut_exact_scalar(w, x, gsum, m, y, ys, bias, r0, r1);
+}
+
+void any4_lut_gemm_fast(const any4_packed *w, const int8_t *xq, const float *xs, const float *gsum, int m, float *y,
+                        int ys, const float *bias, int r0, int r1, int use_avx2) {
+#if ANY4_X86
+    if (use_avx2) { lut_fast_avx2(w, xq, xs, gsum, m, y, ys, bias, r0, r1); return; }
+#endif
+    (void)use_avx2;
+    lut_fast_scalar(w, xq, xs, gsum, m, y, ys, bias, r0, r1);
+}
+
+void any4_dense_gemm(const void *w, int dtype, int cols, const float *x, int m, float *y, int ys, const float *bias,
+                     int r0, int r1, int use_avx2) {
+#if ANY4_X86
+    if (use_avx2) { dense_avx2(w, dtype, cols, x, m, y, ys, bias, r0, r1); return; }
+#endif
+    (void)use_avx2;
+    dense_scalar(w, dtype, cols, x, m, y, ys, bias, r0, r1);
+}
+
+void any4_quantize_activations(const float *x, int m, int cp, int G, int groups, int8_t *xq, float *xs, float *gsum) {
+    for (int k = 0; k < m; k++) {
+        for (int g = 0; g < groups; g++) {
+            const int begin = g * G, end = (g + 1) * G < cp ? (g + 1) * G : cp;
+            const float *xg = x + (size_t)k * cp;
+            int8_t *qg = xq + (size_t)k * cp;
+            float amax = 0, sum = 0;
+            for (int c = begin; c < end; c++) {
+                amax = fabsf(xg[c]) > amax ? fabsf(xg[c]) : amax;
+                sum += xg[c];
+            }
+            const float s = amax / 127.0f, inv = s > 0 ? 1.0f / s : 0.0f;
+            int qsum = 0;
+            for (int c = begin; c < end; c++) {
+                qg[c] = (int8_t)lrintf(xg[c] * inv);
+                qsum += qg[c];
+            }
+            // Sum-preserving rounding: nudge the codes that were rounded furthest so that
+            // Σ xq·s stays within s/2 of Σ x. Per-group weight means make the products sensitive
+            // to the common-mode part of the rounding error; this removes it.
+            int residual = (int)lrintf(sum * inv) - qsum;
+            while (residual != 0) {
+                const int dir = residual > 0 ? 1 : -1;
+                int best = -1;
+                float bestGap = -1;
+                for (int c = begin; c < end; c++) {
+                    const float gap = (xg[c] * inv - qg[c]) * dir;  // how far below (above) the value the code is
+                    if (gap > bestGap && qg[c] + dir <= 127 && qg[c] + dir >= -127) { bestGap = gap; best = c; }
+                }
+                if (best < 0) break;
+                qg[best] = (int8_t)(qg[best] + dir);
+                residual -= dir;
+            }
+            xs[(size_t)k * groups + g] = s;
+            gsum[(size_t)k * groups + g] = sum;
+        }
+    }
+}
+
+void any4_triad(float *a, const float *b, const float *c, float s, size_t begin, size_t end) {
+    for (size_t i = begin; i < end; i++) a[i] = b[i] + s * c[i];
+}

@@ -1,0 +1,88 @@
+import TestSupport
+import XCTest
+
+@testable import Any4
+
+/// The lookup-GEMM and dense kernels against the f64 product of the (dequantized) weights.
+final class KernelTests: XCTestCase {
+    func weights(_ rows: Int, _ cols: Int, seed: UInt64 = 1) -> [Float] {
+        var rng = SplitMix64(seed: seed)
+        return (0..<(rows * cols)).map { _ in Float(rng.nextStudentT4() * 0.02) }
+    }
+
+    func quantized(_ w: [Float], _ rows: Int, _ cols: Int, _ format: String, group: Int) throws -> QuantizedMatrix {
+        var o = QuantizationOptions()
+        o.groupSize = group
+        return try Quantizer.quantize(w, rows: rows, cols: cols, name: "w", format: FormatRegistry.named(format), options: o)
+    }
+
+    /// Exact path: ≤ 1e-5 relative on every case. Fast path (int8 × int8): ≤ 1e-2 over all the
+    /// outputs of a shape and format (m = 1, 3, 8, 17 together), and ≤ 2e-2 on each single case —
+    /// a handful of outputs is too few for a stable relative error at the 1 % level.
+    func testLookupKernelsMatchTheDequantizedProduct() throws {
+        let shapes: [(rows: Int, cols: Int, group: Int)] = [(37, 200, 64), (64, 256, 128), (5, 96, 32), (33, 576, 128)]
+        for (rows, cols, group) in shapes {
+            let w = weights(rows, cols)
+            for format in ["any4", "int4", "nf4", "fp4", "iq4_nl", "mxfp4", "any3"] {
+                let q = try quantized(w, rows, cols, format, group: group)
+                let layer = try PackedLinear(q)
+                let deq = q.dequantized()
+                for threads in [1, 2] {
+                    for avx in Set([false, CPUFeatures.hasAVX2]) {
+                        let label = "\(format) \(rows)x\(cols) g\(group) threads=\(threads) avx2=\(avx)"
+                        var fastAll: [Float] = [], refAll: [Double] = []
+                        for m in [1, 3, 8, 17] {
+                            var rng = SplitMix64(seed: UInt64(m))
+                            let x = (0..<(m * cols)).map { _ in Float(rng.nextGaussian()) }
+                            let bias: [Float]? = m % 2 == 1 ? (0..<rows).map { Float($0) * 0.01 } : nil
+                            let ref = referenceProduct(deq, rows: rows, cols: cols, x: x, m: m, bias: bias)
+                            let exact = relativeError(layer.forward(x, m: m, path: .exact, threads: threads, bias: bias, useAVX2: avx), ref)
+                            XCTAssertLessThanOrEqual(exact, 1e-5, "exact \(label) m=\(m)")
+                            let fast = layer.forward(x, m: m, path: .fast, threads: threads, bias: bias, useAVX2: avx)
+                            XCTAssertLessThanOrEqual(relativeError(fast, ref), 2e-2, "fast \(label) m=\(m)")
+                            fastAll += fast
+                            refAll += ref
+                        }
+                        XCTAssertLessThanOrEqual(relativeError(fastAll, refAll), 1e-2, "fast " + label)
+                    }
+                }
+            }
+        }
+    }
+
+    func testFastPathSIMDEqualsItsScalarTwin() throws {
+        guard CPUFeatures.hasAVX2 else { throw XCTSkip("no AVX2 here") }
+        let rows = 19, cols = 320
+        let q = try quantized(weights(rows, cols), rows, cols, "any4", group: 64)
+        let layer = try PackedLinear(q)
+        var rng = SplitMix64(seed: 4)
+        let x = (0..<(5 * cols)).map { _ in Float(rng.nextGaussian()) }
+        let simd = layer.forward(x, m: 5, path: .fast, threads: 1, useAVX2: true)
+        let scalar = layer.forward(x, m: 5, path: .fast, threads: 1, useAVX2: false)
+        for (a, b) in zip(simd, scalar) { XCTAssertEqual(a, b, accuracy: 1e-5 * max(1, abs(b))) }
+    }
+
+    func testDenseKernels() {
+        for (rows, cols) in [(13, 67), (64, 256)] {
+            let w = weights(rows, cols, seed: 9)
+            for storage in [DenseLinear.Storage.f32, .f16, .bf16] {
+                let layer = DenseLinear(w, rows: rows, cols: cols, storage: storage)
+                for m in [1, 6] {
+                    var rng = SplitMix64(seed: 2)
+                    let x = (0..<(m * cols)).map { _ in Float(rng.nextGaussian()) }
+                    let ref = referenceProduct(layer.weights, rows: rows, cols: cols, x: x, m: m)
+                    for avx in Set([false, CPUFeatures.hasAVX2]) {
+                        XCTAssertLessThanOrEqual(relativeError(layer.forward(x, m: m, threads: 2, useAVX2: avx), ref), 1e-5,
+                                                 "\(storage) \(rows)x\(cols) m=\(m) avx2=\(avx)")
+                    }
+                }
+            }
+        }
+    }
+
+    func testUnsupportedLayoutsAreRefused() throws {
+        let w = weights(4, 64)
+        XCTAssertThrowsError(try PackedLinear(quantized(w, 4, 64, "nvfp4", group: 64)))
+        XCTAssertThrowsError(try PackedLinear(quantized(w, 4, 64, "int8", group: 64)))
+    }
+}
