@@ -21,7 +21,7 @@ public final class DenseLinear: @unchecked Sendable {
         self.cols = cols
         self.storage = storage
         switch storage {
-        case .f32: f32 = weights; half = []
+        case .f32: f32 = weights.withUnsafeBufferPointer { Array($0) }; half = []  // own memory
         case .f16: f32 = []; half = weights.map { Float16($0).bitPattern }
         case .bf16: f32 = []; half = weights.map(bfloat16Bits)
         }

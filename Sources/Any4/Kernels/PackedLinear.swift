@@ -129,9 +129,35 @@ public final class PackedLinear: @unchecked Sendable {
         return best
     }
 
-    /// Bytes the kernel streams per call: codes, tables, scales and zeros.
+    private init(copying other: PackedLinear) {
+        formatName = other.formatName
+        rows = other.rows
+        cols = other.cols
+        colsPadded = other.colsPadded
+        groupSize = other.groupSize
+        groups = other.groups
+        codes = other.codes.withUnsafeBufferPointer { Array($0) }
+        table = other.table.withUnsafeBufferPointer { Array($0) }
+        tableStride = other.tableStride
+        tableI8 = other.tableI8.withUnsafeBufferPointer { Array($0) }
+        tableI8Scale = other.tableI8Scale.withUnsafeBufferPointer { Array($0) }
+        tableI8ScaleStride = other.tableI8ScaleStride
+        scales = other.scales.withUnsafeBufferPointer { Array($0) }
+        zeros = other.zeros.map { z in z.withUnsafeBufferPointer { Array($0) } }
+    }
+
+    /// A copy with its own memory (benchmarks cycle through copies to defeat the cache).
+    public func duplicate() -> PackedLinear { PackedLinear(copying: self) }
+
+    /// Bytes held in memory: codes, both tables, scales and zeros.
     public var weightBytes: Int {
-        codes.count + table.count * 4 + tableI8.count + scales.count * 4 + (zeros?.count ?? 0) * 4
+        codes.count + table.count * 4 + tableI8.count + tableI8Scale.count * 4 + scales.count * 4 + (zeros?.count ?? 0) * 4
+    }
+
+    /// Bytes one call streams: codes, scales, zeros and the tables that path reads.
+    public func streamedBytes(_ path: KernelPath) -> Int {
+        let tables = path == .fast ? tableI8.count + tableI8Scale.count * 4 : table.count * 4
+        return codes.count + tables + scales.count * 4 + (zeros?.count ?? 0) * 4
     }
 
     /// y = x·Ŵᵀ (+ bias) for x of shape [m, cols]; returns [m, rows].
