@@ -121,6 +121,7 @@ static void dense_scalar(const void *w, int dtype, int cols, const float *x, int
 
 #if ANY4_X86
 #define AVX2 __attribute__((target("avx2,fma,f16c")))
+#define INLINE_AVX2 __attribute__((target("avx2,fma,f16c"), always_inline)) static inline
 
 AVX2 static inline float hsum256(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -186,46 +187,60 @@ AVX2 static void lut_exact_avx2(const any4_packed *w, const float *x, const floa
     }
 }
 
-AVX2 static void lut_fast_avx2(const any4_packed *w, const int8_t *xq, const float *xs, const float *gsum, int m, float *y,
-                               int ys, const float *bias, int r0, int r1) {
+/// One row of the fast path for KT (1..4) activation rows: KT is a compile-time constant at each
+/// call site, so the accumulators stay in registers.
+INLINE_AVX2 void lut_fast_row(const any4_packed *w, int r, const int8_t *xq, const float *xs, const float *gsum,
+                              int k0, const int KT, float *y, int ys, const float *bias) {
     const int cp = w->cols_padded, G = w->group_size, bpg = G / 32, nb = cp / 32;
     const __m256i m4 = _mm256_set1_epi8(15), ones = _mm256_set1_epi16(1);
-    for (int r = r0; r < r1; r++) {
-        const uint8_t *q = w->codes + (size_t)r * (cp / 2);
-        const __m256i lut = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(w->table_i8 + (size_t)r * w->table_stride)));
-        const float f = w->table_i8_scale[(size_t)r * w->table_i8_scale_stride];
-        const float *sc = w->scales + (size_t)r * w->groups;
-        for (int k0 = 0; k0 < m; k0 += TILE) {
-            const int kt = m - k0 < TILE ? m - k0 : TILE;
-            __m256 total[TILE];
-            for (int k = 0; k < TILE; k++) total[k] = _mm256_setzero_ps();
-            for (int g = 0; g < w->groups; g++) {
-                __m256i acc[TILE];
-                for (int k = 0; k < TILE; k++) acc[k] = _mm256_setzero_si256();
-                const int bend = (g + 1) * bpg < nb ? (g + 1) * bpg : nb;
-                for (int b = g * bpg; b < bend; b++) {
-                    const __m128i raw = _mm_loadu_si128((const __m128i *)(q + b * 16));
-                    const __m256i idx = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), m4);
-                    const __m256i wv = _mm256_shuffle_epi8(lut, idx);
-                    const __m256i aw = _mm256_sign_epi8(wv, wv);
-                    for (int k = 0; k < kt; k++) {
-                        const __m256i xv = _mm256_loadu_si256((const __m256i *)(xq + (size_t)(k0 + k) * cp + b * 32));
-                        const __m256i p = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(xv, wv));
-                        acc[k] = _mm256_add_epi32(acc[k], _mm256_madd_epi16(p, ones));
-                    }
-                }
-                for (int k = 0; k < kt; k++) {
-                    const __m256 s = _mm256_set1_ps(sc[g] * f * xs[(size_t)(k0 + k) * w->groups + g]);
-                    total[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[k]), s, total[k]);
-                }
+    const uint8_t *q = w->codes + (size_t)r * (cp / 2);
+    const __m256i lut = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(w->table_i8 + (size_t)r * w->table_stride)));
+    const float f = w->table_i8_scale[(size_t)r * w->table_i8_scale_stride];
+    const float *sc = w->scales + (size_t)r * w->groups;
+    const int8_t *xk[TILE];
+    for (int k = 0; k < KT; k++) xk[k] = xq + (size_t)(k0 + k) * cp;
+    __m256 total[TILE];
+    for (int k = 0; k < KT; k++) total[k] = _mm256_setzero_ps();
+    for (int g = 0; g < w->groups; g++) {
+        __m256i acc[TILE];
+        for (int k = 0; k < KT; k++) acc[k] = _mm256_setzero_si256();
+        const int bend = (g + 1) * bpg < nb ? (g + 1) * bpg : nb;
+        for (int b = g * bpg; b < bend; b++) {
+            const __m128i raw = _mm_loadu_si128((const __m128i *)(q + b * 16));
+            const __m256i idx = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), m4);
+            const __m256i wv = _mm256_shuffle_epi8(lut, idx);
+            const __m256i aw = _mm256_sign_epi8(wv, wv);
+            for (int k = 0; k < KT; k++) {
+                const __m256i xv = _mm256_loadu_si256((const __m256i *)(xk[k] + b * 32));
+                const __m256i p = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(xv, wv));
+                acc[k] = _mm256_add_epi32(acc[k], _mm256_madd_epi16(p, ones));
             }
-            for (int k = 0; k < kt; k++) {
-                float v = hsum256(total[k]);
-                if (w->zeros) {
-                    const float *z = w->zeros + (size_t)r * w->groups, *gs = gsum + (size_t)(k0 + k) * w->groups;
-                    for (int g = 0; g < w->groups; g++) v += z[g] * gs[g];
-                }
-                y[(size_t)(k0 + k) * ys + r] = v + (bias ? bias[r] : 0);
+        }
+        const float sf = sc[g] * f;
+        for (int k = 0; k < KT; k++) {
+            const __m256 s = _mm256_set1_ps(sf * xs[(size_t)(k0 + k) * w->groups + g]);
+            total[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[k]), s, total[k]);
+        }
+    }
+    for (int k = 0; k < KT; k++) {
+        float v = hsum256(total[k]);
+        if (w->zeros) {
+            const float *z = w->zeros + (size_t)r * w->groups, *gs = gsum + (size_t)(k0 + k) * w->groups;
+            for (int g = 0; g < w->groups; g++) v += z[g] * gs[g];
+        }
+        y[(size_t)(k0 + k) * ys + r] = v + (bias ? bias[r] : 0);
+    }
+}
+
+AVX2 static void lut_fast_avx2(const any4_packed *w, const int8_t *xq, const float *xs, const float *gsum, int m, float *y,
+                               int ys, const float *bias, int r0, int r1) {
+    for (int r = r0; r < r1; r++) {
+        for (int k0 = 0; k0 < m; k0 += TILE) {
+            switch (m - k0 < TILE ? m - k0 : TILE) {
+            case 1: lut_fast_row(w, r, xq, xs, gsum, k0, 1, y, ys, bias); break;
+            case 2: lut_fast_row(w, r, xq, xs, gsum, k0, 2, y, ys, bias); break;
+            case 3: lut_fast_row(w, r, xq, xs, gsum, k0, 3, y, ys, bias); break;
+            default: lut_fast_row(w, r, xq, xs, gsum, k0, 4, y, ys, bias); break;
             }
         }
     }
@@ -238,39 +253,48 @@ AVX2 static inline __m256 load8(const void *w, int dtype, size_t i) {
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
 }
 
+INLINE_AVX2 void dense_rows(const void *w, int dtype, int cols, const float *x, int k0, const int KT, float *y, int ys,
+                            const float *bias, int r) {
+    const int c8 = cols / 8 * 8;
+    const size_t base = (size_t)r * cols;
+    __m256 acc[TILE], acc2[TILE];
+    for (int k = 0; k < KT; k++) { acc[k] = _mm256_setzero_ps(); acc2[k] = _mm256_setzero_ps(); }
+    int c = 0;
+    for (; c + 16 <= c8; c += 16) {
+        const __m256 wa = load8(w, dtype, base + c), wb = load8(w, dtype, base + c + 8);
+        for (int k = 0; k < KT; k++) {
+            const float *xk = x + (size_t)(k0 + k) * cols + c;
+            acc[k] = _mm256_fmadd_ps(wa, _mm256_loadu_ps(xk), acc[k]);
+            acc2[k] = _mm256_fmadd_ps(wb, _mm256_loadu_ps(xk + 8), acc2[k]);
+        }
+    }
+    for (; c < c8; c += 8) {
+        const __m256 wa = load8(w, dtype, base + c);
+        for (int k = 0; k < KT; k++) acc[k] = _mm256_fmadd_ps(wa, _mm256_loadu_ps(x + (size_t)(k0 + k) * cols + c), acc[k]);
+    }
+    for (int k = 0; k < KT; k++) {
+        float v = hsum256(_mm256_add_ps(acc[k], acc2[k]));
+        const float *xk = x + (size_t)(k0 + k) * cols;
+        for (int t = c8; t < cols; t++) {
+            size_t i = base + t;
+            float wv = dtype == 0 ? ((const float *)w)[i]
+                     : dtype == 1 ? half_to_float(((const uint16_t *)w)[i])
+                                  : bf16_to_float(((const uint16_t *)w)[i]);
+            v += wv * xk[t];
+        }
+        y[(size_t)(k0 + k) * ys + r] = v + (bias ? bias[r] : 0);
+    }
+}
+
 AVX2 static void dense_avx2(const void *w, int dtype, int cols, const float *x, int m, float *y, int ys, const float *bias,
                             int r0, int r1) {
-    const int c8 = cols / 8 * 8;
     for (int r = r0; r < r1; r++) {
-        const size_t base = (size_t)r * cols;
         for (int k0 = 0; k0 < m; k0 += TILE) {
-            const int kt = m - k0 < TILE ? m - k0 : TILE;
-            __m256 acc[TILE], acc2[TILE];
-            for (int k = 0; k < TILE; k++) { acc[k] = _mm256_setzero_ps(); acc2[k] = _mm256_setzero_ps(); }
-            int c = 0;
-            for (; c + 16 <= c8; c += 16) {
-                const __m256 wa = load8(w, dtype, base + c), wb = load8(w, dtype, base + c + 8);
-                for (int k = 0; k < kt; k++) {
-                    const float *xk = x + (size_t)(k0 + k) * cols + c;
-                    acc[k] = _mm256_fmadd_ps(wa, _mm256_loadu_ps(xk), acc[k]);
-                    acc2[k] = _mm256_fmadd_ps(wb, _mm256_loadu_ps(xk + 8), acc2[k]);
-                }
-            }
-            for (; c < c8; c += 8) {
-                const __m256 wa = load8(w, dtype, base + c);
-                for (int k = 0; k < kt; k++) acc[k] = _mm256_fmadd_ps(wa, _mm256_loadu_ps(x + (size_t)(k0 + k) * cols + c), acc[k]);
-            }
-            for (int k = 0; k < kt; k++) {
-                float v = hsum256(_mm256_add_ps(acc[k], acc2[k]));
-                const float *xk = x + (size_t)(k0 + k) * cols;
-                for (int t = c8; t < cols; t++) {
-                    size_t i = base + t;
-                    float wv = dtype == 0 ? ((const float *)w)[i]
-                             : dtype == 1 ? half_to_float(((const uint16_t *)w)[i])
-                                          : bf16_to_float(((const uint16_t *)w)[i]);
-                    v += wv * xk[t];
-                }
-                y[(size_t)(k0 + k) * ys + r] = v + (bias ? bias[r] : 0);
+            switch (m - k0 < TILE ? m - k0 : TILE) {
+            case 1: dense_rows(w, dtype, cols, x, k0, 1, y, ys, bias, r); break;
+            case 2: dense_rows(w, dtype, cols, x, k0, 2, y, ys, bias, r); break;
+            case 3: dense_rows(w, dtype, cols, x, k0, 3, y, ys, bias, r); break;
+            default: dense_rows(w, dtype, cols, x, k0, 4, y, ys, bias, r); break;
             }
         }
     }
