@@ -49,9 +49,10 @@ static inline float bf16_to_float(uint16_t h) {
     return f;
 }
 
-static inline int code_at(const uint8_t *row, int c) {
-    const uint8_t byte = row[(c / 32) * 16 + (c % 32) % 16];
-    return (c % 32) < 16 ? (byte & 0xF) : (byte >> 4);
+static inline int code_at(const uint8_t *row, int c, int B) {
+    const int h = B / 2;
+    const uint8_t byte = row[(c / B) * h + (c % B) % h];
+    return (c % B) < h ? (byte & 0xF) : (byte >> 4);
 }
 
 // MARK: - Scalar references
@@ -68,7 +69,7 @@ static void lut_exact_scalar(const any4_packed *w, const float *x, const float *
             for (int g = 0; g < w->groups; g++) {
                 float acc = 0;
                 int end = (g + 1) * G < cp ? (g + 1) * G : cp;
-                for (int c = g * G; c < end; c++) acc += t[code_at(q, c)] * xk[c];
+                for (int c = g * G; c < end; c++) acc += t[code_at(q, c, w->block_cols)] * xk[c];
                 total += acc * w->scales[(size_t)r * w->groups + g];
                 if (w->zeros) total += w->zeros[(size_t)r * w->groups + g] * gsum[(size_t)k * w->groups + g];
             }
@@ -90,7 +91,7 @@ static void lut_fast_scalar(const any4_packed *w, const int8_t *xq, const float 
             for (int g = 0; g < w->groups; g++) {
                 int32_t acc = 0;
                 int end = (g + 1) * G < cp ? (g + 1) * G : cp;
-                for (int c = g * G; c < end; c++) acc += (int32_t)t[code_at(q, c)] * xk[c];
+                for (int c = g * G; c < end; c++) acc += (int32_t)t[code_at(q, c, w->block_cols)] * xk[c];
                 total += (float)acc * (w->scales[(size_t)r * w->groups + g] * f * xs[(size_t)k * w->groups + g]);
                 if (w->zeros) total += w->zeros[(size_t)r * w->groups + g] * gsum[(size_t)k * w->groups + g];
             }
@@ -140,7 +141,7 @@ AVX2 static inline __m256 lookup16(__m256 lo, __m256 hi, __m256i idx) {
 
 AVX2 static void lut_exact_avx2(const any4_packed *w, const float *x, const float *gsum, int m, float *y, int ys,
                                 const float *bias, int r0, int r1) {
-    const int cp = w->cols_padded, G = w->group_size, bpg = G / 32, nb = cp / 32;
+    const int cp = w->cols_padded, G = w->group_size, B = w->block_cols, h = B / 2, bpg = G / B, nb = cp / B;
     const __m256i m4 = _mm256_set1_epi32(15);
     for (int r = r0; r < r1; r++) {
         const uint8_t *q = w->codes + (size_t)r * (cp / 2);
@@ -156,20 +157,15 @@ AVX2 static void lut_exact_avx2(const any4_packed *w, const float *x, const floa
                 for (int k = 0; k < TILE; k++) acc[k] = _mm256_setzero_ps();
                 const int bend = (g + 1) * bpg < nb ? (g + 1) * bpg : nb;
                 for (int b = g * bpg; b < bend; b++) {
-                    const uint8_t *qb = q + b * 16;
-                    __m256i b0 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)qb));
-                    __m256i b1 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(qb + 8)));
-                    __m256 w0 = lookup16(tlo, thi, _mm256_and_si256(b0, m4));
-                    __m256 w1 = lookup16(tlo, thi, _mm256_and_si256(b1, m4));
-                    __m256 w2 = lookup16(tlo, thi, _mm256_srli_epi32(b0, 4));
-                    __m256 w3 = lookup16(tlo, thi, _mm256_srli_epi32(b1, 4));
-                    for (int k = 0; k < kt; k++) {
-                        const float *xb = x + (size_t)(k0 + k) * cp + b * 32;
-                        __m256 a = _mm256_mul_ps(w0, _mm256_loadu_ps(xb));
-                        a = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xb + 8), a);
-                        a = _mm256_fmadd_ps(w2, _mm256_loadu_ps(xb + 16), a);
-                        a = _mm256_fmadd_ps(w3, _mm256_loadu_ps(xb + 24), a);
-                        acc[k] = _mm256_add_ps(acc[k], a);
+                    for (int j = 0; j < h; j += 8) {
+                        __m256i raw = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(q + b * h + j)));
+                        __m256 wl = lookup16(tlo, thi, _mm256_and_si256(raw, m4));
+                        __m256 wh = lookup16(tlo, thi, _mm256_srli_epi32(raw, 4));
+                        for (int k = 0; k < kt; k++) {
+                            const float *xb = x + (size_t)(k0 + k) * cp + b * B + j;
+                            acc[k] = _mm256_fmadd_ps(wl, _mm256_loadu_ps(xb), acc[k]);
+                            acc[k] = _mm256_fmadd_ps(wh, _mm256_loadu_ps(xb + h), acc[k]);
+                        }
                     }
                 }
                 const __m256 s = _mm256_set1_ps(sc[g]);
@@ -191,7 +187,7 @@ AVX2 static void lut_exact_avx2(const any4_packed *w, const float *x, const floa
 /// call site, so the accumulators stay in registers.
 INLINE_AVX2 void lut_fast_row(const any4_packed *w, int r, const int8_t *xq, const float *xs, const float *gsum,
                               int k0, const int KT, float *y, int ys, const float *bias) {
-    const int cp = w->cols_padded, G = w->group_size, bpg = G / 32, nb = cp / 32;
+    const int cp = w->cols_padded, G = w->group_size, B = w->block_cols, bpg = G / B, nb = cp / B;
     const __m256i m4 = _mm256_set1_epi8(15), ones = _mm256_set1_epi16(1);
     const uint8_t *q = w->codes + (size_t)r * (cp / 2);
     const __m256i lut = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(w->table_i8 + (size_t)r * w->table_stride)));
@@ -205,15 +201,32 @@ INLINE_AVX2 void lut_fast_row(const any4_packed *w, int r, const int8_t *xq, con
         __m256i acc[TILE];
         for (int k = 0; k < KT; k++) acc[k] = _mm256_setzero_si256();
         const int bend = (g + 1) * bpg < nb ? (g + 1) * bpg : nb;
-        for (int b = g * bpg; b < bend; b++) {
-            const __m128i raw = _mm_loadu_si128((const __m128i *)(q + b * 16));
-            const __m256i idx = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), m4);
-            const __m256i wv = _mm256_shuffle_epi8(lut, idx);
-            const __m256i aw = _mm256_sign_epi8(wv, wv);
-            for (int k = 0; k < KT; k++) {
-                const __m256i xv = _mm256_loadu_si256((const __m256i *)(xk[k] + b * 32));
-                const __m256i p = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(xv, wv));
-                acc[k] = _mm256_add_epi32(acc[k], _mm256_madd_epi16(p, ones));
+        if (B == 64) {
+            for (int b = g * bpg; b < bend; b++) {
+                const __m256i raw = _mm256_loadu_si256((const __m256i *)(q + b * 32));
+                const __m256i w0 = _mm256_shuffle_epi8(lut, _mm256_and_si256(raw, m4));
+                const __m256i w1 = _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4));
+                const __m256i a0 = _mm256_sign_epi8(w0, w0), a1 = _mm256_sign_epi8(w1, w1);
+                for (int k = 0; k < KT; k++) {
+                    const __m256i x0 = _mm256_loadu_si256((const __m256i *)(xk[k] + b * 64));
+                    const __m256i x1 = _mm256_loadu_si256((const __m256i *)(xk[k] + b * 64 + 32));
+                    const __m256i p0 = _mm256_maddubs_epi16(a0, _mm256_sign_epi8(x0, w0));
+                    const __m256i p1 = _mm256_maddubs_epi16(a1, _mm256_sign_epi8(x1, w1));
+                    acc[k] = _mm256_add_epi32(acc[k], _mm256_madd_epi16(p0, ones));
+                    acc[k] = _mm256_add_epi32(acc[k], _mm256_madd_epi16(p1, ones));
+                }
+            }
+        } else {
+            for (int b = g * bpg; b < bend; b++) {
+                const __m128i raw = _mm_loadu_si128((const __m128i *)(q + b * 16));
+                const __m256i idx = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), m4);
+                const __m256i wv = _mm256_shuffle_epi8(lut, idx);
+                const __m256i aw = _mm256_sign_epi8(wv, wv);
+                for (int k = 0; k < KT; k++) {
+                    const __m256i xv = _mm256_loadu_si256((const __m256i *)(xk[k] + b * 32));
+                    const __m256i p = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(xv, wv));
+                    acc[k] = _mm256_add_epi32(acc[k], _mm256_madd_epi16(p, ones));
+                }
             }
         }
         const float sf = sc[g] * f;

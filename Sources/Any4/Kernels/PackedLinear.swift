@@ -46,6 +46,8 @@ public final class PackedLinear: @unchecked Sendable {
     public let rows: Int
     public let cols: Int
     public let colsPadded: Int
+    /// Columns per packed block: 64 when the group size allows, else 32.
+    public let blockCols: Int
     public let groupSize: Int
     public let groups: Int
     let codes: [UInt8]
@@ -73,17 +75,20 @@ public final class PackedLinear: @unchecked Sendable {
         formatName = q.formatName
         rows = q.rows
         cols = q.cols
-        colsPadded = (q.cols + 31) / 32 * 32
+        let block = q.groupSize % 64 == 0 ? 64 : 32
+        blockCols = block
+        colsPadded = (q.cols + block - 1) / block * block
         groupSize = q.groupSize
         groups = q.groupsPerRow
-        // Codes in the kernel layout: per block of 32 columns, byte j = col j | col j+16 << 4.
+        // Codes in the kernel layout: per block of B columns, byte j = col j | col j+B/2 << 4.
         let rowBytes = colsPadded / 2
+        let half = block / 2
         var packed = [UInt8](repeating: 0, count: rows * rowBytes)
         for r in 0..<rows {
             for c in 0..<cols {
                 let code = q.codes[r * cols + c] & 0xF
-                let i = r * rowBytes + (c / 32) * 16 + (c % 32) % 16
-                packed[i] |= (c % 32) < 16 ? code : code << 4
+                let i = r * rowBytes + (c / block) * half + (c % block) % half
+                packed[i] |= (c % block) < half ? code : code << 4
             }
         }
         codes = packed
@@ -134,6 +139,7 @@ public final class PackedLinear: @unchecked Sendable {
         rows = other.rows
         cols = other.cols
         colsPadded = other.colsPadded
+        blockCols = other.blockCols
         groupSize = other.groupSize
         groups = other.groups
         codes = other.codes.withUnsafeBufferPointer { Array($0) }
@@ -206,7 +212,8 @@ public final class PackedLinear: @unchecked Sendable {
                 codes: codes.baseAddress, table: table.baseAddress, table_stride: Int32(tableStride),
                 table_i8: tableI8.baseAddress, table_i8_scale: f.baseAddress, table_i8_scale_stride: Int32(tableI8ScaleStride),
                 scales: scales.baseAddress, zeros: self.zeros == nil ? nil : zeros.baseAddress,
-                rows: Int32(rows), cols_padded: Int32(colsPadded), group_size: Int32(groupSize), groups: Int32(groups))
+                rows: Int32(rows), cols_padded: Int32(colsPadded), block_cols: Int32(blockCols),
+                group_size: Int32(groupSize), groups: Int32(groups))
             let args = UncheckedBox((xp.baseAddress, xq.baseAddress, xs.baseAddress, gsum.baseAddress, y.baseAddress,
                                      self.rowsBias(bias), m))
             withUnsafePointer(to: &w) { wp in

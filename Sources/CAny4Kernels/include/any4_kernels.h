@@ -4,10 +4,12 @@
 // on x86-64, an AVX2 + FMA + F16C version chosen at run time (any4_cpu_has_avx2). All kernels
 // work on a row range [row_begin, row_end) so the caller can spread rows over threads.
 //
-// Packed 4-bit layout (built by the Swift side): columns are padded to a multiple of 32; each row
-// is cols_padded / 2 bytes; within each block of 32 columns, byte j (0..15) holds column j in its
-// low nibble and column j + 16 in its high nibble. A group of `group_size` columns (a multiple of
-// 32) shares one scale and one zero: w = table[q] * scale + zero.
+// Packed 4-bit layout (built by the Swift side): columns are padded to a multiple of block_cols
+// (64 when the group size allows, else 32); each row is cols_padded / 2 bytes; within each block of
+// B = block_cols columns, byte j (0..B/2-1) holds column j in its low nibble and column j + B/2 in
+// its high nibble, so one load and two masks give two runs of consecutive columns. A group of
+// `group_size` columns (a multiple of block_cols) shares one scale and one zero:
+// w = table[q] * scale + zero.
 #ifndef ANY4_KERNELS_H
 #define ANY4_KERNELS_H
 
@@ -32,7 +34,8 @@ typedef struct {
     const float *zeros;       // rows × groups, or NULL
     int rows;
     int cols_padded;
-    int group_size;           // multiple of 32
+    int block_cols;           // 32 or 64
+    int group_size;           // multiple of block_cols
     int groups;               // groups per row
 } any4_packed;
 
