@@ -1,5 +1,7 @@
 import Any4
+import Any4TUI
 import ArgumentParser
+import Foundation
 
 struct TUICommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -10,10 +12,18 @@ struct TUICommand: ParsableCommand {
     @Argument(help: "A .safetensors file, a Hugging Face model folder, or a .gguf file.")
     var path: String?
 
+    @Flag(help: "Plain ASCII drawing and no colour.")
+    var ascii = false
+
     func run() throws {
         let model = try openModel(path)
-        // The interactive UI is not built yet; until it is, show what it would open.
-        printError("any4: the interactive terminal UI is not built yet; showing `any4 inspect` of \(model.path).")
-        try InspectCommand.parse(path.map { [$0] } ?? []).run()
+        guard isatty(0) == 1, isatty(1) == 1 else {
+            // Not a terminal (a pipe, CI): print the layer tree instead of drawing a screen.
+            printError("any4: not a terminal; printing `any4 inspect` of \(model.path) instead of the interactive UI")
+            try InspectCommand.parse(path.map { [$0] } ?? []).run()
+            return
+        }
+        let noColor = ascii || !(ProcessInfo.processInfo.environment["NO_COLOR"] ?? "").isEmpty
+        CursesApp(model: model, ascii: ascii, noColor: noColor).run()
     }
 }

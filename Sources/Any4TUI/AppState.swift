@@ -1,0 +1,192 @@
+import Any4
+
+/// The panes and tabs of the explorer.
+public enum Pane: Sendable { case layers, detail }
+
+public enum Tab: Int, Sendable, CaseIterable {
+    case histogram, quantize, kernel, model
+    public var title: String {
+        switch self {
+        case .histogram: "Histogram"
+        case .quantize: "Quantize"
+        case .kernel: "Kernel"
+        case .model: "Model"
+        }
+    }
+}
+
+/// One line of the layer tree: a block header or a tensor.
+public enum TreeRow: Equatable, Sendable {
+    case block(Int)
+    case tensor(Int)
+}
+
+/// What the user can do; the backend turns keys and clicks into these.
+public enum Action: Equatable, Sendable {
+    case up, down, pageUp, pageDown, home, end
+    case expand, collapse, toggle
+    case nextPane, previousPane
+    case selectTab(Tab)
+    case previousRow, nextRow, toggleRowMode, toggleDomain, toggleIntGrid, zoomIn, zoomOut
+    case cycleFormat, cycleGroupSize, cycleCluster, runQuantize, runCompare
+    case batchUp, batchDown, togglePause
+    case startFilter, filterInput(Character), filterBackspace, endFilter
+    case toggleHelp, cancel, quit
+    case click(row: Int, column: Int), wheel(up: Bool)
+}
+
+/// The whole UI state: plain values, changed only by ``AppState/apply(_:)``.
+public struct AppState: Sendable {
+    public let model: Model
+    public let blocks: [ModelBlock]
+    public var expanded: Set<Int>
+    public var selection = 0
+    public var scroll = 0
+    public var focus: Pane = .layers
+    public var tab: Tab = .histogram
+    /// Histogram of one row (nil: the whole tensor).
+    public var histogramRow: Int? = 0
+    /// Group-scaled [0, 2^b − 1] domain (with the row's codebook) or raw values.
+    public var scaledDomain = true
+    public var showIntGrid = false
+    public var zoom = 1
+    public var filter = ""
+    public var filtering = false
+    public var showHelp = false
+    public var status = ""
+    public var quit = false
+    public static let formats = ["any4", "int4", "nf4", "fp4", "iq4_nl", "mxfp4", "nvfp4", "any3", "int8"]
+    public var formatIndex = 0
+    public var groupSize = 128
+    public var cluster: ClusterMethod = .lloyd
+    public var batch = 1
+    public var kernelPaused = false
+    /// Layout facts the reducer needs (set by the view on each frame).
+    public var treeHeight = 20
+    public var treeTop = 2
+    public var treeWidth = 40
+
+    public init(model: Model) {
+        self.model = model
+        blocks = model.blocks
+        // Start with the first block that holds a linear layer open, and select its first linear layer.
+        let hasLinear: (ModelBlock) -> Bool = { $0.tensorIndices.contains { model.tensors[$0].isLinear } }
+        let first = blocks.firstIndex { $0.index != nil && hasLinear($0) } ?? blocks.firstIndex(where: hasLinear) ?? 0
+        expanded = [first]
+        if let row = visibleRows.firstIndex(where: { if case .tensor(let t) = $0 { return model.tensors[t].isLinear }; return false }) {
+            selection = row
+        }
+    }
+
+    public var format: String { Self.formats[formatIndex] }
+
+    /// The rows of the tree as shown: block headers, and the tensors of expanded blocks that match
+    /// the filter (a filter also shows matching tensors of collapsed blocks).
+    public var visibleRows: [TreeRow] {
+        var rows: [TreeRow] = []
+        let needle = filter.lowercased()
+        for (b, block) in blocks.enumerated() {
+            let matching = needle.isEmpty ? block.tensorIndices
+                : block.tensorIndices.filter { model.tensors[$0].name.lowercased().contains(needle) }
+            if !needle.isEmpty && matching.isEmpty { continue }
+            rows.append(.block(b))
+            if expanded.contains(b) || !needle.isEmpty { rows += matching.map { .tensor($0) } }
+        }
+        return rows
+    }
+
+    /// The tensor under the cursor, if the cursor is on a tensor.
+    public var selectedTensor: ModelTensor? {
+        let rows = visibleRows
+        guard selection >= 0, selection < rows.count, case .tensor(let t) = rows[selection] else { return nil }
+        return model.tensors[t]
+    }
+
+    mutating func clampSelection() {
+        let count = visibleRows.count
+        selection = max(0, min(selection, count - 1))
+        if selection < scroll { scroll = selection }
+        if selection >= scroll + treeHeight { scroll = selection - treeHeight + 1 }
+        scroll = max(0, min(scroll, max(0, count - treeHeight)))
+    }
+
+    /// Applies one action.
+    public mutating func apply(_ action: Action) {
+        if filtering {
+            switch action {
+            case .filterInput(let c): filter.append(c); selection = 0
+            case .filterBackspace: if !filter.isEmpty { filter.removeLast() }
+            case .endFilter: filtering = false
+            case .cancel: filtering = false; filter = ""
+            default: break
+            }
+            clampSelection()
+            return
+        }
+        if showHelp, action != .toggleHelp, action != .quit {
+            showHelp = false
+            return
+        }
+        let rows = visibleRows
+        switch action {
+        case .up: selection -= 1
+        case .down: selection += 1
+        case .pageUp: selection -= max(1, treeHeight - 1)
+        case .pageDown: selection += max(1, treeHeight - 1)
+        case .home: selection = 0
+        case .end: selection = rows.count - 1
+        case .expand, .collapse, .toggle:
+            if focus == .detail && action == .collapse { focus = .layers; break }
+            if focus == .detail { break }
+            guard selection < rows.count else { break }
+            switch rows[selection] {
+            case .block(let b):
+                if action == .collapse || (action == .toggle && expanded.contains(b)) { expanded.remove(b) } else { expanded.insert(b) }
+            case .tensor(let t):
+                if action == .collapse, let b = blocks.firstIndex(where: { $0.tensorIndices.contains(t) }) {
+                    expanded.remove(b)
+                    selection = visibleRows.firstIndex(of: .block(b)) ?? selection
+                } else if action != .collapse {
+                    focus = .detail
+                }
+            }
+        case .nextPane, .previousPane: focus = focus == .layers ? .detail : .layers
+        case .selectTab(let t): tab = t
+        case .previousRow: histogramRow = max(0, (histogramRow ?? 0) - 1)
+        case .nextRow:
+            if let t = selectedTensor { histogramRow = min(max(t.info.rowCount - 1, 0), (histogramRow ?? -1) + 1) }
+        case .toggleRowMode: histogramRow = histogramRow == nil ? 0 : nil
+        case .toggleDomain: scaledDomain.toggle()
+        case .toggleIntGrid: showIntGrid.toggle()
+        case .zoomIn: zoom = min(zoom * 2, 64)
+        case .zoomOut: zoom = max(zoom / 2, 1)
+        case .cycleFormat: formatIndex = (formatIndex + 1) % Self.formats.count
+        case .cycleGroupSize: groupSize = groupSize == 256 ? 32 : groupSize * 2
+        case .cycleCluster: cluster = cluster == .lloyd ? .exact : .lloyd
+        case .batchUp: batch = min(batch * 2, 64)
+        case .batchDown: batch = max(batch / 2, 1)
+        case .togglePause: kernelPaused.toggle()
+        case .startFilter: filtering = true
+        case .toggleHelp: showHelp.toggle()
+        case .quit: quit = true
+        case .cancel: status = ""
+        case .click(let row, let column):
+            if column < treeWidth, row >= treeTop, row < treeTop + treeHeight {
+                focus = .layers
+                let target = scroll + row - treeTop
+                if target < rows.count {
+                    if target == selection { apply(.toggle) } else { selection = target }
+                }
+            } else if row == 0 {
+                focus = .detail
+            }
+        case .wheel(let up): selection += up ? -3 : 3
+        case .runQuantize, .runCompare, .filterInput, .filterBackspace, .endFilter: break
+        }
+        // Moving to another tensor resets the histogram row.
+        let before = rows.indices.contains(selection) ? rows[selection] : nil
+        clampSelection()
+        if case .up = action, before != nil { histogramRow = histogramRow == nil ? nil : 0 }
+        if case .down = action { histogramRow = histogramRow == nil ? nil : 0 }
+    }
+}

@@ -1,0 +1,259 @@
+import Any4
+import Dispatch
+import Foundation
+
+/// Background work of the UI: quantizing a layer, comparing formats, running the kernel live.
+/// Workers write under a lock; the UI reads snapshots each frame and never waits on a job.
+public final class JobCenter: @unchecked Sendable {
+    private let lock = NSLock()
+
+    public struct QuantizeJob: Sendable {
+        public var tensor: String
+        public var label: String
+        public var progress: Any4.Progress
+        public var done = false
+        public var error: String?
+    }
+
+    private var _job: QuantizeJob?
+    private var _results: [String: LayerResult] = [:]
+    private var _comparisons: [String: [LayerResult]] = [:]
+
+    public init() {}
+
+    public var job: QuantizeJob? { lock.withLock { _job } }
+    public func result(for tensor: String) -> LayerResult? { lock.withLock { _results[tensor] } }
+    public var results: [String: LayerResult] { lock.withLock { _results } }
+    public func comparison(for tensor: String) -> [LayerResult]? { lock.withLock { _comparisons[tensor] } }
+    public var isBusy: Bool { lock.withLock { _job.map { !$0.done } ?? false } }
+
+    /// Quantizes `tensor` in the background (one job at a time).
+    public func quantize(_ tensor: ModelTensor, of model: Model, format: String, options: QuantizationOptions) {
+        guard !isBusy else { return }
+        let progress = Any4.Progress(total: tensor.shape[0], label: "quantizing \(tensor.name) to \(format)")
+        lock.withLock { _job = QuantizeJob(tensor: tensor.name, label: progress.label, progress: progress) }
+        DispatchQueue.global(qos: .userInitiated).async { [self] in
+            do {
+                let numeric = try FormatRegistry.named(format)
+                let result = try ModelQuantization.quantize(tensor, of: model, format: numeric, options: options, progress: progress)
+                lock.withLock {
+                    _results[tensor.name] = result
+                    _job?.done = true
+                }
+            } catch {
+                lock.withLock {
+                    _job?.done = true
+                    _job?.error = "\(error)"
+                }
+            }
+        }
+    }
+
+    /// Quantizes `tensor` in every 4-bit format for the comparison table.
+    public func compare(_ tensor: ModelTensor, of model: Model, options: QuantizationOptions) {
+        guard !isBusy else { return }
+        let formats = ["any4", "int4", "nf4", "fp4", "fp4-bnb", "iq4_nl", "mxfp4", "nvfp4"]
+        let progress = Any4.Progress(total: tensor.shape[0] * formats.count, label: "comparing formats on \(tensor.name)")
+        lock.withLock { _job = QuantizeJob(tensor: tensor.name, label: progress.label, progress: progress) }
+        DispatchQueue.global(qos: .userInitiated).async { [self] in
+            var rows: [LayerResult] = []
+            do {
+                for f in formats {
+                    var r = try ModelQuantization.quantize(tensor, of: model, format: FormatRegistry.named(f), options: options,
+                                                           keepMatrix: false, progress: progress)
+                    r.format = f
+                    rows.append(r)
+                }
+                lock.withLock {
+                    _comparisons[tensor.name] = rows
+                    _job?.done = true
+                }
+            } catch {
+                lock.withLock {
+                    _job?.done = true
+                    _job?.error = "\(error)"
+                }
+            }
+        }
+    }
+
+    public func cancel() {
+        lock.withLock { _job?.progress.cancel() }
+    }
+}
+
+/// Runs the lookup kernel on one layer continuously on a background thread and keeps the recent
+/// latencies, with a dense f32 run now and then for the ratio.
+public final class KernelRunner: @unchecked Sendable {
+    private let lock = NSLock()
+    private var target: (name: String, packed: PackedLinear, dense: DenseLinear, deq: [Float])?
+    private var latencies: [Double] = []
+    private var denseLatency: Double?
+    private var error: Double?
+    private var batch = 1
+    private var paused = false
+    private var started = false
+    private var message: String?
+
+    public init() {}
+
+    public struct Snapshot: Sendable {
+        public var layer: String?
+        public var latencies: [Double]
+        public var denseMedian: Double?
+        public var relError: Double?
+        public var streamedBytes: Int
+        public var message: String?
+    }
+
+    public func snapshot() -> Snapshot {
+        lock.withLock {
+            Snapshot(layer: target?.name, latencies: latencies, denseMedian: denseLatency, relError: error,
+                     streamedBytes: target?.packed.streamedBytes(.fast) ?? 0, message: message)
+        }
+    }
+
+    /// Points the runner at a quantized layer (or clears it).
+    public func set(layer name: String, matrix: QuantizedMatrix?, original: [Float]?, batch: Int, paused: Bool) {
+        lock.lock()
+        defer { lock.unlock() }
+        self.batch = batch
+        self.paused = paused
+        guard let matrix, let original else { target = nil; message = "quantize this layer first (tab 2, Enter)"; return }
+        if target?.name != name {
+            do {
+                let packed = try PackedLinear(matrix)
+                target = (name, packed, DenseLinear(original, rows: matrix.rows, cols: matrix.cols, storage: .f32), matrix.dequantized())
+                latencies = []
+                denseLatency = nil
+                error = nil
+                message = nil
+            } catch {
+                target = nil
+                message = "\(error)"
+            }
+        }
+        if !started {
+            started = true
+            let thread = Thread { [weak self] in self?.loop() }
+            thread.stackSize = 1 << 20
+            thread.start()
+        }
+    }
+
+    private func loop() {
+        var iteration = 0
+        while true {
+            lock.lock()
+            let current = target, m = batch, isPaused = paused
+            lock.unlock()
+            guard let current, !isPaused else { Thread.sleep(forTimeInterval: 0.05); continue }
+            var rng = SplitMix64(seed: UInt64(iteration))
+            let x = (0..<(m * current.packed.cols)).map { _ in Float(rng.nextGaussian()) }
+            let t0 = Clock.now
+            let y = current.packed.forward(x, m: m, path: .fast, threads: 1)
+            let seconds = Clock.now - t0
+            var dense: Double?
+            var relError: Double?
+            if iteration % 16 == 0 {
+                let t1 = Clock.now
+                _ = current.dense.forward(x, m: m, threads: 1)
+                dense = Clock.now - t1
+                let rows = min(current.packed.rows, 64)
+                let ref = referenceProduct(Array(current.deq.prefix(rows * current.packed.cols)), rows: rows, cols: current.packed.cols, x: x, m: m)
+                var got = [Float]()
+                for k in 0..<m { got += y[(k * current.packed.rows)..<(k * current.packed.rows + rows)] }
+                relError = relativeError(got, ref)
+            }
+            lock.lock()
+            if target?.name == current.name && batch == m {
+                latencies.append(seconds)
+                if latencies.count > 200 { latencies.removeFirst(latencies.count - 200) }
+                if let dense { denseLatency = dense }
+                if let relError { error = relError }
+            } else {
+                latencies = []
+                denseLatency = nil
+            }
+            lock.unlock()
+            iteration += 1
+            Thread.sleep(forTimeInterval: 0.002)
+        }
+    }
+}
+
+/// The histogram view's data for a tensor (or one row), computed on demand and cached.
+public struct HistogramData: Sendable {
+    public var counts: [Int]
+    public var low: Float
+    public var high: Float
+    /// The row's any4 codebook in the same domain as the histogram (empty if none).
+    public var codebook: [Float]
+    /// How many weights of the row use each code.
+    public var usage: [Int]
+    public var note: String
+}
+
+public final class HistogramCache: @unchecked Sendable {
+    private var cache: [String: HistogramData] = [:]
+    private let lock = NSLock()
+    public init() {}
+
+    public func data(model: Model, tensor: ModelTensor, row: Int?, scaled: Bool, bins: Int, groupSize: Int) -> HistogramData {
+        let key = "\(tensor.name)|\(row.map(String.init) ?? "all")|\(scaled)|\(bins)|\(groupSize)"
+        if let hit = lock.withLock({ cache[key] }) { return hit }
+        let data = compute(model: model, tensor: tensor, row: row, scaled: scaled, bins: bins, groupSize: groupSize)
+        lock.withLock {
+            if cache.count > 64 { cache.removeAll() }
+            cache[key] = data
+        }
+        return data
+    }
+
+    func compute(model: Model, tensor: ModelTensor, row: Int?, scaled: Bool, bins: Int, groupSize: Int) -> HistogramData {
+        do {
+            if let row, tensor.shape.count == 2 {
+                let values = try model.decodeRows(tensor, rows: row..<(row + 1))
+                guard values.allSatisfy(\.isFinite) else {
+                    return HistogramData(counts: Histogram(values, bins: bins).counts, low: 0, high: 1, codebook: [], usage: [], note: "row has non-finite values: no codebook")
+                }
+                var options = QuantizationOptions()
+                options.groupSize = groupSize
+                options.threads = 1
+                let q = try Quantizer.quantize(values, rows: 1, cols: values.count, name: tensor.name,
+                                               format: FormatRegistry.named("any4"), options: options)
+                let usage = q.codeUsage()
+                if scaled {
+                    var scaledValues = [Float](repeating: 0, count: values.count)
+                    let groups = q.groups
+                    for g in 0..<groups.count {
+                        let s = q.scales[g], z = q.zeros[g]
+                        for c in groups.range(g) { scaledValues[c] = (values[c] - z) / s + 8 }
+                    }
+                    let h = Histogram(scaledValues, bins: bins, low: -0.5, high: 15.5)
+                    return HistogramData(counts: h.counts, low: h.low, high: h.high, codebook: q.tables.map { $0 + 8 },
+                                         usage: usage, note: "row \(row) in the group-scaled domain [0, 15] (group \(q.groupSize)); ▲ = its any4 codebook")
+                }
+                let h = Histogram(values, bins: bins)
+                // Raw domain: the codebook of the row's first group.
+                let book = q.tables.map { $0 * q.scales[0] + q.zeros[0] }
+                return HistogramData(counts: h.counts, low: h.low, high: h.high, codebook: book, usage: usage,
+                                     note: "row \(row), raw values; ▲ = any4 codebook of its first group")
+            }
+            // Whole tensor (sampled rows beyond 2M values keep it quick).
+            let rowCount = tensor.info.rowCount
+            let step = max(1, tensor.info.elementCount / 2_000_000)
+            var values: [Float] = []
+            var r = 0
+            while r < rowCount {
+                values += try model.decodeRows(tensor, rows: r..<(r + 1))
+                r += step
+            }
+            let h = Histogram(values, bins: bins)
+            return HistogramData(counts: h.counts, low: h.low, high: h.high, codebook: [], usage: [],
+                                 note: step > 1 ? "whole tensor, every \(step)th row" : "whole tensor, raw values")
+        } catch {
+            return HistogramData(counts: [], low: 0, high: 1, codebook: [], usage: [], note: "\(error)")
+        }
+    }
+}

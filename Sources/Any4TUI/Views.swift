@@ -1,0 +1,299 @@
+import Any4
+
+/// Everything a frame shows, drawn into a ``Screen``.
+public struct Renderer: Sendable {
+    public var ascii: Bool
+    public static let minimumWidth = 80
+    public static let minimumHeight = 24
+
+    public init(ascii: Bool) { self.ascii = ascii }
+
+    /// Updates the layout facts the reducer uses (tree height, pane width) for a terminal size.
+    public static func layout(_ state: inout AppState, width: Int, height: Int) {
+        state.treeWidth = min(46, max(28, width / 3))
+        state.treeTop = 2
+        state.treeHeight = max(1, height - 4)
+        state.clampSelection()
+    }
+
+    public func render(_ state: AppState, jobs: JobCenter, kernel: KernelRunner, histograms: HistogramCache,
+                       width: Int, height: Int) -> Screen {
+        var s = Screen(width: width, height: height)
+        guard width >= Self.minimumWidth, height >= Self.minimumHeight else {
+            let lines = ["terminal too small", "\(width)x\(height), need at least \(Self.minimumWidth)x\(Self.minimumHeight)",
+                         "enlarge the window, or press q to quit"]
+            for (i, line) in lines.enumerated() {
+                s.put(height / 2 - 1 + i, max(0, (width - line.count) / 2), line, i == 0 ? .bad : .normal)
+            }
+            return s
+        }
+        drawTitle(&s, state)
+        drawTree(&s, state, jobs)
+        let x0 = state.treeWidth + 1
+        let paneWidth = width - x0
+        for row in 2..<(height - 1) { s.put(row, state.treeWidth, ascii ? "|" : "│", .dim) }
+        if state.showHelp {
+            drawHelp(&s, x0: x0, width: paneWidth)
+        } else {
+            switch state.tab {
+            case .histogram: drawHistogram(&s, state, histograms, x0: x0, width: paneWidth)
+            case .quantize: drawQuantize(&s, state, jobs, x0: x0, width: paneWidth)
+            case .kernel: drawKernel(&s, state, kernel, x0: x0, width: paneWidth)
+            case .model: drawModel(&s, state, jobs, x0: x0, width: paneWidth)
+            }
+        }
+        drawStatus(&s, state, jobs)
+        if ascii { s.transliterateToASCII() }
+        return s
+    }
+
+    // MARK: - Frame
+
+    func drawTitle(_ s: inout Screen, _ state: AppState) {
+        let m = state.model
+        let name = m.format == .demo ? "synthetic demo" : m.path
+        let title = " any4 explorer · \(name) · \(m.format.rawValue) · \(m.tensors.count) tensors · \(Formatting.count(m.parameterCount)) params "
+        s.put(0, 0, title, .title)
+        s.highlight(0, from: 0, to: s.width, .title)
+        var x = 0
+        for tab in Tab.allCases {
+            let label = " \(tab.rawValue + 1) \(tab.title) "
+            s.put(1, x, label, tab == state.tab ? (state.focus == .detail ? .reverse : .bold) : .dim)
+            x += label.count + 1
+        }
+    }
+
+    func drawTree(_ s: inout Screen, _ state: AppState, _ jobs: JobCenter) {
+        let rows = state.visibleRows
+        let width = state.treeWidth
+        for i in 0..<state.treeHeight {
+            let index = state.scroll + i
+            guard index < rows.count else { break }
+            let y = state.treeTop + i
+            var text: String
+            var style: Style = .normal
+            switch rows[index] {
+            case .block(let b):
+                let block = state.blocks[b]
+                let open = state.expanded.contains(b) || !state.filter.isEmpty
+                text = (open ? (ascii ? "v " : "▾ ") : (ascii ? "> " : "▸ ")) + (block.name ?? "(outside blocks)")
+                text += "  " + Formatting.count(block.parameters)
+                style = .bold
+            case .tensor(let t):
+                let tensor = state.model.tensors[t]
+                let shortName = tensor.block.map { String(tensor.name.dropFirst($0.count + 1)) } ?? tensor.name
+                text = "  " + shortName + " " + Formatting.shape(tensor.shape)
+                if let r = jobs.result(for: tensor.name) {
+                    text += " \(r.format) \(Formatting.fixed(r.metrics.sqnrDB, 1))dB"
+                    style = r.metrics.sqnrDB >= 20 ? .good : (r.metrics.sqnrDB >= 14 ? .warn : .bad)
+                } else if !tensor.isLinear {
+                    style = .dim
+                }
+            }
+            s.put(y, 0, text, style, maxWidth: width)
+            if index == state.selection {
+                s.highlight(y, from: 0, to: width, state.focus == .layers ? .reverse : .bold)
+            }
+        }
+        if state.filtering || !state.filter.isEmpty {
+            s.put(s.height - 2, 0, "/" + state.filter + (state.filtering ? "_" : ""), .accent, maxWidth: width)
+        }
+    }
+
+    func drawStatus(_ s: inout Screen, _ state: AppState, _ jobs: JobCenter) {
+        let y = s.height - 1
+        var keys = "q quit  ? help  Tab pane  1-4 tabs  / filter  ↑↓ move  Enter open"
+        switch state.tab {
+        case .histogram: keys += "  [ ] row  r row/all  s scaled/raw  i int4 grid  + - zoom"
+        case .quantize: keys += "  f format  g group  m method  Enter run  c compare  Esc cancel"
+        case .kernel: keys += "  b/B batch  space pause"
+        case .model: keys += ""
+        }
+        if ascii { keys = keys.replacingOccurrences(of: "↑↓", with: "up/down") }
+        s.put(y, 0, keys, .dim)
+        if let job = jobs.job {
+            let text: String
+            if let error = job.error { text = "error: \(error)" }
+            else if job.done { text = "done: \(job.label)" }
+            else { text = "\(job.label) \(Formatting.fixed(100 * job.progress.fraction, 0))%" }
+            let style: Style = job.error != nil ? .bad : (job.done ? .good : .accent)
+            s.put(s.height - 2, state.treeWidth + 2, text, style, maxWidth: s.width - state.treeWidth - 2)
+        } else if !state.status.isEmpty {
+            s.put(s.height - 2, state.treeWidth + 2, state.status, .accent)
+        }
+    }
+
+    func drawHelp(_ s: inout Screen, x0: Int, width: Int) {
+        let lines = [
+            "Keys", "",
+            "↑ ↓ j k        move in the layer tree      PgUp PgDn Home End",
+            "→ l Enter      open a block / focus the tensor",
+            "← h            close the block",
+            "Tab Shift-Tab  switch pane                 1 2 3 4   switch tab",
+            "/              filter layers by name       Esc       clear, cancel a job",
+            "Histogram      [ ] previous/next row, r row or whole tensor,",
+            "               s group-scaled or raw domain, i int4 grid, + - zoom",
+            "Quantize       f format, g group size, m Lloyd/exact, Enter run, c compare all",
+            "Kernel         b B batch size, space pause",
+            "Mouse          click a layer, wheel scrolls",
+            "q              quit", "",
+            "Any key closes this help.",
+        ]
+        for (i, line) in lines.enumerated() {
+            s.put(3 + i, x0 + 1, ascii ? line.replacingOccurrences(of: "↑ ↓", with: "up dn").replacingOccurrences(of: "→", with: ">").replacingOccurrences(of: "←", with: "<") : line,
+                  i == 0 ? .bold : .normal, maxWidth: width - 2)
+        }
+    }
+
+    // MARK: - Histogram
+
+    static let eighths: [Character] = [" ", "▁", "▂", "▃", "▄", "▅", "▆", "▇", "█"]
+
+    func drawHistogram(_ s: inout Screen, _ state: AppState, _ cache: HistogramCache, x0: Int, width: Int) {
+        guard let tensor = state.selectedTensor else {
+            s.put(3, x0 + 1, "Select a tensor in the layer tree (Enter opens a block).", .dim)
+            return
+        }
+        s.put(2, x0 + 1, "\(tensor.name)  \(Formatting.shape(tensor.shape)) \(tensor.info.encoding) \(tensor.role.rawValue)", .bold, maxWidth: width - 2)
+        let bins = max(8, width - 4)
+        let row = tensor.shape.count == 2 ? state.histogramRow : nil
+        let data = cache.data(model: state.model, tensor: tensor, row: row, scaled: state.scaledDomain && row != nil,
+                              bins: bins, groupSize: state.groupSize)
+        s.put(3, x0 + 1, data.note, .dim, maxWidth: width - 2)
+        let plotTop = 5, plotHeight = max(4, s.height - 16)
+        guard let peak = data.counts.max(), peak > 0 else {
+            s.put(plotTop, x0 + 1, "no values to show", .warn)
+            return
+        }
+        let scale = Double(plotHeight * 8) / Double(peak) * Double(state.zoom)
+        for (i, count) in data.counts.enumerated() {
+            var level = Int((Double(count) * scale).rounded(.up))
+            if count > 0 { level = max(level, 1) }
+            for r in 0..<plotHeight {
+                let fill = min(max(level - (plotHeight - 1 - r) * 8, 0), 8)
+                guard fill > 0 else { continue }
+                let ch: Character = ascii ? (fill >= 4 ? "#" : ".") : Self.eighths[fill]
+                s.put(plotTop + r, x0 + 2 + i, String(ch), .accent)
+            }
+        }
+        let markerRow = plotTop + plotHeight
+        func column(_ v: Float) -> Int? {
+            guard data.high > data.low else { return nil }
+            let c = Int(((v - data.low) / (data.high - data.low) * Float(data.counts.count)).rounded(.down))
+            return c >= 0 && c < data.counts.count ? c : nil
+        }
+        if state.showIntGrid && state.scaledDomain && row != nil {
+            for v in 0..<16 { if let c = column(Float(v)) { s.put(markerRow, x0 + 2 + c, ascii ? "|" : "┆", .dim) } }
+        }
+        for v in data.codebook { if let c = column(v) { s.put(markerRow, x0 + 2 + c, ascii ? "^" : "▲", .good) } }
+        s.put(markerRow + 1, x0 + 2, Formatting.number(Double(data.low), 3), .dim)
+        let hi = Formatting.number(Double(data.high), 3)
+        s.put(markerRow + 1, x0 + 2 + data.counts.count - hi.count, hi, .dim)
+        if !data.codebook.isEmpty {
+            s.put(markerRow + 3, x0 + 1, "codebook (any4, group \(state.groupSize)) and weights per code:", .bold)
+            var line = "", counts = ""
+            let cell = max(5, min(8, (width - 2) / max(data.codebook.count, 1)))
+            for (i, v) in data.codebook.enumerated() {
+                line += Formatting.pad(Formatting.number(Double(v), cell >= 7 ? 2 : 1), cell, right: true)
+                counts += Formatting.pad(String(i < data.usage.count ? data.usage[i] : 0), cell, right: true)
+            }
+            s.put(markerRow + 4, x0 + 1, line, .normal, maxWidth: width - 2)
+            s.put(markerRow + 5, x0 + 1, counts, .dim, maxWidth: width - 2)
+        }
+    }
+
+    // MARK: - Quantize
+
+    func drawQuantize(_ s: inout Screen, _ state: AppState, _ jobs: JobCenter, x0: Int, width: Int) {
+        guard let tensor = state.selectedTensor, tensor.isLinear else {
+            s.put(3, x0 + 1, "Select a linear layer to quantize.", .dim)
+            return
+        }
+        s.put(2, x0 + 1, "\(tensor.name)  \(Formatting.shape(tensor.shape))", .bold, maxWidth: width - 2)
+        s.put(4, x0 + 1, "format  [f] \(state.format)")
+        s.put(5, x0 + 1, "group   [g] \(state.groupSize)")
+        s.put(6, x0 + 1, "method  [m] \(state.cluster.rawValue)" + (state.format.hasPrefix("any") ? "" : " (any-b only)"))
+        s.put(7, x0 + 1, "weights     group scale (the paper's default)", .dim)
+        s.put(9, x0 + 1, "Enter quantizes this layer in the background; c compares every 4-bit format.", .dim, maxWidth: width - 2)
+        if let job = jobs.job, job.tensor == tensor.name, !job.done {
+            let barWidth = max(10, width - 12)
+            let filled = Int(Double(barWidth) * job.progress.fraction)
+            let bar = String(repeating: ascii ? "#" : "█", count: filled) + String(repeating: ascii ? "." : "░", count: barWidth - filled)
+            s.put(11, x0 + 1, bar + " " + Formatting.fixed(100 * job.progress.fraction, 0) + "%", .accent)
+        }
+        if let r = jobs.result(for: tensor.name) {
+            s.put(11, x0 + 1, "result: \(r.format)", .bold)
+            s.put(12, x0 + 3, "SQNR \(Formatting.fixed(r.metrics.sqnrDB, 2)) dB", r.metrics.sqnrDB >= 20 ? .good : .warn)
+            s.put(13, x0 + 3, "MSE \(Formatting.scientific(r.metrics.mse, 3))   max error \(Formatting.scientific(r.metrics.maxAbsError, 3))")
+            s.put(14, x0 + 3, "bits/weight \(Formatting.fixed(r.bitsPerWeight, 3))   time \(Formatting.fixed(r.seconds, 3)) s")
+        }
+        if let rows = jobs.comparison(for: tensor.name) {
+            s.put(16, x0 + 1, Formatting.pad("format", 10) + Formatting.pad("SQNR dB", 10, right: true)
+                  + Formatting.pad("MSE", 12, right: true) + Formatting.pad("bits/w", 9, right: true), .bold)
+            let best = rows.map(\.metrics.sqnrDB).max() ?? 0
+            for (i, r) in rows.enumerated() {
+                s.put(17 + i, x0 + 1, Formatting.pad(r.format, 10) + Formatting.pad(Formatting.fixed(r.metrics.sqnrDB, 2), 10, right: true)
+                      + Formatting.pad(Formatting.scientific(r.metrics.mse, 2), 12, right: true)
+                      + Formatting.pad(Formatting.fixed(r.bitsPerWeight, 3), 9, right: true), r.metrics.sqnrDB == best ? .good : .normal)
+            }
+        }
+    }
+
+    // MARK: - Kernel
+
+    static let sparks: [Character] = ["▁", "▂", "▃", "▄", "▅", "▆", "▇", "█"]
+
+    func drawKernel(_ s: inout Screen, _ state: AppState, _ kernel: KernelRunner, x0: Int, width: Int) {
+        let snap = kernel.snapshot()
+        s.put(2, x0 + 1, "lookup GEMM (fast int8 path, 1 thread)  batch \(state.batch)" + (state.kernelPaused ? "  PAUSED" : ""), .bold)
+        guard let layer = snap.layer else {
+            s.put(4, x0 + 1, snap.message ?? "select a quantized linear layer", .dim, maxWidth: width - 2)
+            return
+        }
+        s.put(3, x0 + 1, layer, .dim, maxWidth: width - 2)
+        guard !snap.latencies.isEmpty else {
+            s.put(5, x0 + 1, "measuring…", .dim)
+            return
+        }
+        let sorted = snap.latencies.sorted()
+        let median = sorted[sorted.count / 2], p90 = sorted[min(sorted.count - 1, sorted.count * 9 / 10)]
+        s.put(5, x0 + 1, "median \(Formatting.fixed(median * 1e6, 1)) µs   p90 \(Formatting.fixed(p90 * 1e6, 1)) µs   (\(sorted.count) runs)", .good)
+        s.put(6, x0 + 1, "bandwidth \(Formatting.fixed(Double(snap.streamedBytes) / median / 1e9, 2)) GB/s of packed weights")
+        if let dense = snap.denseMedian {
+            s.put(7, x0 + 1, "dense f32 \(Formatting.fixed(dense * 1e6, 1)) µs → \(Formatting.fixed(dense / median, 2))x")
+        }
+        if let e = snap.relError {
+            s.put(8, x0 + 1, "output error vs f64 product of the dequantized layer: \(Formatting.scientific(e, 2))")
+        }
+        let recent = snap.latencies.suffix(max(10, width - 4))
+        if let lo = recent.min(), let hi = recent.max() {
+            var line = ""
+            for v in recent {
+                let level = hi > lo ? Int((v - lo) / (hi - lo) * 7) : 0
+                line.append(ascii ? (level > 3 ? "#" : ".") : Self.sparks[level])
+            }
+            s.put(10, x0 + 2, line, .accent)
+        }
+    }
+
+    // MARK: - Model
+
+    func drawModel(_ s: inout Screen, _ state: AppState, _ jobs: JobCenter, x0: Int, width: Int) {
+        let results = jobs.results
+        let linear = state.model.tensors.filter(\.isLinear)
+        s.put(2, x0 + 1, "\(linear.count) linear layers · \(results.count) quantized in this session", .bold)
+        s.put(3, x0 + 1, Formatting.pad("layer", 36) + Formatting.pad("format", 8) + Formatting.pad("SQNR", 8, right: true)
+              + Formatting.pad("bits/w", 8, right: true), .dim)
+        var y = 4
+        for t in linear where y < s.height - 4 {
+            let r = results[t.name]
+            let name = t.name.count > 35 ? "…" + t.name.suffix(34) : t.name
+            s.put(y, x0 + 1, Formatting.pad(name, 36) + Formatting.pad(r?.format ?? "float", 8)
+                  + Formatting.pad(r.map { Formatting.fixed($0.metrics.sqnrDB, 2) } ?? "-", 8, right: true)
+                  + Formatting.pad(r.map { Formatting.fixed($0.bitsPerWeight, 2) } ?? "-", 8, right: true), r == nil ? .dim : .normal,
+                  maxWidth: width - 2)
+            y += 1
+        }
+        s.put(s.height - 3, x0 + 1, "perplexity / embedding evaluation: not available yet (the inference engine is not built)", .warn, maxWidth: width - 2)
+    }
+}

@@ -1,0 +1,114 @@
+import Any4
+import XCTest
+
+@testable import Any4TUI
+
+final class TUIStateAndViewTests: XCTestCase {
+    static let demo = try! DemoModel.make()
+
+    func render(_ state: AppState, width: Int = 120, height: Int = 40, ascii: Bool = false,
+                jobs: JobCenter = JobCenter()) -> Screen {
+        var state = state
+        Renderer.layout(&state, width: width, height: height)
+        return Renderer(ascii: ascii).render(state, jobs: jobs, kernel: KernelRunner(), histograms: HistogramCache(),
+                                             width: width, height: height)
+    }
+
+    func testScreenClipsAndKeepsStyles() {
+        var screen = Screen(width: 10, height: 2)
+        screen.put(0, 8, "abcdef", .bold)
+        screen.put(1, -2, "xyz█")
+        screen.put(5, 0, "off screen")
+        XCTAssertEqual(screen.lines, ["        ab", "z█"])
+        XCTAssertEqual(screen.style(0, 9), .bold)
+    }
+
+    func testStartsOnTheFirstLinearLayerOfTheFirstBlock() {
+        let state = AppState(model: Self.demo)
+        XCTAssertEqual(state.selectedTensor?.name, "model.layers.0.mlp.down_proj.weight")
+        XCTAssertEqual(state.focus, .layers)
+    }
+
+    func testNavigationExpandCollapseAndTabs() {
+        var state = AppState(model: Self.demo)
+        Renderer.layout(&state, width: 120, height: 40)
+        state.apply(.down)
+        XCTAssertEqual(state.selectedTensor?.name, "model.layers.0.mlp.gate_proj.weight")
+        state.apply(.collapse)  // on a tensor: closes its block and lands on the header
+        XCTAssertNil(state.selectedTensor)
+        XCTAssertEqual(state.visibleRows[state.selection], .block(1))
+        state.apply(.expand)
+        state.apply(.down)
+        XCTAssertEqual(state.selectedTensor?.name, "model.layers.0.input_layernorm.weight")
+        state.apply(.end)
+        XCTAssertEqual(state.selection, state.visibleRows.count - 1)
+        state.apply(.selectTab(.kernel))
+        XCTAssertEqual(state.tab, .kernel)
+        state.apply(.nextPane)
+        XCTAssertEqual(state.focus, .detail)
+        state.apply(.batchUp); state.apply(.batchUp)
+        XCTAssertEqual(state.batch, 4)
+        state.apply(.cycleFormat)
+        XCTAssertEqual(state.format, "int4")
+        state.apply(.quit)
+        XCTAssertTrue(state.quit)
+    }
+
+    func testFilterShowsMatchingTensorsOfCollapsedBlocks() {
+        var state = AppState(model: Self.demo)
+        state.apply(.startFilter)
+        for c in "layers.3.mlp.up" { state.apply(.filterInput(c)) }
+        state.apply(.endFilter)
+        XCTAssertEqual(state.visibleRows.count, 2)
+        state.apply(.down)
+        XCTAssertEqual(state.selectedTensor?.name, "model.layers.3.mlp.up_proj.weight")
+    }
+
+    func testHistogramTabDrawsTheRowAndItsCodebook() {
+        let screen = render(AppState(model: Self.demo))
+        let text = screen.text
+        XCTAssertTrue(text.contains("synthetic demo"))
+        XCTAssertTrue(text.contains("model.layers.0.mlp.down_proj.weight  [256, 688] BF16 linear"), text)
+        XCTAssertTrue(text.contains("group-scaled domain"))
+        let markerLines = screen.lines.filter { $0.filter { $0 == "▲" }.count >= 8 }
+        XCTAssertEqual(markerLines.count, 1, "one line of codebook markers (up to 16, neighbours may share a cell)")
+        XCTAssertTrue(text.contains("codebook (any4, group 128)"))
+        XCTAssertTrue(screen.lines.contains { $0.contains("█") }, "bars drawn")
+    }
+
+    func testASCIIAndTooSmall() {
+        let ascii = render(AppState(model: Self.demo), ascii: true).text
+        XCTAssertTrue(ascii.allSatisfy(\.isASCII), ascii)
+        XCTAssertTrue(ascii.contains("^"))
+        let small = render(AppState(model: Self.demo), width: 79, height: 30).text
+        XCTAssertTrue(small.contains("terminal too small"))
+        XCTAssertTrue(small.contains("79x30, need at least 80x24"))
+        XCTAssertTrue(render(AppState(model: Self.demo), width: 80, height: 24).text.contains("any4 explorer"))
+    }
+
+    func testQuantizeTabShowsTheResultOfABackgroundJob() throws {
+        var state = AppState(model: Self.demo)
+        state.apply(.selectTab(.quantize))
+        let jobs = JobCenter()
+        let tensor = try XCTUnwrap(state.selectedTensor)
+        var options = QuantizationOptions()
+        options.groupSize = 128
+        jobs.quantize(tensor, of: Self.demo, format: "any4", options: options)
+        let deadline = Date().addingTimeInterval(20)
+        while jobs.isBusy && Date() < deadline { Thread.sleep(forTimeInterval: 0.02) }
+        let text = render(state, jobs: jobs).text
+        XCTAssertTrue(text.contains("result: any4"), text)
+        XCTAssertTrue(text.contains("SQNR"), text)
+        XCTAssertTrue(text.contains("down_proj.weight [256, 688] any4"), "the tree shows the layer's new state")
+        state.apply(.selectTab(.model))
+        XCTAssertTrue(render(state, jobs: jobs).text.contains("1 quantized in this session"))
+    }
+
+    func testHelpOverlay() {
+        var state = AppState(model: Self.demo)
+        state.apply(.toggleHelp)
+        XCTAssertTrue(render(state).text.contains("Keys"))
+        state.apply(.down)  // any key closes help
+        XCTAssertFalse(state.showHelp)
+    }
+}
