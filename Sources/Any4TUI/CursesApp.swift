@@ -134,7 +134,9 @@ public final class CursesApp {
             }
             return
         }
-        guard let action = Self.action(for: key, tab: state.tab, focus: state.focus) else { return }
+        guard var action = Self.action(for: key, tab: state.tab, focus: state.focus) else { return }
+        // In the Quantize tab, Enter on a tensor runs the quantization whichever pane has focus.
+        if action == .toggle, state.tab == .quantize, state.selectedTensor != nil { action = .runQuantize }
         switch action {
         case .runQuantize, .runCompare:
             guard let tensor = state.selectedTensor, tensor.isLinear else { state.status = "select a linear layer first"; return }
