@@ -19,6 +19,9 @@ struct CompareCommand: ParsableCommand {
     @Flag(help: "Run any-b formats with both Lloyd and the exact solver (the exact runs are named any4-exact, ...).")
     var bothClusterings = false
 
+    @Flag(help: "Run mxfp4, nvfp4 and iq4_nl at --group-size too (non-standard, labelled FORMAT@N) for a comparison at equal block size.")
+    var equalBlocks = false
+
     @Flag(help: "Print one JSON object.")
     var json = false
 
@@ -41,6 +44,10 @@ struct CompareCommand: ParsableCommand {
                 exact.cluster = .exact
                 variants.append(Variant(label: f.name, format: f, options: lloyd))
                 variants.append(Variant(label: f.name + "-exact", format: f, options: exact))
+            } else if equalBlocks, let fixed = f.fixedBlockSize, fixed != options.groupSize {
+                var o = options
+                o.overrideFixedBlocks = true
+                variants.append(Variant(label: "\(f.name)@\(options.groupSize)", format: f, options: o))
             } else {
                 variants.append(Variant(label: f.name + (f.perRowTable && options.cluster == .exact ? "-exact" : ""), format: f, options: options))
             }

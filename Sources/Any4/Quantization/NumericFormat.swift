@@ -129,6 +129,14 @@ public struct QuantizationOptions: Sendable {
     public var seed: UInt64 = 0
     /// Worker threads (0: all cores).
     public var threads = 0
+    /// Run formats that fix their own block (mxfp4 32, nvfp4 16, iq4_nl 32) at `groupSize` instead
+    /// — non-standard variants, for comparisons at equal block size.
+    public var overrideFixedBlocks = false
+
+    /// The block size `format` runs with under these options.
+    public func blockSize(for format: any NumericFormat) -> Int {
+        overrideFixedBlocks ? groupSize : (format.fixedBlockSize ?? groupSize)
+    }
 
     public init() {}
 

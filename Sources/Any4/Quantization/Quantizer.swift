@@ -16,7 +16,7 @@ public enum Quantizer {
                                 channelWeights: [Float]? = nil, progress: Progress? = nil) throws(QuantizationError) -> QuantizedMatrix {
         try options.validate()
         precondition(weights.count == rows * cols, "weights do not match the shape")
-        let groupSize = format.fixedBlockSize ?? options.groupSize
+        let groupSize = options.blockSize(for: format)
         let layout = GroupLayout(columns: cols, size: groupSize)
         if options.strictGroups && layout.isRagged {
             throw .groupsDoNotDivide(tensor: name, width: cols, groupSize: groupSize)
