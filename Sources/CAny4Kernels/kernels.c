@@ -203,6 +203,7 @@ INLINE_AVX2 void lut_fast_row(const any4_packed *w, int r, const int8_t *xq, con
         const int bend = (g + 1) * bpg < nb ? (g + 1) * bpg : nb;
         if (B == 64) {
             for (int b = g * bpg; b < bend; b++) {
+                _mm_prefetch((const char *)(q + b * 32 + 2048), _MM_HINT_T0);
                 const __m256i raw = _mm256_loadu_si256((const __m256i *)(q + b * 32));
                 const __m256i w0 = _mm256_shuffle_epi8(lut, _mm256_and_si256(raw, m4));
                 const __m256i w1 = _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4));
