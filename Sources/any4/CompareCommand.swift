@@ -58,11 +58,8 @@ struct CompareCommand: ParsableCommand {
         let calibration = try quantization.calibration(options)
 
         let progress = Progress(total: layers.reduce(0) { $0 + $1.shape[0] } * variants.count, label: "comparing")
-        let line = ProgressLine(progress)
-        line.start()
         var rows: [(layer: ModelTensor, results: [LayerResult])] = []
-        do {
-            try cancellingOnInterrupt(progress) {
+        try runProgressJob(progress, interrupted: "interrupted") {
                 for (i, layer) in layers.enumerated() {
                     progress.setLabel("comparing \(i + 1)/\(layers.count) \(layer.name)")
                     var results: [LayerResult] = []
@@ -74,20 +71,7 @@ struct CompareCommand: ParsableCommand {
                     }
                     rows.append((layer, results))
                 }
-            }
-        } catch QuantizationError.cancelled {
-            line.stop()
-            printError("any4: interrupted")
-            throw ExitCode(130)
-        } catch let error as QuantizationError {
-            line.stop()
-            throw usageError("\(error)")
-        } catch let error as FileFormatError {
-            line.stop()
-            printError("any4: error: \(error)")
-            throw ExitCode(2)
         }
-        line.stop()
         let labels = variants.map(\.label)
         let summary = labels.map { label in summarize(label, rows.map { $0.results }) }
         if json {

@@ -1,4 +1,5 @@
 import Any4
+import ArgumentParser
 import Dispatch
 
 #if canImport(Glibc)
@@ -25,6 +26,28 @@ func cancellingOnInterrupt<T>(_ progress: Progress, _ body: () throws -> T) reth
         signal(SIGTERM, SIG_DFL)
     }
     return try body()
+}
+
+/// Runs a long job with a progress line on stderr, cancelled by Ctrl-C, and maps its errors to the
+/// CLI's exits: interrupted → 130 (saying `interrupted`), bad options or weights → 2, bad files → 2.
+func runProgressJob<T>(_ progress: Progress, interrupted: String, _ body: () throws -> T) throws -> T {
+    let line = ProgressLine(progress)
+    line.start()
+    defer { line.stop() }
+    do {
+        return try cancellingOnInterrupt(progress, body)
+    } catch QuantizationError.cancelled {
+        line.stop()
+        printError("any4: \(interrupted)")
+        throw ExitCode(130)
+    } catch let error as QuantizationError {
+        line.stop()
+        throw usageError("\(error)")
+    } catch let error as FileFormatError {
+        line.stop()
+        printError("any4: error: \(error)")
+        throw ExitCode(2)
+    }
 }
 
 /// A one-line progress display on stderr, only when stderr is a terminal.

@@ -39,18 +39,14 @@ struct QuantizeCommand: ParsableCommand {
         let calibration = try quantization.calibration(options)
 
         let progress = Progress(total: layers.reduce(0) { $0 + $1.shape[0] }, label: "quantizing \(numeric.name)")
-        let line = ProgressLine(progress)
-        line.start()
         var results: [LayerResult] = []
         let started = Clock.now
-        do {
-            try cancellingOnInterrupt(progress) {
-                for (i, layer) in layers.enumerated() {
+        try runProgressJob(progress, interrupted: "interrupted; nothing was written") {
+            for (i, layer) in layers.enumerated() {
                     progress.setLabel("quantizing \(numeric.name) \(i + 1)/\(layers.count) \(layer.name)")
                     results.append(try ModelQuantization.quantize(layer, of: model, format: numeric, options: options,
                                                                   calibration: calibration, progress: progress))
                 }
-                line.stop()
                 var quantized: [String: QuantizedMatrix] = [:]
                 for r in results { quantized[r.name] = r.matrix }
                 let description = QuantizedCheckpoint.Description(
@@ -58,18 +54,6 @@ struct QuantizeCommand: ParsableCommand {
                     method: numeric.perRowTable ? options.cluster.rawValue : "", sampleWeight: quantization.sampleWeight)
                 try QuantizedCheckpoint.write(model: model, quantized: quantized, description: description,
                                               fakeQuant: fakeQuant, to: out)
-            }
-        } catch QuantizationError.cancelled {
-            line.stop()
-            printError("any4: interrupted; nothing was written")
-            throw ExitCode(130)
-        } catch let error as QuantizationError {
-            line.stop()
-            throw usageError("\(error)")
-        } catch let error as FileFormatError {
-            line.stop()
-            printError("any4: error: \(error)")
-            throw ExitCode(2)
         }
         let seconds = Clock.now - started
         if json {
