@@ -30,6 +30,8 @@ public enum Action: Equatable, Sendable {
     case previousRow, nextRow, toggleRowMode, toggleDomain, toggleIntGrid, zoomIn, zoomOut
     case cycleFormat, cycleGroupSize, cycleCluster, runQuantize, runCompare
     case batchUp, batchDown, togglePause
+    case quantizeAll, writeCheckpoint, exportTable, cycleSort
+    case startRowJump, confirmQuit
     case startFilter, filterInput(Character), filterBackspace, endFilter
     case toggleHelp, cancel, quit
     case click(row: Int, column: Int), wheel(up: Bool)
@@ -48,7 +50,18 @@ public struct AppState: Sendable {
     public var histogramRow: Int? = 0
     /// Group-scaled [0, 2^b − 1] domain (with the row's codebook) or raw values.
     public var scaledDomain = true
-    public var showIntGrid = false
+    /// Reference grid under the histogram: none, int4, nf4 or fp4 (group-scaled domain).
+    public var grid: Grid = .none
+    public enum Grid: String, Sendable, CaseIterable { case none, int4, nf4, fp4 }
+    /// Typing a row number after `g`.
+    public var rowJump: String?
+    /// Sort of the Model tab: by name, SQNR, or bits per weight.
+    public var sort: Sort = .name
+    public enum Sort: String, Sendable, CaseIterable { case name, sqnr, bits }
+    /// Quit was asked with unsaved quantized layers: the next `q` (or `y`) quits.
+    public var confirmingQuit = false
+    /// Whether quantized layers exist that were not written (set by the app).
+    public var unsaved = false
     public var zoom = 1
     public var filter = ""
     public var filtering = false
@@ -112,6 +125,22 @@ public struct AppState: Sendable {
 
     /// Applies one action.
     public mutating func apply(_ action: Action) {
+        if let digits = rowJump {
+            switch action {
+            case .filterInput(let c) where c.isNumber: rowJump = digits + String(c)
+            case .filterBackspace: rowJump = String(digits.dropLast())
+            case .endFilter:
+                if let n = Int(digits), let t = selectedTensor { histogramRow = max(0, min(n, t.info.rowCount - 1)) }
+                rowJump = nil
+            case .cancel: rowJump = nil
+            default: break
+            }
+            return
+        }
+        if confirmingQuit {
+            if action == .quit || action == .confirmQuit { quit = true } else { confirmingQuit = false; status = "" }
+            return
+        }
         if filtering {
             switch action {
             case .filterInput(let c): filter.append(c); selection = 0
@@ -157,7 +186,8 @@ public struct AppState: Sendable {
             if let t = selectedTensor { histogramRow = min(max(t.info.rowCount - 1, 0), (histogramRow ?? -1) + 1) }
         case .toggleRowMode: histogramRow = histogramRow == nil ? 0 : nil
         case .toggleDomain: scaledDomain.toggle()
-        case .toggleIntGrid: showIntGrid.toggle()
+        case .toggleIntGrid:
+            grid = Grid.allCases[(Grid.allCases.firstIndex(of: grid)! + 1) % Grid.allCases.count]
         case .zoomIn: zoom = min(zoom * 2, 64)
         case .zoomOut: zoom = max(zoom / 2, 1)
         case .cycleFormat: formatIndex = (formatIndex + 1) % Self.formats.count
@@ -168,7 +198,15 @@ public struct AppState: Sendable {
         case .togglePause: kernelPaused.toggle()
         case .startFilter: filtering = true
         case .toggleHelp: showHelp.toggle()
-        case .quit: quit = true
+        case .quit:
+            if unsaved {
+                confirmingQuit = true
+                status = "quantized layers are not written (w writes them): q or y quits anyway, any other key stays"
+            } else {
+                quit = true
+            }
+        case .startRowJump: if selectedTensor?.shape.count == 2 { rowJump = "" }
+        case .cycleSort: sort = Sort.allCases[(Sort.allCases.firstIndex(of: sort)! + 1) % Sort.allCases.count]
         case .cancel: status = ""
         case .click(let row, let column):
             if column < treeWidth, row >= treeTop, row < treeTop + treeHeight {
@@ -181,7 +219,8 @@ public struct AppState: Sendable {
                 focus = .detail
             }
         case .wheel(let up): selection += up ? -3 : 3
-        case .runQuantize, .runCompare, .filterInput, .filterBackspace, .endFilter: break
+        case .runQuantize, .runCompare, .filterInput, .filterBackspace, .endFilter,
+             .quantizeAll, .writeCheckpoint, .exportTable, .confirmQuit: break
         }
         // Moving to another tensor resets the histogram row.
         let before = rows.indices.contains(selection) ? rows[selection] : nil

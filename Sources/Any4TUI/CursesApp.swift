@@ -17,7 +17,15 @@ public final class CursesApp {
     /// Set by SIGINT/SIGTERM; the loop then leaves cleanly.
     private let stop = StopFlag()
 
-    public init(model: Model, ascii: Bool, noColor: Bool) {
+    /// When the program started (for the time-to-first-frame trace).
+    let launchedAt: Double
+    /// ANY4_TUI_TRACE=FILE: record time to first frame and key-to-frame latencies there on exit.
+    private let tracePath = ProcessInfo.processInfo.environment["ANY4_TUI_TRACE"]
+    private var trace: [String] = []
+    private var pendingKeyAt: Double?
+
+    public init(model: Model, ascii: Bool, noColor: Bool, launchedAt: Double = Clock.now) {
+        self.launchedAt = launchedAt
         state = AppState(model: model)
         renderer = Renderer(ascii: ascii)
         useColor = !noColor
@@ -56,16 +64,23 @@ public final class CursesApp {
             init_pair(4, Int16(COLOR_RED), -1)     // bad
             init_pair(5, Int16(COLOR_BLACK), Int16(COLOR_CYAN))  // title
         }
+        var first = true
         while !state.quit && !stop.isSet {
             frame()
+            let now = Clock.now
+            if first { trace.append("first_frame_ms \(Formatting.fixed((now - launchedAt) * 1000, 2))"); first = false }
+            if let keyAt = pendingKeyAt { trace.append("key_to_frame_ms \(Formatting.fixed((now - keyAt) * 1000, 3))"); pendingKeyAt = nil }
             let key = getch()
             if key == -1 { continue }
+            pendingKeyAt = Clock.now
             handle(key)
         }
+        if let tracePath { try? (trace.joined(separator: "\n") + "\n").write(toFile: tracePath, atomically: true, encoding: .utf8) }
     }
 
     func frame() {
         let width = Int(any4_cols()), height = Int(any4_lines())
+        state.unsaved = jobs.unsavedCount > 0
         Renderer.layout(&state, width: width, height: height)
         syncKernel()
         let screen = renderer.render(state, jobs: jobs, kernel: kernel, histograms: histograms, width: width, height: height)
@@ -102,6 +117,31 @@ public final class CursesApp {
         }
     }
 
+    /// Writes the Model tab's table as CSV and JSON in the current folder (atomically).
+    func exportTable() throws {
+        let rows = Renderer.modelRows(state, jobs.results)
+        var csv = "layer,shape,format,sqnr_db,mse,max_abs_error,bits_per_weight,seconds\n"
+        var items: [JSONValue] = []
+        for (t, r) in rows {
+            let shape = t.shape.map(String.init).joined(separator: "x")
+            csv += "\(t.name),\(shape),\(r?.format ?? "float"),\(r.map { "\($0.metrics.sqnrDB)" } ?? ""),\(r.map { "\($0.metrics.mse)" } ?? ""),"
+            csv += "\(r.map { "\($0.metrics.maxAbsError)" } ?? ""),\(r.map { "\($0.bitsPerWeight)" } ?? ""),\(r.map { "\($0.seconds)" } ?? "")\n"
+            var fields: [(key: String, value: JSONValue)] = [("name", .string(t.name)), ("shape", .array(t.shape.map { JSONValue($0) })),
+                                                             ("format", .string(r?.format ?? "float"))]
+            if let r {
+                fields += [("sqnr_db", JSONValue(r.metrics.sqnrDB)), ("mse", JSONValue(r.metrics.mse)),
+                           ("max_abs_error", JSONValue(r.metrics.maxAbsError)), ("bits_per_weight", JSONValue(r.bitsPerWeight)),
+                           ("seconds", JSONValue(r.seconds))]
+            }
+            items.append(.object(fields))
+        }
+        for (path, text) in [("any4-layers.csv", csv), ("any4-layers.json", JSONValue.object([("model", .string(state.model.path)), ("layers", .array(items))]).serialized + "\n")] {
+            let writer = try AtomicFileWriter(path: path)
+            try writer.write(text)
+            try writer.commit()
+        }
+    }
+
     /// Points the kernel runner at the selected layer when the kernel tab shows.
     func syncKernel() {
         guard state.tab == .kernel, let tensor = state.selectedTensor else { return }
@@ -124,7 +164,7 @@ public final class CursesApp {
             }
             return
         }
-        if state.filtering {
+        if state.filtering || state.rowJump != nil {
             switch key {
             case 27: state.apply(.cancel)
             case 10, 13, any4_key_enter(): state.apply(.endFilter)
@@ -148,6 +188,27 @@ public final class CursesApp {
         case .cancel:
             jobs.cancel()
             state.apply(.cancel)
+        case .quantizeAll:
+            var options = QuantizationOptions()
+            options.groupSize = state.groupSize
+            options.cluster = state.cluster
+            jobs.quantizeAll(state.model, format: state.format, options: options)
+        case .writeCheckpoint:
+            let base = state.model.format == .demo ? "demo" : URL(fileURLWithPath: state.model.path).deletingPathExtension().lastPathComponent
+            let path = "\(base).\(state.format).safetensors"
+            do {
+                let n = try jobs.write(state.model, format: state.format, groupSize: state.groupSize, method: state.cluster, to: path)
+                state.status = "wrote \(n) \(state.format) layers to \(path)"
+            } catch {
+                state.status = "write failed: \(error)"
+            }
+        case .exportTable:
+            do {
+                try exportTable()
+                state.status = "exported any4-layers.csv and any4-layers.json"
+            } catch {
+                state.status = "export failed: \(error)"
+            }
         default:
             state.apply(action)
         }
@@ -180,9 +241,14 @@ public final class CursesApp {
         case Int32(UInt8(ascii: "+")), Int32(UInt8(ascii: "=")): return .zoomIn
         case Int32(UInt8(ascii: "-")): return .zoomOut
         case Int32(UInt8(ascii: "f")): return .cycleFormat
-        case Int32(UInt8(ascii: "g")): return .cycleGroupSize
+        case Int32(UInt8(ascii: "g")): return tab == .histogram ? .startRowJump : .cycleGroupSize
         case Int32(UInt8(ascii: "m")): return .cycleCluster
         case Int32(UInt8(ascii: "c")): return .runCompare
+        case Int32(UInt8(ascii: "a")): return .quantizeAll
+        case Int32(UInt8(ascii: "w")): return .writeCheckpoint
+        case Int32(UInt8(ascii: "e")): return .exportTable
+        case Int32(UInt8(ascii: "o")): return .cycleSort
+        case Int32(UInt8(ascii: "y")): return .confirmQuit
         case Int32(UInt8(ascii: "b")): return .batchUp
         case Int32(UInt8(ascii: "B")): return .batchDown
         case Int32(UInt8(ascii: " ")): return .togglePause

@@ -77,6 +77,48 @@ public final class JobCenter: @unchecked Sendable {
         }
     }
 
+    /// Quantizes every linear layer the CLI would (the LM head skipped) in the background.
+    public func quantizeAll(_ model: Model, format: String, options: QuantizationOptions) {
+        guard !isBusy else { return }
+        let layers = model.tensors.filter(LayerSelection().selects)
+        let progress = Any4.Progress(total: layers.reduce(0) { $0 + $1.shape[0] }, label: "quantizing all \(layers.count) layers to \(format)")
+        lock.withLock { _job = QuantizeJob(tensor: "", label: progress.label, progress: progress) }
+        DispatchQueue.global(qos: .userInitiated).async { [self] in
+            do {
+                let numeric = try FormatRegistry.named(format)
+                for layer in layers {
+                    let result = try ModelQuantization.quantize(layer, of: model, format: numeric, options: options, progress: progress)
+                    lock.withLock { _results[layer.name] = result }
+                }
+                lock.withLock { _job?.done = true }
+            } catch {
+                lock.withLock {
+                    _job?.done = true
+                    _job?.error = "\(error)"
+                }
+            }
+        }
+    }
+
+    private var saved: [String: String] = [:]
+
+    /// Quantized layers not yet written to a checkpoint.
+    public var unsavedCount: Int { lock.withLock { _results.filter { saved[$0.key] != $0.value.format }.count } }
+
+    /// Writes the layers quantized to `format` as an any4 checkpoint (other layers as they are).
+    public func write(_ model: Model, format: String, groupSize: Int, method: ClusterMethod, to path: String) throws -> Int {
+        let chosen = lock.withLock { _results.filter { $0.value.format == format } }
+        var matrices: [String: QuantizedMatrix] = [:]
+        for (name, r) in chosen { matrices[name] = r.matrix }
+        let numeric = try FormatRegistry.named(format)
+        try QuantizedCheckpoint.write(model: model, quantized: matrices,
+                                      description: .init(format: format, codeBits: numeric.codeBits, groupSize: numeric.fixedBlockSize ?? groupSize,
+                                                         method: numeric.perRowTable ? method.rawValue : "", sampleWeight: "scale"),
+                                      fakeQuant: false, to: path)
+        lock.withLock { for name in chosen.keys { saved[name] = format } }
+        return chosen.count
+    }
+
     public func cancel() {
         lock.withLock { _job?.progress.cancel() }
     }
@@ -192,6 +234,8 @@ public struct HistogramData: Sendable {
     /// How many weights of the row use each code.
     public var usage: [Int]
     public var note: String
+    /// Raw min and max of the row's first group (for reference grids), when a row is shown.
+    public var firstGroup: (low: Float, high: Float)? = nil
 }
 
 public final class HistogramCache: @unchecked Sendable {
@@ -223,6 +267,8 @@ public final class HistogramCache: @unchecked Sendable {
                 let q = try Quantizer.quantize(values, rows: 1, cols: values.count, name: tensor.name,
                                                format: FormatRegistry.named("any4"), options: options)
                 let usage = q.codeUsage()
+                let g0 = q.groups.range(0)
+                let firstGroup = (values[g0].min() ?? 0, values[g0].max() ?? 0)
                 if scaled {
                     var scaledValues = [Float](repeating: 0, count: values.count)
                     let groups = q.groups
@@ -232,13 +278,14 @@ public final class HistogramCache: @unchecked Sendable {
                     }
                     let h = Histogram(scaledValues, bins: bins, low: -0.5, high: 15.5)
                     return HistogramData(counts: h.counts, low: h.low, high: h.high, codebook: q.tables.map { $0 + 8 },
-                                         usage: usage, note: "row \(row) in the group-scaled domain [0, 15] (group \(q.groupSize)); ▲ = its any4 codebook")
+                                         usage: usage, note: "row \(row) in the group-scaled domain [0, 15] (group \(q.groupSize)); ▲ = its any4 codebook",
+                                         firstGroup: firstGroup)
                 }
                 let h = Histogram(values, bins: bins)
                 // Raw domain: the codebook of the row's first group.
                 let book = q.tables.map { $0 * q.scales[0] + q.zeros[0] }
                 return HistogramData(counts: h.counts, low: h.low, high: h.high, codebook: book, usage: usage,
-                                     note: "row \(row), raw values; ▲ = any4 codebook of its first group")
+                                     note: "row \(row), raw values; ▲ = any4 codebook of its first group", firstGroup: firstGroup)
             }
             // Whole tensor (sampled rows beyond 2M values keep it quick).
             let rowCount = tensor.info.rowCount

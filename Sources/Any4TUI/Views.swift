@@ -95,7 +95,9 @@ public struct Renderer: Sendable {
                 s.highlight(y, from: 0, to: width, state.focus == .layers ? .reverse : .bold)
             }
         }
-        if state.filtering || !state.filter.isEmpty {
+        if let digits = state.rowJump {
+            s.put(s.height - 2, 0, "go to row: " + digits + "_", .accent, maxWidth: width)
+        } else if state.filtering || !state.filter.isEmpty {
             s.put(s.height - 2, 0, "/" + state.filter + (state.filtering ? "_" : ""), .accent, maxWidth: width)
         }
     }
@@ -104,22 +106,23 @@ public struct Renderer: Sendable {
         let y = s.height - 1
         var keys = "q quit  ? help  Tab pane  1-4 tabs  / filter  ↑↓ move  Enter open"
         switch state.tab {
-        case .histogram: keys += "  [ ] row  r row/all  s scaled/raw  i int4 grid  + - zoom"
+        case .histogram: keys += "  [ ] g row  r row/all  s scaled/raw  i grid  + - zoom"
         case .quantize: keys += "  f format  g group  m method  Enter run  c compare  Esc cancel"
         case .kernel: keys += "  b/B batch  space pause"
-        case .model: keys += ""
+        case .model: keys += "  a quantize all  w write  e export  o sort"
         }
         if ascii { keys = keys.replacingOccurrences(of: "↑↓", with: "up/down") }
         s.put(y, 0, keys, .dim)
-        if let job = jobs.job {
+        if !state.status.isEmpty {
+            s.put(s.height - 2, state.treeWidth + 2, state.status, state.confirmingQuit ? .warn : .accent,
+                  maxWidth: s.width - state.treeWidth - 2)
+        } else if let job = jobs.job {
             let text: String
             if let error = job.error { text = "error: \(error)" }
             else if job.done { text = "done: \(job.label)" }
             else { text = "\(job.label) \(Formatting.fixed(100 * job.progress.fraction, 0))%" }
             let style: Style = job.error != nil ? .bad : (job.done ? .good : .accent)
             s.put(s.height - 2, state.treeWidth + 2, text, style, maxWidth: s.width - state.treeWidth - 2)
-        } else if !state.status.isEmpty {
-            s.put(s.height - 2, state.treeWidth + 2, state.status, .accent)
         }
     }
 
@@ -131,10 +134,11 @@ public struct Renderer: Sendable {
             "← h            close the block",
             "Tab Shift-Tab  switch pane                 1 2 3 4   switch tab",
             "/              filter layers by name       Esc       clear, cancel a job",
-            "Histogram      [ ] previous/next row, r row or whole tensor,",
-            "               s group-scaled or raw domain, i int4 grid, + - zoom",
+            "Histogram      [ ] previous/next row, g go to row, r row or whole tensor,",
+            "               s group-scaled or raw domain, i int4/nf4/fp4 grid, + - zoom",
             "Quantize       f format, g group size, m Lloyd/exact, Enter run, c compare all",
             "Kernel         b B batch size, space pause",
+            "Model          a quantize all linear layers, w write checkpoint, e export CSV+JSON, o sort",
             "Mouse          click a layer, wheel scrolls",
             "q              quit", "",
             "Any key closes this help.",
@@ -182,9 +186,10 @@ public struct Renderer: Sendable {
             let c = Int(((v - data.low) / (data.high - data.low) * Float(data.counts.count)).rounded(.down))
             return c >= 0 && c < data.counts.count ? c : nil
         }
-        if state.showIntGrid && state.scaledDomain && row != nil {
-            for v in 0..<16 { if let c = column(Float(v)) { s.put(markerRow, x0 + 2 + c, ascii ? "|" : "┆", .dim) } }
+        for v in Self.gridValues(state.grid, data, scaled: state.scaledDomain && row != nil) {
+            if let c = column(v) { s.put(markerRow, x0 + 2 + c, ascii ? "|" : "┆", .dim) }
         }
+        if state.grid != .none { s.put(markerRow + 2, x0 + 2, "┆ = \(state.grid.rawValue) grid of the first group", .dim) }
         for v in data.codebook { if let c = column(v) { s.put(markerRow, x0 + 2 + c, ascii ? "^" : "▲", .good) } }
         s.put(markerRow + 1, x0 + 2, Formatting.number(Double(data.low), 3), .dim)
         let hi = Formatting.number(Double(data.high), 3)
@@ -200,6 +205,19 @@ public struct Renderer: Sendable {
             s.put(markerRow + 4, x0 + 1, line, .normal, maxWidth: width - 2)
             s.put(markerRow + 5, x0 + 1, counts, .dim, maxWidth: width - 2)
         }
+    }
+
+    /// The reference grid's values in the histogram's domain, placed with the row's first group.
+    static func gridValues(_ grid: AppState.Grid, _ data: HistogramData, scaled: Bool) -> [Float] {
+        guard grid != .none, let g = data.firstGroup, g.high > g.low else { return [] }
+        let amax = max(abs(g.low), abs(g.high))
+        let raw: [Float] = switch grid {
+        case .none: []
+        case .int4: (0..<16).map { g.low + Float($0) * (g.high - g.low) / 15 }
+        case .nf4: TableFormat.nf4.table.map { $0 * amax }
+        case .fp4: TableFormat.e2m1.map { $0 * amax / 6 }
+        }
+        return scaled ? raw.map { ($0 - g.low) / ((g.high - g.low) / 15) } : raw
     }
 
     // MARK: - Quantize
@@ -278,22 +296,34 @@ public struct Renderer: Sendable {
 
     // MARK: - Model
 
+    /// The linear layers in the Model tab's order.
+    static func modelRows(_ state: AppState, _ results: [String: LayerResult]) -> [(ModelTensor, LayerResult?)] {
+        let rows = state.model.tensors.filter(\.isLinear).map { ($0, results[$0.name]) }
+        switch state.sort {
+        case .name: return rows
+        case .sqnr: return rows.sorted { ($0.1?.metrics.sqnrDB ?? .infinity) < ($1.1?.metrics.sqnrDB ?? .infinity) }
+        case .bits: return rows.sorted { ($0.1?.bitsPerWeight ?? .infinity) < ($1.1?.bitsPerWeight ?? .infinity) }
+        }
+    }
+
     func drawModel(_ s: inout Screen, _ state: AppState, _ jobs: JobCenter, x0: Int, width: Int) {
         let results = jobs.results
-        let linear = state.model.tensors.filter(\.isLinear)
-        s.put(2, x0 + 1, "\(linear.count) linear layers · \(results.count) quantized in this session", .bold)
-        s.put(3, x0 + 1, Formatting.pad("layer", 36) + Formatting.pad("format", 8) + Formatting.pad("SQNR", 8, right: true)
-              + Formatting.pad("bits/w", 8, right: true), .dim)
+        let rows = Self.modelRows(state, results)
+        s.put(2, x0 + 1, "\(rows.count) linear layers · \(results.count) quantized · sorted by \(state.sort.rawValue) (o) · a: quantize all to \(state.format)", .bold, maxWidth: width - 2)
+        s.put(3, x0 + 1, Formatting.pad("layer", 40) + Formatting.pad("format", 8) + Formatting.pad("SQNR dB", 9, right: true)
+              + Formatting.pad("MSE", 11, right: true) + Formatting.pad("bits/w", 8, right: true), .dim, maxWidth: width - 2)
         var y = 4
-        for t in linear where y < s.height - 4 {
-            let r = results[t.name]
-            let name = t.name.count > 35 ? "…" + t.name.suffix(34) : t.name
-            s.put(y, x0 + 1, Formatting.pad(name, 36) + Formatting.pad(r?.format ?? "float", 8)
-                  + Formatting.pad(r.map { Formatting.fixed($0.metrics.sqnrDB, 2) } ?? "-", 8, right: true)
-                  + Formatting.pad(r.map { Formatting.fixed($0.bitsPerWeight, 2) } ?? "-", 8, right: true), r == nil ? .dim : .normal,
+        for (t, r) in rows where y < s.height - 4 {
+            let name = t.name.count > 39 ? "…" + t.name.suffix(38) : t.name
+            let style: Style = r.map { $0.metrics.sqnrDB >= 20 ? .good : ($0.metrics.sqnrDB >= 14 ? .warn : .bad) } ?? .dim
+            s.put(y, x0 + 1, Formatting.pad(name, 40) + Formatting.pad(r?.format ?? "float", 8)
+                  + Formatting.pad(r.map { Formatting.fixed($0.metrics.sqnrDB, 2) } ?? "-", 9, right: true)
+                  + Formatting.pad(r.map { Formatting.scientific($0.metrics.mse, 2) } ?? "-", 11, right: true)
+                  + Formatting.pad(r.map { Formatting.fixed($0.bitsPerWeight, 2) } ?? "-", 8, right: true), style,
                   maxWidth: width - 2)
             y += 1
         }
         s.put(s.height - 3, x0 + 1, "perplexity / embedding evaluation: not available yet (the inference engine is not built)", .warn, maxWidth: width - 2)
     }
+
 }

@@ -16,6 +16,7 @@ struct TUICommand: ParsableCommand {
     var ascii = false
 
     func run() throws {
+        let launched = Clock.now
         let model = try openModel(path)
         guard isatty(0) == 1, isatty(1) == 1 else {
             // Not a terminal (a pipe, CI): print the layer tree instead of drawing a screen.
@@ -24,6 +25,6 @@ struct TUICommand: ParsableCommand {
             return
         }
         let noColor = ascii || !(ProcessInfo.processInfo.environment["NO_COLOR"] ?? "").isEmpty
-        CursesApp(model: model, ascii: ascii, noColor: noColor).run()
+        CursesApp(model: model, ascii: ascii, noColor: noColor, launchedAt: launched).run()
     }
 }

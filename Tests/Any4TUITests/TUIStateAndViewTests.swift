@@ -101,7 +101,29 @@ final class TUIStateAndViewTests: XCTestCase {
         XCTAssertTrue(text.contains("SQNR"), text)
         XCTAssertTrue(text.contains("down_proj.weight [256, 688] any4"), "the tree shows the layer's new state")
         state.apply(.selectTab(.model))
-        XCTAssertTrue(render(state, jobs: jobs).text.contains("1 quantized in this session"))
+        XCTAssertTrue(render(state, jobs: jobs).text.contains("· 1 quantized ·"))
+    }
+
+    func testQuitAsksWhenQuantizedLayersAreUnsavedAndRowJump() {
+        var state = AppState(model: Self.demo)
+        state.unsaved = true
+        state.apply(.quit)
+        XCTAssertFalse(state.quit)
+        XCTAssertTrue(state.status.contains("not written"))
+        state.apply(.down)  // any other key stays
+        XCTAssertFalse(state.confirmingQuit)
+        state.apply(.quit)
+        state.apply(.confirmQuit)
+        XCTAssertTrue(state.quit)
+
+        var jump = AppState(model: Self.demo)
+        jump.apply(.startRowJump)
+        for c in "12" { jump.apply(.filterInput(c)) }
+        jump.apply(.endFilter)
+        XCTAssertEqual(jump.histogramRow, 12)
+        jump.apply(.toggleIntGrid)
+        XCTAssertEqual(jump.grid, .int4)
+        XCTAssertTrue(render(jump).text.contains("int4 grid of the first group"))
     }
 
     func testHelpOverlay() {

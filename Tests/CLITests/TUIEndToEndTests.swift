@@ -100,7 +100,12 @@ final class TUIEndToEndTests: XCTestCase {
         try key("3")
         text = try waitFor("median", timeout: 30)
         XCTAssertTrue(text.contains("µs"), text)
+        try key("4")
+        try waitFor("· 1 quantized ·")
+        // Unsaved work: q asks first, y confirms.
         try key("q")
+        try waitFor("not written")
+        try key("y")
         try waitFor("prompt$")
     }
 }
