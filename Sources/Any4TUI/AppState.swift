@@ -30,7 +30,7 @@ public enum Action: Equatable, Sendable {
     case previousRow, nextRow, toggleRowMode, toggleDomain, toggleIntGrid, zoomIn, zoomOut
     case cycleFormat, cycleGroupSize, cycleCluster, runQuantize, runCompare
     case batchUp, batchDown, togglePause
-    case quantizeAll, writeCheckpoint, exportTable, cycleSort
+    case quantizeAll, writeCheckpoint, exportTable, cycleSort, cycleSampleWeight
     case startRowJump, confirmQuit
     case startFilter, filterInput(Character), filterBackspace, endFilter
     case toggleHelp, cancel, quit
@@ -57,7 +57,8 @@ public struct AppState: Sendable {
     public var rowJump: String?
     /// Sort of the Model tab: by name, SQNR, or bits per weight.
     public var sort: Sort = .name
-    public enum Sort: String, Sendable, CaseIterable { case name, sqnr, bits }
+    public enum Sort: String, Sendable, CaseIterable { case name, sqnr, outputError = "output error", bits }
+    public var sampleWeighting: SampleWeighting = .scale
     /// Quit was asked with unsaved quantized layers: the next `q` (or `y`) quits.
     public var confirmingQuit = false
     /// Whether quantized layers exist that were not written (set by the app).
@@ -206,6 +207,7 @@ public struct AppState: Sendable {
                 quit = true
             }
         case .startRowJump: if selectedTensor?.shape.count == 2 { rowJump = "" }
+        case .cycleSampleWeight: sampleWeighting = sampleWeighting == .scale ? .none : .scale
         case .cycleSort: sort = Sort.allCases[(Sort.allCases.firstIndex(of: sort)! + 1) % Sort.allCases.count]
         case .cancel: status = ""
         case .click(let row, let column):

@@ -183,6 +183,7 @@ public final class CursesApp {
             var options = QuantizationOptions()
             options.groupSize = state.groupSize
             options.cluster = state.cluster
+            options.sampleWeighting = state.sampleWeighting
             if action == .runQuantize { jobs.quantize(tensor, of: state.model, format: state.format, options: options) }
             else { jobs.compare(tensor, of: state.model, options: options) }
         case .cancel:
@@ -192,6 +193,7 @@ public final class CursesApp {
             var options = QuantizationOptions()
             options.groupSize = state.groupSize
             options.cluster = state.cluster
+            options.sampleWeighting = state.sampleWeighting
             jobs.quantizeAll(state.model, format: state.format, options: options)
         case .writeCheckpoint:
             let base = state.model.format == .demo ? "demo" : URL(fileURLWithPath: state.model.path).deletingPathExtension().lastPathComponent
@@ -248,6 +250,7 @@ public final class CursesApp {
         case Int32(UInt8(ascii: "w")): return .writeCheckpoint
         case Int32(UInt8(ascii: "e")): return .exportTable
         case Int32(UInt8(ascii: "o")): return .cycleSort
+        case Int32(UInt8(ascii: "p")): return .cycleSampleWeight
         case Int32(UInt8(ascii: "y")): return .confirmQuit
         case Int32(UInt8(ascii: "b")): return .batchUp
         case Int32(UInt8(ascii: "B")): return .batchDown

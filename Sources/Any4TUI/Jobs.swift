@@ -35,7 +35,7 @@ public final class JobCenter: @unchecked Sendable {
         DispatchQueue.global(qos: .userInitiated).async { [self] in
             do {
                 let numeric = try FormatRegistry.named(format)
-                let result = try ModelQuantization.quantize(tensor, of: model, format: numeric, options: options, progress: progress)
+                let result = try ModelQuantization.quantize(tensor, of: model, format: numeric, options: options, outputErrorRows: 8, progress: progress)
                 lock.withLock {
                     _results[tensor.name] = result
                     _job?.done = true
@@ -60,7 +60,7 @@ public final class JobCenter: @unchecked Sendable {
             do {
                 for f in formats {
                     var r = try ModelQuantization.quantize(tensor, of: model, format: FormatRegistry.named(f), options: options,
-                                                           keepMatrix: false, progress: progress)
+                                                           keepMatrix: false, outputErrorRows: 8, progress: progress)
                     r.format = f
                     rows.append(r)
                 }
@@ -87,7 +87,7 @@ public final class JobCenter: @unchecked Sendable {
             do {
                 let numeric = try FormatRegistry.named(format)
                 for layer in layers {
-                    let result = try ModelQuantization.quantize(layer, of: model, format: numeric, options: options, progress: progress)
+                    let result = try ModelQuantization.quantize(layer, of: model, format: numeric, options: options, outputErrorRows: 8, progress: progress)
                     lock.withLock { _results[layer.name] = result }
                 }
                 lock.withLock { _job?.done = true }
@@ -136,6 +136,8 @@ public final class KernelRunner: @unchecked Sendable {
     private var paused = false
     private var started = false
     private var message: String?
+    private var probe: Double?
+    private var totalError: Double?
 
     public init() {}
 
@@ -146,12 +148,17 @@ public final class KernelRunner: @unchecked Sendable {
         public var relError: Double?
         public var streamedBytes: Int
         public var message: String?
+        /// Single-thread triad bandwidth, measured once when the runner starts.
+        public var probeGBps: Double?
+        /// Output error against the f32 product of the original weights (quantization + kernel).
+        public var totalError: Double?
     }
 
     public func snapshot() -> Snapshot {
         lock.withLock {
             Snapshot(layer: target?.name, latencies: latencies, denseMedian: denseLatency, relError: error,
-                     streamedBytes: target?.packed.streamedBytes(.fast) ?? 0, message: message)
+                     streamedBytes: target?.packed.streamedBytes(.fast) ?? 0, message: message, probeGBps: probe,
+                     totalError: totalError)
         }
     }
 
@@ -169,6 +176,7 @@ public final class KernelRunner: @unchecked Sendable {
                 latencies = []
                 denseLatency = nil
                 error = nil
+                totalError = nil
                 message = nil
             } catch {
                 target = nil
@@ -184,6 +192,8 @@ public final class KernelRunner: @unchecked Sendable {
     }
 
     private func loop() {
+        let measured = BandwidthProbe.triadGBps(threads: 1, elements: 8 << 20, repeats: 3)
+        lock.withLock { probe = measured }
         var iteration = 0
         while true {
             lock.lock()
@@ -197,10 +207,12 @@ public final class KernelRunner: @unchecked Sendable {
             let seconds = Clock.now - t0
             var dense: Double?
             var relError: Double?
+            var total: Double?
             if iteration % 16 == 0 {
                 let t1 = Clock.now
-                _ = current.dense.forward(x, m: m, threads: 1)
+                let yDense = current.dense.forward(x, m: m, threads: 1)
                 dense = Clock.now - t1
+                total = relativeError(y, yDense.map(Double.init))
                 let rows = min(current.packed.rows, 64)
                 let ref = referenceProduct(Array(current.deq.prefix(rows * current.packed.cols)), rows: rows, cols: current.packed.cols, x: x, m: m)
                 var got = [Float]()
@@ -213,6 +225,7 @@ public final class KernelRunner: @unchecked Sendable {
                 if latencies.count > 200 { latencies.removeFirst(latencies.count - 200) }
                 if let dense { denseLatency = dense }
                 if let relError { error = relError }
+                if let total { totalError = total }
             } else {
                 latencies = []
                 denseLatency = nil

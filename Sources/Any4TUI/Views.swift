@@ -107,7 +107,7 @@ public struct Renderer: Sendable {
         var keys = "q quit  ? help  Tab pane  1-4 tabs  / filter  ↑↓ move  Enter open"
         switch state.tab {
         case .histogram: keys += "  [ ] g row  r row/all  s scaled/raw  i grid  + - zoom"
-        case .quantize: keys += "  f format  g group  m method  Enter run  c compare  Esc cancel"
+        case .quantize: keys += "  f format  g group  m method  p weights  Enter run  c compare  Esc cancel"
         case .kernel: keys += "  b/B batch  space pause"
         case .model: keys += "  a quantize all  w write  e export  o sort"
         }
@@ -136,7 +136,7 @@ public struct Renderer: Sendable {
             "/              filter layers by name       Esc       clear, cancel a job",
             "Histogram      [ ] previous/next row, g go to row, r row or whole tensor,",
             "               s group-scaled or raw domain, i int4/nf4/fp4 grid, + - zoom",
-            "Quantize       f format, g group size, m Lloyd/exact, Enter run, c compare all",
+            "Quantize       f format, g group size, m Lloyd/exact, p sample weights, Enter run, c compare all",
             "Kernel         b B batch size, space pause",
             "Model          a quantize all linear layers, w write checkpoint, e export CSV+JSON, o sort",
             "Mouse          click a layer, wheel scrolls",
@@ -231,7 +231,8 @@ public struct Renderer: Sendable {
         s.put(4, x0 + 1, "format  [f] \(state.format)")
         s.put(5, x0 + 1, "group   [g] \(state.groupSize)")
         s.put(6, x0 + 1, "method  [m] \(state.cluster.rawValue)" + (state.format.hasPrefix("any") ? "" : " (any-b only)"))
-        s.put(7, x0 + 1, "weights     group scale (the paper's default)", .dim)
+        s.put(7, x0 + 1, "weights [p] \(state.sampleWeighting == .scale ? "group scale (the paper's default)" : "none")"
+              + (state.format.hasPrefix("any") ? "" : " (any-b only)"), .normal, maxWidth: width - 2)
         s.put(9, x0 + 1, "Enter quantizes this layer in the background; c compares every 4-bit format.", .dim, maxWidth: width - 2)
         if let job = jobs.job, job.tensor == tensor.name, !job.done {
             let barWidth = max(10, width - 12)
@@ -244,15 +245,21 @@ public struct Renderer: Sendable {
             s.put(12, x0 + 3, "SQNR \(Formatting.fixed(r.metrics.sqnrDB, 2)) dB", r.metrics.sqnrDB >= 20 ? .good : .warn)
             s.put(13, x0 + 3, "MSE \(Formatting.scientific(r.metrics.mse, 3))   max error \(Formatting.scientific(r.metrics.maxAbsError, 3))")
             s.put(14, x0 + 3, "bits/weight \(Formatting.fixed(r.bitsPerWeight, 3))   time \(Formatting.fixed(r.seconds, 3)) s")
+            if let e = r.outputRelativeError {
+                s.put(15, x0 + 3, "output error ‖XWᵀ − XŴᵀ‖/‖XWᵀ‖ \(Formatting.scientific(e, 3)) (8 Gaussian rows)")
+            }
         }
         if let rows = jobs.comparison(for: tensor.name) {
-            s.put(16, x0 + 1, Formatting.pad("format", 10) + Formatting.pad("SQNR dB", 10, right: true)
-                  + Formatting.pad("MSE", 12, right: true) + Formatting.pad("bits/w", 9, right: true), .bold)
+            s.put(17, x0 + 1, Formatting.pad("format", 10) + Formatting.pad("SQNR dB", 10, right: true)
+                  + Formatting.pad("MSE", 12, right: true) + Formatting.pad("bits/w", 9, right: true)
+                  + Formatting.pad("out err", 10, right: true), .bold)
             let best = rows.map(\.metrics.sqnrDB).max() ?? 0
             for (i, r) in rows.enumerated() {
-                s.put(17 + i, x0 + 1, Formatting.pad(r.format, 10) + Formatting.pad(Formatting.fixed(r.metrics.sqnrDB, 2), 10, right: true)
+                s.put(18 + i, x0 + 1, Formatting.pad(r.format, 10) + Formatting.pad(Formatting.fixed(r.metrics.sqnrDB, 2), 10, right: true)
                       + Formatting.pad(Formatting.scientific(r.metrics.mse, 2), 12, right: true)
-                      + Formatting.pad(Formatting.fixed(r.bitsPerWeight, 3), 9, right: true), r.metrics.sqnrDB == best ? .good : .normal)
+                      + Formatting.pad(Formatting.fixed(r.bitsPerWeight, 3), 9, right: true)
+                      + Formatting.pad(r.outputRelativeError.map { Formatting.scientific($0, 2) } ?? "-", 10, right: true),
+                      r.metrics.sqnrDB == best ? .good : .normal)
             }
         }
     }
@@ -276,12 +283,17 @@ public struct Renderer: Sendable {
         let sorted = snap.latencies.sorted()
         let median = sorted[sorted.count / 2], p90 = sorted[min(sorted.count - 1, sorted.count * 9 / 10)]
         s.put(5, x0 + 1, "median \(Formatting.fixed(median * 1e6, 1)) µs   p90 \(Formatting.fixed(p90 * 1e6, 1)) µs   (\(sorted.count) runs)", .good)
-        s.put(6, x0 + 1, "bandwidth \(Formatting.fixed(Double(snap.streamedBytes) / median / 1e9, 2)) GB/s of packed weights")
+        let gbps = Double(snap.streamedBytes) / median / 1e9
+        let share = snap.probeGBps.map { " · \(Formatting.fixed(100 * gbps / $0, 0))% of the 1-thread probe (\(Formatting.fixed($0, 1)) GB/s)" } ?? ""
+        s.put(6, x0 + 1, "bandwidth \(Formatting.fixed(gbps, 2)) GB/s of packed weights" + share, .normal, maxWidth: width - 2)
         if let dense = snap.denseMedian {
             s.put(7, x0 + 1, "dense f32 \(Formatting.fixed(dense * 1e6, 1)) µs → \(Formatting.fixed(dense / median, 2))x")
         }
+        if let e = snap.totalError {
+            s.put(8, x0 + 1, "output error vs the f32 product of the original weights: \(Formatting.scientific(e, 2)) (Gaussian x)", .normal, maxWidth: width - 2)
+        }
         if let e = snap.relError {
-            s.put(8, x0 + 1, "output error vs f64 product of the dequantized layer: \(Formatting.scientific(e, 2))")
+            s.put(9, x0 + 1, "  of which the kernel (vs f64 product of the dequantized layer): \(Formatting.scientific(e, 2))", .dim, maxWidth: width - 2)
         }
         let recent = snap.latencies.suffix(max(10, width - 4))
         if let lo = recent.min(), let hi = recent.max() {
@@ -290,7 +302,7 @@ public struct Renderer: Sendable {
                 let level = hi > lo ? Int((v - lo) / (hi - lo) * 7) : 0
                 line.append(ascii ? (level > 3 ? "#" : ".") : Self.sparks[level])
             }
-            s.put(10, x0 + 2, line, .accent)
+            s.put(11, x0 + 2, line, .accent)
         }
     }
 
@@ -301,6 +313,7 @@ public struct Renderer: Sendable {
         let rows = state.model.tensors.filter(\.isLinear).map { ($0, results[$0.name]) }
         switch state.sort {
         case .name: return rows
+        case .outputError: return rows.sorted { ($0.1?.outputRelativeError ?? -1) > ($1.1?.outputRelativeError ?? -1) }
         case .sqnr: return rows.sorted { ($0.1?.metrics.sqnrDB ?? .infinity) < ($1.1?.metrics.sqnrDB ?? .infinity) }
         case .bits: return rows.sorted { ($0.1?.bitsPerWeight ?? .infinity) < ($1.1?.bitsPerWeight ?? .infinity) }
         }
@@ -311,14 +324,14 @@ public struct Renderer: Sendable {
         let rows = Self.modelRows(state, results)
         s.put(2, x0 + 1, "\(rows.count) linear layers · \(results.count) quantized · sorted by \(state.sort.rawValue) (o) · a: quantize all to \(state.format)", .bold, maxWidth: width - 2)
         s.put(3, x0 + 1, Formatting.pad("layer", 40) + Formatting.pad("format", 8) + Formatting.pad("SQNR dB", 9, right: true)
-              + Formatting.pad("MSE", 11, right: true) + Formatting.pad("bits/w", 8, right: true), .dim, maxWidth: width - 2)
+              + Formatting.pad("out err", 10, right: true) + Formatting.pad("bits/w", 8, right: true), .dim, maxWidth: width - 2)
         var y = 4
         for (t, r) in rows where y < s.height - 4 {
             let name = t.name.count > 39 ? "…" + t.name.suffix(38) : t.name
             let style: Style = r.map { $0.metrics.sqnrDB >= 20 ? .good : ($0.metrics.sqnrDB >= 14 ? .warn : .bad) } ?? .dim
             s.put(y, x0 + 1, Formatting.pad(name, 40) + Formatting.pad(r?.format ?? "float", 8)
                   + Formatting.pad(r.map { Formatting.fixed($0.metrics.sqnrDB, 2) } ?? "-", 9, right: true)
-                  + Formatting.pad(r.map { Formatting.scientific($0.metrics.mse, 2) } ?? "-", 11, right: true)
+                  + Formatting.pad(r?.outputRelativeError.map { Formatting.scientific($0, 2) } ?? "-", 10, right: true)
                   + Formatting.pad(r.map { Formatting.fixed($0.bitsPerWeight, 2) } ?? "-", 8, right: true), style,
                   maxWidth: width - 2)
             y += 1

@@ -7,11 +7,34 @@ final class TUIStateAndViewTests: XCTestCase {
     static let demo = try! DemoModel.make()
 
     func render(_ state: AppState, width: Int = 120, height: Int = 40, ascii: Bool = false,
-                jobs: JobCenter = JobCenter()) -> Screen {
+                jobs: JobCenter = JobCenter(), kernel: KernelRunner = KernelRunner()) -> Screen {
         var state = state
         Renderer.layout(&state, width: width, height: height)
-        return Renderer(ascii: ascii).render(state, jobs: jobs, kernel: KernelRunner(), histograms: HistogramCache(),
+        return Renderer(ascii: ascii).render(state, jobs: jobs, kernel: kernel, histograms: HistogramCache(),
                                              width: width, height: height)
+    }
+
+    func testKernelTabShowsLiveLatencyOfTheQuantizedLayer() throws {
+        var state = AppState(model: Self.demo)
+        state.apply(.selectTab(.kernel))
+        let tensor = try XCTUnwrap(state.selectedTensor)
+        XCTAssertTrue(render(state).text.contains("select a quantized linear layer"))
+        var options = QuantizationOptions()
+        options.groupSize = 128
+        let result = try ModelQuantization.quantize(tensor, of: Self.demo, format: FormatRegistry.named("any4"), options: options)
+        let runner = KernelRunner()
+        runner.set(layer: tensor.name, matrix: result.matrix, original: try Self.demo.decode(tensor), batch: 2, paused: false)
+        let deadline = Date().addingTimeInterval(20)
+        while runner.snapshot().totalError == nil && Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }
+        let text = render(state, kernel: runner).text
+        XCTAssertTrue(text.contains("median"), text)
+        XCTAssertTrue(text.contains("µs"), text)
+        XCTAssertTrue(text.contains("GB/s"), text)
+        XCTAssertTrue(text.contains("dense f32"), text)
+        XCTAssertTrue(text.contains("output error vs the f32 product"), text)
+        let snap = runner.snapshot()
+        XCTAssertLessThan(snap.relError ?? 1, 3e-2, "kernel error")
+        XCTAssertLessThan(snap.totalError ?? 1, 0.3, "quantization + kernel error")
     }
 
     func testScreenClipsAndKeepsStyles() {

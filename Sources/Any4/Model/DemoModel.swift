@@ -1,3 +1,5 @@
+import Dispatch
+
 /// The built-in demo: a small, deterministic, Llama-shaped model made in memory.
 ///
 /// Its weights are Student-t distributed (heavy tails, as trained LLM weights are) and a few
@@ -31,7 +33,8 @@ public enum DemoModel {
         return c
     }
 
-    /// Builds the model (BF16 weights, about 8 MB).
+    /// Builds the model (BF16 weights, about 8 MB). Rows are generated in parallel, each from its
+    /// own seeded stream, so the result does not depend on the thread count.
     public static func make(seed: UInt64 = 4) throws -> Model {
         var rng = SplitMix64(seed: seed)
         var entries: [SafeTensorsWriter.Entry] = []
@@ -39,11 +42,17 @@ public enum DemoModel {
             let scale = 1 / Double(cols).squareRoot()
             var channelGain = [Double](repeating: 1, count: cols)
             for _ in 0..<outliers { channelGain[Int(rng.next() % UInt64(cols))] = 6 + 10 * rng.nextUnit() }
+            let matrixSeed = rng.next()
+            let gains = channelGain
             var values = [Float](repeating: 0, count: rows * cols)
-            for r in 0..<rows {
-                let rowGain = 0.7 + 0.6 * rng.nextUnit()
-                for c in 0..<cols {
-                    values[r * cols + c] = Float(rng.nextStudentT4() * scale * rowGain * channelGain[c] * 0.7)
+            values.withUnsafeMutableBufferPointer { out in
+                let box = UnsafeSendable(out)
+                DispatchQueue.concurrentPerform(iterations: rows) { r in
+                    var rowRNG = SplitMix64(seed: matrixSeed &+ UInt64(r) &* 0x9E37_79B9)
+                    let rowGain = 0.7 + 0.6 * rowRNG.nextUnit()
+                    for c in 0..<cols {
+                        box.value[r * cols + c] = Float(rowRNG.nextStudentT4() * scale * rowGain * gains[c] * 0.7)
+                    }
                 }
             }
             entries.append(.init(name: name, shape: [rows, cols], floats: values, as: .bf16))
@@ -70,4 +79,10 @@ public enum DemoModel {
         let image = try SafeTensorsWriter.image(entries, metadata: ["source": "any4 synthetic demo", "seed": String(seed)])
         return try Model.inMemory(safetensors: image, name: name, format: .demo, config: config)
     }
+}
+
+/// A value handed to concurrent workers that write disjoint parts of it.
+struct UnsafeSendable<T>: @unchecked Sendable {
+    let value: T
+    init(_ value: T) { self.value = value }
 }

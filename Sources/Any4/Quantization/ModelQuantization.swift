@@ -34,6 +34,8 @@ public struct LayerResult: Sendable {
     /// any-b: the weighted k-means objective summed over all rows, and over the first 64.
     public var kmeansObjective: Double?
     public var kmeansObjectiveFirst64: Double?
+    /// ‖XWᵀ − XŴᵀ‖/‖XWᵀ‖ on Gaussian activations, when asked for.
+    public var outputRelativeError: Double?
     public var matrix: QuantizedMatrix?
 }
 
@@ -62,7 +64,7 @@ public enum ModelQuantization {
     /// Quantizes one tensor of `model` and measures its error.
     public static func quantize(_ tensor: ModelTensor, of model: Model, format: any NumericFormat,
                                 options: QuantizationOptions, calibration: CalibrationStats? = nil,
-                                keepMatrix: Bool = true, progress: Progress? = nil) throws -> LayerResult {
+                                keepMatrix: Bool = true, outputErrorRows: Int = 0, progress: Progress? = nil) throws -> LayerResult {
         precondition(tensor.shape.count == 2, "only matrices are quantized")
         let weights = try model.decode(tensor)
         let start = Clock.now
@@ -71,12 +73,17 @@ public enum ModelQuantization {
                                        format: format, options: options, storage: storageDType(of: tensor),
                                        channelWeights: channels, progress: progress)
         let seconds = Clock.now - start
-        let metrics = ErrorMetrics(original: weights, approximation: q.dequantized())
+        let dequantized = q.dequantized()
+        let metrics = ErrorMetrics(original: weights, approximation: dequantized)
         let objectives = q.rowObjectives
+        let outputError = outputErrorRows > 0
+            ? ErrorMetrics.outputRelativeError(original: weights, approximation: dequantized, rows: q.rows, cols: q.cols,
+                                               activations: ErrorMetrics.gaussianActivations(m: outputErrorRows, cols: q.cols))
+            : nil
         return LayerResult(name: tensor.name, shape: tensor.shape, format: format.name, metrics: metrics,
                            bitsPerWeight: q.bitsPerWeight, seconds: seconds,
                            kmeansObjective: objectives.isEmpty ? nil : objectives.reduce(0, +),
                            kmeansObjectiveFirst64: objectives.isEmpty ? nil : objectives.prefix(64).reduce(0, +),
-                           matrix: keepMatrix ? q : nil)
+                           outputRelativeError: outputError, matrix: keepMatrix ? q : nil)
     }
 }
