@@ -15,19 +15,10 @@ public struct MXFP4Format: NumericFormat {
     public var sharedTable: [Float]? { TableFormat.e2m1 }
 
     public func quantizeRow(_ job: RowJob) {
-        TableFormat.e2m1.withUnsafeBufferPointer { t in
-            for g in 0..<job.groups.count {
-                let range = job.groups.range(g)
-                var amax: Float = 0
-                for c in range { amax = max(amax, abs(job.values[c])) }
-                let exponent = amax > 0 ? min(max(Int(amax.exponent) - 2, -127), 127) : -127
-                let scale = Float(sign: .plus, exponent: exponent, significand: 1)
-                job.scales[g] = scale
-                let inverse = 1 / scale
-                for c in range {
-                    job.codes[c] = UInt8(TableSearch.nearest(job.values[c] * inverse, t, tiesToEven: true))
-                }
-            }
+        E2M1Blocks.quantizeRow(job) { amax in
+            let exponent = amax > 0 ? min(max(Int(amax.exponent) - 2, -127), 127) : -127
+            let scale = Float(sign: .plus, exponent: exponent, significand: 1)
+            return (scale, scale)
         }
     }
 
@@ -54,14 +45,26 @@ public struct NVFP4Format: NumericFormat {
     }
 
     public func quantizeRow(_ job: RowJob) {
+        E2M1Blocks.quantizeRow(job) { amax in
+            let scale = FP8E4M3.round(amax / 6 / job.tensorScale)
+            return (scale, scale * job.tensorScale)
+        }
+    }
+}
+
+/// The block loop both microscaling formats share: absmax per block, a scale from it, and each
+/// value's nearest E2M1 code (ties to the even code).
+enum E2M1Blocks {
+    /// `scale(amax)` gives the stored scale and the factor the codes are measured against.
+    static func quantizeRow(_ job: RowJob, scale: (Float) -> (stored: Float, effective: Float)) {
         TableFormat.e2m1.withUnsafeBufferPointer { t in
             for g in 0..<job.groups.count {
                 let range = job.groups.range(g)
                 var amax: Float = 0
                 for c in range { amax = max(amax, abs(job.values[c])) }
-                let scale = FP8E4M3.round(amax / 6 / job.tensorScale)
-                job.scales[g] = scale
-                let inverse: Float = scale == 0 ? 0 : 1 / (scale * job.tensorScale)
+                let (stored, effective) = scale(amax)
+                job.scales[g] = stored
+                let inverse: Float = effective == 0 ? 0 : 1 / effective
                 for c in range {
                     job.codes[c] = UInt8(TableSearch.nearest(job.values[c] * inverse, t, tiesToEven: true))
                 }
