@@ -139,6 +139,16 @@ AVX2 static inline __m256 lookup16(__m256 lo, __m256 hi, __m256i idx) {
 
 #define TILE 4
 
+/// Σ z[g]·gs[g] over n groups, 8 at a time (the zero term of a row).
+AVX2 static inline float dot_avx2(const float *z, const float *gs, int n) {
+    __m256 acc = _mm256_setzero_ps();
+    int g = 0;
+    for (; g + 8 <= n; g += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(z + g), _mm256_loadu_ps(gs + g), acc);
+    float v = hsum256(acc);
+    for (; g < n; g++) v += z[g] * gs[g];
+    return v;
+}
+
 AVX2 static void lut_exact_avx2(const any4_packed *w, const float *x, const float *gsum, int m, float *y, int ys,
                                 const float *bias, int r0, int r1) {
     const int cp = w->cols_padded, G = w->group_size, B = w->block_cols, h = B / 2, bpg = G / B, nb = cp / B;
@@ -175,7 +185,7 @@ AVX2 static void lut_exact_avx2(const any4_packed *w, const float *x, const floa
                 float v = hsum256(total[k]);
                 if (w->zeros) {
                     const float *z = w->zeros + (size_t)r * w->groups, *gs = gsum + (size_t)(k0 + k) * w->groups;
-                    for (int g = 0; g < w->groups; g++) v += z[g] * gs[g];
+                    v += dot_avx2(z, gs, w->groups);
                 }
                 y[(size_t)(k0 + k) * ys + r] = v + (bias ? bias[r] : 0);
             }
@@ -240,7 +250,7 @@ INLINE_AVX2 void lut_fast_row(const any4_packed *w, int r, const int8_t *xq, con
         float v = hsum256(total[k]);
         if (w->zeros) {
             const float *z = w->zeros + (size_t)r * w->groups, *gs = gsum + (size_t)(k0 + k) * w->groups;
-            for (int g = 0; g < w->groups; g++) v += z[g] * gs[g];
+            v += dot_avx2(z, gs, w->groups);
         }
         y[(size_t)(k0 + k) * ys + r] = v + (bias ? bias[r] : 0);
     }
