@@ -202,7 +202,7 @@ public struct AppState: Sendable {
         case .quit:
             if unsaved {
                 confirmingQuit = true
-                status = "quantized layers are not written (w writes them): q or y quits anyway, any other key stays"
+                status = "unsaved layers: q/y quits, other key stays (w writes)"
             } else {
                 quit = true
             }

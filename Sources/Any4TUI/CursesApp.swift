@@ -120,17 +120,20 @@ public final class CursesApp {
     /// Writes the Model tab's table as CSV and JSON in the current folder (atomically).
     func exportTable() throws {
         let rows = Renderer.modelRows(state, jobs.results)
-        var csv = "layer,shape,format,sqnr_db,mse,max_abs_error,bits_per_weight,seconds\n"
+        var csv = "layer,shape,format,sqnr_db,mse,max_abs_error,output_rel_error,bits_per_weight,seconds\n"
         var items: [JSONValue] = []
         for (t, r) in rows {
             let shape = t.shape.map(String.init).joined(separator: "x")
             csv += "\(t.name),\(shape),\(r?.format ?? "float"),\(r.map { "\($0.metrics.sqnrDB)" } ?? ""),\(r.map { "\($0.metrics.mse)" } ?? ""),"
-            csv += "\(r.map { "\($0.metrics.maxAbsError)" } ?? ""),\(r.map { "\($0.bitsPerWeight)" } ?? ""),\(r.map { "\($0.seconds)" } ?? "")\n"
+            csv += "\(r.map { "\($0.metrics.maxAbsError)" } ?? ""),\(r?.outputRelativeError.map { "\($0)" } ?? ""),"
+            csv += "\(r.map { "\($0.bitsPerWeight)" } ?? ""),\(r.map { "\($0.seconds)" } ?? "")\n"
             var fields: [(key: String, value: JSONValue)] = [("name", .string(t.name)), ("shape", .array(t.shape.map { JSONValue($0) })),
                                                              ("format", .string(r?.format ?? "float"))]
             if let r {
                 fields += [("sqnr_db", JSONValue(r.metrics.sqnrDB)), ("mse", JSONValue(r.metrics.mse)),
-                           ("max_abs_error", JSONValue(r.metrics.maxAbsError)), ("bits_per_weight", JSONValue(r.bitsPerWeight)),
+                           ("max_abs_error", JSONValue(r.metrics.maxAbsError)),
+                           ("output_rel_error", r.outputRelativeError.map { JSONValue($0) } ?? .null),
+                           ("bits_per_weight", JSONValue(r.bitsPerWeight)),
                            ("seconds", JSONValue(r.seconds))]
             }
             items.append(.object(fields))

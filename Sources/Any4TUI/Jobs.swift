@@ -11,8 +11,9 @@ public final class JobCenter: @unchecked Sendable {
         public var tensor: String
         public var label: String
         public var progress: Any4.Progress
-        public var done = false
+        public var done = false { didSet { if done && finishedAt == nil { finishedAt = Clock.now } } }
         public var error: String?
+        public var finishedAt: Double?
     }
 
     private var _job: QuantizeJob?

@@ -33,7 +33,8 @@ public struct Renderer: Sendable {
         let paneWidth = width - x0
         for row in 2..<(height - 1) { s.put(row, state.treeWidth, ascii ? "|" : "│", .dim) }
         if state.showHelp {
-            drawHelp(&s, x0: x0, width: paneWidth)
+            for row in 2..<(height - 1) { s.put(row, 0, String(repeating: " ", count: width)) }
+            drawHelp(&s, x0: 0, width: width)
         } else {
             switch state.tab {
             case .histogram: drawHistogram(&s, state, histograms, x0: x0, width: paneWidth)
@@ -82,13 +83,15 @@ public struct Renderer: Sendable {
             case .tensor(let t):
                 let tensor = state.model.tensors[t]
                 let shortName = tensor.block.map { String(tensor.name.dropFirst($0.count + 1)) } ?? tensor.name
-                text = "  " + shortName + " " + Formatting.shape(tensor.shape)
+                text = "  " + shortName
                 if let r = jobs.result(for: tensor.name) {
+                    // The state comes before the shape so a narrow pane cuts the shape first.
                     text += " \(r.format) \(Formatting.fixed(r.metrics.sqnrDB, 1))dB"
                     style = r.metrics.sqnrDB >= 20 ? .good : (r.metrics.sqnrDB >= 14 ? .warn : .bad)
                 } else if !tensor.isLinear {
                     style = .dim
                 }
+                text += " " + Formatting.shape(tensor.shape)
             }
             s.put(y, 0, text, style, maxWidth: width)
             if index == state.selection {
@@ -119,7 +122,7 @@ public struct Renderer: Sendable {
         } else if let job = jobs.job {
             let text: String
             if let error = job.error { text = "error: \(error)" }
-            else if job.done { text = "done: \(job.label)" }
+            else if job.done { text = (job.finishedAt.map { Clock.now - $0 < 5 } ?? true) ? "done: \(job.label)" : "" }
             else { text = "\(job.label) \(Formatting.fixed(100 * job.progress.fraction, 0))%" }
             let style: Style = job.error != nil ? .bad : (job.done ? .good : .accent)
             s.put(s.height - 2, state.treeWidth + 2, text, style, maxWidth: s.width - state.treeWidth - 2)
@@ -129,18 +132,18 @@ public struct Renderer: Sendable {
     func drawHelp(_ s: inout Screen, x0: Int, width: Int) {
         let lines = [
             "Keys", "",
-            "↑ ↓ j k        move in the layer tree      PgUp PgDn Home End",
-            "→ l Enter      open a block / focus the tensor",
-            "← h            close the block",
-            "Tab Shift-Tab  switch pane                 1 2 3 4   switch tab",
-            "/              filter layers by name       Esc       clear, cancel a job",
-            "Histogram      [ ] previous/next row, g go to row, r row or whole tensor,",
-            "               s group-scaled or raw domain, i int4/nf4/fp4 grid, + - zoom",
-            "Quantize       f format, g group size, m Lloyd/exact, p sample weights, Enter run, c compare all",
+            "↑ ↓ j k        move in the layer tree   PgUp PgDn Home End",
+            "→ l Enter      open a block / focus the tensor;  ← h  close the block",
+            "Tab Shift-Tab  switch pane              1 2 3 4  switch tab",
+            "/              filter layers by name    Esc  clear, cancel a job",
+            "Histogram      [ ] row, g go to row, r row/whole tensor, s scaled/raw",
+            "               i int4/nf4/fp4 grid, + - zoom",
+            "Quantize       f format, g group, m Lloyd/exact, p sample weights,",
+            "               Enter run, c compare all formats",
             "Kernel         b B batch size, space pause",
-            "Model          a quantize all linear layers, w write checkpoint, e export CSV+JSON, o sort",
+            "Model          a quantize all, w write checkpoint, e export, o sort",
             "Mouse          click a layer, wheel scrolls",
-            "q              quit", "",
+            "q              quit (asks when quantized layers are unsaved)", "",
             "Any key closes this help.",
         ]
         for (i, line) in lines.enumerated() {
@@ -196,14 +199,20 @@ public struct Renderer: Sendable {
         s.put(markerRow + 1, x0 + 2 + data.counts.count - hi.count, hi, .dim)
         if !data.codebook.isEmpty {
             s.put(markerRow + 3, x0 + 1, "codebook (any4, group \(state.groupSize)) and weights per code:", .bold)
-            var line = "", counts = ""
-            let cell = max(5, min(8, (width - 2) / max(data.codebook.count, 1)))
-            for (i, v) in data.codebook.enumerated() {
-                line += Formatting.pad(Formatting.number(Double(v), cell >= 7 ? 2 : 1), cell, right: true)
-                counts += Formatting.pad(String(i < data.usage.count ? data.usage[i] : 0), cell, right: true)
+            // One line of 16 when it fits, else two lines of 8 (each a value row and a count row).
+            let perLine = (width - 2) / 7 >= data.codebook.count ? data.codebook.count : (data.codebook.count + 1) / 2
+            let cell = max(6, min(8, (width - 2) / max(perLine, 1)))
+            var y = markerRow + 4
+            for start in stride(from: 0, to: data.codebook.count, by: max(perLine, 1)) {
+                var line = "", counts = ""
+                for i in start..<min(start + perLine, data.codebook.count) {
+                    line += Formatting.pad(Formatting.number(Double(data.codebook[i]), 2), cell, right: true)
+                    counts += Formatting.pad(String(i < data.usage.count ? data.usage[i] : 0), cell, right: true)
+                }
+                s.put(y, x0 + 1, line, .normal, maxWidth: width - 2)
+                s.put(y + 1, x0 + 1, counts, .dim, maxWidth: width - 2)
+                y += 2
             }
-            s.put(markerRow + 4, x0 + 1, line, .normal, maxWidth: width - 2)
-            s.put(markerRow + 5, x0 + 1, counts, .dim, maxWidth: width - 2)
         }
     }
 
@@ -284,16 +293,16 @@ public struct Renderer: Sendable {
         let median = sorted[sorted.count / 2], p90 = sorted[min(sorted.count - 1, sorted.count * 9 / 10)]
         s.put(5, x0 + 1, "median \(Formatting.fixed(median * 1e6, 1)) µs   p90 \(Formatting.fixed(p90 * 1e6, 1)) µs   (\(sorted.count) runs)", .good)
         let gbps = Double(snap.streamedBytes) / median / 1e9
-        let share = snap.probeGBps.map { " · \(Formatting.fixed(100 * gbps / $0, 0))% of the 1-thread probe (\(Formatting.fixed($0, 1)) GB/s)" } ?? ""
-        s.put(6, x0 + 1, "bandwidth \(Formatting.fixed(gbps, 2)) GB/s of packed weights" + share, .normal, maxWidth: width - 2)
+        let share = snap.probeGBps.map { " · \(Formatting.fixed(100 * gbps / $0, 0))% of probe (\(Formatting.fixed($0, 1)))" } ?? ""
+        s.put(6, x0 + 1, "\(Formatting.fixed(gbps, 2)) GB/s" + share, .normal, maxWidth: width - 2)
         if let dense = snap.denseMedian {
             s.put(7, x0 + 1, "dense f32 \(Formatting.fixed(dense * 1e6, 1)) µs → \(Formatting.fixed(dense / median, 2))x")
         }
         if let e = snap.totalError {
-            s.put(8, x0 + 1, "output error vs the f32 product of the original weights: \(Formatting.scientific(e, 2)) (Gaussian x)", .normal, maxWidth: width - 2)
+            s.put(8, x0 + 1, "error vs f32 product: \(Formatting.scientific(e, 2)) (Gaussian x)", .normal, maxWidth: width - 2)
         }
         if let e = snap.relError {
-            s.put(9, x0 + 1, "  of which the kernel (vs f64 product of the dequantized layer): \(Formatting.scientific(e, 2))", .dim, maxWidth: width - 2)
+            s.put(9, x0 + 1, "kernel-only error: \(Formatting.scientific(e, 2)) (vs f64 of the dequantized)", .dim, maxWidth: width - 2)
         }
         let recent = snap.latencies.suffix(max(10, width - 4))
         if let lo = recent.min(), let hi = recent.max() {
@@ -322,21 +331,22 @@ public struct Renderer: Sendable {
     func drawModel(_ s: inout Screen, _ state: AppState, _ jobs: JobCenter, x0: Int, width: Int) {
         let results = jobs.results
         let rows = Self.modelRows(state, results)
-        s.put(2, x0 + 1, "\(rows.count) linear layers · \(results.count) quantized · sorted by \(state.sort.rawValue) (o) · a: quantize all to \(state.format)", .bold, maxWidth: width - 2)
-        s.put(3, x0 + 1, Formatting.pad("layer", 40) + Formatting.pad("format", 8) + Formatting.pad("SQNR dB", 9, right: true)
+        s.put(2, x0 + 1, "\(rows.count) linear · \(results.count) quantized · sort: \(state.sort.rawValue) (o) · a: all to \(state.format)", .bold, maxWidth: width - 2)
+        let nameWidth = max(12, min(40, width - 2 - 35))
+        s.put(3, x0 + 1, Formatting.pad("layer", nameWidth) + Formatting.pad("format", 8) + Formatting.pad("SQNR dB", 9, right: true)
               + Formatting.pad("out err", 10, right: true) + Formatting.pad("bits/w", 8, right: true), .dim, maxWidth: width - 2)
         var y = 4
         for (t, r) in rows where y < s.height - 4 {
-            let name = t.name.count > 39 ? "…" + t.name.suffix(38) : t.name
+            let name = t.name.count > nameWidth - 1 ? "…" + t.name.suffix(nameWidth - 2) : t.name
             let style: Style = r.map { $0.metrics.sqnrDB >= 20 ? .good : ($0.metrics.sqnrDB >= 14 ? .warn : .bad) } ?? .dim
-            s.put(y, x0 + 1, Formatting.pad(name, 40) + Formatting.pad(r?.format ?? "float", 8)
+            s.put(y, x0 + 1, Formatting.pad(name, nameWidth) + Formatting.pad(r?.format ?? "float", 8)
                   + Formatting.pad(r.map { Formatting.fixed($0.metrics.sqnrDB, 2) } ?? "-", 9, right: true)
                   + Formatting.pad(r?.outputRelativeError.map { Formatting.scientific($0, 2) } ?? "-", 10, right: true)
                   + Formatting.pad(r.map { Formatting.fixed($0.bitsPerWeight, 2) } ?? "-", 8, right: true), style,
                   maxWidth: width - 2)
             y += 1
         }
-        s.put(s.height - 3, x0 + 1, "perplexity / embedding evaluation: not available yet (the inference engine is not built)", .warn, maxWidth: width - 2)
+        s.put(s.height - 3, x0 + 1, "perplexity: not available yet (no inference engine)", .warn, maxWidth: width - 2)
     }
 
 }

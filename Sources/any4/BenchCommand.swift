@@ -59,7 +59,8 @@ struct BenchCommand: ParsableCommand {
         guard let path = KernelPath(rawValue: kernel) else { throw usageError("--kernel must be fast or exact") }
         config.path = path
         config.threads = threads
-        config.runs = max(1, runs)
+        guard runs >= 1 else { throw usageError("--runs must be at least 1, got \(runs)") }
+        config.runs = runs
         config.hot = hot
         config.groupSize = groupSize
         let workers = threads > 0 ? threads : SystemInfo.processorCount

@@ -5,7 +5,11 @@ struct CompareCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "compare",
         abstract: "Quantize every selected linear layer in several formats and compare their error.",
-        discussion: "One row per layer and format: SQNR (dB), MSE, bits per weight, seconds; then a summary per format."
+        discussion: """
+            Text: one row per layer with each format's SQNR (dB), then a summary per format (mean SQNR, wins, \
+            bits per weight weighted by parameters, seconds). --json adds MSE, max error, bits per weight, \
+            seconds and k-means objectives per layer and format. MODEL may be `demo`.
+            """
     )
 
     @Argument(help: "A .safetensors file, a Hugging Face model folder, or a .gguf file.")
@@ -135,15 +139,17 @@ struct CompareCommand: ParsableCommand {
     }
 
     func summarize(_ label: String, _ table: [[LayerResult]]) -> Summary {
-        var sqnr = 0.0, bits = 0.0, seconds = 0.0, wins = 0
+        var sqnr = 0.0, bits = 0.0, params = 0.0, seconds = 0.0, wins = 0
         for results in table {
             guard let r = results.first(where: { $0.format == label }) else { continue }
+            let n = Double(r.shape.reduce(1, *))
             sqnr += r.metrics.sqnrDB
-            bits += r.bitsPerWeight
+            bits += r.bitsPerWeight * n
+            params += n
             seconds += r.seconds
             if r.metrics.sqnrDB >= (results.map(\.metrics.sqnrDB).max() ?? 0) { wins += 1 }
         }
         let n = Double(max(table.count, 1))
-        return Summary(label: label, meanSQNR: sqnr / n, wins: wins, meanBits: bits / n, seconds: seconds)
+        return Summary(label: label, meanSQNR: sqnr / n, wins: wins, meanBits: params > 0 ? bits / params : 0, seconds: seconds)
     }
 }

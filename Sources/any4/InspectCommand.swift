@@ -27,12 +27,15 @@ struct InspectCommand: ParsableCommand {
         do {
             regex = try filter.map { try Regex($0) }
         } catch {
-            throw ValidationError("--filter: not a valid regular expression: \(filter ?? "")")
+            throw usageError("--filter: not a valid regular expression: \(filter ?? "")")
         }
         let model = try openModel(path)
         let selected = model.tensors.indices.filter { i in
             guard let regex else { return true }
             return model.tensors[i].name.contains(regex)
+        }
+        if selected.isEmpty, let filter {
+            throw usageError("no tensor of \(model.path) matches --filter \(filter)")
         }
         let tensorStats = stats ? try reportingFileErrors { try computeStats(model, selected) } : [:]
         if json {
@@ -67,7 +70,8 @@ struct InspectCommand: ParsableCommand {
         let chosen = Set(selected)
         let version = model.ggufVersion.map { " v\($0)" } ?? ""
         out += "\(model.path)\n"
-        out += "format \(model.format.rawValue)\(version) · \(model.tensors.count) tensors · "
+        let shown = selected.count == model.tensors.count ? "" : "\(selected.count) of "
+        out += "format \(model.format.rawValue)\(version) · \(shown)\(model.tensors.count) tensors · "
         out += "\(Formatting.count(model.parameterCount)) params · \(Formatting.bytes(model.byteCount))"
         let linear = model.tensors.filter(\.isLinear)
         out += " · \(linear.count) linear (\(Formatting.count(linear.reduce(0) { $0 + $1.info.elementCount })) params)\n"

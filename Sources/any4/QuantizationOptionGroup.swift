@@ -3,7 +3,8 @@ import ArgumentParser
 
 /// Options shared by `quantize` and `compare`.
 struct QuantizationOptionGroup: ParsableArguments {
-    @Option(help: "Group size for formats that take one (a positive multiple of 2). Widths it does not divide get a shorter last group.")
+    @Option(parsing: .unconditional,
+            help: "Group size for formats that take one (a positive multiple of 2). Widths it does not divide get a shorter last group.")
     var groupSize = 128
 
     @Flag(help: "Refuse widths the group size does not divide instead of using a shorter last group.")

@@ -8,7 +8,8 @@ struct QuantizeCommand: ParsableCommand {
         discussion: """
             Formats: \(FormatRegistry.all.map(\.name).joined(separator: ", ")). Embeddings are never \
             quantized and the LM head is skipped unless --skip says otherwise. The output is written \
-            to a temporary file and renamed when complete: an error or Ctrl-C leaves no output file.
+            to a temporary file and renamed when complete: an error or Ctrl-C leaves no output file. \
+            MODEL may be `demo` (the built-in model).
             """
     )
 
@@ -51,7 +52,8 @@ struct QuantizeCommand: ParsableCommand {
                 for r in results { quantized[r.name] = r.matrix }
                 let description = QuantizedCheckpoint.Description(
                     format: numeric.name, codeBits: numeric.codeBits, groupSize: numeric.fixedBlockSize ?? options.groupSize,
-                    method: numeric.perRowTable ? options.cluster.rawValue : "", sampleWeight: quantization.sampleWeight)
+                    method: numeric.perRowTable ? options.cluster.rawValue : "",
+                    sampleWeight: numeric.perRowTable ? quantization.sampleWeight : "")
                 try QuantizedCheckpoint.write(model: model, quantized: quantized, description: description,
                                               fakeQuant: fakeQuant, to: out)
         }

@@ -126,3 +126,27 @@ final class InspectCLITests: XCTestCase {
         XCTAssertTrue(r.stdout.contains("model.layers.3.mlp.down_proj.weight") || r.stdout.contains("mlp.down_proj.weight"))
     }
 }
+
+extension InspectCLITests {
+    /// Found by a newcomer test: files that are no model at all, bad options, empty filters.
+    func testNotAModelAndOptionErrorsExitTwo() throws {
+        var r = try any4("inspect", TestPaths.packageRoot + "/README.md")
+        XCTAssertEqual(r.status, 2)
+        XCTAssertTrue(r.stderr.contains("README.md: not a model file"), r.stderr)
+        r = try any4("inspect", "--filter", "[")
+        XCTAssertEqual(r.status, 2)
+        XCTAssertTrue(r.stderr.hasPrefix("any4: error: --filter"), r.stderr)
+        r = try any4("inspect", "--filter", "no.such.tensor")
+        XCTAssertEqual(r.status, 2)
+        XCTAssertTrue(r.stderr.contains("no tensor"), r.stderr)
+        r = try any4("inspect", "--filter", "layers.0.mlp")
+        XCTAssertEqual(r.status, 0)
+        XCTAssertTrue(r.stdout.contains("3 of 39 tensors"), r.stdout)
+        r = try any4("quantize", "demo", "--format", "any4", "--group-size", "-4", "--out", "/tmp/never.safetensors")
+        XCTAssertEqual(r.status, 2)
+        XCTAssertTrue(r.stderr.contains("group size must be a positive multiple of 2, got -4"), r.stderr)
+        r = try any4("bench", "--runs", "0", "--shape", "64x64", "--batch", "1", "--formats", "f32")
+        XCTAssertEqual(r.status, 2)
+        XCTAssertTrue(r.stderr.contains("--runs"), r.stderr)
+    }
+}

@@ -104,7 +104,7 @@ final class TUIEndToEndTests: XCTestCase {
         try waitFor("· 1 quantized ·")
         // Unsaved work: q asks first, y confirms.
         try key("q")
-        try waitFor("not written")
+        try waitFor("q/y quits")
         try key("y")
         try waitFor("prompt$")
     }

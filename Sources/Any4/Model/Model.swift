@@ -105,6 +105,11 @@ public final class Model: Sendable {
             return Model(path: path, format: .gguf, stores: [store], tensors: file.tensors.map { ($0, 0) },
                          config: ModelConfig(gguf: file), metadata: metadata, gguf: file)
         }
+        if !path.hasSuffix(".safetensors") && !looksLikeSafetensors(store) {
+            throw FileFormatError(file: path, kind: .badMagic,
+                                  "not a model file: neither GGUF (magic \"GGUF\") nor safetensors (8-byte header length, then a JSON object)",
+                                  offset: 0)
+        }
         let file = try SafeTensorsFile(store: store)
         var config = ModelConfig()
         let folder = parentDirectory(path)
@@ -232,6 +237,13 @@ public final class Model: Sendable {
         }
         return ca == nil && cb != nil
     }
+}
+
+/// A cheap sniff: a plausible header length followed by `{`.
+func looksLikeSafetensors(_ store: ByteStore) -> Bool {
+    guard store.count >= 10 else { return false }
+    let length = UInt64(littleEndian: store.bytes.loadUnaligned(as: UInt64.self))
+    return length >= 2 && length <= UInt64(store.count - 8) && store.bytes[8] == UInt8(ascii: "{")
 }
 
 func parentDirectory(_ path: String) -> String {

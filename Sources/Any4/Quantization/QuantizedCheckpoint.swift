@@ -55,8 +55,9 @@ public enum QuantizedCheckpoint {
         metadata["any4.format"] = description.format
         metadata["any4.bits"] = String(description.codeBits)
         metadata["any4.group_size"] = String(description.groupSize)
-        metadata["any4.method"] = description.method
-        metadata["any4.sample_weight"] = description.sampleWeight
+        // Clustering and sample weights only mean something for the learned (any-b) formats.
+        if !description.method.isEmpty { metadata["any4.method"] = description.method }
+        if !description.sampleWeight.isEmpty { metadata["any4.sample_weight"] = description.sampleWeight }
         metadata["any4.version"] = version
         metadata["any4.fake_quant"] = fakeQuant ? "1" : "0"
         if !fakeQuant { metadata["any4.layers"] = JSONValue.object(layers).serialized }
