@@ -15,7 +15,7 @@ public final class CursesApp {
     let useColor: Bool
     private var lastKernelKey = ""
     /// Set by SIGINT/SIGTERM; the loop then leaves cleanly.
-    private let stop = StopFlag()
+    private let stop = AtomicFlag()
 
     /// When the program started (for the time-to-first-frame trace).
     let launchedAt: Double
@@ -265,11 +265,4 @@ public final class CursesApp {
         default: return nil
         }
     }
-}
-
-final class StopFlag: @unchecked Sendable {
-    private let lock = NSLock()
-    private var value = false
-    func set() { lock.withLock { value = true } }
-    var isSet: Bool { lock.withLock { value } }
 }

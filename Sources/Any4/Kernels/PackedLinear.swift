@@ -15,27 +15,6 @@ public enum CPUFeatures {
     public static let hasAVX2: Bool = any4_cpu_has_avx2() != 0
 }
 
-/// Splits rows [0, rows) over `threads` workers (the global Dispatch pool: no thread is created
-/// per call) and runs `body` on each contiguous range.
-@inline(__always)
-func parallelRows(_ rows: Int, threads: Int, _ body: (Int, Int) -> Void) {
-    let workers = max(1, min(threads, rows))
-    if workers == 1 { body(0, rows); return }
-    let chunk = (rows + workers - 1) / workers
-    withoutActuallyEscaping(body) { body in
-        let box = UncheckedBox(body)
-        DispatchQueue.concurrentPerform(iterations: workers) { i in
-            let start = i * chunk, end = min(rows, start + chunk)
-            if start < end { box.value(start, end) }
-        }
-    }
-}
-
-struct UncheckedBox<T>: @unchecked Sendable {
-    let value: T
-    init(_ value: T) { self.value = value }
-}
-
 /// A 4-bit quantized linear layer laid out for the lookup-GEMM kernels: y = x·Ŵᵀ (+ bias).
 ///
 /// Serves every 4-bit format of the quantization core: any4 reads its per-row LUT; int4, nf4,

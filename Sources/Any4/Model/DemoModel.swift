@@ -46,7 +46,7 @@ public enum DemoModel {
             let gains = channelGain
             var values = [Float](repeating: 0, count: rows * cols)
             values.withUnsafeMutableBufferPointer { out in
-                let box = UnsafeSendable(out)
+                let box = UncheckedBox(out)
                 DispatchQueue.concurrentPerform(iterations: rows) { r in
                     var rowRNG = SplitMix64(seed: matrixSeed &+ UInt64(r) &* 0x9E37_79B9)
                     let rowGain = 0.7 + 0.6 * rowRNG.nextUnit()
@@ -79,10 +79,4 @@ public enum DemoModel {
         let image = try SafeTensorsWriter.image(entries, metadata: ["source": "any4 synthetic demo", "seed": String(seed)])
         return try Model.inMemory(safetensors: image, name: name, format: .demo, config: config)
     }
-}
-
-/// A value handed to concurrent workers that write disjoint parts of it.
-struct UnsafeSendable<T>: @unchecked Sendable {
-    let value: T
-    init(_ value: T) { self.value = value }
 }

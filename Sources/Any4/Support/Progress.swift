@@ -63,16 +63,3 @@ public enum SystemInfo {
     /// Online processors.
     public static var processorCount: Int { max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))) }
 }
-
-/// A counter workers take work items from.
-final class AtomicCounter: Sendable {
-    private let value = Atomic<Int>(0)
-    /// Returns the value before the increment.
-    func increment() -> Int { value.add(1, ordering: .relaxed).oldValue }
-}
-
-final class AtomicFlag: Sendable {
-    private let value = Atomic<Bool>(false)
-    func set() { value.store(true, ordering: .relaxed) }
-    var isSet: Bool { value.load(ordering: .relaxed) }
-}
