@@ -117,6 +117,15 @@ public final class CursesApp {
         }
     }
 
+    /// The Quantize form as options (used for one layer, for all, and for the checkpoint's metadata).
+    func quantizationOptions() -> QuantizationOptions {
+        var options = QuantizationOptions()
+        options.groupSize = state.groupSize
+        options.cluster = state.cluster
+        options.sampleWeighting = state.sampleWeighting
+        return options
+    }
+
     /// Writes the Model tab's table as CSV and JSON in the current folder (atomically).
     func exportTable() throws {
         let rows = Renderer.modelRows(state, jobs.results)
@@ -183,26 +192,19 @@ public final class CursesApp {
         switch action {
         case .runQuantize, .runCompare:
             guard let tensor = state.selectedTensor, tensor.isLinear else { state.status = "select a linear layer first"; return }
-            var options = QuantizationOptions()
-            options.groupSize = state.groupSize
-            options.cluster = state.cluster
-            options.sampleWeighting = state.sampleWeighting
+            let options = quantizationOptions()
             if action == .runQuantize { jobs.quantize(tensor, of: state.model, format: state.format, options: options) }
             else { jobs.compare(tensor, of: state.model, options: options) }
         case .cancel:
             jobs.cancel()
             state.apply(.cancel)
         case .quantizeAll:
-            var options = QuantizationOptions()
-            options.groupSize = state.groupSize
-            options.cluster = state.cluster
-            options.sampleWeighting = state.sampleWeighting
-            jobs.quantizeAll(state.model, format: state.format, options: options)
+            jobs.quantizeAll(state.model, format: state.format, options: quantizationOptions())
         case .writeCheckpoint:
             let base = state.model.format == .demo ? "demo" : URL(fileURLWithPath: state.model.path).deletingPathExtension().lastPathComponent
             let path = "\(base).\(state.format).safetensors"
             do {
-                let n = try jobs.write(state.model, format: state.format, groupSize: state.groupSize, method: state.cluster, to: path)
+                let n = try jobs.write(state.model, format: state.format, options: quantizationOptions(), to: path)
                 state.status = "wrote \(n) \(state.format) layers to \(path)"
             } catch {
                 state.status = "write failed: \(error)"

@@ -107,14 +107,13 @@ public final class JobCenter: @unchecked Sendable {
     public var unsavedCount: Int { lock.withLock { _results.filter { saved[$0.key] != $0.value.format }.count } }
 
     /// Writes the layers quantized to `format` as an any4 checkpoint (other layers as they are).
-    public func write(_ model: Model, format: String, groupSize: Int, method: ClusterMethod, to path: String) throws -> Int {
+    public func write(_ model: Model, format: String, options: QuantizationOptions, to path: String) throws -> Int {
         let chosen = lock.withLock { _results.filter { $0.value.format == format } }
         var matrices: [String: QuantizedMatrix] = [:]
         for (name, r) in chosen { matrices[name] = r.matrix }
         let numeric = try FormatRegistry.named(format)
         try QuantizedCheckpoint.write(model: model, quantized: matrices,
-                                      description: .init(format: format, codeBits: numeric.codeBits, groupSize: numeric.fixedBlockSize ?? groupSize,
-                                                         method: numeric.perRowTable ? method.rawValue : "", sampleWeight: "scale"),
+                                      description: .init(format: numeric, options: options),
                                       fakeQuant: false, to: path)
         lock.withLock { for name in chosen.keys { saved[name] = format } }
         return chosen.count

@@ -50,11 +50,7 @@ struct QuantizeCommand: ParsableCommand {
                 }
                 var quantized: [String: QuantizedMatrix] = [:]
                 for r in results { quantized[r.name] = r.matrix }
-                let description = QuantizedCheckpoint.Description(
-                    format: numeric.name, codeBits: numeric.codeBits, groupSize: numeric.fixedBlockSize ?? options.groupSize,
-                    method: numeric.perRowTable ? options.cluster.rawValue : "",
-                    sampleWeight: numeric.perRowTable ? quantization.sampleWeight : "")
-                try QuantizedCheckpoint.write(model: model, quantized: quantized, description: description,
+                try QuantizedCheckpoint.write(model: model, quantized: quantized, description: .init(format: numeric, options: options),
                                               fakeQuant: fakeQuant, to: out)
         }
         let seconds = Clock.now - started

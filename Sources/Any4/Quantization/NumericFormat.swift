@@ -116,6 +116,15 @@ public enum SampleWeighting: Sendable, Equatable {
     case scale
     /// The group scale times a per-input-channel statistic from a calibration file.
     case calibration(path: String, statistic: CalibrationStatistic)
+
+    /// As written on the command line and in checkpoint metadata.
+    public var name: String {
+        switch self {
+        case .none: "none"
+        case .scale: "scale"
+        case let .calibration(path, statistic): "calib:\(path) (\(statistic.rawValue))"
+        }
+    }
 }
 
 public struct QuantizationOptions: Sendable {

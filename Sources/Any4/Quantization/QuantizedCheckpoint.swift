@@ -23,6 +23,14 @@ public enum QuantizedCheckpoint {
         public var method: String
         public var sampleWeight: String
 
+        /// The description of `format` quantized with `options`: its real block size, and the
+        /// clustering and sample weights only for the learned (any-b) formats.
+        public init(format: any NumericFormat, options: QuantizationOptions) {
+            self.init(format: format.name, codeBits: format.codeBits, groupSize: options.blockSize(for: format),
+                      method: format.perRowTable ? options.cluster.rawValue : "",
+                      sampleWeight: format.perRowTable ? options.sampleWeighting.name : "")
+        }
+
         public init(format: String, codeBits: Int, groupSize: Int, method: String, sampleWeight: String) {
             self.format = format
             self.codeBits = codeBits
