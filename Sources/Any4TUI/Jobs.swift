@@ -28,75 +28,63 @@ public final class JobCenter: @unchecked Sendable {
     public func comparison(for tensor: String) -> [LayerResult]? { lock.withLock { _comparisons[tensor] } }
     public var isBusy: Bool { lock.withLock { _job.map { !$0.done } ?? false } }
 
-    /// Quantizes `tensor` in the background (one job at a time).
-    public func quantize(_ tensor: ModelTensor, of model: Model, format: String, options: QuantizationOptions) {
-        guard !isBusy else { return }
-        let progress = Any4.Progress(total: tensor.shape[0], label: "quantizing \(tensor.name) to \(format)")
-        lock.withLock { _job = QuantizeJob(tensor: tensor.name, label: progress.label, progress: progress) }
-        DispatchQueue.global(qos: .userInitiated).async { [self] in
-            do {
-                let numeric = try FormatRegistry.named(format)
-                let result = try ModelQuantization.quantize(tensor, of: model, format: numeric, options: options, outputErrorRows: 8, progress: progress)
-                lock.withLock {
-                    _results[tensor.name] = result
-                    _job?.done = true
-                }
-            } catch {
-                lock.withLock {
-                    _job?.done = true
-                    _job?.error = "\(error)"
-                }
-            }
+    /// Starts `work` on a worker thread as the one current job (unless one is running); `work`
+    /// reports rows to the progress it is given and stores its results under the lock itself.
+    private func start(tensor: String, total: Int, label: String, _ work: @escaping @Sendable (Any4.Progress) throws -> Void) {
+        let progress = Any4.Progress(total: total, label: label)
+        let started: Bool = lock.withLock {
+            if _job.map({ !$0.done }) ?? false { return false }
+            _job = QuantizeJob(tensor: tensor, label: label, progress: progress)
+            return true
         }
-    }
-
-    /// Quantizes `tensor` in every 4-bit format for the comparison table.
-    public func compare(_ tensor: ModelTensor, of model: Model, options: QuantizationOptions) {
-        guard !isBusy else { return }
-        let formats = ["any4", "int4", "nf4", "fp4", "fp4-bnb", "iq4_nl", "mxfp4", "nvfp4"]
-        let progress = Any4.Progress(total: tensor.shape[0] * formats.count, label: "comparing formats on \(tensor.name)")
-        lock.withLock { _job = QuantizeJob(tensor: tensor.name, label: progress.label, progress: progress) }
-        DispatchQueue.global(qos: .userInitiated).async { [self] in
-            var rows: [LayerResult] = []
-            do {
-                for f in formats {
-                    var r = try ModelQuantization.quantize(tensor, of: model, format: FormatRegistry.named(f), options: options,
-                                                           keepMatrix: false, outputErrorRows: 8, progress: progress)
-                    r.format = f
-                    rows.append(r)
-                }
-                lock.withLock {
-                    _comparisons[tensor.name] = rows
-                    _job?.done = true
-                }
-            } catch {
-                lock.withLock {
-                    _job?.done = true
-                    _job?.error = "\(error)"
-                }
-            }
-        }
-    }
-
-    /// Quantizes every linear layer the CLI would (the LM head skipped) in the background.
-    public func quantizeAll(_ model: Model, format: String, options: QuantizationOptions) {
-        guard !isBusy else { return }
-        let layers = model.tensors.filter(LayerSelection().selects)
-        let progress = Any4.Progress(total: layers.reduce(0) { $0 + $1.shape[0] }, label: "quantizing all \(layers.count) layers to \(format)")
-        lock.withLock { _job = QuantizeJob(tensor: "", label: progress.label, progress: progress) }
+        guard started else { return }
         DispatchQueue.global(qos: .userInitiated).async { [self] in
             do {
-                let numeric = try FormatRegistry.named(format)
-                for layer in layers {
-                    let result = try ModelQuantization.quantize(layer, of: model, format: numeric, options: options, outputErrorRows: 8, progress: progress)
-                    lock.withLock { _results[layer.name] = result }
-                }
+                try work(progress)
                 lock.withLock { _job?.done = true }
             } catch {
                 lock.withLock {
                     _job?.done = true
                     _job?.error = "\(error)"
                 }
+            }
+        }
+    }
+
+    /// Quantizes `tensor` in the background (one job at a time).
+    public func quantize(_ tensor: ModelTensor, of model: Model, format: String, options: QuantizationOptions) {
+        start(tensor: tensor.name, total: tensor.shape[0], label: "quantizing \(tensor.name) to \(format)") { [self] progress in
+            let result = try ModelQuantization.quantize(tensor, of: model, format: FormatRegistry.named(format), options: options,
+                                                        outputErrorRows: 8, progress: progress)
+            lock.withLock { _results[tensor.name] = result }
+        }
+    }
+
+    /// Quantizes `tensor` in every 4-bit format for the comparison table.
+    public func compare(_ tensor: ModelTensor, of model: Model, options: QuantizationOptions) {
+        let formats = ["any4", "int4", "nf4", "fp4", "fp4-bnb", "iq4_nl", "mxfp4", "nvfp4"]
+        start(tensor: tensor.name, total: tensor.shape[0] * formats.count, label: "comparing formats on \(tensor.name)") { [self] progress in
+            var rows: [LayerResult] = []
+            for f in formats {
+                var r = try ModelQuantization.quantize(tensor, of: model, format: FormatRegistry.named(f), options: options,
+                                                       keepMatrix: false, outputErrorRows: 8, progress: progress)
+                r.format = f
+                rows.append(r)
+            }
+            lock.withLock { _comparisons[tensor.name] = rows }
+        }
+    }
+
+    /// Quantizes every linear layer the CLI would (the LM head skipped) in the background.
+    public func quantizeAll(_ model: Model, format: String, options: QuantizationOptions) {
+        let layers = model.tensors.filter(LayerSelection().selects)
+        start(tensor: "", total: layers.reduce(0) { $0 + $1.shape[0] },
+              label: "quantizing all \(layers.count) layers to \(format)") { [self] progress in
+            let numeric = try FormatRegistry.named(format)
+            for layer in layers {
+                let result = try ModelQuantization.quantize(layer, of: model, format: numeric, options: options,
+                                                            outputErrorRows: 8, progress: progress)
+                lock.withLock { _results[layer.name] = result }
             }
         }
     }
