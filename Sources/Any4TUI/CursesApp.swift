@@ -160,9 +160,9 @@ public final class CursesApp {
         let key = "\(tensor.name)|\(state.batch)|\(state.kernelPaused)|\(jobs.result(for: tensor.name)?.format ?? "")"
         guard key != lastKernelKey else { return }
         lastKernelKey = key
-        let result = jobs.result(for: tensor.name)
-        let original = result == nil ? nil : try? state.model.decode(tensor)
-        kernel.set(layer: tensor.name, matrix: result?.matrix, original: original, batch: state.batch, paused: state.kernelPaused)
+        let model = state.model
+        kernel.set(layer: tensor.name, matrix: jobs.result(for: tensor.name)?.matrix, original: { try model.decode(tensor) },
+                   batch: state.batch, paused: state.kernelPaused)
     }
 
     func handle(_ key: Int32) {

@@ -150,26 +150,35 @@ public final class KernelRunner: @unchecked Sendable {
         }
     }
 
-    /// Points the runner at a quantized layer (or clears it).
-    public func set(layer name: String, matrix: QuantizedMatrix?, original: [Float]?, batch: Int, paused: Bool) {
+    /// A layer to switch to, prepared on the runner's thread (packing and decoding a large layer
+    /// must not stall the UI).
+    private var pending: (name: String, matrix: QuantizedMatrix, original: @Sendable () throws -> [Float])?
+
+    /// Points the runner at a quantized layer (or clears it). `original` decodes the layer's
+    /// weights; it runs on the runner's thread.
+    public func set(layer name: String, matrix: QuantizedMatrix?, original: @escaping @Sendable () throws -> [Float],
+                    batch: Int, paused: Bool) {
         lock.lock()
         defer { lock.unlock() }
         self.batch = batch
         self.paused = paused
-        guard let matrix, let original else { target = nil; message = "quantize this layer first (tab 2, Enter)"; return }
-        if target?.name != name {
-            do {
-                let packed = try PackedLinear(matrix)
-                target = (name, packed, DenseLinear(original, rows: matrix.rows, cols: matrix.cols, storage: .f32), matrix.dequantized())
-                latencies = []
-                denseLatency = nil
-                error = nil
-                totalError = nil
-                message = nil
-            } catch {
-                target = nil
-                message = "\(error)"
-            }
+        guard let matrix else {
+            target = nil
+            pending = nil
+            message = "quantize this layer first (tab 2, Enter)"
+            return
+        }
+        // A new layer, or the same layer quantized to another format.
+        let key = name + "|" + matrix.formatName
+        if targetKey != key {
+            targetKey = key
+            target = nil
+            pending = (name, matrix, original)
+            latencies = []
+            denseLatency = nil
+            error = nil
+            totalError = nil
+            message = "preparing \(name)…"
         }
         if !started {
             started = true
@@ -179,11 +188,36 @@ public final class KernelRunner: @unchecked Sendable {
         }
     }
 
+    private var targetKey = ""
+
+    /// Builds a pending target outside the lock.
+    private func preparePending() {
+        guard let request = lock.withLock({ () -> (name: String, matrix: QuantizedMatrix, original: @Sendable () throws -> [Float])? in
+            defer { pending = nil }
+            return pending
+        }) else { return }
+        do {
+            let packed = try PackedLinear(request.matrix)
+            let dense = DenseLinear(try request.original(), rows: request.matrix.rows, cols: request.matrix.cols, storage: .f32)
+            let prepared = (request.name, packed, dense, request.matrix.dequantized())
+            lock.withLock {
+                // Only if no newer request arrived meanwhile.
+                if pending == nil && targetKey == request.name + "|" + request.matrix.formatName {
+                    target = prepared
+                    message = nil
+                }
+            }
+        } catch {
+            lock.withLock { message = "\(error)" }
+        }
+    }
+
     private func loop() {
         let measured = BandwidthProbe.triadGBps(threads: 1, elements: 8 << 20, repeats: 3)
         lock.withLock { probe = measured }
         var iteration = 0
         while true {
+            preparePending()
             lock.lock()
             let current = target, m = batch, isPaused = paused
             lock.unlock()

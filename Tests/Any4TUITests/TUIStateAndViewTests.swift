@@ -23,7 +23,7 @@ final class TUIStateAndViewTests: XCTestCase {
         options.groupSize = 128
         let result = try ModelQuantization.quantize(tensor, of: Self.demo, format: FormatRegistry.named("any4"), options: options)
         let runner = KernelRunner()
-        runner.set(layer: tensor.name, matrix: result.matrix, original: try Self.demo.decode(tensor), batch: 2, paused: false)
+        runner.set(layer: tensor.name, matrix: result.matrix, original: { try Self.demo.decode(tensor) }, batch: 2, paused: false)
         let deadline = Date().addingTimeInterval(20)
         while runner.snapshot().totalError == nil && Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }
         let text = render(state, kernel: runner).text
