@@ -66,9 +66,18 @@ public enum ModelQuantization {
                                 options: QuantizationOptions, calibration: CalibrationStats? = nil,
                                 keepMatrix: Bool = true, outputErrorRows: Int = 0, progress: Progress? = nil) throws -> LayerResult {
         precondition(tensor.shape.count == 2, "only matrices are quantized")
-        let weights = try model.decode(tensor)
-        let start = Clock.now
         let channels = try channelWeights(for: tensor, options: options, calibration: calibration)
+        return try quantize(weights: try model.decode(tensor), of: tensor, format: format, options: options,
+                            channelWeights: channels, keepMatrix: keepMatrix, outputErrorRows: outputErrorRows,
+                            progress: progress)
+    }
+
+    /// Quantizes `weights` (the values of `tensor`, [out, in]) with per-channel k-means weights
+    /// `channelWeights` when calibrating, and measures the error.
+    public static func quantize(weights: [Float], of tensor: ModelTensor, format: any NumericFormat,
+                                options: QuantizationOptions, channelWeights channels: [Float]?,
+                                keepMatrix: Bool = true, outputErrorRows: Int = 0, progress: Progress? = nil) throws -> LayerResult {
+        let start = Clock.now
         let q = try Quantizer.quantize(weights, rows: tensor.shape[0], cols: tensor.shape[1], name: tensor.name,
                                        format: format, options: options, storage: storageDType(of: tensor),
                                        channelWeights: channels, progress: progress)

@@ -59,6 +59,11 @@ void any4_quantize_activations(const float *x, int m, int cols_padded, int group
 void any4_dense_gemm(const void *w, int dtype, int cols, const float *x, int m, float *y, int y_stride,
                      const float *bias, int row_begin, int row_end, int use_avx2);
 
+/// One attention row: out[hd] = softmax(scale · q·K[j], j < n) · V, with K row j at k + j·k_stride and
+/// V row j at v + j·v_stride; scratch holds n floats (the probabilities on return).
+void any4_attend(const float *q, const float *k, int k_stride, const float *v, int v_stride, int n, int hd,
+                 float scale, float *scratch, float *out, int use_avx2);
+
 /// STREAM-triad-like probe: a[i] = b[i] + s * c[i] over [begin, end).
 void any4_triad(float *a, const float *b, const float *c, float s, size_t begin, size_t end);
 

@@ -1,0 +1,178 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// A BERT encoder (all-MiniLM-L6-v2 and kin): learned positions and token types, post-LayerNorm
+/// blocks with GELU, and the sentence-transformers embedding — mean pooling over the tokens, then
+/// L2 normalisation.
+public final class BertEngine: @unchecked Sendable {
+    public let model: Model
+    public var options: EngineOptions
+    public let hidden: Int
+    public let heads: Int
+    public let layers: Int
+    public let intermediate: Int
+    public let vocab: Int
+    /// Longest input in tokens (learned positions).
+    public let maxPositions: Int
+    let eps: Float
+
+    struct Block {
+        var q, k, v, o: Linear
+        var attnNorm: (weight: [Float], bias: [Float])
+        var up, down: Linear
+        var outNorm: (weight: [Float], bias: [Float])
+        var linears: [Linear] { [q, k, v, o, up, down] }
+    }
+
+    let words: [Float]
+    let positions: [Float]
+    let tokenTypes: [Float]
+    let embeddingNorm: (weight: [Float], bias: [Float])
+    let blocks: [Block]
+
+    public var linears: [Linear] { blocks.flatMap(\.linears) }
+    public func linears(ofBlock i: Int) -> [Linear] { blocks[i].linears }
+
+    public init(model: Model, options: EngineOptions = EngineOptions()) throws {
+        self.model = model
+        self.options = options
+        let c = model.config
+        guard c.architecture == "bert" else {
+            throw FileFormatError(file: model.path, kind: .unsupported,
+                                  "architecture \"\(c.architecture ?? "none")\" is not an encoder this tool runs (bert)")
+        }
+        func need(_ value: Int?, _ what: String) throws -> Int {
+            guard let value, value > 0 else {
+                throw FileFormatError(file: model.path, kind: .badHeader, "the model configuration lacks a positive \(what)")
+            }
+            return value
+        }
+        hidden = try need(c.hiddenSize, "hidden size")
+        heads = try need(c.heads, "head count")
+        layers = try need(c.layers, "layer count")
+        intermediate = try need(c.intermediateSize, "intermediate size")
+        guard hidden % heads == 0 else {
+            throw FileFormatError(file: model.path, kind: .badHeader, "hidden size \(hidden) is not a multiple of \(heads) heads")
+        }
+        eps = Float(c.normEpsilon ?? 1e-12)
+        let w = WeightLoader(model: model)
+        let names = model.format == .gguf ? Self.ggufNames : Self.hfNames(prefix: w.has("bert.embeddings.word_embeddings.weight") ? "bert." : "")
+        guard let wordTensor = model.tensor(named: names.words), wordTensor.shape.count == 2 else {
+            throw FileFormatError(file: model.path, kind: .badShape, "no word embedding matrix", subject: names.words)
+        }
+        vocab = wordTensor.shape[0]
+        maxPositions = model.tensor(named: names.positions)?.shape.first ?? 512
+        let d = hidden
+        words = try w.values(names.words, shape: [vocab, d])
+        positions = try w.values(names.positions, shape: [maxPositions, d])
+        let types = model.tensor(named: names.tokenTypes)?.shape.first ?? 1
+        tokenTypes = try w.values(names.tokenTypes, shape: [types, d])
+        embeddingNorm = (try w.values(names.embeddingNorm + ".weight", shape: [d]), try w.values(names.embeddingNorm + ".bias", shape: [d]))
+        var blocks: [Block] = []
+        for i in 0..<layers {
+            func n(_ key: String) -> String { names.block(i, key) }
+            func lin(_ key: String, _ rows: Int, _ cols: Int) throws -> Linear {
+                try w.linear(n(key) + ".weight", rows: rows, cols: cols, bias: n(key) + ".bias")
+            }
+            func norm(_ key: String) throws -> (weight: [Float], bias: [Float]) {
+                (try w.values(n(key) + ".weight", shape: [d]), try w.values(n(key) + ".bias", shape: [d]))
+            }
+            blocks.append(Block(q: try lin("q", d, d), k: try lin("k", d, d), v: try lin("v", d, d), o: try lin("o", d, d),
+                                attnNorm: try norm("attn_norm"), up: try lin("up", intermediate, d),
+                                down: try lin("down", d, intermediate), outNorm: try norm("out_norm")))
+        }
+        self.blocks = blocks
+    }
+
+    /// Hidden states [m, hidden] after the embedding layer.
+    public func embed(_ tokens: [Int]) throws -> [Float] {
+        guard tokens.count <= maxPositions else {
+            throw InferenceError.contextOverflow(needed: tokens.count, capacity: maxPositions)
+        }
+        let d = hidden
+        var h = [Float](repeating: 0, count: tokens.count * d)
+        for (t, id) in tokens.enumerated() {
+            guard id >= 0, id < vocab else { throw InferenceError.tokenOutOfRange(id: id, vocab: vocab) }
+            for i in 0..<d { h[t * d + i] = words[id * d + i] + positions[t * d + i] + tokenTypes[i] }
+        }
+        Ops.layerNorm(&h, m: tokens.count, weight: embeddingNorm.weight, bias: embeddingNorm.bias, eps: eps)
+        return h
+    }
+
+    /// Block i on h [m, hidden] (full attention within the sequence).
+    public func runBlock(_ i: Int, _ h: inout [Float], m: Int) {
+        let b = blocks[i], hd = hidden / heads
+        let q = b.q.forward(h, m: m, options: options)
+        let k = b.k.forward(h, m: m, options: options)
+        let v = b.v.forward(h, m: m, options: options)
+        let attended = k.withUnsafeBufferPointer { keys in
+            v.withUnsafeBufferPointer { values in
+                Ops.attention(q: q, m: m, keys: keys.baseAddress!, values: values.baseAddress!, n: m, heads: heads,
+                              kvHeads: heads, headDim: hd, causalFrom: nil, threads: options.workers)
+            }
+        }
+        Ops.add(&h, b.o.forward(attended, m: m, options: options))
+        Ops.layerNorm(&h, m: m, weight: b.attnNorm.weight, bias: b.attnNorm.bias, eps: eps)
+        var x = b.up.forward(h, m: m, options: options)
+        Ops.gelu(&x)
+        Ops.add(&h, b.down.forward(x, m: m, options: options))
+        Ops.layerNorm(&h, m: m, weight: b.outNorm.weight, bias: b.outNorm.bias, eps: eps)
+    }
+
+    /// The last hidden states [m, hidden] of one sequence.
+    public func encode(_ tokens: [Int]) throws -> [Float] {
+        var h = try embed(tokens)
+        for i in 0..<layers { runBlock(i, &h, m: tokens.count) }
+        return h
+    }
+
+    /// The sentence embedding of one tokenised sentence: mean over tokens, L2-normalised.
+    public func sentenceEmbedding(_ tokens: [Int]) throws -> [Float] {
+        guard !tokens.isEmpty else { throw InferenceError.tooShort(tokens: 0, needed: 1) }
+        return Self.pool(try encode(tokens), m: tokens.count, width: hidden)
+    }
+
+    static func pool(_ h: [Float], m: Int, width d: Int) -> [Float] {
+        var mean = [Double](repeating: 0, count: d)
+        for t in 0..<m { for i in 0..<d { mean[i] += Double(h[t * d + i]) } }
+        let norm = mean.reduce(0) { $0 + $1 * $1 }.squareRoot()
+        return mean.map { Float(norm > 0 ? $0 / norm : 0) }
+    }
+
+    struct Names: Sendable {
+        var words, positions, tokenTypes, embeddingNorm: String
+        var block: @Sendable (Int, String) -> String
+    }
+
+    static func hfNames(prefix p: String) -> Names {
+        Names(words: p + "embeddings.word_embeddings.weight", positions: p + "embeddings.position_embeddings.weight",
+              tokenTypes: p + "embeddings.token_type_embeddings.weight", embeddingNorm: p + "embeddings.LayerNorm") { i, key in
+            let map = ["q": "attention.self.query", "k": "attention.self.key", "v": "attention.self.value",
+                       "o": "attention.output.dense", "attn_norm": "attention.output.LayerNorm", "up": "intermediate.dense",
+                       "down": "output.dense", "out_norm": "output.LayerNorm"]
+            return p + "encoder.layer.\(i)." + map[key]!
+        }
+    }
+
+    static let ggufNames = Names(words: "token_embd.weight", positions: "position_embd.weight", tokenTypes: "token_types.weight",
+                                 embeddingNorm: "token_embd_norm") { i, key in
+        let map = ["q": "attn_q", "k": "attn_k", "v": "attn_v", "o": "attn_output", "attn_norm": "attn_output_norm",
+                   "up": "ffn_up", "down": "ffn_down", "out_norm": "layer_output_norm"]
+        return "blk.\(i)." + map[key]!
+    }
+}
+
+/// Cosine similarity of two vectors.
+public func cosineSimilarity(_ a: [Float], _ b: [Float]) -> Double {
+    precondition(a.count == b.count)
+    var dot = 0.0, na = 0.0, nb = 0.0
+    for i in 0..<a.count {
+        dot += Double(a[i]) * Double(b[i])
+        na += Double(a[i]) * Double(a[i])
+        nb += Double(b[i]) * Double(b[i])
+    }
+    return na > 0 && nb > 0 ? dot / (na * nb).squareRoot() : 0
+}

@@ -1,0 +1,137 @@
+/// What calibration and in-place quantization need from a forward pass: the embedding, the blocks
+/// one at a time over a whole sequence, and the linear layers of each block.
+public protocol TransformerEngine: AnyObject, Sendable {
+    var model: Model { get }
+    var options: EngineOptions { get set }
+    var blockCount: Int { get }
+    /// Every linear layer the forward pass uses (a tied LM head included).
+    var linears: [Linear] { get }
+    func linears(ofBlock i: Int) -> [Linear]
+    /// Hidden states [m, hidden] of one sequence after the embedding layer.
+    func embed(_ tokens: [Int]) throws -> [Float]
+    /// Block i over a whole sequence of m positions starting at 0.
+    func runBlock(_ i: Int, hidden: inout [Float], m: Int)
+}
+
+extension LlamaEngine: TransformerEngine {
+    public var blockCount: Int { config.layers }
+    public func runBlock(_ i: Int, hidden: inout [Float], m: Int) { runBlock(i, &hidden, m: m, p0: 0, cache: nil) }
+}
+
+extension BertEngine: TransformerEngine {
+    public var blockCount: Int { layers }
+    public func runBlock(_ i: Int, hidden: inout [Float], m: Int) { runBlock(i, &hidden, m: m) }
+}
+
+/// Opens the engine for a model's architecture: a Llama-family decoder or a BERT encoder.
+public enum Engines {
+    public static func load(_ model: Model, options: EngineOptions = EngineOptions()) throws -> any TransformerEngine {
+        let arch = model.config.architecture
+        if arch == "bert" { return try BertEngine(model: model, options: options) }
+        if let arch, LlamaEngine.architectures.contains(arch) { return try LlamaEngine(model: model, options: options) }
+        throw FileFormatError(file: model.path, kind: .unsupported,
+                              "architecture \"\(arch ?? "none")\" is not one the engine runs (\((LlamaEngine.architectures + ["bert"]).joined(separator: ", ")))")
+    }
+}
+
+/// Calibration and in-place quantization of a running model.
+public enum EngineQuantization {
+    /// The model tensor behind a linear layer, when selection applies to it.
+    static func tensor(of linear: Linear, in engine: any TransformerEngine, selection: LayerSelection) -> ModelTensor? {
+        guard let t = engine.model.tensor(named: linear.name), selection.selects(t) else { return nil }
+        return t
+    }
+
+    /// Per-input-channel statistics of every linear layer's input over `sequences` (each run as one
+    /// sequence through the model as it is now).
+    public static func calibrate(_ engine: any TransformerEngine, sequences: [[Int]], progress: Progress? = nil) throws -> CalibrationStats {
+        let linears = engine.linears
+        for l in linears { l.record(true) }
+        defer { for l in linears { l.record(false) } }
+        progress?.reset(total: sequences.count * engine.blockCount, label: "calibrating")
+        for tokens in sequences {
+            var h = try engine.embed(tokens)
+            for i in 0..<engine.blockCount {
+                if progress?.isCancelled == true { throw QuantizationError.cancelled }
+                engine.runBlock(i, hidden: &h, m: tokens.count)
+                progress?.advance()
+            }
+        }
+        var stats = CalibrationStats()
+        for l in linears where l.sums != nil && l.sums!.rows > 0 {
+            stats.layers[CalibrationStats.key(forWeight: l.name)] = l.sums!.layer
+        }
+        stats.metadata["tokens"] = String(sequences.reduce(0) { $0 + $1.count })
+        return stats
+    }
+
+    /// Quantizes the selected linear layers of `engine` in place. With `calibration`, any-b's k-means
+    /// weighs by its statistic (the options' sample weighting must be `.calibration`).
+    public static func quantize(_ engine: any TransformerEngine, format: any NumericFormat, options: QuantizationOptions,
+                                selection: LayerSelection = LayerSelection(), calibration: CalibrationStats? = nil,
+                                progress: Progress? = nil) throws -> [LayerResult] {
+        let chosen = engine.linears.compactMap { l in tensor(of: l, in: engine, selection: selection).map { (l, $0) } }
+        progress?.reset(total: chosen.reduce(0) { $0 + $1.0.rows }, label: "quantizing \(format.name)")
+        return try chosen.map { linear, tensor in
+            try quantize(linear, tensor: tensor, format: format, options: options, calibration: calibration, progress: progress)
+        }
+    }
+
+    static func quantize(_ linear: Linear, tensor: ModelTensor, format: any NumericFormat, options: QuantizationOptions,
+                         calibration: CalibrationStats?, progress: Progress?) throws -> LayerResult {
+        progress?.setLabel("quantizing \(format.name) \(linear.name)")
+        var channels: [Float]? = nil
+        if case .calibration(let path, let statistic) = options.sampleWeighting {
+            guard let layer = calibration?.layer(forWeight: linear.name) else {
+                throw FileFormatError(file: path, kind: .badHeader, "no statistics for this layer", subject: linear.name)
+            }
+            channels = layer.values(statistic)
+        }
+        let result = try ModelQuantization.quantize(weights: linear.weights, of: tensor, format: format, options: options,
+                                                    channelWeights: channels, progress: progress)
+        linear.replace(with: result.matrix!)
+        var light = result
+        light.matrix = nil
+        return light
+    }
+
+    /// Sequential calibration as the any4 authors do it: block i's statistics are taken on the model
+    /// whose blocks 0..<i are already quantized, then block i is quantized with them. `statistic`
+    /// weighs k-means; returns the layer results and the statistics each block saw.
+    public static func quantizeSequentially(_ engine: any TransformerEngine, sequences: [[Int]], format: any NumericFormat,
+                                            options: QuantizationOptions, statistic: CalibrationStatistic,
+                                            selection: LayerSelection = LayerSelection(),
+                                            progress: Progress? = nil) throws -> (results: [LayerResult], stats: CalibrationStats) {
+        var options = options
+        options.sampleWeighting = .calibration(path: "(sequential calibration)", statistic: statistic)
+        var hidden = try sequences.map { try engine.embed($0) }
+        let total = (0..<engine.blockCount).reduce(0) { sum, i in
+            sum + engine.linears(ofBlock: i).filter { tensor(of: $0, in: engine, selection: selection) != nil }.reduce(0) { $0 + $1.rows }
+        }
+        progress?.reset(total: total, label: "calibrating and quantizing \(format.name)")
+        var results: [LayerResult] = []
+        var stats = CalibrationStats()
+        for i in 0..<engine.blockCount {
+            let linears = engine.linears(ofBlock: i)
+            for l in linears { l.record(true) }
+            for (s, tokens) in sequences.enumerated() {
+                if progress?.isCancelled == true { throw QuantizationError.cancelled }
+                var h = hidden[s]
+                engine.runBlock(i, hidden: &h, m: tokens.count)
+            }
+            for l in linears {
+                if let sums = l.sums { stats.layers[CalibrationStats.key(forWeight: l.name)] = sums.layer }
+                l.record(false)
+            }
+            for l in linears {
+                guard let t = tensor(of: l, in: engine, selection: selection) else { continue }
+                results.append(try quantize(l, tensor: t, format: format, options: options, calibration: stats, progress: progress))
+            }
+            // The next block sees this block's output with its weights quantized.
+            for (s, tokens) in sequences.enumerated() { engine.runBlock(i, hidden: &hidden[s], m: tokens.count) }
+        }
+        stats.metadata["tokens"] = String(sequences.reduce(0) { $0 + $1.count })
+        stats.metadata["sequential"] = "1"
+        return (results, stats)
+    }
+}

@@ -1,0 +1,148 @@
+import CAny4Kernels
+
+/// How the inference engine runs its linear layers.
+public struct EngineOptions: Sendable {
+    /// Worker threads (0: all cores).
+    public var threads = 0
+    /// The lookup kernel's path for quantized layers at small batch (decode): `.fast` (int8
+    /// activations) or `.exact` (f32 activations, the dequantized product up to rounding).
+    public var kernel: KernelPath = .fast
+    /// From this many activation rows on, a layer runs as one f32 GEMM (OpenBLAS when present) on
+    /// its f32 weights — the dequantized ones for a quantized layer, so the numbers are the
+    /// format's — instead of the lookup kernel.
+    public var gemmRows = 8
+    /// Use OpenBLAS for large batches when it can be loaded.
+    public var useBLAS = true
+
+    public init() {}
+
+    var workers: Int { threads > 0 ? threads : SystemInfo.processorCount }
+}
+
+/// Running sums of a linear layer's input activations, per input channel (for calibration).
+final class ActivationSums: @unchecked Sendable {
+    var sum: [Double]
+    var absSum: [Double]
+    var sqSum: [Double]
+    var rows = 0
+
+    init(channels: Int) {
+        sum = [Double](repeating: 0, count: channels)
+        absSum = sum
+        sqSum = sum
+    }
+
+    func add(_ x: UnsafePointer<Float>, m: Int) {
+        let n = sum.count
+        for k in 0..<m {
+            for c in 0..<n {
+                let v = Double(x[k * n + c])
+                sum[c] += v
+                absSum[c] += abs(v)
+                sqSum[c] += v * v
+            }
+        }
+        rows += m
+    }
+
+    var layer: CalibrationStats.Layer {
+        let d = Double(max(rows, 1))
+        return CalibrationStats.Layer(mean: sum.map { Float($0 / d) }, absmean: absSum.map { Float($0 / d) },
+                                      sqmean: sqSum.map { Float($0 / d) }, count: Float(rows))
+    }
+}
+
+/// One linear layer of a running model: y = x·Wᵀ (+ b) with W [rows, cols] held dense (f32) or
+/// quantized (packed for the lookup kernel, plus its dequantized f32 form for large batches).
+/// Quantizing a model swaps each layer's weights in place.
+public final class Linear: @unchecked Sendable {
+    /// The weight tensor's name in the model file (calibration and selection use it).
+    public let name: String
+    public let rows: Int
+    public let cols: Int
+    public let bias: [Float]?
+    /// The weights in f32: the file's, or the dequantized quantized ones.
+    public private(set) var weights: [Float]
+    /// The quantized weights in the lookup kernel's layout, when quantized to a ≤4-bit format
+    /// whose group size is a multiple of 32.
+    public private(set) var packed: PackedLinear?
+    /// What the weights are: the file's encoding ("q4_1", "f32") or the format quantized to.
+    public private(set) var formatName: String
+    /// Bits per weight of the current storage (codes + scales + zeros + tables).
+    public private(set) var bitsPerWeight: Double
+    /// An f16 copy of the weights for bandwidth-bound decode of large dense layers (the LM head).
+    private var half: [UInt16]?
+    var sums: ActivationSums?
+
+    init(name: String, weights: [Float], rows: Int, cols: Int, bias: [Float]?, formatName: String, bitsPerWeight: Double) {
+        precondition(weights.count == rows * cols)
+        self.name = name
+        self.rows = rows
+        self.cols = cols
+        self.bias = bias
+        self.weights = weights
+        self.formatName = formatName
+        self.bitsPerWeight = bitsPerWeight
+    }
+
+    /// Replaces the weights by `q` (the lookup kernel's layout when it can run it).
+    public func replace(with q: QuantizedMatrix) {
+        precondition(q.rows == rows && q.cols == cols, "quantized matrix does not match \(name)")
+        weights = q.dequantized()
+        packed = try? PackedLinear(q)
+        formatName = q.formatName
+        bitsPerWeight = q.bitsPerWeight
+        half = nil
+    }
+
+    /// Keeps an f16 copy for small-batch products (halves the bytes a decode step streams).
+    func useHalfForDecode() {
+        half = weights.map { Float16($0).bitPattern }
+    }
+
+    /// Starts (or stops) recording input statistics.
+    func record(_ on: Bool) { sums = on ? ActivationSums(channels: cols) : nil }
+
+    /// y[m, rows] = x[m, cols]·Wᵀ (+ bias).
+    func forward(_ x: [Float], m: Int, options: EngineOptions) -> [Float] {
+        precondition(x.count == m * cols, "\(name): input is not [m, \(cols)]")
+        if let sums { x.withUnsafeBufferPointer { sums.add($0.baseAddress!, m: m) } }
+        let threads = options.workers
+        if m < options.gemmRows, let packed {
+            return packed.forward(x, m: m, path: options.kernel, threads: threads, bias: bias)
+        }
+        if m >= options.gemmRows, options.useBLAS, let blas = OpenBLAS.shared {
+            var y = weights.withUnsafeBufferPointer { blas.forward($0, rows: rows, cols: cols, x: x, m: m, threads: threads) }
+            if let bias {
+                for k in 0..<m { for r in 0..<rows { y[k * rows + r] += bias[r] } }
+            }
+            return y
+        }
+        return dense(x, m: m, threads: threads)
+    }
+
+    private func dense(_ x: [Float], m: Int, threads: Int) -> [Float] {
+        var y = [Float](repeating: 0, count: m * rows)
+        let avx = Int32(CPUFeatures.hasAVX2 ? 1 : 0)
+        let body: (UnsafeRawPointer, Int32) -> Void = { w, dtype in
+            x.withUnsafeBufferPointer { x in
+                y.withUnsafeMutableBufferPointer { y in
+                    (self.bias ?? []).withUnsafeBufferPointer { b in
+                        let args = UncheckedBox((w, x.baseAddress, y.baseAddress, b.isEmpty ? nil : b.baseAddress))
+                        parallelRows(self.rows, threads: threads) { start, end in
+                            let (w, x, y, b) = args.value
+                            any4_dense_gemm(w, dtype, Int32(self.cols), x, Int32(m), y, Int32(self.rows), b,
+                                            Int32(start), Int32(end), avx)
+                        }
+                    }
+                }
+            }
+        }
+        if let half, m < 4 {
+            half.withUnsafeBytes { body($0.baseAddress!, 1) }
+        } else {
+            weights.withUnsafeBytes { body($0.baseAddress!, 0) }
+        }
+        return y
+    }
+}

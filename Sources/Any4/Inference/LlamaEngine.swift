@@ -1,0 +1,322 @@
+/// The architecture facts a Llama-family forward pass needs, from GGUF metadata or `config.json`.
+public struct LlamaConfig: Sendable, Equatable {
+    public var architecture: String
+    public var hidden: Int
+    public var layers: Int
+    public var heads: Int
+    public var kvHeads: Int
+    public var headDim: Int
+    public var intermediate: Int
+    public var vocab: Int
+    public var contextLength: Int
+    public var ropeTheta: Double
+    public var ropeDims: Int
+    public var normEps: Double
+    public var tiedEmbeddings: Bool
+    /// "linear" or "llama3" rope scaling, when the model uses one.
+    public var ropeScaling: String?
+}
+
+/// A Llama-family decoder (Llama 2/3, Mistral, SmolLM, Qwen2 with q/k/v biases; tied or untied
+/// output) running in f32 with a KV cache, from a GGUF file or a Hugging Face folder.
+public final class LlamaEngine: @unchecked Sendable {
+    public static let architectures = ["llama", "mistral", "qwen2"]
+
+    public let model: Model
+    public let config: LlamaConfig
+    public var options: EngineOptions
+
+    struct Block {
+        var attnNorm: [Float]
+        var q, k, v, o: Linear
+        var ffnNorm: [Float]
+        var gate, up, down: Linear
+        var linears: [Linear] { [q, k, v, o, gate, up, down] }
+    }
+
+    let embedding: [Float]
+    let blocks: [Block]
+    let outputNorm: [Float]
+    public let head: Linear
+    let rope: Rope
+
+    /// The quantizable linear layers, block by block (the head last).
+    public var linears: [Linear] { blocks.flatMap(\.linears) + [head] }
+    /// The linear layers of block `i`.
+    public func linears(ofBlock i: Int) -> [Linear] { blocks[i].linears }
+
+    public init(model: Model, options: EngineOptions = EngineOptions()) throws {
+        self.model = model
+        self.options = options
+        let config = try Self.config(of: model)
+        self.config = config
+        let w = WeightLoader(model: model)
+        let gguf = model.format == .gguf
+        let names = gguf ? Self.ggufNames : Self.hfNames
+        let (d, qDim, kvDim) = (config.hidden, config.heads * config.headDim, config.kvHeads * config.headDim)
+        embedding = try w.values(names.embedding, shape: [config.vocab, d])
+        var blocks: [Block] = []
+        for i in 0..<config.layers {
+            func n(_ key: String) -> String { names.block(i, key) }
+            blocks.append(Block(
+                attnNorm: try w.values(n("attn_norm"), shape: [d]),
+                q: try w.linear(n("q"), rows: qDim, cols: d, bias: n("q.bias")),
+                k: try w.linear(n("k"), rows: kvDim, cols: d, bias: n("k.bias")),
+                v: try w.linear(n("v"), rows: kvDim, cols: d, bias: n("v.bias")),
+                o: try w.linear(n("o"), rows: d, cols: qDim),
+                ffnNorm: try w.values(n("ffn_norm"), shape: [d]),
+                gate: try w.linear(n("gate"), rows: config.intermediate, cols: d),
+                up: try w.linear(n("up"), rows: config.intermediate, cols: d),
+                down: try w.linear(n("down"), rows: d, cols: config.intermediate)))
+        }
+        self.blocks = blocks
+        outputNorm = try w.values(names.outputNorm, shape: [d])
+        if !config.tiedEmbeddings, w.has(names.output) {
+            head = try w.linear(names.output, rows: config.vocab, cols: d)
+        } else {
+            let t = try w.tensor(names.embedding)
+            head = Linear(name: names.embedding, weights: embedding, rows: config.vocab, cols: d, bias: nil,
+                          formatName: t.info.encoding.description, bitsPerWeight: t.info.encoding.bitsPerElement)
+        }
+        // Rope: GGUF Llama files hold q/k permuted for adjacent pairs; HF files and GGUF Qwen2 use halves.
+        let pairing: Rope.Pairing = gguf && config.architecture != "qwen2" ? .adjacent : .halves
+        var factors: [Float]? = nil
+        var positionScale = 1.0
+        if gguf, w.has("rope_freqs.weight") {
+            factors = try w.values("rope_freqs.weight", shape: [config.ropeDims / 2])
+        } else if let scaling = Self.ropeScaling(of: model) {
+            switch scaling.type {
+            case "llama3":
+                factors = Rope.llama3Factors(dims: config.ropeDims, theta: config.ropeTheta, factor: scaling.factor,
+                                             low: scaling.low, high: scaling.high, original: scaling.original)
+            case "linear": positionScale = scaling.factor
+            default: break
+            }
+        }
+        rope = Rope(pairing: pairing, dims: config.ropeDims, theta: config.ropeTheta, frequencyFactors: factors,
+                    positionScale: positionScale)
+    }
+
+    // MARK: Forward
+
+    /// Rows of logits a forward pass returns.
+    public enum LogitRows: Sendable {
+        case none, last, all
+        /// Rows from this index of the chunk to its end.
+        case from(Int)
+    }
+
+    /// Runs `tokens` at positions cache.length ..< cache.length + count, appends their keys and
+    /// values to the cache and returns the asked-for rows of logits ([rows, vocab]).
+    public func forward(_ tokens: [Int], cache: KVCache, logits: LogitRows = .last) throws -> [Float] {
+        precondition(!tokens.isEmpty)
+        guard cache.length + tokens.count <= cache.capacity else {
+            throw InferenceError.contextOverflow(needed: cache.length + tokens.count, capacity: cache.capacity)
+        }
+        var h = try embed(tokens)
+        let m = tokens.count
+        for i in 0..<blocks.count { runBlock(i, &h, m: m, p0: cache.length, cache: cache) }
+        cache.length += m
+        let first: Int
+        switch logits {
+        case .none: return []
+        case .last: first = m - 1
+        case .all: first = 0
+        case .from(let i): first = min(max(0, i), m)
+        }
+        return logitsOf(h, rows: first..<m)
+    }
+
+    /// The token embeddings [m, hidden].
+    public func embed(_ tokens: [Int]) throws -> [Float] {
+        let d = config.hidden
+        var h = [Float](repeating: 0, count: tokens.count * d)
+        for (t, id) in tokens.enumerated() {
+            guard id >= 0, id < config.vocab else { throw InferenceError.tokenOutOfRange(id: id, vocab: config.vocab) }
+            for i in 0..<d { h[t * d + i] = embedding[id * d + i] }
+        }
+        return h
+    }
+
+    /// Final norm and LM head for rows `rows` of the hidden states h [m, hidden].
+    public func logitsOf(_ h: [Float], rows: Range<Int>) -> [Float] {
+        guard !rows.isEmpty else { return [] }
+        let d = config.hidden
+        var x = Array(h[(rows.lowerBound * d)..<(rows.upperBound * d)])
+        Ops.rmsNorm(&x, m: rows.count, weight: outputNorm, eps: Float(config.normEps))
+        return head.forward(x, m: rows.count, options: options)
+    }
+
+    /// Block i on h [m, hidden] at positions p0 ..< p0 + m. With a cache, attends to the cached
+    /// positions too and stores this chunk's keys and values; without, attends within the chunk.
+    public func runBlock(_ i: Int, _ h: inout [Float], m: Int, p0: Int, cache: KVCache?) {
+        let b = blocks[i], c = config
+        let eps = Float(c.normEps)
+        var x = h
+        Ops.rmsNorm(&x, m: m, weight: b.attnNorm, eps: eps)
+        var q = b.q.forward(x, m: m, options: options)
+        var k = b.k.forward(x, m: m, options: options)
+        let v = b.v.forward(x, m: m, options: options)
+        rope.apply(&q, m: m, heads: c.heads, headDim: c.headDim, p0: p0)
+        rope.apply(&k, m: m, heads: c.kvHeads, headDim: c.headDim, p0: p0)
+        let attended: [Float]
+        if let cache {
+            cache.store(layer: i, keys: k, values: v, at: p0, m: m)
+            attended = cache.keys[i].withUnsafeBufferPointer { keys in
+                cache.values[i].withUnsafeBufferPointer { values in
+                    Ops.attention(q: q, m: m, keys: keys.baseAddress!, values: values.baseAddress!, n: p0 + m,
+                                  heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim, causalFrom: p0,
+                                  threads: options.workers)
+                }
+            }
+        } else {
+            attended = k.withUnsafeBufferPointer { keys in
+                v.withUnsafeBufferPointer { values in
+                    Ops.attention(q: q, m: m, keys: keys.baseAddress!, values: values.baseAddress!, n: m,
+                                  heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim, causalFrom: 0,
+                                  threads: options.workers)
+                }
+            }
+        }
+        Ops.add(&h, b.o.forward(attended, m: m, options: options))
+        x = h
+        Ops.rmsNorm(&x, m: m, weight: b.ffnNorm, eps: eps)
+        var gate = b.gate.forward(x, m: m, options: options)
+        Ops.swiglu(&gate, b.up.forward(x, m: m, options: options))
+        Ops.add(&h, b.down.forward(gate, m: m, options: options))
+    }
+
+    /// A cache for `capacity` positions (at most the model's context; default up to 2048).
+    public func makeCache(capacity: Int? = nil) -> KVCache {
+        KVCache(layers: config.layers, width: config.kvHeads * config.headDim,
+                capacity: min(capacity ?? 2048, config.contextLength))
+    }
+
+    // MARK: Configuration and names
+
+    struct Names: Sendable {
+        var embedding: String
+        var outputNorm: String
+        var output: String
+        var block: @Sendable (Int, String) -> String
+    }
+
+    static let ggufNames = Names(embedding: "token_embd.weight", outputNorm: "output_norm.weight", output: "output.weight") { i, key in
+        let map = ["attn_norm": "attn_norm.weight", "q": "attn_q.weight", "k": "attn_k.weight", "v": "attn_v.weight",
+                   "q.bias": "attn_q.bias", "k.bias": "attn_k.bias", "v.bias": "attn_v.bias", "o": "attn_output.weight",
+                   "ffn_norm": "ffn_norm.weight", "gate": "ffn_gate.weight", "up": "ffn_up.weight", "down": "ffn_down.weight"]
+        return "blk.\(i)." + map[key]!
+    }
+
+    static let hfNames = Names(embedding: "model.embed_tokens.weight", outputNorm: "model.norm.weight", output: "lm_head.weight") { i, key in
+        let map = ["attn_norm": "input_layernorm.weight", "q": "self_attn.q_proj.weight", "k": "self_attn.k_proj.weight",
+                   "v": "self_attn.v_proj.weight", "q.bias": "self_attn.q_proj.bias", "k.bias": "self_attn.k_proj.bias",
+                   "v.bias": "self_attn.v_proj.bias", "o": "self_attn.o_proj.weight", "ffn_norm": "post_attention_layernorm.weight",
+                   "gate": "mlp.gate_proj.weight", "up": "mlp.up_proj.weight", "down": "mlp.down_proj.weight"]
+        return "model.layers.\(i)." + map[key]!
+    }
+
+    /// The configuration, or a FileFormatError naming the missing or unsupported fact.
+    static func config(of model: Model) throws -> LlamaConfig {
+        let c = model.config
+        let source = model.format == .gguf ? "GGUF metadata" : "config.json"
+        guard let arch = c.architecture else {
+            throw FileFormatError(file: model.path, kind: .unsupported, "the \(source) names no architecture")
+        }
+        guard architectures.contains(arch) else {
+            throw FileFormatError(file: model.path, kind: .unsupported,
+                                  "architecture \"\(arch)\" is not one the decoder runs (\(architectures.joined(separator: ", ")))")
+        }
+        func need(_ value: Int?, _ what: String) throws -> Int {
+            guard let value, value > 0 else {
+                throw FileFormatError(file: model.path, kind: .badHeader, "the \(source) lacks a positive \(what)")
+            }
+            return value
+        }
+        let hidden = try need(c.hiddenSize, "hidden size")
+        let heads = try need(c.heads, "head count")
+        let kvHeads = try need(c.kvHeads, "key/value head count")
+        guard heads % kvHeads == 0 else {
+            throw FileFormatError(file: model.path, kind: .badHeader, "\(heads) heads are not a multiple of \(kvHeads) key/value heads")
+        }
+        var headDim = hidden / heads
+        var ropeDims: Int? = nil
+        if let g = model.gguf {
+            headDim = g.value(arch + ".attention.key_length")?.int ?? headDim
+            ropeDims = g.value(arch + ".rope.dimension_count")?.int
+        } else if let hd = model.huggingFace?.config?["head_dim"]?.int {
+            headDim = hd
+        }
+        let vocab = try need(c.vocabSize ?? model.tensor(named: model.format == .gguf ? ggufNames.embedding : hfNames.embedding)?.shape.first,
+                             "vocabulary size")
+        let tied = c.tiedEmbeddings ?? (model.tensor(named: model.format == .gguf ? ggufNames.output : hfNames.output) == nil)
+        return LlamaConfig(architecture: arch, hidden: hidden, layers: try need(c.layers, "layer count"), heads: heads,
+                           kvHeads: kvHeads, headDim: headDim, intermediate: try need(c.intermediateSize, "feed-forward size"),
+                           vocab: vocab, contextLength: c.contextLength ?? 2048, ropeTheta: c.ropeTheta ?? 10000,
+                           ropeDims: ropeDims ?? headDim, normEps: c.normEpsilon ?? 1e-5, tiedEmbeddings: tied,
+                           ropeScaling: ropeScaling(of: model)?.type)
+    }
+
+    struct RopeScaling { var type: String; var factor: Double; var low = 1.0; var high = 4.0; var original = 8192.0 }
+
+    static func ropeScaling(of model: Model) -> RopeScaling? {
+        if let g = model.gguf, let arch = g.architecture {
+            guard let type = g.value(arch + ".rope.scaling.type")?.string, type != "none",
+                  let factor = g.value(arch + ".rope.scaling.factor")?.double else { return nil }
+            return RopeScaling(type: type, factor: factor)
+        }
+        guard let s = model.huggingFace?.config?["rope_scaling"], let factor = s["factor"]?.double else { return nil }
+        let type = s["rope_type"]?.string ?? s["type"]?.string ?? "linear"
+        return RopeScaling(type: type, factor: factor, low: s["low_freq_factor"]?.double ?? 1,
+                           high: s["high_freq_factor"]?.double ?? 4,
+                           original: s["original_max_position_embeddings"]?.double ?? 8192)
+    }
+}
+
+/// Keys and values of every layer for positions 0 ..< length.
+public final class KVCache: @unchecked Sendable {
+    public let capacity: Int
+    public let width: Int
+    public internal(set) var length = 0
+    var keys: [[Float]]
+    var values: [[Float]]
+
+    init(layers: Int, width: Int, capacity: Int) {
+        self.capacity = capacity
+        self.width = width
+        keys = Array(repeating: [Float](repeating: 0, count: capacity * width), count: layers)
+        values = keys
+    }
+
+    func store(layer: Int, keys k: [Float], values v: [Float], at p0: Int, m: Int) {
+        let n = m * width, start = p0 * width
+        k.withUnsafeBufferPointer { src in
+            keys[layer].withUnsafeMutableBufferPointer { dst in
+                (dst.baseAddress! + start).update(from: src.baseAddress!, count: n)
+            }
+        }
+        v.withUnsafeBufferPointer { src in
+            values[layer].withUnsafeMutableBufferPointer { dst in
+                (dst.baseAddress! + start).update(from: src.baseAddress!, count: n)
+            }
+        }
+    }
+
+    /// Forgets every position (the memory is kept).
+    public func reset() { length = 0 }
+}
+
+/// Input the engine refuses.
+public enum InferenceError: Error, Equatable, CustomStringConvertible {
+    case tokenOutOfRange(id: Int, vocab: Int)
+    case contextOverflow(needed: Int, capacity: Int)
+    case tooShort(tokens: Int, needed: Int)
+
+    public var description: String {
+        switch self {
+        case .tokenOutOfRange(let id, let vocab): "token id \(id) is outside the vocabulary (0..<\(vocab))"
+        case .contextOverflow(let needed, let capacity): "\(needed) positions do not fit the context of \(capacity)"
+        case .tooShort(let tokens, let needed): "the text has \(tokens) tokens; at least \(needed) are needed"
+        }
+    }
+}

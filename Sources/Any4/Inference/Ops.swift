@@ -1,0 +1,206 @@
+import CAny4Kernels
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Reads a model's tensors by name for the inference engine, with errors that name the file and
+/// the tensor that is missing or misshapen.
+struct WeightLoader {
+    let model: Model
+
+    func has(_ name: String) -> Bool { model.tensor(named: name) != nil }
+
+    func tensor(_ name: String) throws -> ModelTensor {
+        guard let t = model.tensor(named: name) else {
+            throw FileFormatError(file: model.path, kind: .badShape, "the model has no tensor of this name", subject: name)
+        }
+        return t
+    }
+
+    /// A tensor's values in f32, checked against the expected shape ([out, in] for matrices).
+    func values(_ name: String, shape: [Int]) throws -> [Float] {
+        let t = try tensor(name)
+        guard t.shape == shape else {
+            throw FileFormatError(file: model.path, kind: .badShape,
+                                  "shape \(t.shape) where the model's configuration implies \(shape)", subject: name)
+        }
+        try model.checkDecodable(t)
+        let v = try model.decode(t)
+        if let bad = v.firstIndex(where: { !$0.isFinite }) {
+            throw FileFormatError(file: model.path, kind: .badShape,
+                                  "non-finite value \(v[bad]) at element \(bad)", subject: name)
+        }
+        return v
+    }
+
+    func optionalValues(_ name: String, shape: [Int]) throws -> [Float]? {
+        has(name) ? try values(name, shape: shape) : nil
+    }
+
+    func linear(_ name: String, rows: Int, cols: Int, bias: String? = nil) throws -> Linear {
+        let w = try values(name, shape: [rows, cols])
+        let b = try bias.flatMap { try optionalValues($0, shape: [rows]) }
+        let t = try tensor(name)
+        return Linear(name: name, weights: w, rows: rows, cols: cols, bias: b, formatName: t.info.encoding.description,
+                      bitsPerWeight: t.info.encoding.bitsPerElement)
+    }
+}
+
+/// The elementwise and attention pieces of the forward passes, on [m, n] row-major activations.
+enum Ops {
+    static func rmsNorm(_ x: inout [Float], m: Int, weight: [Float], eps: Float) {
+        let n = weight.count
+        x.withUnsafeMutableBufferPointer { x in
+            for k in 0..<m {
+                let row = x.baseAddress! + k * n
+                var ss: Float = 0
+                for i in 0..<n { ss += row[i] * row[i] }
+                let inv = 1 / (ss / Float(n) + eps).squareRoot()
+                for i in 0..<n { row[i] = row[i] * inv * weight[i] }
+            }
+        }
+    }
+
+    static func layerNorm(_ x: inout [Float], m: Int, weight: [Float], bias: [Float], eps: Float) {
+        let n = weight.count
+        x.withUnsafeMutableBufferPointer { x in
+            for k in 0..<m {
+                let row = x.baseAddress! + k * n
+                var mean: Float = 0
+                for i in 0..<n { mean += row[i] }
+                mean /= Float(n)
+                var v: Float = 0
+                for i in 0..<n { let d = row[i] - mean; v += d * d }
+                let inv = 1 / (v / Float(n) + eps).squareRoot()
+                for i in 0..<n { row[i] = (row[i] - mean) * inv * weight[i] + bias[i] }
+            }
+        }
+    }
+
+    static func add(_ x: inout [Float], _ y: [Float]) {
+        precondition(x.count == y.count)
+        for i in 0..<x.count { x[i] += y[i] }
+    }
+
+    /// gate ← silu(gate) · up
+    static func swiglu(_ gate: inout [Float], _ up: [Float]) {
+        for i in 0..<gate.count {
+            let g = gate[i]
+            gate[i] = g / (1 + expf(-g)) * up[i]
+        }
+    }
+
+    /// The exact (erf) GELU, as BERT uses.
+    static func gelu(_ x: inout [Float]) {
+        for i in 0..<x.count {
+            let v = x[i]
+            x[i] = 0.5 * v * (1 + erff(v * 0.70710678118654752))
+        }
+    }
+
+    /// Causal (or full) multi-head attention with grouped-query heads.
+    ///
+    /// - q: [m, heads·hd] for the m query positions p0 ..< p0+m.
+    /// - keys, values: [n, kvHeads·hd] rows for positions 0 ..< n (n ≥ p0 + m when causal).
+    /// - Returns [m, heads·hd].
+    static func attention(q: [Float], m: Int, keys: UnsafePointer<Float>, values: UnsafePointer<Float>, n: Int,
+                          heads: Int, kvHeads: Int, headDim hd: Int, causalFrom p0: Int?, threads: Int) -> [Float] {
+        var out = [Float](repeating: 0, count: m * heads * hd)
+        let qDim = heads * hd, kvDim = kvHeads * hd, group = heads / kvHeads
+        let scale = 1 / Float(hd).squareRoot()
+        let avx = Int32(CPUFeatures.hasAVX2 ? 1 : 0)
+        q.withUnsafeBufferPointer { q in
+            out.withUnsafeMutableBufferPointer { out in
+                let args = UncheckedBox((q.baseAddress!, out.baseAddress!, keys, values))
+                // Work items are (position, head) pairs; later positions cost more, so interleave.
+                parallelRows(m * heads, threads: m * heads >= 4 * threads ? threads : 1) { start, end in
+                    let (q, out, keys, values) = args.value
+                    var scratch = [Float](repeating: 0, count: n)
+                    scratch.withUnsafeMutableBufferPointer { scratch in
+                        for item in start..<end {
+                            let t = item / heads, h = item % heads, kvh = h / group
+                            let visible = p0.map { $0 + t + 1 } ?? n
+                            any4_attend(q + t * qDim + h * hd, keys + kvh * hd, Int32(kvDim), values + kvh * hd, Int32(kvDim),
+                                        Int32(visible), Int32(hd), scale, scratch.baseAddress, out + t * qDim + h * hd, avx)
+                        }
+                    }
+                }
+            }
+        }
+        return out
+    }
+}
+
+/// Rotary position embedding: frequencies (with Llama-3 or linear scaling) and the two pairings.
+struct Rope {
+    enum Pairing {
+        /// (x[2i], x[2i+1]): GGML's "normal" rope, used by GGUF Llama files (the converter
+        /// permutes q and k to it).
+        case adjacent
+        /// (x[i], x[i+d/2]): Hugging Face's rotate_half, also GGUF Qwen2's "neox" rope.
+        case halves
+    }
+
+    let pairing: Pairing
+    /// Rotated dimensions per head (≤ head dim).
+    let dims: Int
+    /// Angle per position for each pair: inverse frequencies.
+    let inverseFrequencies: [Double]
+    /// Positions are divided by this (linear scaling).
+    let positionScale: Double
+
+    init(pairing: Pairing, dims: Int, theta: Double, frequencyFactors: [Float]? = nil, positionScale: Double = 1) {
+        self.pairing = pairing
+        self.dims = dims
+        var f = [Double]()
+        for i in 0..<(dims / 2) {
+            var inv = 1 / pow(theta, Double(2 * i) / Double(dims))
+            if let factors = frequencyFactors { inv /= Double(factors[i]) }
+            f.append(inv)
+        }
+        inverseFrequencies = f
+        self.positionScale = positionScale
+    }
+
+    /// Llama 3's frequency factors (HF `rope_scaling.rope_type == "llama3"`).
+    static func llama3Factors(dims: Int, theta: Double, factor: Double, low: Double, high: Double, original: Double) -> [Float] {
+        (0..<(dims / 2)).map { i in
+            let inv = 1 / pow(theta, Double(2 * i) / Double(dims))
+            let wavelength = 2 * Double.pi / inv
+            let lowWave = original / low, highWave = original / high
+            if wavelength < highWave { return 1 }
+            if wavelength > lowWave { return Float(factor) }
+            let smooth = (original / wavelength - low) / (high - low)
+            // inv_new = (1 - smooth)·inv/factor + smooth·inv  → factor_eff = 1 / ((1 - smooth)/factor + smooth)
+            return Float(1 / ((1 - smooth) / factor + smooth))
+        }
+    }
+
+    /// Rotates `heads` heads of width `hd` in each of m rows of x ([m, heads·hd]) at positions p0 + t.
+    func apply(_ x: inout [Float], m: Int, heads: Int, headDim hd: Int, p0: Int) {
+        let half = dims / 2
+        x.withUnsafeMutableBufferPointer { x in
+            var cosines = [Float](repeating: 0, count: half), sines = cosines
+            for t in 0..<m {
+                let pos = Double(p0 + t) / positionScale
+                for i in 0..<half {
+                    let a = pos * inverseFrequencies[i]
+                    cosines[i] = Float(cos(a))
+                    sines[i] = Float(sin(a))
+                }
+                for h in 0..<heads {
+                    let v = x.baseAddress! + t * heads * hd + h * hd
+                    for i in 0..<half {
+                        let (j0, j1) = pairing == .adjacent ? (2 * i, 2 * i + 1) : (i, i + half)
+                        let a = v[j0], b = v[j1]
+                        v[j0] = a * cosines[i] - b * sines[i]
+                        v[j1] = a * sines[i] + b * cosines[i]
+                    }
+                }
+            }
+        }
+    }
+}
