@@ -47,6 +47,9 @@ func runProgressJob<T>(_ progress: Progress, interrupted: String, _ body: () thr
         line.stop()
         printError("any4: error: \(error)")
         throw ExitCode(2)
+    } catch let error as InferenceError {
+        line.stop()
+        throw usageError("\(error)")
     }
 }
 

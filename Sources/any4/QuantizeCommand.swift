@@ -27,6 +27,12 @@ struct QuantizeCommand: ParsableCommand {
     @Flag(help: "Write dequantized weights under the input's names, shapes and dtypes instead of codes.")
     var fakeQuant = false
 
+    @Flag(help: "Calibrate sequentially on --prompt while quantizing (block i's statistics are taken on the model whose blocks before i are already quantized) and weigh any-b's k-means by --stat. Needs a model the engine runs (Llama family, BERT).")
+    var calibrate = false
+
+    @Option(help: "Calibration prompt file for --calibrate (default: assets/calibration.txt).")
+    var prompt: String?
+
     @Flag(help: "Print one JSON object with the per-layer results.")
     var json = false
 
@@ -37,21 +43,49 @@ struct QuantizeCommand: ParsableCommand {
         let selection = try quantization.selection()
         let model = try openModel(self.model)
         let layers = try selectedLayers(model, selection, quantization)
+        if calibrate, case .calibration = options.sampleWeighting {
+            throw usageError("--calibrate computes its own statistics; drop --sample-weight calib:FILE")
+        }
+        if calibrate && !numeric.perRowTable {
+            throw usageError("--calibrate weighs any-b's k-means; \(numeric.name) has no learned table")
+        }
+        if prompt != nil && !calibrate { throw usageError("--prompt is for --calibrate") }
         let calibration = try quantization.calibration(options)
 
         let progress = Progress(total: layers.reduce(0) { $0 + $1.shape[0] }, label: "quantizing \(numeric.name)")
         var results: [LayerResult] = []
+        var description = QuantizedCheckpoint.Description(format: numeric, options: options)
         let started = Clock.now
-        try runProgressJob(progress, interrupted: "interrupted; nothing was written") {
-            for (i, layer) in layers.enumerated() {
+        if calibrate {
+            let engine = try loadEngine(model, options: EngineOptions())
+            let tokenizer = try loadTokenizer(model)
+            let sequences = try calibrationSequences(engine: engine, tokenizer: tokenizer, promptPath: prompt)
+            let statistic = try EngineQuantizationGroup.statistic(quantization.stat)
+            let source = "sequential:" + (prompt ?? "assets/calibration.txt")
+            try runProgressJob(progress, interrupted: "interrupted; nothing was written") {
+                results = try EngineQuantization.quantizeSequentially(
+                    engine, sequences: sequences, format: numeric, options: options, statistic: statistic, selection: selection,
+                    source: source, keepMatrices: true, progress: progress).results
+                var o = options
+                o.sampleWeighting = .calibration(path: source, statistic: statistic)
+                description = QuantizedCheckpoint.Description(format: numeric, options: o)
+                var quantized: [String: QuantizedMatrix] = [:]
+                for r in results { quantized[r.name] = r.matrix }
+                try QuantizedCheckpoint.write(model: model, quantized: quantized, description: description,
+                                              fakeQuant: fakeQuant, to: out)
+            }
+        } else {
+            try runProgressJob(progress, interrupted: "interrupted; nothing was written") {
+                for (i, layer) in layers.enumerated() {
                     progress.setLabel("quantizing \(numeric.name) \(i + 1)/\(layers.count) \(layer.name)")
                     results.append(try ModelQuantization.quantize(layer, of: model, format: numeric, options: options,
                                                                   calibration: calibration, progress: progress))
                 }
                 var quantized: [String: QuantizedMatrix] = [:]
                 for r in results { quantized[r.name] = r.matrix }
-                try QuantizedCheckpoint.write(model: model, quantized: quantized, description: .init(format: numeric, options: options),
+                try QuantizedCheckpoint.write(model: model, quantized: quantized, description: description,
                                               fakeQuant: fakeQuant, to: out)
+            }
         }
         let seconds = Clock.now - started
         if json {

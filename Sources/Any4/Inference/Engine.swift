@@ -78,7 +78,7 @@ public enum EngineQuantization {
     }
 
     static func quantize(_ linear: Linear, tensor: ModelTensor, format: any NumericFormat, options: QuantizationOptions,
-                         calibration: CalibrationStats?, progress: Progress?) throws -> LayerResult {
+                         calibration: CalibrationStats?, keepMatrix: Bool = false, progress: Progress?) throws -> LayerResult {
         progress?.setLabel("quantizing \(format.name) \(linear.name)")
         var channels: [Float]? = nil
         if case .calibration(let path, let statistic) = options.sampleWeighting {
@@ -90,20 +90,22 @@ public enum EngineQuantization {
         let result = try ModelQuantization.quantize(weights: linear.weights, of: tensor, format: format, options: options,
                                                     channelWeights: channels, progress: progress)
         linear.replace(with: result.matrix!)
-        var light = result
-        light.matrix = nil
-        return light
+        var out = result
+        if !keepMatrix { out.matrix = nil }
+        return out
     }
 
     /// Sequential calibration as the any4 authors do it: block i's statistics are taken on the model
     /// whose blocks 0..<i are already quantized, then block i is quantized with them. `statistic`
-    /// weighs k-means; returns the layer results and the statistics each block saw.
+    /// weighs k-means; `source` names the prompt in the results' sample weighting. Returns the layer
+    /// results (with their matrices when `keepMatrices`) and the statistics each block saw.
     public static func quantizeSequentially(_ engine: any TransformerEngine, sequences: [[Int]], format: any NumericFormat,
                                             options: QuantizationOptions, statistic: CalibrationStatistic,
-                                            selection: LayerSelection = LayerSelection(),
+                                            selection: LayerSelection = LayerSelection(), source: String = "sequential",
+                                            keepMatrices: Bool = false,
                                             progress: Progress? = nil) throws -> (results: [LayerResult], stats: CalibrationStats) {
         var options = options
-        options.sampleWeighting = .calibration(path: "(sequential calibration)", statistic: statistic)
+        options.sampleWeighting = .calibration(path: source, statistic: statistic)
         var hidden = try sequences.map { try engine.embed($0) }
         let total = (0..<engine.blockCount).reduce(0) { sum, i in
             sum + engine.linears(ofBlock: i).filter { tensor(of: $0, in: engine, selection: selection) != nil }.reduce(0) { $0 + $1.rows }
@@ -125,7 +127,8 @@ public enum EngineQuantization {
             }
             for l in linears {
                 guard let t = tensor(of: l, in: engine, selection: selection) else { continue }
-                results.append(try quantize(l, tensor: t, format: format, options: options, calibration: stats, progress: progress))
+                results.append(try quantize(l, tensor: t, format: format, options: options, calibration: stats,
+                                            keepMatrix: keepMatrices, progress: progress))
             }
             // The next block sees this block's output with its weights quantized.
             for (s, tokens) in sequences.enumerated() { engine.runBlock(i, hidden: &hidden[s], m: tokens.count) }

@@ -13,10 +13,13 @@ public struct EngineOptions: Sendable {
     public var gemmRows = 8
     /// Use OpenBLAS for large batches when it can be loaded.
     public var useBLAS = true
+    /// Keep an f16 copy of a dense LM head for decode steps (it is the largest layer a step streams;
+    /// halving its bytes nearly halves its time). Batches of 4 or more rows keep using f32.
+    public var halfHeadForDecode = false
 
     public init() {}
 
-    var workers: Int { threads > 0 ? threads : SystemInfo.processorCount }
+    public var workers: Int { threads > 0 ? threads : SystemInfo.processorCount }
 }
 
 /// Running sums of a linear layer's input activations, per input channel (for calibration).
@@ -34,12 +37,19 @@ final class ActivationSums: @unchecked Sendable {
 
     func add(_ x: UnsafePointer<Float>, m: Int) {
         let n = sum.count
-        for k in 0..<m {
-            for c in 0..<n {
-                let v = Double(x[k * n + c])
-                sum[c] += v
-                absSum[c] += abs(v)
-                sqSum[c] += v * v
+        sum.withUnsafeMutableBufferPointer { sum in
+            absSum.withUnsafeMutableBufferPointer { absSum in
+                sqSum.withUnsafeMutableBufferPointer { sqSum in
+                    for k in 0..<m {
+                        let row = x + k * n
+                        for c in 0..<n {
+                            let v = Double(row[c])
+                            sum[c] += v
+                            absSum[c] += abs(v)
+                            sqSum[c] += v * v
+                        }
+                    }
+                }
             }
         }
         rows += m
@@ -95,9 +105,9 @@ public final class Linear: @unchecked Sendable {
         half = nil
     }
 
-    /// Keeps an f16 copy for small-batch products (halves the bytes a decode step streams).
-    func useHalfForDecode() {
-        half = weights.map { Float16($0).bitPattern }
+    /// Keeps (or drops) an f16 copy for small-batch products (halves the bytes a decode step streams).
+    func useHalfForDecode(_ on: Bool) {
+        if !on { half = nil } else if half == nil, packed == nil { half = weights.map { Float16($0).bitPattern } }
     }
 
     /// Starts (or stops) recording input statistics.
@@ -112,16 +122,16 @@ public final class Linear: @unchecked Sendable {
             return packed.forward(x, m: m, path: options.kernel, threads: threads, bias: bias)
         }
         if m >= options.gemmRows, options.useBLAS, let blas = OpenBLAS.shared {
-            var y = weights.withUnsafeBufferPointer { blas.forward($0, rows: rows, cols: cols, x: x, m: m, threads: threads) }
+            var y = weights.withUnsafeBufferPointer { blas.forwardSliced($0, rows: rows, cols: cols, x: x, m: m, threads: threads) }
             if let bias {
                 for k in 0..<m { for r in 0..<rows { y[k * rows + r] += bias[r] } }
             }
             return y
         }
-        return dense(x, m: m, threads: threads)
+        return dense(x, m: m, threads: threads, options: options)
     }
 
-    private func dense(_ x: [Float], m: Int, threads: Int) -> [Float] {
+    private func dense(_ x: [Float], m: Int, threads: Int, options: EngineOptions) -> [Float] {
         var y = [Float](repeating: 0, count: m * rows)
         let avx = Int32(CPUFeatures.hasAVX2 ? 1 : 0)
         let body: (UnsafeRawPointer, Int32) -> Void = { w, dtype in
@@ -138,7 +148,7 @@ public final class Linear: @unchecked Sendable {
                 }
             }
         }
-        if let half, m < 4 {
+        if let half, m < 4, options.halfHeadForDecode {
             half.withUnsafeBytes { body($0.baseAddress!, 1) }
         } else {
             weights.withUnsafeBytes { body($0.baseAddress!, 0) }

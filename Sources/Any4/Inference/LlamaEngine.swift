@@ -144,6 +144,7 @@ public final class LlamaEngine: @unchecked Sendable {
         let d = config.hidden
         var x = Array(h[(rows.lowerBound * d)..<(rows.upperBound * d)])
         Ops.rmsNorm(&x, m: rows.count, weight: outputNorm, eps: Float(config.normEps))
+        if rows.count < 4 { head.useHalfForDecode(options.halfHeadForDecode) }
         return head.forward(x, m: rows.count, options: options)
     }
 

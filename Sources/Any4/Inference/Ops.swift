@@ -115,13 +115,16 @@ enum Ops {
         q.withUnsafeBufferPointer { q in
             out.withUnsafeMutableBufferPointer { out in
                 let args = UncheckedBox((q.baseAddress!, out.baseAddress!, keys, values))
-                // Work items are (position, head) pairs; later positions cost more, so interleave.
+                // Work items are (position, head) pairs.
                 parallelRows(m * heads, threads: m * heads >= 4 * threads ? threads : 1) { start, end in
                     let (q, out, keys, values) = args.value
                     var scratch = [Float](repeating: 0, count: n)
                     scratch.withUnsafeMutableBufferPointer { scratch in
                         for item in start..<end {
-                            let t = item / heads, h = item % heads, kvh = h / group
+                            // Pair early and late positions so that contiguous ranges of
+                            // items carry equal causal work.
+                            let pair = item / heads, h = item % heads, kvh = h / group
+                            let t = pair % 2 == 0 ? pair / 2 : m - 1 - pair / 2
                             let visible = p0.map { $0 + t + 1 } ?? n
                             any4_attend(q + t * qDim + h * hd, keys + kvh * hd, Int32(kvDim), values + kvh * hd, Int32(kvDim),
                                         Int32(visible), Int32(hd), scale, scratch.baseAddress, out + t * qDim + h * hd, avx)

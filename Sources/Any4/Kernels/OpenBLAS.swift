@@ -60,4 +60,28 @@ public final class OpenBLAS: @unchecked Sendable {
         }
         return y
     }
+
+    /// y[m, rows] = x[m, cols] · Wᵀ with OpenBLAS single-threaded on each of `threads` slices of
+    /// W's rows, spread over our own workers: OpenBLAS's pthread pool spins (sched_yield) between
+    /// calls and starves any other work on a small machine; this keeps one pool.
+    public func forwardSliced(_ w: UnsafeBufferPointer<Float>, rows: Int, cols: Int, x: [Float], m: Int, threads: Int) -> [Float] {
+        setThreads?(1)
+        var y = [Float](repeating: 0, count: m * rows)
+        let rowMajor: Int32 = 101, noTrans: Int32 = 111, trans: Int32 = 112
+        x.withUnsafeBufferPointer { x in
+            y.withUnsafeMutableBufferPointer { y in
+                let args = UncheckedBox((w.baseAddress!, x.baseAddress!, y.baseAddress!))
+                // Slices of whole 16-row panels, so each call keeps the kernel's full width.
+                let panels = (rows + 15) / 16
+                parallelRows(panels, threads: threads) { p0, p1 in
+                    let (w, x, y) = args.value
+                    let r0 = p0 * 16, r1 = min(rows, p1 * 16)
+                    guard r0 < r1 else { return }
+                    self.sgemm(rowMajor, noTrans, trans, Int32(m), Int32(r1 - r0), Int32(cols), 1, x, Int32(cols),
+                               w + r0 * cols, Int32(cols), 0, y + r0, Int32(rows))
+                }
+            }
+        }
+        return y
+    }
 }

@@ -1,0 +1,176 @@
+import Any4
+import ArgumentParser
+import Foundation
+
+/// `--quantize FORMAT` and the quantize command's options, for the commands that run a model
+/// (ppl, embed-eval, run): the model is quantized in place before it runs.
+struct EngineQuantizationGroup: ParsableArguments {
+    @Option(help: "Quantize the linear layers to this format before running (default: run the weights as stored).")
+    var quantize: String?
+
+    @OptionGroup var quantization: QuantizationOptionGroup
+
+    @Flag(help: "With --quantize: calibrate sequentially on --prompt (block i's statistics are taken after blocks 0..<i are quantized) and weigh any-b's k-means by --stat.")
+    var calibrate = false
+
+    @Option(help: "Calibration prompt file for --calibrate (default: assets/calibration.txt).")
+    var prompt: String?
+
+    @Option(help: "Lookup-kernel path for quantized layers at small batch: fast (int8 activations) or exact (f32 activations).")
+    var kernel = "fast"
+
+    func engineOptions() throws -> EngineOptions {
+        var o = EngineOptions()
+        o.threads = quantization.threads
+        guard let path = KernelPath(rawValue: kernel) else { throw usageError("--kernel must be fast or exact, got \"\(kernel)\"") }
+        o.kernel = path
+        return o
+    }
+
+    /// Quantizes `engine` in place as asked; returns a one-line description (nil: not quantized).
+    func apply(to engine: any TransformerEngine, tokenizer: any TextTokenizer, quiet: Bool) throws -> String? {
+        guard let name = quantize else {
+            if calibrate { throw usageError("--calibrate needs --quantize FORMAT") }
+            return nil
+        }
+        let format: any NumericFormat
+        do { format = try FormatRegistry.named(name) } catch { throw usageError("--quantize: \(error)") }
+        let options = try quantization.options()
+        let selection = try quantization.selection()
+        let progress = Progress(total: 0, label: "quantizing \(format.name)")
+        let started = Clock.now
+        let results: [LayerResult]
+        if calibrate {
+            guard format.perRowTable else {
+                throw usageError("--calibrate weighs any-b's k-means; \(format.name) has no learned table")
+            }
+            let statistic = try calibrationStatistic()
+            let sequences = try calibrationSequences(engine: engine, tokenizer: tokenizer, promptPath: prompt)
+            results = try runProgressJob(progress, interrupted: "interrupted") {
+                try EngineQuantization.quantizeSequentially(engine, sequences: sequences, format: format, options: options,
+                                                            statistic: statistic, selection: selection, progress: progress).results
+            }
+        } else {
+            let calibration = try quantization.calibration(options)
+            results = try runProgressJob(progress, interrupted: "interrupted") {
+                try EngineQuantization.quantize(engine, format: format, options: options, selection: selection,
+                                                calibration: calibration, progress: progress)
+            }
+        }
+        guard !results.isEmpty else { throw usageError("no linear layer of \(engine.model.path) matches the layer selection") }
+        let params = results.reduce(0) { $0 + $1.shape[0] * $1.shape[1] }
+        let bits = results.reduce(0.0) { $0 + $1.bitsPerWeight * Double($1.shape[0] * $1.shape[1]) } / Double(params)
+        var text = "\(format.name) g\(options.blockSize(for: format))"
+        if calibrate { text += " calibrated (\(quantization.stat))" }
+        text += ": \(results.count) layers, \(Formatting.fixed(bits, 3)) bits/weight, \(Formatting.fixed(Clock.now - started, 1)) s"
+        if !quiet { printError("any4: quantized \(text)") }
+        return text
+    }
+
+    func calibrationStatistic() throws -> CalibrationStatistic { try Self.statistic(quantization.stat) }
+
+    static func statistic(_ name: String) throws -> CalibrationStatistic {
+        guard let s = CalibrationStatistic(rawValue: name) else {
+            throw usageError("--stat must be mean, absmean or sqmean, got \"\(name)\"")
+        }
+        return s
+    }
+}
+
+/// The default calibration prompt: assets/calibration.txt next to the package (found from the
+/// executable's location or the working directory).
+func defaultPromptPath() -> String {
+    let exe = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
+    var dir = exe.deletingLastPathComponent()
+    for _ in 0..<5 {
+        let candidate = dir.appendingPathComponent("assets/calibration.txt").path
+        if FileManager.default.fileExists(atPath: candidate) { return candidate }
+        dir.deleteLastPathComponent()
+    }
+    return "assets/calibration.txt"
+}
+
+/// The calibration token sequences: the whole prompt for a decoder (cut to its context), one per
+/// paragraph for an encoder (cut to its positions).
+func calibrationSequences(engine: any TransformerEngine, tokenizer: any TextTokenizer, promptPath: String?) throws -> [[Int]] {
+    let path = promptPath ?? defaultPromptPath()
+    let text = try readText(path, what: "calibration prompt")
+    if let bert = engine as? BertEngine {
+        let paragraphs = text.components(separatedBy: "\n\n").map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }.filter { !$0.isEmpty }
+        return paragraphs.map { Array(tokenizer.encode($0, addSpecialTokens: true).prefix(bert.maxPositions)) }
+    }
+    let llama = engine as! LlamaEngine
+    let ids = tokenizer.encode(text, addSpecialTokens: true)
+    guard ids.count >= 2 else { throw usageError("\(path): the calibration prompt has \(ids.count) tokens") }
+    return [Array(ids.prefix(llama.config.contextLength))]
+}
+
+/// A UTF-8 text file, or status 2 naming the file (missing, unreadable, not UTF-8, empty).
+func readText(_ path: String, what: String) throws -> String {
+    guard let data = FileManager.default.contents(atPath: path) else {
+        throw usageError("\(path): cannot read the \(what) (missing or unreadable)")
+    }
+    guard let text = String(data: data, encoding: .utf8) else {
+        throw usageError("\(path): the \(what) is not UTF-8 text")
+    }
+    guard !text.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else {
+        throw usageError("\(path): the \(what) is empty")
+    }
+    return text
+}
+
+/// The model's tokenizer, or status 2 naming what is missing.
+func loadTokenizer(_ model: Model) throws -> any TextTokenizer {
+    try reportingFileErrors { try Tokenizers.load(for: model) }
+}
+
+/// The engine for the model's architecture, or status 2.
+func loadEngine(_ model: Model, options: EngineOptions) throws -> any TransformerEngine {
+    try reportingFileErrors { try Engines.load(model, options: options) }
+}
+
+/// Runs `body`, mapping the engine's refusals (context overflow, too-short text) to status 2.
+func reportingInferenceErrors<T>(_ body: () throws -> T) throws -> T {
+    do {
+        return try body()
+    } catch let error as InferenceError {
+        throw usageError("\(error)")
+    }
+}
+
+/// Prints the UTF-8 bytes of generated tokens as they complete characters.
+struct UTF8Stream {
+    private var pending: [UInt8] = []
+
+    /// Appends bytes and returns the text that is now complete.
+    mutating func push(_ bytes: [UInt8]) -> String {
+        pending += bytes
+        // Keep back an incomplete trailing sequence (at most 3 bytes).
+        var end = pending.count
+        var back = 0
+        while back < min(3, pending.count) {
+            let b = pending[pending.count - 1 - back]
+            if b & 0xC0 != 0x80 {  // a lead byte (or ASCII): is its sequence complete?
+                let need = b >= 0xF0 ? 4 : b >= 0xE0 ? 3 : b >= 0xC0 ? 2 : 1
+                if need > back + 1 { end = pending.count - 1 - back }
+                break
+            }
+            back += 1
+        }
+        let text = String(decoding: pending[..<end], as: UTF8.self)
+        pending.removeFirst(end)
+        return text
+    }
+
+    mutating func flush() -> String {
+        defer { pending = [] }
+        return String(decoding: pending, as: UTF8.self)
+    }
+}
+
+/// Writes to standard output through the same buffer as `print`, flushing when asked (streamed
+/// tokens, running estimates).
+func writeStdout(_ text: String, flush: Bool = true) {
+    print(text, terminator: "")
+    if flush { fflush(nil) }
+}
