@@ -393,6 +393,76 @@ void any4_quantize_activations(const float *x, int m, int cp, int G, int groups,
     }
 }
 
+// MARK: - Int8 x int8 (decode head)
+
+void any4_q8_quantize_rows(const float *w, int cols, int8_t *wq, float *ws, int r0, int r1) {
+    const int nb = cols / 32;
+    for (int r = r0; r < r1; r++) {
+        for (int b = 0; b < nb; b++) {
+            const float *src = w + (size_t)r * cols + b * 32;
+            float amax = 0;
+            for (int i = 0; i < 32; i++) amax = fabsf(src[i]) > amax ? fabsf(src[i]) : amax;
+            const float s = amax / 127.0f, inv = s > 0 ? 1.0f / s : 0.0f;
+            for (int i = 0; i < 32; i++) wq[(size_t)r * cols + b * 32 + i] = (int8_t)lrintf(src[i] * inv);
+            ws[(size_t)r * nb + b] = s;
+        }
+    }
+}
+
+static void q8_scalar(const int8_t *wq, const float *ws, int cols, const int8_t *xq, const float *xs, int m, float *y,
+                      int ys, int r0, int r1) {
+    const int nb = cols / 32;
+    for (int r = r0; r < r1; r++) {
+        for (int k = 0; k < m; k++) {
+            float acc = 0;
+            for (int b = 0; b < nb; b++) {
+                int dot = 0;
+                for (int i = 0; i < 32; i++) dot += wq[(size_t)r * cols + b * 32 + i] * xq[(size_t)k * cols + b * 32 + i];
+                acc += (float)dot * ws[(size_t)r * nb + b] * xs[(size_t)k * nb + b];
+            }
+            y[(size_t)k * ys + r] = acc;
+        }
+    }
+}
+
+#if ANY4_X86
+/// Σ a·b over 32 int8 pairs as 8 int32 lanes (maddubs needs one unsigned operand: |a| and b·sign(a)).
+AVX2 static inline __m256i dot32_i8(__m256i a, __m256i b) {
+    const __m256i p = _mm256_maddubs_epi16(_mm256_sign_epi8(a, a), _mm256_sign_epi8(b, a));
+    return _mm256_madd_epi16(p, _mm256_set1_epi16(1));
+}
+
+AVX2 static void q8_avx2(const int8_t *wq, const float *ws, int cols, const int8_t *xq, const float *xs, int m, float *y,
+                         int ys, int r0, int r1) {
+    const int nb = cols / 32;
+    for (int r = r0; r < r1; r++) {
+        const int8_t *wr = wq + (size_t)r * cols;
+        const float *sr = ws + (size_t)r * nb;
+        _mm_prefetch((const char *)(wr + 4 * (size_t)cols), _MM_HINT_T0);
+        for (int k = 0; k < m; k++) {
+            __m256 acc = _mm256_setzero_ps();
+            const int8_t *xk = xq + (size_t)k * cols;
+            const float *sk = xs + (size_t)k * nb;
+            for (int b = 0; b < nb; b++) {
+                const __m256i d = dot32_i8(_mm256_loadu_si256((const __m256i *)(wr + b * 32)),
+                                           _mm256_loadu_si256((const __m256i *)(xk + b * 32)));
+                acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), _mm256_set1_ps(sr[b] * sk[b]), acc);
+            }
+            y[(size_t)k * ys + r] = hsum256(acc);
+        }
+    }
+}
+#endif
+
+void any4_q8_gemm(const int8_t *wq, const float *ws, int cols, const int8_t *xq, const float *xs, int m, float *y, int ys,
+                  int r0, int r1, int use_avx2) {
+#if ANY4_X86
+    if (use_avx2) { q8_avx2(wq, ws, cols, xq, xs, m, y, ys, r0, r1); return; }
+#endif
+    (void)use_avx2;
+    q8_scalar(wq, ws, cols, xq, xs, m, y, ys, r0, r1);
+}
+
 static void attend_scalar(const float *q, const float *k, int ks, const float *v, int vs, int n, int hd, float scale,
                           float *p, float *out) {
     float mx = -INFINITY;

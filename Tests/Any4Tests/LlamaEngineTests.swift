@@ -117,6 +117,26 @@ final class LlamaEngineTests: XCTestCase {
         }
         XCTAssertGreaterThanOrEqual(agree, Self.prompt.count - 2, "quantizing two blocks changed most predictions")
         XCTAssertNotEqual(before, after)
+
+        // Decode steps run the quantized layers on the lookup kernel (q, k, v and gate, up grouped
+        // into one call each): the exact path gives the GEMM's logits on the dequantized weights;
+        // the fast path (int8 activations) stays close.
+        // (SmolLM2's activations have outlier channels, so per-group int8 activations cost more
+        // here than on Gaussian inputs: about 0.1 of the largest logit after two blocks.)
+        for (path, tolerance) in [(KernelPath.exact, 1e-4), (.fast, 0.25)] {
+            engine.options.kernel = path
+            let cache = engine.makeCache(capacity: 16)
+            var worst = 0.0, sameArgmax = 0
+            for (t, token) in Self.prompt.enumerated() {
+                let step = try engine.forward([token], cache: cache, logits: .last)
+                let r = Array(after[(t * vocab)..<((t + 1) * vocab)])
+                let diff = zip(step, r).map { Double(abs($0 - $1)) }.max()!
+                worst = max(worst, diff / Double(r.map(abs).max()!))
+                if Generation.argmax(step) == Generation.argmax(r) { sameArgmax += 1 }
+            }
+            XCTAssertLessThan(worst, tolerance, "\(path) path")
+            XCTAssertGreaterThanOrEqual(sameArgmax, Self.prompt.count - (path == .exact ? 0 : 2), "\(path) path")
+        }
     }
 
     /// Plain calibration records every linear layer's input; sequential calibration sees the same

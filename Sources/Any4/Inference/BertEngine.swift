@@ -105,9 +105,8 @@ public final class BertEngine: @unchecked Sendable {
     /// Block i on h [m, hidden] (full attention within the sequence).
     public func runBlock(_ i: Int, _ h: inout [Float], m: Int) {
         let b = blocks[i], hd = hidden / heads
-        let q = b.q.forward(h, m: m, options: options)
-        let k = b.k.forward(h, m: m, options: options)
-        let v = b.v.forward(h, m: m, options: options)
+        let qkv = Linear.forward([b.q, b.k, b.v], h, m: m, options: options)
+        let q = qkv[0], k = qkv[1], v = qkv[2]
         let attended = k.withUnsafeBufferPointer { keys in
             v.withUnsafeBufferPointer { values in
                 Ops.attention(q: q, m: m, keys: keys.baseAddress!, values: values.baseAddress!, n: m, heads: heads,

@@ -83,6 +83,7 @@ public struct Generation: Sendable {
         guard prompt.count + count <= cache.capacity else {
             throw InferenceError.contextOverflow(needed: prompt.count + count, capacity: cache.capacity)
         }
+        engine.prepareForDecode()
         var t0 = Clock.now
         var logits = try engine.forward(prompt, cache: cache, logits: .last)
         let prefill = Clock.now - t0

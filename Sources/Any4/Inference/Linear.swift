@@ -13,13 +13,25 @@ public struct EngineOptions: Sendable {
     public var gemmRows = 8
     /// Use OpenBLAS for large batches when it can be loaded.
     public var useBLAS = true
-    /// Keep an f16 copy of a dense LM head for decode steps (it is the largest layer a step streams;
-    /// halving its bytes nearly halves its time). Batches of 4 or more rows keep using f32.
-    public var halfHeadForDecode = false
+    /// How a dense LM head runs in decode steps (fewer than 4 rows): it is the largest layer a step
+    /// streams, so a narrower copy nearly halves (f16) or quarters (q8) its time. Batches of 4 or
+    /// more rows (prefill, perplexity) always use the f32 weights.
+    public var decodeHead: DecodeHead = .f32
 
     public init() {}
 
     public var workers: Int { threads > 0 ? threads : SystemInfo.processorCount }
+}
+
+/// The storage of a dense LM head's decode-step copy.
+public enum DecodeHead: String, Sendable, CaseIterable {
+    /// The f32 weights themselves.
+    case f32
+    /// An f16 copy.
+    case f16
+    /// int8 with one f32 scale per 32 columns, times activations quantized the same way (the
+    /// Q8_0 scheme; SmolLM2's GGUF head is stored so, which this reproduces exactly).
+    case q8
 }
 
 /// Running sums of a linear layer's input activations, per input channel (for calibration).
@@ -80,8 +92,12 @@ public final class Linear: @unchecked Sendable {
     public private(set) var formatName: String
     /// Bits per weight of the current storage (codes + scales + zeros + tables).
     public private(set) var bitsPerWeight: Double
-    /// An f16 copy of the weights for bandwidth-bound decode of large dense layers (the LM head).
-    private var half: [UInt16]?
+    /// A narrower copy of dense weights for bandwidth-bound decode steps (the LM head).
+    private var decodeCopy: DecodeCopy?
+    private enum DecodeCopy {
+        case f16([UInt16])
+        case q8(codes: [Int8], scales: [Float])
+    }
     var sums: ActivationSums?
 
     init(name: String, weights: [Float], rows: Int, cols: Int, bias: [Float]?, formatName: String, bitsPerWeight: Double) {
@@ -102,16 +118,50 @@ public final class Linear: @unchecked Sendable {
         packed = try? PackedLinear(q)
         formatName = q.formatName
         bitsPerWeight = q.bitsPerWeight
-        half = nil
+        decodeCopy = nil
     }
 
-    /// Keeps (or drops) an f16 copy for small-batch products (halves the bytes a decode step streams).
-    func useHalfForDecode(_ on: Bool) {
-        if !on { half = nil } else if half == nil, packed == nil { half = weights.map { Float16($0).bitPattern } }
+    /// Makes (or drops) the decode-step copy of dense weights.
+    func prepareDecodeCopy(_ kind: DecodeHead, threads: Int) {
+        guard packed == nil else { decodeCopy = nil; return }
+        switch (kind, decodeCopy) {
+        case (.f32, _): decodeCopy = nil
+        case (.f16, .f16?): break
+        case (.q8, .q8?): break
+        case (.q8, _) where cols % 32 == 0:
+            var codes = [Int8](repeating: 0, count: rows * cols)
+            var scales = [Float](repeating: 0, count: rows * cols / 32)
+            weights.withUnsafeBufferPointer { w in
+                codes.withUnsafeMutableBufferPointer { c in
+                    scales.withUnsafeMutableBufferPointer { s in
+                        let args = UncheckedBox((w.baseAddress!, c.baseAddress!, s.baseAddress!))
+                        parallelRows(rows, threads: threads) { r0, r1 in
+                            let (w, c, s) = args.value
+                            any4_q8_quantize_rows(w, Int32(self.cols), c, s, Int32(r0), Int32(r1))
+                        }
+                    }
+                }
+            }
+            decodeCopy = .q8(codes: codes, scales: scales)
+        default: decodeCopy = .f16(weights.map { Float16($0).bitPattern })
+        }
     }
 
     /// Starts (or stops) recording input statistics.
     func record(_ on: Bool) { sums = on ? ActivationSums(channels: cols) : nil }
+
+    /// The outputs of several layers over the same input (q, k, v; gate, up). Packed layers at
+    /// small batch share one activation preparation and one parallel loop.
+    static func forward(_ layers: [Linear], _ x: [Float], m: Int, options: EngineOptions) -> [[Float]] {
+        let packed = layers.compactMap(\.packed)
+        if m < options.gemmRows, packed.count == layers.count, layers.allSatisfy({ $0.sums == nil }),
+           packed.allSatisfy({ $0.colsPadded == packed[0].colsPadded && $0.groupSize == packed[0].groupSize
+                               && $0.blockCols == packed[0].blockCols }) {
+            return PackedLinear.forward(packed, biases: layers.map(\.bias), x: x, m: m, path: options.kernel,
+                                        threads: options.workers)
+        }
+        return layers.map { $0.forward(x, m: m, options: options) }
+    }
 
     /// y[m, rows] = x[m, cols]·Wᵀ (+ bias).
     func forward(_ x: [Float], m: Int, options: EngineOptions) -> [Float] {
@@ -128,10 +178,10 @@ public final class Linear: @unchecked Sendable {
             }
             return y
         }
-        return dense(x, m: m, threads: threads, options: options)
+        return dense(x, m: m, threads: threads)
     }
 
-    private func dense(_ x: [Float], m: Int, threads: Int, options: EngineOptions) -> [Float] {
+    private func dense(_ x: [Float], m: Int, threads: Int) -> [Float] {
         var y = [Float](repeating: 0, count: m * rows)
         let avx = Int32(CPUFeatures.hasAVX2 ? 1 : 0)
         let body: (UnsafeRawPointer, Int32) -> Void = { w, dtype in
@@ -148,9 +198,31 @@ public final class Linear: @unchecked Sendable {
                 }
             }
         }
-        if let half, m < 4, options.halfHeadForDecode {
+        switch decodeCopy {
+        case .f16(let half)? where m < 4:
             half.withUnsafeBytes { body($0.baseAddress!, 1) }
-        } else {
+        case .q8(let codes, let scales)? where m < 4:
+            let blocks = cols / 32
+            var xq = [Int8](repeating: 0, count: m * cols)
+            var xs = [Float](repeating: 0, count: m * blocks), sums = xs
+            any4_quantize_activations(x, Int32(m), Int32(cols), 32, Int32(blocks), &xq, &xs, &sums)
+            codes.withUnsafeBufferPointer { c in
+                scales.withUnsafeBufferPointer { s in
+                    xq.withUnsafeBufferPointer { xq in
+                        xs.withUnsafeBufferPointer { xs in
+                            y.withUnsafeMutableBufferPointer { y in
+                                let args = UncheckedBox((c.baseAddress!, s.baseAddress!, xq.baseAddress!, xs.baseAddress!, y.baseAddress!))
+                                parallelRows(rows, threads: threads) { r0, r1 in
+                                    let (c, s, xq, xs, y) = args.value
+                                    any4_q8_gemm(c, s, Int32(self.cols), xq, xs, Int32(m), y, Int32(self.rows), Int32(r0), Int32(r1), avx)
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            if let bias { for k in 0..<m { for r in 0..<rows { y[k * rows + r] += bias[r] } } }
+        default:
             weights.withUnsafeBytes { body($0.baseAddress!, 0) }
         }
         return y

@@ -144,8 +144,13 @@ public final class LlamaEngine: @unchecked Sendable {
         let d = config.hidden
         var x = Array(h[(rows.lowerBound * d)..<(rows.upperBound * d)])
         Ops.rmsNorm(&x, m: rows.count, weight: outputNorm, eps: Float(config.normEps))
-        if rows.count < 4 { head.useHalfForDecode(options.halfHeadForDecode) }
+        if rows.count < 4 { prepareForDecode() }
         return head.forward(x, m: rows.count, options: options)
+    }
+
+    /// Makes the LM head's decode-step copy the options ask for (otherwise made by the first step).
+    public func prepareForDecode() {
+        head.prepareDecodeCopy(options.decodeHead, threads: options.workers)
     }
 
     /// Block i on h [m, hidden] at positions p0 ..< p0 + m. With a cache, attends to the cached
@@ -155,9 +160,9 @@ public final class LlamaEngine: @unchecked Sendable {
         let eps = Float(c.normEps)
         var x = h
         Ops.rmsNorm(&x, m: m, weight: b.attnNorm, eps: eps)
-        var q = b.q.forward(x, m: m, options: options)
-        var k = b.k.forward(x, m: m, options: options)
-        let v = b.v.forward(x, m: m, options: options)
+        let qkv = Linear.forward([b.q, b.k, b.v], x, m: m, options: options)
+        var q = qkv[0], k = qkv[1]
+        let v = qkv[2]
         rope.apply(&q, m: m, heads: c.heads, headDim: c.headDim, p0: p0)
         rope.apply(&k, m: m, heads: c.kvHeads, headDim: c.headDim, p0: p0)
         let attended: [Float]
@@ -182,8 +187,9 @@ public final class LlamaEngine: @unchecked Sendable {
         Ops.add(&h, b.o.forward(attended, m: m, options: options))
         x = h
         Ops.rmsNorm(&x, m: m, weight: b.ffnNorm, eps: eps)
-        var gate = b.gate.forward(x, m: m, options: options)
-        Ops.swiglu(&gate, b.up.forward(x, m: m, options: options))
+        let gateUp = Linear.forward([b.gate, b.up], x, m: m, options: options)
+        var gate = gateUp[0]
+        Ops.swiglu(&gate, gateUp[1])
         Ops.add(&h, b.down.forward(gate, m: m, options: options))
     }
 

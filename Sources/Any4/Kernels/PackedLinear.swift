@@ -148,70 +148,126 @@ public final class PackedLinear: @unchecked Sendable {
     /// y = x·Ŵᵀ (+ bias) for x of shape [m, cols]; returns [m, rows].
     public func forward(_ x: [Float], m: Int, path: KernelPath = .fast, threads: Int = 0, bias: [Float]? = nil,
                         useAVX2: Bool = CPUFeatures.hasAVX2) -> [Float] {
-        precondition(x.count == m * cols, "x must be [m, cols]")
-        precondition(bias == nil || bias!.count == rows, "bias must have one value per output")
-        var y = [Float](repeating: 0, count: m * rows)
-        let workers = threads > 0 ? threads : SystemInfo.processorCount
-        // Pad activations to the kernel width (padding columns are zero).
-        var xp: [Float]
-        if colsPadded == cols {
-            xp = x
-        } else {
-            xp = [Float](repeating: 0, count: m * colsPadded)
-            for k in 0..<m { for c in 0..<cols { xp[k * colsPadded + c] = x[k * cols + c] } }
+        Self.forward([self], biases: [bias], x: x, m: m, path: path, threads: threads, useAVX2: useAVX2)[0]
+    }
+
+    /// Several layers over the same input (q, k and v; gate and up): the activations are prepared
+    /// once and one parallel loop covers all their rows. The layers must share the input width and
+    /// the group layout.
+    public static func forward(_ layers: [PackedLinear], biases: [[Float]?], x: [Float], m: Int, path: KernelPath = .fast,
+                               threads: Int = 0, useAVX2: Bool = CPUFeatures.hasAVX2) -> [[Float]] {
+        let first = layers[0]
+        precondition(layers.allSatisfy { $0.cols == first.cols && $0.colsPadded == first.colsPadded
+                                         && $0.groupSize == first.groupSize && $0.blockCols == first.blockCols },
+                     "grouped layers must share their input layout")
+        precondition(x.count == m * first.cols, "x must be [m, cols]")
+        for (l, b) in zip(layers, biases) { precondition(b == nil || b!.count == l.rows, "bias must have one value per output") }
+        let a = Activations(x, m: m, layout: first, path: path)
+        let ys = layers.map { l in
+            let y = UnsafeMutablePointer<Float>.allocate(capacity: m * l.rows)
+            y.initialize(repeating: 0, count: m * l.rows)
+            return y
         }
-        var gsum = [Float](repeating: 0, count: m * groups)
-        var xq = [Int8](repeating: 0, count: path == .fast ? m * colsPadded : 0)
-        var xs = [Float](repeating: 0, count: m * groups)
-        if path == .fast {
-            any4_quantize_activations(xp, Int32(m), Int32(colsPadded), Int32(groupSize), Int32(groups), &xq, &xs, &gsum)
-        } else {
-            for k in 0..<m {
-                for g in 0..<groups {
-                    var s: Float = 0
-                    for c in (g * groupSize)..<min((g + 1) * groupSize, colsPadded) { s += xp[k * colsPadded + c] }
-                    gsum[k * groups + g] = s
+        defer { for y in ys { y.deallocate() } }
+        let offsets = layers.reduce(into: [0]) { $0.append($0.last! + $1.rows) }
+        let workers = threads > 0 ? threads : SystemInfo.processorCount
+        let avx = Int32(useAVX2 ? 1 : 0)
+        withKernels(layers[...], []) { kernels in
+            withBiases(biases) { bs in
+                a.withPointers { xp, xq, xs, gsum in
+                    let args = UncheckedBox((kernels, ys, bs, xp, xq, xs, gsum))
+                    parallelRows(offsets.last!, threads: workers) { start, end in
+                        let (kernels, ys, bs, xp, xq, xs, gsum) = args.value
+                        for (i, layer) in layers.enumerated() {
+                            let r0 = max(start, offsets[i]) - offsets[i], r1 = min(end, offsets[i + 1]) - offsets[i]
+                            guard r0 < r1 else { continue }
+                            withUnsafePointer(to: kernels[i]) { k in
+                                switch path {
+                                case .exact:
+                                    any4_lut_gemm_exact(k, xp, gsum, Int32(m), ys[i], Int32(layer.rows), bs[i], Int32(r0), Int32(r1), avx)
+                                case .fast:
+                                    any4_lut_gemm_fast(k, xq, xs, gsum, Int32(m), ys[i], Int32(layer.rows), bs[i], Int32(r0), Int32(r1), avx)
+                                }
+                            }
+                        }
+                    }
                 }
             }
         }
-        let avx = Int32(useAVX2 ? 1 : 0)
+        return zip(layers, ys).map { l, y in Array(UnsafeBufferPointer(start: y, count: m * l.rows)) }
+    }
+
+    /// The kernel's view of this layer, valid inside `body`.
+    private func withKernel<R>(_ body: (any4_packed) -> R) -> R {
         codes.withUnsafeBufferPointer { codes in
         table.withUnsafeBufferPointer { table in
         tableI8.withUnsafeBufferPointer { tableI8 in
         tableI8Scale.withUnsafeBufferPointer { f in
         scales.withUnsafeBufferPointer { scales in
         (zeros ?? []).withUnsafeBufferPointer { zeros in
-        xp.withUnsafeBufferPointer { xp in
-        xq.withUnsafeBufferPointer { xq in
-        xs.withUnsafeBufferPointer { xs in
-        gsum.withUnsafeBufferPointer { gsum in
-        y.withUnsafeMutableBufferPointer { y in
-        (bias ?? []).withUnsafeBufferPointer { bias in
-            var w = any4_packed(
+            body(any4_packed(
                 codes: codes.baseAddress, table: table.baseAddress, table_stride: Int32(tableStride),
                 table_i8: tableI8.baseAddress, table_i8_scale: f.baseAddress, table_i8_scale_stride: Int32(tableI8ScaleStride),
                 scales: scales.baseAddress, zeros: self.zeros == nil ? nil : zeros.baseAddress,
                 rows: Int32(rows), cols_padded: Int32(colsPadded), block_cols: Int32(blockCols),
-                group_size: Int32(groupSize), groups: Int32(groups))
-            let args = UncheckedBox((xp.baseAddress, xq.baseAddress, xs.baseAddress, gsum.baseAddress, y.baseAddress,
-                                     self.rowsBias(bias), m))
-            withUnsafePointer(to: &w) { wp in
-                let packed = UncheckedBox(wp)
-                parallelRows(rows, threads: workers) { start, end in
-                    let (xp, xq, xs, gsum, y, bias, m) = args.value
-                    switch path {
-                    case .exact:
-                        any4_lut_gemm_exact(packed.value, xp, gsum, Int32(m), y, Int32(self.rows), bias, Int32(start), Int32(end), avx)
-                    case .fast:
-                        any4_lut_gemm_fast(packed.value, xq, xs, gsum, Int32(m), y, Int32(self.rows), bias, Int32(start), Int32(end), avx)
+                group_size: Int32(groupSize), groups: Int32(groups)))
+        }}}}}}
+    }
+
+    private static func withKernels<R>(_ layers: ArraySlice<PackedLinear>, _ done: [any4_packed], _ body: ([any4_packed]) -> R) -> R {
+        guard let first = layers.first else { return body(done) }
+        return first.withKernel { withKernels(layers.dropFirst(), done + [$0], body) }
+    }
+
+    private static func withBiases<R>(_ biases: [[Float]?], _ body: ([UnsafePointer<Float>?]) -> R) -> R {
+        func pin(_ i: Int, _ bs: [UnsafePointer<Float>?]) -> R {
+            guard i < biases.count else { return body(bs) }
+            return (biases[i] ?? []).withUnsafeBufferPointer { b in pin(i + 1, bs + [b.isEmpty ? nil : b.baseAddress]) }
+        }
+        return pin(0, [])
+    }
+
+    /// The activations as a path reads them: padded to the kernel width, group sums, and for the
+    /// fast path int8 codes with one scale per group.
+    private struct Activations {
+        var xp: [Float]
+        var xq: [Int8]
+        var xs: [Float]
+        var gsum: [Float]
+
+        init(_ x: [Float], m: Int, layout l: PackedLinear, path: KernelPath) {
+            if l.colsPadded == l.cols {
+                xp = x
+            } else {
+                xp = [Float](repeating: 0, count: m * l.colsPadded)
+                for k in 0..<m { for c in 0..<l.cols { xp[k * l.colsPadded + c] = x[k * l.cols + c] } }
+            }
+            gsum = [Float](repeating: 0, count: m * l.groups)
+            xq = [Int8](repeating: 0, count: path == .fast ? m * l.colsPadded : 0)
+            xs = [Float](repeating: 0, count: m * l.groups)
+            if path == .fast {
+                any4_quantize_activations(xp, Int32(m), Int32(l.colsPadded), Int32(l.groupSize), Int32(l.groups), &xq, &xs, &gsum)
+            } else {
+                for k in 0..<m {
+                    for g in 0..<l.groups {
+                        var s: Float = 0
+                        for c in (g * l.groupSize)..<min((g + 1) * l.groupSize, l.colsPadded) { s += xp[k * l.colsPadded + c] }
+                        gsum[k * l.groups + g] = s
                     }
                 }
             }
-        }}}}}}}}}}}}
-        return y
-    }
+        }
 
-    private func rowsBias(_ bias: UnsafeBufferPointer<Float>) -> UnsafePointer<Float>? {
-        bias.isEmpty ? nil : bias.baseAddress
+        func withPointers<R>(_ body: (UnsafePointer<Float>, UnsafePointer<Int8>?, UnsafePointer<Float>, UnsafePointer<Float>) -> R) -> R {
+            xp.withUnsafeBufferPointer { xp in
+                xq.withUnsafeBufferPointer { xq in
+                    xs.withUnsafeBufferPointer { xs in
+                        gsum.withUnsafeBufferPointer { gsum in
+                            body(xp.baseAddress!, xq.baseAddress, xs.baseAddress!, gsum.baseAddress!)
+                        }
+                    }
+                }
+            }
+        }
     }
 }

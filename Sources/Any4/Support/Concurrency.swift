@@ -1,20 +1,38 @@
+import CAny4Kernels
 import Dispatch
 import Synchronization
 
-/// Splits rows [0, rows) over `threads` workers (the global Dispatch pool: no thread is created
-/// per call) and runs `body` on each contiguous range.
+/// Splits rows [0, rows) over `threads` workers and runs `body` on each contiguous range: on the
+/// persistent worker pool (workers spin between the many short calls of a decode step), or on
+/// the global Dispatch pool when another thread's job holds it. No thread is created per call.
 @inline(__always)
 func parallelRows(_ rows: Int, threads: Int, _ body: (Int, Int) -> Void) {
     let workers = max(1, min(threads, rows))
     if workers == 1 { body(0, rows); return }
     let chunk = (rows + workers - 1) / workers
     withoutActuallyEscaping(body) { body in
-        let box = UncheckedBox(body)
-        DispatchQueue.concurrentPerform(iterations: workers) { i in
-            let start = i * chunk, end = min(rows, start + chunk)
-            if start < end { box.value(start, end) }
+        var job = ParallelJob(body: body, rows: rows, chunk: chunk)
+        let ran = withUnsafeMutablePointer(to: &job) { p in
+            any4_pool_run(Int32(workers), { raw, i in
+                let job = raw!.assumingMemoryBound(to: ParallelJob.self)
+                let start = Int(i) * job.pointee.chunk, end = min(job.pointee.rows, start + job.pointee.chunk)
+                if start < end { job.pointee.body(start, end) }
+            }, p)
+        }
+        if ran == 0 {
+            let box = UncheckedBox(body)
+            DispatchQueue.concurrentPerform(iterations: workers) { i in
+                let start = i * chunk, end = min(rows, start + chunk)
+                if start < end { box.value(start, end) }
+            }
         }
     }
+}
+
+private struct ParallelJob {
+    let body: (Int, Int) -> Void
+    let rows: Int
+    let chunk: Int
 }
 
 /// A value handed to concurrent workers that only read it or write disjoint parts of it.

@@ -59,10 +59,31 @@ void any4_quantize_activations(const float *x, int m, int cols_padded, int group
 void any4_dense_gemm(const void *w, int dtype, int cols, const float *x, int m, float *y, int y_stride,
                      const float *bias, int row_begin, int row_end, int use_avx2);
 
+/// Int8 weights with one f32 scale per 32 columns (w ≈ wq · ws), times activations quantized the
+/// same way (any4_quantize_activations with group 32): y[k, r] = Σ_blocks ws·xs·Σ wq·xq.
+/// cols must be a multiple of 32. For a bandwidth-bound decode step over a large dense layer.
+void any4_q8_gemm(const int8_t *wq, const float *ws, int cols, const int8_t *xq, const float *xs, int m,
+                  float *y, int y_stride, int row_begin, int row_end, int use_avx2);
+
+/// Quantizes rows of f32 weights to int8 with one scale per 32 columns (round to nearest).
+void any4_q8_quantize_rows(const float *w, int cols, int8_t *wq, float *ws, int row_begin, int row_end);
+
 /// One attention row: out[hd] = softmax(scale · q·K[j], j < n) · V, with K row j at k + j·k_stride and
 /// V row j at v + j·v_stride; scratch holds n floats (the probabilities on return).
 void any4_attend(const float *q, const float *k, int k_stride, const float *v, int v_stride, int n, int hd,
                  float scale, float *scratch, float *out, int use_avx2);
+
+/// A task of a parallel loop: runs task `index` of a job whose state is `ctx`.
+typedef void (*any4_task_fn)(void *ctx, int index);
+
+/// Runs fn(ctx, i) for i in [0, tasks) on the calling thread and the persistent pool's workers
+/// (one per extra core; they spin briefly between jobs, then sleep). Returns 1 when done, or 0
+/// without running anything if another thread's job holds the pool (the caller then runs the
+/// loop another way).
+int any4_pool_run(int tasks, any4_task_fn fn, void *ctx);
+
+/// The pool's worker threads (cores − 1).
+int any4_pool_workers(void);
 
 /// STREAM-triad-like probe: a[i] = b[i] + s * c[i] over [begin, end).
 void any4_triad(float *a, const float *b, const float *c, float s, size_t begin, size_t end);

@@ -1,0 +1,136 @@
+// A small persistent worker pool for fine-grained parallel loops (a decode step makes a few
+// hundred parallel calls of 10-100 µs each; waking a sleeping thread for each costs 30-40 µs).
+// Workers spin for a short while after each job, then sleep on a condition variable.
+#include "any4_kernels.h"
+
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define CPU_RELAX() _mm_pause()
+#else
+#define CPU_RELAX() ((void)0)
+#endif
+
+#define MAX_WORKERS 63
+#define SPIN_NS 300000  // how long an idle worker spins before it sleeps
+
+static struct {
+    pthread_once_t once;
+    int workers;                        // pool threads (the caller is one more participant)
+    atomic_flag busy;                   // one job at a time; a second caller gets 0 and runs it itself
+    unsigned job;                       // the last job's number (written only while busy is held)
+    // (job << 32) | next task index: claiming a task is a compare-and-swap on this word, so a
+    // worker still looking at an old job can never take (or lose) a task of the new one.
+    _Atomic unsigned long long claim;
+    _Atomic int tasks;
+    _Atomic any4_task_fn fn;
+    _Atomic(void *) ctx;
+    atomic_int remaining;               // tasks of the current job not yet finished
+    atomic_int sleepers;
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
+} pool = {.once = PTHREAD_ONCE_INIT, .busy = ATOMIC_FLAG_INIT};
+
+static long long now_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (long long)t.tv_sec * 1000000000LL + t.tv_nsec;
+}
+
+static unsigned current_job(void) { return (unsigned)(atomic_load(&pool.claim) >> 32); }
+
+/// Claims and runs tasks of `job` until none is left (or another job has started).
+static void run_job(unsigned job) {
+    for (;;) {
+        unsigned long long v = atomic_load_explicit(&pool.claim, memory_order_acquire);
+        for (;;) {
+            if ((unsigned)(v >> 32) != job || (int)(v & 0xffffffffu) >= atomic_load_explicit(&pool.tasks, memory_order_relaxed))
+                return;
+            if (atomic_compare_exchange_weak_explicit(&pool.claim, &v, v + 1, memory_order_acq_rel, memory_order_acquire))
+                break;
+        }
+        // The task is ours and the job stays current until it is finished.
+        any4_task_fn fn = atomic_load_explicit(&pool.fn, memory_order_relaxed);
+        fn(atomic_load_explicit(&pool.ctx, memory_order_relaxed), (int)(v & 0xffffffffu));
+        atomic_fetch_sub_explicit(&pool.remaining, 1, memory_order_release);
+    }
+}
+
+static void *worker_main(void *arg) {
+    (void)arg;
+    unsigned seen = current_job();
+    for (;;) {
+        // Spin for a new job, then sleep until one is announced.
+        const long long until = now_ns() + SPIN_NS;
+        int spins = 0;
+        while (current_job() == seen) {
+            CPU_RELAX();
+            if (++spins % 256 == 0 && now_ns() > until) {
+                pthread_mutex_lock(&pool.lock);
+                atomic_fetch_add(&pool.sleepers, 1);
+                while (current_job() == seen) pthread_cond_wait(&pool.wake, &pool.lock);
+                atomic_fetch_sub(&pool.sleepers, 1);
+                pthread_mutex_unlock(&pool.lock);
+                break;
+            }
+        }
+        seen = current_job();
+        run_job(seen);
+    }
+    return NULL;
+}
+
+static void pool_start(void) {
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    int w = (int)(n > 1 ? n - 1 : 0);
+    if (w > MAX_WORKERS) w = MAX_WORKERS;
+    pthread_mutex_init(&pool.lock, NULL);
+    pthread_cond_init(&pool.wake, NULL);
+    atomic_init(&pool.claim, 0);
+    atomic_init(&pool.sleepers, 0);
+    int started = 0;
+    for (int i = 0; i < w; i++) {
+        pthread_t t;
+        pthread_attr_t attr;
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        if (pthread_create(&t, &attr, worker_main, NULL) == 0) started++;
+        pthread_attr_destroy(&attr);
+    }
+    pool.workers = started;
+}
+
+int any4_pool_workers(void) {
+    pthread_once(&pool.once, pool_start);
+    return pool.workers;
+}
+
+int any4_pool_run(int tasks, any4_task_fn fn, void *ctx) {
+    if (tasks <= 0) return 1;
+    pthread_once(&pool.once, pool_start);
+    if (tasks == 1 || pool.workers == 0) {
+        for (int i = 0; i < tasks; i++) fn(ctx, i);
+        return 1;
+    }
+    if (atomic_flag_test_and_set_explicit(&pool.busy, memory_order_acquire)) return 0;
+    const unsigned job = ++pool.job;
+    atomic_store_explicit(&pool.tasks, tasks, memory_order_relaxed);
+    atomic_store_explicit(&pool.fn, fn, memory_order_relaxed);
+    atomic_store_explicit(&pool.ctx, ctx, memory_order_relaxed);
+    atomic_store_explicit(&pool.remaining, tasks, memory_order_relaxed);
+    atomic_store(&pool.claim, (unsigned long long)job << 32);  // publishes the fields above
+    if (atomic_load(&pool.sleepers) > 0) {
+        pthread_mutex_lock(&pool.lock);
+        pthread_cond_broadcast(&pool.wake);
+        pthread_mutex_unlock(&pool.lock);
+    }
+    run_job(job);
+    while (atomic_load_explicit(&pool.remaining, memory_order_acquire) > 0) CPU_RELAX();
+    atomic_flag_clear_explicit(&pool.busy, memory_order_release);
+    return 1;
+}
