@@ -269,7 +269,7 @@ struct RunCommand: ParsableCommand {
             throw usageError("\(prompt.count) prompt tokens + \(n) do not fit the model's context of \(llama.config.contextLength)")
         }
         var stream = UTF8Stream()
-        if !json { writeStdout(promptText) }
+        if !json { writeStdout(chat ? promptText + "\n" : promptText) }
         let g = try reportingInferenceErrors {
             try Generation.greedy(llama, prompt: prompt, count: n, stop: stop) { id in
                 if !json && !stop.contains(id) { writeStdout(stream.push(tokenizer.bytes(of: id))) }

@@ -67,4 +67,32 @@ final class BertEngineTests: XCTestCase {
             XCTAssertEqual(error as? InferenceError, .contextOverflow(needed: 513, capacity: 512))
         }
     }
+
+    /// The quantized model the engine runs is the one a fake-quant checkpoint describes: the numpy
+    /// reference over `quantize --fake-quant` output gives our quantized embeddings.
+    func testQuantizedEngineMatchesNumpyOnFakeQuantCheckpoint() throws {
+        let model = try Model.open(try TestPaths.requireModel(TestPaths.miniLM))
+        var options = EngineOptions()
+        options.kernel = .exact  // short sentences run the lookup kernel; keep f32 activations
+        let engine = try BertEngine(model: model, options: options)
+        let results = try EngineQuantization.quantize(engine, format: try FormatRegistry.named("nf4"), options: QuantizationOptions())
+        var matrices: [String: QuantizedMatrix] = [:]
+        for t in model.tensors where LayerSelection().selects(t) { matrices[t.name] = try ModelQuantization.quantize(t, of: model, format: try FormatRegistry.named("nf4"),
+                                                                               options: QuantizationOptions()).matrix }
+        XCTAssertEqual(Set(results.map(\.name)), Set(matrices.keys).subtracting(["pooler.dense.weight"]))
+        let dir = try TestPaths.temporaryDirectory(for: self)
+        try FileManager.default.copyItem(atPath: TestPaths.miniLM + "/config.json", toPath: dir + "/config.json")
+        try QuantizedCheckpoint.write(model: model, quantized: matrices, description: .init(format: try FormatRegistry.named("nf4"),
+                                      options: QuantizationOptions()), fakeQuant: true, to: dir + "/model.safetensors")
+        let tokenizer = try Tokenizers.load(for: model)
+        let ids = Self.sentences.map { tokenizer.encode($0, addSpecialTokens: true) }
+        let ours = try ids.map { try engine.sentenceEmbedding($0) }
+        let json = "[" + ids.map { "[" + $0.map(String.init).joined(separator: ",") + "]" }.joined(separator: ",") + "]"
+        try json.write(toFile: dir + "/ids.json", atomically: true, encoding: .utf8)
+        try Python.run("reference_bert.py", [dir, dir + "/ids.json", dir + "/emb.bin"], modules: ["numpy", "safetensors"])
+        let reference = try readFloat32File(dir + "/emb.bin")
+        for (i, e) in ours.enumerated() {
+            XCTAssertGreaterThanOrEqual(cosineSimilarity(e, Array(reference[(i * 384)..<((i + 1) * 384)])), 0.9999, Self.sentences[i])
+        }
+    }
 }
