@@ -11,7 +11,7 @@ struct Any4Command: ParsableCommand {
             With no subcommand, opens the terminal UI (on the built-in synthetic demo model when no \
             model path is given). Models: a .safetensors file, a Hugging Face folder, or a .gguf file.
             """,
-        subcommands: [TUICommand.self, InspectCommand.self, QuantizeCommand.self, CompareCommand.self, BenchCommand.self,
+        subcommands: [TUICommand.self, InspectCommand.self, QuantizeCommand.self, CompareCommand.self, BenchCommand.self, InfoCommand.self,
                       TokenizeCommand.self, CalibrateCommand.self, PerplexityCommand.self, EmbedEvalCommand.self, RunCommand.self],
         defaultSubcommand: TUICommand.self
     )

@@ -11,6 +11,9 @@ struct BenchCommand: ParsableCommand {
             f32 on the same shape, batch and threads, the share of a STREAM-triad-like bandwidth probe \
             measured once at the start, and the relative error against the f64 product. Unless --hot, \
             weights are copied until the copies exceed 4x the last-level cache and runs cycle through them.
+            --device gpu|all adds GPU rows (batches 1-16): the lookup kernel for each 4-bit format, our dense \
+            f16/bf16 kernel, and cuBLAS (blas) as the baseline (vs cuBLAS instead of vs f32), timed with CUDA \
+            events over copies exceeding 4x the L2 cache; the probe is a device-to-device copy.
             """
     )
 
@@ -38,6 +41,12 @@ struct BenchCommand: ParsableCommand {
     @Flag(help: "Run on one copy of the weights (cache-hot) instead of cycling through copies.")
     var hot = false
 
+    @Option(help: "Where to run: cpu, gpu (the CUDA lookup kernel, our dense kernel and cuBLAS) or all.")
+    var device = "cpu"
+
+    @Option(help: "Activation type of the GPU lookup kernel and cuBLAS rows: bf16 or f16.")
+    var gpuActivations = "bf16"
+
     @Flag(help: "Print one JSON object.")
     var json = false
 
@@ -63,49 +72,104 @@ struct BenchCommand: ParsableCommand {
         config.runs = runs
         config.hot = hot
         config.groupSize = groupSize
-        let workers = threads > 0 ? threads : SystemInfo.processorCount
-        let probe = BandwidthProbe.triadGBps(threads: workers)
-        if !json {
-            print("bandwidth probe (triad, \(workers) threads): \(Formatting.fixed(probe, 1)) GB/s · AVX2 \(CPUFeatures.hasAVX2 ? "yes" : "no") · LLC \(Formatting.bytes(KernelBenchmark.lastLevelCacheBytes)) · \(hot ? "hot" : "cold (cycling copies > 4x LLC)")")
-            print(Formatting.pad("format", 8) + Formatting.pad("shape", 12) + Formatting.pad("m", 4, right: true)
-                  + Formatting.pad("kernel", 7, right: true) + Formatting.pad("median µs", 11, right: true)
-                  + Formatting.pad("p10", 9, right: true) + Formatting.pad("p90", 9, right: true)
-                  + Formatting.pad("GFLOP/s", 9, right: true) + Formatting.pad("GB/s", 7, right: true)
-                  + Formatting.pad("probe", 7, right: true) + Formatting.pad("vs f32", 8, right: true)
-                  + Formatting.pad("rel err", 10, right: true))
+        guard let device = KernelBenchmark.Device(rawValue: device) else { throw usageError("--device must be cpu, gpu or all") }
+        config.device = device
+        guard let activations = GPUActivationType(rawValue: gpuActivations) else { throw usageError("--gpu-activations must be bf16 or f16") }
+        config.gpuActivations = activations
+
+        // The GPU: required for --device gpu, optional for all.
+        var gpuUnavailable: String?
+        var gpuProbe: Double?
+        if device != .cpu {
+            switch GPUBackend.load() {
+            case .available(let backend):
+                config.gpu = backend
+                do { gpuProbe = try backend.copyBandwidthGBps() } catch {
+                    printError("any4: error: GPU copy probe failed: \(error)")
+                    throw ExitCode(2)
+                }
+            case .unavailable(let why):
+                guard device == .all else {
+                    printError("any4: error: --device gpu: no GPU backend: \(why)")
+                    throw ExitCode(2)
+                }
+                gpuUnavailable = why
+                printError("any4: GPU rows skipped: \(why)")
+            }
         }
-        let progress = Progress(total: config.shapes.count * config.batches.count * (config.formats.count + 1))
+        let workers = threads > 0 ? threads : SystemInfo.processorCount
+        let probe: Double? = device != .gpu ? BandwidthProbe.triadGBps(threads: workers) : nil
+        if !json, let probe {
+            print("bandwidth probe (triad, \(workers) threads): \(Formatting.fixed(probe, 1)) GB/s · AVX2 \(CPUFeatures.hasAVX2 ? "yes" : "no") · LLC \(Formatting.bytes(KernelBenchmark.lastLevelCacheBytes)) · \(hot ? "hot" : "cold (cycling copies > 4x LLC)")")
+            printHeader(ratio: "vs f32")
+        }
+        var gpuHeaderShown = false
+        let rowsPerShape = config.batches.count * (config.formats.count + 1)
+        let progress = Progress(total: config.shapes.count * rowsPerShape * (device == .all && config.gpu != nil ? 2 : 1))
         let results = try cancellingOnInterrupt(progress) {
             try KernelBenchmark.run(config, progress: progress) { r in
                 guard !json else { return }
+                if r.device == "gpu" && !gpuHeaderShown, let gpu = config.gpu {
+                    gpuHeaderShown = true
+                    print("GPU \(gpu.device.name) (\(gpu.device.architecture), \(Formatting.bytes(gpu.device.memoryBytes))): device copy "
+                          + "\(Formatting.fixed(gpuProbe ?? .nan, 0)) GB/s · activations \(activations.rawValue) · "
+                          + (hot ? "hot" : "cold (cycling copies > 4x L2)"))
+                    printHeader(ratio: "vs cuBLAS")
+                }
                 var line = Formatting.pad(r.format, 8) + Formatting.pad("\(r.shape.out)x\(r.shape.in)", 12)
                     + Formatting.pad(String(r.batch), 4, right: true)
                 if let why = r.unavailable { print(line + "  unavailable: \(why)"); return }
-                line += Formatting.pad(r.kernel, 7, right: true) + Formatting.pad(Formatting.fixed(r.medianMicroseconds, 0), 11, right: true)
-                line += Formatting.pad(Formatting.fixed(r.p10Microseconds, 0), 9, right: true) + Formatting.pad(Formatting.fixed(r.p90Microseconds, 0), 9, right: true)
+                let rowProbe = r.device == "gpu" ? gpuProbe : probe
+                let digits = r.device == "gpu" ? 1 : 0
+                line += Formatting.pad(r.kernel, 7, right: true) + Formatting.pad(Formatting.fixed(r.medianMicroseconds, digits), 11, right: true)
+                line += Formatting.pad(Formatting.fixed(r.p10Microseconds, digits), 9, right: true)
+                    + Formatting.pad(Formatting.fixed(r.p90Microseconds, digits), 9, right: true)
                 line += Formatting.pad(Formatting.fixed(r.gflops, 1), 9, right: true) + Formatting.pad(Formatting.fixed(r.gbps, 1), 7, right: true)
-                line += Formatting.pad(Formatting.fixed(100 * r.gbps / probe, 0) + "%", 7, right: true)
-                line += Formatting.pad(r.vsF32.map { Formatting.fixed($0, 2) + "x" } ?? "-", 8, right: true)
+                line += Formatting.pad(rowProbe.map { Formatting.fixed(100 * r.gbps / $0, 0) + "%" } ?? "-", 7, right: true)
+                let ratio = r.device == "gpu" ? r.vsCuBLAS : r.vsF32
+                line += Formatting.pad(ratio.map { Formatting.fixed($0, 2) + "x" } ?? "-", 10, right: true)
                 line += Formatting.pad(Formatting.scientific(r.relError, 1), 10, right: true)
                 print(line)
             }
         }
         if json {
-            print(JSONValue.object([
-                ("probe_gbps", JSONValue(probe)),
-                ("results", .array(results.map { r in
-                    var fields: [(key: String, value: JSONValue)] = [
-                        ("format", .string(r.format)), ("shape", .array([JSONValue(r.shape.out), JSONValue(r.shape.in)])),
-                        ("batch", JSONValue(r.batch)), ("threads", JSONValue(r.threads)), ("kernel", .string(r.kernel)),
-                        ("median_us", JSONValue(r.medianMicroseconds)), ("p10_us", JSONValue(r.p10Microseconds)),
-                        ("p90_us", JSONValue(r.p90Microseconds)), ("gflops", JSONValue(r.gflops)), ("gbps", JSONValue(r.gbps)),
-                        ("probe_share", JSONValue(r.gbps / probe)),
-                        ("vs_f32", r.vsF32.map { JSONValue($0) } ?? .null), ("rel_error", JSONValue(r.relError)),
-                    ]
-                    if let why = r.unavailable { fields.append(("unavailable", .string(why))) }
-                    return .object(fields)
-                })),
-            ]).serialized)
+            var top: [(key: String, value: JSONValue)] = [("probe_gbps", probe.map { JSONValue($0) } ?? .null)]
+            if let gpu = config.gpu {
+                top.append(("gpu_probe_gbps", gpuProbe.map { JSONValue($0) } ?? .null))
+                top.append(("gpu", .object([
+                    ("name", .string(gpu.device.name)), ("architecture", .string(gpu.device.architecture)),
+                    ("memory_bytes", JSONValue(gpu.device.memoryBytes)), ("activations", .string(activations.rawValue)),
+                ])))
+            }
+            if let gpuUnavailable { top.append(("gpu_unavailable", .string(gpuUnavailable))) }
+            top.append(("results", .array(results.map { r in
+                let rowProbe = r.device == "gpu" ? gpuProbe : probe
+                var fields: [(key: String, value: JSONValue)] = [
+                    ("device", .string(r.device)),
+                    ("format", .string(r.format)), ("shape", .array([JSONValue(r.shape.out), JSONValue(r.shape.in)])),
+                    ("batch", JSONValue(r.batch)), ("threads", JSONValue(r.threads)), ("kernel", .string(r.kernel)),
+                    ("median_us", JSONValue(r.medianMicroseconds)), ("p10_us", JSONValue(r.p10Microseconds)),
+                    ("p90_us", JSONValue(r.p90Microseconds)), ("gflops", JSONValue(r.gflops)), ("gbps", JSONValue(r.gbps)),
+                    ("probe_share", rowProbe.map { JSONValue(r.gbps / $0) } ?? .null),
+                    ("vs_f32", r.vsF32.map { JSONValue($0) } ?? .null), ("rel_error", JSONValue(r.relError)),
+                ]
+                if r.device == "gpu" {
+                    fields.append(("vs_cublas", r.vsCuBLAS.map { JSONValue($0) } ?? .null))
+                    fields.append(("activations", .string(r.kernel == "dense" ? r.format : activations.rawValue)))
+                }
+                if let why = r.unavailable { fields.append(("unavailable", .string(why))) }
+                return .object(fields)
+            })))
+            print(JSONValue.object(top).serialized)
         }
+    }
+
+    private func printHeader(ratio: String) {
+        print(Formatting.pad("format", 8) + Formatting.pad("shape", 12) + Formatting.pad("m", 4, right: true)
+              + Formatting.pad("kernel", 7, right: true) + Formatting.pad("median µs", 11, right: true)
+              + Formatting.pad("p10", 9, right: true) + Formatting.pad("p90", 9, right: true)
+              + Formatting.pad("GFLOP/s", 9, right: true) + Formatting.pad("GB/s", 7, right: true)
+              + Formatting.pad("probe", 7, right: true) + Formatting.pad(ratio, 10, right: true)
+              + Formatting.pad("rel err", 10, right: true))
     }
 }

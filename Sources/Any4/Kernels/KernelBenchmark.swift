@@ -14,7 +14,19 @@ public enum KernelBenchmark {
         public var runs = 20
         public var hot = false
         public var groupSize = 128
+        /// Where to run: the CPU kernels, the GPU kernels (needs ``gpu``), or both.
+        public var device: Device = .cpu
+        /// The GPU backend for `.gpu` and `.all` (without one, `.all` runs the CPU rows only).
+        public var gpu: GPUBackend?
+        /// The activation type of the GPU lookup kernel and cuBLAS rows.
+        public var gpuActivations: GPUActivationType = .bf16
         public init() {}
+    }
+
+    public enum Device: String, Sendable, CaseIterable {
+        case cpu, gpu, all
+        var runsCPU: Bool { self != .gpu }
+        var runsGPU: Bool { self != .cpu }
     }
 
     public struct Result: Sendable {
@@ -36,6 +48,10 @@ public enum KernelBenchmark {
         public var relError: Double
         /// Set when the format could not run (why).
         public var unavailable: String?
+        /// "cpu" or "gpu".
+        public var device = "cpu"
+        /// GPU rows: cuBLAS median / this median on the same shape, batch and activation type.
+        public var vsCuBLAS: Double? = nil
     }
 
     /// The last-level cache size in bytes (Linux sysfs), or 32 MiB if unknown.
@@ -62,12 +78,30 @@ public enum KernelBenchmark {
     /// Runs the whole configuration; `report` gets each result as it is measured.
     public static func run(_ config: Configuration, progress: Progress? = nil,
                            report: (Result) -> Void = { _ in }) throws -> [Result] {
+        var results: [Result] = []
+        if config.device.runsCPU { results += try runCPU(config, progress: progress, report: report) }
+        if config.device.runsGPU, let gpu = config.gpu { results += try runGPU(config, on: gpu, progress: progress, report: report) }
+        return results
+    }
+
+    /// The random Student-t weights every format of a shape starts from.
+    static func benchWeights(_ shape: (out: Int, in: Int)) -> [Float] {
+        var rng = SplitMix64(seed: UInt64(shape.out * 31 + shape.in))
+        return (0..<(shape.out * shape.in)).map { _ in Float(rng.nextStudentT4() * 0.02) }
+    }
+
+    /// The activations of a batch (Gaussian).
+    static func benchActivations(batch: Int, cols: Int) -> [Float] {
+        var xr = SplitMix64(seed: UInt64(batch))
+        return (0..<(batch * cols)).map { _ in Float(xr.nextGaussian()) }
+    }
+
+    static func runCPU(_ config: Configuration, progress: Progress?, report: (Result) -> Void) throws -> [Result] {
         let threads = config.threads > 0 ? config.threads : SystemInfo.processorCount
         let target = 4 * lastLevelCacheBytes
         var results: [Result] = []
         for shape in config.shapes {
-            var rng = SplitMix64(seed: UInt64(shape.out * 31 + shape.in))
-            let w = (0..<(shape.out * shape.in)).map { _ in Float(rng.nextStudentT4() * 0.02) }
+            let w = benchWeights(shape)
             var formats = config.formats
             if !formats.contains("f32") { formats.insert("f32", at: 0) }
             // f32 first so every other row has its ratio.
@@ -90,8 +124,7 @@ public enum KernelBenchmark {
                 }
                 for batch in config.batches {
                     if progress?.isCancelled == true { throw QuantizationError.cancelled }
-                    var xr = SplitMix64(seed: UInt64(batch))
-                    let x = (0..<(batch * shape.in)).map { _ in Float(xr.nextGaussian()) }
+                    let x = benchActivations(batch: batch, cols: shape.in)
                     // Correctness on the first rows against the f64 product.
                     let checkRows = min(shape.out, 256)
                     let y = subject.run(0, x, batch)
