@@ -126,6 +126,11 @@ public final class KernelRunner: @unchecked Sendable {
     private var message: String?
     private var probe: Double?
     private var totalError: Double?
+    // The GPU row: the same layer on the GPU lookup kernel (bf16 activations), when there is a GPU.
+    private var gpuLayer: GPULookupLinear?
+    private var gpuLatencies: [Double] = []
+    private var gpuNote: String?
+    private var gpuName: String?
 
     public init() {}
 
@@ -140,13 +145,20 @@ public final class KernelRunner: @unchecked Sendable {
         public var probeGBps: Double?
         /// Output error against the f32 product of the original weights (quantization + kernel).
         public var totalError: Double?
+        /// The GPU's name and the lookup kernel's recent latencies there (empty without a GPU).
+        public var gpuName: String?
+        public var gpuLatencies: [Double] = []
+        public var gpuStreamedBytes = 0
+        /// Why there is no GPU row (no GPU, a failed launch, …).
+        public var gpuNote: String?
     }
 
     public func snapshot() -> Snapshot {
         lock.withLock {
             Snapshot(layer: target?.name, latencies: latencies, denseMedian: denseLatency, relError: error,
                      streamedBytes: target?.packed.streamedBytes(.fast) ?? 0, message: message, probeGBps: probe,
-                     totalError: totalError)
+                     totalError: totalError, gpuName: gpuName, gpuLatencies: gpuLatencies,
+                     gpuStreamedBytes: gpuLayer?.streamedBytes ?? 0, gpuNote: gpuNote)
         }
     }
 
@@ -173,6 +185,8 @@ public final class KernelRunner: @unchecked Sendable {
         if targetKey != key {
             targetKey = key
             target = nil
+            gpuLayer = nil
+            gpuLatencies = []
             pending = (name, matrix, original)
             latencies = []
             denseLatency = nil
@@ -200,11 +214,18 @@ public final class KernelRunner: @unchecked Sendable {
             let packed = try PackedLinear(request.matrix)
             let dense = DenseLinear(try request.original(), rows: request.matrix.rows, cols: request.matrix.cols, storage: .f32)
             let prepared = (request.name, packed, dense, request.matrix.dequantized())
+            var gpu: GPULookupLinear?
+            var note: String?
+            if let backend = GPUBackend.shared {
+                do { gpu = try GPULookupLinear(GPULookupLayout(request.matrix), on: backend) } catch { note = "GPU: \(error)" }
+            }
             lock.withLock {
                 // Only if no newer request arrived meanwhile.
                 if pending == nil && targetKey == request.name + "|" + request.matrix.formatName {
                     target = prepared
                     message = nil
+                    gpuLayer = gpu
+                    if let note { gpuNote = note }
                 }
             }
         } catch {
@@ -215,6 +236,10 @@ public final class KernelRunner: @unchecked Sendable {
     private func loop() {
         let measured = BandwidthProbe.triadGBps(threads: 1, elements: 8 << 20, repeats: 3)
         lock.withLock { probe = measured }
+        switch GPUBackend.load() {
+        case .available(let backend): lock.withLock { gpuName = backend.device.name }
+        case .unavailable(let why): lock.withLock { gpuNote = "GPU: none (\(why))" }
+        }
         var iteration = 0
         while true {
             preparePending()
@@ -241,7 +266,12 @@ public final class KernelRunner: @unchecked Sendable {
                 for k in 0..<m { got += y[(k * current.packed.rows)..<(k * current.packed.rows + rows)] }
                 relError = relativeError(got, ref)
             }
+            let gpuSeconds = iteration % 4 == 0 ? timeOnGPU(x, m: m) : nil
             lock.lock()
+            if let gpuSeconds, target?.name == current.name && batch == m {
+                gpuLatencies.append(gpuSeconds)
+                if gpuLatencies.count > 200 { gpuLatencies.removeFirst(gpuLatencies.count - 200) }
+            }
             if target?.name == current.name && batch == m {
                 latencies.append(seconds)
                 if latencies.count > 200 { latencies.removeFirst(latencies.count - 200) }
@@ -251,10 +281,37 @@ public final class KernelRunner: @unchecked Sendable {
             } else {
                 latencies = []
                 denseLatency = nil
+                gpuLatencies = []
             }
             lock.unlock()
             iteration += 1
             Thread.sleep(forTimeInterval: 0.002)
+        }
+    }
+}
+
+extension KernelRunner {
+    /// One launch of the layer's GPU lookup kernel (device time), or nil without one; a failure
+    /// drops the GPU row and says why.
+    fileprivate func timeOnGPU(_ x: [Float], m: Int) -> Double? {
+        guard let layer = lock.withLock({ gpuLayer }) else { return nil }
+        guard m <= GPUGeometry.maxBatch else {
+            lock.withLock { gpuNote = "GPU: the kernel takes batches up to \(GPUGeometry.maxBatch)" }
+            return nil
+        }
+        do {
+            let type = GPUActivationType.bf16
+            let xd = try layer.backend.upload(type.pack(x, m: m, cols: layer.cols, paddedCols: layer.paddedCols))
+            let yd = try layer.backend.allocate(bytes: m * layer.rows * 4)
+            let seconds = try layer.backend.time(1) { (_: Int) throws(GPUError) in try layer.launch(x: xd, y: yd, m: m, type: type) }[0]
+            lock.withLock { gpuNote = nil }
+            return seconds
+        } catch {
+            lock.withLock {
+                gpuNote = "GPU: \(error)"
+                gpuLayer = nil
+            }
+            return nil
         }
     }
 }

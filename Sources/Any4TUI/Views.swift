@@ -304,6 +304,7 @@ public struct Renderer: Sendable {
         if let e = snap.relError {
             s.put(9, x0 + 1, "kernel-only error: \(Formatting.scientific(e, 2)) (vs f64 of the dequantized)", .dim, maxWidth: width - 2)
         }
+        drawGPURow(&s, snap, x0: x0, width: width)
         let recent = snap.latencies.suffix(max(10, width - 4))
         if let lo = recent.min(), let hi = recent.max() {
             var line = ""
@@ -312,6 +313,19 @@ public struct Renderer: Sendable {
                 line.append(ascii ? (level > 3 ? "#" : ".") : Self.sparks[level])
             }
             s.put(11, x0 + 2, line, .accent)
+        }
+    }
+
+    /// The layer on the GPU lookup kernel when there is a GPU, else one dim line saying why not.
+    func drawGPURow(_ s: inout Screen, _ snap: KernelRunner.Snapshot, x0: Int, width: Int) {
+        if let name = snap.gpuName, !snap.gpuLatencies.isEmpty {
+            let sorted = snap.gpuLatencies.sorted()
+            let median = sorted[sorted.count / 2]
+            s.put(10, x0 + 1, "GPU \(name): median \(Formatting.fixed(median * 1e6, 1)) µs · "
+                  + "\(Formatting.fixed(Double(snap.gpuStreamedBytes) / median / 1e9, 1)) GB/s (lookup kernel, bf16 x)", .good,
+                  maxWidth: width - 2)
+        } else if let note = snap.gpuNote {
+            s.put(10, x0 + 1, note, .dim, maxWidth: width - 2)
         }
     }
 

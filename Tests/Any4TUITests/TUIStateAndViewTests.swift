@@ -32,6 +32,8 @@ final class TUIStateAndViewTests: XCTestCase {
         XCTAssertTrue(text.contains("GB/s"), text)
         XCTAssertTrue(text.contains("dense f32"), text)
         XCTAssertTrue(text.contains("error vs f32 product"), text)
+        // The GPU row: the layer on the GPU kernel, or one line saying why there is none.
+        XCTAssertTrue(text.contains(GPUBackend.shared == nil ? "GPU: none (" : "GPU "), text)
         let snap = runner.snapshot()
         XCTAssertLessThan(snap.relError ?? 1, 3e-2, "kernel error")
         XCTAssertLessThan(snap.totalError ?? 1, 0.3, "quantization + kernel error")
