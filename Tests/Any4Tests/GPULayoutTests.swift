@@ -1,3 +1,4 @@
+import Foundation
 import TestSupport
 import XCTest
 
@@ -127,6 +128,52 @@ final class GPULayoutTests: XCTestCase {
         XCTAssertThrowsError(try GPULookupLayout(int8)) { XCTAssertTrue("\($0)".contains("8-bit"), "\($0)") }
     }
 
+    /// The kernel source itself, compiled for the CPU (Tests/CUDAHost/host_runner.cpp: one thread
+    /// per CUDA thread, shuffles through a barrier) and run on the layout, must give the
+    /// emulation's results bit for bit: the .cu indexes the layout as the emulation does.
+    func testKernelSourceRunOnTheCPUEqualsTheEmulationBitForBit() throws {
+        let runner = try HostKernelRunner(test: self)
+        let cases: [(rows: Int, cols: Int, group: Int, formats: [String])] = [
+            (37, 200, 64, ["any4"]), (9, 576, 128, ["any4", "nf4"]), (6, 1300, 32, ["any4", "int4"]), (5, 3072, 96, ["any4"]),
+        ]
+        for (rows, cols, group, formats) in cases {
+            let w = weights(rows, cols, seed: UInt64(rows + cols))
+            for format in formats {
+                let layout = try GPULookupLayout(quantized(w, rows, cols, format, group: group))
+                for (m, type) in [(1, GPUActivationType.bf16), (3, .f16), (16, .bf16)] {
+                    var rng = SplitMix64(seed: UInt64(m))
+                    let x = type.pack((0..<(m * cols)).map { _ in Float(rng.nextGaussian()) }, m: m, cols: cols, paddedCols: layout.paddedCols)
+                    let y = try runner.lookup(layout, x: x, m: m, type: type)
+                    assertBitwiseEqual(y, GPUEmulation.lookup(layout, x: x, m: m, type: type), "\(format) \(rows)x\(cols) m=\(m) \(type)")
+                }
+            }
+            for type in GPUActivationType.allCases {
+                let dense = GPUDenseLayout(w, rows: rows, cols: cols, type: type)
+                var rng = SplitMix64(seed: 9)
+                let x = type.pack((0..<(2 * cols)).map { _ in Float(rng.nextGaussian()) }, m: 2, cols: cols, paddedCols: dense.paddedCols)
+                assertBitwiseEqual(try runner.dense(dense, x: x, m: 2), GPUEmulation.dense(dense, x: x, m: 2), "dense \(type) \(rows)x\(cols)")
+            }
+        }
+    }
+
+    /// The kernel source parses and type-checks as CUDA device code (clang's CUDA front end with
+    /// Tests/CUDAHost/device_stand_ins.h for what NVRTC declares implicitly), warning-free, for
+    /// the architectures the backend compiles for. Clang is not NVRTC: this catches most, not all,
+    /// of what NVRTC would refuse. Skips when clang++ has no CUDA support.
+    func testKernelSourceChecksAsDeviceCode() throws {
+        let root = TestPaths.packageRoot
+        for arch in ["sm_70", "sm_80", "sm_90"] {
+            let r = try runProcess("/usr/bin/env", ["clang++", "-x", "cuda", "--cuda-device-only", "--cuda-gpu-arch=\(arch)",
+                                                    "-nocudainc", "-nocudalib", "-fsyntax-only", "-Wall", "-Wextra", "-Werror",
+                                                    "-include", root + "/Tests/CUDAHost/device_stand_ins.h",
+                                                    root + "/Sources/Any4/GPU/any4_gemm.cu"])
+            if r.status == 127 || (r.status != 0 && r.stderr.contains("unsupported option")) {
+                throw XCTSkip("clang++ cannot check CUDA here: \(r.stderr)")
+            }
+            XCTAssertEqual(r.status, 0, "\(arch): \(r.stderr)")
+        }
+    }
+
     /// The CUDA source embedded in the binary is the .cu file in the repository.
     func testEmbeddedKernelSourceMatchesTheCUDAFile() throws {
         let path = TestPaths.packageRoot + "/Sources/Any4/GPU/any4_gemm.cu"
@@ -135,5 +182,54 @@ final class GPULayoutTests: XCTestCase {
         for name in ["any4_lut_f16_m1", "any4_lut_bf16_m16", "any4_dense_f16_m8", "any4_dense_bf16_m2"] {
             XCTAssertTrue(file.contains("(\(name),"), name)
         }
+    }
+}
+
+/// Tests/CUDAHost/host_runner.cpp built with the toolchain's clang++ (skips when there is none).
+struct HostKernelRunner {
+    let executable: String
+    let directory: String
+
+    init(test: XCTestCase) throws {
+        directory = try TestPaths.temporaryDirectory(for: test)
+        executable = directory + "/runner"
+        let root = TestPaths.packageRoot
+        let build = try runProcess("/usr/bin/env", ["clang++", "-std=c++17", "-O1", "-pthread", "-DANY4_HOST_CHECK",
+                                                    "-I", root + "/Sources/Any4/GPU", root + "/Tests/CUDAHost/host_runner.cpp",
+                                                    "-o", executable])
+        guard build.status == 0 else {
+            if build.status == 127 { throw XCTSkip("no clang++: \(build.stderr)") }
+            throw NSError(domain: "host_runner", code: Int(build.status),
+                          userInfo: [NSLocalizedDescriptionKey: "Tests/CUDAHost/host_runner.cpp does not build: \(build.stderr)"])
+        }
+    }
+
+    func write(_ name: String, _ bytes: UnsafeRawBufferPointer) throws {
+        try Data(bytes).write(to: URL(fileURLWithPath: directory + "/" + name))
+    }
+
+    func run(_ kernel: String, blocks: Int, params: [Int], count: Int) throws -> [Float] {
+        try Data(params.map(String.init).joined(separator: " ").utf8).write(to: URL(fileURLWithPath: directory + "/params"))
+        let r = try runProcess(executable, [kernel, String(blocks), directory])
+        guard r.status == 0 else { throw NSError(domain: "host_runner", code: Int(r.status), userInfo: [NSLocalizedDescriptionKey: r.stderr]) }
+        let y = try readFloat32File(directory + "/y")
+        XCTAssertEqual(y.count, count)
+        return y
+    }
+
+    func lookup(_ l: GPULookupLayout, x: [UInt16], m: Int, type: GPUActivationType) throws -> [Float] {
+        try l.codes.withUnsafeBytes { try write("codes", $0) }
+        try l.table.withUnsafeBytes { try write("table", $0) }
+        try l.scaleZero.withUnsafeBytes { try write("sz", $0) }
+        try x.withUnsafeBytes { try write("x", $0) }
+        return try run("any4_lut_\(type.rawValue)_m\(GPUGeometry.batchTile(m)!)", blocks: GPUGeometry.blocks(rows: l.rows),
+                       params: [l.tableStride, l.paddedGroups, l.groupSize, l.rows, l.paddedCols, m], count: m * l.rows)
+    }
+
+    func dense(_ d: GPUDenseLayout, x: [UInt16], m: Int) throws -> [Float] {
+        try d.weights.withUnsafeBytes { try write("w", $0) }
+        try x.withUnsafeBytes { try write("x", $0) }
+        return try run("any4_dense_\(d.type.rawValue)_m\(GPUGeometry.batchTile(m)!)", blocks: GPUGeometry.blocks(rows: d.rows),
+                       params: [d.rows, d.paddedCols, m], count: m * d.rows)
     }
 }

@@ -3,7 +3,9 @@
 //
 // Built at run time by NVRTC (GPUBackend.swift: --gpu-architecture=sm_XY, cubin cached); this
 // file is embedded in the binary by scripts/embed-cuda-source.sh. No includes, no host code:
-// f16 is converted with one PTX instruction, bf16 with a shift.
+// f16 is converted with one PTX instruction, bf16 with a shift. Tests/CUDAHost/host_runner.cpp
+// compiles this very file for the CPU (ANY4_HOST_CHECK, one thread per CUDA thread, shuffles
+// through a barrier) so that the tests can run the kernels' own code on a machine without a GPU.
 //
 // Entry points (all extern "C", 128 threads = 4 warps a block, one block per 8 rows):
 //   any4_lut_{f16,bf16}_m{1,2,4,8,16}    lookup GEMM, activations f16 or bf16
@@ -40,9 +42,13 @@ typedef unsigned long long u64;
 // MARK: - Conversions
 
 __device__ __forceinline__ float f16_to_f32(u16 h) {
+#ifdef ANY4_HOST_CHECK
+    return any4_host_f16_to_f32(h);  // Tests/CUDAHost/host_runner.cpp runs this file on the CPU
+#else
     float f;
     asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
     return f;
+#endif
 }
 
 // Eight activations (one uint4) to f32: element 2i is the low half of word i.
@@ -153,24 +159,29 @@ __device__ __forceinline__ void lut_gemm(const u32* __restrict__ codes, const fl
         for (int k = 0; k < MT; ++k) acc[r][k] = 0.0f;
     }
 
-    const uint4 zero4 = {0u, 0u, 0u, 0u};
-    const float2 zero2 = {0.0f, 0.0f};
     // Whole chunks, two at a time: each lane has four 16-byte code loads (and their scales) in
-    // flight before it computes.
+    // flight before it computes. (An absent second chunk is zero-filled and never used.)
     for (int c = 0; c < chunks; c += 2) {
         uint4 v[2][ROWS_PER_WARP];
         float2 s[2][4][ROWS_PER_WARP];
 #pragma unroll
         for (int u = 0; u < 2; ++u) {
-            const bool present = c + u < chunks;
+            if (c + u < chunks) {
 #pragma unroll
-            for (int r = 0; r < ROWS_PER_WARP; ++r)
-                v[u][r] = present ? reinterpret_cast<const uint4*>(row_codes[r])[(u64)(c + u) * 32 + lane] : zero4;
+                for (int r = 0; r < ROWS_PER_WARP; ++r) v[u][r] = reinterpret_cast<const uint4*>(row_codes[r])[(u64)(c + u) * 32 + lane];
 #pragma unroll
-            for (int j = 0; j < 4; ++j) {
-                const int g = (((c + u) * 4 + j) * 256 + lane * 8) / group_size;
+                for (int j = 0; j < 4; ++j) {
+                    const int g = (((c + u) * 4 + j) * 256 + lane * 8) / group_size;
 #pragma unroll
-                for (int r = 0; r < ROWS_PER_WARP; ++r) s[u][j][r] = present ? row_sz[r][g] : zero2;
+                    for (int r = 0; r < ROWS_PER_WARP; ++r) s[u][j][r] = row_sz[r][g];
+                }
+            } else {
+#pragma unroll
+                for (int r = 0; r < ROWS_PER_WARP; ++r) {
+                    v[u][r].x = v[u][r].y = v[u][r].z = v[u][r].w = 0u;
+#pragma unroll
+                    for (int j = 0; j < 4; ++j) s[u][j][r].x = s[u][j][r].y = 0.0f;
+                }
             }
         }
 #pragma unroll
@@ -223,14 +234,15 @@ __device__ __forceinline__ void dense_gemm(const u16* __restrict__ w, const u16*
 #pragma unroll
         for (int k = 0; k < MT; ++k) acc[r][k] = 0.0f;
     }
-    const uint4 zero4 = {0u, 0u, 0u, 0u};
     for (int s = 0; s < slices; s += 4) {
         uint4 v[4][ROWS_PER_WARP];
 #pragma unroll
         for (int u = 0; u < 4; ++u) {
 #pragma unroll
-            for (int r = 0; r < ROWS_PER_WARP; ++r)
-                v[u][r] = s + u < slices ? row_w[r][(u64)(s + u) * 32 + lane] : zero4;
+            for (int r = 0; r < ROWS_PER_WARP; ++r) {
+                if (s + u < slices) v[u][r] = row_w[r][(u64)(s + u) * 32 + lane];
+                else v[u][r].x = v[u][r].y = v[u][r].z = v[u][r].w = 0u;
+            }
         }
 #pragma unroll
         for (int u = 0; u < 4; ++u) {
