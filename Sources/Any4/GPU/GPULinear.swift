@@ -44,7 +44,9 @@ public final class GPULookupLinear: @unchecked Sendable {
         let xd = try backend.upload(type.pack(x, m: m, cols: cols, paddedCols: paddedCols))
         let yd = try backend.allocate(bytes: m * rows * 4)
         try launch(x: xd, y: yd, m: m, type: type)
-        return try backend.download(yd, count: m * rows)
+        let y = try backend.download(yd, count: m * rows)
+        withExtendedLifetime(xd) {}  // x is freed only after the kernel has run (the copy waits for it)
+        return y
     }
 }
 
@@ -79,7 +81,9 @@ public final class GPUDenseLinear: @unchecked Sendable {
         let xd = try backend.upload(type.pack(x, m: m, cols: cols, paddedCols: paddedCols))
         let yd = try backend.allocate(bytes: m * rows * 4)
         try launch(x: xd, y: yd, m: m)
-        return try backend.download(yd, count: m * rows)
+        let y = try backend.download(yd, count: m * rows)
+        withExtendedLifetime(xd) {}  // x is freed only after the kernel has run (the copy waits for it)
+        return y
     }
 }
 
@@ -114,6 +118,8 @@ public final class GPUCuBLASLinear: @unchecked Sendable {
         let xd = try backend.upload(type.pack(x, m: m, cols: cols, paddedCols: cols))
         let yd = try backend.allocate(bytes: m * rows * 4)
         try launch(x: xd, y: yd, m: m)
-        return try backend.download(yd, count: m * rows)
+        let y = try backend.download(yd, count: m * rows)
+        withExtendedLifetime(xd) {}  // x is freed only after the kernel has run (the copy waits for it)
+        return y
     }
 }
