@@ -23,6 +23,8 @@ public final class GPUBackend: @unchecked Sendable {
     /// patterns so that they cross the lock as plain values.
     private struct State {
         var module: UInt?
+        /// Why the kernels could not be built (kept: NVRTC is not asked again).
+        var moduleError: GPUError?
         var functions: [String: UInt] = [:]
         var moduleNote = ""
         var cublas: Result<CuBLAS, GPUError>?
@@ -95,6 +97,16 @@ public final class GPUBackend: @unchecked Sendable {
     /// The compiled kernels, from the cache or NVRTC (the lock is held).
     private func loadModule(_ s: inout State) throws(GPUError) -> UInt {
         if let m = s.module { return m }
+        if let e = s.moduleError { throw e }
+        do throws(GPUError) {
+            return try buildModule(&s)
+        } catch {
+            s.moduleError = error
+            throw error
+        }
+    }
+
+    private func buildModule(_ s: inout State) throws(GPUError) -> UInt {
         try makeCurrent()
         let arch = try architecture()
         let options: [String] = []
