@@ -11,7 +11,8 @@
 //   any4_lut_{f16,bf16}_m{1,2,4,8,16}    lookup GEMM, activations f16 or bf16
 //   any4_dense_{f16,bf16}_m{1,2,4,8,16}  dense GEMM, weights and activations f16 or bf16
 // The suffix m is the largest batch the entry point handles (the host picks the smallest that
-// fits); y is f32, every sum is an f32 fused multiply-add.
+// fits); y is f32, accumulation is f32 (explicit fused multiply-adds, then plain f32 adds for
+// the sums of x and the warp reduction: no contraction can change the order of rounding).
 //
 // The lookup layout, built by GPULookupLayout.swift and read back by GPUEmulation.swift, which
 // runs exactly this arithmetic in Swift so that the tests hold it to the CPU kernel:
