@@ -144,9 +144,13 @@ struct PerplexityCommand: ParsableCommand {
                   + (quantized.map { ", \($0)" } ?? ", weights as stored"))
         }
         let progress = Progress(total: 0, label: "perplexity")
+        var running: [String] = []
         let result = try runProgressJob(progress, interrupted: "interrupted") {
-            try Perplexity.measure(llama, tokens: windows, ctx: ctx, bos: addsBOS ? tokenizer.bosID : nil, progress: progress) { done, running in
-                if !json { writeStdout("[\(done)]\(Formatting.fixed(running, 4)),", flush: true) }
+            try Perplexity.measure(llama, tokens: windows, ctx: ctx, bos: addsBOS ? tokenizer.bosID : nil, progress: progress) { done, estimate in
+                // The running estimate shows in the progress line; the whole series, as llama.cpp
+                // prints it, comes at the end.
+                progress.setLabel("perplexity [\(done)] \(Formatting.fixed(estimate, 4))")
+                running.append("[\(done)]\(Formatting.fixed(estimate, 4))")
             }
         }
         if json {
@@ -156,7 +160,7 @@ struct PerplexityCommand: ParsableCommand {
                 ("weights", .string(quantized ?? "as stored")), ("seconds", JSONValue(result.seconds)),
             ]).serialized)
         } else {
-            print("")
+            print(running.joined(separator: ","))
             print("perplexity \(Formatting.fixed(result.ppl, 4)) over \(result.tokens) scored tokens in \(result.chunks) windows "
                   + "(\(Formatting.fixed(result.seconds, 1)) s)")
         }
