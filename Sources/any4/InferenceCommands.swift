@@ -244,6 +244,9 @@ struct RunCommand: ParsableCommand {
     @Option(help: "The LM head in decode steps: f32, f16 or q8 (int8 weights and activations per 32, a quarter of f32's bytes). The prompt pass uses f32.")
     var head = "q8"
 
+    @Flag(help: "Run the prompt and one decode step once, untimed, before the timed run (steadier speed figures).")
+    var warmup = false
+
     @Flag(help: "Print one JSON object instead of streaming text.")
     var json = false
 
@@ -275,7 +278,7 @@ struct RunCommand: ParsableCommand {
         var stream = UTF8Stream()
         if !json { writeStdout(chat ? promptText + "\n" : promptText) }
         let g = try reportingInferenceErrors {
-            try Generation.greedy(llama, prompt: prompt, count: n, stop: stop) { id in
+            try Generation.greedy(llama, prompt: prompt, count: n, stop: stop, warmup: warmup) { id in
                 if !json && !stop.contains(id) { writeStdout(stream.push(tokenizer.bytes(of: id))) }
                 return true
             }

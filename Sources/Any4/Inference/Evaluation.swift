@@ -76,7 +76,9 @@ public struct Generation: Sendable {
 
     /// Generates up to `count` tokens after `prompt`, stopping after `stop` tokens; `onToken` sees
     /// each one as it comes and may return false to stop.
-    public static func greedy(_ engine: LlamaEngine, prompt: [Int], count: Int, stop: Set<Int> = [],
+    /// - Parameter warmup: run the prompt and one decode step once, untimed, first (as benchmark
+    ///   tools do: the first pass pays page faults and library start-up).
+    public static func greedy(_ engine: LlamaEngine, prompt: [Int], count: Int, stop: Set<Int> = [], warmup: Bool = false,
                               onToken: (Int) -> Bool = { _ in true }) throws -> Generation {
         guard !prompt.isEmpty else { throw InferenceError.tooShort(tokens: 0, needed: 1) }
         let cache = engine.makeCache(capacity: prompt.count + count)
@@ -84,6 +86,11 @@ public struct Generation: Sendable {
             throw InferenceError.contextOverflow(needed: prompt.count + count, capacity: cache.capacity)
         }
         engine.prepareForDecode()
+        if warmup {
+            let first = try engine.forward(prompt, cache: cache, logits: .last)
+            _ = try engine.forward([argmax(first)], cache: cache, logits: .last)
+            cache.reset()
+        }
         var t0 = Clock.now
         var logits = try engine.forward(prompt, cache: cache, logits: .last)
         let prefill = Clock.now - t0
