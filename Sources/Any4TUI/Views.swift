@@ -360,7 +360,7 @@ public struct Renderer: Sendable {
                   maxWidth: width - 2)
             y += 1
         }
-        s.put(s.height - 3, x0 + 1, "perplexity: not available yet (no inference engine)", .warn, maxWidth: width - 2)
+        s.put(s.height - 3, x0 + 1, "perplexity: any4 ppl MODEL --text FILE (CLI)", .dim, maxWidth: width - 2)
     }
 
 }
