@@ -136,17 +136,17 @@ struct PerplexityCommand: ParsableCommand {
             throw usageError("\(text): \(tokens.count) tokens, fewer than one window of --ctx \(ctx)")
         }
         let quantized = try engineQuantization.apply(to: engine, tokenizer: tokenizer, quiet: json)
-        let addsBOS = tokenizer.encode("a", addSpecialTokens: true).first == tokenizer.bosID && tokenizer.bosID != nil
+        let bos = tokenizer.leadingBOS
         var windows = tokens
         if chunks > 0 { windows = Array(tokens.prefix(chunks * ctx)) }
         if !json {
-            print("\(tokens.count) tokens, \(windows.count / ctx) windows of \(ctx)\(addsBOS ? ", BOS first" : "")"
+            print("\(tokens.count) tokens, \(windows.count / ctx) windows of \(ctx)\(bos != nil ? ", BOS first" : "")"
                   + (quantized.map { ", \($0)" } ?? ", weights as stored"))
         }
         let progress = Progress(total: 0, label: "perplexity")
         var running: [String] = []
         let result = try runProgressJob(progress, interrupted: "interrupted") {
-            try Perplexity.measure(llama, tokens: windows, ctx: ctx, bos: addsBOS ? tokenizer.bosID : nil, progress: progress) { done, estimate in
+            try Perplexity.measure(llama, tokens: windows, ctx: ctx, bos: bos, progress: progress) { done, estimate in
                 // The running estimate shows in the progress line; the whole series, as llama.cpp
                 // prints it, comes at the end.
                 progress.setLabel("perplexity [\(done)] \(Formatting.fixed(estimate, 4))")

@@ -64,6 +64,16 @@ final class TokenizerTests: XCTestCase {
 
     // MARK: - Real models
 
+    /// BOS leads a perplexity window only where the model's framing starts with it: not for
+    /// SmolLM2 (add_bos_token false), [CLS] for BERT.
+    func testLeadingBOSFollowsTheModelsFraming() throws {
+        let smol = try Tokenizers.load(for: try Model.open(try TestPaths.requireModel(TestPaths.smolLM2)))
+        XCTAssertEqual(smol.bosID, 1)
+        XCTAssertNil(smol.leadingBOS)
+        let minilm = try Tokenizers.load(for: try Model.open(try TestPaths.requireModel(TestPaths.miniLM)))
+        XCTAssertEqual(minilm.leadingBOS, 101)
+    }
+
     func testSmolLM2MatchesHuggingFace() throws {
         let path = try TestPaths.requireModel(TestPaths.smolLM2)
         let model = try Model.open(path)

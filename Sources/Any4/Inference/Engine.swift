@@ -80,13 +80,7 @@ public enum EngineQuantization {
     static func quantize(_ linear: Linear, tensor: ModelTensor, format: any NumericFormat, options: QuantizationOptions,
                          calibration: CalibrationStats?, keepMatrix: Bool = false, progress: Progress?) throws -> LayerResult {
         progress?.setLabel("quantizing \(format.name) \(linear.name)")
-        var channels: [Float]? = nil
-        if case .calibration(let path, let statistic) = options.sampleWeighting {
-            guard let layer = calibration?.layer(forWeight: linear.name) else {
-                throw FileFormatError(file: path, kind: .badHeader, "no statistics for this layer", subject: linear.name)
-            }
-            channels = layer.values(statistic)
-        }
+        let channels = try ModelQuantization.channelWeights(for: tensor, options: options, calibration: calibration)
         let result = try ModelQuantization.quantize(weights: linear.weights, of: tensor, format: format, options: options,
                                                     channelWeights: channels, progress: progress)
         linear.replace(with: result.matrix!)

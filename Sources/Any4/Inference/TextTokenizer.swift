@@ -18,6 +18,15 @@ public protocol TextTokenizer: Sendable {
     func piece(_ id: Int) -> String
 }
 
+extension TextTokenizer {
+    /// BOS when the model's framing starts with it (`encode(_, addSpecialTokens: true)` puts it
+    /// first), else nil: what a perplexity window's first token becomes.
+    public var leadingBOS: Int? {
+        guard let bos = bosID, encode("", addSpecialTokens: true).first == bos else { return nil }
+        return bos
+    }
+}
+
 public enum Tokenizers {
     /// The tokenizer of a model: GGUF `tokenizer.ggml.*` metadata (model "gpt2" = byte-level BPE; "bert" = WordPiece if you can,
     /// others -> error), or a Hugging Face folder's tokenizer.json (BPE with ByteLevel, or WordPiece) / vocab.txt (WordPiece,
