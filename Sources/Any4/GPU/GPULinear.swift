@@ -32,7 +32,7 @@ public final class GPULookupLinear: @unchecked Sendable {
     /// Enqueues y = x·Ŵᵀ: `x` holds [m, paddedCols] activations of `type`
     /// (``GPUActivationType/pack(_:m:cols:paddedCols:)``), `y` room for [m, rows] floats.
     public func launch(x: GPUBuffer, y: GPUBuffer, m: Int, type: GPUActivationType) throws(GPUError) {
-        guard let tile = GPUGeometry.batchTile(m), m >= 1 else { throw GPUError("the GPU kernels take 1…16 activation rows, not \(m)") }
+        let tile = try GPUGeometry.tile(for: m)
         try backend.launch("any4_lut_\(type.rawValue)_m\(tile)", blocks: GPUGeometry.blocks(rows: rows), [
             .buffer(codes), .buffer(table), .int(tableStride), .buffer(scaleZero), .int(paddedGroups), .int(groupSize),
             .buffer(x), .buffer(y), .int(rows), .int(paddedCols), .int(m),
@@ -41,12 +41,9 @@ public final class GPULookupLinear: @unchecked Sendable {
 
     /// y[m, rows] for x[m, cols] (rounded to `type` on the way in).
     public func forward(_ x: [Float], m: Int, type: GPUActivationType) throws(GPUError) -> [Float] {
-        let xd = try backend.upload(type.pack(x, m: m, cols: cols, paddedCols: paddedCols))
-        let yd = try backend.allocate(bytes: m * rows * 4)
-        try launch(x: xd, y: yd, m: m, type: type)
-        let y = try backend.download(yd, count: m * rows)
-        withExtendedLifetime(xd) {}  // x is freed only after the kernel has run (the copy waits for it)
-        return y
+        try backend.run(x, m: m, cols: cols, paddedCols: paddedCols, rows: rows, type: type) { xd, yd throws(GPUError) in
+            try launch(x: xd, y: yd, m: m, type: type)
+        }
     }
 }
 
@@ -71,19 +68,16 @@ public final class GPUDenseLinear: @unchecked Sendable {
     }
 
     public func launch(x: GPUBuffer, y: GPUBuffer, m: Int) throws(GPUError) {
-        guard let tile = GPUGeometry.batchTile(m), m >= 1 else { throw GPUError("the GPU kernels take 1…16 activation rows, not \(m)") }
+        let tile = try GPUGeometry.tile(for: m)
         try backend.launch("any4_dense_\(type.rawValue)_m\(tile)", blocks: GPUGeometry.blocks(rows: rows), [
             .buffer(weights), .buffer(x), .buffer(y), .int(rows), .int(paddedCols), .int(m),
         ])
     }
 
     public func forward(_ x: [Float], m: Int) throws(GPUError) -> [Float] {
-        let xd = try backend.upload(type.pack(x, m: m, cols: cols, paddedCols: paddedCols))
-        let yd = try backend.allocate(bytes: m * rows * 4)
-        try launch(x: xd, y: yd, m: m)
-        let y = try backend.download(yd, count: m * rows)
-        withExtendedLifetime(xd) {}  // x is freed only after the kernel has run (the copy waits for it)
-        return y
+        try backend.run(x, m: m, cols: cols, paddedCols: paddedCols, rows: rows, type: type) { xd, yd throws(GPUError) in
+            try launch(x: xd, y: yd, m: m)
+        }
     }
 }
 
@@ -115,10 +109,21 @@ public final class GPUCuBLASLinear: @unchecked Sendable {
     }
 
     public func forward(_ x: [Float], m: Int) throws(GPUError) -> [Float] {
-        let xd = try backend.upload(type.pack(x, m: m, cols: cols, paddedCols: cols))
-        let yd = try backend.allocate(bytes: m * rows * 4)
-        try launch(x: xd, y: yd, m: m)
-        let y = try backend.download(yd, count: m * rows)
+        try backend.run(x, m: m, cols: cols, paddedCols: cols, rows: rows, type: type) { xd, yd throws(GPUError) in
+            try launch(x: xd, y: yd, m: m)
+        }
+    }
+}
+
+extension GPUBackend {
+    /// Uploads x [m, cols] as `type` padded to `paddedCols`, runs `launch` into room for [m, rows]
+    /// floats and returns them.
+    func run(_ x: [Float], m: Int, cols: Int, paddedCols: Int, rows: Int, type: GPUActivationType,
+             _ launch: (GPUBuffer, GPUBuffer) throws(GPUError) -> Void) throws(GPUError) -> [Float] {
+        let xd = try upload(type.pack(x, m: m, cols: cols, paddedCols: paddedCols))
+        let yd = try allocate(bytes: m * rows * 4)
+        try launch(xd, yd)
+        let y = try download(yd, count: m * rows)
         withExtendedLifetime(xd) {}  // x is freed only after the kernel has run (the copy waits for it)
         return y
     }

@@ -56,6 +56,12 @@ public enum GPUGeometry {
     }
     /// The batch tile an m-row call runs with.
     public static func batchTile(_ m: Int) -> Int? { batchTiles.first { $0 >= m } }
+
+    /// The batch tile for m activation rows, or an error outside 1…16.
+    static func tile(for m: Int) throws(GPUError) -> Int {
+        guard m >= 1, let tile = batchTile(m) else { throw GPUError("the GPU kernels take 1…16 activation rows, not \(m)") }
+        return tile
+    }
 }
 
 /// A 4-bit quantized matrix arranged for the GPU lookup kernel (`any4_lut_*` in any4_gemm.cu).
