@@ -30,6 +30,19 @@ struct AddedTokenMatcher: Sendable {
     /// For each first byte, the entries starting with it, longest first.
     private let byFirstByte: [[Int]]
 
+    /// Matchers for the added tokens found in the raw text and for those flagged `normalized`,
+    /// found after `normalize` (their content normalized the same way). Without a normalizer
+    /// every token is matched in the raw text.
+    static func split(_ tokens: [AddedToken], normalize: ((String) -> String)?) -> (raw: AddedTokenMatcher, normalized: AddedTokenMatcher) {
+        guard let normalize else { return (AddedTokenMatcher(tokens), AddedTokenMatcher([])) }
+        let normalized = tokens.filter(\.normalized).map { token in
+            var token = token
+            token.content = normalize(token.content)
+            return token
+        }
+        return (AddedTokenMatcher(tokens.filter { !$0.normalized }), AddedTokenMatcher(normalized))
+    }
+
     init(_ tokens: [AddedToken]) {
         let entries = tokens.map { Entry(bytes: Array($0.content.utf8), token: $0) }.filter { !$0.bytes.isEmpty }
         var table = [[Int]](repeating: [], count: 256)

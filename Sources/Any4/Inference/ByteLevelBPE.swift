@@ -109,12 +109,8 @@ struct ByteLevelBPETokenizer: TextTokenizer {
         } else {
             wholeWords = nil
         }
-        addedTokens = AddedTokenMatcher(definition.addedTokens.filter { !$0.normalized || !definition.nfc })
-        normalizedAddedTokens = AddedTokenMatcher(definition.addedTokens.filter { $0.normalized && definition.nfc }.map {
-            var token = $0
-            token.content = String(decoding: Self.nfc(Array(token.content.utf8)), as: UTF8.self)
-            return token
-        })
+        (addedTokens, normalizedAddedTokens) = AddedTokenMatcher.split(definition.addedTokens, normalize: definition.nfc
+            ? { String(decoding: Self.nfc(Array($0.utf8)), as: UTF8.self) } : nil)
         nfc = definition.nfc
         preTokenizer = definition.preTokenizer
         prefix = definition.prefix

@@ -77,11 +77,8 @@ struct WordPieceTokenizer: TextTokenizer {
         maxInputCharsPerWord = definition.maxInputCharsPerWord
         let normalizer = definition.normalizer
         self.normalizer = normalizer
-        addedTokens = AddedTokenMatcher(definition.addedTokens.filter { !$0.normalized || normalizer == nil })
-        normalizedAddedTokens = AddedTokenMatcher(definition.addedTokens.filter { $0.normalized && normalizer != nil }.map {
-            var token = $0
-            token.content = scalarString(normalizer!.normalize(Array($0.content.unicodeScalars.map(\.value))))
-            return token
+        (addedTokens, normalizedAddedTokens) = AddedTokenMatcher.split(definition.addedTokens, normalize: normalizer.map { n in
+            { scalarString(n.normalize(Array($0.unicodeScalars.map(\.value)))) }
         })
         prefix = definition.prefix
         suffix = definition.suffix
