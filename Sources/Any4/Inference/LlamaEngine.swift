@@ -168,21 +168,9 @@ public final class LlamaEngine: @unchecked Sendable {
         let attended: [Float]
         if let cache {
             cache.store(layer: i, keys: k, values: v, at: p0, m: m)
-            attended = cache.keys[i].withUnsafeBufferPointer { keys in
-                cache.values[i].withUnsafeBufferPointer { values in
-                    Ops.attention(q: q, m: m, keys: keys.baseAddress!, values: values.baseAddress!, n: p0 + m,
-                                  heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim, causalFrom: p0,
-                                  threads: options.workers)
-                }
-            }
+            attended = attend(q, m: m, keys: cache.keys[i], values: cache.values[i], n: p0 + m, p0: p0)
         } else {
-            attended = k.withUnsafeBufferPointer { keys in
-                v.withUnsafeBufferPointer { values in
-                    Ops.attention(q: q, m: m, keys: keys.baseAddress!, values: values.baseAddress!, n: m,
-                                  heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim, causalFrom: 0,
-                                  threads: options.workers)
-                }
-            }
+            attended = attend(q, m: m, keys: k, values: v, n: m, p0: 0)
         }
         Ops.add(&h, b.o.forward(attended, m: m, options: options))
         x = h
@@ -191,6 +179,16 @@ public final class LlamaEngine: @unchecked Sendable {
         var gate = gateUp[0]
         Ops.swiglu(&gate, gateUp[1])
         Ops.add(&h, b.down.forward(gate, m: m, options: options))
+    }
+
+    /// Causal attention of m queries at positions p0 ..< p0 + m over key/value rows 0 ..< n.
+    private func attend(_ q: [Float], m: Int, keys: [Float], values: [Float], n: Int, p0: Int) -> [Float] {
+        keys.withUnsafeBufferPointer { keys in
+            values.withUnsafeBufferPointer { values in
+                Ops.attention(q: q, m: m, keys: keys.baseAddress!, values: values.baseAddress!, n: n, heads: config.heads,
+                              kvHeads: config.kvHeads, headDim: config.headDim, causalFrom: p0, threads: options.workers)
+            }
+        }
     }
 
     /// A cache for `capacity` positions (at most the model's context; default up to 2048).
