@@ -2,6 +2,7 @@
 #include "any4_kernels.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #if defined(__x86_64__) || defined(_M_X64)
@@ -49,10 +50,32 @@ static inline float bf16_to_float(uint16_t h) {
     return f;
 }
 
-static inline int code_at(const uint8_t *row, int c, int B) {
-    const int h = B / 2;
-    const uint8_t byte = row[(c / B) * h + (c % B) % h];
-    return (c % B) < h ? (byte & 0xF) : (byte >> 4);
+/// The code of column c in a packed row (see the layout in any4_kernels.h).
+static inline int code_at(const any4_packed *w, const uint8_t *row, int c) {
+    const int G = w->group_size, main = w->super_blocks * 8 * G;
+    if (c < main) {
+        const int s = c / (8 * G), j = (c / G) % 8, cc = c % G;
+        const uint8_t byte = row[(size_t)s * 4 * G + 32 * (cc / 8) + 4 * j + cc % 4];
+        return (cc % 8) < 4 ? (byte & 0xF) : (byte >> 4);
+    }
+    const int B = w->block_cols, h = B / 2, t = c - main;
+    const uint8_t byte = row[main / 2 + (t / B) * h + (t % B) % h];
+    return (t % B) < h ? (byte & 0xF) : (byte >> 4);
+}
+
+void any4_kernel_order(const any4_packed *w, const void *src, void *dst, int m, int elem) {
+    const int G = w->group_size, cp = w->cols_padded, main = w->super_blocks * 8 * G;
+    for (int k = 0; k < m; k++) {
+        const char *in = (const char *)src + (size_t)k * cp * elem;
+        char *out = (char *)dst + (size_t)k * cp * elem;
+        for (int s = 0; s < w->super_blocks; s++)
+            for (int j = 0; j < 8; j++)
+                for (int i = 0; i < G / 8; i++)
+                    for (int h = 0; h < 2; h++)
+                        memcpy(out + (size_t)(s * 8 * G + 64 * i + 32 * h + 4 * j) * elem,
+                               in + (size_t)((8 * s + j) * G + 8 * i + 4 * h) * elem, 4 * (size_t)elem);
+        memcpy(out + (size_t)main * elem, in + (size_t)main * elem, (size_t)(cp - main) * elem);
+    }
 }
 
 // MARK: - Scalar references
@@ -69,7 +92,7 @@ static void lut_exact_scalar(const any4_packed *w, const float *x, const float *
             for (int g = 0; g < w->groups; g++) {
                 float acc = 0;
                 int end = (g + 1) * G < cp ? (g + 1) * G : cp;
-                for (int c = g * G; c < end; c++) acc += t[code_at(q, c, w->block_cols)] * xk[c];
+                for (int c = g * G; c < end; c++) acc += t[code_at(w, q, c)] * xk[c];
                 total += acc * w->scales[(size_t)r * w->groups + g];
                 if (w->zeros) total += w->zeros[(size_t)r * w->groups + g] * gsum[(size_t)k * w->groups + g];
             }
@@ -85,17 +108,17 @@ static void lut_fast_scalar(const any4_packed *w, const int8_t *xq, const float 
         const uint8_t *q = w->codes + (size_t)r * (cp / 2);
         const int8_t *t = w->table_i8 + (size_t)r * w->table_stride;
         const float f = w->table_i8_scale[(size_t)r * w->table_i8_scale_stride];
+        const float *sc = w->scales + (size_t)r * w->groups;
         for (int k = 0; k < m; k++) {
-            const int8_t *xk = xq + (size_t)k * cp;
-            float total = 0;
+            float total = 0, zero = 0;
             for (int g = 0; g < w->groups; g++) {
                 int32_t acc = 0;
                 int end = (g + 1) * G < cp ? (g + 1) * G : cp;
-                for (int c = g * G; c < end; c++) acc += (int32_t)t[code_at(q, c, w->block_cols)] * xk[c];
-                total += (float)acc * (w->scales[(size_t)r * w->groups + g] * f * xs[(size_t)k * w->groups + g]);
-                if (w->zeros) total += w->zeros[(size_t)r * w->groups + g] * gsum[(size_t)k * w->groups + g];
+                for (int c = g * G; c < end; c++) acc += (int32_t)t[code_at(w, q, c)] * xq[(size_t)k * cp + c];
+                total += (float)acc * (sc[g] * xs[(size_t)k * w->groups + g]);
+                if (w->zeros) zero += w->zeros[(size_t)r * w->groups + g] * gsum[(size_t)k * w->groups + g];
             }
-            y[(size_t)k * ys + r] = total + (bias ? bias[r] : 0);
+            y[(size_t)k * ys + r] = total * f + zero + (bias ? bias[r] : 0);
         }
     }
 }
@@ -149,127 +172,271 @@ AVX2 static inline float dot_avx2(const float *z, const float *gs, int n) {
     return v;
 }
 
-AVX2 static void lut_exact_avx2(const any4_packed *w, const float *x, const float *gsum, int m, float *y, int ys,
-                                const float *bias, int r0, int r1) {
-    const int cp = w->cols_padded, G = w->group_size, B = w->block_cols, h = B / 2, bpg = G / B, nb = cp / B;
-    const __m256i m4 = _mm256_set1_epi32(15);
-    for (int r = r0; r < r1; r++) {
-        const uint8_t *q = w->codes + (size_t)r * (cp / 2);
-        const float *t = w->table + (size_t)r * w->table_stride;
-        const __m256 tlo = _mm256_loadu_ps(t), thi = _mm256_loadu_ps(t + 8);
-        const float *sc = w->scales + (size_t)r * w->groups;
-        for (int k0 = 0; k0 < m; k0 += TILE) {
-            const int kt = m - k0 < TILE ? m - k0 : TILE;
-            __m256 total[TILE];
-            for (int k = 0; k < TILE; k++) total[k] = _mm256_setzero_ps();
-            for (int g = 0; g < w->groups; g++) {
-                __m256 acc[TILE];
-                for (int k = 0; k < TILE; k++) acc[k] = _mm256_setzero_ps();
-                const int bend = (g + 1) * bpg < nb ? (g + 1) * bpg : nb;
-                for (int b = g * bpg; b < bend; b++) {
-                    for (int j = 0; j < h; j += 8) {
-                        __m256i raw = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(q + b * h + j)));
-                        __m256 wl = lookup16(tlo, thi, _mm256_and_si256(raw, m4));
-                        __m256 wh = lookup16(tlo, thi, _mm256_srli_epi32(raw, 4));
-                        for (int k = 0; k < kt; k++) {
-                            const float *xb = x + (size_t)(k0 + k) * cp + b * B + j;
-                            acc[k] = _mm256_fmadd_ps(wl, _mm256_loadu_ps(xb), acc[k]);
-                            acc[k] = _mm256_fmadd_ps(wh, _mm256_loadu_ps(xb + h), acc[k]);
-                        }
-                    }
+/// 8 codes' table values, the low and high nibbles of 8 bytes at p: two runs of 8 columns.
+AVX2 static inline void lookup8x2(const uint8_t *p, __m256 tlo, __m256 thi, __m256 *wl, __m256 *wh) {
+    const __m256i raw = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p));
+    *wl = lookup16(tlo, thi, _mm256_and_si256(raw, _mm256_set1_epi32(15)));
+    *wh = lookup16(tlo, thi, _mm256_srli_epi32(raw, 4));
+}
+
+/// One row of the exact path for KT (1..4) activation rows. In the super-blocks each 8-byte load
+/// covers two groups (lanes 0-3 and 4-7), so the decoded values are scaled there (one multiply,
+/// shared by the KT rows); in the tail one accumulator per group is scaled at its end.
+INLINE_AVX2 void lut_exact_row(const any4_packed *w, int r, const float *x, const float *gsum, int k0, const int KT,
+                               float *y, int ys, const float *bias) {
+    const int cp = w->cols_padded, G = w->group_size, B = w->block_cols, h = B / 2, main = w->super_blocks * 8 * G;
+    const uint8_t *q = w->codes + (size_t)r * (cp / 2);
+    const float *t = w->table + (size_t)r * w->table_stride;
+    const __m256 tlo = _mm256_loadu_ps(t), thi = _mm256_loadu_ps(t + 8);
+    const float *sc = w->scales + (size_t)r * w->groups;
+    __m256 total[TILE];
+    for (int k = 0; k < KT; k++) total[k] = _mm256_setzero_ps();
+    for (int s = 0; s < w->super_blocks; s++) {
+        __m256 sv[4];  // [scale of group 2j] × 4, [scale of group 2j + 1] × 4
+        for (int j = 0; j < 4; j++)
+            sv[j] = _mm256_set_m128(_mm_set1_ps(sc[8 * s + 2 * j + 1]), _mm_set1_ps(sc[8 * s + 2 * j]));
+        for (int i = 0; i < G / 8; i++) {
+            const uint8_t *qc = q + (size_t)s * 4 * G + 32 * i;
+            for (int j = 0; j < 4; j++) {
+                __m256 wl, wh;
+                lookup8x2(qc + 8 * j, tlo, thi, &wl, &wh);
+                wl = _mm256_mul_ps(wl, sv[j]);
+                wh = _mm256_mul_ps(wh, sv[j]);
+                for (int k = 0; k < KT; k++) {
+                    const float *xb = x + (size_t)(k0 + k) * cp + s * 8 * G + 64 * i + 8 * j;
+                    total[k] = _mm256_fmadd_ps(wl, _mm256_loadu_ps(xb), total[k]);
+                    total[k] = _mm256_fmadd_ps(wh, _mm256_loadu_ps(xb + 32), total[k]);
                 }
-                const __m256 s = _mm256_set1_ps(sc[g]);
-                for (int k = 0; k < kt; k++) total[k] = _mm256_fmadd_ps(acc[k], s, total[k]);
-            }
-            for (int k = 0; k < kt; k++) {
-                float v = hsum256(total[k]);
-                if (w->zeros) {
-                    const float *z = w->zeros + (size_t)r * w->groups, *gs = gsum + (size_t)(k0 + k) * w->groups;
-                    v += dot_avx2(z, gs, w->groups);
-                }
-                y[(size_t)(k0 + k) * ys + r] = v + (bias ? bias[r] : 0);
             }
         }
     }
-}
-
-/// One row of the fast path for KT (1..4) activation rows: KT is a compile-time constant at each
-/// call site, so the accumulators stay in registers.
-INLINE_AVX2 void lut_fast_row(const any4_packed *w, int r, const int8_t *xq, const float *xs, const float *gsum,
-                              int k0, const int KT, float *y, int ys, const float *bias) {
-    const int cp = w->cols_padded, G = w->group_size, B = w->block_cols, bpg = G / B, nb = cp / B;
-    const __m256i m4 = _mm256_set1_epi8(15), ones = _mm256_set1_epi16(1);
-    const uint8_t *q = w->codes + (size_t)r * (cp / 2);
-    const __m256i lut = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(w->table_i8 + (size_t)r * w->table_stride)));
-    const float f = w->table_i8_scale[(size_t)r * w->table_i8_scale_stride];
-    const float *sc = w->scales + (size_t)r * w->groups;
-    const int8_t *xk[TILE];
-    for (int k = 0; k < KT; k++) xk[k] = xq + (size_t)(k0 + k) * cp;
-    __m256 total[TILE];
-    for (int k = 0; k < KT; k++) total[k] = _mm256_setzero_ps();
-    for (int g = 0; g < w->groups; g++) {
-        __m256i acc[TILE];
-        for (int k = 0; k < KT; k++) acc[k] = _mm256_setzero_si256();
-        const int bend = (g + 1) * bpg < nb ? (g + 1) * bpg : nb;
-        if (B == 64) {
-            for (int b = g * bpg; b < bend; b++) {
-                _mm_prefetch((const char *)(q + b * 32 + 2048), _MM_HINT_T0);
-                const __m256i raw = _mm256_loadu_si256((const __m256i *)(q + b * 32));
-                const __m256i w0 = _mm256_shuffle_epi8(lut, _mm256_and_si256(raw, m4));
-                const __m256i w1 = _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4));
-                const __m256i a0 = _mm256_sign_epi8(w0, w0), a1 = _mm256_sign_epi8(w1, w1);
+    for (int g = 8 * w->super_blocks; g < w->groups; g++) {
+        __m256 acc[TILE];
+        for (int k = 0; k < KT; k++) acc[k] = _mm256_setzero_ps();
+        const int end = (g + 1) * G < cp ? (g + 1) * G : cp;
+        for (int c = g * G; c < end; c += B) {
+            for (int j = 0; j < h; j += 8) {
+                __m256 wl, wh;
+                lookup8x2(q + main / 2 + (c - main) / 2 + j, tlo, thi, &wl, &wh);
                 for (int k = 0; k < KT; k++) {
-                    const __m256i x0 = _mm256_loadu_si256((const __m256i *)(xk[k] + b * 64));
-                    const __m256i x1 = _mm256_loadu_si256((const __m256i *)(xk[k] + b * 64 + 32));
-                    const __m256i p0 = _mm256_maddubs_epi16(a0, _mm256_sign_epi8(x0, w0));
-                    const __m256i p1 = _mm256_maddubs_epi16(a1, _mm256_sign_epi8(x1, w1));
-                    acc[k] = _mm256_add_epi32(acc[k], _mm256_madd_epi16(p0, ones));
-                    acc[k] = _mm256_add_epi32(acc[k], _mm256_madd_epi16(p1, ones));
-                }
-            }
-        } else {
-            for (int b = g * bpg; b < bend; b++) {
-                const __m128i raw = _mm_loadu_si128((const __m128i *)(q + b * 16));
-                const __m256i idx = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), m4);
-                const __m256i wv = _mm256_shuffle_epi8(lut, idx);
-                const __m256i aw = _mm256_sign_epi8(wv, wv);
-                for (int k = 0; k < KT; k++) {
-                    const __m256i xv = _mm256_loadu_si256((const __m256i *)(xk[k] + b * 32));
-                    const __m256i p = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(xv, wv));
-                    acc[k] = _mm256_add_epi32(acc[k], _mm256_madd_epi16(p, ones));
+                    const float *xb = x + (size_t)(k0 + k) * cp + c + j;
+                    acc[k] = _mm256_fmadd_ps(wl, _mm256_loadu_ps(xb), acc[k]);
+                    acc[k] = _mm256_fmadd_ps(wh, _mm256_loadu_ps(xb + h), acc[k]);
                 }
             }
         }
-        const float sf = sc[g] * f;
-        for (int k = 0; k < KT; k++) {
-            const __m256 s = _mm256_set1_ps(sf * xs[(size_t)(k0 + k) * w->groups + g]);
-            total[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[k]), s, total[k]);
-        }
+        const __m256 sg = _mm256_set1_ps(sc[g]);
+        for (int k = 0; k < KT; k++) total[k] = _mm256_fmadd_ps(acc[k], sg, total[k]);
     }
     for (int k = 0; k < KT; k++) {
         float v = hsum256(total[k]);
-        if (w->zeros) {
-            const float *z = w->zeros + (size_t)r * w->groups, *gs = gsum + (size_t)(k0 + k) * w->groups;
-            v += dot_avx2(z, gs, w->groups);
-        }
+        if (w->zeros) v += dot_avx2(w->zeros + (size_t)r * w->groups, gsum + (size_t)(k0 + k) * w->groups, w->groups);
         y[(size_t)(k0 + k) * ys + r] = v + (bias ? bias[r] : 0);
     }
 }
 
-AVX2 static void lut_fast_avx2(const any4_packed *w, const int8_t *xq, const float *xs, const float *gsum, int m, float *y,
-                               int ys, const float *bias, int r0, int r1) {
+AVX2 static void lut_exact_avx2(const any4_packed *w, const float *x, const float *gsum, int m, float *y, int ys,
+                                const float *bias, int r0, int r1) {
     for (int r = r0; r < r1; r++) {
         for (int k0 = 0; k0 < m; k0 += TILE) {
             switch (m - k0 < TILE ? m - k0 : TILE) {
-            case 1: lut_fast_row(w, r, xq, xs, gsum, k0, 1, y, ys, bias); break;
-            case 2: lut_fast_row(w, r, xq, xs, gsum, k0, 2, y, ys, bias); break;
-            case 3: lut_fast_row(w, r, xq, xs, gsum, k0, 3, y, ys, bias); break;
-            default: lut_fast_row(w, r, xq, xs, gsum, k0, 4, y, ys, bias); break;
+            case 1: lut_exact_row(w, r, x, gsum, k0, 1, y, ys, bias); break;
+            case 2: lut_exact_row(w, r, x, gsum, k0, 2, y, ys, bias); break;
+            case 3: lut_exact_row(w, r, x, gsum, k0, 3, y, ys, bias); break;
+            default: lut_exact_row(w, r, x, gsum, k0, 4, y, ys, bias); break;
             }
         }
     }
 }
 
+/// The end of a row of the fast path: the factor of the int8 table, the zero term and the bias.
+INLINE_AVX2 float fast_epilogue(const any4_packed *w, int r, int k, __m256 total, const float *gsum, const float *bias) {
+    float v = hsum256(total) * w->table_i8_scale[(size_t)r * w->table_i8_scale_stride];
+    if (w->zeros) v += dot_avx2(w->zeros + (size_t)r * w->groups, gsum + (size_t)k * w->groups, w->groups);
+    return v + (bias ? bias[r] : 0);
+}
+
+/// Σ x·w over 32 columns for one activation row, as 8 int32 lanes: maddubs needs an unsigned
+/// operand, so |x| (precomputed once per call) times w with the sign of x.
+INLINE_AVX2 __m256i dot32_lut(__m256i wv, const int8_t *x, const uint8_t *xa, __m256i ones) {
+    const __m256i p = _mm256_maddubs_epi16(_mm256_loadu_si256((const __m256i *)xa),
+                                           _mm256_sign_epi8(wv, _mm256_loadu_si256((const __m256i *)x)));
+    return _mm256_madd_epi16(p, ones);
+}
+
+/// One row of the fast path for KT (1..4) activation rows: KT is a compile-time constant at each
+/// call site, so the accumulators stay in registers. Each block of weights is decoded once for
+/// all KT rows. In the super-blocks a lane of an accumulator belongs to one group, so 8 groups
+/// end with one conversion and one multiply-add; the tail ends each group on its own.
+INLINE_AVX2 void lut_fast_row(const any4_packed *w, int r, const int8_t *xq, const uint8_t *xa, const float *xs,
+                              const float *gsum, int k0, const int KT, float *y, int ys, const float *bias) {
+    const int cp = w->cols_padded, G = w->group_size, B = w->block_cols, main = w->super_blocks * 8 * G;
+    const __m256i m4 = _mm256_set1_epi8(15), ones = _mm256_set1_epi16(1);
+    const uint8_t *q = w->codes + (size_t)r * (cp / 2);
+    const __m256i lut = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(w->table_i8 + (size_t)r * w->table_stride)));
+    const float *sc = w->scales + (size_t)r * w->groups;
+    const int8_t *x0 = xq + (size_t)k0 * cp;
+    const uint8_t *a0 = xa + (size_t)k0 * cp;
+    __m256 total[TILE];
+    for (int k = 0; k < KT; k++) total[k] = _mm256_setzero_ps();
+    for (int s = 0; s < w->super_blocks; s++) {
+        __m256i acc[TILE];
+        for (int k = 0; k < KT; k++) acc[k] = _mm256_setzero_si256();
+        const uint8_t *qs = q + (size_t)s * 4 * G;
+        for (int i = 0; i < G / 8; i++) {
+            _mm_prefetch((const char *)(qs + 32 * i + 1024), _MM_HINT_T0);
+            const __m256i raw = _mm256_loadu_si256((const __m256i *)(qs + 32 * i));
+            const __m256i w0 = _mm256_shuffle_epi8(lut, _mm256_and_si256(raw, m4));
+            const __m256i w1 = _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4));
+            for (int k = 0; k < KT; k++) {
+                const size_t o = (size_t)k * cp + (size_t)s * 8 * G + 64 * i;
+                acc[k] = _mm256_add_epi32(acc[k], _mm256_add_epi32(dot32_lut(w0, x0 + o, a0 + o, ones),
+                                                                   dot32_lut(w1, x0 + o + 32, a0 + o + 32, ones)));
+            }
+        }
+        const __m256 sv = _mm256_loadu_ps(sc + 8 * s);
+        for (int k = 0; k < KT; k++) {
+            const __m256 f = _mm256_mul_ps(sv, _mm256_loadu_ps(xs + (size_t)(k0 + k) * w->groups + 8 * s));
+            total[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[k]), f, total[k]);
+        }
+    }
+    for (int g = 8 * w->super_blocks; g < w->groups; g++) {
+        __m256i acc[TILE];
+        for (int k = 0; k < KT; k++) acc[k] = _mm256_setzero_si256();
+        const int end = (g + 1) * G < cp ? (g + 1) * G : cp;
+        for (int c = g * G; c < end; c += B) {
+            const uint8_t *qb = q + main / 2 + (c - main) / 2;
+            if (B == 64) {
+                const __m256i raw = _mm256_loadu_si256((const __m256i *)qb);
+                const __m256i w0 = _mm256_shuffle_epi8(lut, _mm256_and_si256(raw, m4));
+                const __m256i w1 = _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4));
+                for (int k = 0; k < KT; k++) {
+                    const size_t o = (size_t)k * cp + c;
+                    acc[k] = _mm256_add_epi32(acc[k], _mm256_add_epi32(dot32_lut(w0, x0 + o, a0 + o, ones),
+                                                                       dot32_lut(w1, x0 + o + 32, a0 + o + 32, ones)));
+                }
+            } else {
+                const __m128i raw = _mm_loadu_si128((const __m128i *)qb);
+                const __m256i wv = _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), m4));
+                for (int k = 0; k < KT; k++) {
+                    const size_t o = (size_t)k * cp + c;
+                    acc[k] = _mm256_add_epi32(acc[k], dot32_lut(wv, x0 + o, a0 + o, ones));
+                }
+            }
+        }
+        for (int k = 0; k < KT; k++) {
+            const __m256 f = _mm256_set1_ps(sc[g] * xs[(size_t)(k0 + k) * w->groups + g]);
+            total[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[k]), f, total[k]);
+        }
+    }
+    for (int k = 0; k < KT; k++) y[(size_t)(k0 + k) * ys + r] = fast_epilogue(w, r, k0 + k, total[k], gsum, bias);
+}
+
+AVX2 static void lut_fast_avx2(const any4_packed *w, const int8_t *xq, const uint8_t *xa, const float *xs,
+                               const float *gsum, int m, float *y, int ys, const float *bias, int r0, int r1) {
+    for (int r = r0; r < r1; r++) {
+        for (int k0 = 0; k0 < m; k0 += TILE) {
+            switch (m - k0 < TILE ? m - k0 : TILE) {
+            case 1: lut_fast_row(w, r, xq, xa, xs, gsum, k0, 1, y, ys, bias); break;
+            case 2: lut_fast_row(w, r, xq, xa, xs, gsum, k0, 2, y, ys, bias); break;
+            case 3: lut_fast_row(w, r, xq, xa, xs, gsum, k0, 3, y, ys, bias); break;
+            default: lut_fast_row(w, r, xq, xa, xs, gsum, k0, 4, y, ys, bias); break;
+            }
+        }
+    }
+}
+
+#endif
+
+/// Σ x over n values (n % 8 == 0) in eight interleaved lanes reduced as hsum256 does, so that the
+/// scalar and AVX2 quantizers get the same float and hence the same codes.
+static float lane_sum(const float *x, int n) {
+    float l[8] = {0};
+    for (int c = 0; c < n; c += 8) for (int i = 0; i < 8; i++) l[i] += x[c + i];
+    return ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]));
+}
+
+/// The sum-preserving step: moves the codes that were rounded furthest (first index on ties) by
+/// one until Σ xq = round(Σ x / s), so that Σ xq·s is within s/2 of Σ x. Per-group weight means
+/// (any table whose values do not average to zero over a row's codes) make the product sensitive to
+/// the common-mode part of the rounding error; this removes it. xf: x / s (as the codes saw it).
+static void preserve_sum(const float *x, float inv, int n, int8_t *xq, int residual) {
+    while (residual != 0) {
+        const int dir = residual > 0 ? 1 : -1;
+        int best = -1;
+        float bestGap = -1;
+        for (int c = 0; c < n; c++) {
+            const float gap = (x[c] * inv - xq[c]) * dir;  // how far below (above) the value the code is
+            if (gap > bestGap && xq[c] + dir <= 127 && xq[c] + dir >= -127) { bestGap = gap; best = c; }
+        }
+        if (best < 0) break;
+        xq[best] = (int8_t)(xq[best] + dir);
+        residual -= dir;
+    }
+}
+
+/// Activations of one group to int8, the portable version.
+static void quantize_group_scalar(const float *x, int n, int8_t *xq, uint8_t *xa, float *scale, float *sum, int preserve) {
+    float amax = 0;
+    for (int c = 0; c < n; c++) amax = fabsf(x[c]) > amax ? fabsf(x[c]) : amax;
+    float s = 0;
+    if (n % 8 == 0) s = lane_sum(x, n);
+    else for (int c = 0; c < n; c++) s += x[c];
+    const float inv = amax > 0 ? 127.0f / amax : 0.0f;
+    int qsum = 0;
+    for (int c = 0; c < n; c++) {
+        xq[c] = (int8_t)lrintf(x[c] * inv);
+        qsum += xq[c];
+    }
+    if (preserve) preserve_sum(x, inv, n, xq, (int)lrintf(s * inv) - qsum);
+    if (xa) for (int c = 0; c < n; c++) xa[c] = (uint8_t)abs(xq[c]);
+    *scale = amax / 127.0f;
+    *sum = s;
+}
+
+#if ANY4_X86
+/// Activations of one group to int8 (n % 32 == 0); the same codes as quantize_group_scalar.
+AVX2 static void quantize_group_avx2(const float *x, int n, int8_t *xq, uint8_t *xa, float *scale, float *sum, int preserve) {
+    const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+    __m256 mx = _mm256_setzero_ps(), sm = _mm256_setzero_ps();
+    for (int c = 0; c < n; c += 8) {
+        const __m256 v = _mm256_loadu_ps(x + c);
+        mx = _mm256_max_ps(mx, _mm256_and_ps(v, absmask));
+        sm = _mm256_add_ps(sm, v);
+    }
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+    const float amax = _mm_cvtss_f32(m4), total = hsum256(sm);
+    const float invs = amax > 0 ? 127.0f / amax : 0.0f;
+    const __m256 inv = _mm256_set1_ps(invs);
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    __m256i qs = _mm256_setzero_si256();
+    for (int c = 0; c < n; c += 32) {
+        const __m256i i0 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + c), inv));
+        const __m256i i1 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + c + 8), inv));
+        const __m256i i2 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + c + 16), inv));
+        const __m256i i3 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + c + 24), inv));
+        qs = _mm256_add_epi32(qs, _mm256_add_epi32(_mm256_add_epi32(i0, i1), _mm256_add_epi32(i2, i3)));
+        // packs interleave the 128-bit lanes; the permutation puts the 32 codes back in order.
+        _mm256_storeu_si256((__m256i *)(xq + c), _mm256_permutevar8x32_epi32(
+            _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3)), order));
+    }
+    __m128i q4 = _mm_add_epi32(_mm256_castsi256_si128(qs), _mm256_extracti128_si256(qs, 1));
+    q4 = _mm_add_epi32(q4, _mm_shuffle_epi32(q4, 0x4E));
+    q4 = _mm_add_epi32(q4, _mm_shuffle_epi32(q4, 0xB1));
+    // The nudges are rare (a few per group) and cheap next to a group's products; the scalar
+    // search keeps them identical to the portable version's.
+    if (preserve) preserve_sum(x, invs, n, xq, (int)lrintf(total * invs) - _mm_cvtsi128_si32(q4));
+    if (xa)
+        for (int c = 0; c < n; c += 32)
+            _mm256_storeu_si256((__m256i *)(xa + c), _mm256_abs_epi8(_mm256_loadu_si256((const __m256i *)(xq + c))));
+    *scale = amax / 127.0f;
+    *sum = total;
+}
+#endif
+
+#if ANY4_X86
 AVX2 static inline __m256 load8(const void *w, int dtype, size_t i) {
     if (dtype == 0) return _mm256_loadu_ps((const float *)w + i);
     const __m128i h = _mm_loadu_si128((const __m128i *)((const uint16_t *)w + i));
@@ -336,12 +503,13 @@ void any4_lut_gemm_exact(const any4_packed *w, const float *x, const float *gsum
     lut_exact_scalar(w, x, gsum, m, y, ys, bias, r0, r1);
 }
 
-void any4_lut_gemm_fast(const any4_packed *w, const int8_t *xq, const float *xs, const float *gsum, int m, float *y,
-                        int ys, const float *bias, int r0, int r1, int use_avx2) {
+void any4_lut_gemm_fast(const any4_packed *w, const int8_t *xq, const uint8_t *xa, const float *xs, const float *gsum, int m,
+                        float *y, int ys, const float *bias, int r0, int r1, int use_avx2) {
 #if ANY4_X86
-    if (use_avx2) { lut_fast_avx2(w, xq, xs, gsum, m, y, ys, bias, r0, r1); return; }
+    if (use_avx2) { lut_fast_avx2(w, xq, xa, xs, gsum, m, y, ys, bias, r0, r1); return; }
 #endif
     (void)use_avx2;
+    (void)xa;
     lut_fast_scalar(w, xq, xs, gsum, m, y, ys, bias, r0, r1);
 }
 
@@ -354,43 +522,19 @@ void any4_dense_gemm(const void *w, int dtype, int cols, const float *x, int m, 
     dense_scalar(w, dtype, cols, x, m, y, ys, bias, r0, r1);
 }
 
-void any4_quantize_activations(const float *x, int m, int cp, int G, int groups, int8_t *xq, float *xs, float *gsum) {
+void any4_quantize_activations(const float *x, int m, int cp, int G, int groups, int8_t *xq, uint8_t *xa, float *xs,
+                               float *gsum, int preserve, int use_avx2) {
     for (int k = 0; k < m; k++) {
         for (int g = 0; g < groups; g++) {
-            const int begin = g * G, end = (g + 1) * G < cp ? (g + 1) * G : cp;
-            const float *xg = x + (size_t)k * cp;
-            int8_t *qg = xq + (size_t)k * cp;
-            float amax = 0, sum = 0;
-            for (int c = begin; c < end; c++) {
-                amax = fabsf(xg[c]) > amax ? fabsf(xg[c]) : amax;
-                sum += xg[c];
-            }
-            const float s = amax / 127.0f, inv = s > 0 ? 1.0f / s : 0.0f;
-            int qsum = 0;
-            for (int c = begin; c < end; c++) {
-                qg[c] = (int8_t)lrintf(xg[c] * inv);
-                qsum += qg[c];
-            }
-            // Sum-preserving rounding: nudge the codes that were rounded furthest so that
-            // Σ xq·s stays within s/2 of Σ x. Per-group weight means make the products sensitive
-            // to the common-mode part of the rounding error; this removes it.
-            int residual = (int)lrintf(sum * inv) - qsum;
-            while (residual != 0) {
-                const int dir = residual > 0 ? 1 : -1;
-                int best = -1;
-                float bestGap = -1;
-                for (int c = begin; c < end; c++) {
-                    const float gap = (xg[c] * inv - qg[c]) * dir;  // how far below (above) the value the code is
-                    if (gap > bestGap && qg[c] + dir <= 127 && qg[c] + dir >= -127) { bestGap = gap; best = c; }
-                }
-                if (best < 0) break;
-                qg[best] = (int8_t)(qg[best] + dir);
-                residual -= dir;
-            }
-            xs[(size_t)k * groups + g] = s;
-            gsum[(size_t)k * groups + g] = sum;
+            const int begin = g * G, n = ((g + 1) * G < cp ? (g + 1) * G : cp) - begin;
+            const size_t o = (size_t)k * cp + begin, i = (size_t)k * groups + g;
+#if ANY4_X86
+            if (use_avx2 && n % 32 == 0) { quantize_group_avx2(x + o, n, xq + o, xa ? xa + o : NULL, xs + i, gsum + i, preserve); continue; }
+#endif
+            quantize_group_scalar(x + o, n, xq + o, xa ? xa + o : NULL, xs + i, gsum + i, preserve);
         }
     }
+    (void)use_avx2;
 }
 
 // MARK: - Int8 x int8 (decode head)

@@ -1,3 +1,4 @@
+import CAny4Kernels
 import TestSupport
 import XCTest
 
@@ -20,7 +21,10 @@ final class KernelTests: XCTestCase {
     /// outputs of a shape and format (m = 1, 3, 8, 17 together), and ≤ 2e-2 on each single case —
     /// a handful of outputs is too few for a stable relative error at the 1 % level.
     func testLookupKernelsMatchTheDequantizedProduct() throws {
-        let shapes: [(rows: Int, cols: Int, group: Int)] = [(37, 200, 64), (64, 256, 128), (5, 96, 32), (33, 576, 128)]
+        // The last three have 8-group super-blocks: with a partial last group in the tail, with
+        // 32-column blocks and no tail, and with one tail group.
+        let shapes: [(rows: Int, cols: Int, group: Int)] = [(37, 200, 64), (64, 256, 128), (5, 96, 32), (33, 576, 128),
+                                                            (19, 1100, 64), (9, 1024, 32), (6, 2100, 128)]
         for (rows, cols, group) in shapes {
             let w = weights(rows, cols)
             for format in ["any4", "int4", "nf4", "fp4", "iq4_nl", "mxfp4", "any3"] {
@@ -31,7 +35,7 @@ final class KernelTests: XCTestCase {
                     for avx in Set([false, CPUFeatures.hasAVX2]) {
                         let label = "\(format) \(rows)x\(cols) g\(group) threads=\(threads) avx2=\(avx)"
                         var fastAll: [Float] = [], refAll: [Double] = []
-                        for m in [1, 3, 8, 17] {
+                        for m in [1, 3, 8, 17, 64] {
                             var rng = SplitMix64(seed: UInt64(m))
                             let x = (0..<(m * cols)).map { _ in Float(rng.nextGaussian()) }
                             let bias: [Float]? = m % 2 == 1 ? (0..<rows).map { Float($0) * 0.01 } : nil
@@ -60,6 +64,42 @@ final class KernelTests: XCTestCase {
         let simd = layer.forward(x, m: 5, path: .fast, threads: 1, useAVX2: true)
         let scalar = layer.forward(x, m: 5, path: .fast, threads: 1, useAVX2: false)
         for (a, b) in zip(simd, scalar) { XCTAssertEqual(a, b, accuracy: 1e-5 * max(1, abs(b))) }
+    }
+
+    /// The AVX2 activation quantizer gives the scalar one's codes exactly (the kernels' twins rely on
+    /// it), with and without the sum-preserving step, and that step does what it says: Σ xq is the
+    /// rounded Σ x / s, and no code moves by more than one from plain rounding.
+    func testActivationQuantizersAgree() throws {
+        guard CPUFeatures.hasAVX2 else { throw XCTSkip("no AVX2 here") }
+        let m = 3, cols = 640, group = 128, groups = cols / group
+        var rng = SplitMix64(seed: 11)
+        var x = (0..<(m * cols)).map { _ in Float(rng.nextGaussian()) * 3 + 0.4 }
+        x[5] = 90  // an outlier: its group's other codes shrink
+        for c in 128..<256 { x[c] = 0 }  // an all-zero group
+        func run(_ preserve: Int32, _ avx: Int32) -> (q: [Int8], a: [UInt8], s: [Float], g: [Float]) {
+            var q = [Int8](repeating: 0, count: m * cols), a = [UInt8](repeating: 0, count: m * cols)
+            var s = [Float](repeating: 0, count: m * groups), g = s
+            any4_quantize_activations(x, Int32(m), Int32(cols), Int32(group), Int32(groups), &q, &a, &s, &g, preserve, avx)
+            return (q, a, s, g)
+        }
+        for preserve: Int32 in [0, 1] {
+            let simd = run(preserve, 1), scalar = run(preserve, 0)
+            XCTAssertEqual(simd.q, scalar.q, "codes, preserve=\(preserve)")
+            XCTAssertEqual(simd.a, scalar.q.map { UInt8(abs(Int($0))) })
+            XCTAssertEqual(simd.s, scalar.s)
+            XCTAssertEqual(simd.g, scalar.g)
+        }
+        let plain = run(0, 0), kept = run(1, 0)
+        for k in 0..<m {
+            for g in 0..<groups {
+                let range = (k * cols + g * group)..<(k * cols + (g + 1) * group)
+                let s = kept.s[k * groups + g]
+                let sum = x[range].reduce(0, +), codes = kept.q[range].reduce(0) { $0 + Int($1) }
+                if s > 0 { XCTAssertEqual(Float(codes), (sum / s).rounded(), accuracy: 1, "k=\(k) g=\(g)") }
+                for c in range { XCTAssertLessThanOrEqual(abs(Int(kept.q[c]) - Int(plain.q[c])), 1) }
+            }
+        }
+        XCTAssertNotEqual(plain.q, kept.q, "the Gaussian groups need some nudges")
     }
 
     func testDenseKernels() {

@@ -29,7 +29,10 @@ public final class PackedLinear: @unchecked Sendable {
     public let blockCols: Int
     public let groupSize: Int
     public let groups: Int
-    let codes: [UInt8]
+    /// 8-group super-blocks at the start of each row (the rest is the tail of B-column blocks).
+    public let superBlocks: Int
+    /// The packed codes, in huge-page memory (the kernels stream them).
+    let codes: HugePageBuffer<UInt8>
     let table: [Float]
     let tableStride: Int
     let tableI8: [Int8]
@@ -59,23 +62,36 @@ public final class PackedLinear: @unchecked Sendable {
         colsPadded = (q.cols + block - 1) / block * block
         groupSize = q.groupSize
         groups = q.groupsPerRow
-        // Codes in the kernel layout: per block of B columns, byte j = col j | col j+B/2 << 4.
+        superBlocks = q.groupsPerRow / 8
+        // Codes in the kernel layout (any4_kernels.h): 8-group super-blocks, then blocks of B columns.
         let rowBytes = colsPadded / 2
-        let half = block / 2
-        var packed = [UInt8](repeating: 0, count: rows * rowBytes)
-        for r in 0..<rows {
-            for c in 0..<cols {
-                let code = q.codes[r * cols + c] & 0xF
-                let i = r * rowBytes + (c / block) * half + (c % block) % half
-                packed[i] |= (c % block) < half ? code : code << 4
+        let packed = HugePageBuffer<UInt8>(repeating: 0, count: rows * rowBytes)
+        let place = PackedLinear.nibblePlacement(groupSize: q.groupSize, superBlocks: superBlocks, blockCols: block)
+        let (rowCount, colCount) = (q.rows, q.cols)
+        packed.withUnsafeMutableBufferPointer { packed in
+            for r in 0..<rowCount {
+                for c in 0..<colCount {
+                    let code = q.codes[r * colCount + c] & 0xF
+                    let (byte, high) = place(c)
+                    packed[r * rowBytes + byte] |= high ? code << 4 : code
+                }
             }
         }
         codes = packed
         // Tables padded to 16 entries (2- and 3-bit codes use the first 4 or 8).
         let n = q.tableSize
         let tableCount = q.perRowTable ? q.rows : 1
+        // A per-row table with a zero term is centred: t[q]·s + z = (t[q] − o)·s + (z + o·s) with o
+        // the middle of the row's table, so its int8 form spans the table's range rather than
+        // twice its largest magnitude (a finer step where a learned table is lopsided).
+        let centred = q.perRowTable && !q.zeros.isEmpty
+        var offsets = [Float](repeating: 0, count: centred ? q.rows : 0)
         var t = [Float](repeating: 0, count: tableCount * 16)
-        for i in 0..<tableCount { for j in 0..<n { t[i * 16 + j] = q.tables[i * n + j] } }
+        for i in 0..<tableCount {
+            let row = q.tables[(i * n)..<((i + 1) * n)]
+            if centred, let lo = row.min(), let hi = row.max() { offsets[i] = (lo + hi) / 2 }
+            for j in 0..<n { t[i * 16 + j] = row[row.startIndex + j] - (centred ? offsets[i] : 0) }
+        }
         table = t
         tableStride = q.perRowTable ? 16 : 0
         var i8 = [Int8](repeating: 0, count: t.count)
@@ -90,7 +106,29 @@ public final class PackedLinear: @unchecked Sendable {
         tableI8Scale = factors
         tableI8ScaleStride = q.perRowTable ? 1 : 0
         scales = q.tensorScale == 1 ? q.scales : q.scales.map { $0 * q.tensorScale }
-        zeros = q.zeros.isEmpty ? nil : (q.tensorScale == 1 ? q.zeros : q.zeros.map { $0 * q.tensorScale })
+        if q.zeros.isEmpty {
+            zeros = nil
+        } else {
+            var z = q.zeros
+            if centred {
+                for r in 0..<q.rows { for g in 0..<groups { z[r * groups + g] += offsets[r] * q.scales[r * groups + g] } }
+            }
+            zeros = q.tensorScale == 1 ? z : z.map { $0 * q.tensorScale }
+        }
+    }
+
+    /// Where column c's code goes in a packed row: its byte, and whether it is the high nibble. The
+    /// same map as the C kernels' `code_at`.
+    static func nibblePlacement(groupSize g: Int, superBlocks: Int, blockCols b: Int) -> (Int) -> (Int, Bool) {
+        let main = superBlocks * 8 * g
+        return { c in
+            if c < main {
+                let s = c / (8 * g), j = (c / g) % 8, cc = c % g
+                return (s * 4 * g + 32 * (cc / 8) + 4 * j + cc % 4, cc % 8 >= 4)
+            }
+            let t = c - main
+            return (main / 2 + (t / b) * (b / 2) + (t % b) % (b / 2), t % b >= b / 2)
+        }
     }
 
     /// The factor f with table ≈ int8 × f: exact when the table is made of multiples of 1/d with
@@ -121,7 +159,8 @@ public final class PackedLinear: @unchecked Sendable {
         blockCols = other.blockCols
         groupSize = other.groupSize
         groups = other.groups
-        codes = other.codes.withUnsafeBufferPointer { Array($0) }
+        superBlocks = other.superBlocks
+        codes = HugePageBuffer(copying: other.codes)
         table = other.table.withUnsafeBufferPointer { Array($0) }
         tableStride = other.tableStride
         tableI8 = other.tableI8.withUnsafeBufferPointer { Array($0) }
@@ -158,11 +197,12 @@ public final class PackedLinear: @unchecked Sendable {
                                threads: Int = 0, useAVX2: Bool = CPUFeatures.hasAVX2) -> [[Float]] {
         let first = layers[0]
         precondition(layers.allSatisfy { $0.cols == first.cols && $0.colsPadded == first.colsPadded
-                                         && $0.groupSize == first.groupSize && $0.blockCols == first.blockCols },
+                                         && $0.groupSize == first.groupSize && $0.blockCols == first.blockCols
+                                         && $0.superBlocks == first.superBlocks },
                      "grouped layers must share their input layout")
         precondition(x.count == m * first.cols, "x must be [m, cols]")
         for (l, b) in zip(layers, biases) { precondition(b == nil || b!.count == l.rows, "bias must have one value per output") }
-        let a = Activations(x, m: m, layout: first, path: path)
+        let a = Activations(x, m: m, layout: first, path: path, useAVX2: useAVX2)
         let ys = layers.map { l in
             let y = UnsafeMutablePointer<Float>.allocate(capacity: m * l.rows)
             y.initialize(repeating: 0, count: m * l.rows)
@@ -174,10 +214,10 @@ public final class PackedLinear: @unchecked Sendable {
         let avx = Int32(useAVX2 ? 1 : 0)
         withKernels(layers[...], []) { kernels in
             withBiases(biases) { bs in
-                a.withPointers { xp, xq, xs, gsum in
-                    let args = UncheckedBox((kernels, ys, bs, xp, xq, xs, gsum))
+                a.withPointers { xp, xq, xa, xs, gsum in
+                    let args = UncheckedBox((kernels, ys, bs, xp, xq, xa, xs, gsum))
                     parallelRows(offsets.last!, threads: workers) { start, end in
-                        let (kernels, ys, bs, xp, xq, xs, gsum) = args.value
+                        let (kernels, ys, bs, xp, xq, xa, xs, gsum) = args.value
                         for (i, layer) in layers.enumerated() {
                             let r0 = max(start, offsets[i]) - offsets[i], r1 = min(end, offsets[i + 1]) - offsets[i]
                             guard r0 < r1 else { continue }
@@ -186,7 +226,7 @@ public final class PackedLinear: @unchecked Sendable {
                                 case .exact:
                                     any4_lut_gemm_exact(k, xp, gsum, Int32(m), ys[i], Int32(layer.rows), bs[i], Int32(r0), Int32(r1), avx)
                                 case .fast:
-                                    any4_lut_gemm_fast(k, xq, xs, gsum, Int32(m), ys[i], Int32(layer.rows), bs[i], Int32(r0), Int32(r1), avx)
+                                    any4_lut_gemm_fast(k, xq, xa, xs, gsum, Int32(m), ys[i], Int32(layer.rows), bs[i], Int32(r0), Int32(r1), avx)
                                 }
                             }
                         }
@@ -198,7 +238,7 @@ public final class PackedLinear: @unchecked Sendable {
     }
 
     /// The kernel's view of this layer, valid inside `body`.
-    private func withKernel<R>(_ body: (any4_packed) -> R) -> R {
+    fileprivate func withKernel<R>(_ body: (any4_packed) -> R) -> R {
         codes.withUnsafeBufferPointer { codes in
         table.withUnsafeBufferPointer { table in
         tableI8.withUnsafeBufferPointer { tableI8 in
@@ -210,7 +250,7 @@ public final class PackedLinear: @unchecked Sendable {
                 table_i8: tableI8.baseAddress, table_i8_scale: f.baseAddress, table_i8_scale_stride: Int32(tableI8ScaleStride),
                 scales: scales.baseAddress, zeros: self.zeros == nil ? nil : zeros.baseAddress,
                 rows: Int32(rows), cols_padded: Int32(colsPadded), block_cols: Int32(blockCols),
-                group_size: Int32(groupSize), groups: Int32(groups)))
+                group_size: Int32(groupSize), groups: Int32(groups), super_blocks: Int32(superBlocks)))
         }}}}}}
     }
 
@@ -228,25 +268,29 @@ public final class PackedLinear: @unchecked Sendable {
     }
 
     /// The activations as a path reads them: padded to the kernel width, group sums, and for the
-    /// fast path int8 codes with one scale per group.
+    /// fast path int8 codes (sum-preserving), their magnitudes and one scale per group.
     private struct Activations {
         var xp: [Float]
         var xq: [Int8]
+        var xa: [UInt8]
         var xs: [Float]
         var gsum: [Float]
 
-        init(_ x: [Float], m: Int, layout l: PackedLinear, path: KernelPath) {
+        init(_ x: [Float], m: Int, layout l: PackedLinear, path: KernelPath, useAVX2: Bool) {
             if l.colsPadded == l.cols {
                 xp = x
             } else {
                 xp = [Float](repeating: 0, count: m * l.colsPadded)
                 for k in 0..<m { for c in 0..<l.cols { xp[k * l.colsPadded + c] = x[k * l.cols + c] } }
             }
+            let fast = path == .fast
             gsum = [Float](repeating: 0, count: m * l.groups)
-            xq = [Int8](repeating: 0, count: path == .fast ? m * l.colsPadded : 0)
+            xq = [Int8](repeating: 0, count: fast ? m * l.colsPadded : 0)
+            xa = [UInt8](repeating: 0, count: fast ? m * l.colsPadded : 0)
             xs = [Float](repeating: 0, count: m * l.groups)
-            if path == .fast {
-                any4_quantize_activations(xp, Int32(m), Int32(l.colsPadded), Int32(l.groupSize), Int32(l.groups), &xq, &xs, &gsum)
+            if fast {
+                any4_quantize_activations(xp, Int32(m), Int32(l.colsPadded), Int32(l.groupSize), Int32(l.groups),
+                                          &xq, &xa, &xs, &gsum, 1, useAVX2 ? 1 : 0)
             } else {
                 for k in 0..<m {
                     for g in 0..<l.groups {
@@ -256,14 +300,41 @@ public final class PackedLinear: @unchecked Sendable {
                     }
                 }
             }
+            // The AVX2 kernels read the super-blocks' activations in kernel order.
+            if useAVX2 && l.superBlocks > 0 {
+                l.withKernel { k in
+                    withUnsafePointer(to: k) { k in
+                        if fast {
+                            xq = Self.reordered(xq, k, m)
+                            xa = Self.reordered(xa, k, m)
+                        } else {
+                            xp = Self.reordered(xp, k, m)
+                        }
+                    }
+                }
+            }
         }
 
-        func withPointers<R>(_ body: (UnsafePointer<Float>, UnsafePointer<Int8>?, UnsafePointer<Float>, UnsafePointer<Float>) -> R) -> R {
+        static func reordered<T: BitwiseCopyable>(_ a: [T], _ layout: UnsafePointer<any4_packed>, _ m: Int) -> [T] {
+            guard let first = a.first else { return a }
+            var out = [T](repeating: first, count: a.count)
+            a.withUnsafeBytes { src in
+                out.withUnsafeMutableBytes { dst in
+                    any4_kernel_order(layout, src.baseAddress, dst.baseAddress, Int32(m), Int32(MemoryLayout<T>.stride))
+                }
+            }
+            return out
+        }
+
+        func withPointers<R>(_ body: (UnsafePointer<Float>, UnsafePointer<Int8>?, UnsafePointer<UInt8>?, UnsafePointer<Float>,
+                                      UnsafePointer<Float>) -> R) -> R {
             xp.withUnsafeBufferPointer { xp in
                 xq.withUnsafeBufferPointer { xq in
-                    xs.withUnsafeBufferPointer { xs in
-                        gsum.withUnsafeBufferPointer { gsum in
-                            body(xp.baseAddress!, xq.baseAddress, xs.baseAddress!, gsum.baseAddress!)
+                    xa.withUnsafeBufferPointer { xa in
+                        xs.withUnsafeBufferPointer { xs in
+                            gsum.withUnsafeBufferPointer { gsum in
+                                body(xp.baseAddress!, xq.baseAddress, xa.baseAddress, xs.baseAddress!, gsum.baseAddress!)
+                            }
                         }
                     }
                 }

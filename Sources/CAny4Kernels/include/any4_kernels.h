@@ -4,12 +4,20 @@
 // on x86-64, an AVX2 + FMA + F16C version chosen at run time (any4_cpu_has_avx2). All kernels
 // work on a row range [row_begin, row_end) so the caller can spread rows over threads.
 //
-// Packed 4-bit layout (built by the Swift side): columns are padded to a multiple of block_cols
-// (64 when the group size allows, else 32); each row is cols_padded / 2 bytes; within each block of
-// B = block_cols columns, byte j (0..B/2-1) holds column j in its low nibble and column j + B/2 in
-// its high nibble, so one load and two masks give two runs of consecutive columns. A group of
-// `group_size` columns (a multiple of block_cols) shares one scale and one zero:
-// w = table[q] * scale + zero.
+// Packed 4-bit layout (built by the Swift side). A group of `group_size` columns (a multiple of
+// 32) shares one scale and one zero: w = table[q] * scale + zero. Each row is cols_padded / 2 bytes
+// in two parts:
+//   * super-blocks of 8 groups (the first super_blocks × 8 × group_size columns): chunk i (32
+//     bytes, i < group_size / 8) of a super-block holds, in bytes 4·j .. 4·j + 3, columns
+//     8·i .. 8·i + 3 (low nibbles) and 8·i + 4 .. 8·i + 7 (high nibbles) of its group j. A 32-bit
+//     lane of a SIMD register then only ever sees one group, so one accumulator carries the sums
+//     of 8 groups and one multiply applies their 8 scales.
+//   * the tail (the remaining groups): blocks of B = block_cols columns (64 when the group size
+//     allows, else 32); byte j (0..B/2-1) holds column j in its low nibble and column j + B/2 in
+//     its high nibble, so one load and two masks give two runs of consecutive columns.
+// The AVX2 kernels read activations in the matching "kernel order" (any4_kernel_order: within a
+// super-block, chunk i's 64 values are the 32 low-nibble columns then the 32 high-nibble ones);
+// the scalar kernels read them in natural order.
 #ifndef ANY4_KERNELS_H
 #define ANY4_KERNELS_H
 
@@ -37,23 +45,34 @@ typedef struct {
     int block_cols;           // 32 or 64
     int group_size;           // multiple of block_cols
     int groups;               // groups per row
+    int super_blocks;         // 8-group super-blocks at the start of each row (see above)
 } any4_packed;
 
+/// Reorders activations (m rows of cols_padded values of elem_size bytes) from natural order into the
+/// kernel order of `w`'s layout (the tail stays as it is). src and dst must not overlap.
+void any4_kernel_order(const any4_packed *w, const void *src, void *dst, int m, int elem_size);
+
 /// Exact path: float tables, float activations, f32 accumulation.
-/// x: m × cols_padded (padding columns must be 0); group_sums: m × groups (Σ x over each group);
+/// x: m × cols_padded (padding columns must be 0; kernel order when use_avx2); group_sums: m × groups (Σ x over each group);
 /// y: m × rows (row stride y_stride); bias: rows or NULL.
 void any4_lut_gemm_exact(const any4_packed *w, const float *x, const float *group_sums, int m,
                          float *y, int y_stride, const float *bias, int row_begin, int row_end, int use_avx2);
 
-/// Fast path: int8 tables, int8 activations quantized per group (xq: m × cols_padded,
+/// Fast path: int8 tables, int8 activations quantized per group (xq: m × cols_padded, xq_abs = |xq|,
+/// both in kernel order when use_avx2,
 /// x_scale: m × groups, x ≈ xq × x_scale), int32 accumulation within a group.
-void any4_lut_gemm_fast(const any4_packed *w, const int8_t *xq, const float *x_scale, const float *group_sums, int m,
-                        float *y, int y_stride, const float *bias, int row_begin, int row_end, int use_avx2);
+void any4_lut_gemm_fast(const any4_packed *w, const int8_t *xq, const uint8_t *xq_abs, const float *x_scale,
+                        const float *group_sums, int m, float *y, int y_stride, const float *bias,
+                        int row_begin, int row_end, int use_avx2);
 
-/// Quantizes activations per group for the fast path and computes group sums:
-/// xq = round(x / s), s = max|x| / 127 over each group. x, xq: m × cols_padded.
+/// Quantizes activations per group and computes group sums: xq = round(x / s) (to nearest even),
+/// s = max|x| / 127 over each group; x, xq: m × cols_padded. xq_abs (|xq|) may be NULL. With
+/// sum_preserving, the codes that were rounded furthest are nudged by one until Σ xq is the
+/// rounded Σ x / s (the lookup kernel needs it; see the definition). The AVX2 version (group sizes
+/// that are multiples of 32) gives exactly the scalar version's codes and sums.
 void any4_quantize_activations(const float *x, int m, int cols_padded, int group_size, int groups,
-                               int8_t *xq, float *x_scale, float *group_sums);
+                               int8_t *xq, uint8_t *xq_abs, float *x_scale, float *group_sums, int sum_preserving,
+                               int use_avx2);
 
 /// Dense y = x · Wᵀ for W stored as f32 (dtype 0), f16 (1) or bf16 (2), rows × cols, row-major.
 void any4_dense_gemm(const void *w, int dtype, int cols, const float *x, int m, float *y, int y_stride,
