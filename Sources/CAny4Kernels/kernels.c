@@ -264,16 +264,62 @@ INLINE_AVX2 __m256i dot32_lut(__m256i wv, const int8_t *x, const uint8_t *xa, __
     return _mm256_madd_epi16(p, ones);
 }
 
+/// Σ over 64 columns for one activation row: the low-nibble values w0 against x[0..31] and the
+/// high-nibble values w1 against x[32..63].
+INLINE_AVX2 __m256i dot64_lut(__m256i w0, __m256i w1, const int8_t *x, const uint8_t *xa, __m256i ones) {
+    return _mm256_add_epi32(dot32_lut(w0, x, xa, ones), dot32_lut(w1, x + 32, xa + 32, ones));
+}
+
+/// The 32 low- and 32 high-nibble table values of 32 packed bytes.
+INLINE_AVX2 void decode64(const uint8_t *p, __m256i lut, __m256i m4, __m256i *w0, __m256i *w1) {
+    const __m256i raw = _mm256_loadu_si256((const __m256i *)p);
+    *w0 = _mm256_shuffle_epi8(lut, _mm256_and_si256(raw, m4));
+    *w1 = _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4));
+}
+
+INLINE_AVX2 __m256i row_lut(const any4_packed *w, int r) {
+    return _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(w->table_i8 + (size_t)r * w->table_stride)));
+}
+
+/// The tail groups of row r (after the super-blocks) for KT activation rows, added to total[k].
+INLINE_AVX2 void fast_tail(const any4_packed *w, int r, const int8_t *x0, const uint8_t *a0, const float *xs, int k0,
+                           const int KT, __m256 *total) {
+    const int cp = w->cols_padded, G = w->group_size, B = w->block_cols, main = w->super_blocks * 8 * G;
+    const __m256i m4 = _mm256_set1_epi8(15), ones = _mm256_set1_epi16(1), lut = row_lut(w, r);
+    const uint8_t *q = w->codes + (size_t)r * (cp / 2);
+    const float *sc = w->scales + (size_t)r * w->groups;
+    for (int g = 8 * w->super_blocks; g < w->groups; g++) {
+        __m256i acc[TILE];
+        for (int k = 0; k < KT; k++) acc[k] = _mm256_setzero_si256();
+        const int end = (g + 1) * G < cp ? (g + 1) * G : cp;
+        for (int c = g * G; c < end; c += B) {
+            const uint8_t *qb = q + main / 2 + (c - main) / 2;
+            if (B == 64) {
+                __m256i w0, w1;
+                decode64(qb, lut, m4, &w0, &w1);
+                for (int k = 0; k < KT; k++) acc[k] = _mm256_add_epi32(acc[k], dot64_lut(w0, w1, x0 + (size_t)k * cp + c, a0 + (size_t)k * cp + c, ones));
+            } else {
+                const __m128i raw = _mm_loadu_si128((const __m128i *)qb);
+                const __m256i wv = _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), m4));
+                for (int k = 0; k < KT; k++) acc[k] = _mm256_add_epi32(acc[k], dot32_lut(wv, x0 + (size_t)k * cp + c, a0 + (size_t)k * cp + c, ones));
+            }
+        }
+        for (int k = 0; k < KT; k++) {
+            const __m256 f = _mm256_set1_ps(sc[g] * xs[(size_t)(k0 + k) * w->groups + g]);
+            total[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[k]), f, total[k]);
+        }
+    }
+}
+
 /// One row of the fast path for KT (1..4) activation rows: KT is a compile-time constant at each
 /// call site, so the accumulators stay in registers. Each block of weights is decoded once for
 /// all KT rows. In the super-blocks a lane of an accumulator belongs to one group, so 8 groups
 /// end with one conversion and one multiply-add; the tail ends each group on its own.
 INLINE_AVX2 void lut_fast_row(const any4_packed *w, int r, const int8_t *xq, const uint8_t *xa, const float *xs,
                               const float *gsum, int k0, const int KT, float *y, int ys, const float *bias) {
-    const int cp = w->cols_padded, G = w->group_size, B = w->block_cols, main = w->super_blocks * 8 * G;
-    const __m256i m4 = _mm256_set1_epi8(15), ones = _mm256_set1_epi16(1);
+    const int cp = w->cols_padded, G = w->group_size;
+    const __m256i m4 = _mm256_set1_epi8(15), ones = _mm256_set1_epi16(1), lut = row_lut(w, r);
     const uint8_t *q = w->codes + (size_t)r * (cp / 2);
-    const __m256i lut = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(w->table_i8 + (size_t)r * w->table_stride)));
     const float *sc = w->scales + (size_t)r * w->groups;
     const int8_t *x0 = xq + (size_t)k0 * cp;
     const uint8_t *a0 = xa + (size_t)k0 * cp;
@@ -285,13 +331,11 @@ INLINE_AVX2 void lut_fast_row(const any4_packed *w, int r, const int8_t *xq, con
         const uint8_t *qs = q + (size_t)s * 4 * G;
         for (int i = 0; i < G / 8; i++) {
             _mm_prefetch((const char *)(qs + 32 * i + 1024), _MM_HINT_T0);
-            const __m256i raw = _mm256_loadu_si256((const __m256i *)(qs + 32 * i));
-            const __m256i w0 = _mm256_shuffle_epi8(lut, _mm256_and_si256(raw, m4));
-            const __m256i w1 = _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4));
+            __m256i w0, w1;
+            decode64(qs + 32 * i, lut, m4, &w0, &w1);
             for (int k = 0; k < KT; k++) {
                 const size_t o = (size_t)k * cp + (size_t)s * 8 * G + 64 * i;
-                acc[k] = _mm256_add_epi32(acc[k], _mm256_add_epi32(dot32_lut(w0, x0 + o, a0 + o, ones),
-                                                                   dot32_lut(w1, x0 + o + 32, a0 + o + 32, ones)));
+                acc[k] = _mm256_add_epi32(acc[k], dot64_lut(w0, w1, x0 + o, a0 + o, ones));
             }
         }
         const __m256 sv = _mm256_loadu_ps(sc + 8 * s);
@@ -300,41 +344,70 @@ INLINE_AVX2 void lut_fast_row(const any4_packed *w, int r, const int8_t *xq, con
             total[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[k]), f, total[k]);
         }
     }
-    for (int g = 8 * w->super_blocks; g < w->groups; g++) {
-        __m256i acc[TILE];
-        for (int k = 0; k < KT; k++) acc[k] = _mm256_setzero_si256();
-        const int end = (g + 1) * G < cp ? (g + 1) * G : cp;
-        for (int c = g * G; c < end; c += B) {
-            const uint8_t *qb = q + main / 2 + (c - main) / 2;
-            if (B == 64) {
-                const __m256i raw = _mm256_loadu_si256((const __m256i *)qb);
-                const __m256i w0 = _mm256_shuffle_epi8(lut, _mm256_and_si256(raw, m4));
-                const __m256i w1 = _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4));
-                for (int k = 0; k < KT; k++) {
-                    const size_t o = (size_t)k * cp + c;
-                    acc[k] = _mm256_add_epi32(acc[k], _mm256_add_epi32(dot32_lut(w0, x0 + o, a0 + o, ones),
-                                                                       dot32_lut(w1, x0 + o + 32, a0 + o + 32, ones)));
-                }
-            } else {
-                const __m128i raw = _mm_loadu_si128((const __m128i *)qb);
-                const __m256i wv = _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), m4));
-                for (int k = 0; k < KT; k++) {
-                    const size_t o = (size_t)k * cp + c;
-                    acc[k] = _mm256_add_epi32(acc[k], dot32_lut(wv, x0 + o, a0 + o, ones));
-                }
+    fast_tail(w, r, x0, a0, xs, k0, KT, total);
+    for (int k = 0; k < KT; k++) y[(size_t)(k0 + k) * ys + r] = fast_epilogue(w, r, k0 + k, total[k], gsum, bias);
+}
+
+/// Rows r and r + 1 of the fast path for KT (1 or 2) activation rows: in the super-blocks the two
+/// rows share each load of the activations (loads, not arithmetic, bound the one-row loop).
+INLINE_AVX2 void lut_fast_pair(const any4_packed *w, int r, const int8_t *xq, const uint8_t *xa, const float *xs,
+                               const float *gsum, int k0, const int KT, float *y, int ys, const float *bias) {
+    const int cp = w->cols_padded, G = w->group_size;
+    const __m256i m4 = _mm256_set1_epi8(15), ones = _mm256_set1_epi16(1), la = row_lut(w, r), lb = row_lut(w, r + 1);
+    const uint8_t *qa = w->codes + (size_t)r * (cp / 2), *qb = qa + cp / 2;
+    const float *sa = w->scales + (size_t)r * w->groups, *sb = sa + w->groups;
+    const int8_t *x0 = xq + (size_t)k0 * cp;
+    const uint8_t *a0 = xa + (size_t)k0 * cp;
+    __m256 ta[2], tb[2];
+    for (int k = 0; k < KT; k++) { ta[k] = _mm256_setzero_ps(); tb[k] = _mm256_setzero_ps(); }
+    for (int s = 0; s < w->super_blocks; s++) {
+        __m256i ca[2], cb[2];
+        for (int k = 0; k < KT; k++) { ca[k] = _mm256_setzero_si256(); cb[k] = _mm256_setzero_si256(); }
+        const uint8_t *pa = qa + (size_t)s * 4 * G, *pb = qb + (size_t)s * 4 * G;
+        for (int i = 0; i < G / 8; i++) {
+            _mm_prefetch((const char *)(pa + 32 * i + 1024), _MM_HINT_T0);
+            _mm_prefetch((const char *)(pb + 32 * i + 1024), _MM_HINT_T0);
+            __m256i wa0, wa1, wb0, wb1;
+            decode64(pa + 32 * i, la, m4, &wa0, &wa1);
+            decode64(pb + 32 * i, lb, m4, &wb0, &wb1);
+            for (int k = 0; k < KT; k++) {
+                const size_t o = (size_t)k * cp + (size_t)s * 8 * G + 64 * i;
+                const __m256i x0v = _mm256_loadu_si256((const __m256i *)(x0 + o)), x1v = _mm256_loadu_si256((const __m256i *)(x0 + o + 32));
+                const __m256i a0v = _mm256_loadu_si256((const __m256i *)(a0 + o)), a1v = _mm256_loadu_si256((const __m256i *)(a0 + o + 32));
+                ca[k] = _mm256_add_epi32(ca[k], _mm256_add_epi32(
+                    _mm256_madd_epi16(_mm256_maddubs_epi16(a0v, _mm256_sign_epi8(wa0, x0v)), ones),
+                    _mm256_madd_epi16(_mm256_maddubs_epi16(a1v, _mm256_sign_epi8(wa1, x1v)), ones)));
+                cb[k] = _mm256_add_epi32(cb[k], _mm256_add_epi32(
+                    _mm256_madd_epi16(_mm256_maddubs_epi16(a0v, _mm256_sign_epi8(wb0, x0v)), ones),
+                    _mm256_madd_epi16(_mm256_maddubs_epi16(a1v, _mm256_sign_epi8(wb1, x1v)), ones)));
             }
         }
+        const __m256 sva = _mm256_loadu_ps(sa + 8 * s), svb = _mm256_loadu_ps(sb + 8 * s);
         for (int k = 0; k < KT; k++) {
-            const __m256 f = _mm256_set1_ps(sc[g] * xs[(size_t)(k0 + k) * w->groups + g]);
-            total[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[k]), f, total[k]);
+            const __m256 xk = _mm256_loadu_ps(xs + (size_t)(k0 + k) * w->groups + 8 * s);
+            ta[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ca[k]), _mm256_mul_ps(sva, xk), ta[k]);
+            tb[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(cb[k]), _mm256_mul_ps(svb, xk), tb[k]);
         }
     }
-    for (int k = 0; k < KT; k++) y[(size_t)(k0 + k) * ys + r] = fast_epilogue(w, r, k0 + k, total[k], gsum, bias);
+    fast_tail(w, r, x0, a0, xs, k0, KT, ta);
+    fast_tail(w, r + 1, x0, a0, xs, k0, KT, tb);
+    for (int k = 0; k < KT; k++) {
+        y[(size_t)(k0 + k) * ys + r] = fast_epilogue(w, r, k0 + k, ta[k], gsum, bias);
+        y[(size_t)(k0 + k) * ys + r + 1] = fast_epilogue(w, r + 1, k0 + k, tb[k], gsum, bias);
+    }
 }
 
 AVX2 static void lut_fast_avx2(const any4_packed *w, const int8_t *xq, const uint8_t *xa, const float *xs,
                                const float *gsum, int m, float *y, int ys, const float *bias, int r0, int r1) {
-    for (int r = r0; r < r1; r++) {
+    int r = r0;
+    if (w->super_blocks > 0) {  // rows in pairs, two activation rows at a time
+        for (; r + 2 <= r1; r += 2) {
+            int k0 = 0;
+            for (; k0 + 2 <= m; k0 += 2) lut_fast_pair(w, r, xq, xa, xs, gsum, k0, 2, y, ys, bias);
+            if (k0 < m) lut_fast_pair(w, r, xq, xa, xs, gsum, k0, 1, y, ys, bias);
+        }
+    }
+    for (; r < r1; r++) {
         for (int k0 = 0; k0 < m; k0 += TILE) {
             switch (m - k0 < TILE ? m - k0 : TILE) {
             case 1: lut_fast_row(w, r, xq, xa, xs, gsum, k0, 1, y, ys, bias); break;
