@@ -256,25 +256,30 @@ INLINE_AVX2 float fast_epilogue(const any4_packed *w, int r, int k, __m256 total
     return v + (bias ? bias[r] : 0);
 }
 
-/// Σ x·w over 32 columns for one activation row, as 8 int32 lanes: maddubs needs an unsigned
-/// operand, so |x| (precomputed once per call) times w with the sign of x.
-INLINE_AVX2 __m256i dot32_lut(__m256i wv, const int8_t *x, const uint8_t *xa, __m256i ones) {
-    const __m256i p = _mm256_maddubs_epi16(_mm256_loadu_si256((const __m256i *)xa),
-                                           _mm256_sign_epi8(wv, _mm256_loadu_si256((const __m256i *)x)));
-    return _mm256_madd_epi16(p, ones);
+/// Σ w·x over 32 columns for one activation row, as 8 int32 lanes: maddubs needs an unsigned
+/// operand, so |w| (taken once per decoded block and shared by every activation row) times x with
+/// the sign of w.
+INLINE_AVX2 __m256i dot32_lut(__m256i w, __m256i wabs, const int8_t *x, __m256i ones) {
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(wabs, _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)x), w)), ones);
 }
 
-/// Σ over 64 columns for one activation row: the low-nibble values w0 against x[0..31] and the
-/// high-nibble values w1 against x[32..63].
-INLINE_AVX2 __m256i dot64_lut(__m256i w0, __m256i w1, const int8_t *x, const uint8_t *xa, __m256i ones) {
-    return _mm256_add_epi32(dot32_lut(w0, x, xa, ones), dot32_lut(w1, x + 32, xa + 32, ones));
-}
+/// 64 packed columns (32 bytes at p) decoded: the low-nibble values w[0] (columns 0..31 of the
+/// block), the high-nibble values w[1] (32..63), and their magnitudes a[0], a[1].
+typedef struct { __m256i w[2], a[2]; } decoded64;
 
-/// The 32 low- and 32 high-nibble table values of 32 packed bytes.
-INLINE_AVX2 void decode64(const uint8_t *p, __m256i lut, __m256i m4, __m256i *w0, __m256i *w1) {
+INLINE_AVX2 decoded64 decode64(const uint8_t *p, __m256i lut, __m256i m4) {
     const __m256i raw = _mm256_loadu_si256((const __m256i *)p);
-    *w0 = _mm256_shuffle_epi8(lut, _mm256_and_si256(raw, m4));
-    *w1 = _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4));
+    decoded64 d;
+    d.w[0] = _mm256_shuffle_epi8(lut, _mm256_and_si256(raw, m4));
+    d.w[1] = _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4));
+    d.a[0] = _mm256_sign_epi8(d.w[0], d.w[0]);
+    d.a[1] = _mm256_sign_epi8(d.w[1], d.w[1]);
+    return d;
+}
+
+/// Σ over the 64 columns of a decoded block for one activation row (x: its 64 values).
+INLINE_AVX2 __m256i dot64_lut(decoded64 d, const int8_t *x, __m256i ones) {
+    return _mm256_add_epi32(dot32_lut(d.w[0], d.a[0], x, ones), dot32_lut(d.w[1], d.a[1], x + 32, ones));
 }
 
 INLINE_AVX2 __m256i row_lut(const any4_packed *w, int r) {
@@ -282,32 +287,36 @@ INLINE_AVX2 __m256i row_lut(const any4_packed *w, int r) {
 }
 
 /// The tail groups of row r (after the super-blocks) for KT activation rows, added to total[k].
-INLINE_AVX2 void fast_tail(const any4_packed *w, int r, const int8_t *x0, const uint8_t *a0, const float *xs, int k0,
-                           const int KT, __m256 *total) {
+INLINE_AVX2 void fast_tail(const any4_packed *w, int r, __m256i lut, const int8_t *x0, const float *xs, int k0, const int KT,
+                           __m256 *total) {
     const int cp = w->cols_padded, G = w->group_size, B = w->block_cols, main = w->super_blocks * 8 * G;
-    const __m256i m4 = _mm256_set1_epi8(15), ones = _mm256_set1_epi16(1), lut = row_lut(w, r);
-    const uint8_t *q = w->codes + (size_t)r * (cp / 2);
-    const float *sc = w->scales + (size_t)r * w->groups;
-    for (int g = 8 * w->super_blocks; g < w->groups; g++) {
+    const int bpg = G / B, nb = (cp - main) / B, first = 8 * w->super_blocks;
+    const __m256i m4 = _mm256_set1_epi8(15), ones = _mm256_set1_epi16(1);
+    const uint8_t *q = w->codes + (size_t)r * (cp / 2) + main / 2;
+    const float *sc = w->scales + (size_t)r * w->groups + first;
+    const float *xsk[TILE];
+    const int8_t *xk[TILE];
+    for (int k = 0; k < KT; k++) { xk[k] = x0 + (size_t)k * cp + main; xsk[k] = xs + (size_t)(k0 + k) * w->groups + first; }
+    for (int t = 0; t < w->groups - first; t++) {
         __m256i acc[TILE];
         for (int k = 0; k < KT; k++) acc[k] = _mm256_setzero_si256();
-        const int end = (g + 1) * G < cp ? (g + 1) * G : cp;
-        for (int c = g * G; c < end; c += B) {
-            const uint8_t *qb = q + main / 2 + (c - main) / 2;
-            if (B == 64) {
-                __m256i w0, w1;
-                decode64(qb, lut, m4, &w0, &w1);
-                for (int k = 0; k < KT; k++) acc[k] = _mm256_add_epi32(acc[k], dot64_lut(w0, w1, x0 + (size_t)k * cp + c, a0 + (size_t)k * cp + c, ones));
-            } else {
-                const __m128i raw = _mm_loadu_si128((const __m128i *)qb);
+        const int bend = (t + 1) * bpg < nb ? (t + 1) * bpg : nb;
+        if (B == 64) {
+            for (int b = t * bpg; b < bend; b++) {
+                _mm_prefetch((const char *)(q + b * 32 + 2048), _MM_HINT_T0);
+                const decoded64 d = decode64(q + b * 32, lut, m4);
+                for (int k = 0; k < KT; k++) acc[k] = _mm256_add_epi32(acc[k], dot64_lut(d, xk[k] + b * 64, ones));
+            }
+        } else {
+            for (int b = t * bpg; b < bend; b++) {
+                const __m128i raw = _mm_loadu_si128((const __m128i *)(q + b * 16));
                 const __m256i wv = _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), m4));
-                for (int k = 0; k < KT; k++) acc[k] = _mm256_add_epi32(acc[k], dot32_lut(wv, x0 + (size_t)k * cp + c, a0 + (size_t)k * cp + c, ones));
+                const __m256i wa = _mm256_sign_epi8(wv, wv);
+                for (int k = 0; k < KT; k++) acc[k] = _mm256_add_epi32(acc[k], dot32_lut(wv, wa, xk[k] + b * 32, ones));
             }
         }
-        for (int k = 0; k < KT; k++) {
-            const __m256 f = _mm256_set1_ps(sc[g] * xs[(size_t)(k0 + k) * w->groups + g]);
-            total[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[k]), f, total[k]);
-        }
+        for (int k = 0; k < KT; k++)
+            total[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[k]), _mm256_set1_ps(sc[t] * xsk[k][t]), total[k]);
     }
 }
 
@@ -315,14 +324,13 @@ INLINE_AVX2 void fast_tail(const any4_packed *w, int r, const int8_t *x0, const 
 /// call site, so the accumulators stay in registers. Each block of weights is decoded once for
 /// all KT rows. In the super-blocks a lane of an accumulator belongs to one group, so 8 groups
 /// end with one conversion and one multiply-add; the tail ends each group on its own.
-INLINE_AVX2 void lut_fast_row(const any4_packed *w, int r, const int8_t *xq, const uint8_t *xa, const float *xs,
-                              const float *gsum, int k0, const int KT, float *y, int ys, const float *bias) {
+INLINE_AVX2 void lut_fast_row(const any4_packed *w, int r, const int8_t *xq, const float *xs, const float *gsum, int k0,
+                              const int KT, float *y, int ys, const float *bias) {
     const int cp = w->cols_padded, G = w->group_size;
     const __m256i m4 = _mm256_set1_epi8(15), ones = _mm256_set1_epi16(1), lut = row_lut(w, r);
     const uint8_t *q = w->codes + (size_t)r * (cp / 2);
     const float *sc = w->scales + (size_t)r * w->groups;
     const int8_t *x0 = xq + (size_t)k0 * cp;
-    const uint8_t *a0 = xa + (size_t)k0 * cp;
     __m256 total[TILE];
     for (int k = 0; k < KT; k++) total[k] = _mm256_setzero_ps();
     for (int s = 0; s < w->super_blocks; s++) {
@@ -330,13 +338,9 @@ INLINE_AVX2 void lut_fast_row(const any4_packed *w, int r, const int8_t *xq, con
         for (int k = 0; k < KT; k++) acc[k] = _mm256_setzero_si256();
         const uint8_t *qs = q + (size_t)s * 4 * G;
         for (int i = 0; i < G / 8; i++) {
-            _mm_prefetch((const char *)(qs + 32 * i + 1024), _MM_HINT_T0);
-            __m256i w0, w1;
-            decode64(qs + 32 * i, lut, m4, &w0, &w1);
-            for (int k = 0; k < KT; k++) {
-                const size_t o = (size_t)k * cp + (size_t)s * 8 * G + 64 * i;
-                acc[k] = _mm256_add_epi32(acc[k], dot64_lut(w0, w1, x0 + o, a0 + o, ones));
-            }
+            _mm_prefetch((const char *)(qs + 32 * i + 2048), _MM_HINT_T0);
+            const decoded64 d = decode64(qs + 32 * i, lut, m4);
+            for (int k = 0; k < KT; k++) acc[k] = _mm256_add_epi32(acc[k], dot64_lut(d, x0 + (size_t)k * cp + (size_t)s * 8 * G + 64 * i, ones));
         }
         const __m256 sv = _mm256_loadu_ps(sc + 8 * s);
         for (int k = 0; k < KT; k++) {
@@ -344,20 +348,20 @@ INLINE_AVX2 void lut_fast_row(const any4_packed *w, int r, const int8_t *xq, con
             total[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[k]), f, total[k]);
         }
     }
-    fast_tail(w, r, x0, a0, xs, k0, KT, total);
+    fast_tail(w, r, lut, x0, xs, k0, KT, total);
     for (int k = 0; k < KT; k++) y[(size_t)(k0 + k) * ys + r] = fast_epilogue(w, r, k0 + k, total[k], gsum, bias);
 }
 
 /// Rows r and r + 1 of the fast path for KT (1 or 2) activation rows: in the super-blocks the two
-/// rows share each load of the activations (loads, not arithmetic, bound the one-row loop).
-INLINE_AVX2 void lut_fast_pair(const any4_packed *w, int r, const int8_t *xq, const uint8_t *xa, const float *xs,
-                               const float *gsum, int k0, const int KT, float *y, int ys, const float *bias) {
+/// rows share each load of the activations. For batches (with one activation row the single-row
+/// loop does as much work per weight with fewer registers, and is faster).
+INLINE_AVX2 void lut_fast_pair(const any4_packed *w, int r, const int8_t *xq, const float *xs, const float *gsum, int k0,
+                               const int KT, float *y, int ys, const float *bias) {
     const int cp = w->cols_padded, G = w->group_size;
     const __m256i m4 = _mm256_set1_epi8(15), ones = _mm256_set1_epi16(1), la = row_lut(w, r), lb = row_lut(w, r + 1);
     const uint8_t *qa = w->codes + (size_t)r * (cp / 2), *qb = qa + cp / 2;
     const float *sa = w->scales + (size_t)r * w->groups, *sb = sa + w->groups;
     const int8_t *x0 = xq + (size_t)k0 * cp;
-    const uint8_t *a0 = xa + (size_t)k0 * cp;
     __m256 ta[2], tb[2];
     for (int k = 0; k < KT; k++) { ta[k] = _mm256_setzero_ps(); tb[k] = _mm256_setzero_ps(); }
     for (int s = 0; s < w->super_blocks; s++) {
@@ -365,21 +369,18 @@ INLINE_AVX2 void lut_fast_pair(const any4_packed *w, int r, const int8_t *xq, co
         for (int k = 0; k < KT; k++) { ca[k] = _mm256_setzero_si256(); cb[k] = _mm256_setzero_si256(); }
         const uint8_t *pa = qa + (size_t)s * 4 * G, *pb = qb + (size_t)s * 4 * G;
         for (int i = 0; i < G / 8; i++) {
-            _mm_prefetch((const char *)(pa + 32 * i + 1024), _MM_HINT_T0);
-            _mm_prefetch((const char *)(pb + 32 * i + 1024), _MM_HINT_T0);
-            __m256i wa0, wa1, wb0, wb1;
-            decode64(pa + 32 * i, la, m4, &wa0, &wa1);
-            decode64(pb + 32 * i, lb, m4, &wb0, &wb1);
+            _mm_prefetch((const char *)(pa + 32 * i + 2048), _MM_HINT_T0);
+            _mm_prefetch((const char *)(pb + 32 * i + 2048), _MM_HINT_T0);
+            const decoded64 da = decode64(pa + 32 * i, la, m4), db = decode64(pb + 32 * i, lb, m4);
             for (int k = 0; k < KT; k++) {
-                const size_t o = (size_t)k * cp + (size_t)s * 8 * G + 64 * i;
-                const __m256i x0v = _mm256_loadu_si256((const __m256i *)(x0 + o)), x1v = _mm256_loadu_si256((const __m256i *)(x0 + o + 32));
-                const __m256i a0v = _mm256_loadu_si256((const __m256i *)(a0 + o)), a1v = _mm256_loadu_si256((const __m256i *)(a0 + o + 32));
+                const int8_t *xk = x0 + (size_t)k * cp + (size_t)s * 8 * G + 64 * i;
+                const __m256i x0v = _mm256_loadu_si256((const __m256i *)xk), x1v = _mm256_loadu_si256((const __m256i *)(xk + 32));
                 ca[k] = _mm256_add_epi32(ca[k], _mm256_add_epi32(
-                    _mm256_madd_epi16(_mm256_maddubs_epi16(a0v, _mm256_sign_epi8(wa0, x0v)), ones),
-                    _mm256_madd_epi16(_mm256_maddubs_epi16(a1v, _mm256_sign_epi8(wa1, x1v)), ones)));
+                    _mm256_madd_epi16(_mm256_maddubs_epi16(da.a[0], _mm256_sign_epi8(x0v, da.w[0])), ones),
+                    _mm256_madd_epi16(_mm256_maddubs_epi16(da.a[1], _mm256_sign_epi8(x1v, da.w[1])), ones)));
                 cb[k] = _mm256_add_epi32(cb[k], _mm256_add_epi32(
-                    _mm256_madd_epi16(_mm256_maddubs_epi16(a0v, _mm256_sign_epi8(wb0, x0v)), ones),
-                    _mm256_madd_epi16(_mm256_maddubs_epi16(a1v, _mm256_sign_epi8(wb1, x1v)), ones)));
+                    _mm256_madd_epi16(_mm256_maddubs_epi16(db.a[0], _mm256_sign_epi8(x0v, db.w[0])), ones),
+                    _mm256_madd_epi16(_mm256_maddubs_epi16(db.a[1], _mm256_sign_epi8(x1v, db.w[1])), ones)));
             }
         }
         const __m256 sva = _mm256_loadu_ps(sa + 8 * s), svb = _mm256_loadu_ps(sb + 8 * s);
@@ -389,31 +390,31 @@ INLINE_AVX2 void lut_fast_pair(const any4_packed *w, int r, const int8_t *xq, co
             tb[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(cb[k]), _mm256_mul_ps(svb, xk), tb[k]);
         }
     }
-    fast_tail(w, r, x0, a0, xs, k0, KT, ta);
-    fast_tail(w, r + 1, x0, a0, xs, k0, KT, tb);
+    fast_tail(w, r, la, x0, xs, k0, KT, ta);
+    fast_tail(w, r + 1, lb, x0, xs, k0, KT, tb);
     for (int k = 0; k < KT; k++) {
         y[(size_t)(k0 + k) * ys + r] = fast_epilogue(w, r, k0 + k, ta[k], gsum, bias);
         y[(size_t)(k0 + k) * ys + r + 1] = fast_epilogue(w, r + 1, k0 + k, tb[k], gsum, bias);
     }
 }
 
-AVX2 static void lut_fast_avx2(const any4_packed *w, const int8_t *xq, const uint8_t *xa, const float *xs,
-                               const float *gsum, int m, float *y, int ys, const float *bias, int r0, int r1) {
+AVX2 static void lut_fast_avx2(const any4_packed *w, const int8_t *xq, const float *xs, const float *gsum, int m, float *y,
+                               int ys, const float *bias, int r0, int r1) {
     int r = r0;
-    if (w->super_blocks > 0) {  // rows in pairs, two activation rows at a time
+    if (w->super_blocks > 0 && m > 1) {  // rows in pairs, two activation rows at a time
         for (; r + 2 <= r1; r += 2) {
             int k0 = 0;
-            for (; k0 + 2 <= m; k0 += 2) lut_fast_pair(w, r, xq, xa, xs, gsum, k0, 2, y, ys, bias);
-            if (k0 < m) lut_fast_pair(w, r, xq, xa, xs, gsum, k0, 1, y, ys, bias);
+            for (; k0 + 2 <= m; k0 += 2) lut_fast_pair(w, r, xq, xs, gsum, k0, 2, y, ys, bias);
+            if (k0 < m) lut_fast_pair(w, r, xq, xs, gsum, k0, 1, y, ys, bias);
         }
     }
     for (; r < r1; r++) {
         for (int k0 = 0; k0 < m; k0 += TILE) {
             switch (m - k0 < TILE ? m - k0 : TILE) {
-            case 1: lut_fast_row(w, r, xq, xa, xs, gsum, k0, 1, y, ys, bias); break;
-            case 2: lut_fast_row(w, r, xq, xa, xs, gsum, k0, 2, y, ys, bias); break;
-            case 3: lut_fast_row(w, r, xq, xa, xs, gsum, k0, 3, y, ys, bias); break;
-            default: lut_fast_row(w, r, xq, xa, xs, gsum, k0, 4, y, ys, bias); break;
+            case 1: lut_fast_row(w, r, xq, xs, gsum, k0, 1, y, ys, bias); break;
+            case 2: lut_fast_row(w, r, xq, xs, gsum, k0, 2, y, ys, bias); break;
+            case 3: lut_fast_row(w, r, xq, xs, gsum, k0, 3, y, ys, bias); break;
+            default: lut_fast_row(w, r, xq, xs, gsum, k0, 4, y, ys, bias); break;
             }
         }
     }
@@ -449,7 +450,7 @@ static void preserve_sum(const float *x, float inv, int n, int8_t *xq, int resid
 }
 
 /// Activations of one group to int8, the portable version.
-static void quantize_group_scalar(const float *x, int n, int8_t *xq, uint8_t *xa, float *scale, float *sum, int preserve) {
+static void quantize_group_scalar(const float *x, int n, int8_t *xq, float *scale, float *sum, int preserve) {
     float amax = 0;
     for (int c = 0; c < n; c++) amax = fabsf(x[c]) > amax ? fabsf(x[c]) : amax;
     float s = 0;
@@ -462,14 +463,13 @@ static void quantize_group_scalar(const float *x, int n, int8_t *xq, uint8_t *xa
         qsum += xq[c];
     }
     if (preserve) preserve_sum(x, inv, n, xq, (int)lrintf(s * inv) - qsum);
-    if (xa) for (int c = 0; c < n; c++) xa[c] = (uint8_t)abs(xq[c]);
     *scale = amax / 127.0f;
     *sum = s;
 }
 
 #if ANY4_X86
 /// Activations of one group to int8 (n % 32 == 0); the same codes as quantize_group_scalar.
-AVX2 static void quantize_group_avx2(const float *x, int n, int8_t *xq, uint8_t *xa, float *scale, float *sum, int preserve) {
+AVX2 static void quantize_group_avx2(const float *x, int n, int8_t *xq, float *scale, float *sum, int preserve) {
     const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
     __m256 mx = _mm256_setzero_ps(), sm = _mm256_setzero_ps();
     for (int c = 0; c < n; c += 8) {
@@ -501,9 +501,6 @@ AVX2 static void quantize_group_avx2(const float *x, int n, int8_t *xq, uint8_t 
     // The nudges are rare (a few per group) and cheap next to a group's products; the scalar
     // search keeps them identical to the portable version's.
     if (preserve) preserve_sum(x, invs, n, xq, (int)lrintf(total * invs) - _mm_cvtsi128_si32(q4));
-    if (xa)
-        for (int c = 0; c < n; c += 32)
-            _mm256_storeu_si256((__m256i *)(xa + c), _mm256_abs_epi8(_mm256_loadu_si256((const __m256i *)(xq + c))));
     *scale = amax / 127.0f;
     *sum = total;
 }
@@ -576,13 +573,12 @@ void any4_lut_gemm_exact(const any4_packed *w, const float *x, const float *gsum
     lut_exact_scalar(w, x, gsum, m, y, ys, bias, r0, r1);
 }
 
-void any4_lut_gemm_fast(const any4_packed *w, const int8_t *xq, const uint8_t *xa, const float *xs, const float *gsum, int m,
-                        float *y, int ys, const float *bias, int r0, int r1, int use_avx2) {
+void any4_lut_gemm_fast(const any4_packed *w, const int8_t *xq, const float *xs, const float *gsum, int m, float *y, int ys,
+                        const float *bias, int r0, int r1, int use_avx2) {
 #if ANY4_X86
-    if (use_avx2) { lut_fast_avx2(w, xq, xa, xs, gsum, m, y, ys, bias, r0, r1); return; }
+    if (use_avx2) { lut_fast_avx2(w, xq, xs, gsum, m, y, ys, bias, r0, r1); return; }
 #endif
     (void)use_avx2;
-    (void)xa;
     lut_fast_scalar(w, xq, xs, gsum, m, y, ys, bias, r0, r1);
 }
 
@@ -595,16 +591,16 @@ void any4_dense_gemm(const void *w, int dtype, int cols, const float *x, int m, 
     dense_scalar(w, dtype, cols, x, m, y, ys, bias, r0, r1);
 }
 
-void any4_quantize_activations(const float *x, int m, int cp, int G, int groups, int8_t *xq, uint8_t *xa, float *xs,
-                               float *gsum, int preserve, int use_avx2) {
+void any4_quantize_activations(const float *x, int m, int cp, int G, int groups, int8_t *xq, float *xs, float *gsum,
+                               int preserve, int use_avx2) {
     for (int k = 0; k < m; k++) {
         for (int g = 0; g < groups; g++) {
             const int begin = g * G, n = ((g + 1) * G < cp ? (g + 1) * G : cp) - begin;
             const size_t o = (size_t)k * cp + begin, i = (size_t)k * groups + g;
 #if ANY4_X86
-            if (use_avx2 && n % 32 == 0) { quantize_group_avx2(x + o, n, xq + o, xa ? xa + o : NULL, xs + i, gsum + i, preserve); continue; }
+            if (use_avx2 && n % 32 == 0) { quantize_group_avx2(x + o, n, xq + o, xs + i, gsum + i, preserve); continue; }
 #endif
-            quantize_group_scalar(x + o, n, xq + o, xa ? xa + o : NULL, xs + i, gsum + i, preserve);
+            quantize_group_scalar(x + o, n, xq + o, xs + i, gsum + i, preserve);
         }
     }
     (void)use_avx2;

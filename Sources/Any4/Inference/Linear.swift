@@ -205,7 +205,7 @@ public final class Linear: @unchecked Sendable {
             let blocks = cols / 32
             var xq = [Int8](repeating: 0, count: m * cols)
             var xs = [Float](repeating: 0, count: m * blocks), sums = xs
-            any4_quantize_activations(x, Int32(m), Int32(cols), 32, Int32(blocks), &xq, nil, &xs, &sums, 0, avx)
+            any4_quantize_activations(x, Int32(m), Int32(cols), 32, Int32(blocks), &xq, &xs, &sums, 0, avx)
             codes.withUnsafeBufferPointer { c in
                 scales.withUnsafeBufferPointer { s in
                     xq.withUnsafeBufferPointer { xq in

@@ -214,10 +214,10 @@ public final class PackedLinear: @unchecked Sendable {
         let avx = Int32(useAVX2 ? 1 : 0)
         withKernels(layers[...], []) { kernels in
             withBiases(biases) { bs in
-                a.withPointers { xp, xq, xa, xs, gsum in
-                    let args = UncheckedBox((kernels, ys, bs, xp, xq, xa, xs, gsum))
+                a.withPointers { xp, xq, xs, gsum in
+                    let args = UncheckedBox((kernels, ys, bs, xp, xq, xs, gsum))
                     parallelRows(offsets.last!, threads: workers) { start, end in
-                        let (kernels, ys, bs, xp, xq, xa, xs, gsum) = args.value
+                        let (kernels, ys, bs, xp, xq, xs, gsum) = args.value
                         for (i, layer) in layers.enumerated() {
                             let r0 = max(start, offsets[i]) - offsets[i], r1 = min(end, offsets[i + 1]) - offsets[i]
                             guard r0 < r1 else { continue }
@@ -226,7 +226,7 @@ public final class PackedLinear: @unchecked Sendable {
                                 case .exact:
                                     any4_lut_gemm_exact(k, xp, gsum, Int32(m), ys[i], Int32(layer.rows), bs[i], Int32(r0), Int32(r1), avx)
                                 case .fast:
-                                    any4_lut_gemm_fast(k, xq, xa, xs, gsum, Int32(m), ys[i], Int32(layer.rows), bs[i], Int32(r0), Int32(r1), avx)
+                                    any4_lut_gemm_fast(k, xq, xs, gsum, Int32(m), ys[i], Int32(layer.rows), bs[i], Int32(r0), Int32(r1), avx)
                                 }
                             }
                         }
@@ -268,11 +268,10 @@ public final class PackedLinear: @unchecked Sendable {
     }
 
     /// The activations as a path reads them: padded to the kernel width, group sums, and for the
-    /// fast path int8 codes (sum-preserving), their magnitudes and one scale per group.
+    /// fast path int8 codes (sum-preserving) and one scale per group.
     private struct Activations {
         var xp: [Float]
         var xq: [Int8]
-        var xa: [UInt8]
         var xs: [Float]
         var gsum: [Float]
 
@@ -286,11 +285,10 @@ public final class PackedLinear: @unchecked Sendable {
             let fast = path == .fast
             gsum = [Float](repeating: 0, count: m * l.groups)
             xq = [Int8](repeating: 0, count: fast ? m * l.colsPadded : 0)
-            xa = [UInt8](repeating: 0, count: fast ? m * l.colsPadded : 0)
             xs = [Float](repeating: 0, count: m * l.groups)
             if fast {
                 any4_quantize_activations(xp, Int32(m), Int32(l.colsPadded), Int32(l.groupSize), Int32(l.groups),
-                                          &xq, &xa, &xs, &gsum, 1, useAVX2 ? 1 : 0)
+                                          &xq, &xs, &gsum, 1, useAVX2 ? 1 : 0)
             } else {
                 for k in 0..<m {
                     for g in 0..<l.groups {
@@ -306,7 +304,6 @@ public final class PackedLinear: @unchecked Sendable {
                     withUnsafePointer(to: k) { k in
                         if fast {
                             xq = Self.reordered(xq, k, m)
-                            xa = Self.reordered(xa, k, m)
                         } else {
                             xp = Self.reordered(xp, k, m)
                         }
@@ -326,15 +323,12 @@ public final class PackedLinear: @unchecked Sendable {
             return out
         }
 
-        func withPointers<R>(_ body: (UnsafePointer<Float>, UnsafePointer<Int8>?, UnsafePointer<UInt8>?, UnsafePointer<Float>,
-                                      UnsafePointer<Float>) -> R) -> R {
+        func withPointers<R>(_ body: (UnsafePointer<Float>, UnsafePointer<Int8>?, UnsafePointer<Float>, UnsafePointer<Float>) -> R) -> R {
             xp.withUnsafeBufferPointer { xp in
                 xq.withUnsafeBufferPointer { xq in
-                    xa.withUnsafeBufferPointer { xa in
-                        xs.withUnsafeBufferPointer { xs in
-                            gsum.withUnsafeBufferPointer { gsum in
-                                body(xp.baseAddress!, xq.baseAddress, xa.baseAddress, xs.baseAddress!, gsum.baseAddress!)
-                            }
+                    xs.withUnsafeBufferPointer { xs in
+                        gsum.withUnsafeBufferPointer { gsum in
+                            body(xp.baseAddress!, xq.baseAddress, xs.baseAddress!, gsum.baseAddress!)
                         }
                     }
                 }

@@ -58,21 +58,18 @@ void any4_kernel_order(const any4_packed *w, const void *src, void *dst, int m, 
 void any4_lut_gemm_exact(const any4_packed *w, const float *x, const float *group_sums, int m,
                          float *y, int y_stride, const float *bias, int row_begin, int row_end, int use_avx2);
 
-/// Fast path: int8 tables, int8 activations quantized per group (xq: m × cols_padded, xq_abs = |xq|,
-/// both in kernel order when use_avx2,
-/// x_scale: m × groups, x ≈ xq × x_scale), int32 accumulation within a group.
-void any4_lut_gemm_fast(const any4_packed *w, const int8_t *xq, const uint8_t *xq_abs, const float *x_scale,
-                        const float *group_sums, int m, float *y, int y_stride, const float *bias,
-                        int row_begin, int row_end, int use_avx2);
+/// Fast path: int8 tables, int8 activations quantized per group (xq: m × cols_padded, in kernel
+/// order when use_avx2; x_scale: m × groups, x ≈ xq × x_scale), int32 accumulation within a group.
+void any4_lut_gemm_fast(const any4_packed *w, const int8_t *xq, const float *x_scale, const float *group_sums, int m,
+                        float *y, int y_stride, const float *bias, int row_begin, int row_end, int use_avx2);
 
 /// Quantizes activations per group and computes group sums: xq = round(x / s) (to nearest even),
-/// s = max|x| / 127 over each group; x, xq: m × cols_padded. xq_abs (|xq|) may be NULL. With
+/// s = max|x| / 127 over each group; x, xq: m × cols_padded. With
 /// sum_preserving, the codes that were rounded furthest are nudged by one until Σ xq is the
 /// rounded Σ x / s (the lookup kernel needs it; see the definition). The AVX2 version (group sizes
 /// that are multiples of 32) gives exactly the scalar version's codes and sums.
 void any4_quantize_activations(const float *x, int m, int cols_padded, int group_size, int groups,
-                               int8_t *xq, uint8_t *xq_abs, float *x_scale, float *group_sums, int sum_preserving,
-                               int use_avx2);
+                               int8_t *xq, float *x_scale, float *group_sums, int sum_preserving, int use_avx2);
 
 /// Dense y = x · Wᵀ for W stored as f32 (dtype 0), f16 (1) or bf16 (2), rows × cols, row-major.
 void any4_dense_gemm(const void *w, int dtype, int cols, const float *x, int m, float *y, int y_stride,
