@@ -1,6 +1,9 @@
 // Scalar reference kernels and their AVX2 twins; see include/any4_kernels.h for the layouts.
 #include "any4_kernels.h"
 
+// The AVX2 quantizer must reproduce the scalar one bit for bit: no a·b + c fused behind our back.
+#pragma STDC FP_CONTRACT OFF
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,20 +66,42 @@ static inline int code_at(const any4_packed *w, const uint8_t *row, int c) {
     return (t % B) < h ? (byte & 0xF) : (byte >> 4);
 }
 
+/// The reordering of any4_kernel_order for one element type: 4 elements move as one unit.
+#define KERNEL_ORDER(T)                                                                                     \
+    for (int k = 0; k < m; k++) {                                                                           \
+        const T *in = (const T *)src + (size_t)k * cp;                                                      \
+        T *out = (T *)dst + (size_t)k * cp;                                                                 \
+        for (int s = 0; s < w->super_blocks; s++)                                                           \
+            for (int j = 0; j < 8; j++) {                                                                   \
+                const T *g = in + (size_t)(8 * s + j) * G;                                                  \
+                T *o = out + (size_t)s * 8 * G + 4 * j;                                                     \
+                for (int i = 0; i < G / 8; i++) {                                                           \
+                    memcpy(o + 64 * i, g + 8 * i, 4 * sizeof(T));                                           \
+                    memcpy(o + 64 * i + 32, g + 8 * i + 4, 4 * sizeof(T));                                  \
+                }                                                                                           \
+            }                                                                                               \
+        memcpy(out + main, in + main, (size_t)(cp - main) * sizeof(T));                                     \
+    }
+
 void any4_kernel_order(const any4_packed *w, const void *src, void *dst, int m, int elem) {
     const int G = w->group_size, cp = w->cols_padded, main = w->super_blocks * 8 * G;
-    for (int k = 0; k < m; k++) {
-        const char *in = (const char *)src + (size_t)k * cp * elem;
-        char *out = (char *)dst + (size_t)k * cp * elem;
-        for (int s = 0; s < w->super_blocks; s++)
-            for (int j = 0; j < 8; j++)
-                for (int i = 0; i < G / 8; i++)
-                    for (int h = 0; h < 2; h++)
-                        memcpy(out + (size_t)(s * 8 * G + 64 * i + 32 * h + 4 * j) * elem,
-                               in + (size_t)((8 * s + j) * G + 8 * i + 4 * h) * elem, 4 * (size_t)elem);
-        memcpy(out + (size_t)main * elem, in + (size_t)main * elem, (size_t)(cp - main) * elem);
+    if (elem == 1) { KERNEL_ORDER(uint8_t) }
+    else if (elem == 4) { KERNEL_ORDER(uint32_t) }
+    else {
+        for (int k = 0; k < m; k++) {
+            const char *in = (const char *)src + (size_t)k * cp * elem;
+            char *out = (char *)dst + (size_t)k * cp * elem;
+            for (int s = 0; s < w->super_blocks; s++)
+                for (int j = 0; j < 8; j++)
+                    for (int i = 0; i < G / 8; i++)
+                        for (int h = 0; h < 2; h++)
+                            memcpy(out + (size_t)(s * 8 * G + 64 * i + 32 * h + 4 * j) * elem,
+                                   in + (size_t)((8 * s + j) * G + 8 * i + 4 * h) * elem, 4 * (size_t)elem);
+            memcpy(out + (size_t)main * elem, in + (size_t)main * elem, (size_t)(cp - main) * elem);
+        }
     }
 }
+#undef KERNEL_ORDER
 
 // MARK: - Scalar references
 
@@ -468,6 +493,43 @@ static void quantize_group_scalar(const float *x, int n, int8_t *xq, float *scal
 }
 
 #if ANY4_X86
+/// preserve_sum with the same choices: the gaps are computed once into a buffer (a moved code's gap
+/// drops by one; a code at ±127 cannot move further) and the largest is found 8 at a time, the
+/// first index on ties. n % 8 == 0.
+AVX2 static void preserve_sum_avx2(const float *x, float inv, int n, int8_t *xq, int residual) {
+    if (residual == 0) return;
+    if (n > 4096) { preserve_sum(x, inv, n, xq, residual); return; }
+    const int dir = residual > 0 ? 1 : -1;  // the residual only ever moves towards 0
+    float gap[4096] __attribute__((aligned(32)));
+    const __m256 vinv = _mm256_set1_ps(inv), vdir = _mm256_set1_ps((float)dir), none = _mm256_set1_ps(-INFINITY);
+    const __m256i limit = _mm256_set1_epi32(127);
+    for (int c = 0; c < n; c += 8) {
+        const __m256i q = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(xq + c)));
+        const __m256 g = _mm256_mul_ps(_mm256_sub_ps(_mm256_mul_ps(_mm256_loadu_ps(x + c), vinv), _mm256_cvtepi32_ps(q)), vdir);
+        // a code that would leave [-127, 127] is never chosen
+        const __m256i moved = _mm256_abs_epi32(_mm256_add_epi32(q, _mm256_set1_epi32(dir)));
+        _mm256_store_ps(gap + c, _mm256_blendv_ps(g, none, _mm256_castsi256_ps(_mm256_cmpgt_epi32(moved, limit))));
+    }
+    while (residual != 0) {
+        __m256 mx = none;
+        for (int c = 0; c < n; c += 8) mx = _mm256_max_ps(mx, _mm256_load_ps(gap + c));
+        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+        const float best = _mm_cvtss_f32(m4);
+        if (!(best > -1)) break;  // as the scalar search, which starts from a gap of -1
+        const __m256 vb = _mm256_set1_ps(best);
+        int at = -1;
+        for (int c = 0; c < n && at < 0; c += 8) {
+            const int mask = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_load_ps(gap + c), vb, _CMP_EQ_OQ));
+            if (mask) at = c + __builtin_ctz((unsigned)mask);
+        }
+        xq[at] = (int8_t)(xq[at] + dir);
+        residual -= dir;
+        gap[at] = (xq[at] + dir > 127 || xq[at] + dir < -127) ? -INFINITY : gap[at] - 1;
+    }
+}
+
 /// Activations of one group to int8 (n % 32 == 0); the same codes as quantize_group_scalar.
 AVX2 static void quantize_group_avx2(const float *x, int n, int8_t *xq, float *scale, float *sum, int preserve) {
     const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
@@ -500,7 +562,7 @@ AVX2 static void quantize_group_avx2(const float *x, int n, int8_t *xq, float *s
     q4 = _mm_add_epi32(q4, _mm_shuffle_epi32(q4, 0xB1));
     // The nudges are rare (a few per group) and cheap next to a group's products; the scalar
     // search keeps them identical to the portable version's.
-    if (preserve) preserve_sum(x, invs, n, xq, (int)lrintf(total * invs) - _mm_cvtsi128_si32(q4));
+    if (preserve) preserve_sum_avx2(x, invs, n, xq, (int)lrintf(total * invs) - _mm_cvtsi128_si32(q4));
     *scale = amax / 127.0f;
     *sum = total;
 }
