@@ -9,11 +9,16 @@ import Synchronization
 func parallelRows(_ rows: Int, threads: Int, _ body: (Int, Int) -> Void) {
     let workers = max(1, min(threads, rows))
     if workers == 1 { body(0, rows); return }
-    let chunk = (rows + workers - 1) / workers
+    // Large loops are cut into 4 tasks per worker, claimed as workers free up, so a worker that
+    // the machine slows down (a busy neighbour, an interrupt) does not hold up the others. Only
+    // when the loop may use every core: the pool hands tasks to all its threads.
+    let everyCore = workers > Int(any4_pool_workers())
+    let tasks = everyCore && rows >= 1024 * workers ? 4 * workers : workers
+    let chunk = (rows + tasks - 1) / tasks
     withoutActuallyEscaping(body) { body in
         var job = ParallelJob(body: body, rows: rows, chunk: chunk)
         let ran = withUnsafeMutablePointer(to: &job) { p in
-            any4_pool_run(Int32(workers), { raw, i in
+            any4_pool_run(Int32(tasks), { raw, i in
                 let job = raw!.assumingMemoryBound(to: ParallelJob.self)
                 let start = Int(i) * job.pointee.chunk, end = min(job.pointee.rows, start + job.pointee.chunk)
                 if start < end { job.pointee.body(start, end) }
@@ -21,7 +26,7 @@ func parallelRows(_ rows: Int, threads: Int, _ body: (Int, Int) -> Void) {
         }
         if ran == 0 {
             let box = UncheckedBox(body)
-            DispatchQueue.concurrentPerform(iterations: workers) { i in
+            DispatchQueue.concurrentPerform(iterations: tasks) { i in
                 let start = i * chunk, end = min(rows, start + chunk)
                 if start < end { box.value(start, end) }
             }
