@@ -284,9 +284,11 @@ INLINE_AVX2 float fast_epilogue(const any4_packed *w, int r, int k, __m256 total
 /// Σ w·x over 32 columns for one activation row, as 8 int32 lanes: maddubs needs an unsigned
 /// operand, so |w| (taken once per decoded block and shared by every activation row) times x with
 /// the sign of w.
-INLINE_AVX2 __m256i dot32_lut(__m256i w, __m256i wabs, const int8_t *x, __m256i ones) {
-    return _mm256_madd_epi16(_mm256_maddubs_epi16(wabs, _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)x), w)), ones);
+INLINE_AVX2 __m256i dot32_lut(__m256i w, __m256i wabs, __m256i x, __m256i ones) {
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(wabs, _mm256_sign_epi8(x, w)), ones);
 }
+
+INLINE_AVX2 __m256i load32(const int8_t *x) { return _mm256_loadu_si256((const __m256i *)x); }
 
 /// 64 packed columns (32 bytes at p) decoded: the low-nibble values w[0] (columns 0..31 of the
 /// block), the high-nibble values w[1] (32..63), and their magnitudes a[0], a[1].
@@ -304,7 +306,7 @@ INLINE_AVX2 decoded64 decode64(const uint8_t *p, __m256i lut, __m256i m4) {
 
 /// Σ over the 64 columns of a decoded block for one activation row (x: its 64 values).
 INLINE_AVX2 __m256i dot64_lut(decoded64 d, const int8_t *x, __m256i ones) {
-    return _mm256_add_epi32(dot32_lut(d.w[0], d.a[0], x, ones), dot32_lut(d.w[1], d.a[1], x + 32, ones));
+    return _mm256_add_epi32(dot32_lut(d.w[0], d.a[0], load32(x), ones), dot32_lut(d.w[1], d.a[1], load32(x + 32), ones));
 }
 
 INLINE_AVX2 __m256i row_lut(const any4_packed *w, int r) {
@@ -337,7 +339,7 @@ INLINE_AVX2 void fast_tail(const any4_packed *w, int r, __m256i lut, const int8_
                 const __m128i raw = _mm_loadu_si128((const __m128i *)(q + b * 16));
                 const __m256i wv = _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), m4));
                 const __m256i wa = _mm256_sign_epi8(wv, wv);
-                for (int k = 0; k < KT; k++) acc[k] = _mm256_add_epi32(acc[k], dot32_lut(wv, wa, xk[k] + b * 32, ones));
+                for (int k = 0; k < KT; k++) acc[k] = _mm256_add_epi32(acc[k], dot32_lut(wv, wa, load32(xk[k] + b * 32), ones));
             }
         }
         for (int k = 0; k < KT; k++)
@@ -399,13 +401,11 @@ INLINE_AVX2 void lut_fast_pair(const any4_packed *w, int r, const int8_t *xq, co
             const decoded64 da = decode64(pa + 32 * i, la, m4), db = decode64(pb + 32 * i, lb, m4);
             for (int k = 0; k < KT; k++) {
                 const int8_t *xk = x0 + (size_t)k * cp + (size_t)s * 8 * G + 64 * i;
-                const __m256i x0v = _mm256_loadu_si256((const __m256i *)xk), x1v = _mm256_loadu_si256((const __m256i *)(xk + 32));
-                ca[k] = _mm256_add_epi32(ca[k], _mm256_add_epi32(
-                    _mm256_madd_epi16(_mm256_maddubs_epi16(da.a[0], _mm256_sign_epi8(x0v, da.w[0])), ones),
-                    _mm256_madd_epi16(_mm256_maddubs_epi16(da.a[1], _mm256_sign_epi8(x1v, da.w[1])), ones)));
-                cb[k] = _mm256_add_epi32(cb[k], _mm256_add_epi32(
-                    _mm256_madd_epi16(_mm256_maddubs_epi16(db.a[0], _mm256_sign_epi8(x0v, db.w[0])), ones),
-                    _mm256_madd_epi16(_mm256_maddubs_epi16(db.a[1], _mm256_sign_epi8(x1v, db.w[1])), ones)));
+                const __m256i x0v = load32(xk), x1v = load32(xk + 32);  // shared by the two rows
+                ca[k] = _mm256_add_epi32(ca[k], _mm256_add_epi32(dot32_lut(da.w[0], da.a[0], x0v, ones),
+                                                                 dot32_lut(da.w[1], da.a[1], x1v, ones)));
+                cb[k] = _mm256_add_epi32(cb[k], _mm256_add_epi32(dot32_lut(db.w[0], db.a[0], x0v, ones),
+                                                                 dot32_lut(db.w[1], db.a[1], x1v, ones)));
             }
         }
         const __m256 sva = _mm256_loadu_ps(sa + 8 * s), svb = _mm256_loadu_ps(sb + 8 * s);
@@ -701,12 +701,6 @@ static void q8_scalar(const int8_t *wq, const float *ws, int cols, const int8_t 
 }
 
 #if ANY4_X86
-/// Σ a·b over 32 int8 pairs as 8 int32 lanes (maddubs needs one unsigned operand: |a| and b·sign(a)).
-AVX2 static inline __m256i dot32_i8(__m256i a, __m256i b) {
-    const __m256i p = _mm256_maddubs_epi16(_mm256_sign_epi8(a, a), _mm256_sign_epi8(b, a));
-    return _mm256_madd_epi16(p, _mm256_set1_epi16(1));
-}
-
 AVX2 static void q8_avx2(const int8_t *wq, const float *ws, int cols, const int8_t *xq, const float *xs, int m, float *y,
                          int ys, int r0, int r1) {
     const int nb = cols / 32;
@@ -719,8 +713,8 @@ AVX2 static void q8_avx2(const int8_t *wq, const float *ws, int cols, const int8
             const int8_t *xk = xq + (size_t)k * cols;
             const float *sk = xs + (size_t)k * nb;
             for (int b = 0; b < nb; b++) {
-                const __m256i d = dot32_i8(_mm256_loadu_si256((const __m256i *)(wr + b * 32)),
-                                           _mm256_loadu_si256((const __m256i *)(xk + b * 32)));
+                const __m256i wv = load32(wr + b * 32);
+                const __m256i d = dot32_lut(wv, _mm256_sign_epi8(wv, wv), load32(xk + b * 32), _mm256_set1_epi16(1));
                 acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), _mm256_set1_ps(sr[b] * sk[b]), acc);
             }
             y[(size_t)k * ys + r] = hsum256(acc);

@@ -101,6 +101,35 @@ final class KernelTests: XCTestCase {
         XCTAssertNotEqual(plain.q, kept.q, "the Gaussian groups need some nudges")
     }
 
+    /// The int8 decode head (any4_q8_gemm): its AVX2 and scalar versions agree, and both equal the
+    /// f64 product of the int8 weights and activations with their block scales.
+    func testInt8HeadKernel() throws {
+        let rows = 7, cols = 96, m = 2, blocks = cols / 32
+        let w = weights(rows, cols, seed: 5)
+        var rng = SplitMix64(seed: 6)
+        let x = (0..<(m * cols)).map { _ in Float(rng.nextGaussian()) }
+        var wq = [Int8](repeating: 0, count: rows * cols), ws = [Float](repeating: 0, count: rows * blocks)
+        any4_q8_quantize_rows(w, Int32(cols), &wq, &ws, 0, Int32(rows))
+        var xq = [Int8](repeating: 0, count: m * cols), xs = [Float](repeating: 0, count: m * blocks), sums = xs
+        any4_quantize_activations(x, Int32(m), Int32(cols), 32, Int32(blocks), &xq, &xs, &sums, 0, 0)
+        func run(_ avx: Int32) -> [Float] {
+            var y = [Float](repeating: 0, count: m * rows)
+            any4_q8_gemm(wq, ws, Int32(cols), xq, xs, Int32(m), &y, Int32(rows), 0, Int32(rows), avx)
+            return y
+        }
+        var ref = [Double](repeating: 0, count: m * rows)
+        for k in 0..<m {
+            for r in 0..<rows {
+                for c in 0..<cols {
+                    ref[k * rows + r] += Double(wq[r * cols + c]) * Double(ws[r * blocks + c / 32])
+                        * Double(xq[k * cols + c]) * Double(xs[k * blocks + c / 32])
+                }
+            }
+        }
+        XCTAssertLessThanOrEqual(relativeError(run(0), ref), 1e-6)
+        if CPUFeatures.hasAVX2 { XCTAssertLessThanOrEqual(relativeError(run(1), ref), 1e-6) }
+    }
+
     func testDenseKernels() {
         for (rows, cols) in [(13, 67), (64, 256)] {
             let w = weights(rows, cols, seed: 9)
