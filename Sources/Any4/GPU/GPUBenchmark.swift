@@ -30,9 +30,7 @@ extension KernelBenchmark {
             formats.sort { ($0 == "blas" ? 0 : 1) < ($1 == "blas" ? 0 : 1) }
             var cublasMedian: [Int: Double] = [:]
             func unavailable(_ format: String, _ batch: Int, _ why: String, kernel: String) -> Result {
-                Result(format: format, shape: shape, batch: batch, threads: 0, kernel: kernel, medianMicroseconds: .nan,
-                       p10Microseconds: .nan, p90Microseconds: .nan, gflops: .nan, gbps: .nan, vsF32: nil, relError: .nan,
-                       unavailable: why, device: "gpu")
+                .unavailable(format, shape: shape, batch: batch, threads: 0, kernel: kernel, why: why, device: "gpu")
             }
             for format in formats {
                 progress?.setLabel("bench gpu \(format) \(shape.out)x\(shape.in)")

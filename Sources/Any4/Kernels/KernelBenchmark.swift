@@ -52,6 +52,14 @@ public enum KernelBenchmark {
         public var device = "cpu"
         /// GPU rows: cuBLAS median / this median on the same shape, batch and activation type.
         public var vsCuBLAS: Double? = nil
+
+        /// A row for a format that could not run, saying why.
+        static func unavailable(_ format: String, shape: (out: Int, in: Int), batch: Int, threads: Int, kernel: String,
+                                why: String, device: String = "cpu") -> Result {
+            Result(format: format, shape: shape, batch: batch, threads: threads, kernel: kernel, medianMicroseconds: .nan,
+                   p10Microseconds: .nan, p90Microseconds: .nan, gflops: .nan, gbps: .nan, vsF32: nil, relError: .nan,
+                   unavailable: why, device: device)
+        }
     }
 
     /// The last-level cache size in bytes (Linux sysfs), or 32 MiB if unknown.
@@ -114,9 +122,8 @@ public enum KernelBenchmark {
                     subject = try makeSubject(format, w, shape, config: config, threads: threads, target: target)
                 } catch {
                     for batch in config.batches {
-                        let r = Result(format: format, shape: shape, batch: batch, threads: threads, kernel: config.path.rawValue,
-                                       medianMicroseconds: .nan, p10Microseconds: .nan, p90Microseconds: .nan, gflops: .nan,
-                                       gbps: .nan, vsF32: nil, relError: .nan, unavailable: "\(error)")
+                        let r = Result.unavailable(format, shape: shape, batch: batch, threads: threads,
+                                                   kernel: config.path.rawValue, why: "\(error)")
                         results.append(r)
                         report(r)
                     }
