@@ -43,6 +43,27 @@ struct AddedTokenMatcher: Sendable {
         return (AddedTokenMatcher(tokens.filter { !$0.normalized }), AddedTokenMatcher(normalized))
     }
 
+    /// The loop every tokenizer's `encode` runs: the added tokens found in the raw text; the text
+    /// between them normalized; the tokens flagged `normalized` found in that; `words` for the text
+    /// that is left (UTF-8). Token ids and word ids go to `out` in text order.
+    static func encode(_ bytes: [UInt8], raw: AddedTokenMatcher, normalized: AddedTokenMatcher,
+                       normalize: ([UInt8]) -> [UInt8], into out: inout [Int], words: ([UInt8], inout [Int]) -> Void) {
+        for segment in raw.split(bytes) {
+            switch segment {
+            case .token(let id):
+                out.append(id)
+            case .text(let range):
+                let part = normalize(Array(bytes[range]))
+                for inner in normalized.split(part) {
+                    switch inner {
+                    case .token(let id): out.append(id)
+                    case .text(let range): words(Array(part[range]), &out)
+                    }
+                }
+            }
+        }
+    }
+
     init(_ tokens: [AddedToken]) {
         let entries = tokens.map { Entry(bytes: Array($0.content.utf8), token: $0) }.filter { !$0.bytes.isEmpty }
         var table = [[Int]](repeating: [], count: 256)

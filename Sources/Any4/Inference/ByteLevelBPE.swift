@@ -127,24 +127,9 @@ struct ByteLevelBPETokenizer: TextTokenizer {
     func encode(_ text: String, addSpecialTokens: Bool) -> [Int] {
         var out = addSpecialTokens ? prefix : []
         var cache: [ExactString: [Int32]] = [:]
-        let bytes = Array(text.utf8)
-        for segment in addedTokens.split(bytes) {
-            switch segment {
-            case .token(let id):
-                out.append(id)
-            case .text(let range):
-                let part = nfc ? Self.nfc(Array(bytes[range])) : Array(bytes[range])
-                for inner in normalizedAddedTokens.split(part) {
-                    switch inner {
-                    case .token(let id):
-                        out.append(id)
-                    case .text(let range):
-                        preTokenizer.forEachWord(in: Array(part[range])) { word in
-                            encodeWord(word, cache: &cache, into: &out)
-                        }
-                    }
-                }
-            }
+        AddedTokenMatcher.encode(Array(text.utf8), raw: addedTokens, normalized: normalizedAddedTokens,
+                                 normalize: { nfc ? Self.nfc($0) : $0 }, into: &out) { text, out in
+            preTokenizer.forEachWord(in: text) { word in encodeWord(word, cache: &cache, into: &out) }
         }
         return out + (addSpecialTokens ? suffix : [])
     }

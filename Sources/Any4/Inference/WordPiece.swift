@@ -94,24 +94,13 @@ struct WordPieceTokenizer: TextTokenizer {
 
     func encode(_ text: String, addSpecialTokens: Bool) -> [Int] {
         var out = addSpecialTokens ? prefix : []
-        let bytes = Array(text.utf8)
-        for segment in addedTokens.split(bytes) {
-            switch segment {
-            case .token(let id):
-                out.append(id)
-            case .text(let range):
-                var scalars = ScalarText(Array(bytes[range])).scalars
-                if let normalizer { scalars = normalizer.normalize(scalars) }
-                guard !normalizedAddedTokens.isEmpty else { encodeWords(scalars, into: &out); continue }
-                var normalized: [UInt8] = []
-                for scalar in scalars { appendUTF8(scalar, to: &normalized) }
-                for inner in normalizedAddedTokens.split(normalized) {
-                    switch inner {
-                    case .token(let id): out.append(id)
-                    case .text(let range): encodeWords(ScalarText(Array(normalized[range])).scalars, into: &out)
-                    }
-                }
-            }
+        AddedTokenMatcher.encode(Array(text.utf8), raw: addedTokens, normalized: normalizedAddedTokens, normalize: { bytes in
+            guard let normalizer else { return bytes }
+            var normalized: [UInt8] = []
+            for scalar in normalizer.normalize(ScalarText(bytes).scalars) { appendUTF8(scalar, to: &normalized) }
+            return normalized
+        }, into: &out) { text, out in
+            encodeWords(ScalarText(text).scalars, into: &out)
         }
         return out + (addSpecialTokens ? suffix : [])
     }
