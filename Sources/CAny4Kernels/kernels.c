@@ -132,18 +132,18 @@ static void lut_fast_scalar(const any4_packed *w, const int8_t *xq, const float 
     for (int r = r0; r < r1; r++) {
         const uint8_t *q = w->codes + (size_t)r * (cp / 2);
         const int8_t *t = w->table_i8 + (size_t)r * w->table_stride;
-        const float f = w->table_i8_scale[(size_t)r * w->table_i8_scale_stride];
-        const float *sc = w->scales + (size_t)r * w->groups;
+        const float f = w->table_i8_scale[(size_t)r * w->table_i8_scale_stride] * w->f16_factors[2 * r];
+        const uint16_t *sc = w->scales_f16 + (size_t)r * w->groups;
         for (int k = 0; k < m; k++) {
             float total = 0, zero = 0;
             for (int g = 0; g < w->groups; g++) {
                 int32_t acc = 0;
                 int end = (g + 1) * G < cp ? (g + 1) * G : cp;
                 for (int c = g * G; c < end; c++) acc += (int32_t)t[code_at(w, q, c)] * xq[(size_t)k * cp + c];
-                total += (float)acc * (sc[g] * xs[(size_t)k * w->groups + g]);
-                if (w->zeros) zero += w->zeros[(size_t)r * w->groups + g] * gsum[(size_t)k * w->groups + g];
+                total += (float)acc * (half_to_float(sc[g]) * xs[(size_t)k * w->groups + g]);
+                if (w->zeros_f16) zero += half_to_float(w->zeros_f16[(size_t)r * w->groups + g]) * gsum[(size_t)k * w->groups + g];
             }
-            y[(size_t)k * ys + r] = total * f + zero + (bias ? bias[r] : 0);
+            y[(size_t)k * ys + r] = total * f + zero * w->f16_factors[2 * r + 1] + (bias ? bias[r] : 0);
         }
     }
 }
@@ -196,6 +196,22 @@ AVX2 static inline float dot_avx2(const float *z, const float *gs, int n) {
     for (; g < n; g++) v += z[g] * gs[g];
     return v;
 }
+
+AVX2 static inline float half1(uint16_t h) { return _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h))); }
+
+/// dot_avx2 with z in f16.
+AVX2 static inline float dot_f16_avx2(const uint16_t *z, const float *gs, int n) {
+    __m256 acc = _mm256_setzero_ps();
+    int g = 0;
+    for (; g + 8 <= n; g += 8)
+        acc = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(z + g))), _mm256_loadu_ps(gs + g), acc);
+    float v = hsum256(acc);
+    for (; g < n; g++) v += half1(z[g]) * gs[g];
+    return v;
+}
+
+/// 8 f16 scales from p as floats.
+AVX2 static inline __m256 load8_f16(const uint16_t *p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)); }
 
 /// 8 codes' table values, the low and high nibbles of 8 bytes at p: two runs of 8 columns.
 AVX2 static inline void lookup8x2(const uint8_t *p, __m256 tlo, __m256 thi, __m256 *wl, __m256 *wh) {
@@ -276,8 +292,9 @@ AVX2 static void lut_exact_avx2(const any4_packed *w, const float *x, const floa
 
 /// The end of a row of the fast path: the factor of the int8 table, the zero term and the bias.
 INLINE_AVX2 float fast_epilogue(const any4_packed *w, int r, int k, __m256 total, const float *gsum, const float *bias) {
-    float v = hsum256(total) * w->table_i8_scale[(size_t)r * w->table_i8_scale_stride];
-    if (w->zeros) v += dot_avx2(w->zeros + (size_t)r * w->groups, gsum + (size_t)k * w->groups, w->groups);
+    float v = hsum256(total) * (w->table_i8_scale[(size_t)r * w->table_i8_scale_stride] * w->f16_factors[2 * r]);
+    if (w->zeros_f16)
+        v += dot_f16_avx2(w->zeros_f16 + (size_t)r * w->groups, gsum + (size_t)k * w->groups, w->groups) * w->f16_factors[2 * r + 1];
     return v + (bias ? bias[r] : 0);
 }
 
@@ -320,7 +337,7 @@ INLINE_AVX2 void fast_tail(const any4_packed *w, int r, __m256i lut, const int8_
     const int bpg = G / B, nb = (cp - main) / B, first = 8 * w->super_blocks;
     const __m256i m4 = _mm256_set1_epi8(15), ones = _mm256_set1_epi16(1);
     const uint8_t *q = w->codes + (size_t)r * (cp / 2) + main / 2;
-    const float *sc = w->scales + (size_t)r * w->groups + first;
+    const uint16_t *sc = w->scales_f16 + (size_t)r * w->groups + first;
     const float *xsk[TILE];
     const int8_t *xk[TILE];
     for (int k = 0; k < KT; k++) { xk[k] = x0 + (size_t)k * cp + main; xsk[k] = xs + (size_t)(k0 + k) * w->groups + first; }
@@ -343,7 +360,7 @@ INLINE_AVX2 void fast_tail(const any4_packed *w, int r, __m256i lut, const int8_
             }
         }
         for (int k = 0; k < KT; k++)
-            total[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[k]), _mm256_set1_ps(sc[t] * xsk[k][t]), total[k]);
+            total[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[k]), _mm256_set1_ps(half1(sc[t]) * xsk[k][t]), total[k]);
     }
 }
 
@@ -356,7 +373,7 @@ INLINE_AVX2 void lut_fast_row(const any4_packed *w, int r, const int8_t *xq, con
     const int cp = w->cols_padded, G = w->group_size;
     const __m256i m4 = _mm256_set1_epi8(15), ones = _mm256_set1_epi16(1), lut = row_lut(w, r);
     const uint8_t *q = w->codes + (size_t)r * (cp / 2);
-    const float *sc = w->scales + (size_t)r * w->groups;
+    const uint16_t *sc = w->scales_f16 + (size_t)r * w->groups;
     const int8_t *x0 = xq + (size_t)k0 * cp;
     __m256 total[TILE];
     for (int k = 0; k < KT; k++) total[k] = _mm256_setzero_ps();
@@ -369,7 +386,7 @@ INLINE_AVX2 void lut_fast_row(const any4_packed *w, int r, const int8_t *xq, con
             const decoded64 d = decode64(qs + 32 * i, lut, m4);
             for (int k = 0; k < KT; k++) acc[k] = _mm256_add_epi32(acc[k], dot64_lut(d, x0 + (size_t)k * cp + (size_t)s * 8 * G + 64 * i, ones));
         }
-        const __m256 sv = _mm256_loadu_ps(sc + 8 * s);
+        const __m256 sv = load8_f16(sc + 8 * s);
         for (int k = 0; k < KT; k++) {
             const __m256 f = _mm256_mul_ps(sv, _mm256_loadu_ps(xs + (size_t)(k0 + k) * w->groups + 8 * s));
             total[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[k]), f, total[k]);
@@ -387,7 +404,7 @@ INLINE_AVX2 void lut_fast_pair(const any4_packed *w, int r, const int8_t *xq, co
     const int cp = w->cols_padded, G = w->group_size;
     const __m256i m4 = _mm256_set1_epi8(15), ones = _mm256_set1_epi16(1), la = row_lut(w, r), lb = row_lut(w, r + 1);
     const uint8_t *qa = w->codes + (size_t)r * (cp / 2), *qb = qa + cp / 2;
-    const float *sa = w->scales + (size_t)r * w->groups, *sb = sa + w->groups;
+    const uint16_t *sa = w->scales_f16 + (size_t)r * w->groups, *sb = sa + w->groups;
     const int8_t *x0 = xq + (size_t)k0 * cp;
     __m256 ta[2], tb[2];
     for (int k = 0; k < KT; k++) { ta[k] = _mm256_setzero_ps(); tb[k] = _mm256_setzero_ps(); }
@@ -408,7 +425,7 @@ INLINE_AVX2 void lut_fast_pair(const any4_packed *w, int r, const int8_t *xq, co
                                                                  dot32_lut(db.w[1], db.a[1], x1v, ones)));
             }
         }
-        const __m256 sva = _mm256_loadu_ps(sa + 8 * s), svb = _mm256_loadu_ps(sb + 8 * s);
+        const __m256 sva = load8_f16(sa + 8 * s), svb = load8_f16(sb + 8 * s);
         for (int k = 0; k < KT; k++) {
             const __m256 xk = _mm256_loadu_ps(xs + (size_t)(k0 + k) * w->groups + 8 * s);
             ta[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ca[k]), _mm256_mul_ps(sva, xk), ta[k]);

@@ -54,6 +54,30 @@ final class KernelTests: XCTestCase {
         }
     }
 
+    /// The fast path reads scales and zeros as f16 relative to a per-row factor: rows whose scales and
+    /// zeros lie far below or above f16's range (weights 3e-5 and 1e7 times the others) keep their
+    /// precision, each row held to the dequantized product on its own. (Without the factors, the
+    /// small rows miss by 2.5 % and the large ones give NaN.)
+    func testFastPathKeepsRowsOfAnyMagnitude() throws {
+        let rows = 6, cols = 1152, m = 4  // one super-block and a tail group
+        let magnitudes: [Float] = [3e-5, 1, 1e7, 1e-4, 1, 3e6]
+        var w = weights(rows, cols, seed: 9)
+        for r in 0..<rows { for c in 0..<cols { w[r * cols + c] *= magnitudes[r] } }
+        var rng = SplitMix64(seed: 10)
+        let x = (0..<(m * cols)).map { _ in Float(rng.nextGaussian()) }
+        for format in ["any4", "int4"] {
+            let q = try quantized(w, rows, cols, format, group: 128)
+            let ref = referenceProduct(q.dequantized(), rows: rows, cols: cols, x: x, m: m, bias: nil)
+            for avx in Set([false, CPUFeatures.hasAVX2]) {
+                let y = try PackedLinear(q).forward(x, m: m, path: .fast, threads: 1, useAVX2: avx)
+                for r in 0..<rows {
+                    let column = (0..<m).map { y[$0 * rows + r] }, expected = (0..<m).map { ref[$0 * rows + r] }
+                    XCTAssertLessThanOrEqual(relativeError(column, expected), 2e-2, "\(format) row \(r) avx2=\(avx)")
+                }
+            }
+        }
+    }
+
     func testFastPathSIMDEqualsItsScalarTwin() throws {
         guard CPUFeatures.hasAVX2 else { throw XCTSkip("no AVX2 here") }
         let rows = 19, cols = 320

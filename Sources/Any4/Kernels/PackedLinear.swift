@@ -40,6 +40,11 @@ public final class PackedLinear: @unchecked Sendable {
     let tableI8ScaleStride: Int
     let scales: [Float]
     let zeros: [Float]?
+    /// The fast path's scales and zeros: f16, each relative to a per-row factor (f16Factors[2r] for
+    /// the scales, [2r + 1] for the zeros), so a row of small values keeps f16's full precision.
+    let scalesF16: [UInt16]
+    let zerosF16: [UInt16]?
+    let f16Factors: [Float]
 
     public enum Unsupported: Error, CustomStringConvertible {
         case codeBits(Int), groupSize(Int)
@@ -115,6 +120,28 @@ public final class PackedLinear: @unchecked Sendable {
             }
             zeros = q.tensorScale == 1 ? z : z.map { $0 * q.tensorScale }
         }
+        let (rowCount16, groupCount) = (q.rows, q.groupsPerRow)
+        let s16 = PackedLinear.halves(scales, rows: rowCount16, groups: groupCount)
+        let z16 = zeros.map { PackedLinear.halves($0, rows: rowCount16, groups: groupCount) }
+        scalesF16 = s16.values
+        zerosF16 = z16?.values
+        var rowFactors = [Float](repeating: 0, count: 2 * q.rows)
+        for r in 0..<q.rows { rowFactors[2 * r] = s16.factors[r]; rowFactors[2 * r + 1] = z16?.factors[r] ?? 0 }
+        f16Factors = rowFactors
+    }
+
+    /// Values of a rows × groups array as f16 bits relative to each row's largest magnitude, and
+    /// those factors (1 for a row of zeros).
+    static func halves(_ v: [Float], rows: Int, groups: Int) -> (values: [UInt16], factors: [Float]) {
+        var values = [UInt16](repeating: 0, count: v.count)
+        var factors = [Float](repeating: 1, count: rows)
+        for r in 0..<rows {
+            let row = v[(r * groups)..<((r + 1) * groups)]
+            let f = row.reduce(Float(0)) { max($0, abs($1)) }
+            if f > 0 { factors[r] = f }
+            for (i, x) in row.enumerated() { values[r * groups + i] = Float16(x / factors[r]).bitPattern }
+        }
+        return (values, factors)
     }
 
     /// Where column c's code goes in a packed row: its byte, and whether it is the high nibble. The
@@ -168,20 +195,26 @@ public final class PackedLinear: @unchecked Sendable {
         tableI8ScaleStride = other.tableI8ScaleStride
         scales = other.scales.withUnsafeBufferPointer { Array($0) }
         zeros = other.zeros.map { z in z.withUnsafeBufferPointer { Array($0) } }
+        scalesF16 = other.scalesF16.withUnsafeBufferPointer { Array($0) }
+        zerosF16 = other.zerosF16.map { z in z.withUnsafeBufferPointer { Array($0) } }
+        f16Factors = other.f16Factors.withUnsafeBufferPointer { Array($0) }
     }
 
     /// A copy with its own memory (benchmarks cycle through copies to defeat the cache).
     public func duplicate() -> PackedLinear { PackedLinear(copying: self) }
 
-    /// Bytes held in memory: codes, both tables, scales and zeros.
+    /// Bytes held in memory: codes, both tables, and both forms of the scales and zeros.
     public var weightBytes: Int {
-        codes.count + table.count * 4 + tableI8.count + tableI8Scale.count * 4 + scales.count * 4 + (zeros?.count ?? 0) * 4
+        streamedBytes(.exact) + streamedBytes(.fast) - codes.count
     }
 
-    /// Bytes one call streams: codes, scales, zeros and the tables that path reads.
+    /// Bytes one call streams: codes, and the tables, scales and zeros that path reads.
     public func streamedBytes(_ path: KernelPath) -> Int {
-        let tables = path == .fast ? tableI8.count + tableI8Scale.count * 4 : table.count * 4
-        return codes.count + tables + scales.count * 4 + (zeros?.count ?? 0) * 4
+        switch path {
+        case .exact: codes.count + table.count * 4 + scales.count * 4 + (zeros?.count ?? 0) * 4
+        case .fast: codes.count + tableI8.count + tableI8Scale.count * 4 + scalesF16.count * 2 + (zerosF16?.count ?? 0) * 2
+                    + f16Factors.count * 4
+        }
     }
 
     /// y = x·Ŵᵀ (+ bias) for x of shape [m, cols]; returns [m, rows].
@@ -245,13 +278,18 @@ public final class PackedLinear: @unchecked Sendable {
         tableI8Scale.withUnsafeBufferPointer { f in
         scales.withUnsafeBufferPointer { scales in
         (zeros ?? []).withUnsafeBufferPointer { zeros in
+        scalesF16.withUnsafeBufferPointer { scalesF16 in
+        (zerosF16 ?? []).withUnsafeBufferPointer { zerosF16 in
+        f16Factors.withUnsafeBufferPointer { f16Factors in
             body(any4_packed(
                 codes: codes.baseAddress, table: table.baseAddress, table_stride: Int32(tableStride),
                 table_i8: tableI8.baseAddress, table_i8_scale: f.baseAddress, table_i8_scale_stride: Int32(tableI8ScaleStride),
                 scales: scales.baseAddress, zeros: self.zeros == nil ? nil : zeros.baseAddress,
+                scales_f16: scalesF16.baseAddress, zeros_f16: self.zerosF16 == nil ? nil : zerosF16.baseAddress,
+                f16_factors: f16Factors.baseAddress,
                 rows: Int32(rows), cols_padded: Int32(colsPadded), block_cols: Int32(blockCols),
                 group_size: Int32(groupSize), groups: Int32(groups), super_blocks: Int32(superBlocks)))
-        }}}}}}
+        }}}}}}}}}
     }
 
     private static func withKernels<R>(_ layers: ArraySlice<PackedLinear>, _ done: [any4_packed], _ body: ([any4_packed]) -> R) -> R {

@@ -40,6 +40,12 @@ typedef struct {
     int table_i8_scale_stride;
     const float *scales;      // rows × groups
     const float *zeros;       // rows × groups, or NULL
+    // The fast path reads scales and zeros as f16 (half the bytes of f32), each relative to a
+    // per-row factor so that small rows keep f16's full precision: scale = scales_f16 × factor[2r],
+    // zero = zeros_f16 × factor[2r + 1]. The exact path reads the f32 arrays above.
+    const uint16_t *scales_f16; // rows × groups
+    const uint16_t *zeros_f16;  // rows × groups, or NULL (when zeros is NULL)
+    const float *f16_factors;   // rows × 2
     int rows;
     int cols_padded;
     int block_cols;           // 32 or 64
@@ -59,7 +65,8 @@ void any4_lut_gemm_exact(const any4_packed *w, const float *x, const float *grou
                          float *y, int y_stride, const float *bias, int row_begin, int row_end, int use_avx2);
 
 /// Fast path: int8 tables, int8 activations quantized per group (xq: m × cols_padded, in kernel
-/// order when use_avx2; x_scale: m × groups, x ≈ xq × x_scale), int32 accumulation within a group.
+/// order when use_avx2; x_scale: m × groups, x ≈ xq × x_scale), int32 accumulation within a group,
+/// f16 scales and zeros (scales_f16, zeros_f16, f16_factors).
 void any4_lut_gemm_fast(const any4_packed *w, const int8_t *xq, const float *x_scale, const float *group_sums, int m,
                         float *y, int y_stride, const float *bias, int row_begin, int row_end, int use_avx2);
 
