@@ -643,9 +643,56 @@ INLINE_AVX2 void dense_rows(const void *w, int dtype, int cols, const float *x, 
     }
 }
 
+/// Rows r and r + 1 for KT (1..4) activation rows: each weight vector feeds KT multiply-adds and each
+/// activation vector two, one accumulator per (row, activation row). For batches.
+INLINE_AVX2 void dense_pair(const void *w, int dtype, int cols, const float *x, int k0, const int KT, float *y, int ys,
+                            const float *bias, int r) {
+    const int c8 = cols / 8 * 8;
+    const size_t base = (size_t)r * cols;
+    __m256 a[TILE], b[TILE];
+    for (int k = 0; k < KT; k++) { a[k] = _mm256_setzero_ps(); b[k] = _mm256_setzero_ps(); }
+    for (int c = 0; c < c8; c += 8) {
+        const __m256 wa = load8(w, dtype, base + c), wb = load8(w, dtype, base + cols + c);
+        for (int k = 0; k < KT; k++) {
+            const __m256 xv = _mm256_loadu_ps(x + (size_t)(k0 + k) * cols + c);
+            a[k] = _mm256_fmadd_ps(wa, xv, a[k]);
+            b[k] = _mm256_fmadd_ps(wb, xv, b[k]);
+        }
+    }
+    for (int k = 0; k < KT; k++) {
+        const float *xk = x + (size_t)(k0 + k) * cols;
+        for (int j = 0; j < 2; j++) {
+            float v = hsum256(j ? b[k] : a[k]);
+            for (int t = c8; t < cols; t++) {
+                const size_t i = base + (size_t)j * cols + t;
+                v += (dtype == 0 ? ((const float *)w)[i]
+                      : dtype == 1 ? half_to_float(((const uint16_t *)w)[i])
+                                   : bf16_to_float(((const uint16_t *)w)[i])) * xk[t];
+            }
+            y[(size_t)(k0 + k) * ys + r + j] = v + (bias ? bias[r + j] : 0);
+        }
+    }
+}
+
 AVX2 static void dense_avx2(const void *w, int dtype, int cols, const float *x, int m, float *y, int ys, const float *bias,
                             int r0, int r1) {
-    for (int r = r0; r < r1; r++) {
+    int r = r0;
+    if (m > 1) {  // rows in pairs, passes of up to four activation rows of even size
+        const int passes = (m + TILE - 1) / TILE;
+        for (; r + 2 <= r1; r += 2) {
+            for (int k0 = 0, p = 0; k0 < m; p++) {
+                const int kt = (m - k0 + passes - p - 1) / (passes - p);
+                switch (kt) {
+                case 1: dense_pair(w, dtype, cols, x, k0, 1, y, ys, bias, r); break;
+                case 2: dense_pair(w, dtype, cols, x, k0, 2, y, ys, bias, r); break;
+                case 3: dense_pair(w, dtype, cols, x, k0, 3, y, ys, bias, r); break;
+                default: dense_pair(w, dtype, cols, x, k0, 4, y, ys, bias, r); break;
+                }
+                k0 += kt;
+            }
+        }
+    }
+    for (; r < r1; r++) {
         for (int k0 = 0; k0 < m; k0 += TILE) {
             switch (m - k0 < TILE ? m - k0 : TILE) {
             case 1: dense_rows(w, dtype, cols, x, k0, 1, y, ys, bias, r); break;

@@ -159,12 +159,13 @@ final class KernelTests: XCTestCase {
             let w = weights(rows, cols, seed: 9)
             for storage in [DenseLinear.Storage.f32, .f16, .bf16] {
                 let layer = DenseLinear(w, rows: rows, cols: cols, storage: storage)
-                for m in [1, 6] {
+                for m in [1, 5, 6, 8] {  // one row at a time; row pairs in passes of 3 + 2, 3 + 3, 4 + 4
                     var rng = SplitMix64(seed: 2)
                     let x = (0..<(m * cols)).map { _ in Float(rng.nextGaussian()) }
-                    let ref = referenceProduct(layer.weights, rows: rows, cols: cols, x: x, m: m)
+                    let bias: [Float]? = m % 2 == 1 ? (0..<rows).map { Float($0) * 0.1 } : nil
+                    let ref = referenceProduct(layer.weights, rows: rows, cols: cols, x: x, m: m, bias: bias)
                     for avx in Set([false, CPUFeatures.hasAVX2]) {
-                        XCTAssertLessThanOrEqual(relativeError(layer.forward(x, m: m, threads: 2, useAVX2: avx), ref), 1e-5,
+                        XCTAssertLessThanOrEqual(relativeError(layer.forward(x, m: m, threads: 2, bias: bias, useAVX2: avx), ref), 1e-5,
                                                  "\(storage) \(rows)x\(cols) m=\(m) avx2=\(avx)")
                     }
                 }
