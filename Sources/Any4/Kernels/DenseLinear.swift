@@ -12,8 +12,9 @@ public final class DenseLinear: @unchecked Sendable {
     public let rows: Int
     public let cols: Int
     public let storage: Storage
-    let f32: [Float]
-    let half: [UInt16]
+    /// The weights as stored, in huge-page memory as the packed layers' codes are (same care).
+    let f32: HugePageBuffer<Float>?
+    let half: HugePageBuffer<UInt16>?
 
     public init(_ weights: [Float], rows: Int, cols: Int, storage: Storage) {
         precondition(weights.count == rows * cols, "weights must be [rows, cols]")
@@ -21,9 +22,9 @@ public final class DenseLinear: @unchecked Sendable {
         self.cols = cols
         self.storage = storage
         switch storage {
-        case .f32: f32 = weights.withUnsafeBufferPointer { Array($0) }; half = []  // own memory
-        case .f16: f32 = []; half = weights.map { Float16($0).bitPattern }
-        case .bf16: f32 = []; half = weights.map(bfloat16Bits)
+        case .f32: f32 = HugePageBuffer(weights); half = nil
+        case .f16: f32 = nil; half = HugePageBuffer(weights.map { Float16($0).bitPattern })
+        case .bf16: f32 = nil; half = HugePageBuffer(weights.map(bfloat16Bits))
         }
     }
 
@@ -32,9 +33,9 @@ public final class DenseLinear: @unchecked Sendable {
     /// The weights as stored, back in f32.
     public var weights: [Float] {
         switch storage {
-        case .f32: f32
-        case .f16: half.map { Float(Float16(bitPattern: $0)) }
-        case .bf16: half.map { Float(bitPattern: UInt32($0) << 16) }
+        case .f32: f32!.withUnsafeBufferPointer { Array($0) }
+        case .f16: half!.withUnsafeBufferPointer { $0.map { Float(Float16(bitPattern: $0)) } }
+        case .bf16: half!.withUnsafeBufferPointer { $0.map { Float(bitPattern: UInt32($0) << 16) } }
         }
     }
 
@@ -58,7 +59,9 @@ public final class DenseLinear: @unchecked Sendable {
                 }
             }
         }
-        if storage == .f32 { f32.withUnsafeBytes { body($0.baseAddress!) } } else { half.withUnsafeBytes { body($0.baseAddress!) } }
+        if let f32 { f32.withUnsafeBufferPointer { body(UnsafeRawPointer($0.baseAddress!)) } } else {
+            half!.withUnsafeBufferPointer { body(UnsafeRawPointer($0.baseAddress!)) }
+        }
         return y
     }
 }

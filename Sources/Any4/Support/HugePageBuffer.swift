@@ -7,7 +7,7 @@ import Darwin
 /// A fixed-size array of plain values in its own memory, aligned to 2 MiB and (on Linux) advised
 /// for transparent huge pages when it is at least that large.
 ///
-/// The lookup kernels stream tens of megabytes of packed weights per call; with 4 KiB pages every
+/// The lookup and dense kernels stream tens of megabytes of weights per call; with 4 KiB pages every
 /// 4 KiB is a TLB miss (and in a virtual machine a two-level page walk), and the hardware
 /// prefetchers stop at each page boundary. On the 2-core VM this project is measured on, a plain
 /// read of 512 MiB ran at 17–19 GB/s with 4 KiB pages and at 20 GB/s with huge pages.
@@ -36,6 +36,13 @@ final class HugePageBuffer<Element: BitwiseCopyable>: @unchecked Sendable {
         if large { _ = madvise(raw, size, 14) }  // MADV_HUGEPAGE (a hint: ignored where THP is off)
         #endif
         return raw
+    }
+
+    /// A copy of `values`.
+    init(_ values: [Element]) {
+        count = values.count
+        base = Self.allocate(bytes: max(count * MemoryLayout<Element>.stride, 1)).bindMemory(to: Element.self, capacity: count)
+        values.withUnsafeBufferPointer { if let v = $0.baseAddress { base.initialize(from: v, count: count) } }
     }
 
     /// A copy of `other` in memory of its own.
