@@ -148,19 +148,24 @@ static void lut_fast_scalar(const any4_packed *w, const int8_t *xq, const float 
     }
 }
 
+/// Weight i of a dense matrix stored as f32 (dtype 0), f16 (1) or bf16 (2), as a float.
+static inline float dense_at(const void *w, int dtype, size_t i) {
+    return dtype == 0 ? ((const float *)w)[i]
+         : dtype == 1 ? half_to_float(((const uint16_t *)w)[i])
+                      : bf16_to_float(((const uint16_t *)w)[i]);
+}
+
+/// The activation rows of pass p when m rows are cut into `passes` passes of even size (m = 5 in
+/// two passes is 3 + 2), k0 rows being done.
+static inline int even_pass(int m, int passes, int p, int k0) { return (m - k0 + passes - p - 1) / (passes - p); }
+
 static void dense_scalar(const void *w, int dtype, int cols, const float *x, int m, float *y, int ys, const float *bias,
                          int r0, int r1) {
     for (int r = r0; r < r1; r++) {
         for (int k = 0; k < m; k++) {
             const float *xk = x + (size_t)k * cols;
             float acc = 0;
-            for (int c = 0; c < cols; c++) {
-                size_t i = (size_t)r * cols + c;
-                float wv = dtype == 0 ? ((const float *)w)[i]
-                         : dtype == 1 ? half_to_float(((const uint16_t *)w)[i])
-                                      : bf16_to_float(((const uint16_t *)w)[i]);
-                acc += wv * xk[c];
-            }
+            for (int c = 0; c < cols; c++) acc += dense_at(w, dtype, (size_t)r * cols + c) * xk[c];
             y[(size_t)k * ys + r] = acc + (bias ? bias[r] : 0);
         }
     }
@@ -454,7 +459,7 @@ AVX2 static void lut_fast_avx2(const any4_packed *w, const int8_t *xq, const flo
         for (; r + 2 <= r1; r += 2) {
             const char *next = (const char *)w->codes + (size_t)(r + 2) * (cp / 2);
             for (int k0 = 0, p = 0; k0 < m; p++) {
-                const int kt = (m - k0 + passes - p - 1) / (passes - p);
+                const int kt = even_pass(m, passes, p, k0);
                 const int n = r + 4 <= r1 ? (lines - p * share < share ? lines - p * share : share) : 0;
                 const char *ahead = next + (size_t)64 * p * share;
                 switch (kt) {
@@ -632,13 +637,7 @@ INLINE_AVX2 void dense_rows(const void *w, int dtype, int cols, const float *x, 
     for (int k = 0; k < KT; k++) {
         float v = hsum256(_mm256_add_ps(acc[k], acc2[k]));
         const float *xk = x + (size_t)(k0 + k) * cols;
-        for (int t = c8; t < cols; t++) {
-            size_t i = base + t;
-            float wv = dtype == 0 ? ((const float *)w)[i]
-                     : dtype == 1 ? half_to_float(((const uint16_t *)w)[i])
-                                  : bf16_to_float(((const uint16_t *)w)[i]);
-            v += wv * xk[t];
-        }
+        for (int t = c8; t < cols; t++) v += dense_at(w, dtype, base + t) * xk[t];
         y[(size_t)(k0 + k) * ys + r] = v + (bias ? bias[r] : 0);
     }
 }
@@ -663,12 +662,7 @@ INLINE_AVX2 void dense_pair(const void *w, int dtype, int cols, const float *x, 
         const float *xk = x + (size_t)(k0 + k) * cols;
         for (int j = 0; j < 2; j++) {
             float v = hsum256(j ? b[k] : a[k]);
-            for (int t = c8; t < cols; t++) {
-                const size_t i = base + (size_t)j * cols + t;
-                v += (dtype == 0 ? ((const float *)w)[i]
-                      : dtype == 1 ? half_to_float(((const uint16_t *)w)[i])
-                                   : bf16_to_float(((const uint16_t *)w)[i])) * xk[t];
-            }
+            for (int t = c8; t < cols; t++) v += dense_at(w, dtype, base + (size_t)j * cols + t) * xk[t];
             y[(size_t)(k0 + k) * ys + r + j] = v + (bias ? bias[r + j] : 0);
         }
     }
@@ -677,11 +671,11 @@ INLINE_AVX2 void dense_pair(const void *w, int dtype, int cols, const float *x, 
 AVX2 static void dense_avx2(const void *w, int dtype, int cols, const float *x, int m, float *y, int ys, const float *bias,
                             int r0, int r1) {
     int r = r0;
-    if (m > 1) {  // rows in pairs, passes of up to four activation rows of even size
+    if (m > 1) {  // rows in pairs, passes of up to four activation rows (as the lookup kernel's batches)
         const int passes = (m + TILE - 1) / TILE;
         for (; r + 2 <= r1; r += 2) {
             for (int k0 = 0, p = 0; k0 < m; p++) {
-                const int kt = (m - k0 + passes - p - 1) / (passes - p);
+                const int kt = even_pass(m, passes, p, k0);
                 switch (kt) {
                 case 1: dense_pair(w, dtype, cols, x, k0, 1, y, ys, bias, r); break;
                 case 2: dense_pair(w, dtype, cols, x, k0, 2, y, ys, bias, r); break;
