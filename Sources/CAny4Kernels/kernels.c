@@ -335,9 +335,19 @@ INLINE_AVX2 __m256i row_lut(const any4_packed *w, int r) {
     return _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(w->table_i8 + (size_t)r * w->table_stride)));
 }
 
-/// The tail groups of row r (after the super-blocks) for KT activation rows, added to total[k].
+/// Prefetches the codes at p: non-temporal when the row is read only once (one pass over the
+/// activations), so the stream does not push the activations and tables out of the caches (11-12 %
+/// faster at batch 1 than an ordinary prefetch, measured A/B on 4096x14336); otherwise into every
+/// level, as later passes read the row again.
+INLINE_AVX2 void prefetch_codes(const uint8_t *p, int once) {
+    if (once) _mm_prefetch((const char *)p, _MM_HINT_NTA);
+    else _mm_prefetch((const char *)p, _MM_HINT_T0);
+}
+
+/// The tail groups of row r (after the super-blocks) for KT activation rows, added to total[k];
+/// `once`: this is the only pass over the row (see prefetch_codes).
 INLINE_AVX2 void fast_tail(const any4_packed *w, int r, __m256i lut, const int8_t *x0, const float *xs, int k0, const int KT,
-                           __m256 *total) {
+                           const int once, __m256 *total) {
     const int cp = w->cols_padded, G = w->group_size, B = w->block_cols, main = w->super_blocks * 8 * G;
     const int bpg = G / B, nb = (cp - main) / B, first = 8 * w->super_blocks;
     const __m256i m4 = _mm256_set1_epi8(15), ones = _mm256_set1_epi16(1);
@@ -352,7 +362,7 @@ INLINE_AVX2 void fast_tail(const any4_packed *w, int r, __m256i lut, const int8_
         const int bend = (t + 1) * bpg < nb ? (t + 1) * bpg : nb;
         if (B == 64) {
             for (int b = t * bpg; b < bend; b++) {
-                _mm_prefetch((const char *)(q + b * 32 + 2048), _MM_HINT_T0);
+                prefetch_codes(q + b * 32 + 2048, once);
                 const decoded64 d = decode64(q + b * 32, lut, m4);
                 for (int k = 0; k < KT; k++) acc[k] = _mm256_add_epi32(acc[k], dot64_lut(d, xk[k] + b * 64, ones));
             }
@@ -372,9 +382,10 @@ INLINE_AVX2 void fast_tail(const any4_packed *w, int r, __m256i lut, const int8_
 /// One row of the fast path for KT (1..4) activation rows: KT is a compile-time constant at each
 /// call site, so the accumulators stay in registers. Each block of weights is decoded once for
 /// all KT rows. In the super-blocks a lane of an accumulator belongs to one group, so 8 groups
-/// end with one conversion and one multiply-add; the tail ends each group on its own.
+/// end with one conversion and one multiply-add; the tail ends each group on its own. `once`:
+/// this is the only pass over the row (see prefetch_codes).
 INLINE_AVX2 void lut_fast_row(const any4_packed *w, int r, const int8_t *xq, const float *xs, const float *gsum, int k0,
-                              const int KT, float *y, int ys, const float *bias) {
+                              const int KT, const int once, float *y, int ys, const float *bias) {
     const int cp = w->cols_padded, G = w->group_size;
     const __m256i m4 = _mm256_set1_epi8(15), ones = _mm256_set1_epi16(1), lut = row_lut(w, r);
     const uint8_t *q = w->codes + (size_t)r * (cp / 2);
@@ -387,7 +398,7 @@ INLINE_AVX2 void lut_fast_row(const any4_packed *w, int r, const int8_t *xq, con
         for (int k = 0; k < KT; k++) acc[k] = _mm256_setzero_si256();
         const uint8_t *qs = q + (size_t)s * 4 * G;
         for (int i = 0; i < G / 8; i++) {
-            _mm_prefetch((const char *)(qs + 32 * i + 2048), _MM_HINT_T0);
+            prefetch_codes(qs + 32 * i + 2048, once);
             const decoded64 d = decode64(qs + 32 * i, lut, m4);
             for (int k = 0; k < KT; k++) acc[k] = _mm256_add_epi32(acc[k], dot64_lut(d, x0 + (size_t)k * cp + (size_t)s * 8 * G + 64 * i, ones));
         }
@@ -397,7 +408,7 @@ INLINE_AVX2 void lut_fast_row(const any4_packed *w, int r, const int8_t *xq, con
             total[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[k]), f, total[k]);
         }
     }
-    fast_tail(w, r, lut, x0, xs, k0, KT, total);
+    fast_tail(w, r, lut, x0, xs, k0, KT, once, total);
     for (int k = 0; k < KT; k++) y[(size_t)(k0 + k) * ys + r] = fast_epilogue(w, r, k0 + k, total[k], gsum, bias);
 }
 
@@ -437,8 +448,8 @@ INLINE_AVX2 void lut_fast_pair(const any4_packed *w, int r, const int8_t *xq, co
             tb[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(cb[k]), _mm256_mul_ps(svb, xk), tb[k]);
         }
     }
-    fast_tail(w, r, la, x0, xs, k0, KT, ta);
-    fast_tail(w, r + 1, lb, x0, xs, k0, KT, tb);
+    fast_tail(w, r, la, x0, xs, k0, KT, 0, ta);
+    fast_tail(w, r + 1, lb, x0, xs, k0, KT, 0, tb);
     for (int k = 0; k < KT; k++) {
         y[(size_t)(k0 + k) * ys + r] = fast_epilogue(w, r, k0 + k, ta[k], gsum, bias);
         y[(size_t)(k0 + k) * ys + r + 1] = fast_epilogue(w, r + 1, k0 + k, tb[k], gsum, bias);
@@ -475,10 +486,10 @@ AVX2 static void lut_fast_avx2(const any4_packed *w, const int8_t *xq, const flo
     for (; r < r1; r++) {
         for (int k0 = 0; k0 < m; k0 += TILE) {
             switch (m - k0 < TILE ? m - k0 : TILE) {
-            case 1: lut_fast_row(w, r, xq, xs, gsum, k0, 1, y, ys, bias); break;
-            case 2: lut_fast_row(w, r, xq, xs, gsum, k0, 2, y, ys, bias); break;
-            case 3: lut_fast_row(w, r, xq, xs, gsum, k0, 3, y, ys, bias); break;
-            default: lut_fast_row(w, r, xq, xs, gsum, k0, 4, y, ys, bias); break;
+            case 1: lut_fast_row(w, r, xq, xs, gsum, k0, 1, m == 1, y, ys, bias); break;
+            case 2: lut_fast_row(w, r, xq, xs, gsum, k0, 2, m == 2, y, ys, bias); break;
+            case 3: lut_fast_row(w, r, xq, xs, gsum, k0, 3, m == 3, y, ys, bias); break;
+            default: lut_fast_row(w, r, xq, xs, gsum, k0, 4, m == 4, y, ys, bias); break;
             }
         }
     }
