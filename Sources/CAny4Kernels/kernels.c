@@ -471,8 +471,8 @@ AVX2 static void lut_fast_avx2(const any4_packed *w, const int8_t *xq, const flo
             const char *next = (const char *)w->codes + (size_t)(r + 2) * (cp / 2);
             for (int k0 = 0, p = 0; k0 < m; p++) {
                 const int kt = even_pass(m, passes, p, k0);
-                const int n = r + 4 <= r1 ? (lines - p * share < share ? lines - p * share : share) : 0;
-                const char *ahead = next + (size_t)64 * p * share;
+                const int from = p * share, n = r + 4 <= r1 ? (lines - from < share ? lines - from : share) : 0;
+                const char *ahead = next + (size_t)64 * from;
                 switch (kt) {
                 case 1: lut_fast_pair(w, r, xq, xs, gsum, k0, 1, y, ys, bias, ahead, n); break;
                 case 2: lut_fast_pair(w, r, xq, xs, gsum, k0, 2, y, ys, bias, ahead, n); break;
@@ -483,13 +483,14 @@ AVX2 static void lut_fast_avx2(const any4_packed *w, const int8_t *xq, const flo
             }
         }
     }
+    const int once = m <= TILE;  // each row in a single pass
     for (; r < r1; r++) {
         for (int k0 = 0; k0 < m; k0 += TILE) {
             switch (m - k0 < TILE ? m - k0 : TILE) {
-            case 1: lut_fast_row(w, r, xq, xs, gsum, k0, 1, m == 1, y, ys, bias); break;
-            case 2: lut_fast_row(w, r, xq, xs, gsum, k0, 2, m == 2, y, ys, bias); break;
-            case 3: lut_fast_row(w, r, xq, xs, gsum, k0, 3, m == 3, y, ys, bias); break;
-            default: lut_fast_row(w, r, xq, xs, gsum, k0, 4, m == 4, y, ys, bias); break;
+            case 1: lut_fast_row(w, r, xq, xs, gsum, k0, 1, once, y, ys, bias); break;
+            case 2: lut_fast_row(w, r, xq, xs, gsum, k0, 2, once, y, ys, bias); break;
+            case 3: lut_fast_row(w, r, xq, xs, gsum, k0, 3, once, y, ys, bias); break;
+            default: lut_fast_row(w, r, xq, xs, gsum, k0, 4, once, y, ys, bias); break;
             }
         }
     }

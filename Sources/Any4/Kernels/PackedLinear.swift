@@ -120,13 +120,13 @@ public final class PackedLinear: @unchecked Sendable {
             }
             zeros = q.tensorScale == 1 ? z : z.map { $0 * q.tensorScale }
         }
-        let (rowCount16, groupCount) = (q.rows, q.groupsPerRow)
-        let s16 = PackedLinear.halves(scales, rows: rowCount16, groups: groupCount)
-        let z16 = zeros.map { PackedLinear.halves($0, rows: rowCount16, groups: groupCount) }
+        let groupCount = q.groupsPerRow
+        let s16 = PackedLinear.halves(scales, rows: rowCount, groups: groupCount)
+        let z16 = zeros.map { PackedLinear.halves($0, rows: rowCount, groups: groupCount) }
         scalesF16 = s16.values
         zerosF16 = z16?.values
-        var rowFactors = [Float](repeating: 0, count: 2 * q.rows)
-        for r in 0..<q.rows { rowFactors[2 * r] = s16.factors[r]; rowFactors[2 * r + 1] = z16?.factors[r] ?? 0 }
+        var rowFactors = [Float](repeating: 0, count: 2 * rowCount)
+        for r in 0..<rowCount { rowFactors[2 * r] = s16.factors[r]; rowFactors[2 * r + 1] = z16?.factors[r] ?? 0 }
         f16Factors = rowFactors
     }
 
