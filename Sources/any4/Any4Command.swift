@@ -17,11 +17,15 @@ struct Any4Command: ParsableCommand {
     )
 }
 
-/// Runs `body`, turning file errors into a one-line message on stderr and exit status 2.
+/// Runs `body`, turning file errors and sizes that cannot be had into a one-line message on stderr
+/// and exit status 2.
 func reportingFileErrors<T>(_ body: () throws -> T) throws -> T {
     do {
         return try body()
     } catch let error as FileFormatError {
+        printError("any4: error: \(error)")
+        throw ExitCode(2)
+    } catch let error as SizeError {
         printError("any4: error: \(error)")
         throw ExitCode(2)
     }

@@ -129,11 +129,14 @@ func loadEngine(_ model: Model, options: EngineOptions) throws -> any Transforme
     try reportingFileErrors { try Engines.load(model, options: options) }
 }
 
-/// Runs `body`, mapping the engine's refusals (context overflow, too-short text) to status 2.
+/// Runs `body`, mapping the engine's refusals (context overflow, too-short text, a KV cache the
+/// machine cannot hold) to status 2.
 func reportingInferenceErrors<T>(_ body: () throws -> T) throws -> T {
     do {
         return try body()
     } catch let error as InferenceError {
+        throw usageError("\(error)")
+    } catch let error as SizeError {
         throw usageError("\(error)")
     }
 }

@@ -50,6 +50,9 @@ func runProgressJob<T>(_ progress: Progress, interrupted: String, _ body: () thr
     } catch let error as InferenceError {
         line.stop()
         throw usageError("\(error)")
+    } catch let error as SizeError {
+        line.stop()
+        throw usageError("\(error)")
     }
 }
 

@@ -140,9 +140,12 @@ public final class Model: Sendable {
         }
     }
 
-    /// The whole tensor as Float.
+    /// The whole tensor as Float. Throws a ``SizeError`` when its f32 form is more than the
+    /// machine can give (a small block-quantized file can decode to many times its size).
     public func decode(_ tensor: ModelTensor) throws -> [Float] {
         try checkDecodable(tensor)
+        try MemoryBudget.check(try Sizes.product([tensor.info.elementCount, 4], "\(tensor.name): f32 bytes"),
+                               for: "decoding \(tensor.name) \(Formatting.shape(tensor.shape)) to f32")
         return tensor.info.decodeAll(from: stores[tensor.fileIndex])
     }
 
@@ -150,6 +153,8 @@ public final class Model: Sendable {
     public func decodeRows(_ tensor: ModelTensor, rows: Range<Int>) throws -> [Float] {
         try checkDecodable(tensor)
         precondition(rows.lowerBound >= 0 && rows.upperBound <= tensor.info.rowCount, "rows out of range")
+        try MemoryBudget.check(try Sizes.product([rows.count, tensor.info.rowLength, 4], "\(tensor.name): f32 bytes"),
+                               for: "decoding rows \(rows.lowerBound)..<\(rows.upperBound) of \(tensor.name) to f32")
         return tensor.info.decodeRows(from: stores[tensor.fileIndex], rows: rows)
     }
 
