@@ -4,7 +4,7 @@ import ArgumentParser
 /// Options shared by `quantize` and `compare`.
 struct QuantizationOptionGroup: ParsableArguments {
     @Option(parsing: .unconditional,
-            help: "Group size for formats that take one (a positive multiple of 2). Widths it does not divide get a shorter last group.")
+            help: "Group size for formats that take one: an even number from 2 to 65536. Widths it does not divide get a shorter last group; a group wider than a row is one group per row.")
     var groupSize = 128
 
     @Flag(help: "Refuse widths the group size does not divide instead of using a shorter last group.")
@@ -25,11 +25,18 @@ struct QuantizationOptionGroup: ParsableArguments {
     @Option(help: "Regular expression: leave matching layers unquantized (default: the LM head).")
     var skip: String?
 
-    @Option(help: "Worker threads (0: all cores).")
+    @Option(parsing: .unconditional, help: "Worker threads, 0 to 1024 (0: all cores).")
     var threads = 0
 
     @Option(help: "Seed for k-means++ seeding.")
     var seed: UInt64 = 0
+
+    /// The numeric options' ranges, checked as the command line is parsed (status 2 naming the
+    /// option), before any model is opened.
+    func validate() throws {
+        try requireGroupSize(groupSize)
+        try requireThreads(threads)
+    }
 
     /// The options, or a usage error (status 2) naming what is wrong.
     func options(cluster override: ClusterMethod? = nil) throws -> QuantizationOptions {
@@ -75,6 +82,29 @@ func usageError(_ message: String) -> ExitCode {
     printError("any4: error: \(message)")
     return ExitCode(2)
 }
+
+/// Status 2 naming `option` unless `value` lies in `range` (`meaning` explains a special value).
+func requireRange(_ option: String, _ value: Int, _ range: ClosedRange<Int>, _ meaning: String = "") throws {
+    guard range.contains(value) else {
+        throw usageError("\(option) must be in \(range.lowerBound)...\(range.upperBound)\(meaning), got \(value)")
+    }
+}
+
+/// `--group-size`: an even number in 2...QuantizationOptions.maxGroupSize.
+func requireGroupSize(_ value: Int, option: String = "--group-size") throws {
+    var o = QuantizationOptions()
+    o.groupSize = value
+    do { try o.validate() } catch { throw usageError("\(option): \(error)") }
+}
+
+/// `--threads`: 0 (all cores) to QuantizationOptions.maxThreads.
+func requireThreads(_ value: Int) throws {
+    try requireRange("--threads", value, 0...QuantizationOptions.maxThreads, " (0: all cores)")
+}
+
+/// The longest context (`--ctx`, `-n`) an option may ask for, in tokens; the model's own context
+/// and the memory of its KV cache are checked once it is open.
+let maxContextTokens = 1 << 20
 
 /// The selected linear layers, or status 2 when none match.
 func selectedLayers(_ model: Model, _ selection: LayerSelection, _ group: QuantizationOptionGroup) throws -> [ModelTensor] {

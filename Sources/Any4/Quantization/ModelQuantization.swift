@@ -15,8 +15,10 @@ public struct LayerSelection: @unchecked Sendable {
         name == "lm_head.weight" || name == "output.weight" || name.hasSuffix(".lm_head.weight")
     }
 
+    /// A linear layer without elements (a zero in its shape) holds nothing to quantize: it is left
+    /// as it is, whatever its other dimension, so no work is ever proportional to that dimension.
     public func selects(_ tensor: ModelTensor) -> Bool {
-        guard tensor.isLinear else { return false }
+        guard tensor.isLinear, tensor.info.elementCount > 0 else { return false }
         if let include, !tensor.name.contains(include) { return false }
         if let skip { return !tensor.name.contains(skip) }
         return !Self.isDefaultSkipped(tensor.name)
@@ -66,6 +68,16 @@ public enum ModelQuantization {
                                 options: QuantizationOptions, calibration: CalibrationStats? = nil,
                                 keepMatrix: Bool = true, outputErrorRows: Int = 0, progress: Progress? = nil) throws -> LayerResult {
         precondition(tensor.shape.count == 2, "only matrices are quantized")
+        // Sizes and memory first: nothing is decoded for a layer whose outputs cannot be had.
+        let sizes = try Quantizer.OutputSizes(rows: tensor.shape[0], cols: tensor.shape[1], name: tensor.name,
+                                              format: format, options: options)
+        do throws(SizeError) {
+            let bytes = try Sizes.sum([try Sizes.product([sizes.elements, 4], "\(tensor.name): f32 weights"), sizes.outputBytes],
+                                      "\(tensor.name): weights and outputs")
+            try MemoryBudget.check(bytes, for: "quantizing \(tensor.name) \(Formatting.shape(tensor.shape)) to \(format.name)")
+        } catch {
+            throw QuantizationError.tooLarge(error)
+        }
         let channels = try channelWeights(for: tensor, options: options, calibration: calibration)
         return try quantize(weights: try model.decode(tensor), of: tensor, format: format, options: options,
                             channelWeights: channels, keepMatrix: keepMatrix, outputErrorRows: outputErrorRows,

@@ -149,10 +149,25 @@ public struct QuantizationOptions: Sendable {
 
     public init() {}
 
-    /// Throws unless the group size is positive and even.
+    /// The largest group size: the lookup kernel's int32 sum of a group's int8 products stays exact
+    /// up to 2^31 / 127² = 133,143 columns, and a group wider than a row is one group per row, so a
+    /// per-channel scale needs no more than the row's width.
+    public static let maxGroupSize = 65536
+    /// The most worker threads an option may ask for (0 means all cores).
+    public static let maxThreads = 1024
+
+    /// Throws unless the group size is an even number in 2...``maxGroupSize`` and the thread count
+    /// is in 0...``maxThreads``.
     public func validate() throws(QuantizationError) {
         guard groupSize > 0, groupSize % 2 == 0 else {
             throw .badOption("group size must be a positive multiple of 2, got \(groupSize)")
+        }
+        guard groupSize <= Self.maxGroupSize else {
+            throw .badOption("group size \(groupSize) is larger than \(Self.maxGroupSize), the largest the kernels take "
+                             + "(a group wider than a row is one group per row)")
+        }
+        guard threads >= 0, threads <= Self.maxThreads else {
+            throw .badOption("threads must be in 0...\(Self.maxThreads) (0: all cores), got \(threads)")
         }
     }
 }
@@ -162,6 +177,8 @@ public enum QuantizationError: Error, Equatable, CustomStringConvertible {
     case unknownFormat(String)
     case nonFinite(tensor: String, row: Int, column: Int, value: Float)
     case groupsDoNotDivide(tensor: String, width: Int, groupSize: Int)
+    /// A size of the quantized tensor overflows or needs more memory than the machine can give.
+    case tooLarge(SizeError)
     case cancelled
 
     public var description: String {
@@ -173,6 +190,7 @@ public enum QuantizationError: Error, Equatable, CustomStringConvertible {
             "\(tensor): weight [\(row), \(column)] is \(value); refusing to quantize non-finite weights"
         case let .groupsDoNotDivide(tensor, width, groupSize):
             "\(tensor): width \(width) is not a multiple of the group size \(groupSize) (--strict-groups)"
+        case .tooLarge(let error): error.description
         case .cancelled: "cancelled"
         }
     }
@@ -203,7 +221,12 @@ public struct GroupLayout: Sendable, Equatable {
         self.size = size
     }
 
-    public var count: Int { (columns + size - 1) / size }
-    public func range(_ g: Int) -> Range<Int> { (g * size)..<min((g + 1) * size, columns) }
+    /// ⌈columns / size⌉, computed without overflow for any width.
+    public var count: Int { Sizes.groupCount(width: columns, size: size) }
+    /// The columns of group g (g < count).
+    public func range(_ g: Int) -> Range<Int> {
+        let start = g * size
+        return start..<(start + min(size, columns - start))
+    }
     public var isRagged: Bool { columns % size != 0 }
 }

@@ -125,6 +125,9 @@ public enum QuantizedCheckpoint {
               let groupSize = meta["any4.group_size"].flatMap(Int.init), groupSize > 0 else {
             throw fail("not an any4 checkpoint (no any4.format / any4.bits / any4.group_size metadata)")
         }
+        guard groupSize <= QuantizationOptions.maxGroupSize else {
+            throw fail("any4.group_size \(groupSize) is larger than \(QuantizationOptions.maxGroupSize)")
+        }
         let format: any NumericFormat
         do { format = try FormatRegistry.named(formatName) } catch { throw fail("\(error)") }
         guard format.codeBits == bits else { throw fail("any4.bits \(bits) does not match format \(formatName)") }
@@ -146,8 +149,12 @@ public enum QuantizedCheckpoint {
                 guard t.shape == shape else { throw fail("shape \(t.shape), expected \(shape)", base + suffix) }
                 return t
             }
-            let rowBytes = format.codeBits > 4 ? cols : (cols + 1) / 2
+            let rowBytes = format.codeBits > 4 ? cols : cols / 2 + cols % 2
+            // The shapes below are checked against the file's tensors, whose byte counts the reader
+            // has checked; only the unpacked codes can be larger than anything in the file.
             let qweight = try tensor(".qweight", [rows, rowBytes])
+            try MemoryBudget.check(try Sizes.product([rows, cols], "\(name): codes (rows × columns)"),
+                                   for: "unpacking the codes of \(name)")
             guard qweight.encoding == .plain(.u8) else { throw fail("qweight must be U8", base + ".qweight") }
             let codes = QuantizedMatrix.unpackCodes(Array(file.data(of: qweight)), rows: rows, cols: cols, codeBits: bits)
             if let bad = codes.firstIndex(where: { Int($0) >= format.tableSize }) {

@@ -65,11 +65,13 @@ public struct QuantizedMatrix: Sendable {
 
     /// Storage bits per weight: codes, plus every LUT, scale, zero and the tensor scale.
     public var bitsPerWeight: Double {
-        let elements = Double(rows * cols)
+        // In Double: a count times bits may pass Int's range where the count itself does not.
+        let (r, g) = (Double(rows), Double(groupsPerRow))
+        let elements = r * Double(cols)
         var bits = elements * Double(codeBits)
-        if perRowTable { bits += Double(rows * tableSize * storage.size * 8) }
-        bits += Double(rows * groupsPerRow * scaleBits)
-        if !zeros.isEmpty { bits += Double(rows * groupsPerRow * storage.size * 8) }
+        if perRowTable { bits += r * Double(tableSize * storage.size * 8) }
+        bits += r * g * Double(scaleBits)
+        if !zeros.isEmpty { bits += r * g * Double(storage.size * 8) }
         if tensorScale != 1 { bits += 32 }
         return bits / elements
     }

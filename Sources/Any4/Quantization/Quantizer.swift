@@ -9,14 +9,21 @@ public enum Quantizer {
     ///   - storage: the float dtype scales, zeros and LUTs are stored in (the model's dtype).
     ///   - channelWeights: per-input-channel statistic for `.calibration` weighting (`cols` values).
     ///   - progress: counts rows; cancelling it stops the work with `.cancelled`.
-    /// - Throws: ``QuantizationError`` for bad options, non-finite weights, a non-dividing group
-    ///   size under `strictGroups`, or cancellation.
+    /// - Throws: ``QuantizationError`` for bad options, a matrix without elements, non-finite
+    ///   weights, a non-dividing group size under `strictGroups`, sizes that overflow or need more
+    ///   memory than the machine can give (`.tooLarge`, naming the tensor and the value), or
+    ///   cancellation.
     public static func quantize(_ weights: [Float], rows: Int, cols: Int, name: String, format: any NumericFormat,
                                 options: QuantizationOptions, storage: DType = .f32,
                                 channelWeights: [Float]? = nil, progress: Progress? = nil) throws(QuantizationError) -> QuantizedMatrix {
         try options.validate()
-        precondition(weights.count == rows * cols, "weights do not match the shape")
-        let groupSize = options.blockSize(for: format)
+        let sizes = try OutputSizes(rows: rows, cols: cols, name: name, format: format, options: options)
+        // Nothing to quantize: refused at once, never a loop over the other dimension.
+        guard sizes.elements > 0 else {
+            throw .badOption("\(name): shape [\(rows), \(cols)] holds no weights to quantize")
+        }
+        precondition(weights.count == sizes.elements, "weights do not match the shape")
+        let groupSize = sizes.groupSize
         let layout = GroupLayout(columns: cols, size: groupSize)
         if options.strictGroups && layout.isRagged {
             throw .groupsDoNotDivide(tensor: name, width: cols, groupSize: groupSize)
@@ -27,13 +34,16 @@ public enum Quantizer {
         if let channelWeights, channelWeights.count != cols {
             throw .badOption("\(name): calibration statistic has \(channelWeights.count) channels, the weight has \(cols) inputs")
         }
+        do throws(SizeError) { try MemoryBudget.check(sizes.outputBytes, for: "quantizing \(name) [\(rows), \(cols)] to \(format.name)") } catch {
+            throw .tooLarge(error)
+        }
         let rounding = StorageRounding(format.scaleDType ?? (storage == .f16 || storage == .bf16 ? storage : .f32))
-        let tableSize = 1 << format.codeBits
+        let tableSize = sizes.tableSize
         let groups = layout.count
-        var codes = [UInt8](repeating: 0, count: rows * cols)
-        var tables = format.perRowTable ? [Float](repeating: 0, count: rows * tableSize) : (format.sharedTable ?? [])
-        var scales = [Float](repeating: 0, count: rows * groups)
-        var zeros = format.hasZeros ? [Float](repeating: 0, count: rows * groups) : []
+        var codes = [UInt8](repeating: 0, count: sizes.elements)
+        var tables = format.perRowTable ? [Float](repeating: 0, count: sizes.tableEntries) : (format.sharedTable ?? [])
+        var scales = [Float](repeating: 0, count: sizes.groupEntries)
+        var zeros = format.hasZeros ? [Float](repeating: 0, count: sizes.groupEntries) : []
         var objectives = [Double](repeating: 0, count: format.perRowTable ? rows : 0)
         let tensorScale = weights.withUnsafeBufferPointer { format.tensorScale(of: $0) }
 
@@ -91,6 +101,45 @@ public enum Quantizer {
                                codes: codes, tables: tables, perRowTable: format.perRowTable, scales: scales, zeros: zeros,
                                tensorScale: tensorScale, storage: rounding.dtype, scaleBits: format.scaleBits ?? rounding.bits,
                                rowObjectives: objectives)
+    }
+}
+
+extension Quantizer {
+    /// The sizes of a quantized [rows, cols] matrix, each computed checked: elements (one code
+    /// each), rows × groups scales (and zeros), rows × 2^b table entries for per-row tables, and the
+    /// bytes of all the output buffers.
+    public struct OutputSizes: Sendable, Equatable {
+        public var groupSize: Int
+        public var elements: Int
+        public var groupsPerRow: Int
+        public var groupEntries: Int
+        public var tableSize: Int
+        public var tableEntries: Int
+        /// Codes (a byte each), tables, scales and zeros in f32, the k-means objectives, and the
+        /// dequantized f32 matrix the error is measured on.
+        public var outputBytes: Int
+
+        public init(rows: Int, cols: Int, name: String, format: any NumericFormat,
+                    options: QuantizationOptions) throws(QuantizationError) {
+            do throws(SizeError) {
+                guard rows >= 0, cols >= 0 else { throw SizeError("\(name): shape [\(rows), \(cols)]", .negative(min(rows, cols))) }
+                groupSize = options.blockSize(for: format)
+                guard groupSize > 0 else { throw SizeError("\(name): group size", .negative(groupSize)) }
+                elements = try Sizes.product([rows, cols], "\(name): elements (rows × columns)")
+                groupsPerRow = Sizes.groupCount(width: cols, size: groupSize)
+                groupEntries = try Sizes.product([rows, groupsPerRow], "\(name): scales (rows × groups of \(groupSize))")
+                tableSize = 1 << format.codeBits
+                tableEntries = format.perRowTable
+                    ? try Sizes.product([rows, tableSize], "\(name): tables (rows × \(tableSize) entries)") : tableSize
+                let floats = try Sizes.sum([tableEntries, groupEntries, format.hasZeros ? groupEntries : 0, elements],
+                                                "\(name): tables + scales + zeros + dequantized values")
+                outputBytes = try Sizes.sum([elements, try Sizes.product([floats, 4], "\(name): f32 outputs"),
+                                                  format.perRowTable ? try Sizes.product([rows, 8], "\(name): objectives") : 0],
+                                                 "\(name): output bytes")
+            } catch {
+                throw .tooLarge(error)
+            }
+        }
     }
 }
 
