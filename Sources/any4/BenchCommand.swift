@@ -17,10 +17,10 @@ struct BenchCommand: ParsableCommand {
             """
     )
 
-    @Option(parsing: .upToNextOption, help: "Shapes as OUTxIN.")
+    @Option(parsing: .upToNextOption, help: "Shapes as OUTxIN, each dimension 1 to 1073741824 (the memory the run needs is estimated first, and refused when the machine cannot give it).")
     var shape: [String] = ["4096x4096", "14336x4096", "4096x14336"]
 
-    @Option(help: "Comma-separated batch sizes (rows of x).")
+    @Option(help: "Comma-separated batch sizes (rows of x), each 1 to 64.")
     var batch = "1,8,32"
 
     @Option(help: "Comma-separated formats: any 4-bit format (any4, int4, nf4, fp4, iq4_nl, mxfp4, ...), f32, f16, bf16, blas.")
@@ -29,13 +29,13 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "Lookup path: fast (int8) or exact (float LUT).")
     var kernel = "fast"
 
-    @Option(help: "Threads (0: all cores).")
+    @Option(parsing: .unconditional, help: "Threads, 0 to 1024 (0: all cores).")
     var threads = 0
 
-    @Option(help: "Timed runs per case (at least 20 are recommended).")
+    @Option(parsing: .unconditional, help: "Timed runs per case, 1 to 1000000 (at least 20 are recommended).")
     var runs = 20
 
-    @Option(help: "Group size of the quantized formats.")
+    @Option(parsing: .unconditional, help: "Group size of the quantized formats: an even number from 2 to 65536 (the lookup kernel takes multiples of 32).")
     var groupSize = 128
 
     @Flag(help: "Run on one copy of the weights (cache-hot) instead of cycling through copies.")
@@ -50,17 +50,41 @@ struct BenchCommand: ParsableCommand {
     @Flag(help: "Print one JSON object.")
     var json = false
 
-    func run() throws {
-        var config = KernelBenchmark.Configuration()
-        config.shapes = try shape.map { text in
-            let parts = text.lowercased().split(separator: "x").compactMap { Int($0) }
-            guard parts.count == 2, parts[0] > 0, parts[1] > 0 else { throw usageError("--shape: expected OUTxIN, got \(text)") }
+    static let maxRuns = 1_000_000
+
+    /// The shapes, each dimension in 1...KernelBenchmark.maxDimension.
+    func shapes() throws -> [(out: Int, in: Int)] {
+        try shape.map { text in
+            let fields = text.lowercased().split(separator: "x", omittingEmptySubsequences: false)
+            let parts = fields.compactMap { Int($0) }
+            guard fields.count == 2, parts.count == 2 else { throw usageError("--shape: expected OUTxIN, got \(text)") }
+            for d in parts where d < 1 || d > KernelBenchmark.maxDimension {
+                throw usageError("--shape \(text): each dimension must be in 1...\(KernelBenchmark.maxDimension), got \(d)")
+            }
             return (parts[0], parts[1])
         }
-        config.batches = try batch.split(separator: ",").map { b in
+    }
+
+    func batches() throws -> [Int] {
+        try batch.split(separator: ",", omittingEmptySubsequences: false).map { b in
             guard let v = Int(b), v > 0, v <= 64 else { throw usageError("--batch: expected sizes 1...64, got \(b)") }
             return v
         }
+    }
+
+    /// Numeric options checked as the command line is parsed (status 2 naming the option).
+    func validate() throws {
+        _ = try shapes()
+        _ = try batches()
+        try requireThreads(threads)
+        try requireRange("--runs", runs, 1...Self.maxRuns)
+        try requireGroupSize(groupSize)
+    }
+
+    func run() throws {
+        var config = KernelBenchmark.Configuration()
+        config.shapes = try shapes()
+        config.batches = try batches()
         config.formats = formats.split(separator: ",").map(String.init)
         for f in config.formats where !["f32", "f16", "bf16", "blas"].contains(f) {
             do { _ = try FormatRegistry.named(f) } catch { throw usageError("--formats: \(error)") }
@@ -68,7 +92,6 @@ struct BenchCommand: ParsableCommand {
         guard let path = KernelPath(rawValue: kernel) else { throw usageError("--kernel must be fast or exact") }
         config.path = path
         config.threads = threads
-        guard runs >= 1 else { throw usageError("--runs must be at least 1, got \(runs)") }
         config.runs = runs
         config.hot = hot
         config.groupSize = groupSize
@@ -76,6 +99,8 @@ struct BenchCommand: ParsableCommand {
         config.device = device
         guard let activations = GPUActivationType(rawValue: gpuActivations) else { throw usageError("--gpu-activations must be bf16 or f16") }
         config.gpuActivations = activations
+        // The memory the run needs, before the probe or any weights.
+        do { try KernelBenchmark.checkMemory(config) } catch { throw usageError("\(error)") }
 
         // The GPU: required for --device gpu, optional for all.
         var gpuUnavailable: String?
@@ -98,39 +123,53 @@ struct BenchCommand: ParsableCommand {
             }
         }
         let workers = threads > 0 ? threads : SystemInfo.processorCount
-        let probe: Double? = device != .gpu ? BandwidthProbe.triadGBps(threads: workers) : nil
-        if !json, let probe {
-            print("bandwidth probe (triad, \(workers) threads): \(Formatting.fixed(probe, 1)) GB/s · AVX2 \(CPUFeatures.hasAVX2 ? "yes" : "no") · LLC \(Formatting.bytes(KernelBenchmark.lastLevelCacheBytes)) · \(hot ? "hot" : "cold (cycling copies > 4x LLC)")")
-            printHeader(ratio: "vs f32")
-        }
+        var probe: Double?
         var gpuHeaderShown = false
         let rowsPerShape = config.batches.count * (config.formats.count + 1)
         let progress = Progress(total: config.shapes.count * rowsPerShape * (device == .all && config.gpu != nil ? 2 : 1))
-        let results = try cancellingOnInterrupt(progress) {
-            try KernelBenchmark.run(config, progress: progress) { r in
-                guard !json else { return }
-                if r.device == "gpu" && !gpuHeaderShown, let gpu = config.gpu {
-                    gpuHeaderShown = true
-                    print("GPU \(gpu.device.name) (\(gpu.device.architecture), \(Formatting.bytes(gpu.device.memoryBytes))): device copy "
-                          + "\(Formatting.fixed(gpuProbe ?? .nan, 0)) GB/s · activations \(activations.rawValue) · "
-                          + (hot ? "hot" : "cold (cycling copies > 4x L2)"))
-                    printHeader(ratio: "vs cuBLAS")
-                }
-                var line = Formatting.pad(r.format, 8) + Formatting.pad("\(r.shape.out)x\(r.shape.in)", 12)
-                    + Formatting.pad(String(r.batch), 4, right: true)
-                if let why = r.unavailable { print(line + "  unavailable: \(why)"); return }
-                let rowProbe = r.device == "gpu" ? gpuProbe : probe
-                let digits = r.device == "gpu" ? 1 : 0
-                line += Formatting.pad(r.kernel, 7, right: true) + Formatting.pad(Formatting.fixed(r.medianMicroseconds, digits), 11, right: true)
-                line += Formatting.pad(Formatting.fixed(r.p10Microseconds, digits), 9, right: true)
-                    + Formatting.pad(Formatting.fixed(r.p90Microseconds, digits), 9, right: true)
-                line += Formatting.pad(Formatting.fixed(r.gflops, 1), 9, right: true) + Formatting.pad(Formatting.fixed(r.gbps, 1), 7, right: true)
-                line += Formatting.pad(rowProbe.map { Formatting.fixed(100 * r.gbps / $0, 0) + "%" } ?? "-", 7, right: true)
-                let ratio = r.device == "gpu" ? r.vsCuBLAS : r.vsF32
-                line += Formatting.pad(ratio.map { Formatting.fixed($0, 2) + "x" } ?? "-", 10, right: true)
-                line += Formatting.pad(Formatting.scientific(r.relError, 1), 10, right: true)
-                print(line)
+        /// One row as it is measured (text mode).
+        func show(_ r: KernelBenchmark.Result) {
+            guard !json else { return }
+            if r.device == "gpu" && !gpuHeaderShown, let gpu = config.gpu {
+                gpuHeaderShown = true
+                print("GPU \(gpu.device.name) (\(gpu.device.architecture), \(Formatting.bytes(gpu.device.memoryBytes))): device copy "
+                      + "\(Formatting.fixed(gpuProbe ?? .nan, 0)) GB/s · activations \(activations.rawValue) · "
+                      + (hot ? "hot" : "cold (cycling copies > 4x L2)"))
+                printHeader(ratio: "vs cuBLAS")
             }
+            var line = Formatting.pad(r.format, 8) + Formatting.pad("\(r.shape.out)x\(r.shape.in)", 12)
+                + Formatting.pad(String(r.batch), 4, right: true)
+            if let why = r.unavailable { print(line + "  unavailable: \(why)"); return }
+            let rowProbe = r.device == "gpu" ? gpuProbe : probe
+            let digits = r.device == "gpu" ? 1 : 0
+            line += Formatting.pad(r.kernel, 7, right: true) + Formatting.pad(Formatting.fixed(r.medianMicroseconds, digits), 11, right: true)
+            line += Formatting.pad(Formatting.fixed(r.p10Microseconds, digits), 9, right: true)
+                + Formatting.pad(Formatting.fixed(r.p90Microseconds, digits), 9, right: true)
+            line += Formatting.pad(Formatting.fixed(r.gflops, 1), 9, right: true) + Formatting.pad(Formatting.fixed(r.gbps, 1), 7, right: true)
+            line += Formatting.pad(rowProbe.map { Formatting.fixed(100 * r.gbps / $0, 0) + "%" } ?? "-", 7, right: true)
+            let ratio = r.device == "gpu" ? r.vsCuBLAS : r.vsF32
+            line += Formatting.pad(ratio.map { Formatting.fixed($0, 2) + "x" } ?? "-", 10, right: true)
+            line += Formatting.pad(Formatting.scientific(r.relError, 1), 10, right: true)
+            print(line)
+        }
+        let results: [KernelBenchmark.Result]
+        do {
+            // SIGINT/SIGTERM stop the probe's run too (checked after it: it takes a second or two).
+            results = try cancellingOnInterrupt(progress) {
+                probe = device != .gpu ? BandwidthProbe.triadGBps(threads: workers) : nil
+                if progress.isCancelled { throw QuantizationError.cancelled }
+                if !json, let probe {
+                    print("bandwidth probe (triad, \(workers) threads): \(Formatting.fixed(probe, 1)) GB/s · AVX2 \(CPUFeatures.hasAVX2 ? "yes" : "no") · LLC \(Formatting.bytes(KernelBenchmark.lastLevelCacheBytes)) · \(hot ? "hot" : "cold (cycling copies > 4x LLC)")")
+                    printHeader(ratio: "vs f32")
+                }
+                return try KernelBenchmark.run(config, progress: progress, report: show)
+            }
+        } catch QuantizationError.cancelled {
+            // SIGINT/SIGTERM: stopped between formats, copies or timed runs.
+            printError("any4: interrupted")
+            throw ExitCode(130)
+        } catch let error as SizeError {
+            throw usageError("\(error)")
         }
         if json {
             var top: [(key: String, value: JSONValue)] = [("probe_gbps", probe.map { JSONValue($0) } ?? .null)]

@@ -23,7 +23,7 @@ extension KernelBenchmark {
         let target = 4 * (gpu.device.l2CacheBytes > 0 ? gpu.device.l2CacheBytes : 50 << 20)
         var results: [Result] = []
         for shape in config.shapes {
-            let w = benchWeights(shape)
+            let w = try benchWeights(shape, progress: progress)
             // cuBLAS first, so every other row has its ratio; f32 has no GPU kernel here.
             var formats = config.formats.filter { $0 != "f32" }
             if !formats.contains("blas") { formats.insert("blas", at: 0) }

@@ -83,19 +83,86 @@ public enum KernelBenchmark {
         var reference: (_ x: [Float], _ m: Int, _ rows: Int) -> [Double]
     }
 
-    /// Runs the whole configuration; `report` gets each result as it is measured.
+    /// The largest bench dimension (rows or columns): the kernels' limit.
+    public static let maxDimension = PackedLinear.maxDimension
+
+    /// The most memory the run holds at once, estimated from the configuration before anything is
+    /// allocated, and the shape that needs it: that shape's f32 weights, plus the largest of its
+    /// formats' runnable forms (the copies it cycles through, and what it keeps besides: the f32
+    /// reference of a dense row, the codes, dequantized matrix, scales and packed copies of a 4-bit
+    /// format), plus the activations and outputs of the largest batch. Shapes run one after the
+    /// other, so the peak is the largest shape's. Throws when a size overflows.
+    public static func estimatedPeak(_ config: Configuration) throws(SizeError) -> (bytes: Int, shape: (out: Int, in: Int)?) {
+        let target = 4 * lastLevelCacheBytes
+        var peak = 0
+        var peakShape: (out: Int, in: Int)?
+        for shape in config.shapes {
+            let what = "bench --shape \(shape.out)x\(shape.in)"
+            func mul(_ factors: Int...) throws(SizeError) -> Int { try Sizes.product(factors, what) }
+            func add(_ terms: Int...) throws(SizeError) -> Int { try Sizes.sum(terms, what) }
+            func copies(_ bytes: Int) -> Int {
+                config.hot || bytes == 0 ? 1 : max(1, min(16, Sizes.groupCount(width: target, size: bytes)))
+            }
+            let n = try mul(shape.out, shape.in)
+            let f32 = try mul(n, 4)
+            var subject = 0
+            for format in Set(config.formats + ["f32"]) {
+                let bytes: Int
+                switch format {
+                case "f32": bytes = try add(try mul(copies(f32), f32), f32)
+                case "f16", "bf16":
+                    let half = try mul(n, 2)
+                    bytes = try add(try mul(copies(half), half), half, f32)
+                case "blas": bytes = try mul(copies(f32), f32)
+                default:
+                    let block = (try? FormatRegistry.named(format))?.fixedBlockSize ?? max(config.groupSize, 1)
+                    let groups = try mul(shape.out, Sizes.groupCount(width: shape.in, size: block))
+                    // Packed: codes, f32 and f16 scales and zeros, per-row tables and factors.
+                    let packed = try add(n / 2 + 64, try mul(groups, 12), try mul(shape.out, 16 * 5 + 16))
+                    bytes = try add(n, f32, try mul(groups, 8), try mul(shape.out, 64), try mul(copies(packed), packed))
+                }
+                subject = max(subject, bytes)
+            }
+            let batch = config.batches.max() ?? 1
+            let activations = try add(try mul(batch, shape.in, 4 * 3), try mul(batch, shape.out, 4 * 2),
+                                      try mul(min(shape.out, 256), shape.in, 4), try mul(batch, min(shape.out, 256), 8))
+            let total = try add(f32, subject, activations)
+            if total > peak { (peak, peakShape) = (total, shape) }
+        }
+        return (peak, peakShape)
+    }
+
+    /// Throws a ``SizeError`` unless the machine can give the run's estimated peak memory.
+    public static func checkMemory(_ config: Configuration) throws(SizeError) {
+        let (bytes, shape) = try estimatedPeak(config)
+        try MemoryBudget.check(bytes, for: "bench --shape \(shape.map { "\($0.out)x\($0.in)" } ?? "")"
+                                   + " (its f32 weights, the copies cycled through and each format's packed form)")
+    }
+
+    /// Runs the whole configuration; `report` gets each result as it is measured. Refuses (with a
+    /// ``SizeError``) a configuration whose estimated memory the machine cannot give, before any
+    /// work; cancelling `progress` stops it between formats, copies and timed runs
+    /// (`QuantizationError.cancelled`).
     public static func run(_ config: Configuration, progress: Progress? = nil,
                            report: (Result) -> Void = { _ in }) throws -> [Result] {
+        try checkMemory(config)
         var results: [Result] = []
         if config.device.runsCPU { results += try runCPU(config, progress: progress, report: report) }
         if config.device.runsGPU, let gpu = config.gpu { results += try runGPU(config, on: gpu, progress: progress, report: report) }
         return results
     }
 
-    /// The random Student-t weights every format of a shape starts from.
-    static func benchWeights(_ shape: (out: Int, in: Int)) -> [Float] {
+    /// The random Student-t weights every format of a shape starts from (cancelling `progress`
+    /// stops a large shape's generation between rows).
+    static func benchWeights(_ shape: (out: Int, in: Int), progress: Progress? = nil) throws -> [Float] {
         var rng = SplitMix64(seed: UInt64(shape.out * 31 + shape.in))
-        return (0..<(shape.out * shape.in)).map { _ in Float(rng.nextStudentT4() * 0.02) }
+        var w = [Float]()
+        w.reserveCapacity(shape.out * shape.in)
+        for r in 0..<shape.out {
+            if r % 64 == 0, progress?.isCancelled == true { throw QuantizationError.cancelled }
+            for _ in 0..<shape.in { w.append(Float(rng.nextStudentT4() * 0.02)) }
+        }
+        return w
     }
 
     /// The activations of a batch (Gaussian).
@@ -109,17 +176,20 @@ public enum KernelBenchmark {
         let target = 4 * lastLevelCacheBytes
         var results: [Result] = []
         for shape in config.shapes {
-            let w = benchWeights(shape)
+            let w = try benchWeights(shape, progress: progress)
             var formats = config.formats
             if !formats.contains("f32") { formats.insert("f32", at: 0) }
             // f32 first so every other row has its ratio.
             formats.sort { ($0 == "f32" ? 0 : 1) < ($1 == "f32" ? 0 : 1) }
             var f32Median: [Int: Double] = [:]
             for format in formats {
+                if progress?.isCancelled == true { throw QuantizationError.cancelled }
                 progress?.setLabel("bench \(format) \(shape.out)x\(shape.in)")
                 let subject: Subject
                 do {
-                    subject = try makeSubject(format, w, shape, config: config, threads: threads, target: target)
+                    subject = try makeSubject(format, w, shape, config: config, threads: threads, target: target, progress: progress)
+                } catch QuantizationError.cancelled {
+                    throw QuantizationError.cancelled
                 } catch {
                     for batch in config.batches {
                         let r = Result.unavailable(format, shape: shape, batch: batch, threads: threads,
@@ -139,9 +209,13 @@ public enum KernelBenchmark {
                     var got = [Float](repeating: 0, count: batch * checkRows)
                     for k in 0..<batch { for r in 0..<checkRows { got[k * checkRows + r] = y[k * shape.out + r] } }
                     let error = relativeError(got, ref)
-                    for c in 0..<subject.copies { _ = subject.run(c, x, batch) }  // warm-up
+                    for c in 0..<subject.copies {  // warm-up
+                        if progress?.isCancelled == true { throw QuantizationError.cancelled }
+                        _ = subject.run(c, x, batch)
+                    }
                     var times: [Double] = []
                     for i in 0..<max(config.runs, 1) {
+                        if progress?.isCancelled == true { throw QuantizationError.cancelled }
                         let copy = config.hot ? 0 : i % subject.copies
                         let t0 = Clock.now
                         _ = subject.run(copy, x, batch)
@@ -168,14 +242,23 @@ public enum KernelBenchmark {
     }
 
     static func makeSubject(_ format: String, _ w: [Float], _ shape: (out: Int, in: Int), config: Configuration,
-                            threads: Int, target: Int) throws -> Subject {
-        func copies(_ bytes: Int) -> Int { config.hot ? 1 : max(1, min(16, (target + bytes - 1) / bytes)) }
+                            threads: Int, target: Int, progress: Progress? = nil) throws -> Subject {
+        func copies(_ bytes: Int) -> Int {
+            config.hot || bytes == 0 ? 1 : max(1, min(16, Sizes.groupCount(width: target, size: bytes)))
+        }
+        /// `n` of something made by `make`, stopping between them when cancelled.
+        func made<T>(_ n: Int, _ make: () -> T) throws -> [T] {
+            try (0..<n).map { _ in
+                if progress?.isCancelled == true { throw QuantizationError.cancelled }
+                return make()
+            }
+        }
         switch format {
         case "f32", "f16", "bf16":
             let storage: DenseLinear.Storage = format == "f32" ? .f32 : (format == "f16" ? .f16 : .bf16)
             let first = DenseLinear(w, rows: shape.out, cols: shape.in, storage: storage)
             let n = copies(first.weightBytes)
-            let layers = [first] + (1..<n).map { _ in DenseLinear(w, rows: shape.out, cols: shape.in, storage: storage) }
+            let layers = [first] + (try made(n - 1) { DenseLinear(w, rows: shape.out, cols: shape.in, storage: storage) })
             let stored = first.weights
             return Subject(weightBytes: first.weightBytes, copies: n,
                            run: { c, x, m in layers[c].forward(x, m: m, threads: threads) },
@@ -184,7 +267,7 @@ public enum KernelBenchmark {
             guard let blas = OpenBLAS.shared else { throw BenchUnavailable(OpenBLAS.loadError ?? "OpenBLAS missing") }
             let bytes = w.count * 4
             let n = copies(bytes)
-            let layers = (0..<n).map { _ in w.withUnsafeBufferPointer { Array($0) } }
+            let layers = try made(n) { w.withUnsafeBufferPointer { Array($0) } }
             return Subject(weightBytes: bytes, copies: n,
                            run: { c, x, m in layers[c].withUnsafeBufferPointer { blas.forward($0, rows: shape.out, cols: shape.in, x: x, m: m, threads: threads) } },
                            reference: { x, m, rows in referenceProduct(Array(w.prefix(rows * shape.in)), rows: rows, cols: shape.in, x: x, m: m) })
@@ -193,10 +276,12 @@ public enum KernelBenchmark {
             options.groupSize = config.groupSize
             options.threads = threads
             let numeric = try FormatRegistry.named(format)
-            let q = try Quantizer.quantize(w, rows: shape.out, cols: shape.in, name: "bench", format: numeric, options: options)
+            // Its own counts, the bench's cancellation.
+            let q = try Quantizer.quantize(w, rows: shape.out, cols: shape.in, name: "bench", format: numeric, options: options,
+                                           progress: Progress(total: shape.out, parent: progress))
             let first = try PackedLinear(q)
             let n = copies(first.weightBytes)
-            let layers = [first] + (1..<n).map { _ in first.duplicate() }
+            let layers = [first] + (try made(n - 1) { first.duplicate() })
             let deq = q.dequantized()
             return Subject(weightBytes: first.streamedBytes(config.path), copies: n,
                            run: { c, x, m in layers[c].forward(x, m: m, path: config.path, threads: threads) },

@@ -12,6 +12,8 @@ public final class Progress: Sendable {
     private let state: Mutex<State>
     private let cancelled = Atomic<Bool>(false)
     private let started = Clock.now
+    /// A job this one is part of: cancelling it cancels this one too.
+    private let parent: Progress?
 
     struct State {
         var completed = 0
@@ -19,8 +21,11 @@ public final class Progress: Sendable {
         var label: String
     }
 
-    public init(total: Int, label: String = "") {
+    /// - Parameter parent: the enclosing job, whose cancellation this one sees (its own counts
+    ///   stay apart, as when a benchmark quantizes a matrix as one step of a case).
+    public init(total: Int, label: String = "", parent: Progress? = nil) {
         state = Mutex(State(total: total, label: label))
+        self.parent = parent
     }
 
     public func advance(by amount: Int = 1) { state.withLock { $0.completed += amount } }
@@ -47,7 +52,7 @@ public final class Progress: Sendable {
     }
 
     public func cancel() { cancelled.store(true, ordering: .relaxed) }
-    public var isCancelled: Bool { cancelled.load(ordering: .relaxed) }
+    public var isCancelled: Bool { cancelled.load(ordering: .relaxed) || parent?.isCancelled == true }
 }
 
 /// A monotonic clock in seconds.
