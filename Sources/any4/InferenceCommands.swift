@@ -69,8 +69,10 @@ struct CalibrateCommand: ParsableCommand {
     @Option(help: "Output .safetensors file.")
     var out: String
 
-    @Option(help: "Worker threads (0: all cores).")
+    @Option(parsing: .unconditional, help: "Worker threads, 0 to 1024 (0: all cores).")
     var threads = 0
+
+    func validate() throws { try requireThreads(threads) }
 
     func run() throws {
         let model = try openModel(self.model)
@@ -108,10 +110,10 @@ struct PerplexityCommand: ParsableCommand {
     @Option(help: "The text file.")
     var text: String
 
-    @Option(help: "Window length in tokens.")
+    @Option(parsing: .unconditional, help: "Window length in tokens: 8 up to the model's context (at most 1048576).")
     var ctx = 512
 
-    @Option(help: "Use at most this many windows (0: all).")
+    @Option(parsing: .unconditional, help: "Use at most this many windows (0: all).")
     var chunks = 0
 
     @OptionGroup var engineQuantization: EngineQuantizationGroup
@@ -119,13 +121,18 @@ struct PerplexityCommand: ParsableCommand {
     @Flag(help: "Print one JSON object at the end.")
     var json = false
 
+    /// Numeric options checked as the command line is parsed (status 2 naming the option).
+    func validate() throws {
+        try requireRange("--ctx", ctx, 8...maxContextTokens)
+        guard chunks >= 0 else { throw usageError("--chunks must be 0 (all windows) or more, got \(chunks)") }
+    }
+
     func run() throws {
         let model = try openModel(self.model)
         let engine = try loadEngine(model, options: try engineQuantization.engineOptions())
         guard let llama = engine as? LlamaEngine else {
             throw usageError("\(model.path): perplexity needs a decoder; \(model.config.architecture ?? "this model") is an encoder (try embed-eval)")
         }
-        guard ctx >= 8 else { throw usageError("--ctx must be at least 8, got \(ctx)") }
         guard ctx <= llama.config.contextLength else {
             throw usageError("--ctx \(ctx) is longer than the model's context of \(llama.config.contextLength) tokens")
         }
@@ -138,7 +145,8 @@ struct PerplexityCommand: ParsableCommand {
         let quantized = try engineQuantization.apply(to: engine, tokenizer: tokenizer, quiet: json)
         let bos = tokenizer.leadingBOS
         var windows = tokens
-        if chunks > 0 { windows = Array(tokens.prefix(chunks * ctx)) }
+        // chunks × ctx only when it is at most the text's length (no overflow for any --chunks).
+        if chunks > 0 && chunks < tokens.count / ctx { windows = Array(tokens.prefix(chunks * ctx)) }
         if !json {
             print("\(tokens.count) tokens, \(windows.count / ctx) windows of \(ctx)\(bos != nil ? ", BOS first" : "")"
                   + (quantized.map { ", \($0)" } ?? ", weights as stored"))
@@ -233,7 +241,7 @@ struct RunCommand: ParsableCommand {
     @Option(name: [.customShort("p"), .customLong("prompt-text")], help: "The prompt.")
     var promptText: String
 
-    @Option(name: .short, help: "Tokens to generate.")
+    @Option(name: .short, parsing: .unconditional, help: "Tokens to generate: 1 up to the model's context less the prompt (at most 1048576).")
     var n = 64
 
     @Flag(help: "Wrap the prompt in the model's chat turns (ChatML <|im_start|> … when the vocabulary has them).")
@@ -250,6 +258,11 @@ struct RunCommand: ParsableCommand {
     @Flag(help: "Print one JSON object instead of streaming text.")
     var json = false
 
+    /// Numeric options checked as the command line is parsed (status 2 naming the option).
+    func validate() throws {
+        try requireRange("-n", n, 1...maxContextTokens)
+    }
+
     func run() throws {
         let model = try openModel(self.model)
         var options = try engineQuantization.engineOptions()
@@ -259,7 +272,6 @@ struct RunCommand: ParsableCommand {
         guard let llama = engine as? LlamaEngine else {
             throw usageError("\(model.path): run needs a decoder; \(model.config.architecture ?? "this model") is an encoder")
         }
-        guard n >= 1 else { throw usageError("-n must be at least 1, got \(n)") }
         let tokenizer = try loadTokenizer(model)
         let quantized = try engineQuantization.apply(to: engine, tokenizer: tokenizer, quiet: json)
         var text = promptText
