@@ -74,7 +74,7 @@ final class LlamaEngineTests: XCTestCase {
         let engine = try engine()
         let sequence = Self.prompt + [6403, 1980]
         let batch = try engine.forward(sequence, cache: engine.makeCache(capacity: 16), logits: .all)
-        let cache = engine.makeCache(capacity: 16)
+        let cache = try engine.makeCache(capacity: 16)
         let vocab = engine.config.vocab
         for (t, token) in sequence.enumerated() {
             let step = try engine.forward([token], cache: cache, logits: .last)
@@ -125,7 +125,7 @@ final class LlamaEngineTests: XCTestCase {
         // here than on Gaussian inputs: about 0.1 of the largest logit after two blocks.)
         for (path, tolerance) in [(KernelPath.exact, 1e-4), (.fast, 0.25)] {
             engine.options.kernel = path
-            let cache = engine.makeCache(capacity: 16)
+            let cache = try engine.makeCache(capacity: 16)
             var worst = 0.0, sameArgmax = 0
             for (t, token) in Self.prompt.enumerated() {
                 let step = try engine.forward([token], cache: cache, logits: .last)

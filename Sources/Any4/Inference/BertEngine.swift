@@ -44,31 +44,70 @@ public final class BertEngine: @unchecked Sendable {
             throw FileFormatError(file: model.path, kind: .unsupported,
                                   "architecture \"\(c.architecture ?? "none")\" is not an encoder this tool runs (bert)")
         }
-        func need(_ value: Int?, _ what: String) throws -> Int {
+        let gguf = model.format == .gguf
+        /// The name a fact has in this model's configuration.
+        func key(_ hf: String, _ gg: String) -> String { gguf ? "bert.\(gg)" : hf }
+        let source = gguf ? "GGUF metadata" : "config.json"
+        func fail(_ message: String) -> FileFormatError {
+            FileFormatError(file: model.path, kind: .badHeader, "\(source): \(message)")
+        }
+        func need(_ value: Int?, _ what: String, _ name: String) throws -> Int {
             guard let value, value > 0 else {
-                throw FileFormatError(file: model.path, kind: .badHeader, "the model configuration lacks a positive \(what)")
+                throw FileFormatError(file: model.path, kind: .badHeader,
+                                      "the model configuration lacks a positive \(what) (\(name)\(value.map { " is \($0)" } ?? ""))")
             }
             return value
         }
-        hidden = try need(c.hiddenSize, "hidden size")
-        heads = try need(c.heads, "head count")
-        layers = try need(c.layers, "layer count")
-        intermediate = try need(c.intermediateSize, "intermediate size")
+        let (hiddenKey, headsKey) = (key("hidden_size", "embedding_length"), key("num_attention_heads", "attention.head_count"))
+        hidden = try need(c.hiddenSize, "hidden size", hiddenKey)
+        heads = try need(c.heads, "head count", headsKey)
+        layers = try need(c.layers, "layer count", key("num_hidden_layers", "block_count"))
+        intermediate = try need(c.intermediateSize, "intermediate size", key("intermediate_size", "feed_forward_length"))
         guard hidden % heads == 0 else {
-            throw FileFormatError(file: model.path, kind: .badHeader, "hidden size \(hidden) is not a multiple of \(heads) heads")
+            throw fail("\(hiddenKey) \(hidden) is not a multiple of \(headsKey) \(heads)")
         }
-        eps = Float(c.normEpsilon ?? 1e-12)
+        // Each layer needs sixteen tensors of its own: a count beyond the file's is a lie.
+        guard layers <= model.tensors.count else {
+            throw fail("\(key("num_hidden_layers", "block_count")) \(layers) is more layers than the model's \(model.tensors.count) tensors hold")
+        }
+        let epsilon = c.normEpsilon ?? 1e-12
+        guard epsilon.isFinite, epsilon >= 0 else {
+            throw fail("\(key("layer_norm_eps", "attention.layer_norm_epsilon")) \(epsilon) is not a non-negative number")
+        }
+        eps = Float(epsilon)
         let w = WeightLoader(model: model)
-        let names = model.format == .gguf ? Self.ggufNames : Self.hfNames(prefix: w.has("bert.embeddings.word_embeddings.weight") ? "bert." : "")
+        let names = gguf ? Self.ggufNames : Self.hfNames(prefix: w.has("bert.embeddings.word_embeddings.weight") ? "bert." : "")
         guard let wordTensor = model.tensor(named: names.words), wordTensor.shape.count == 2 else {
             throw FileFormatError(file: model.path, kind: .badShape, "no word embedding matrix", subject: names.words)
         }
         vocab = wordTensor.shape[0]
+        if let declared = c.vocabSize, declared != vocab {
+            throw fail("\(key("vocab_size", "vocab_size")) \(declared) but \(names.words) has \(vocab) rows")
+        }
         maxPositions = model.tensor(named: names.positions)?.shape.first ?? 512
+        let types = model.tensor(named: names.tokenTypes)?.shape.first ?? 1
+        guard maxPositions >= 1, types >= 1 else {
+            throw FileFormatError(file: model.path, kind: .badShape,
+                                  "\(maxPositions) positions and \(types) token types; the encoder needs at least one of each",
+                                  subject: maxPositions >= 1 ? names.tokenTypes : names.positions)
+        }
         let d = hidden
+        // Every tensor's shape against the configuration, and their f32 bytes against the memory,
+        // before anything is decoded.
+        var plan: [WeightLoader.Planned] = [
+            .init(names.words, [vocab, d]), .init(names.positions, [maxPositions, d]), .init(names.tokenTypes, [types, d]),
+            .init(names.embeddingNorm + ".weight", [d]), .init(names.embeddingNorm + ".bias", [d]),
+        ]
+        for i in 0..<layers {
+            func n(_ key: String) -> String { names.block(i, key) }
+            for (key, rows, cols) in [("q", d, d), ("k", d, d), ("v", d, d), ("o", d, d), ("up", intermediate, d), ("down", d, intermediate)] {
+                plan += [.init(n(key) + ".weight", [rows, cols]), .init(n(key) + ".bias", [rows], optional: true)]
+            }
+            for key in ["attn_norm", "out_norm"] { plan += [.init(n(key) + ".weight", [d]), .init(n(key) + ".bias", [d])] }
+        }
+        try w.check(plan, for: "the encoder")
         words = try w.values(names.words, shape: [vocab, d])
         positions = try w.values(names.positions, shape: [maxPositions, d])
-        let types = model.tensor(named: names.tokenTypes)?.shape.first ?? 1
         tokenTypes = try w.values(names.tokenTypes, shape: [types, d])
         embeddingNorm = (try w.values(names.embeddingNorm + ".weight", shape: [d]), try w.values(names.embeddingNorm + ".bias", shape: [d]))
         var blocks: [Block] = []

@@ -31,7 +31,7 @@ public struct Perplexity: Sendable {
         let chunks = chunkCount(tokens: tokens.count, ctx: ctx)
         guard chunks >= 1 else { throw InferenceError.tooShort(tokens: tokens.count, needed: ctx) }
         let started = Clock.now
-        let cache = engine.makeCache(capacity: ctx)
+        let cache = try engine.makeCache(capacity: ctx)
         let first = ctx / 2, vocab = engine.config.vocab
         var nllSum = 0.0, scored = 0
         progress?.reset(total: chunks, label: "perplexity")
@@ -81,10 +81,11 @@ public struct Generation: Sendable {
     public static func greedy(_ engine: LlamaEngine, prompt: [Int], count: Int, stop: Set<Int> = [], warmup: Bool = false,
                               onToken: (Int) -> Bool = { _ in true }) throws -> Generation {
         guard !prompt.isEmpty else { throw InferenceError.tooShort(tokens: 0, needed: 1) }
-        let cache = engine.makeCache(capacity: prompt.count + count)
-        guard prompt.count + count <= cache.capacity else {
-            throw InferenceError.contextOverflow(needed: prompt.count + count, capacity: cache.capacity)
+        let (needed, overflow) = prompt.count.addingReportingOverflow(count)
+        guard count >= 0, !overflow, needed <= engine.config.contextLength else {
+            throw InferenceError.contextOverflow(needed: overflow ? Int.max : needed, capacity: engine.config.contextLength)
         }
+        let cache = try engine.makeCache(capacity: needed)
         engine.prepareForDecode()
         if warmup {
             let first = try engine.forward(prompt, cache: cache, logits: .last)

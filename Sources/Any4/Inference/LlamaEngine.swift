@@ -54,6 +54,20 @@ public final class LlamaEngine: @unchecked Sendable {
         let gguf = model.format == .gguf
         let names = gguf ? Self.ggufNames : Self.hfNames
         let (d, qDim, kvDim) = (config.hidden, config.heads * config.headDim, config.kvHeads * config.headDim)
+        // Every tensor's shape against the configuration, and their f32 bytes against the memory,
+        // before anything is decoded.
+        var plan: [WeightLoader.Planned] = [.init(names.embedding, [config.vocab, d]), .init(names.outputNorm, [d])]
+        for i in 0..<config.layers {
+            func n(_ key: String) -> String { names.block(i, key) }
+            plan += [.init(n("attn_norm"), [d]), .init(n("q"), [qDim, d]), .init(n("k"), [kvDim, d]), .init(n("v"), [kvDim, d]),
+                     .init(n("q.bias"), [qDim], optional: true), .init(n("k.bias"), [kvDim], optional: true),
+                     .init(n("v.bias"), [kvDim], optional: true), .init(n("o"), [d, qDim]), .init(n("ffn_norm"), [d]),
+                     .init(n("gate"), [config.intermediate, d]), .init(n("up"), [config.intermediate, d]),
+                     .init(n("down"), [d, config.intermediate])]
+        }
+        if !config.tiedEmbeddings { plan.append(.init(names.output, [config.vocab, d], optional: true)) }
+        if gguf { plan.append(.init("rope_freqs.weight", [config.ropeDims / 2], optional: true)) }
+        try w.check(plan, for: "the decoder")
         embedding = try w.values(names.embedding, shape: [config.vocab, d])
         var blocks: [Block] = []
         for i in 0..<config.layers {
@@ -191,10 +205,16 @@ public final class LlamaEngine: @unchecked Sendable {
         }
     }
 
-    /// A cache for `capacity` positions (at most the model's context; default up to 2048).
-    public func makeCache(capacity: Int? = nil) -> KVCache {
-        KVCache(layers: config.layers, width: config.kvHeads * config.headDim,
-                capacity: min(capacity ?? 2048, config.contextLength))
+    /// A cache for `capacity` positions (at most the model's context; default up to 2048). Throws a
+    /// ``SizeError`` when its size (layers × positions × key/value heads × head dimension × 4 bytes,
+    /// keys and values) overflows or is more than the machine can give.
+    public func makeCache(capacity: Int? = nil) throws(SizeError) -> KVCache {
+        let positions = max(0, min(capacity ?? 2048, config.contextLength))
+        let width = config.kvHeads * config.headDim
+        let bytes = try Sizes.product([2, config.layers, positions, width, MemoryLayout<Float>.size],
+                                      "KV cache (2 × layers × positions × key/value width × 4 bytes)")
+        try MemoryBudget.check(bytes, for: "a KV cache of \(positions) positions for \(config.layers) layers of width \(width)")
+        return KVCache(layers: config.layers, width: width, capacity: positions)
     }
 
     // MARK: Configuration and names
@@ -221,10 +241,16 @@ public final class LlamaEngine: @unchecked Sendable {
         return "model.layers.\(i)." + map[key]!
     }
 
-    /// The configuration, or a FileFormatError naming the missing or unsupported fact.
+    /// The configuration, or a FileFormatError naming the missing, unsupported or inconsistent fact:
+    /// the key, and both values where two disagree. Everything the forward pass indexes by is
+    /// cross-checked here, before any tensor is decoded: the head dimension against the hidden
+    /// size and heads, the rope dimensions (even, at most the head dimension), key/value heads
+    /// dividing heads, the vocabulary against the embedding rows, the layer count against the
+    /// tensors that could hold it, and the positive, finite numbers the math divides by.
     static func config(of model: Model) throws -> LlamaConfig {
         let c = model.config
-        let source = model.format == .gguf ? "GGUF metadata" : "config.json"
+        let gguf = model.gguf
+        let source = gguf != nil ? "GGUF metadata" : "config.json"
         guard let arch = c.architecture else {
             throw FileFormatError(file: model.path, kind: .unsupported, "the \(source) names no architecture")
         }
@@ -232,34 +258,99 @@ public final class LlamaEngine: @unchecked Sendable {
             throw FileFormatError(file: model.path, kind: .unsupported,
                                   "architecture \"\(arch)\" is not one the decoder runs (\(architectures.joined(separator: ", ")))")
         }
-        func need(_ value: Int?, _ what: String) throws -> Int {
+        /// The name a fact has in this model's configuration.
+        func key(_ hf: String, _ gg: String) -> String { gguf != nil ? "\(arch).\(gg)" : hf }
+        func fail(_ message: String) -> FileFormatError {
+            FileFormatError(file: model.path, kind: .badHeader, "\(source): \(message)")
+        }
+        func need(_ value: Int?, _ what: String, _ name: String) throws -> Int {
             guard let value, value > 0 else {
-                throw FileFormatError(file: model.path, kind: .badHeader, "the \(source) lacks a positive \(what)")
+                throw FileFormatError(file: model.path, kind: .badHeader,
+                                      "the \(source) lacks a positive \(what) (\(name)\(value.map { " is \($0)" } ?? ""))")
             }
             return value
         }
-        let hidden = try need(c.hiddenSize, "hidden size")
-        let heads = try need(c.heads, "head count")
-        let kvHeads = try need(c.kvHeads, "key/value head count")
+        let hfConfig = model.huggingFace?.config
+        let (hiddenKey, headsKey) = (key("hidden_size", "embedding_length"), key("num_attention_heads", "attention.head_count"))
+        let kvHeadsKey = key("num_key_value_heads", "attention.head_count_kv")
+        let headDimKey = key("head_dim", "attention.key_length")
+        let hidden = try need(c.hiddenSize, "hidden size", hiddenKey)
+        let heads = try need(c.heads, "head count", headsKey)
+        let kvHeads = try need(c.kvHeads, "key/value head count", kvHeadsKey)
         guard heads % kvHeads == 0 else {
-            throw FileFormatError(file: model.path, kind: .badHeader, "\(heads) heads are not a multiple of \(kvHeads) key/value heads")
+            throw fail("\(headsKey) \(heads) is not a multiple of \(kvHeadsKey) \(kvHeads)")
         }
-        var headDim = hidden / heads
-        var ropeDims: Int? = nil
-        if let g = model.gguf {
-            headDim = g.value(arch + ".attention.key_length")?.int ?? headDim
-            ropeDims = g.value(arch + ".rope.dimension_count")?.int
-        } else if let hd = model.huggingFace?.config?["head_dim"]?.int {
-            headDim = hd
+        let layers = try need(c.layers, "layer count", key("num_hidden_layers", "block_count"))
+        // Each layer needs nine tensors of its own: a count beyond the file's is a lie, refused
+        // before anything loops over it.
+        guard layers <= model.tensors.count else {
+            throw fail("\(key("num_hidden_layers", "block_count")) \(layers) is more layers than the model's \(model.tensors.count) tensors hold")
         }
-        let vocab = try need(c.vocabSize ?? model.tensor(named: model.format == .gguf ? ggufNames.embedding : hfNames.embedding)?.shape.first,
-                             "vocabulary size")
+        let intermediate = try need(c.intermediateSize, "feed-forward size", key("intermediate_size", "feed_forward_length"))
+        // The head dimension: declared, else hidden / heads (which must then divide).
+        let declaredHeadDim = gguf != nil ? gguf!.value(arch + ".attention.key_length")?.int : hfConfig?["head_dim"]?.int
+        let headDim: Int
+        if let declared = declaredHeadDim {
+            headDim = try need(declared, "head dimension", headDimKey)
+        } else {
+            guard hidden % heads == 0 else {
+                throw fail("\(hiddenKey) \(hidden) is not a multiple of \(headsKey) \(heads), and no \(headDimKey) gives the head dimension")
+            }
+            headDim = hidden / heads
+        }
+        if let g = gguf, let valueLength = g.value(arch + ".attention.value_length")?.int, valueLength != headDim {
+            throw fail("\(arch).attention.value_length \(valueLength) differs from the head dimension \(headDim) (\(headDimKey)); "
+                       + "the engine takes keys and values of one width")
+        }
+        do throws(SizeError) {
+            _ = try Sizes.product([heads, headDim], "\(headsKey) × head dimension")
+        } catch {
+            throw fail("\(error)")
+        }
+        // Rotary dimensions: GGUF rope.dimension_count, or config.json's partial_rotary_factor × the head dimension.
+        var ropeDims = headDim
+        var ropeKey = "the head dimension"
+        if let g = gguf, let declared = g.value(arch + ".rope.dimension_count")?.int {
+            (ropeDims, ropeKey) = (declared, "\(arch).rope.dimension_count")
+        } else if gguf == nil, let factor = hfConfig?["partial_rotary_factor"]?.double {
+            guard factor > 0, factor <= 1 else { throw fail("partial_rotary_factor \(factor) is outside (0, 1]") }
+            (ropeDims, ropeKey) = (Int(Double(headDim) * factor), "partial_rotary_factor \(factor) × head dimension \(headDim)")
+        }
+        guard ropeDims >= 2, ropeDims % 2 == 0, ropeDims <= headDim else {
+            throw fail("rope dimensions \(ropeDims) (\(ropeKey)) must be even and in 2...\(headDim), the head dimension"
+                       + (declaredHeadDim != nil ? " (\(headDimKey))" : " (\(hiddenKey) / \(headsKey))"))
+        }
+        // The vocabulary: declared, else the embedding's rows; both when both are there.
+        let embeddingName = gguf != nil ? ggufNames.embedding : hfNames.embedding
+        let embeddingRows = model.tensor(named: embeddingName)?.shape.first
+        let vocabKey = gguf == nil ? "vocab_size" : (gguf!.value(arch + ".vocab_size") != nil ? "\(arch).vocab_size" : "the tokenizer.ggml.tokens count")
+        let vocab = try need(c.vocabSize ?? embeddingRows, "vocabulary size", vocabKey)
+        if let rows = embeddingRows, rows != vocab {
+            throw fail("\(vocabKey) \(vocab) but \(embeddingName) has \(rows) rows")
+        }
+        let contextKey = key("max_position_embeddings", "context_length")
+        if let context = c.contextLength { _ = try need(context, "context length", contextKey) }
+        let theta = c.ropeTheta ?? 10000
+        guard theta.isFinite, theta > 0 else { throw fail("\(key("rope_theta", "rope.freq_base")) \(theta) is not a positive number") }
+        let eps = c.normEpsilon ?? 1e-5
+        guard eps.isFinite, eps >= 0 else { throw fail("\(key("rms_norm_eps", "attention.layer_norm_rms_epsilon")) \(eps) is not a non-negative number") }
+        let scaling = ropeScaling(of: model)
+        if let s = scaling {
+            let scalingKey = key("rope_scaling", "rope.scaling")
+            guard s.factor.isFinite, s.factor > 0 else { throw fail("\(scalingKey) factor \(s.factor) is not a positive number") }
+            if s.type == "llama3" {
+                guard s.low > 0, s.high > s.low, s.high.isFinite, s.original.isFinite, s.original > 0 else {
+                    throw fail("\(scalingKey): llama3 needs 0 < low_freq_factor < high_freq_factor and a positive "
+                               + "original_max_position_embeddings, got \(s.low), \(s.high), \(s.original)")
+                }
+            }
+        }
         let tied = c.tiedEmbeddings ?? (model.tensor(named: model.format == .gguf ? ggufNames.output : hfNames.output) == nil)
-        return LlamaConfig(architecture: arch, hidden: hidden, layers: try need(c.layers, "layer count"), heads: heads,
-                           kvHeads: kvHeads, headDim: headDim, intermediate: try need(c.intermediateSize, "feed-forward size"),
-                           vocab: vocab, contextLength: c.contextLength ?? 2048, ropeTheta: c.ropeTheta ?? 10000,
-                           ropeDims: ropeDims ?? headDim, normEps: c.normEpsilon ?? 1e-5, tiedEmbeddings: tied,
-                           ropeScaling: ropeScaling(of: model)?.type)
+        return LlamaConfig(architecture: arch, hidden: hidden, layers: layers, heads: heads,
+                           kvHeads: kvHeads, headDim: headDim, intermediate: intermediate,
+                           vocab: vocab, contextLength: c.contextLength ?? 2048, ropeTheta: theta,
+                           ropeDims: ropeDims, normEps: eps, tiedEmbeddings: tied,
+                           ropeScaling: scaling?.type)
     }
 
     struct RopeScaling { var type: String; var factor: Double; var low = 1.0; var high = 4.0; var original = 8192.0 }

@@ -36,6 +36,38 @@ struct WeightLoader {
         return v
     }
 
+    /// A tensor an engine is going to load, and the shape its configuration implies.
+    struct Planned {
+        var name: String
+        var shape: [Int]
+        var optional: Bool
+        init(_ name: String, _ shape: [Int], optional: Bool = false) {
+            self.name = name
+            self.shape = shape
+            self.optional = optional
+        }
+    }
+
+    /// Checks, before anything is decoded, that every planned tensor is there (unless optional)
+    /// with its shape and a decodable type, and that their f32 values fit in the memory the machine
+    /// can give: a mismatch anywhere in the model is found before any work.
+    func check(_ plan: [Planned], for engine: String) throws {
+        var bytes = 0
+        for p in plan {
+            guard let t = model.tensor(named: p.name) else {
+                if p.optional { continue }
+                throw FileFormatError(file: model.path, kind: .badShape, "the model has no tensor of this name", subject: p.name)
+            }
+            guard t.shape == p.shape else {
+                throw FileFormatError(file: model.path, kind: .badShape,
+                                      "shape \(t.shape) where the model's configuration implies \(p.shape)", subject: p.name)
+            }
+            try model.checkDecodable(t)
+            bytes = try Sizes.sum([bytes, try Sizes.product([t.info.elementCount, 4], "\(p.name): f32 bytes")], "f32 weights")
+        }
+        try MemoryBudget.check(bytes, for: "loading \(model.path) into \(engine) (\(plan.count) tensors as f32)")
+    }
+
     func optionalValues(_ name: String, shape: [Int]) throws -> [Float]? {
         has(name) ? try values(name, shape: shape) : nil
     }
