@@ -19,12 +19,18 @@ public final class ByteStore: @unchecked Sendable {
 
     /// Maps the file at `path` read-only.
     ///
+    /// Only regular files are opened: a FIFO would block the open (or the read) until a writer
+    /// comes, a character device such as /dev/zero has no end, and a socket cannot be mapped, so
+    /// each of these is refused with what it is. The file is opened non-blocking and checked
+    /// again on the open descriptor, so that a path swapped between the two checks is caught too.
+    ///
     /// - Parameter copyOnWrite: map the pages writable but private, so that a test can mutate
     ///   the bytes in memory without touching the file.
     public init(mapping path: String, copyOnWrite: Bool = false) throws {
         name = path
         parent = nil
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        try FileKind.requireRegular(path)
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
         guard fd >= 0 else {
             throw FileFormatError(file: path, kind: .io, "cannot open: \(String(cString: strerror(errno)))")
         }
@@ -33,8 +39,8 @@ public final class ByteStore: @unchecked Sendable {
         guard fstat(fd, &info) == 0 else {
             throw FileFormatError(file: path, kind: .io, "cannot stat: \(String(cString: strerror(errno)))")
         }
-        if (info.st_mode & S_IFMT) == S_IFDIR {
-            throw FileFormatError(file: path, kind: .io, "is a directory, expected a file")
+        if let kind = FileKind.nonRegular(info.st_mode) {
+            throw FileFormatError(file: path, kind: .io, "is \(kind), expected a regular file")
         }
         let size = Int(info.st_size)
         owned = nil
@@ -81,4 +87,31 @@ public final class ByteStore: @unchecked Sendable {
     }
 
     public var count: Int { bytes.count }
+}
+
+/// What kind of file system entry a path is, for the readers that accept only regular files.
+public enum FileKind {
+    /// A description of a non-regular file type ("a FIFO (named pipe)", ...), nil for a regular file.
+    public static func nonRegular(_ mode: mode_t) -> String? {
+        switch mode & S_IFMT {
+        case S_IFREG: nil
+        case S_IFDIR: "a directory"
+        case S_IFIFO: "a FIFO (named pipe)"
+        case S_IFSOCK: "a socket"
+        case S_IFCHR: "a character device"
+        case S_IFBLK: "a block device"
+        case S_IFLNK: "a symbolic link"
+        default: "a special file"
+        }
+    }
+
+    /// Throws `FileFormatError(.io)` "is a FIFO (named pipe), expected a regular file" (and so on)
+    /// when `path` exists and is not a regular file; a missing path is left to the open that follows.
+    public static func requireRegular(_ path: String) throws {
+        var info = stat()
+        guard stat(path, &info) == 0 else { return }
+        if let kind = nonRegular(info.st_mode) {
+            throw FileFormatError(file: path, kind: .io, "is \(kind), expected a regular file")
+        }
+    }
 }
