@@ -36,7 +36,7 @@ struct EngineQuantizationGroup: ParsableArguments {
         let format: any NumericFormat
         do { format = try FormatRegistry.named(name) } catch { throw usageError("--quantize: \(error)") }
         let options = try quantization.options()
-        let selection = try quantization.selection()
+        let selection = try quantization.selection(for: engine.model)
         let progress = Progress(total: 0, label: "quantizing \(format.name)")
         let started = Clock.now
         let results: [LayerResult]
