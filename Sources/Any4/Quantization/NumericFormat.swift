@@ -162,6 +162,9 @@ public enum QuantizationError: Error, Equatable, CustomStringConvertible {
     case unknownFormat(String)
     case nonFinite(tensor: String, row: Int, column: Int, value: Float)
     case groupsDoNotDivide(tensor: String, width: Int, groupSize: Int)
+    /// A row whose scales, zeros, table or dequantized weights overflow the dtype they are stored
+    /// in (weights too large for the format); `detail` says which value.
+    case overflow(tensor: String, row: Int, detail: String)
     case cancelled
 
     public var description: String {
@@ -173,6 +176,7 @@ public enum QuantizationError: Error, Equatable, CustomStringConvertible {
             "\(tensor): weight [\(row), \(column)] is \(value); refusing to quantize non-finite weights"
         case let .groupsDoNotDivide(tensor, width, groupSize):
             "\(tensor): width \(width) is not a multiple of the group size \(groupSize) (--strict-groups)"
+        case let .overflow(tensor, row, detail): "\(tensor): row \(row): \(detail)"
         case .cancelled: "cancelled"
         }
     }
