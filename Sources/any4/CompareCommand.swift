@@ -58,7 +58,7 @@ struct CompareCommand: ParsableCommand {
         }
         guard !variants.isEmpty else { throw usageError("--formats is empty") }
         let model = try openModel(self.model)
-        let layers = try selectedLayers(model, try quantization.selection(), quantization)
+        let layers = try selectedLayers(model, try quantization.selection(for: model), quantization)
         let calibration = try quantization.calibration(options)
 
         let progress = Progress(total: layers.reduce(0) { $0 + $1.shape[0] } * variants.count, label: "comparing")

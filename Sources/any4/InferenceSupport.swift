@@ -36,7 +36,7 @@ struct EngineQuantizationGroup: ParsableArguments {
         let format: any NumericFormat
         do { format = try FormatRegistry.named(name) } catch { throw usageError("--quantize: \(error)") }
         let options = try quantization.options()
-        let selection = try quantization.selection()
+        let selection = try quantization.selection(for: engine.model)
         let progress = Progress(total: 0, label: "quantizing \(format.name)")
         let started = Clock.now
         let results: [LayerResult]
@@ -105,12 +105,16 @@ func calibrationSequences(engine: any TransformerEngine, tokenizer: any TextToke
     return [Array(ids.prefix(llama.config.contextLength))]
 }
 
-/// A UTF-8 text file, or status 2 naming the file (missing, unreadable, not UTF-8, empty).
+/// A UTF-8 text file, or status 2 naming the file (missing, unreadable, not a regular file — a
+/// FIFO, device or socket would block or never end —, not UTF-8, empty).
 func readText(_ path: String, what: String) throws -> String {
-    guard let data = FileManager.default.contents(atPath: path) else {
-        throw usageError("\(path): cannot read the \(what) (missing or unreadable)")
+    let store: ByteStore
+    do {
+        store = try ByteStore(mapping: path)
+    } catch let error as FileFormatError {
+        throw usageError("\(path): cannot read the \(what): \(error.message)")
     }
-    guard let text = String(data: data, encoding: .utf8) else {
+    guard let text = String(validating: store.bytes, as: UTF8.self) else {
         throw usageError("\(path): the \(what) is not UTF-8 text")
     }
     guard !text.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else {

@@ -19,20 +19,21 @@ struct InspectCommand: ParsableCommand {
     @Flag(help: "Decode every tensor and add min, max, mean, std, kurtosis and the share beyond 6 std.")
     var stats = false
 
-    @Option(help: "Only tensors whose name matches this regular expression.")
+    @Option(help: "Only tensors whose name contains a match of this regular expression (a pattern that runs longer than 2 s against one name is refused).")
     var filter: String?
 
     func run() throws {
-        let regex: Regex<AnyRegexOutput>?
-        do {
-            regex = try filter.map { try Regex($0) }
-        } catch {
-            throw usageError("--filter: not a valid regular expression: \(filter ?? "")")
-        }
+        let regex = try compilePattern(filter, "--filter")
         let model = try openModel(path)
-        let selected = model.tensors.indices.filter { i in
-            guard let regex else { return true }
-            return model.tensors[i].name.contains(regex)
+        var selected = Array(model.tensors.indices)
+        if let regex {
+            let matched: [Bool]
+            do {
+                matched = try BoundedMatching.matches(regex, in: model.tensors.map(\.name))
+            } catch {
+                throw usageError("--filter: pattern \"\(filter ?? "")\" \(error)")
+            }
+            selected = selected.filter { matched[$0] }
         }
         if selected.isEmpty, let filter {
             throw usageError("no tensor of \(model.path) matches --filter \(filter)")

@@ -19,10 +19,10 @@ struct QuantizationOptionGroup: ParsableArguments {
     @Option(help: "Calibration statistic for calib:FILE and --calibrate: mean (|mean|), absmean or sqmean (the default: lowest SmolLM2 perplexity of the three, see README).")
     var stat = "sqmean"
 
-    @Option(help: "Regular expression: only linear layers whose name matches.")
+    @Option(help: "Regular expression: only linear layers whose name contains a match (a pattern that runs longer than 2 s against one name is refused).")
     var layers: String?
 
-    @Option(help: "Regular expression: leave matching layers unquantized (default: the LM head).")
+    @Option(help: "Regular expression: leave matching layers unquantized (default: the LM head; same time bound as --layers).")
     var skip: String?
 
     @Option(parsing: .unconditional, help: "Worker threads, 0 to 1024 (0: all cores).")
@@ -63,18 +63,29 @@ struct QuantizationOptionGroup: ParsableArguments {
         return o
     }
 
-    func selection() throws -> LayerSelection {
-        func regex(_ text: String?, _ flag: String) throws -> Regex<AnyRegexOutput>? {
-            guard let text else { return nil }
-            do { return try Regex(text) } catch { throw usageError("\(flag): not a valid regular expression: \(text)") }
+    /// The layer selection for `model`: `--layers` and `--skip` compiled and matched against its
+    /// linear layers' names with a time bound (status 2 for a bad pattern or one that runs over).
+    func selection(for model: Model) throws -> LayerSelection {
+        let include = try compilePattern(layers, "--layers")
+        let skip = try compilePattern(skip, "--skip")
+        do {
+            return try LayerSelection(include: include, skip: skip).resolved(for: model.tensors.filter(\.isLinear).map(\.name))
+        } catch {
+            let (flag, text) = error.which == "skip" ? ("--skip", self.skip ?? "") : ("--layers", layers ?? "")
+            throw usageError("\(flag): pattern \"\(text)\" \(error)")
         }
-        return LayerSelection(include: try regex(layers, "--layers"), skip: try regex(skip, "--skip"))
     }
 
     func calibration(_ options: QuantizationOptions) throws -> CalibrationStats? {
         guard case .calibration(let path, _) = options.sampleWeighting else { return nil }
         return try reportingFileErrors { try CalibrationStats.load(path) }
     }
+}
+
+/// A regular expression from the command line, or status 2 naming the option.
+func compilePattern(_ text: String?, _ flag: String) throws -> Regex<AnyRegexOutput>? {
+    guard let text else { return nil }
+    do { return try Regex(text) } catch { throw usageError("\(flag): not a valid regular expression: \(text)") }
 }
 
 /// Prints `message` as an error and exits with status 2.

@@ -40,8 +40,8 @@ struct QuantizeCommand: ParsableCommand {
         let numeric: any NumericFormat
         do { numeric = try FormatRegistry.named(format) } catch { throw usageError("--format: \(error)") }
         let options = try quantization.options()
-        let selection = try quantization.selection()
         let model = try openModel(self.model)
+        let selection = try quantization.selection(for: model)
         let layers = try selectedLayers(model, selection, quantization)
         if calibrate, case .calibration = options.sampleWeighting {
             throw usageError("--calibrate computes its own statistics; drop --sample-weight calib:FILE")

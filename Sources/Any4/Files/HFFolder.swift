@@ -54,9 +54,12 @@ public struct HFFolder: Sendable {
 
 // MARK: - Small file helpers
 
+/// Whether `path` names something that is not a directory. A FIFO, socket or device counts, so
+/// that a reader which then opens it reports what it is ("is a FIFO (named pipe), expected a
+/// regular file") instead of the file being silently taken as absent.
 func fileExists(_ path: String) -> Bool {
     var info = stat()
-    return stat(path, &info) == 0 && (info.st_mode & S_IFMT) == S_IFREG
+    return stat(path, &info) == 0 && (info.st_mode & S_IFMT) != S_IFDIR
 }
 
 func isDirectory(_ path: String) -> Bool {

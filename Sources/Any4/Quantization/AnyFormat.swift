@@ -27,7 +27,7 @@ public struct AnyFormat: NumericFormat {
             scales[g] = s
             zeros[g] = z
             for c in range {
-                scaled[c] = (values[c] - low) / s
+                scaled[c] = GroupScaling.scaled(values[c], low: low, scale: s)
                 switch weighting {
                 case .none: weights[c] = 1
                 case .scale: weights[c] = s
@@ -48,6 +48,9 @@ public struct AnyFormat: NumericFormat {
                 Self.scaleRow(job.values, groups: job.groups, bits: codeBits, storage: job.storage,
                               weighting: job.options.sampleWeighting, channelWeights: job.channelWeights,
                               scales: job.scales, zeros: job.zeros, scaled: scaled, weights: weights)
+                // A scale or zero the storage dtype cannot hold leaves nothing to cluster; the
+                // row check reports it.
+                guard job.scales.allSatisfy(\.isFinite), job.zeros.allSatisfy(\.isFinite) else { return }
                 let values = UnsafeBufferPointer(rebasing: scaled[0..<n])
                 let w: UnsafeBufferPointer<Float>? = job.options.sampleWeighting == .none ? nil : UnsafeBufferPointer(rebasing: weights[0..<n])
                 let k = 1 << codeBits

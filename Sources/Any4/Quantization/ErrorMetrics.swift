@@ -8,7 +8,8 @@ public struct ErrorMetrics: Sendable, Equatable {
     public var sqnrDB: Double
     public var maxAbsError: Double
 
-    /// Compares `original` and `approximation` element by element (Double accumulation).
+    /// Compares `original` and `approximation` element by element (Double accumulation). A NaN
+    /// in either makes every figure NaN (`max(worst, NaN)` would keep `worst` and read as exact).
     public init(original: [Float], approximation: [Float]) {
         precondition(original.count == approximation.count, "sizes differ")
         var signal = 0.0, noise = 0.0, worst = 0.0
@@ -17,8 +18,10 @@ public struct ErrorMetrics: Sendable, Equatable {
             let d = w - Double(approximation[i])
             signal += w * w
             noise += d * d
-            worst = max(worst, abs(d))
+            if !(abs(d) <= worst) { worst = abs(d) }
+            if worst.isNaN { break }
         }
+        if worst.isNaN { signal = .nan; noise = .nan }
         mse = original.isEmpty ? 0 : noise / Double(original.count)
         sqnrDB = noise == 0 ? .infinity : 10 * log10(signal / noise)
         maxAbsError = worst

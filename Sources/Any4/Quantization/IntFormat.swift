@@ -23,8 +23,10 @@ public struct IntFormat: NumericFormat {
             job.scales[g] = s
             job.zeros[g] = z
             for c in range {
-                let v = ((job.values[c] - low) / s).rounded(.toNearestOrEven)
-                job.codes[c] = UInt8(min(max(v, 0), levels))
+                let v = GroupScaling.scaled(job.values[c], low: low, scale: s).rounded(.toNearestOrEven)
+                // NaN (only from a scale the storage dtype cannot hold, which the row check
+                // reports) takes code 0 rather than trapping in the conversion.
+                job.codes[c] = v >= 0 ? UInt8(min(v, levels)) : 0
             }
         }
     }
@@ -34,6 +36,11 @@ public struct IntFormat: NumericFormat {
 public enum GroupScaling {
     /// The stored scale s and zero z of `range`, and the effective minimum min′ = z − s·2^(b−1),
     /// after rounding s and z to the storage dtype (so that codes are chosen against what is stored).
+    ///
+    /// Computed in Float as the format defines; a step that overflows Float (weights near ±3e38,
+    /// whose range max − min exceeds Float's) is redone in Double, where the range, the zero and
+    /// min′ fit. A scale or zero the storage dtype cannot hold comes back infinite, for the row
+    /// check to report.
     @inline(__always)
     public static func asymmetric(_ values: UnsafeBufferPointer<Float>, _ range: Range<Int>, levels: Float, half: Float,
                                   storage: StorageRounding) -> (scale: Float, zero: Float, low: Float) {
@@ -43,8 +50,20 @@ public enum GroupScaling {
             mx = max(mx, values[c])
         }
         var s = storage(max(mx - mn, 1e-6) / levels)
+        if !s.isFinite { s = storage(Float((Double(mx) - Double(mn)) / Double(levels))) }
         if s == 0 { s = 1e-6 / levels }  // only if the storage dtype flushes 1e-6/levels to zero
-        let z = storage(mn + s * half)
-        return (s, z, z - s * half)
+        var z = storage(mn + s * half)
+        if !z.isFinite { z = storage(Float(Double(mn) + Double(s) * Double(half))) }
+        var low = z - s * half
+        if !low.isFinite { low = Float(Double(z) - Double(s) * Double(half)) }
+        return (s, z, low)
+    }
+
+    /// (v − min′) / s, the value in the group-scaled domain [0, 2^b − 1]; in Double when v − min′
+    /// overflows Float (a group spanning more than Float's range).
+    @inline(__always)
+    public static func scaled(_ v: Float, low: Float, scale: Float) -> Float {
+        let d = v - low
+        return d.isFinite ? d / scale : Float((Double(v) - Double(low)) / Double(scale))
     }
 }

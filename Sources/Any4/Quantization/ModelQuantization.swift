@@ -1,13 +1,44 @@
 /// Which linear layers of a model to quantize.
+///
+/// The patterns are Swift regular expressions that a layer's name must contain a match of. Given
+/// by a user, they are matched with a time bound once per model (``resolved(for:limit:)``), which
+/// also records the answers, so that the many later `selects` calls do not match again.
 public struct LayerSelection: @unchecked Sendable {
     /// Only layers whose name matches (nil: all linear layers).
     public var include: Regex<AnyRegexOutput>?
     /// Layers whose name matches are left as they are (nil: the default skip).
     public var skip: Regex<AnyRegexOutput>?
+    /// Names already matched by `resolved`: whether `include` and `skip` match each.
+    private var known: [String: (include: Bool, skip: Bool)] = [:]
 
     public init(include: Regex<AnyRegexOutput>? = nil, skip: Regex<AnyRegexOutput>? = nil) {
         self.include = include
         self.skip = skip
+    }
+
+    /// This selection with both patterns matched against `names` under ``BoundedMatching``'s
+    /// bound, the answers kept for `selects`.
+    ///
+    /// - Throws: ``PatternTimeout`` (its `which` is `include` or `skip`) when a pattern runs longer
+    ///   than `limit` seconds against one name.
+    public func resolved(for names: [String], limit: Double = BoundedMatching.defaultLimit) throws(PatternTimeout) -> LayerSelection {
+        func run(_ regex: Regex<AnyRegexOutput>?, _ which: String) throws(PatternTimeout) -> [Bool]? {
+            guard let regex else { return nil }
+            do {
+                return try BoundedMatching.matches(regex, in: names, limit: limit)
+            } catch {
+                var timeout = error
+                timeout.which = which
+                throw timeout
+            }
+        }
+        let included = try run(include, "include")
+        let skipped = try run(skip, "skip")
+        var copy = self
+        for (i, name) in names.enumerated() {
+            copy.known[name] = (included?[i] ?? true, skipped?[i] ?? false)
+        }
+        return copy
     }
 
     /// The LM head is skipped by default, as the paper does (embeddings are not linear layers).
@@ -19,8 +50,9 @@ public struct LayerSelection: @unchecked Sendable {
     /// as it is, whatever its other dimension, so no work is ever proportional to that dimension.
     public func selects(_ tensor: ModelTensor) -> Bool {
         guard tensor.isLinear, tensor.info.elementCount > 0 else { return false }
-        if let include, !tensor.name.contains(include) { return false }
-        if let skip { return !tensor.name.contains(skip) }
+        let answer = known[tensor.name]
+        if let include, !(answer?.include ?? tensor.name.contains(include)) { return false }
+        if let skip { return !(answer?.skip ?? tensor.name.contains(skip)) }
         return !Self.isDefaultSkipped(tensor.name)
     }
 }

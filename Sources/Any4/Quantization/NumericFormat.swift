@@ -179,6 +179,9 @@ public enum QuantizationError: Error, Equatable, CustomStringConvertible {
     case groupsDoNotDivide(tensor: String, width: Int, groupSize: Int)
     /// A size of the quantized tensor overflows or needs more memory than the machine can give.
     case tooLarge(SizeError)
+    /// A row whose scales, zeros, table or dequantized weights overflow the dtype they are stored
+    /// in (weights too large for the format); `detail` says which value.
+    case overflow(tensor: String, row: Int, detail: String)
     case cancelled
 
     public var description: String {
@@ -191,6 +194,7 @@ public enum QuantizationError: Error, Equatable, CustomStringConvertible {
         case let .groupsDoNotDivide(tensor, width, groupSize):
             "\(tensor): width \(width) is not a multiple of the group size \(groupSize) (--strict-groups)"
         case .tooLarge(let error): error.description
+        case let .overflow(tensor, row, detail): "\(tensor): row \(row): \(detail)"
         case .cancelled: "cancelled"
         }
     }

@@ -1,4 +1,5 @@
 import Dispatch
+import Synchronization
 
 /// Quantizes weight matrices in any registered format, rows spread over all cores.
 public enum Quantizer {
@@ -11,8 +12,8 @@ public enum Quantizer {
     ///   - progress: counts rows; cancelling it stops the work with `.cancelled`.
     /// - Throws: ``QuantizationError`` for bad options, a matrix without elements, non-finite
     ///   weights, a non-dividing group size under `strictGroups`, sizes that overflow or need more
-    ///   memory than the machine can give (`.tooLarge`, naming the tensor and the value), or
-    ///   cancellation.
+    ///   memory than the machine can give (`.tooLarge`, naming the tensor and the value), a row
+    ///   whose stored values overflow (`.overflow`, the lowest such row), or cancellation.
     public static func quantize(_ weights: [Float], rows: Int, cols: Int, name: String, format: any NumericFormat,
                                 options: QuantizationOptions, storage: DType = .f32,
                                 channelWeights: [Float]? = nil, progress: Progress? = nil) throws(QuantizationError) -> QuantizedMatrix {
@@ -46,6 +47,10 @@ public enum Quantizer {
         var zeros = format.hasZeros ? [Float](repeating: 0, count: sizes.groupEntries) : []
         var objectives = [Double](repeating: 0, count: format.perRowTable ? rows : 0)
         let tensorScale = weights.withUnsafeBufferPointer { format.tensorScale(of: $0) }
+        // Dequantized weights are held in the model's dtype (a fake-quant file, a consumer that
+        // dequantizes in F16), whatever dtype the format fixes for its scales.
+        let valueRounding = StorageRounding(storage == .f16 || storage == .bf16 ? storage : .f32)
+        let overflow = RowOverflow()
 
         let threads = options.threads > 0 ? options.threads : SystemInfo.processorCount
         let chunk = max(1, min(64, rows / (threads * 8)))
@@ -70,9 +75,10 @@ public enum Quantizer {
                                 defer { scratchObjective.deallocate() }
                                 while !cancelled.isSet {
                                     let c = next.increment()
-                                    guard c < chunks else { break }
+                                    // Chunks are taken in order: past a failed row, none is needed.
+                                    guard c < chunks, c * chunk < overflow.firstRow else { break }
                                     if progress?.isCancelled == true { cancelled.set(); break }
-                                    for r in (c * chunk)..<min((c + 1) * chunk, rows) {
+                                    rowLoop: for r in (c * chunk)..<min((c + 1) * chunk, rows) {
                                         let job = RowJob(
                                             row: r,
                                             values: UnsafeBufferPointer(rebasing: shared.weights[(r * cols)..<((r + 1) * cols)]),
@@ -85,6 +91,10 @@ public enum Quantizer {
                                             channelWeights: shared.channels,
                                             options: options, tensorScale: tensorScale, storage: rounding, workspace: workspace)
                                         format.quantizeRow(job)
+                                        if let problem = RowOverflow.check(job, format: format, values: valueRounding) {
+                                            overflow.record(row: r, problem)
+                                            break rowLoop
+                                        }
                                     }
                                     progress?.advance(by: min((c + 1) * chunk, rows) - c * chunk)
                                 }
@@ -97,6 +107,7 @@ public enum Quantizer {
         }
         }
         if cancelled.isSet { throw .cancelled }
+        if let (row, problem) = overflow.first { throw .overflow(tensor: name, row: row, detail: problem) }
         return QuantizedMatrix(formatName: format.name, rows: rows, cols: cols, codeBits: format.codeBits, groupSize: groupSize,
                                codes: codes, tables: tables, perRowTable: format.perRowTable, scales: scales, zeros: zeros,
                                tensorScale: tensorScale, storage: rounding.dtype, scaleBits: format.scaleBits ?? rounding.bits,
@@ -152,4 +163,77 @@ private struct SharedBuffers: @unchecked Sendable {
     let scales: UnsafeMutableBufferPointer<Float>
     let zeros: UnsafeMutableBufferPointer<Float>
     let objectives: UnsafeMutableBufferPointer<Double>
+}
+
+/// The check every quantized row passes: each scale, zero and table entry it stores is finite
+/// in its dtype, and each of its weights dequantizes, as ``QuantizedMatrix`` does, to a value the
+/// model's dtype holds. A row that fails is an error naming it, never NaN or ±inf written.
+final class RowOverflow: @unchecked Sendable {
+    private let lock = Mutex<(row: Int, problem: String)?>(nil)
+    private let lowest = Atomic<Int>(Int.max)
+
+    /// The lowest failed row so far (Int.max: none).
+    var firstRow: Int { lowest.load(ordering: .relaxed) }
+
+    var first: (Int, String)? { lock.withLock { $0.map { ($0.row, $0.problem) } } }
+
+    func record(row: Int, _ problem: String) {
+        lock.withLock { current in
+            if current == nil || row < current!.row { current = (row, problem) }
+        }
+        lowest.min(row, ordering: .relaxed)
+    }
+
+    /// What overflows in the row `job` holds, or nil when every stored value is finite.
+    static func check(_ job: RowJob, format: any NumericFormat, values: StorageRounding) -> String? {
+        let dtype = job.storage.dtype.rawValue
+        func weights(_ range: Range<Int>) -> String {
+            var lo = Float.infinity, hi = -Float.infinity
+            for c in range { lo = min(lo, job.values[c]); hi = max(hi, job.values[c]) }
+            return "weights \(lo) … \(hi)"
+        }
+        let scaleName = switch format.name {
+        case "mxfp4": "E8M0"
+        case "nvfp4": "E4M3"
+        default: dtype
+        }
+        for g in 0..<job.groups.count where !job.scales[g].isFinite {
+            let range = job.groups.range(g)
+            return "group \(g) (columns \(range.lowerBound)..<\(range.upperBound), \(weights(range))): the scale is \(job.scales[g]) in \(scaleName); \(format.name) cannot store weights this large"
+        }
+        for g in 0..<job.zeros.count where !job.zeros[g].isFinite {
+            let range = job.groups.range(g)
+            return "group \(g) (columns \(range.lowerBound)..<\(range.upperBound), \(weights(range))): the zero is \(job.zeros[g]) in \(dtype); \(format.name) cannot store weights this large"
+        }
+        if format.perRowTable, let i = job.table.firstIndex(where: { !$0.isFinite }) {
+            return "LUT entry \(i) is \(job.table[i]) in \(dtype)"
+        }
+        let t = job.table
+        for g in 0..<job.groups.count {
+            let s = job.scales[g]
+            let z = job.zeros.isEmpty ? 0 : job.zeros[g]
+            // The largest magnitude a weight of the group dequantizes to (rounding to the dtype is
+            // monotonic, so checking it alone decides the group); NaN is kept as the worst.
+            var worst: Float = 0
+            var worstColumn = -1
+            for c in job.groups.range(g) {
+                let value = (t[Int(job.codes[c])] * s + z) * job.tensorScale
+                if !(abs(value) <= worst) {
+                    worst = abs(value)
+                    worstColumn = c
+                    if worst.isNaN { break }
+                }
+            }
+            guard worstColumn >= 0, !values(worst).isFinite else { continue }
+            let c = worstColumn
+            let value = (t[Int(job.codes[c])] * s + z) * job.tensorScale
+            var detail = "weight [\(job.row), \(c)] = \(job.values[c]) dequantizes to \(value)"
+            if !value.isFinite { detail += " in F32" } else { detail += ", beyond \(values.dtype.rawValue)'s range" }
+            detail += " (table \(t[Int(job.codes[c])]) × scale \(s)"
+            if !job.zeros.isEmpty { detail += " + zero \(z)" }
+            if job.tensorScale != 1 { detail += ", × tensor scale \(job.tensorScale)" }
+            return detail + "); \(format.name) cannot store weights this large"
+        }
+        return nil
+    }
 }

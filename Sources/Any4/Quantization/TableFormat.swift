@@ -79,6 +79,9 @@ public struct TableFormat: NumericFormat {
         guard signedMax != 0 else { return 0 }
         var bestScale: Float = 0
         var bestError = Float.infinity
+        // A candidate the storage dtype (F16) cannot hold never wins; when every one overflows,
+        // the overflowed value is returned for the row check to report (not a silent 0).
+        var overflowed: Float?
         for step in -7...7 {
             let scale = signedMax / (t[0] + Float(step))
             guard scale.isFinite, scale != 0 else { continue }
@@ -91,6 +94,7 @@ public struct TableFormat: NumericFormat {
             }
             guard sumQQ > 0 else { continue }
             let refined = storage(sumXQ / sumQQ)
+            guard refined.isFinite else { overflowed = refined; continue }
             guard refined != 0 else { continue }
             let inv = 1 / refined
             var error: Float = 0
@@ -103,6 +107,7 @@ public struct TableFormat: NumericFormat {
                 bestScale = refined
             }
         }
+        if bestScale == 0, let overflowed { return overflowed }
         return bestScale
     }
 }
