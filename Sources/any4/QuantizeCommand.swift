@@ -8,7 +8,8 @@ struct QuantizeCommand: ParsableCommand {
         discussion: """
             Formats: \(FormatRegistry.all.map(\.name).joined(separator: ", ")). Embeddings are never \
             quantized and the LM head is skipped unless --skip says otherwise. The output is written \
-            to a temporary file and renamed when complete: an error or Ctrl-C leaves no output file. \
+            to a temporary file and renamed when complete: an error, Ctrl-C, SIGTERM or SIGHUP leaves no \
+            output file. \
             MODEL may be `demo` (the built-in model).
             """
     )
@@ -71,8 +72,9 @@ struct QuantizeCommand: ParsableCommand {
                 description = QuantizedCheckpoint.Description(format: numeric, options: o)
                 var quantized: [String: QuantizedMatrix] = [:]
                 for r in results { quantized[r.name] = r.matrix }
+                progress.setLabel("writing \(out)")
                 try QuantizedCheckpoint.write(model: model, quantized: quantized, description: description,
-                                              fakeQuant: fakeQuant, to: out)
+                                              fakeQuant: fakeQuant, to: out, progress: progress)
             }
         } else {
             try runProgressJob(progress, interrupted: "interrupted; nothing was written") {
@@ -83,8 +85,9 @@ struct QuantizeCommand: ParsableCommand {
                 }
                 var quantized: [String: QuantizedMatrix] = [:]
                 for r in results { quantized[r.name] = r.matrix }
+                progress.setLabel("writing \(out)")
                 try QuantizedCheckpoint.write(model: model, quantized: quantized, description: description,
-                                              fakeQuant: fakeQuant, to: out)
+                                              fakeQuant: fakeQuant, to: out, progress: progress)
             }
         }
         let seconds = Clock.now - started

@@ -32,9 +32,13 @@ public enum SafeTensorsWriter {
     }
 
     /// Writes `entries` and `metadata` to `path`, replacing it only once complete.
-    public static func write(_ entries: [Entry], metadata: [String: String] = [:], to path: String) throws {
+    ///
+    /// Cancelling `progress` stops the write with ``QuantizationError/cancelled`` and leaves
+    /// `path` as it was.
+    public static func write(_ entries: [Entry], metadata: [String: String] = [:], to path: String,
+                             progress: Progress? = nil) throws {
         let (prefix, ordered) = try layout(entries, metadata: metadata, file: path)
-        let writer = try AtomicFileWriter(path: path)
+        let writer = try AtomicFileWriter(path: path, progress: progress)
         try writer.write(prefix)
         for entry in ordered { try writer.write(entry.bytes) }
         try writer.commit()
