@@ -74,6 +74,7 @@ struct CalibrateCommand: ParsableCommand {
 
     func run() throws {
         let model = try openModel(self.model)
+        try reportingFileErrors { try OutputGuard.check(out, inputs: model.inputFiles + [prompt ?? defaultPromptPath()]) }
         var options = EngineOptions()
         options.threads = threads
         let engine = try loadEngine(model, options: options)

@@ -9,7 +9,7 @@ struct QuantizeCommand: ParsableCommand {
             Formats: \(FormatRegistry.all.map(\.name).joined(separator: ", ")). Embeddings are never \
             quantized and the LM head is skipped unless --skip says otherwise. The output is written \
             to a temporary file and renamed when complete: an error, Ctrl-C, SIGTERM or SIGHUP leaves no \
-            output file. \
+            output file. An --out that is the model, one of its files or folder, or another input is refused. \
             MODEL may be `demo` (the built-in model).
             """
     )
@@ -51,6 +51,10 @@ struct QuantizeCommand: ParsableCommand {
             throw usageError("--calibrate weighs any-b's k-means; \(numeric.name) has no learned table")
         }
         if prompt != nil && !calibrate { throw usageError("--prompt is for --calibrate") }
+        var inputs = model.inputFiles
+        if case .calibration(let path, _) = options.sampleWeighting { inputs.append(path) }
+        if calibrate { inputs.append(prompt ?? defaultPromptPath()) }
+        try reportingFileErrors { try OutputGuard.check(out, inputs: inputs) }
         let calibration = try quantization.calibration(options)
 
         let progress = Progress(total: layers.reduce(0) { $0 + $1.shape[0] }, label: "quantizing \(numeric.name)")

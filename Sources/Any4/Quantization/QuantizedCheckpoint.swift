@@ -42,9 +42,11 @@ public enum QuantizedCheckpoint {
 
     /// Writes `model` with `quantized` (by weight name) replacing its weights; atomic.
     ///
-    /// Cancelling `progress` stops the write with ``QuantizationError/cancelled`` and writes nothing.
+    /// Refuses (``OutputGuard``) a `path` that is one of the model's own files. Cancelling
+    /// `progress` stops the write with ``QuantizationError/cancelled`` and writes nothing.
     public static func write(model: Model, quantized: [String: QuantizedMatrix], description: Description,
                              fakeQuant: Bool, to path: String, progress: Progress? = nil) throws {
+        try OutputGuard.check(path, inputs: model.inputFiles)
         var entries: [SafeTensorsWriter.Entry] = []
         var layers: [(key: String, value: JSONValue)] = []
         for tensor in model.tensors {
