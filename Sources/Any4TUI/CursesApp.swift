@@ -126,7 +126,8 @@ public final class CursesApp {
         return options
     }
 
-    /// Writes the Model tab's table as CSV and JSON in the current folder (atomically).
+    /// Writes the Model tab's table as CSV and JSON in the current folder (atomically); neither is
+    /// written if either would replace one of the model's files.
     func exportTable() throws {
         let rows = Renderer.modelRows(state, jobs.results)
         var csv = "layer,shape,format,sqnr_db,mse,max_abs_error,output_rel_error,bits_per_weight,seconds\n"
@@ -147,7 +148,9 @@ public final class CursesApp {
             }
             items.append(.object(fields))
         }
-        for (path, text) in [("any4-layers.csv", csv), ("any4-layers.json", JSONValue.object([("model", .string(state.model.path)), ("layers", .array(items))]).serialized + "\n")] {
+        let files = [("any4-layers.csv", csv), ("any4-layers.json", JSONValue.object([("model", .string(state.model.path)), ("layers", .array(items))]).serialized + "\n")]
+        for (path, _) in files { try OutputGuard.check(path, inputs: state.model.inputFiles) }
+        for (path, text) in files {
             let writer = try AtomicFileWriter(path: path)
             try writer.write(text)
             try writer.commit()
@@ -204,8 +207,11 @@ public final class CursesApp {
             let base = state.model.format == .demo ? "demo" : URL(fileURLWithPath: state.model.path).deletingPathExtension().lastPathComponent
             let path = "\(base).\(state.format).safetensors"
             do {
+                // QuantizedCheckpoint.write refuses a path that is one of the model's files (OutputGuard).
                 let n = try jobs.write(state.model, format: state.format, options: quantizationOptions(), to: path)
                 state.status = "wrote \(n) \(state.format) layers to \(path)"
+            } catch let error as FileFormatError where error.kind == .outputIsInput {
+                state.status = "write refused: \(error)"
             } catch {
                 state.status = "write failed: \(error)"
             }
@@ -213,6 +219,8 @@ public final class CursesApp {
             do {
                 try exportTable()
                 state.status = "exported any4-layers.csv and any4-layers.json"
+            } catch let error as FileFormatError where error.kind == .outputIsInput {
+                state.status = "export refused: \(error)"
             } catch {
                 state.status = "export failed: \(error)"
             }

@@ -76,18 +76,21 @@ struct CalibrateCommand: ParsableCommand {
 
     func run() throws {
         let model = try openModel(self.model)
+        try reportingFileErrors { try OutputGuard.check(out, inputs: model.inputFiles + [prompt ?? defaultPromptPath()]) }
         var options = EngineOptions()
         options.threads = threads
         let engine = try loadEngine(model, options: options)
         let tokenizer = try loadTokenizer(model)
         let sequences = try calibrationSequences(engine: engine, tokenizer: tokenizer, promptPath: prompt)
         let progress = Progress(total: 0, label: "calibrating")
-        var stats = try runProgressJob(progress, interrupted: "interrupted; nothing was written") {
-            try EngineQuantization.calibrate(engine, sequences: sequences, progress: progress)
+        let stats = try runProgressJob(progress, interrupted: "interrupted; nothing was written") {
+            var result = try EngineQuantization.calibrate(engine, sequences: sequences, progress: progress)
+            result.metadata["prompt"] = prompt ?? defaultPromptPath()
+            result.metadata["model"] = model.path
+            progress.setLabel("writing \(out)")
+            try result.write(to: out, progress: progress)
+            return result
         }
-        stats.metadata["prompt"] = prompt ?? defaultPromptPath()
-        stats.metadata["model"] = model.path
-        try reportingFileErrors { try stats.write(to: out) }
         let tokens = sequences.reduce(0) { $0 + $1.count }
         print("calibrated \(stats.layers.count) linear layers on \(tokens) tokens; wrote \(out)")
     }

@@ -8,12 +8,16 @@ import Glibc
 import Darwin
 #endif
 
-/// Turns SIGINT and SIGTERM into a cancellation of `progress` while `body` runs, so that long
-/// work stops cleanly (and writes no output file) instead of dying half-way.
+/// The signals that cancel a job: Ctrl-C, `kill`, and the terminal going away.
+let cancellingSignals = [SIGINT, SIGTERM, SIGHUP]
+
+/// Turns SIGINT, SIGTERM and SIGHUP into a cancellation of `progress` while `body` runs, so that
+/// long work, the final write included, stops cleanly (and writes no output file) instead of dying
+/// half-way.
 func cancellingOnInterrupt<T>(_ progress: Progress, _ body: () throws -> T) rethrows -> T {
     let queue = DispatchQueue(label: "any4.signals")
     var sources: [DispatchSourceSignal] = []
-    for sig in [SIGINT, SIGTERM] {
+    for sig in cancellingSignals {
         signal(sig, SIG_IGN)
         let source = DispatchSource.makeSignalSource(signal: sig, queue: queue)
         source.setEventHandler { progress.cancel() }
@@ -22,8 +26,7 @@ func cancellingOnInterrupt<T>(_ progress: Progress, _ body: () throws -> T) reth
     }
     defer {
         for source in sources { source.cancel() }
-        signal(SIGINT, SIG_DFL)
-        signal(SIGTERM, SIG_DFL)
+        for sig in cancellingSignals { signal(sig, SIG_DFL) }
     }
     return try body()
 }

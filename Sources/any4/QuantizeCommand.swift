@@ -8,7 +8,8 @@ struct QuantizeCommand: ParsableCommand {
         discussion: """
             Formats: \(FormatRegistry.all.map(\.name).joined(separator: ", ")). Embeddings are never \
             quantized and the LM head is skipped unless --skip says otherwise. The output is written \
-            to a temporary file and renamed when complete: an error or Ctrl-C leaves no output file. \
+            to a temporary file and renamed when complete: an error, Ctrl-C, SIGTERM or SIGHUP leaves no \
+            output file. An --out that is the model, one of its files or folder, or another input is refused. \
             MODEL may be `demo` (the built-in model).
             """
     )
@@ -50,6 +51,10 @@ struct QuantizeCommand: ParsableCommand {
             throw usageError("--calibrate weighs any-b's k-means; \(numeric.name) has no learned table")
         }
         if prompt != nil && !calibrate { throw usageError("--prompt is for --calibrate") }
+        var inputs = model.inputFiles
+        if case .calibration(let path, _) = options.sampleWeighting { inputs.append(path) }
+        if calibrate { inputs.append(prompt ?? defaultPromptPath()) }
+        try reportingFileErrors { try OutputGuard.check(out, inputs: inputs) }
         let calibration = try quantization.calibration(options)
 
         let progress = Progress(total: layers.reduce(0) { $0 + $1.shape[0] }, label: "quantizing \(numeric.name)")
@@ -71,8 +76,9 @@ struct QuantizeCommand: ParsableCommand {
                 description = QuantizedCheckpoint.Description(format: numeric, options: o)
                 var quantized: [String: QuantizedMatrix] = [:]
                 for r in results { quantized[r.name] = r.matrix }
+                progress.setLabel("writing \(out)")
                 try QuantizedCheckpoint.write(model: model, quantized: quantized, description: description,
-                                              fakeQuant: fakeQuant, to: out)
+                                              fakeQuant: fakeQuant, to: out, progress: progress)
             }
         } else {
             try runProgressJob(progress, interrupted: "interrupted; nothing was written") {
@@ -83,8 +89,9 @@ struct QuantizeCommand: ParsableCommand {
                 }
                 var quantized: [String: QuantizedMatrix] = [:]
                 for r in results { quantized[r.name] = r.matrix }
+                progress.setLabel("writing \(out)")
                 try QuantizedCheckpoint.write(model: model, quantized: quantized, description: description,
-                                              fakeQuant: fakeQuant, to: out)
+                                              fakeQuant: fakeQuant, to: out, progress: progress)
             }
         }
         let seconds = Clock.now - started

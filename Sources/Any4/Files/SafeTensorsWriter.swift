@@ -32,9 +32,20 @@ public enum SafeTensorsWriter {
     }
 
     /// Writes `entries` and `metadata` to `path`, replacing it only once complete.
-    public static func write(_ entries: [Entry], metadata: [String: String] = [:], to path: String) throws {
-        let (prefix, ordered) = try layout(entries, metadata: metadata, file: path)
-        let writer = try AtomicFileWriter(path: path)
+    ///
+    /// A header longer than ``SafeTensorsFile/maxHeaderLength`` (which no reader accepts) is
+    /// refused before any file is created. Cancelling `progress` stops the write with
+    /// ``QuantizationError/cancelled`` and leaves `path` as it was.
+    public static func write(_ entries: [Entry], metadata: [String: String] = [:], to path: String,
+                             progress: Progress? = nil) throws {
+        try write(entries, metadata: metadata, to: path, progress: progress, headerLimit: SafeTensorsFile.maxHeaderLength)
+    }
+
+    /// ``write(_:metadata:to:progress:)`` with another header limit (tests).
+    static func write(_ entries: [Entry], metadata: [String: String], to path: String, progress: Progress?,
+                      headerLimit: Int) throws {
+        let (prefix, ordered) = try layout(entries, metadata: metadata, file: path, headerLimit: headerLimit)
+        let writer = try AtomicFileWriter(path: path, progress: progress)
         try writer.write(prefix)
         for entry in ordered { try writer.write(entry.bytes) }
         try writer.commit()
@@ -50,7 +61,9 @@ public enum SafeTensorsWriter {
     }
 
     /// Validates the entries and returns the 8-byte length plus padded header, and the data order.
-    static func layout(_ entries: [Entry], metadata: [String: String], file: String) throws -> ([UInt8], [Entry]) {
+    /// A header over `headerLimit` bytes (tests pass a small one) is a `.tooLarge` error.
+    static func layout(_ entries: [Entry], metadata: [String: String], file: String,
+                       headerLimit: Int = SafeTensorsFile.maxHeaderLength) throws -> ([UInt8], [Entry]) {
         var seen = Set<String>()
         for entry in entries {
             guard entry.name != "__metadata__", seen.insert(entry.name).inserted else {
@@ -78,6 +91,11 @@ public enum SafeTensorsWriter {
         }
         var header = Array(JSONValue.object(members).serialized.utf8)
         while header.count % 8 != 0 { header.append(0x20) }
+        guard header.count <= headerLimit else {
+            throw FileFormatError(file: file, kind: .tooLarge,
+                                  "the header would be \(header.count) bytes (\(entries.count) tensors, \(metadata.count) metadata keys), "
+                                  + "over the safetensors limit of \(headerLimit) bytes that readers enforce; nothing was written")
+        }
         return (withUnsafeBytes(of: UInt64(header.count).littleEndian) { Array($0) } + header, ordered)
     }
 }

@@ -61,6 +61,22 @@ public final class Model: Sendable {
     /// GGUF version, when the model is a GGUF file.
     public var ggufVersion: Int? { gguf.map { Int($0.version) } }
 
+    /// Every file and folder the model was opened from or is read from later, as given: the GGUF
+    /// or safetensors file; for a Hugging Face folder the folder, its shards and index; and the
+    /// config and tokenizer files that exist beside the weights. Empty for in-memory models.
+    /// An output must be none of them (``OutputGuard``).
+    public var inputFiles: [String] {
+        switch format {
+        case .demo: return []
+        case .gguf: return [path]
+        case .safetensors, .huggingFace:
+            let folder = huggingFace?.path ?? parentDirectory(path)
+            let weights = huggingFace.map { [$0.path] + $0.weightFiles } ?? [path]
+            let companions = ["config.json", "model.safetensors.index.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt"]
+            return weights + companions.map { folder + "/" + $0 }.filter(fileExists)
+        }
+    }
+
     init(path: String, format: ModelFormat, stores: [ByteStore], tensors: [(TensorInfo, Int)],
          config: ModelConfig, metadata: [(key: String, value: String)], gguf: GGUFFile? = nil, huggingFace: HFFolder? = nil) {
         self.path = path

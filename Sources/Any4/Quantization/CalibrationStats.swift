@@ -81,7 +81,9 @@ public struct CalibrationStats: Sendable {
         return CalibrationStats(layers: layers, metadata: file.metadata)
     }
 
-    public func write(to path: String) throws {
+    /// Writes the statistics to `path` (atomic); cancelling `progress` stops the write with
+    /// ``QuantizationError/cancelled`` and writes nothing.
+    public func write(to path: String, progress: Progress? = nil) throws {
         var entries: [SafeTensorsWriter.Entry] = []
         for (key, layer) in layers {
             entries.append(.init(name: key + ".mean", shape: [layer.mean.count], floats: layer.mean))
@@ -91,6 +93,6 @@ public struct CalibrationStats: Sendable {
         }
         var meta = metadata
         meta["any4.calibration"] = "1"
-        try SafeTensorsWriter.write(entries, metadata: meta, to: path)
+        try SafeTensorsWriter.write(entries, metadata: meta, to: path, progress: progress)
     }
 }

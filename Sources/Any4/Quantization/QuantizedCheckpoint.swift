@@ -41,11 +41,16 @@ public enum QuantizedCheckpoint {
     }
 
     /// Writes `model` with `quantized` (by weight name) replacing its weights; atomic.
+    ///
+    /// Refuses (``OutputGuard``) a `path` that is one of the model's own files. Cancelling
+    /// `progress` stops the write with ``QuantizationError/cancelled`` and writes nothing.
     public static func write(model: Model, quantized: [String: QuantizedMatrix], description: Description,
-                             fakeQuant: Bool, to path: String) throws {
+                             fakeQuant: Bool, to path: String, progress: Progress? = nil) throws {
+        try OutputGuard.check(path, inputs: model.inputFiles)
         var entries: [SafeTensorsWriter.Entry] = []
         var layers: [(key: String, value: JSONValue)] = []
         for tensor in model.tensors {
+            if progress?.isCancelled == true { throw QuantizationError.cancelled }
             if let q = quantized[tensor.name] {
                 if fakeQuant {
                     let dtype = ModelQuantization.storageDType(of: tensor)
@@ -69,7 +74,7 @@ public enum QuantizedCheckpoint {
         metadata["any4.version"] = version
         metadata["any4.fake_quant"] = fakeQuant ? "1" : "0"
         if !fakeQuant { metadata["any4.layers"] = JSONValue.object(layers).serialized }
-        try SafeTensorsWriter.write(entries, metadata: metadata, to: path)
+        try SafeTensorsWriter.write(entries, metadata: metadata, to: path, progress: progress)
     }
 
     static func baseName(_ weightName: String) -> String {

@@ -23,6 +23,8 @@ public struct FileFormatError: Error, Sendable, Equatable, CustomStringConvertib
         case unsupported
         /// The file could not be opened, read or written.
         case io
+        /// An output path that is (or resolves to) a file or folder the command reads.
+        case outputIsInput
     }
 
     public var file: String
