@@ -349,6 +349,11 @@ public final class HistogramCache: @unchecked Sendable {
     func compute(model: Model, tensor: ModelTensor, row: Int?, scaled: Bool, bins: Int, groupSize: Int) -> HistogramData {
         do {
             if let row, tensor.shape.count == 2 {
+                // AppState keeps the row inside the selected tensor; a stale one is a note, not a trap.
+                guard row >= 0, row < tensor.info.rowCount else {
+                    return HistogramData(counts: [], low: 0, high: 1, codebook: [], usage: [],
+                                         note: "row \(row) is not in this tensor (\(tensor.info.rowCount) rows)")
+                }
                 let values = try model.decodeRows(tensor, rows: row..<(row + 1))
                 guard values.allSatisfy(\.isFinite) else {
                     return HistogramData(counts: Histogram(values, bins: bins).counts, low: 0, high: 1, codebook: [], usage: [], note: "row has non-finite values: no codebook")
