@@ -257,3 +257,37 @@ extension TUIStateAndViewTests {
         }
     }
 }
+
+extension TUIStateAndViewTests {
+    /// Leaving the UI (quit or a signal) cancels the running job and waits for it: the process
+    /// must not exit under a worker that is still quantizing.
+    func testCancelAndWaitStopsQuantizeAllPromptly() {
+        let jobs = JobCenter()
+        var options = QuantizationOptions()
+        options.cluster = .exact
+        jobs.quantizeAll(Self.demo, format: "any4", options: options)
+        XCTAssertTrue(jobs.isBusy)
+        let started = Date()
+        XCTAssertTrue(jobs.cancelAndWait(timeout: 10))
+        XCTAssertLessThan(Date().timeIntervalSince(started), 2)
+        XCTAssertFalse(jobs.isBusy)
+        XCTAssertEqual(jobs.job?.error.map { $0.contains("cancel") }, true, "\(String(describing: jobs.job))")
+        XCTAssertLessThan(jobs.results.count, Self.demo.tensors.filter(LayerSelection().selects).count)
+        XCTAssertTrue(JobCenter().cancelAndWait(timeout: 0), "nothing to wait for")
+    }
+
+    /// The kernel runner's thread leaves its loop when asked.
+    func testKernelRunnerStops() throws {
+        let state = AppState(model: Self.demo)
+        let tensor = try XCTUnwrap(state.selectedTensor)
+        let result = try ModelQuantization.quantize(tensor, of: Self.demo, format: FormatRegistry.named("any4"), options: QuantizationOptions())
+        let runner = KernelRunner()
+        runner.set(layer: tensor.name, matrix: result.matrix, original: { try Self.demo.decode(tensor) }, batch: 1, paused: false)
+        let deadline = Date().addingTimeInterval(20)
+        while runner.snapshot().latencies.isEmpty && Date() < deadline { Thread.sleep(forTimeInterval: 0.02) }
+        XCTAssertTrue(runner.stop(timeout: 5))
+        let count = runner.snapshot().latencies.count
+        Thread.sleep(forTimeInterval: 0.1)
+        XCTAssertEqual(runner.snapshot().latencies.count, count, "no runs after stop")
+    }
+}
