@@ -42,8 +42,9 @@ failed=0
 for part in $parts; do
     filter=$(filter_for "$part") || exit 2
     # halt_on_error=0: report every race, not only the first; each process writes its reports
-    # to $logs/$part.PID. A process with reports exits with 66 (TSan's exitcode).
-    TSAN_OPTIONS="halt_on_error=0 log_path=$logs/$part" ANY4_STRESS_SECONDS=10 \
+    # to $logs/$part.PID. A process with reports exits with 66 (TSan's exitcode). The
+    # suppressions (false positives, each explained) are in scripts/tsan.supp.
+    TSAN_OPTIONS="halt_on_error=0 log_path=$logs/$part suppressions=$PWD/scripts/tsan.supp" ANY4_STRESS_SECONDS=10 \
         swift test --skip-build --sanitize=thread --scratch-path "$scratch" --filter "$filter" >"$logs/$part-tests.txt" 2>&1
     status=$?
     reports=$(cat "$logs/$part".* 2>/dev/null | grep -c "WARNING: ThreadSanitizer")
