@@ -124,8 +124,15 @@ public struct AppState: Sendable {
         scroll = max(0, min(scroll, max(0, count - treeHeight)))
     }
 
-    /// Applies one action.
+    /// Applies one action. Whatever moves the selection to another tensor (keys, the mouse, the
+    /// filter) starts its histogram at row 0: the row shown must exist in the tensor shown.
     public mutating func apply(_ action: Action) {
+        let before = selectedTensor?.name
+        reduce(action)
+        if selectedTensor?.name != before, histogramRow != nil { histogramRow = 0 }
+    }
+
+    private mutating func reduce(_ action: Action) {
         if let digits = rowJump {
             switch action {
             case .filterInput(let c) where c.isNumber: rowJump = digits + String(c)
@@ -215,7 +222,7 @@ public struct AppState: Sendable {
                 focus = .layers
                 let target = scroll + row - treeTop
                 if target < rows.count {
-                    if target == selection { apply(.toggle) } else { selection = target }
+                    if target == selection { reduce(.toggle) } else { selection = target }
                 }
             } else if row == 0 {
                 focus = .detail
@@ -224,10 +231,6 @@ public struct AppState: Sendable {
         case .runQuantize, .runCompare, .filterInput, .filterBackspace, .endFilter,
              .quantizeAll, .writeCheckpoint, .exportTable, .confirmQuit: break
         }
-        // Moving to another tensor resets the histogram row.
-        let before = rows.indices.contains(selection) ? rows[selection] : nil
         clampSelection()
-        if case .up = action, before != nil { histogramRow = histogramRow == nil ? nil : 0 }
-        if case .down = action { histogramRow = histogramRow == nil ? nil : 0 }
     }
 }

@@ -2,10 +2,12 @@ import Any4
 import CNcurses
 import Dispatch
 import Foundation
+import Synchronization
 
 /// The ncurses backend: the only code that talks to the terminal. It turns keys and mouse events
 /// into ``Action``s, keeps ≥ 20 frames/s while jobs run, and restores the terminal on every exit
-/// path (normal, error, SIGINT, SIGTERM).
+/// path: quit, SIGINT, SIGTERM, SIGHUP, and a crash (SIGSEGV, SIGBUS, SIGILL, SIGABRT, SIGFPE,
+/// SIGTRAP, SIGQUIT: the crash guard of the CNcurses shim, before the crash is reported).
 public final class CursesApp {
     var state: AppState
     let jobs = JobCenter()
@@ -14,8 +16,8 @@ public final class CursesApp {
     let renderer: Renderer
     let useColor: Bool
     private var lastKernelKey = ""
-    /// Set by SIGINT/SIGTERM; the loop then leaves cleanly.
-    private let stop = AtomicFlag()
+    /// The signal (SIGINT, SIGTERM, SIGHUP) that asked the loop to leave, if one has.
+    private let stop = SignalLatch()
 
     /// When the program started (for the time-to-first-frame trace).
     let launchedAt: Double
@@ -31,20 +33,27 @@ public final class CursesApp {
         useColor = !noColor
     }
 
-    /// Runs until the user quits or a signal arrives.
-    public func run() {
+    /// Runs until the user quits or a signal arrives; returns the signal that ended it, if one did.
+    /// The terminal is given back first, then the running job is cancelled and the kernel runner
+    /// stopped (each waited for a bounded time) so that the process does not exit under them.
+    @discardableResult
+    public func run() -> Int32? {
         any4_setlocale()
         let sources = [SIGINT, SIGTERM, SIGHUP].map { sig -> DispatchSourceSignal in
             signal(sig, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-            source.setEventHandler { [stop] in stop.set() }
+            source.setEventHandler { [stop] in stop.raise(sig) }
             source.resume()
             return source
         }
+        any4_guard_save_modes()
         initscr()
         defer {
+            any4_guard_release()
             endwin()
             for s in sources { s.cancel() }
+            jobs.cancelAndWait(timeout: 3)
+            kernel.stop(timeout: 1)
         }
         cbreak()
         noecho()
@@ -55,6 +64,7 @@ public final class CursesApp {
         timeout(50)
         mousemask(any4_all_mouse_events(), nil)
         mouseinterval(0)
+        any4_guard_install()
         if useColor && has_colors() {
             start_color()
             use_default_colors()
@@ -65,7 +75,7 @@ public final class CursesApp {
             init_pair(5, Int16(COLOR_BLACK), Int16(COLOR_CYAN))  // title
         }
         var first = true
-        while !state.quit && !stop.isSet {
+        while !state.quit && stop.signal == nil {
             frame()
             let now = Clock.now
             if first { trace.append("first_frame_ms \(Formatting.fixed((now - launchedAt) * 1000, 2))"); first = false }
@@ -76,6 +86,7 @@ public final class CursesApp {
             handle(key)
         }
         if let tracePath { try? (trace.joined(separator: "\n") + "\n").write(toFile: tracePath, atomically: true, encoding: .utf8) }
+        return stop.signal
     }
 
     func frame() {
@@ -275,4 +286,11 @@ public final class CursesApp {
         default: return nil
         }
     }
+}
+
+/// The first of SIGINT, SIGTERM, SIGHUP to arrive (set from a Dispatch signal source).
+final class SignalLatch: Sendable {
+    private let value = Atomic<Int32>(0)
+    func raise(_ signal: Int32) { _ = value.compareExchange(expected: 0, desired: signal, ordering: .relaxed) }
+    var signal: Int32? { let v = value.load(ordering: .relaxed); return v == 0 ? nil : v }
 }

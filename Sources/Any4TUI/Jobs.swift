@@ -82,6 +82,7 @@ public final class JobCenter: @unchecked Sendable {
               label: "quantizing all \(layers.count) layers to \(format)") { [self] progress in
             let numeric = try FormatRegistry.named(format)
             for layer in layers {
+                if progress.isCancelled { throw QuantizationError.cancelled }
                 let result = try ModelQuantization.quantize(layer, of: model, format: numeric, options: options,
                                                             outputErrorRows: 8, progress: progress)
                 lock.withLock { _results[layer.name] = result }
@@ -110,6 +111,20 @@ public final class JobCenter: @unchecked Sendable {
     public func cancel() {
         lock.withLock { _job?.progress.cancel() }
     }
+
+    /// Cancels the running job and waits up to `timeout` seconds for its worker to stop; false if
+    /// it is still running then. The UI calls it before it leaves, so that the process does not
+    /// exit (and tear down its globals) under a worker that is still quantizing.
+    @discardableResult
+    public func cancelAndWait(timeout: Double) -> Bool {
+        cancel()
+        let deadline = Clock.now + timeout
+        while isBusy {
+            if Clock.now >= deadline { return false }
+            Thread.sleep(forTimeInterval: 0.005)
+        }
+        return true
+    }
 }
 
 /// Runs the lookup kernel on one layer continuously on a background thread and keeps the recent
@@ -131,8 +146,24 @@ public final class KernelRunner: @unchecked Sendable {
     private var gpuLatencies: [Double] = []
     private var gpuNote: String?
     private var gpuName: String?
+    /// Asked to stop (the UI is leaving), and whether the runner's thread is still in its loop.
+    private var stopRequested = false
+    private var looping = false
 
     public init() {}
+
+    /// Stops the runner's thread and waits up to `timeout` seconds for it to leave its loop
+    /// (one kernel run); false if it is still running then. The runner cannot be restarted.
+    @discardableResult
+    public func stop(timeout: Double) -> Bool {
+        lock.withLock { stopRequested = true }
+        let deadline = Clock.now + timeout
+        while lock.withLock({ looping }) {
+            if Clock.now >= deadline { return false }
+            Thread.sleep(forTimeInterval: 0.005)
+        }
+        return true
+    }
 
     public struct Snapshot: Sendable {
         public var layer: String?
@@ -194,8 +225,9 @@ public final class KernelRunner: @unchecked Sendable {
             totalError = nil
             message = "preparing \(name)…"
         }
-        if !started {
+        if !started && !stopRequested {
             started = true
+            looping = true
             let thread = Thread { [weak self] in self?.loop() }
             thread.stackSize = 1 << 20
             thread.start()
@@ -234,6 +266,7 @@ public final class KernelRunner: @unchecked Sendable {
     }
 
     private func loop() {
+        defer { lock.withLock { looping = false } }
         let measured = BandwidthProbe.triadGBps(threads: 1, elements: 8 << 20, repeats: 3)
         lock.withLock { probe = measured }
         switch GPUBackend.load() {
@@ -241,7 +274,7 @@ public final class KernelRunner: @unchecked Sendable {
         case .unavailable(let why): lock.withLock { gpuNote = "GPU: none (\(why))" }
         }
         var iteration = 0
-        while true {
+        while !lock.withLock({ stopRequested }) {
             preparePending()
             lock.lock()
             let current = target, m = batch, isPaused = paused
@@ -349,6 +382,11 @@ public final class HistogramCache: @unchecked Sendable {
     func compute(model: Model, tensor: ModelTensor, row: Int?, scaled: Bool, bins: Int, groupSize: Int) -> HistogramData {
         do {
             if let row, tensor.shape.count == 2 {
+                // AppState keeps the row inside the selected tensor; a stale one is a note, not a trap.
+                guard row >= 0, row < tensor.info.rowCount else {
+                    return HistogramData(counts: [], low: 0, high: 1, codebook: [], usage: [],
+                                         note: "row \(row) is not in this tensor (\(tensor.info.rowCount) rows)")
+                }
                 let values = try model.decodeRows(tensor, rows: row..<(row + 1))
                 guard values.allSatisfy(\.isFinite) else {
                     return HistogramData(counts: Histogram(values, bins: bins).counts, low: 0, high: 1, codebook: [], usage: [], note: "row has non-finite values: no codebook")

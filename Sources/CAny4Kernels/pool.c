@@ -27,7 +27,12 @@ static struct {
     // (job << 32) | next task index: claiming a task is a compare-and-swap on this word, so a
     // worker still looking at an old job can never take (or lose) a task of the new one.
     _Atomic unsigned long long claim;
-    _Atomic int tasks;
+    // (job << 32) | task count. The count carries its job so that a worker that has just finished
+    // job J and reads the count while job J+1 is being set up cannot hold J's claim word against
+    // J+1's (larger) count: that claimed task J.T(J) -- a task that does not exist -- and ran it
+    // with J+1's function, twice over one of J+1's tasks, and left `remaining` one short, so the
+    // caller could return while a task still ran (scripts/tsan-stress.sh, ConcurrencyTests).
+    _Atomic unsigned long long bound;
     _Atomic any4_task_fn fn;
     _Atomic(void *) ctx;
     atomic_int remaining;               // tasks of the current job not yet finished
@@ -49,8 +54,11 @@ static void run_job(unsigned job) {
     for (;;) {
         unsigned long long v = atomic_load_explicit(&pool.claim, memory_order_acquire);
         for (;;) {
-            if ((unsigned)(v >> 32) != job || (int)(v & 0xffffffffu) >= atomic_load_explicit(&pool.tasks, memory_order_relaxed))
-                return;
+            if ((unsigned)(v >> 32) != job) return;
+            // Job J's count, or nothing: J+1 cannot be announced while a task of J is unclaimed,
+            // and a claim word that shows J comes after J's count in memory order.
+            const unsigned long long b = atomic_load_explicit(&pool.bound, memory_order_acquire);
+            if ((unsigned)(b >> 32) != job || (v & 0xffffffffu) >= (b & 0xffffffffu)) return;
             if (atomic_compare_exchange_weak_explicit(&pool.claim, &v, v + 1, memory_order_acq_rel, memory_order_acquire))
                 break;
         }
@@ -92,6 +100,7 @@ static void pool_start(void) {
     pthread_mutex_init(&pool.lock, NULL);
     pthread_cond_init(&pool.wake, NULL);
     atomic_init(&pool.claim, 0);
+    atomic_init(&pool.bound, 0);
     atomic_init(&pool.sleepers, 0);
     int started = 0;
     for (int i = 0; i < w; i++) {
@@ -119,7 +128,7 @@ int any4_pool_run(int tasks, any4_task_fn fn, void *ctx) {
     }
     if (atomic_flag_test_and_set_explicit(&pool.busy, memory_order_acquire)) return 0;
     const unsigned job = ++pool.job;
-    atomic_store_explicit(&pool.tasks, tasks, memory_order_relaxed);
+    atomic_store_explicit(&pool.bound, ((unsigned long long)job << 32) | (unsigned)tasks, memory_order_relaxed);
     atomic_store_explicit(&pool.fn, fn, memory_order_relaxed);
     atomic_store_explicit(&pool.ctx, ctx, memory_order_relaxed);
     atomic_store_explicit(&pool.remaining, tasks, memory_order_relaxed);

@@ -16,6 +16,7 @@ struct TUICommand: ParsableCommand {
     var ascii = false
 
     func run() throws {
+        if isatty(0) == 1 && isatty(1) == 1 { Self.makeCrashReportsNonInteractive() }
         let launched = Clock.now
         let model = try openModel(path)
         guard isatty(0) == 1, isatty(1) == 1 else {
@@ -25,6 +26,22 @@ struct TUICommand: ParsableCommand {
             return
         }
         let noColor = ascii || !(ProcessInfo.processInfo.environment["NO_COLOR"] ?? "").isEmpty
-        CursesApp(model: model, ascii: ascii, noColor: noColor, launchedAt: launched).run()
+        if let signal = CursesApp(model: model, ascii: ascii, noColor: noColor, launchedAt: launched).run() {
+            throw ExitCode(128 + signal)  // 130 for SIGINT, 143 for SIGTERM, 129 for SIGHUP
+        }
+    }
+
+    /// On a terminal, Swift's crash backtracer asks whether to debug and waits up to 30 s for a
+    /// key before the process may die; under the UI nobody answers that prompt (keys meant for
+    /// the UI, a closed window), and a helper whose crashed process is killed meanwhile is left
+    /// behind, blocked for good on a socket it also holds itself. The runtime reads its settings
+    /// from SWIFT_BACKTRACE once, at process start, so the UI runs itself again, once, with
+    /// `interactive=no` added; a SWIFT_BACKTRACE that already says `interactive=` is left alone.
+    static func makeCrashReportsNonInteractive() {
+        let current = ProcessInfo.processInfo.environment["SWIFT_BACKTRACE"] ?? ""
+        guard !current.contains("interactive=") else { return }
+        setenv("SWIFT_BACKTRACE", current.isEmpty ? "interactive=no" : current + ",interactive=no", 1)
+        execv("/proc/self/exe", CommandLine.unsafeArgv)
+        // Only returns if exec failed: carry on with the runtime's defaults.
     }
 }

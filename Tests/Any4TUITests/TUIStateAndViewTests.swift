@@ -189,3 +189,105 @@ extension TUIStateAndViewTests {
         XCTAssertTrue(help.contains("Any key closes this help."), help)
     }
 }
+
+extension TUIStateAndViewTests {
+    /// The histogram row must exist in whatever tensor is selected, however the selection moved
+    /// (issue 18: row 650 of a 688-row tensor kept after clicking a 256-row one trapped in
+    /// `Model.decodeRows`; only the arrow keys reset the row).
+    func testHistogramRowStaysInsideTheSelectedTensor() throws {
+        func onRow650OfGateProj() throws -> AppState {
+            var state = AppState(model: Self.demo)
+            Renderer.layout(&state, width: 120, height: 40)
+            state.apply(.down)
+            XCTAssertEqual(state.selectedTensor?.name, "model.layers.0.mlp.gate_proj.weight")
+            XCTAssertEqual(state.selectedTensor?.info.rowCount, 688)
+            state.apply(.startRowJump)
+            for c in "650" { state.apply(.filterInput(c)) }
+            state.apply(.endFilter)
+            XCTAssertEqual(state.histogramRow, 650)
+            return state
+        }
+        // The mouse: a click on the 256-row down_proj just above.
+        var state = try onRow650OfGateProj()
+        let downProj = try XCTUnwrap(state.visibleRows.firstIndex {
+            if case .tensor(let t) = $0 { return Self.demo.tensors[t].name == "model.layers.0.mlp.down_proj.weight" }
+            return false
+        })
+        state.apply(.click(row: state.treeTop + downProj - state.scroll, column: 1))
+        XCTAssertEqual(state.selectedTensor?.name, "model.layers.0.mlp.down_proj.weight")
+        XCTAssertEqual(state.histogramRow, 0)
+        XCTAssertTrue(render(state).text.contains("row 0 in the group-scaled domain"))
+        // Every other way of moving: each lands on another tensor (or a header) with row 0.
+        let moves: [(String, [Action])] = [
+            ("page up", [.pageUp]), ("page down", [.pageDown]), ("home", [.home]), ("end", [.end]),
+            ("wheel up", [.wheel(up: true)]), ("wheel down", [.wheel(up: false)]),
+            ("filter", [.startFilter] + "down".map { .filterInput($0) } + [.endFilter]),
+            ("filter backspace", [.startFilter] + "gate".map { .filterInput($0) } + [.endFilter, .down, .startFilter, .filterBackspace]),
+        ]
+        for (name, actions) in moves {
+            var state = try onRow650OfGateProj()
+            for action in actions { state.apply(action) }
+            if let t = state.selectedTensor, t.shape.count == 2 {
+                XCTAssertLessThan(state.histogramRow ?? 0, t.info.rowCount, "\(name): row beyond \(t.name)")
+            }
+            _ = render(state)
+        }
+        // Random walks over every way of moving, jumping to the last row of big tensors often.
+        var rng = SplitMix64(seed: 18)
+        var walk = AppState(model: Self.demo)
+        Renderer.layout(&walk, width: 120, height: 30)
+        let steps: [Action] = [.up, .down, .pageUp, .pageDown, .home, .end, .expand, .collapse, .toggle,
+                               .wheel(up: true), .wheel(up: false), .nextRow, .previousRow, .toggleRowMode,
+                               .startFilter, .filterInput("o"), .filterInput("1"), .filterBackspace, .endFilter, .cancel]
+        for step in 0..<3000 {
+            let k = Int(rng.next() % UInt64(steps.count + 2))
+            if k >= steps.count {
+                walk.apply(.click(row: walk.treeTop + Int(rng.next() % UInt64(walk.treeHeight)), column: 1))
+            } else if steps[k] == .nextRow, walk.rowJump == nil, !walk.filtering {
+                walk.apply(.startRowJump)
+                for c in "99999" { walk.apply(.filterInput(c)) }
+                walk.apply(.endFilter)
+            } else {
+                walk.apply(steps[k])
+            }
+            if let t = walk.selectedTensor, t.shape.count == 2, let row = walk.histogramRow {
+                XCTAssertLessThan(row, t.info.rowCount, "step \(step): row \(row) of \(t.name)")
+                if row >= t.info.rowCount { break }
+            }
+        }
+    }
+}
+
+extension TUIStateAndViewTests {
+    /// Leaving the UI (quit or a signal) cancels the running job and waits for it: the process
+    /// must not exit under a worker that is still quantizing.
+    func testCancelAndWaitStopsQuantizeAllPromptly() {
+        let jobs = JobCenter()
+        var options = QuantizationOptions()
+        options.cluster = .exact
+        jobs.quantizeAll(Self.demo, format: "any4", options: options)
+        XCTAssertTrue(jobs.isBusy)
+        let started = Date()
+        XCTAssertTrue(jobs.cancelAndWait(timeout: 10))
+        XCTAssertLessThan(Date().timeIntervalSince(started), 2)
+        XCTAssertFalse(jobs.isBusy)
+        XCTAssertEqual(jobs.job?.error.map { $0.contains("cancel") }, true, "\(String(describing: jobs.job))")
+        XCTAssertLessThan(jobs.results.count, Self.demo.tensors.filter(LayerSelection().selects).count)
+        XCTAssertTrue(JobCenter().cancelAndWait(timeout: 0), "nothing to wait for")
+    }
+
+    /// The kernel runner's thread leaves its loop when asked.
+    func testKernelRunnerStops() throws {
+        let state = AppState(model: Self.demo)
+        let tensor = try XCTUnwrap(state.selectedTensor)
+        let result = try ModelQuantization.quantize(tensor, of: Self.demo, format: FormatRegistry.named("any4"), options: QuantizationOptions())
+        let runner = KernelRunner()
+        runner.set(layer: tensor.name, matrix: result.matrix, original: { try Self.demo.decode(tensor) }, batch: 1, paused: false)
+        let deadline = Date().addingTimeInterval(20)
+        while runner.snapshot().latencies.isEmpty && Date() < deadline { Thread.sleep(forTimeInterval: 0.02) }
+        XCTAssertTrue(runner.stop(timeout: 5))
+        let count = runner.snapshot().latencies.count
+        Thread.sleep(forTimeInterval: 0.1)
+        XCTAssertEqual(runner.snapshot().latencies.count, count, "no runs after stop")
+    }
+}

@@ -32,23 +32,32 @@ public struct ErrorMetrics: Sendable, Equatable {
                                            activations x: [Float]) -> Double {
         let m = x.count / cols
         precondition(m * cols == x.count && original.count == rows * cols, "shapes differ")
-        let partial = Partials(count: rows)
-        DispatchQueue.concurrentPerform(iterations: rows) { r in
-            var num = 0.0, den = 0.0
-            for i in 0..<m {
-                var y = 0.0, e = 0.0
-                for c in 0..<cols {
-                    let xv = Double(x[i * cols + c])
-                    y += xv * Double(original[r * cols + c])
-                    e += xv * Double(original[r * cols + c] - approximation[r * cols + c])
+        // One slot per row, written by the worker that owns the row: plain memory, not a Swift
+        // array in a shared object (concurrent writes through an array's accessors race on its
+        // uniqueness check and could copy or free its buffer twice). Summed in row order after.
+        var num = [Double](repeating: 0, count: rows), den = num
+        num.withUnsafeMutableBufferPointer { numOut in
+            den.withUnsafeMutableBufferPointer { denOut in
+                let out = UncheckedBox((numOut, denOut))
+                DispatchQueue.concurrentPerform(iterations: rows) { r in
+                    var n = 0.0, d = 0.0
+                    for i in 0..<m {
+                        var y = 0.0, e = 0.0
+                        for c in 0..<cols {
+                            let xv = Double(x[i * cols + c])
+                            y += xv * Double(original[r * cols + c])
+                            e += xv * Double(original[r * cols + c] - approximation[r * cols + c])
+                        }
+                        n += e * e
+                        d += y * y
+                    }
+                    out.value.0[r] = n
+                    out.value.1[r] = d
                 }
-                num += e * e
-                den += y * y
             }
-            partial.set(r, num, den)
         }
-        let (num, den) = partial.sums
-        return den > 0 ? (num / den).squareRoot() : (num > 0 ? .infinity : 0)
+        let total = num.reduce(0, +), signal = den.reduce(0, +)
+        return signal > 0 ? (total / signal).squareRoot() : (total > 0 ? .infinity : 0)
     }
 
     /// Gaussian activations [m, cols] from a fixed seed: the default for output error.
@@ -56,13 +65,6 @@ public struct ErrorMetrics: Sendable, Equatable {
         var rng = SplitMix64(seed: seed)
         return (0..<(m * cols)).map { _ in Float(rng.nextGaussian()) }
     }
-}
-
-private final class Partials: @unchecked Sendable {
-    private var num: [Double], den: [Double]
-    init(count: Int) { num = Array(repeating: 0, count: count); den = num }
-    func set(_ i: Int, _ n: Double, _ d: Double) { num[i] = n; den[i] = d }  // distinct indices per worker
-    var sums: (Double, Double) { (num.reduce(0, +), den.reduce(0, +)) }
 }
 
 /// A histogram of values over [low, high] in `bins` equal bins (values outside are clamped in).
