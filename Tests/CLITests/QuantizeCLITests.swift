@@ -93,7 +93,9 @@ final class QuantizeCLITests: XCTestCase {
 }
 
 extension QuantizeCLITests {
-    /// Ctrl-C (SIGINT) in the middle of a quantization: status 130, no output file, no temp file.
+    /// Ctrl-C (SIGINT) in the middle of a run: status 130, no output file, no temp file. Exact
+    /// k-means on MiniLM takes about 1 s on a fast machine, so the write is slowed by the test hook
+    /// (300 ms a write call) to keep the process busy past the signal, whichever phase it is in.
     func testInterruptLeavesNoOutputFile() throws {
         let folder = try TestPaths.requireModel(TestPaths.miniLM)
         let dir = try TestPaths.temporaryDirectory(for: self)
@@ -103,6 +105,7 @@ extension QuantizeCLITests {
         process.arguments = ["quantize", folder, "--format", "any4", "--cluster", "exact", "--out", out]
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
+        process.environment = ProcessInfo.processInfo.environment.merging(["ANY4_TEST_WRITE_DELAY_MS": "300"]) { $1 }
         try process.run()
         Thread.sleep(forTimeInterval: 1.0)
         XCTAssertTrue(process.isRunning, "quantization finished before the interrupt; use a slower case")
