@@ -140,8 +140,8 @@ final class OutputSafetyCLITests: XCTestCase {
         let model = try makeModel(dir)
         XCTAssertEqual(mkfifo(dir + "/fifo", 0o644), 0)
         let cases: [(String, String)] = [
-            (dir, "\(dir): cannot write the output here: it is a folder, not a regular file"),
-            (dir + "/fifo", "fifo: cannot write the output here: it is a FIFO, not a regular file"),
+            (dir, "\(dir): cannot write the output here: it is a directory, not a regular file"),
+            (dir + "/fifo", "fifo: cannot write the output here: it is a FIFO (named pipe), not a regular file"),
             (dir + "/missing/q.safetensors", "cannot write the output: the folder \(dir)/missing does not exist"),
             ("", "the output path is empty"),
         ]

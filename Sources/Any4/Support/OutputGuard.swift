@@ -32,7 +32,7 @@ public enum OutputGuard {
             }
             guard (target.st_mode & S_IFMT) == S_IFREG else {
                 throw FileFormatError(file: output, kind: .io,
-                                      "cannot write the output here: it is \(kindName(target.st_mode)), not a regular file")
+                                      "cannot write the output here: it is \(FileKind.nonRegular(target.st_mode) ?? "a special file"), not a regular file")
             }
             return
         }
@@ -53,16 +53,6 @@ public enum OutputGuard {
         let what = isDirectory(input) ? "input folder" : "input file"
         return FileFormatError(file: output, kind: .outputIsInput,
                                "refusing to write: this is the \(what) \(input) (the same file on disk); choose another output path")
-    }
-
-    static func kindName(_ mode: mode_t) -> String {
-        switch mode & S_IFMT {
-        case S_IFDIR: "a folder"
-        case S_IFIFO: "a FIFO"
-        case S_IFCHR, S_IFBLK: "a device"
-        case S_IFSOCK: "a socket"
-        default: "a special file"
-        }
     }
 
     /// `realpath(3)`: the absolute path with every symlink, `.` and `..` resolved; nil when it
