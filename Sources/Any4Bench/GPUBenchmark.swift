@@ -1,3 +1,7 @@
+import Any4Core
+import Any4GPU
+import Any4Kernels
+
 /// The GPU rows of `any4 bench`: the lookup kernel for every 4-bit format, our dense f16/bf16
 /// kernel, and cuBLAS (`blas` on the GPU) as the vendor baseline every row is compared with.
 extension KernelBenchmark {

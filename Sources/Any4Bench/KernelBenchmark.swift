@@ -1,3 +1,7 @@
+import Any4Core
+import Any4GPU
+import Any4Kernels
+
 /// Times the lookup-GEMM kernels against dense baselines, the way `any4 bench` reports them.
 ///
 /// Unless `hot`, each format's weights are copied until the copies exceed 4× the last-level cache

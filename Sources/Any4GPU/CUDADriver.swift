@@ -1,6 +1,6 @@
 /// The CUDA driver API (`libcuda.so.1`, installed with the NVIDIA driver), loaded at run time:
 /// only the calls the backend makes.
-final class CUDADriver: @unchecked Sendable {
+package final class CUDADriver: @unchecked Sendable {
     typealias Result = Int32
     typealias Handle = OpaquePointer?
     typealias HandleOut = UnsafeMutablePointer<OpaquePointer?>?
@@ -47,7 +47,7 @@ final class CUDADriver: @unchecked Sendable {
 
     /// Opens the driver library and calls cuInit.
     /// - Throws: which library or symbol is missing, or cuInit's error (CUDA_ERROR_NO_DEVICE, …).
-    init(candidates: [String] = CUDADriver.candidates) throws(GPUError) {
+    package init(candidates: [String] = CUDADriver.candidates) throws(GPUError) {
         let l = try DynamicLibrary.open("the CUDA driver (libcuda.so.1, part of the NVIDIA driver)", candidates: candidates)
         library = l
         cuInit = try l.function("cuInit", as: (@convention(c) (UInt32) -> Result).self)

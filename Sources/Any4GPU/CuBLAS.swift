@@ -1,3 +1,5 @@
+import Any4Core
+
 /// cuBLAS (`libcublas.so.12`), loaded at run time: `cublasGemmEx` with f16/bf16 inputs and f32
 /// accumulation and output is the vendor baseline the GPU rows are measured against.
 final class CuBLAS: @unchecked Sendable {
@@ -20,7 +22,7 @@ final class CuBLAS: @unchecked Sendable {
     static var candidates: [String] {
         var names = ["libcublas.so.12", "libcublas.so", "/usr/local/cuda/lib64/libcublas.so.12"]
         for folder in DynamicLibrary.pythonPackageFolders("nvidia/cublas/lib") {
-            names += DynamicLibrary.listDirectory(folder).filter { $0.hasPrefix("libcublas.so") }.sorted().map { folder + "/" + $0 }
+            names += listDirectory(folder).filter { $0.hasPrefix("libcublas.so") }.sorted().map { folder + "/" + $0 }
         }
         return names
     }
@@ -32,7 +34,7 @@ final class CuBLAS: @unchecked Sendable {
             // libcublas needs libcublasLt from the same folder.
             guard path.hasPrefix("/"), let slash = path.lastIndex(of: "/") else { return [] }
             let folder = String(path[..<slash])
-            return DynamicLibrary.listDirectory(folder).filter { $0.hasPrefix("libcublasLt.so") }.map { folder + "/" + $0 }
+            return listDirectory(folder).filter { $0.hasPrefix("libcublasLt.so") }.map { folder + "/" + $0 }
         }
         library = l
         gemmEx = try l.function("cublasGemmEx", as: GemmEx.self)

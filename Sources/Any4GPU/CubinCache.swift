@@ -1,3 +1,5 @@
+import Any4Core
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -48,7 +50,7 @@ public enum CubinCache {
     }
 
     /// The cached bytes at `path`, or nil.
-    static func read(_ path: String) -> [UInt8]? {
+    package static func read(_ path: String) -> [UInt8]? {
         guard DynamicLibrary.isFile(path), let store = try? ByteStore(mapping: path), store.count > 0 else { return nil }
         return Array(store.bytes)
     }
@@ -56,7 +58,7 @@ public enum CubinCache {
     /// Writes `bytes` to `path` atomically, creating the folders; failures are ignored (the cache
     /// is an optimisation) and returned as a note.
     @discardableResult
-    static func write(_ bytes: [UInt8], to path: String) -> String? {
+    package static func write(_ bytes: [UInt8], to path: String) -> String? {
         guard let slash = path.lastIndex(of: "/") else { return "bad cache path \(path)" }
         makeDirectories(String(path[..<slash]))
         do {
@@ -74,7 +76,7 @@ public enum CubinCache {
         var current = ""
         for part in path.split(separator: "/", omittingEmptySubsequences: true) {
             current += "/" + part
-            if !DynamicLibrary.isDirectory(current) { _ = mkdir(current, 0o755) }
+            if !isDirectory(current) { _ = mkdir(current, 0o755) }
         }
     }
 }

@@ -1,3 +1,5 @@
+import Any4Core
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -72,25 +74,6 @@ struct DynamicLibrary: @unchecked Sendable {
         if let home = getenv("HOME").map({ String(cString: $0) }) { prefixes.append(home + "/.local/lib") }
         if let venv = getenv("VIRTUAL_ENV").map({ String(cString: $0) }) { prefixes.insert(venv + "/lib", at: 0) }
         return prefixes
-    }
-
-    /// The entries of a folder (empty when it cannot be read).
-    static func listDirectory(_ path: String) -> [String] {
-        guard let dir = opendir(path) else { return [] }
-        defer { closedir(dir) }
-        var names: [String] = []
-        while let entry = readdir(dir) {
-            let name = withUnsafePointer(to: entry.pointee.d_name) { p in
-                p.withMemoryRebound(to: CChar.self, capacity: Int(NAME_MAX) + 1) { String(cString: $0) }
-            }
-            if name != "." && name != ".." { names.append(name) }
-        }
-        return names
-    }
-
-    static func isDirectory(_ path: String) -> Bool {
-        var s = stat()
-        return stat(path, &s) == 0 && (s.st_mode & S_IFMT) == S_IFDIR
     }
 
     static func isFile(_ path: String) -> Bool {

@@ -1,3 +1,4 @@
+import Any4Core
 import Synchronization
 
 /// The GPU backend: the CUDA driver and NVRTC opened at run time, the kernels of any4_gemm.cu

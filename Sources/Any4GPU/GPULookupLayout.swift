@@ -1,3 +1,5 @@
+import Any4Core
+
 /// The activation type the GPU kernels read: IEEE half or bfloat16 (f32 accumulation either way).
 public enum GPUActivationType: String, Sendable, CaseIterable {
     case f16, bf16
@@ -137,7 +139,7 @@ public struct GPULookupLayout: Sendable {
     }
 
     /// The same layout with other codes (tests: a scrambled layout must not pass).
-    init(copying other: GPULookupLayout, codes: [UInt32]) {
+    package init(copying other: GPULookupLayout, codes: [UInt32]) {
         precondition(codes.count == other.codes.count, "codes must keep their count")
         formatName = other.formatName
         rows = other.rows

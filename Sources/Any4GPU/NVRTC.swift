@@ -1,6 +1,8 @@
+import Any4Core
+
 /// NVIDIA's run-time CUDA compiler (`libnvrtc.so.12`), loaded at run time from the system's
 /// library folders, /usr/local/cuda, or pip's `nvidia-cuda-nvrtc-cu12` wheel.
-final class NVRTC: @unchecked Sendable {
+package final class NVRTC: @unchecked Sendable {
     typealias Program = OpaquePointer?
     typealias GetSize = @convention(c) (Program, UnsafeMutablePointer<Int>?) -> Int32
     typealias GetBytes = @convention(c) (Program, UnsafeMutablePointer<CChar>?) -> Int32
@@ -23,21 +25,21 @@ final class NVRTC: @unchecked Sendable {
     /// toolkit's folder, then pip wheels' `nvidia/cuda_nvrtc/lib` in every Python found.
     static var candidates: [String] { candidates(pythonPrefixes: DynamicLibrary.pythonPrefixes) }
 
-    static func candidates(pythonPrefixes: [String]) -> [String] {
+    package static func candidates(pythonPrefixes: [String]) -> [String] {
         var names = ["libnvrtc.so.12", "libnvrtc.so", "/usr/local/cuda/lib64/libnvrtc.so.12", "/usr/local/cuda/lib64/libnvrtc.so"]
         for folder in DynamicLibrary.pythonPackageFolders("nvidia/cuda_nvrtc/lib", prefixes: pythonPrefixes) {
-            names += DynamicLibrary.listDirectory(folder).filter { $0.hasPrefix("libnvrtc.so") }.sorted().map { folder + "/" + $0 }
+            names += listDirectory(folder).filter { $0.hasPrefix("libnvrtc.so") }.sorted().map { folder + "/" + $0 }
         }
         return names
     }
 
-    init(candidates: [String] = NVRTC.candidates) throws(GPUError) {
+    package init(candidates: [String] = NVRTC.candidates) throws(GPUError) {
         // NVRTC opens libnvrtc-builtins itself; a wheel's copy beside it is loaded first, globally.
         let l = try DynamicLibrary.open("NVRTC (libnvrtc.so.12: the CUDA toolkit, or pip install nvidia-cuda-nvrtc-cu12)",
                                         candidates: candidates) { path in
             guard path.hasPrefix("/"), let slash = path.lastIndex(of: "/") else { return [] }
             let folder = String(path[..<slash])
-            return DynamicLibrary.listDirectory(folder).filter { $0.hasPrefix("libnvrtc-builtins.so") }.map { folder + "/" + $0 }
+            return listDirectory(folder).filter { $0.hasPrefix("libnvrtc-builtins.so") }.map { folder + "/" + $0 }
         }
         library = l
         let versionCall = try l.function("nvrtcVersion", as: (@convention(c) (UnsafeMutablePointer<Int32>?, UnsafeMutablePointer<Int32>?) -> Int32).self)

@@ -1,10 +1,12 @@
+import Any4Core
+
 /// Byte-level BPE, as GPT-2 introduced it and Llama 3, Qwen2 and SmolLM use it.
 ///
 /// Encoding: added tokens are cut out of the raw text first; the rest is normalized (NFC, for the
 /// tokenizers that ask), split into words by the ``PreTokenizer``, and each word's UTF-8 bytes
 /// start as one token each (the vocabulary spells byte `b` as the scalar ``ByteLevel/scalar(of:)``)
 /// and are merged pair by pair, the lowest-ranked merge first, the leftmost on ties.
-struct ByteLevelBPETokenizer: TextTokenizer {
+package struct ByteLevelBPETokenizer: TextTokenizer {
     /// What a tokenizer file says, before it is checked and indexed.
     struct Definition {
         /// The file the definition comes from, for errors.
@@ -28,9 +30,9 @@ struct ByteLevelBPETokenizer: TextTokenizer {
         var eosID: Int?
     }
 
-    let vocabularySize: Int
-    var bosID: Int?
-    var eosID: Int?
+    package let vocabularySize: Int
+    package var bosID: Int?
+    package var eosID: Int?
     private let pieces: [String]
     private let tokenIDs: [ExactString: Int32]
     private let isSpecial: [Bool]
@@ -124,7 +126,7 @@ struct ByteLevelBPETokenizer: TextTokenizer {
 
     // MARK: - TextTokenizer
 
-    func encode(_ text: String, addSpecialTokens: Bool) -> [Int] {
+    package func encode(_ text: String, addSpecialTokens: Bool) -> [Int] {
         var out = addSpecialTokens ? prefix : []
         var cache: [ExactString: [Int32]] = [:]
         AddedTokenMatcher.encode(Array(text.utf8), raw: addedTokens, normalized: normalizedAddedTokens,
@@ -134,7 +136,7 @@ struct ByteLevelBPETokenizer: TextTokenizer {
         return out + (addSpecialTokens ? suffix : [])
     }
 
-    func decode(_ ids: [Int], skipSpecial: Bool) -> String {
+    package func decode(_ ids: [Int], skipSpecial: Bool) -> String {
         var bytes: [UInt8] = []
         for id in ids where id >= 0 && id < vocabularySize && !(skipSpecial && isSpecial[id]) {
             bytes += self.bytes(of: id)
@@ -144,12 +146,12 @@ struct ByteLevelBPETokenizer: TextTokenizer {
 
     /// The bytes of the token's scalars read through the byte-level alphabet; the piece's own UTF-8
     /// when a scalar is outside it (as added tokens such as "<|im_start|>" may be).
-    func bytes(of id: Int) -> [UInt8] {
+    package func bytes(of id: Int) -> [UInt8] {
         guard id >= 0, id < vocabularySize else { return [] }
         return ByteLevel.bytes(of: pieces[id])
     }
 
-    func piece(_ id: Int) -> String {
+    package func piece(_ id: Int) -> String {
         id >= 0 && id < vocabularySize ? pieces[id] : ""
     }
 
@@ -258,7 +260,7 @@ private struct MinHeap {
 
 /// GPT-2's reversible byte ↔ scalar alphabet: printable Latin-1 bytes stand for themselves, the
 /// other 68 bytes for U+0100 onwards, in byte order (so the space is "Ġ", U+0120).
-enum ByteLevel {
+package enum ByteLevel {
     private static let scalars: [UInt32] = {
         var table = [UInt32](repeating: 0, count: 256)
         var extra: UInt32 = 0x100
@@ -280,7 +282,7 @@ enum ByteLevel {
         return table
     }()
 
-    static func scalar(of byte: UInt8) -> Unicode.Scalar { Unicode.Scalar(scalars[Int(byte)])! }
+    package static func scalar(of byte: UInt8) -> Unicode.Scalar { Unicode.Scalar(scalars[Int(byte)])! }
 
     /// The bytes `piece` spells in the alphabet, or its own UTF-8 if a scalar is outside it.
     static func bytes(of piece: String) -> [UInt8] { decode(piece) ?? Array(piece.utf8) }

@@ -1,3 +1,5 @@
+import Any4Core
+
 /// What calibration and in-place quantization need from a forward pass: the embedding, the blocks
 /// one at a time over a whole sequence, and the linear layers of each block.
 public protocol TransformerEngine: AnyObject, Sendable {

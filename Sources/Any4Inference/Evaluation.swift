@@ -1,3 +1,5 @@
+import Any4Core
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -54,7 +56,7 @@ public struct Perplexity: Sendable {
     }
 
     /// −log softmax(logits)[target], computed in f64.
-    static func negativeLogLikelihood(_ logits: UnsafePointer<Float>, _ n: Int, _ target: Int) -> Double {
+    package static func negativeLogLikelihood(_ logits: UnsafePointer<Float>, _ n: Int, _ target: Int) -> Double {
         var mx = -Double.infinity
         for i in 0..<n { mx = max(mx, Double(logits[i])) }
         var sum = 0.0
@@ -106,7 +108,7 @@ public struct Generation: Sendable {
         return Generation(tokens: out, promptTokens: prompt.count, prefillSeconds: prefill, decodeSeconds: Clock.now - t0)
     }
 
-    static func argmax(_ v: [Float]) -> Int {
+    package static func argmax(_ v: [Float]) -> Int {
         var best = 0
         for i in 1..<v.count where v[i] > v[best] { best = i }
         return best

@@ -1,3 +1,5 @@
+import Any4Core
+import Any4Kernels
 import CAny4Kernels
 
 /// How the inference engine runs its linear layers.

@@ -1,3 +1,5 @@
+import Any4Core
+
 /// The architecture facts a Llama-family forward pass needs, from GGUF metadata or `config.json`.
 public struct LlamaConfig: Sendable, Equatable {
     public var architecture: String

@@ -1,3 +1,5 @@
+import Any4Core
+import Any4Kernels
 import CAny4Kernels
 
 #if canImport(Glibc)

@@ -3,8 +3,8 @@
 ///
 /// Steps run in order, each refining the pieces of the one before, as the Hugging Face
 /// `Sequence` pre-tokenizer does; `byteLevel` must come last (it hands out the words).
-struct PreTokenizer: Sendable {
-    enum Step: Sendable, Equatable {
+package struct PreTokenizer: Sendable {
+    package enum Step: Sendable, Equatable {
         /// A `Split` by one of the known patterns, each match its own piece ("Isolated").
         case split(SplitPattern)
         /// `Digits`: numbers apart from the rest, each digit alone when `individual`.
@@ -16,8 +16,10 @@ struct PreTokenizer: Sendable {
 
     let steps: [Step]
 
+    package init(steps: [Step]) { self.steps = steps }
+
     /// Calls `body` with the UTF-8 bytes of each word of `bytes` (valid UTF-8), in order.
-    func forEachWord(in bytes: [UInt8], _ body: (ArraySlice<UInt8>) -> Void) {
+    package func forEachWord(in bytes: [UInt8], _ body: (ArraySlice<UInt8>) -> Void) {
         let text = ScalarText(bytes)
         var pieces = text.count == 0 ? [] : [0..<text.count]
         var next: [Range<Int>] = []
@@ -74,7 +76,7 @@ struct PreTokenizer: Sendable {
 /// Each scanner reproduces the regex's leftmost-first alternation with backtracking: at every
 /// position the first alternative that can match wins, greedily. All three patterns match every
 /// scalar, so their matches tile the text.
-enum SplitPattern: Sendable, Equatable {
+package enum SplitPattern: Sendable, Equatable {
     /// GPT-2 (also the `ByteLevel` pre-tokenizer's own pattern).
     case gpt2
     /// Llama 3: case-insensitive contractions, one non-letter glued before letters, numbers in

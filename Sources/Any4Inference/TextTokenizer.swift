@@ -1,3 +1,5 @@
+import Any4Core
+
 /// Text to token ids and back, as a model's own tokenizer does it.
 ///
 /// Ids outside `0..<vocabularySize` are never produced; given to `decode`, `bytes(of:)` or

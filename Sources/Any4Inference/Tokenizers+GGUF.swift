@@ -1,3 +1,5 @@
+import Any4Core
+
 extension Tokenizers {
     /// The tokenizer in a GGUF file's `tokenizer.ggml.*` metadata: "gpt2" (byte-level BPE) or "bert" (WordPiece).
     static func load(gguf: GGUFFile) throws -> any TextTokenizer {

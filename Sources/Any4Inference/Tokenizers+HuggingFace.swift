@@ -1,3 +1,5 @@
+import Any4Core
+
 extension Tokenizers {
     /// A Hugging Face tokenizer.json: a byte-level BPE or a WordPiece model.
     static func load(tokenizerJSON path: String) throws -> any TextTokenizer {

@@ -4,9 +4,9 @@
 /// the core does not import Foundation, so this runs on ``UnicodeTables``, generated from Python's
 /// `unicodedata` by `scripts/generate-unicode-tables.py`. Hangul syllables are decomposed and
 /// composed algorithmically (Unicode §3.12).
-enum UnicodeNormalization {
+package enum UnicodeNormalization {
     /// The canonical decomposition of `scalars`, fully decomposed and canonically ordered.
-    static func nfd(_ scalars: some Sequence<UInt32>) -> [UInt32] {
+    package static func nfd(_ scalars: some Sequence<UInt32>) -> [UInt32] {
         var out: [UInt32] = []
         out.reserveCapacity(scalars.underestimatedCount)
         for scalar in scalars { decompose(scalar, into: &out) }
@@ -15,7 +15,7 @@ enum UnicodeNormalization {
     }
 
     /// The canonical composition of `scalars`: NFD, then the canonical composition algorithm.
-    static func nfc(_ scalars: some Sequence<UInt32>) -> [UInt32] {
+    package static func nfc(_ scalars: some Sequence<UInt32>) -> [UInt32] {
         var text = nfd(scalars)
         guard !text.isEmpty else { return text }
         var starter = 0

@@ -1,3 +1,5 @@
+import Any4Core
+
 /// WordPiece, as BERT tokenizes.
 ///
 /// Encoding: added tokens ([CLS], [MASK], …) are cut out of the raw text; the rest goes through
@@ -202,13 +204,20 @@ struct WordPieceTokenizer: TextTokenizer {
 /// BERT's normalizer: clean the text (drop NUL, U+FFFD and control characters, make every
 /// whitespace a space), put spaces around CJK ideographs, strip accents (NFD, then drop the
 /// nonspacing marks), lowercase — in that order, as the Hugging Face `BertNormalizer` does.
-struct BertNormalizer: Sendable, Equatable {
+package struct BertNormalizer: Sendable, Equatable {
     var cleanText = true
     var handleChineseChars = true
     var stripAccents = true
     var lowercase = true
 
-    func normalize(_ scalars: [UInt32]) -> [UInt32] {
+    package init(cleanText: Bool = true, handleChineseChars: Bool = true, stripAccents: Bool = true, lowercase: Bool = true) {
+        self.cleanText = cleanText
+        self.handleChineseChars = handleChineseChars
+        self.stripAccents = stripAccents
+        self.lowercase = lowercase
+    }
+
+    package func normalize(_ scalars: [UInt32]) -> [UInt32] {
         var text: [UInt32] = []
         text.reserveCapacity(scalars.count)
         for scalar in scalars {
@@ -282,7 +291,7 @@ func isBertPunctuation(_ scalar: UInt32) -> Bool {
 }
 
 /// The string of UTF-32 scalars (valid ones; others are skipped).
-func scalarString(_ scalars: some Sequence<UInt32>) -> String {
+package func scalarString(_ scalars: some Sequence<UInt32>) -> String {
     var bytes: [UInt8] = []
     for scalar in scalars where Unicode.Scalar(scalar) != nil { appendUTF8(scalar, to: &bytes) }
     return String(decoding: bytes, as: UTF8.self)

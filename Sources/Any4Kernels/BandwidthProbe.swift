@@ -1,3 +1,4 @@
+import Any4Core
 import CAny4Kernels
 
 /// A STREAM-triad-like probe, a[i] = b[i] + s·c[i], over arrays far larger than the last-level

@@ -1,3 +1,4 @@
+import Any4Core
 import CAny4Kernels
 
 /// A dense linear layer stored as f32, f16 or bf16, run by the same-care AVX2 kernels (weights

@@ -1,3 +1,5 @@
+import Any4Core
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)

@@ -1,3 +1,4 @@
+import Any4Core
 import CAny4Kernels
 import Dispatch
 

@@ -1,4 +1,4 @@
-import Any4
+import Any4Core
 
 /// The panes and tabs of the explorer.
 public enum Pane: Sendable { case layers, detail }

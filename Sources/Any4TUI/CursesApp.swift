@@ -1,4 +1,4 @@
-import Any4
+import Any4Core
 import CNcurses
 import Dispatch
 import Foundation

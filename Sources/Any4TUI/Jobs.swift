@@ -1,4 +1,6 @@
-import Any4
+import Any4Core
+import Any4GPU
+import Any4Kernels
 import Dispatch
 import Foundation
 
@@ -10,7 +12,7 @@ public final class JobCenter: @unchecked Sendable {
     public struct QuantizeJob: Sendable {
         public var tensor: String
         public var label: String
-        public var progress: Any4.Progress
+        public var progress: Any4Core.Progress
         public var done = false { didSet { if done && finishedAt == nil { finishedAt = Clock.now } } }
         public var error: String?
         public var finishedAt: Double?
@@ -30,8 +32,8 @@ public final class JobCenter: @unchecked Sendable {
 
     /// Starts `work` on a worker thread as the one current job (unless one is running); `work`
     /// reports rows to the progress it is given and stores its results under the lock itself.
-    private func start(tensor: String, total: Int, label: String, _ work: @escaping @Sendable (Any4.Progress) throws -> Void) {
-        let progress = Any4.Progress(total: total, label: label)
+    private func start(tensor: String, total: Int, label: String, _ work: @escaping @Sendable (Any4Core.Progress) throws -> Void) {
+        let progress = Any4Core.Progress(total: total, label: label)
         let started: Bool = lock.withLock {
             if _job.map({ !$0.done }) ?? false { return false }
             _job = QuantizeJob(tensor: tensor, label: label, progress: progress)

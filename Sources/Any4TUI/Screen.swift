@@ -1,5 +1,3 @@
-import Any4
-
 /// How a cell is drawn; the backend maps styles to colours (or to plain text under NO_COLOR).
 public enum Style: UInt8, Sendable {
     case normal, bold, reverse, dim, accent, good, warn, bad, title

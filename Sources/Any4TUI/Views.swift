@@ -1,4 +1,4 @@
-import Any4
+import Any4Core
 
 /// Everything a frame shows, drawn into a ``Screen``.
 public struct Renderer: Sendable {

@@ -1,7 +1,7 @@
 // A small persistent worker pool for fine-grained parallel loops (a decode step makes a few
 // hundred parallel calls of 10-100 µs each; waking a sleeping thread for each costs 30-40 µs).
 // Workers spin for a short while after each job, then sleep on a condition variable.
-#include "any4_kernels.h"
+#include "any4_pool.h"
 
 #include <pthread.h>
 #include <sched.h>

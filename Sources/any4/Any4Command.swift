@@ -1,4 +1,4 @@
-import Any4
+import Any4Core
 import ArgumentParser
 import Foundation
 

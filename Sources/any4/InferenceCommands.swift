@@ -1,4 +1,5 @@
-import Any4
+import Any4Core
+import Any4Inference
 import ArgumentParser
 import Foundation
 

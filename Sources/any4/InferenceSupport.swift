@@ -1,4 +1,6 @@
-import Any4
+import Any4Core
+import Any4Inference
+import Any4Kernels
 import ArgumentParser
 import Foundation
 

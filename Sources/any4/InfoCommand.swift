@@ -1,4 +1,7 @@
-import Any4
+import Any4Bench
+import Any4Core
+import Any4GPU
+import Any4Kernels
 import ArgumentParser
 
 struct InfoCommand: ParsableCommand {

@@ -1,4 +1,4 @@
-import Any4
+import Any4Core
 import ArgumentParser
 
 /// Options shared by `quantize` and `compare`.

@@ -1,4 +1,4 @@
-import Any4
+import Any4Core
 import Any4TUI
 import ArgumentParser
 import Foundation

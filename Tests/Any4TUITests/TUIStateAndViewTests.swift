@@ -1,7 +1,7 @@
-import Any4
+import Any4Core
+import Any4GPU
+import Any4TUI
 import XCTest
-
-@testable import Any4TUI
 
 final class TUIStateAndViewTests: XCTestCase {
     static let demo = try! DemoModel.make()

@@ -1,8 +1,7 @@
+import Any4Core
 import Foundation
 import TestSupport
 import XCTest
-
-@testable import Any4
 
 /// The write side of issue 14: outputs never replace inputs (``OutputGuard``), writes honour
 /// cancellation, stale temporary files are cleaned, and a header no reader accepts is refused.

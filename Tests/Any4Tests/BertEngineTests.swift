@@ -1,7 +1,8 @@
+import Any4Core
+import Any4Inference
 import Foundation
 import XCTest
 
-@testable import Any4
 import TestSupport
 
 /// all-MiniLM-L6-v2 sentence embeddings against an independent float64 numpy forward pass over

@@ -1,8 +1,7 @@
+import Any4Core
 import Dispatch
 import Foundation
 import XCTest
-
-@testable import Any4
 
 /// The shared-state code that worker threads run, hammered from many threads. A data race here
 /// may pass unnoticed in a plain build; `scripts/tsan-stress.sh` runs these tests under Thread

@@ -1,8 +1,7 @@
+import Any4Core
 import Foundation
 import TestSupport
 import XCTest
-
-@testable import Any4
 
 /// Files written by the PyPI `safetensors` and `gguf` packages, read here; and files written here,
 /// read by them. Values must agree bit for bit.

@@ -1,8 +1,9 @@
+import Any4Core
+import Any4GPU
+import Any4Kernels
 import Foundation
 import TestSupport
 import XCTest
-
-@testable import Any4
 
 /// The run-time-loaded GPU backend: without a GPU it must say exactly why; with one, the device
 /// must reproduce the emulation (and so the CPU kernel).

@@ -1,8 +1,9 @@
+import Any4Core
+import Any4GPU
+import Any4Kernels
 import Foundation
 import TestSupport
 import XCTest
-
-@testable import Any4
 
 /// The GPU layout, proved on the CPU: the emulation of any4_gemm.cu reads the layout back in the
 /// kernel's own order and must reproduce the CPU lookup kernel and the dequantized product.

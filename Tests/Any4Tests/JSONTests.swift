@@ -1,6 +1,5 @@
+import Any4Core
 import XCTest
-
-@testable import Any4
 
 final class JSONTests: XCTestCase {
     func parse(_ text: String) throws -> JSONValue { try JSONParser.parse(text, file: "t.json") }

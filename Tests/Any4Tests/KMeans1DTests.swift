@@ -1,6 +1,5 @@
+import Any4Core
 import XCTest
-
-@testable import Any4
 
 /// The any4 codebook learner: exact DP against brute force, Lloyd against the DP, and the edge
 /// cases (few distinct values, n < k, equal values, zero weights, determinism).

@@ -1,8 +1,8 @@
+import Any4Core
+import Any4Kernels
 import CAny4Kernels
 import TestSupport
 import XCTest
-
-@testable import Any4
 
 /// The lookup-GEMM and dense kernels against the f64 product of the (dequantized) weights.
 final class KernelTests: XCTestCase {

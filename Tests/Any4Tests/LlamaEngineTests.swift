@@ -1,7 +1,9 @@
+import Any4Core
+import Any4Inference
+import Any4Kernels
 import Foundation
 import XCTest
 
-@testable import Any4
 import TestSupport
 
 /// The decoder against an independent float64 numpy forward pass over the same GGUF tensors

@@ -1,8 +1,7 @@
+import Any4Core
 import Foundation
 import TestSupport
 import XCTest
-
-@testable import Any4
 
 /// Damaged files: truncations at structural boundaries, byte flips in headers, lying lengths,
 /// offsets and counts, absurd sizes. Every case must end in a thrown FileFormatError (or, for a

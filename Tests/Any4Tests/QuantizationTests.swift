@@ -1,8 +1,7 @@
+import Any4Core
 import Foundation
 import TestSupport
 import XCTest
-
-@testable import Any4
 
 final class QuantizationTests: XCTestCase {
     /// A heavy-tailed random matrix.

@@ -1,8 +1,7 @@
+import Any4Core
 import Foundation
 import TestSupport
 import XCTest
-
-@testable import Any4
 
 /// The two real models fetched by scripts/fetch-models.sh, checked against the Python readers.
 final class RealModelTests: XCTestCase {

@@ -1,9 +1,8 @@
+import Any4Core
 import Dispatch
 import Foundation
 import TestSupport
 import XCTest
-
-@testable import Any4
 
 /// k-means on every row of the real MiniLM encoder weights, group-scaled as any4 does.
 final class RealWeightsKMeansTests: XCTestCase {

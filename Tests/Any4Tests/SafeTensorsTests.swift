@@ -1,8 +1,7 @@
+import Any4Core
 import Foundation
 import TestSupport
 import XCTest
-
-@testable import Any4
 
 final class SafeTensorsTests: XCTestCase {
     /// A file image from a raw header text and `dataSize` bytes of data.

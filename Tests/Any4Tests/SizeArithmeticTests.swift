@@ -1,7 +1,8 @@
+import Any4Bench
+import Any4Core
+import Any4Kernels
 import TestSupport
 import XCTest
-
-@testable import Any4
 
 /// The size computations fed random shapes, group sizes and dtypes, with products far past Int's
 /// range: each answer is a thrown error or the exact size (computed here independently, in

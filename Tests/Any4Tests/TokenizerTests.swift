@@ -1,8 +1,8 @@
+import Any4Core
+import Any4Inference
 import Foundation
 import TestSupport
 import XCTest
-
-@testable import Any4
 
 /// Our tokenizers against the PyPI `tokenizers` package (Tests/Python/tokenize_reference.py): the
 /// same ids for every text, with and without special tokens, and the same decoded text.

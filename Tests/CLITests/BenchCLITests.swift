@@ -1,8 +1,7 @@
+import Any4Core
 import Foundation
 import TestSupport
 import XCTest
-
-@testable import Any4
 
 /// `any4 bench` prints the JSON it promises (small shapes, few runs: a smoke test of the
 /// command, not a measurement).

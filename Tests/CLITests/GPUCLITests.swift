@@ -1,8 +1,7 @@
+import Any4Core
 import Foundation
 import TestSupport
 import XCTest
-
-@testable import Any4
 
 /// `any4 info` and `bench --device`: without a GPU they say why and the rest works unchanged.
 final class GPUCLITests: XCTestCase {

@@ -1,8 +1,7 @@
+import Any4Core
 import Foundation
 import TestSupport
 import XCTest
-
-@testable import Any4
 
 /// tokenize, calibrate, ppl, embed-eval, run and quantize --calibrate as a user runs them.
 final class InferenceCLITests: XCTestCase {

@@ -1,8 +1,7 @@
+import Any4Core
 import Foundation
 import TestSupport
 import XCTest
-
-@testable import Any4
 
 /// Runs the built `any4` binary as a user would.
 final class InspectCLITests: XCTestCase {

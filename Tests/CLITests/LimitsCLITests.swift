@@ -1,8 +1,7 @@
+import Any4Core
 import Foundation
 import TestSupport
 import XCTest
-
-@testable import Any4
 
 /// Issue 14, part B: sizes from files and options. Every numeric option is range-checked as the
 /// command line is parsed; shapes, group counts, packing, bench allocations and KV caches are

@@ -1,8 +1,7 @@
+import Any4Core
 import Foundation
 import TestSupport
 import XCTest
-
-@testable import Any4
 
 /// Issue 14, part A: an output never replaces an input, a signal during the final write leaves
 /// no output, and stale temporary files of dead writers are cleaned up.

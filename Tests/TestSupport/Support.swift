@@ -1,7 +1,6 @@
+import Any4Core
 import Foundation
 import XCTest
-
-import Any4
 
 /// Paths and helpers shared by the test targets.
 public enum TestPaths {

@@ -1,4 +1,5 @@
-import Any4
+import Any4Core
+
 #if canImport(Glibc)
 import Glibc
 #endif

@@ -201,7 +201,7 @@ public final class GGUFFile: Sendable {
 
     // MARK: - Header values
 
-    static func readString(_ c: inout ByteCursor, for what: String) throws -> String {
+    package static func readString(_ c: inout ByteCursor, for what: String) throws -> String {
         let at = c.offset
         let length = try c.read(UInt64.self, for: "the length of \(what)")
         guard length <= UInt64(maxStringLength) else {
@@ -211,7 +211,7 @@ public final class GGUFFile: Sendable {
         return try c.readUTF8(Int(length), for: what)
     }
 
-    static func readValue(_ c: inout ByteCursor, type: UInt32, typeOffset: Int, key: String, depth: Int) throws -> GGUFValue {
+    package static func readValue(_ c: inout ByteCursor, type: UInt32, typeOffset: Int, key: String, depth: Int) throws -> GGUFValue {
         let what = "the value of \(key)"
         switch type {
         case 0: return .uint8(try c.read(UInt8.self, for: what))

@@ -42,8 +42,8 @@ public enum SafeTensorsWriter {
     }
 
     /// ``write(_:metadata:to:progress:)`` with another header limit (tests).
-    static func write(_ entries: [Entry], metadata: [String: String], to path: String, progress: Progress?,
-                      headerLimit: Int) throws {
+    package static func write(_ entries: [Entry], metadata: [String: String], to path: String, progress: Progress?,
+                              headerLimit: Int) throws {
         let (prefix, ordered) = try layout(entries, metadata: metadata, file: path, headerLimit: headerLimit)
         let writer = try AtomicFileWriter(path: path, progress: progress)
         try writer.write(prefix)
@@ -62,8 +62,8 @@ public enum SafeTensorsWriter {
 
     /// Validates the entries and returns the 8-byte length plus padded header, and the data order.
     /// A header over `headerLimit` bytes (tests pass a small one) is a `.tooLarge` error.
-    static func layout(_ entries: [Entry], metadata: [String: String], file: String,
-                       headerLimit: Int = SafeTensorsFile.maxHeaderLength) throws -> ([UInt8], [Entry]) {
+    package static func layout(_ entries: [Entry], metadata: [String: String], file: String,
+                               headerLimit: Int = SafeTensorsFile.maxHeaderLength) throws -> ([UInt8], [Entry]) {
         var seen = Set<String>()
         for entry in entries {
             guard entry.name != "__metadata__", seen.insert(entry.name).inserted else {

@@ -205,7 +205,7 @@ public final class Model: Sendable {
     /// Names of the components that introduce a numbered layer.
     static let blockKeywords: Set<String> = ["blk", "layers", "layer", "h", "blocks", "block"]
 
-    static func place(_ info: TensorInfo, fileIndex: Int) -> ModelTensor {
+    package static func place(_ info: TensorInfo, fileIndex: Int) -> ModelTensor {
         let parts = info.name.split(separator: ".", omittingEmptySubsequences: false).map(String.init)
         var block: String?
         var blockIndex: Int?
@@ -267,7 +267,7 @@ func looksLikeSafetensors(_ store: ByteStore) -> Bool {
     return length >= 2 && length <= UInt64(store.count - 8) && store.bytes[8] == UInt8(ascii: "{")
 }
 
-func parentDirectory(_ path: String) -> String {
+package func parentDirectory(_ path: String) -> String {
     guard let slash = path.lastIndex(of: "/") else { return "." }
     return slash == path.startIndex ? "/" : String(path[..<slash])
 }

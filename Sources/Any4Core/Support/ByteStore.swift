@@ -1,4 +1,4 @@
-import CAny4Kernels
+import CAny4Support
 
 #if canImport(Glibc)
 import Glibc

@@ -1,4 +1,4 @@
-import CAny4Kernels
+import CAny4Support
 import Dispatch
 import Synchronization
 
@@ -6,7 +6,7 @@ import Synchronization
 /// persistent worker pool (workers spin between the many short calls of a decode step), or on
 /// the global Dispatch pool when another thread's job holds it. No thread is created per call.
 @inline(__always)
-func parallelRows(_ rows: Int, threads: Int, _ body: (Int, Int) -> Void) {
+package func parallelRows(_ rows: Int, threads: Int, _ body: (Int, Int) -> Void) {
     let workers = max(1, min(threads, rows))
     if workers == 1 { body(0, rows); return }
     // Large loops are cut into 4 tasks per worker, claimed as workers free up, so a worker that
@@ -41,16 +41,17 @@ private struct ParallelJob {
 }
 
 /// A value handed to concurrent workers that only read it or write disjoint parts of it.
-struct UncheckedBox<T>: @unchecked Sendable {
-    let value: T
-    init(_ value: T) { self.value = value }
+package struct UncheckedBox<T>: @unchecked Sendable {
+    package let value: T
+    package init(_ value: T) { self.value = value }
 }
 
 /// A counter workers take work items from.
-final class AtomicCounter: Sendable {
+package final class AtomicCounter: Sendable {
     private let value = Atomic<Int>(0)
+    package init() {}
     /// Returns the value before the increment.
-    func increment() -> Int { value.add(1, ordering: .relaxed).oldValue }
+    package func increment() -> Int { value.add(1, ordering: .relaxed).oldValue }
 }
 
 /// A flag any thread may raise (cancellation, a signal asking to stop).

@@ -11,14 +11,14 @@ import Darwin
 /// 4 KiB is a TLB miss (and in a virtual machine a two-level page walk), and the hardware
 /// prefetchers stop at each page boundary. On the 2-core VM this project is measured on, a plain
 /// read of 512 MiB ran at 17–19 GB/s with 4 KiB pages and at 20 GB/s with huge pages.
-final class HugePageBuffer<Element: BitwiseCopyable>: @unchecked Sendable {
-    let count: Int
+package final class HugePageBuffer<Element: BitwiseCopyable>: @unchecked Sendable {
+    package let count: Int
     private let base: UnsafeMutablePointer<Element>
 
     static var hugePageBytes: Int { 2 << 20 }
 
     /// `count` elements, each set to `value`.
-    init(repeating value: Element, count: Int) {
+    package init(repeating value: Element, count: Int) {
         self.count = count
         base = Self.allocate(bytes: max(count * MemoryLayout<Element>.stride, 1)).bindMemory(to: Element.self, capacity: count)
         base.initialize(repeating: value, count: count)
@@ -39,14 +39,14 @@ final class HugePageBuffer<Element: BitwiseCopyable>: @unchecked Sendable {
     }
 
     /// A copy of `values`.
-    init(_ values: [Element]) {
+    package init(_ values: [Element]) {
         count = values.count
         base = Self.allocate(bytes: max(count * MemoryLayout<Element>.stride, 1)).bindMemory(to: Element.self, capacity: count)
         values.withUnsafeBufferPointer { if let v = $0.baseAddress { base.initialize(from: v, count: count) } }
     }
 
     /// A copy of `other` in memory of its own.
-    init(copying other: HugePageBuffer<Element>) {
+    package init(copying other: HugePageBuffer<Element>) {
         count = other.count
         let bytes = max(count * MemoryLayout<Element>.stride, 1)
         base = Self.allocate(bytes: bytes).bindMemory(to: Element.self, capacity: count)
@@ -55,11 +55,11 @@ final class HugePageBuffer<Element: BitwiseCopyable>: @unchecked Sendable {
 
     deinit { free(base) }
 
-    func withUnsafeBufferPointer<R>(_ body: (UnsafeBufferPointer<Element>) throws -> R) rethrows -> R {
+    package func withUnsafeBufferPointer<R>(_ body: (UnsafeBufferPointer<Element>) throws -> R) rethrows -> R {
         try body(UnsafeBufferPointer(start: base, count: count))
     }
 
-    func withUnsafeMutableBufferPointer<R>(_ body: (UnsafeMutableBufferPointer<Element>) throws -> R) rethrows -> R {
+    package func withUnsafeMutableBufferPointer<R>(_ body: (UnsafeMutableBufferPointer<Element>) throws -> R) rethrows -> R {
         try body(UnsafeMutableBufferPointer(start: base, count: count))
     }
 }

@@ -133,7 +133,7 @@ public enum MemoryBudget {
     }
 
     /// `MemAvailable` (kB) of /proc/meminfo's text, in bytes.
-    static func meminfoAvailable(_ text: String) -> Int? {
+    package static func meminfoAvailable(_ text: String) -> Int? {
         for line in text.split(separator: "\n") where line.hasPrefix("MemAvailable:") {
             let fields = line.split(separator: " ", omittingEmptySubsequences: true)
             guard fields.count >= 2, let kb = Int(fields[1]) else { return nil }
@@ -144,7 +144,7 @@ public enum MemoryBudget {
     }
 
     /// "4096", "512M", "2G", "1T" (powers of 1024) as bytes; nil if not such a count.
-    static func parseByteCount(_ text: String) -> Int? {
+    package static func parseByteCount(_ text: String) -> Int? {
         var digits = text.trimmingSpaces
         var shift = 0
         if let last = digits.last, let s = ["K": 10, "M": 20, "G": 30, "T": 40][String(last).uppercased()] {

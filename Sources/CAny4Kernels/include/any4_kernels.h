@@ -96,18 +96,6 @@ void any4_q8_quantize_rows(const float *w, int cols, int8_t *wq, float *ws, int 
 void any4_attend(const float *q, const float *k, int k_stride, const float *v, int v_stride, int n, int hd,
                  float scale, float *scratch, float *out, int use_avx2);
 
-/// A task of a parallel loop: runs task `index` of a job whose state is `ctx`.
-typedef void (*any4_task_fn)(void *ctx, int index);
-
-/// Runs fn(ctx, i) for i in [0, tasks) on the calling thread and the persistent pool's workers
-/// (one per extra core; they spin briefly between jobs, then sleep). Returns 1 when done, or 0
-/// without running anything if another thread's job holds the pool (the caller then runs the
-/// loop another way).
-int any4_pool_run(int tasks, any4_task_fn fn, void *ctx);
-
-/// The pool's worker threads (cores − 1).
-int any4_pool_workers(void);
-
 /// STREAM-triad-like probe: a[i] = b[i] + s * c[i] over [begin, end).
 void any4_triad(float *a, const float *b, const float *c, float s, size_t begin, size_t end);
 
