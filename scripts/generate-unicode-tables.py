@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes Sources/Any4/Inference/UnicodeTables.swift from Python's unicodedata.
+"""Writes Sources/Any4Inference/UnicodeTables.swift from Python's unicodedata.
 
 The Swift standard library has no public canonical decomposition (String._nfd is underscored SPI)
 and the core does not import Foundation, so the tokenizers' NFD / NFC (BERT's strip_accents,
@@ -11,12 +11,12 @@ the NFC normalizer of some byte-level BPE tokenizers) run on these tables:
                      not listed.
     combiningClasses the non-zero canonical combining classes, "START[-END]:CCC".
 
-usage: scripts/generate-unicode-tables.py [OUT]   (default Sources/Any4/Inference/UnicodeTables.swift)
+usage: scripts/generate-unicode-tables.py [OUT]   (default Sources/Any4Inference/UnicodeTables.swift)
 """
 import sys
 import unicodedata as ud
 
-out = sys.argv[1] if len(sys.argv) > 1 else "Sources/Any4/Inference/UnicodeTables.swift"
+out = sys.argv[1] if len(sys.argv) > 1 else "Sources/Any4Inference/UnicodeTables.swift"
 
 
 def wrap(entries, width=100):

@@ -167,7 +167,7 @@ final class GPULayoutTests: XCTestCase {
             let r = try runProcess("/usr/bin/env", ["clang++", "-x", "cuda", "--cuda-device-only", "--cuda-gpu-arch=\(arch)",
                                                     "-nocudainc", "-nocudalib", "-fsyntax-only", "-Wall", "-Wextra", "-Werror",
                                                     "-include", root + "/Tests/CUDAHost/device_stand_ins.h",
-                                                    root + "/Sources/Any4/GPU/any4_gemm.cu"])
+                                                    root + "/Sources/Any4GPU/any4_gemm.cu"])
             if r.status == 127 || (r.status != 0 && r.stderr.contains("unsupported option")) {
                 throw XCTSkip("clang++ cannot check CUDA here: \(r.stderr)")
             }
@@ -177,7 +177,7 @@ final class GPULayoutTests: XCTestCase {
 
     /// The CUDA source embedded in the binary is the .cu file in the repository.
     func testEmbeddedKernelSourceMatchesTheCUDAFile() throws {
-        let path = TestPaths.packageRoot + "/Sources/Any4/GPU/any4_gemm.cu"
+        let path = TestPaths.packageRoot + "/Sources/Any4GPU/any4_gemm.cu"
         let file = try String(contentsOfFile: path, encoding: .utf8)
         XCTAssertEqual(GPUKernelSource.text + "\n", file, "run scripts/embed-cuda-source.sh")
         for name in ["any4_lut_f16_m1", "any4_lut_bf16_m16", "any4_dense_f16_m8", "any4_dense_bf16_m2"] {
@@ -196,7 +196,7 @@ struct HostKernelRunner {
         executable = directory + "/runner"
         let root = TestPaths.packageRoot
         let build = try runProcess("/usr/bin/env", ["clang++", "-std=c++17", "-O1", "-pthread", "-DANY4_HOST_CHECK",
-                                                    "-I", root + "/Sources/Any4/GPU", root + "/Tests/CUDAHost/host_runner.cpp",
+                                                    "-I", root + "/Sources/Any4GPU", root + "/Tests/CUDAHost/host_runner.cpp",
                                                     "-o", executable])
         guard build.status == 0 else {
             if build.status == 127 { throw XCTSkip("no clang++: \(build.stderr)") }

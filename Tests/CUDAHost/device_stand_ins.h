@@ -1,5 +1,5 @@
 // Stand-ins for what NVRTC declares implicitly, so that clang's CUDA front end can check
-// Sources/Any4/GPU/any4_gemm.cu as device code on a machine without a CUDA toolkit
+// Sources/Any4GPU/any4_gemm.cu as device code on a machine without a CUDA toolkit
 // (GPULayoutTests: clang++ -x cuda --cuda-device-only -nocudainc -fsyntax-only -include this).
 // Clang's front end is not NVRTC's: a clean check here makes an NVRTC failure unlikely, not
 // impossible. Not shipped.

@@ -1,11 +1,11 @@
-// Runs the kernels of Sources/Any4/GPU/any4_gemm.cu on the CPU, so that the tests can execute
+// Runs the kernels of Sources/Any4GPU/any4_gemm.cu on the CPU, so that the tests can execute
 // the kernel source itself on a machine without a GPU (GPULayoutTests).
 //
 // Every CUDA thread of a block is a std::thread; the warp primitives (__shfl_sync,
 // __shfl_xor_sync) exchange values through a per-warp barrier, so each lane sees exactly the
 // values the hardware would give it. Blocks run one after another.
 //
-//   clang++ -std=c++17 -O1 -pthread -DANY4_HOST_CHECK -I Sources/Any4/GPU host_runner.cpp -o runner
+//   clang++ -std=c++17 -O1 -pthread -DANY4_HOST_CHECK -I Sources/Any4GPU host_runner.cpp -o runner
 //   runner KERNEL BLOCKS DIR     (DIR holds the arguments as files, see main; writes DIR/y)
 //
 // Not shipped: a test tool.

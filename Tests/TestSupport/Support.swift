@@ -19,14 +19,19 @@ public enum TestPaths {
     public static var smolLM2: String { modelsDirectory + "/SmolLM2-135M-Instruct.Q4_1.gguf" }
     public static var miniLM: String { modelsDirectory + "/all-MiniLM-L6-v2" }
 
-    /// The `any4` executable built next to the test bundle.
+    /// The `any4` executable built next to the test bundle (else in the build folder of this
+    /// configuration: `swift test` is debug, `swift test -c release` release).
     public static var any4Binary: String {
         let dir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
         for candidate in [dir, dir.deletingLastPathComponent()] {
             let path = candidate.appendingPathComponent("any4").path
             if FileManager.default.isExecutableFile(atPath: path) { return path }
         }
+        #if DEBUG
         return packageRoot + "/.build/debug/any4"
+        #else
+        return packageRoot + "/.build/release/any4"
+        #endif
     }
 
     public static var isCI: Bool { ProcessInfo.processInfo.environment["CI"] == "true" }
