@@ -24,7 +24,7 @@ logs=$(mktemp -d /tmp/any4-tsan.XXXXXX)
 parts=${*:-ui loops}
 
 echo "building with Thread Sanitizer in $scratch (log: $logs/build.txt)"
-if ! swift build --build-tests --sanitize=thread --scratch-path "$scratch" >"$logs/build.txt" 2>&1; then
+if ! swift build -c release --build-tests --sanitize=thread --scratch-path "$scratch" >"$logs/build.txt" 2>&1; then
     tail -30 "$logs/build.txt"
     exit 2
 fi
@@ -45,7 +45,7 @@ for part in $parts; do
     # to $logs/$part.PID. A process with reports exits with 66 (TSan's exitcode). The
     # suppressions (false positives, each explained) are in scripts/tsan.supp.
     TSAN_OPTIONS="halt_on_error=0 log_path=$logs/$part suppressions=$PWD/scripts/tsan.supp" ANY4_STRESS_SECONDS=10 \
-        swift test --skip-build --sanitize=thread --scratch-path "$scratch" --filter "$filter" >"$logs/$part-tests.txt" 2>&1
+        swift test -c release --skip-build --sanitize=thread --scratch-path "$scratch" --filter "$filter" >"$logs/$part-tests.txt" 2>&1
     status=$?
     reports=$(cat "$logs/$part".* 2>/dev/null | grep -c "WARNING: ThreadSanitizer")
     tests=$(grep -cE "^Test Case .* (passed|failed) \(" "$logs/$part-tests.txt")
