@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Thread Sanitizer stress run (issue 14: no data races).
 #
-# Builds any4 and the tests with -sanitize=thread in their own scratch folder (.build-tsan, or
-# $TSAN_SCRATCH) and runs, under TSan:
+# Builds any4 and the tests (release configuration) with -sanitize=thread in their own scratch
+# folder (.build-tsan, or $TSAN_SCRATCH) and runs, under TSan:
 #   ui     the TUI in tmux (Tests/CLITests/TUIStressTests): quantize-all pressed ~40 times with
 #          tab switches, a format comparison and the live kernel; SIGTERM, SIGINT and SIGHUP
 #          during a job. The UI processes inherit TSAN_OPTIONS. (Not the crash test: under TSan
