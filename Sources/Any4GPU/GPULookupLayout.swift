@@ -92,19 +92,12 @@ public struct GPULookupLayout: Sendable {
     public let tableStride: Int
     public let scaleZero: [Float]
 
-    public enum Unsupported: Error, CustomStringConvertible {
-        case codeBits(Int), groupSize(Int)
-        public var description: String {
-            switch self {
-            case .codeBits(let b): "the GPU lookup kernel takes 4-bit (or narrower) codes, not \(b)-bit"
-            case .groupSize(let g): "the GPU lookup kernel needs a group size that is a multiple of 8, not \(g)"
-            }
-        }
-    }
+    public typealias Unsupported = UnsupportedLayout
 
     public init(_ q: QuantizedMatrix) throws(Unsupported) {
-        guard q.codeBits <= 4 else { throw .codeBits(q.codeBits) }
-        guard q.groupSize > 0, q.groupSize % 8 == 0 else { throw .groupSize(q.groupSize) }
+        let kernel = "the GPU lookup kernel"
+        guard q.codeBits <= 4 else { throw Unsupported(kernel, .codeBits(q.codeBits)) }
+        guard q.groupSize > 0, q.groupSize % 8 == 0 else { throw Unsupported(kernel, .groupSize(q.groupSize, rule: "a multiple of 8")) }
         formatName = q.formatName
         rows = q.rows
         cols = q.cols

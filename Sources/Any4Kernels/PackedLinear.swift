@@ -52,29 +52,17 @@ public final class PackedLinear: @unchecked Sendable {
     /// most the padded width plus a group of ≤ 65536) must stay inside it.
     public static let maxDimension = 1 << 30
 
-    public enum Unsupported: Error, CustomStringConvertible {
-        case codeBits(Int), groupSize(Int)
-        /// A dimension past ``PackedLinear/maxDimension`` (rows, or columns padded to the block).
-        case tooLarge(rows: Int, cols: Int)
-        public var description: String {
-            switch self {
-            case .codeBits(let b): "the lookup kernel takes 4-bit (or narrower) codes, not \(b)-bit"
-            case .groupSize(let g):
-                "the lookup kernel needs a group size that is a multiple of 32 and at most \(QuantizationOptions.maxGroupSize), not \(g)"
-            case let .tooLarge(rows, cols):
-                "the lookup kernel takes at most \(PackedLinear.maxDimension) rows and columns, not [\(rows), \(cols)]"
-            }
-        }
-    }
+    public typealias Unsupported = UnsupportedLayout
 
     public init(_ q: QuantizedMatrix) throws(Unsupported) {
-        guard q.codeBits <= 4 else { throw .codeBits(q.codeBits) }
+        let kernel = "the lookup kernel"
+        guard q.codeBits <= 4 else { throw Unsupported(kernel, .codeBits(q.codeBits)) }
         guard q.groupSize > 0, q.groupSize % 32 == 0, q.groupSize <= QuantizationOptions.maxGroupSize else {
-            throw .groupSize(q.groupSize)
+            throw Unsupported(kernel, .groupSize(q.groupSize, rule: "a multiple of 32 and at most \(QuantizationOptions.maxGroupSize)"))
         }
         // Within these bounds every size below fits an Int32, and rows × padded bytes an Int.
         guard q.rows >= 0, q.cols >= 0, q.rows <= Self.maxDimension, q.cols <= Self.maxDimension else {
-            throw .tooLarge(rows: q.rows, cols: q.cols)
+            throw Unsupported(kernel, .tooLarge(rows: q.rows, cols: q.cols, limit: Self.maxDimension))
         }
         formatName = q.formatName
         rows = q.rows

@@ -175,7 +175,11 @@ final class KernelTests: XCTestCase {
 
     func testUnsupportedLayoutsAreRefused() throws {
         let w = weights(4, 64)
-        XCTAssertThrowsError(try PackedLinear(quantized(w, 4, 64, "nvfp4", group: 64)))
-        XCTAssertThrowsError(try PackedLinear(quantized(w, 4, 64, "int8", group: 64)))
+        XCTAssertThrowsError(try PackedLinear(quantized(w, 4, 64, "nvfp4", group: 64))) {
+            XCTAssertEqual("\($0)", "the lookup kernel needs a group size that is a multiple of 32 and at most \(QuantizationOptions.maxGroupSize), not 16")
+        }
+        XCTAssertThrowsError(try PackedLinear(quantized(w, 4, 64, "int8", group: 64))) {
+            XCTAssertEqual("\($0)", "the lookup kernel takes 4-bit (or narrower) codes, not 8-bit")
+        }
     }
 }
