@@ -280,10 +280,10 @@ struct RunCommand: ParsableCommand {
         var text = promptText
         var stop: Set<Int> = tokenizer.eosID.map { [$0] } ?? []
         if chat {
-            let end = tokenizer.encode("<|im_end|>", addSpecialTokens: false)
-            guard end.count == 1 else { throw usageError("--chat: the vocabulary has no <|im_start|>/<|im_end|> tokens") }
-            stop.insert(end[0])
-            text = "<|im_start|>user\n\(promptText)<|im_end|>\n<|im_start|>assistant\n"
+            let template: ChatTemplate
+            do { template = try ChatTemplate.chatML(for: tokenizer) } catch { throw usageError("--chat: \(error)") }
+            stop.insert(template.endOfTurn)
+            text = template.prompt(user: promptText)
         }
         let prompt = tokenizer.encode(text, addSpecialTokens: true)
         guard !prompt.isEmpty else { throw usageError("the prompt is empty") }

@@ -77,32 +77,19 @@ struct EngineQuantizationGroup: ParsableArguments {
     }
 }
 
-/// The default calibration prompt: assets/calibration.txt next to the package (found from the
-/// executable's location or the working directory).
-func defaultPromptPath() -> String {
-    let exe = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
-    var dir = exe.deletingLastPathComponent()
-    for _ in 0..<5 {
-        let candidate = dir.appendingPathComponent("assets/calibration.txt").path
-        if FileManager.default.fileExists(atPath: candidate) { return candidate }
-        dir.deleteLastPathComponent()
-    }
-    return "assets/calibration.txt"
-}
+/// The default calibration prompt (assets/calibration.txt next to the package).
+func defaultPromptPath() -> String { CalibrationPrompt.defaultPath() }
 
-/// The calibration token sequences: the whole prompt for a decoder (cut to its context), one per
-/// paragraph for an encoder (cut to its positions).
+/// The calibration token sequences of the prompt file (default: assets/calibration.txt) for the
+/// engine's kind of model, or status 2 naming the file.
 func calibrationSequences(engine: any TransformerEngine, tokenizer: any TextTokenizer, promptPath: String?) throws -> [[Int]] {
     let path = promptPath ?? defaultPromptPath()
     let text = try readText(path, what: "calibration prompt")
-    if let bert = engine as? BertEngine {
-        let paragraphs = text.components(separatedBy: "\n\n").map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }.filter { !$0.isEmpty }
-        return paragraphs.map { Array(tokenizer.encode($0, addSpecialTokens: true).prefix(bert.maxPositions)) }
+    do {
+        return try CalibrationPrompt.sequences(text, source: path, engine: engine, tokenizer: tokenizer)
+    } catch {
+        throw usageError("\(error)")
     }
-    let llama = engine as! LlamaEngine
-    let ids = tokenizer.encode(text, addSpecialTokens: true)
-    guard ids.count >= 2 else { throw usageError("\(path): the calibration prompt has \(ids.count) tokens") }
-    return [Array(ids.prefix(llama.config.contextLength))]
 }
 
 /// A UTF-8 text file, or status 2 naming the file (missing, unreadable, not a regular file — a
