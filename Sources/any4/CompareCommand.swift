@@ -12,11 +12,14 @@ struct CompareCommand: ParsableCommand {
             """
     )
 
-    @Argument(help: "A .safetensors file, a Hugging Face model folder, or a .gguf file.")
-    var model: String
+    @OptionGroup var modelArgument: ModelArgument
 
-    @Option(help: "Comma-separated formats.")
+    @Option(name: .customLong("format"), help: "Comma-separated formats.")
     var formats = "any4,int4,nf4,fp4,fp4-bnb,mxfp4,nvfp4,iq4_nl"
+
+    /// `--formats`, the old spelling of `--format`.
+    @Option(name: .customLong("formats"), help: .hidden)
+    var formatsAlias: String?
 
     @OptionGroup var quantization: QuantizationOptionGroup
 
@@ -26,8 +29,9 @@ struct CompareCommand: ParsableCommand {
     @Flag(help: "Run mxfp4, nvfp4 and iq4_nl at --group-size too (non-standard, labelled FORMAT@N) for a comparison at equal block size.")
     var equalBlocks = false
 
-    @Flag(help: "Print one JSON object.")
-    var json = false
+    @OptionGroup var jsonOutput: JSONOutputOption
+
+    var json: Bool { jsonOutput.json }
 
     /// A column of the comparison: a format with the clustering it runs with.
     struct Variant {
@@ -39,9 +43,9 @@ struct CompareCommand: ParsableCommand {
     func run() throws {
         let options = try quantization.options()
         var variants: [Variant] = []
-        for name in formats.split(separator: ",").map({ $0.filter { $0 != " " } }) where !name.isEmpty {
+        for name in (formatsAlias ?? formats).split(separator: ",").map({ $0.filter { $0 != " " } }) where !name.isEmpty {
             let f: any NumericFormat
-            do { f = try FormatRegistry.named(name) } catch { throw usageError("--formats: \(error)") }
+            do { f = try FormatRegistry.named(name) } catch { throw usageError("\(formatOption): \(error)") }
             if f.perRowTable && bothClusterings {
                 var lloyd = options, exact = options
                 lloyd.cluster = .lloyd
@@ -56,8 +60,8 @@ struct CompareCommand: ParsableCommand {
                 variants.append(Variant(label: f.name + (f.perRowTable && options.cluster == .exact ? "-exact" : ""), format: f, options: options))
             }
         }
-        guard !variants.isEmpty else { throw usageError("--formats is empty") }
-        let model = try openModel(self.model)
+        guard !variants.isEmpty else { throw usageError("\(formatOption) is empty") }
+        let model = try openModel(modelArgument.model)
         let layers = try selectedLayers(model, try quantization.selection(for: model), quantization)
         let calibration = try quantization.calibration(options)
 
@@ -129,6 +133,9 @@ struct CompareCommand: ParsableCommand {
         }
         print("(* best SQNR on the layer; wins count layers where the format is best, ties shared)")
     }
+
+    /// The spelling of the format option the command line used, for messages.
+    var formatOption: String { formatsAlias != nil ? "--formats" : "--format" }
 
     struct Summary {
         var label: String

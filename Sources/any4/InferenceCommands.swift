@@ -5,10 +5,10 @@ import Foundation
 struct TokenizeCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tokenize",
-        abstract: "Print the token ids (and pieces) the model's tokenizer gives a text.")
+        abstract: "Print the token ids (and pieces) the model's tokenizer gives a text.",
+        discussion: "MODEL: a .gguf file or a Hugging Face model folder (with its tokenizer). --json: {\"ids\": [...], \"pieces\": [...]}.")
 
-    @Argument(help: "A .gguf file or a Hugging Face model folder.")
-    var model: String
+    @OptionGroup var modelArgument: ModelArgument
 
     @Argument(help: "The text to tokenize.")
     var text: String
@@ -16,14 +16,13 @@ struct TokenizeCommand: ParsableCommand {
     @Flag(help: "Leave out the model's special tokens (BOS, [CLS]/[SEP]).")
     var noSpecial = false
 
-    @Flag(help: "Print one JSON object: {\"ids\": [...], \"pieces\": [...]}.")
-    var json = false
+    @OptionGroup var jsonOutput: JSONOutputOption
 
     func run() throws {
-        let model = try openModel(self.model)
+        let model = try openModel(modelArgument.model)
         let tokenizer = try loadTokenizer(model)
         let ids = tokenizer.encode(text, addSpecialTokens: !noSpecial)
-        if json {
+        if jsonOutput.json {
             print(JSONValue.object([
                 ("ids", .array(ids.map { JSONValue($0) })),
                 ("pieces", .array(ids.map { .string(tokenizer.piece($0)) })),
@@ -57,28 +56,25 @@ struct CalibrateCommand: ParsableCommand {
             The output (safetensors) holds, for each linear weight P.weight, P.mean, P.absmean, P.sqmean \
             (F32 [in]) and P.count; use it with `any4 quantize --sample-weight calib:FILE --stat S`. \
             The model runs as stored (one pass); `quantize --calibrate` instead calibrates block by block \
-            on the partly quantized model.
+            on the partly quantized model. MODEL: a .gguf file or a Hugging Face model folder (a model the \
+            engine runs: Llama family, BERT).
             """)
 
-    @Argument(help: "A .gguf file or a Hugging Face model folder.")
-    var model: String
+    @OptionGroup var modelArgument: ModelArgument
 
     @Option(help: "Prompt file (default: assets/calibration.txt).")
     var prompt: String?
 
-    @Option(help: "Output .safetensors file.")
-    var out: String
+    @OptionGroup var output: OutputFileOption
 
-    @Option(parsing: .unconditional, help: "Worker threads, 0 to 1024 (0: all cores).")
-    var threads = 0
-
-    func validate() throws { try requireThreads(threads) }
+    @OptionGroup var threadsOption: ThreadsOption
 
     func run() throws {
-        let model = try openModel(self.model)
+        let model = try openModel(modelArgument.model)
+        let out = output.out
         try reportingFileErrors { try OutputGuard.check(out, inputs: model.inputFiles + [prompt ?? defaultPromptPath()]) }
         var options = EngineOptions()
-        options.threads = threads
+        options.threads = threadsOption.threads
         let engine = try loadEngine(model, options: options)
         let tokenizer = try loadTokenizer(model)
         let sequences = try calibrationSequences(engine: engine, tokenizer: tokenizer, promptPath: prompt)
@@ -104,11 +100,10 @@ struct PerplexityCommand: ParsableCommand {
             The text's tokens are cut into non-overlapping windows of --ctx tokens; each window runs from \
             an empty cache (its first token replaced by BOS when the model adds one) and its second half \
             is scored. Prints the running estimate per window; --json prints one object at the end: \
-            {"ppl", "tokens" (scored), "chunks", ...}.
+            {"ppl", "tokens" (scored), "chunks", ...}. MODEL: a .gguf file or a Hugging Face model folder (a decoder).
             """)
 
-    @Argument(help: "A .gguf file or a Hugging Face model folder (a decoder).")
-    var model: String
+    @OptionGroup var modelArgument: ModelArgument
 
     @Option(help: "The text file.")
     var text: String
@@ -121,8 +116,7 @@ struct PerplexityCommand: ParsableCommand {
 
     @OptionGroup var engineQuantization: EngineQuantizationGroup
 
-    @Flag(help: "Print one JSON object at the end.")
-    var json = false
+    @OptionGroup var jsonOutput: JSONOutputOption
 
     /// Numeric options checked as the command line is parsed (status 2 naming the option).
     func validate() throws {
@@ -131,8 +125,9 @@ struct PerplexityCommand: ParsableCommand {
     }
 
     func run() throws {
-        let model = try openModel(self.model)
-        let engine = try loadEngine(model, options: try engineQuantization.engineOptions())
+        let json = jsonOutput.json
+        let model = try openModel(modelArgument.model)
+        let engine = try loadEngine(model, options: engineQuantization.engineOptions())
         guard let llama = engine as? LlamaEngine else {
             throw usageError("\(model.path): perplexity needs a decoder; \(model.config.architecture ?? "this model") is an encoder (try embed-eval)")
         }
@@ -182,22 +177,24 @@ struct EmbedEvalCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "embed-eval",
         abstract: "How far quantization moves an encoder's sentence embeddings (cosine to the f32 ones).",
-        discussion: "One sentence a line. --json: {\"mean_cosine\", \"min_cosine\", \"sentences\", \"worst\"}.")
+        discussion: """
+            One sentence a line. --json: {"mean_cosine", "min_cosine", "sentences", "worst"}. MODEL: a Hugging Face \
+            folder or .gguf file of a BERT encoder.
+            """)
 
-    @Argument(help: "A Hugging Face folder or .gguf file of a BERT encoder.")
-    var model: String
+    @OptionGroup var modelArgument: ModelArgument
 
     @Option(help: "Sentences, one a line.")
     var sentences: String
 
     @OptionGroup var engineQuantization: EngineQuantizationGroup
 
-    @Flag(help: "Print one JSON object.")
-    var json = false
+    @OptionGroup var jsonOutput: JSONOutputOption
 
     func run() throws {
-        let model = try openModel(self.model)
-        let engine = try loadEngine(model, options: try engineQuantization.engineOptions())
+        let json = jsonOutput.json
+        let model = try openModel(modelArgument.model)
+        let engine = try loadEngine(model, options: engineQuantization.engineOptions())
         guard let bert = engine as? BertEngine else {
             throw usageError("\(model.path): embed-eval needs an encoder; \(model.config.architecture ?? "this model") is a decoder (try ppl)")
         }
@@ -236,10 +233,10 @@ struct EmbedEvalCommand: ParsableCommand {
 struct RunCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "run",
-        abstract: "Greedy generation from a prompt; prefill and decode speeds printed apart.")
+        abstract: "Greedy generation from a prompt; prefill and decode speeds printed apart.",
+        discussion: "MODEL: a .gguf file or a Hugging Face model folder (a decoder).")
 
-    @Argument(help: "A .gguf file or a Hugging Face model folder (a decoder).")
-    var model: String
+    @OptionGroup var modelArgument: ModelArgument
 
     @Option(name: [.customShort("p"), .customLong("prompt-text")], help: "The prompt.")
     var promptText: String
@@ -253,13 +250,12 @@ struct RunCommand: ParsableCommand {
     @OptionGroup var engineQuantization: EngineQuantizationGroup
 
     @Option(help: "The LM head in decode steps: f32, f16 or q8 (int8 weights and activations per 32, a quarter of f32's bytes). The prompt pass uses f32.")
-    var head = "q8"
+    var head: DecodeHead = .q8
 
     @Flag(help: "Run the prompt and one decode step once, untimed, before the timed run (steadier speed figures).")
     var warmup = false
 
-    @Flag(help: "Print one JSON object instead of streaming text.")
-    var json = false
+    @OptionGroup var jsonOutput: JSONOutputOption
 
     /// Numeric options checked as the command line is parsed (status 2 naming the option).
     func validate() throws {
@@ -267,9 +263,10 @@ struct RunCommand: ParsableCommand {
     }
 
     func run() throws {
-        let model = try openModel(self.model)
-        var options = try engineQuantization.engineOptions()
-        guard let decodeHead = DecodeHead(rawValue: head) else { throw usageError("--head must be f32, f16 or q8, got \"\(head)\"") }
+        let json = jsonOutput.json
+        let model = try openModel(modelArgument.model)
+        var options = engineQuantization.engineOptions()
+        let decodeHead = head
         options.decodeHead = decodeHead
         let engine = try loadEngine(model, options: options)
         guard let llama = engine as? LlamaEngine else {

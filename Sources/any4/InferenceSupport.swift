@@ -6,7 +6,7 @@ import Foundation
 /// (ppl, embed-eval, run): the model is quantized in place before it runs.
 struct EngineQuantizationGroup: ParsableArguments {
     @Option(help: "Quantize the linear layers to this format before running (default: run the weights as stored).")
-    var quantize: String?
+    var quantize: FormatArgument?
 
     @OptionGroup var quantization: QuantizationOptionGroup
 
@@ -17,24 +17,21 @@ struct EngineQuantizationGroup: ParsableArguments {
     var prompt: String?
 
     @Option(help: "Lookup-kernel path for quantized layers at small batch: fast (int8 activations) or exact (f32 activations).")
-    var kernel = "fast"
+    var kernel: KernelPath = .fast
 
-    func engineOptions() throws -> EngineOptions {
+    func engineOptions() -> EngineOptions {
         var o = EngineOptions()
         o.threads = quantization.threads
-        guard let path = KernelPath(rawValue: kernel) else { throw usageError("--kernel must be fast or exact, got \"\(kernel)\"") }
-        o.kernel = path
+        o.kernel = kernel
         return o
     }
 
     /// Quantizes `engine` in place as asked; returns a one-line description (nil: not quantized).
     func apply(to engine: any TransformerEngine, tokenizer: any TextTokenizer, quiet: Bool) throws -> String? {
-        guard let name = quantize else {
+        guard let format = quantize?.format else {
             if calibrate { throw usageError("--calibrate needs --quantize FORMAT") }
             return nil
         }
-        let format: any NumericFormat
-        do { format = try FormatRegistry.named(name) } catch { throw usageError("--quantize: \(error)") }
         let options = try quantization.options()
         let selection = try quantization.selection(for: engine.model)
         let progress = Progress(total: 0, label: "quantizing \(format.name)")
@@ -44,7 +41,7 @@ struct EngineQuantizationGroup: ParsableArguments {
             guard format.perRowTable else {
                 throw usageError("--calibrate weighs any-b's k-means; \(format.name) has no learned table")
             }
-            let statistic = try calibrationStatistic()
+            let statistic = quantization.stat
             let sequences = try calibrationSequences(engine: engine, tokenizer: tokenizer, promptPath: prompt)
             results = try runProgressJob(progress, interrupted: "interrupted") {
                 try EngineQuantization.quantizeSequentially(engine, sequences: sequences, format: format, options: options,
@@ -61,19 +58,10 @@ struct EngineQuantizationGroup: ParsableArguments {
         let params = results.reduce(0) { $0 + $1.shape[0] * $1.shape[1] }
         let bits = results.reduce(0.0) { $0 + $1.bitsPerWeight * Double($1.shape[0] * $1.shape[1]) } / Double(params)
         var text = "\(format.name) g\(options.blockSize(for: format))"
-        if calibrate { text += " calibrated (\(quantization.stat))" }
+        if calibrate { text += " calibrated (\(quantization.stat.rawValue))" }
         text += ": \(results.count) layers, \(Formatting.fixed(bits, 3)) bits/weight, \(Formatting.fixed(Clock.now - started, 1)) s"
         if !quiet { printError("any4: quantized \(text)") }
         return text
-    }
-
-    func calibrationStatistic() throws -> CalibrationStatistic { try Self.statistic(quantization.stat) }
-
-    static func statistic(_ name: String) throws -> CalibrationStatistic {
-        guard let s = CalibrationStatistic(rawValue: name) else {
-            throw usageError("--stat must be mean, absmean or sqmean, got \"\(name)\"")
-        }
-        return s
     }
 }
 

@@ -12,8 +12,7 @@ struct InfoCommand: ParsableCommand {
             """
     )
 
-    @Flag(help: "Print one JSON object.")
-    var json = false
+    @OptionGroup var jsonOutput: JSONOutputOption
 
     func run() throws {
         let gpu = GPUReport.gather()
@@ -24,7 +23,7 @@ struct InfoCommand: ParsableCommand {
         #else
         let arch = "other"
         #endif
-        if json {
+        if jsonOutput.json {
             func part(_ path: String?, _ version: String?, _ error: String?) -> JSONValue {
                 var fields: [(key: String, value: JSONValue)] = []
                 if let path { fields.append(("path", .string(path))) }

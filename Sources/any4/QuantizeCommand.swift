@@ -10,20 +10,18 @@ struct QuantizeCommand: ParsableCommand {
             quantized and the LM head is skipped unless --skip says otherwise. The output is written \
             to a temporary file and renamed when complete: an error, Ctrl-C, SIGTERM or SIGHUP leaves no \
             output file. An --out that is the model, one of its files or folder, or another input is refused. \
-            MODEL may be `demo` (the built-in model).
+            MODEL may be `demo` (the built-in model). --json prints one object with the per-layer results.
             """
     )
 
-    @Argument(help: "A .safetensors file, a Hugging Face model folder, or a .gguf file.")
-    var model: String
+    @OptionGroup var modelArgument: ModelArgument
 
     @Option(help: "Numeric format.")
-    var format: String
+    var format: FormatArgument
 
     @OptionGroup var quantization: QuantizationOptionGroup
 
-    @Option(help: "Output .safetensors file.")
-    var out: String
+    @OptionGroup var output: OutputFileOption
 
     @Flag(help: "Write dequantized weights under the input's names, shapes and dtypes instead of codes.")
     var fakeQuant = false
@@ -34,14 +32,15 @@ struct QuantizeCommand: ParsableCommand {
     @Option(help: "Calibration prompt file for --calibrate (default: assets/calibration.txt).")
     var prompt: String?
 
-    @Flag(help: "Print one JSON object with the per-layer results.")
-    var json = false
+    @OptionGroup var jsonOutput: JSONOutputOption
+
+    var out: String { output.out }
+    var json: Bool { jsonOutput.json }
 
     func run() throws {
-        let numeric: any NumericFormat
-        do { numeric = try FormatRegistry.named(format) } catch { throw usageError("--format: \(error)") }
+        let numeric = format.format
         let options = try quantization.options()
-        let model = try openModel(self.model)
+        let model = try openModel(modelArgument.model)
         let selection = try quantization.selection(for: model)
         let layers = try selectedLayers(model, selection, quantization)
         if calibrate, case .calibration = options.sampleWeighting {
@@ -65,7 +64,7 @@ struct QuantizeCommand: ParsableCommand {
             let engine = try loadEngine(model, options: EngineOptions())
             let tokenizer = try loadTokenizer(model)
             let sequences = try calibrationSequences(engine: engine, tokenizer: tokenizer, promptPath: prompt)
-            let statistic = try EngineQuantizationGroup.statistic(quantization.stat)
+            let statistic = quantization.stat
             let source = "sequential:" + (prompt ?? "assets/calibration.txt")
             try runProgressJob(progress, interrupted: "interrupted; nothing was written") {
                 results = try EngineQuantization.quantizeSequentially(
