@@ -5,7 +5,8 @@ import Foundation
 /// `--quantize FORMAT` and the quantize command's options, for the commands that run a model
 /// (ppl, embed-eval, run): the model is quantized in place before it runs.
 struct EngineQuantizationGroup: ParsableArguments {
-    @Option(help: "Quantize the linear layers to this format before running (default: run the weights as stored).")
+    @Option(help: ArgumentHelp("Quantize the linear layers to this format before running (default: run the weights as stored).",
+                               valueName: "format"))
     var quantize: FormatArgument?
 
     @OptionGroup var quantization: QuantizationOptionGroup
