@@ -58,6 +58,9 @@ struct BenchCommand: ParsableCommand {
 
     static let maxRuns = 1_000_000
 
+    /// The spelling of the format option the command line used, for messages.
+    var formatOption: String { formatsAlias != nil ? "--formats" : "--format" }
+
     /// The shapes, each dimension in 1...KernelBenchmark.maxDimension.
     func shapes() throws -> [(out: Int, in: Int)] {
         try shape.map { text in
@@ -91,7 +94,7 @@ struct BenchCommand: ParsableCommand {
         config.batches = try batches()
         config.formats = (formatsAlias ?? formats).split(separator: ",").map(String.init)
         for f in config.formats where !["f32", "f16", "bf16", "blas"].contains(f) {
-            do { _ = try FormatRegistry.named(f) } catch { throw usageError("\(formatsAlias != nil ? "--formats" : "--format"): \(error)") }
+            do { _ = try FormatRegistry.named(f) } catch { throw usageError("\(formatOption): \(error)") }
         }
         config.path = kernel
         config.threads = threads
