@@ -8,36 +8,31 @@ import ArgumentParser
 
 /// A value of a choice option that failed to parse, and the message that names the option.
 enum ChoiceFailure {
-    /// The value given, the option's name, and the message for the spelling the command line used.
+    /// The value given, the option's names (the usual one first), and the message for the name
+    /// the command line used.
     struct Failure {
         var value: String
-        var option: String
+        var options: [String]
         var message: (_ option: String) -> String
     }
 
     /// The last value that failed to parse (parsing stops at the first).
     nonisolated(unsafe) static var last: Failure?
 
-    static func record(_ value: String, option: String, message: @escaping (_ option: String) -> String) {
-        last = Failure(value: value, option: option, message: message)
+    static func record(_ value: String, options: [String], message: @escaping (_ option: String) -> String) {
+        last = Failure(value: value, options: options, message: message)
     }
 
-    /// The message for the last failure, naming the option as `arguments` spell it (`--opt value`
-    /// or `--opt=value`), or its usual name when it cannot be found.
+    /// The message for the last failure, naming the option as `arguments` give it the value
+    /// (`--opt value` or `--opt=value`; `--quantize` or `--format` for a format), or by its usual
+    /// name when none does.
     static func message(arguments: [String]) -> String? {
         guard let failure = last else { return nil }
-        var option = failure.option
-        for (i, argument) in arguments.enumerated() {
-            if argument.hasPrefix("--"), argument.hasSuffix("=" + failure.value) {
-                option = String(argument.dropLast(failure.value.count + 1))
-                break
-            }
-            if argument == failure.value, i > 0, arguments[i - 1].hasPrefix("-") {
-                option = arguments[i - 1]
-                break
-            }
+        let given = failure.options.first { option in
+            arguments.contains(option + "=" + failure.value)
+                || zip(arguments, arguments.dropFirst()).contains { $0 == option && $1 == failure.value }
         }
-        return failure.message(option)
+        return failure.message(given ?? failure.options[0])
     }
 }
 
@@ -57,7 +52,7 @@ extension ChoiceArgument {
     public init?(argument: String) {
         guard let value = Self(rawValue: argument) else {
             let names = Self.allCases.map(\.rawValue)
-            ChoiceFailure.record(argument, option: Self.optionName) { "\($0) must be \(choiceList(names)), got \"\(argument)\"" }
+            ChoiceFailure.record(argument, options: [Self.optionName]) { "\($0) must be \(choiceList(names)), got \"\(argument)\"" }
             return nil
         }
         self = value
@@ -104,7 +99,7 @@ enum SampleWeightArgument: ExpressibleByArgument, Equatable {
         case "scale": self = .scale
         case let s where s.hasPrefix("calib:") && s.count > 6: self = .calibration(path: String(s.dropFirst(6)))
         default:
-            ChoiceFailure.record(argument, option: "--sample-weight") { "\($0) must be none, scale or calib:FILE, got \"\(argument)\"" }
+            ChoiceFailure.record(argument, options: ["--sample-weight"]) { "\($0) must be none, scale or calib:FILE, got \"\(argument)\"" }
             return nil
         }
     }
@@ -138,7 +133,7 @@ struct FormatArgument: ExpressibleByArgument {
         do {
             format = try FormatRegistry.named(argument)
         } catch {
-            ChoiceFailure.record(argument, option: "--format") { "\($0): \(error)" }
+            ChoiceFailure.record(argument, options: ["--format", "--quantize"]) { "\($0): \(error)" }
             return nil
         }
     }
