@@ -49,7 +49,7 @@ final class TUIStressTests: XCTestCase {
         XCTAssertEqual(try terminal.pane("cursor_flag"), "1", "\(what): cursor hidden", file: file, line: line)
         XCTAssertEqual(try terminal.pane("mouse_any_flag"), "0", "\(what): mouse reporting left on", file: file, line: line)
         try terminal.type("echo tty-$(stty -a | grep -c -e ' -icanon' -e ' -echo ')-modes", enter: true)
-        try terminal.waitFor("tty-0-modes", timeout: 5, file: file, line: line)
+        try terminal.waitFor("tty-0-modes", timeout: 20, file: file, line: line)
     }
 
     /// Processes whose working folder is the test's folder (the UI, or a backtracer it started).
