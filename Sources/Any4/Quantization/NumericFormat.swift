@@ -19,6 +19,11 @@ public protocol NumericFormat: Sendable {
     var perRowTable: Bool { get }
     /// Whether groups carry a zero (asymmetric formats).
     var hasZeros: Bool { get }
+    /// How group scales are stored: in a float dtype, or as one E8M0 (mxfp4) or E4M3 (nvfp4) byte.
+    var scaleEncoding: ScaleEncoding { get }
+    /// Whether the matrix carries one f32 factor over all its groups (nvfp4), stored as
+    /// `X.tensor_scale` in a checkpoint.
+    var hasTensorScale: Bool { get }
     /// Bits of one stored scale, or nil for the model's float dtype.
     var scaleBits: Int? { get }
     /// The float dtype the format itself fixes for its scales (iq4_nl: F16, as ggml), or nil.
@@ -35,12 +40,54 @@ extension NumericFormat {
     public var fixedBlockSize: Int? { nil }
     public var perRowTable: Bool { false }
     public var hasZeros: Bool { false }
-    public var scaleBits: Int? { scaleDType.map { $0.size * 8 } }
+    public var scaleEncoding: ScaleEncoding { .float }
+    public var hasTensorScale: Bool { false }
+    public var scaleBits: Int? { scaleEncoding.byteBits ?? scaleDType.map { $0.size * 8 } }
     public var scaleDType: DType? { nil }
     public var sharedTable: [Float]? { nil }
     public func tensorScale(of values: UnsafeBufferPointer<Float>) -> Float { 1 }
     /// Number of table entries.
     public var tableSize: Int { 1 << codeBits }
+}
+
+/// How a format stores its group scales.
+public enum ScaleEncoding: Sendable, Equatable {
+    /// In a float dtype: the format's ``NumericFormat/scaleDType``, else the storage dtype.
+    case float
+    /// One byte, a power of two 2^(e − 127) (OCP MX E8M0; 0xFF is NaN): mxfp4.
+    case e8m0
+    /// One byte, FP8 E4M3 ("fn": no infinities, max 448): nvfp4.
+    case e4m3
+
+    /// Bits of one stored scale for the byte encodings (nil: the float dtype's).
+    public var byteBits: Int? { self == .float ? nil : 8 }
+
+    /// The encoding's name in messages ("E8M0", "E4M3"), nil for a float dtype.
+    public var name: String? {
+        switch self {
+        case .float: nil
+        case .e8m0: "E8M0"
+        case .e4m3: "E4M3"
+        }
+    }
+
+    /// The stored byte of `scale` (byte encodings only).
+    public func encode(_ scale: Float) -> UInt8 {
+        switch self {
+        case .float: preconditionFailure("float scales are stored in a dtype, not as bytes")
+        case .e8m0: MXFP4Format.e8m0(scale)
+        case .e4m3: FP8E4M3.encode(scale)
+        }
+    }
+
+    /// The scale a stored byte holds (byte encodings only).
+    public func decode(_ byte: UInt8) -> Float {
+        switch self {
+        case .float: preconditionFailure("float scales are stored in a dtype, not as bytes")
+        case .e8m0: MXFP4Format.fromE8M0(byte)
+        case .e4m3: FP8E4M3.decode(byte)
+        }
+    }
 }
 
 /// Everything a format needs to quantize one row, and where it writes the result.
