@@ -69,7 +69,8 @@ public struct AppState: Sendable {
     public var showHelp = false
     public var status = ""
     public var quit = false
-    public static let formats = ["any4", "int4", "nf4", "fp4", "iq4_nl", "mxfp4", "nvfp4", "any3", "int8"]
+    /// The formats the `f` key cycles through (the registry's offered formats).
+    public static let formats = FormatRegistry.offered.map(\.name)
     public var formatIndex = 0
     public var groupSize = 128
     public var cluster: ClusterMethod = .lloyd
@@ -93,6 +94,8 @@ public struct AppState: Sendable {
     }
 
     public var format: String { Self.formats[formatIndex] }
+    /// The format chosen, as the registry holds it.
+    public var numericFormat: any NumericFormat { FormatRegistry.offered[formatIndex] }
 
     /// The rows of the tree as shown: block headers, and the tensors of expanded blocks that match
     /// the filter (a filter also shows matching tensors of collapsed blocks).

@@ -62,13 +62,13 @@ public final class JobCenter: @unchecked Sendable {
 
     /// Quantizes `tensor` in every 4-bit format for the comparison table.
     public func compare(_ tensor: ModelTensor, of model: Model, options: QuantizationOptions) {
-        let formats = ["any4", "int4", "nf4", "fp4", "fp4-bnb", "iq4_nl", "mxfp4", "nvfp4"]
+        let formats = FormatRegistry.fourBit
         start(tensor: tensor.name, total: tensor.shape[0] * formats.count, label: "comparing formats on \(tensor.name)") { [self] progress in
             var rows: [LayerResult] = []
             for f in formats {
-                var r = try ModelQuantization.quantize(tensor, of: model, format: FormatRegistry.named(f), options: options,
+                var r = try ModelQuantization.quantize(tensor, of: model, format: f, options: options,
                                                        keepMatrix: false, outputErrorRows: 8, progress: progress)
-                r.format = f
+                r.format = f.name
                 rows.append(r)
             }
             lock.withLock { _comparisons[tensor.name] = rows }

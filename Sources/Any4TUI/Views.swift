@@ -239,9 +239,9 @@ public struct Renderer: Sendable {
         s.put(2, x0 + 1, "\(tensor.name)  \(Formatting.shape(tensor.shape))", .bold, maxWidth: width - 2)
         s.put(4, x0 + 1, "format  [f] \(state.format)")
         s.put(5, x0 + 1, "group   [g] \(state.groupSize)")
-        s.put(6, x0 + 1, "method  [m] \(state.cluster.rawValue)" + (state.format.hasPrefix("any") ? "" : " (any-b only)"))
+        s.put(6, x0 + 1, "method  [m] \(state.cluster.rawValue)" + (state.numericFormat.perRowTable ? "" : " (any-b only)"))
         s.put(7, x0 + 1, "weights [p] \(state.sampleWeighting == .scale ? "group scale (the paper's default)" : "none")"
-              + (state.format.hasPrefix("any") ? "" : " (any-b only)"), .normal, maxWidth: width - 2)
+              + (state.numericFormat.perRowTable ? "" : " (any-b only)"), .normal, maxWidth: width - 2)
         s.put(9, x0 + 1, "Enter quantizes this layer in the background; c compares every 4-bit format.", .dim, maxWidth: width - 2)
         if let job = jobs.job, job.tensor == tensor.name, !job.done {
             let barWidth = max(10, width - 12)

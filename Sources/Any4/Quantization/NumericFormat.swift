@@ -247,14 +247,61 @@ public enum QuantizationError: Error, Equatable, CustomStringConvertible {
     }
 }
 
-/// The formats this build knows, by name.
+/// The formats this build knows, by name, and the lists each one appears in.
+///
+/// A format is added by its file and one row here; the row says which of the lists below take it.
+/// Every list of formats in the program (CLI defaults, the TUI's choices, tests) comes from here.
 public enum FormatRegistry {
-    public static let all: [any NumericFormat] = [
-        AnyFormat(bits: 4), AnyFormat(bits: 3), AnyFormat(bits: 2),
-        IntFormat(bits: 4), IntFormat(bits: 3), IntFormat(bits: 2), IntFormat(bits: 8),
-        TableFormat.nf4, TableFormat.fp4, TableFormat.fp4bnb, TableFormat.iq4nl,
-        MXFP4Format(), NVFP4Format(),
+    /// The lists a format appears in besides ``all`` and the 4-bit ones (``fourBit``).
+    public struct Lists: OptionSet, Sendable {
+        public let rawValue: Int
+        public init(rawValue: Int) { self.rawValue = rawValue }
+        /// Offered by the TUI's format key (``offered``).
+        public static let offered = Lists(rawValue: 1 << 0)
+        /// Run by `bench` when no formats are given (``benchmarked``).
+        public static let benchmarked = Lists(rawValue: 1 << 1)
+        /// Put after the other 4-bit formats in `compare`'s default (``comparison``): iq4_nl, which
+        /// joined that list last.
+        public static let comparedLast = Lists(rawValue: 1 << 2)
+    }
+
+    /// One row per format, in the order of ``all``.
+    static let rows: [(format: any NumericFormat, lists: Lists)] = [
+        (AnyFormat(bits: 4), [.offered, .benchmarked]),
+        (AnyFormat(bits: 3), [.offered]),
+        (AnyFormat(bits: 2), []),
+        (IntFormat(bits: 4), [.offered, .benchmarked]),
+        (IntFormat(bits: 3), []),
+        (IntFormat(bits: 2), []),
+        (IntFormat(bits: 8), [.offered]),
+        (TableFormat.nf4, [.offered, .benchmarked]),
+        (TableFormat.fp4, [.offered]),
+        (TableFormat.fp4bnb, []),
+        (TableFormat.iq4nl, [.offered, .comparedLast]),
+        (MXFP4Format(), [.offered]),
+        (NVFP4Format(), [.offered]),
     ]
+
+    /// Every format, in the order help texts and error messages list them.
+    public static let all: [any NumericFormat] = rows.map(\.format)
+
+    /// The formats with 4-bit codes, in registry order: the TUI's comparison table.
+    public static let fourBit: [any NumericFormat] = all.filter { $0.codeBits == 4 }
+
+    /// `compare`'s default formats: the 4-bit ones in registry order, those marked
+    /// ``Lists/comparedLast`` after the others.
+    public static let comparison: [any NumericFormat] =
+        rows.filter { $0.format.codeBits == 4 && !$0.lists.contains(.comparedLast) }.map(\.format)
+        + rows.filter { $0.format.codeBits == 4 && $0.lists.contains(.comparedLast) }.map(\.format)
+
+    /// The formats the TUI's format key cycles through: the offered 4-bit formats, then the
+    /// offered formats of other widths, each in registry order.
+    public static let offered: [any NumericFormat] =
+        rows.filter { $0.lists.contains(.offered) && $0.format.codeBits == 4 }.map(\.format)
+        + rows.filter { $0.lists.contains(.offered) && $0.format.codeBits != 4 }.map(\.format)
+
+    /// The quantized formats `bench` runs by default (before its dense rows), in registry order.
+    public static let benchmarked: [any NumericFormat] = rows.filter { $0.lists.contains(.benchmarked) }.map(\.format)
 
     public static func named(_ name: String) throws(QuantizationError) -> any NumericFormat {
         guard let format = all.first(where: { $0.name == name.lowercased() }) else { throw .unknownFormat(name) }
