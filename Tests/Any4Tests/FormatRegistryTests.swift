@@ -14,6 +14,9 @@ final class FormatRegistryTests: XCTestCase {
         "nvfp4": "its block of 16: the kernels' groups are multiples of 32 (run below at block 64 instead)",
     ]
 
+    /// The registered formats the lookup kernel takes at their own blocks (for the other tests).
+    static var kernelFormats: [any NumericFormat] { FormatRegistry.all.filter { refusedByTheKernel[$0.name] == nil } }
+
     func weights(_ rows: Int, _ cols: Int, seed: UInt64) -> [Float] {
         var rng = SplitMix64(seed: seed)
         return (0..<(rows * cols)).map { _ in Float(rng.nextStudentT4() * 0.02) }
