@@ -80,7 +80,7 @@ public struct ReferenceGrid: Sendable, Equatable {
     public init?(_ format: any NumericFormat) {
         switch format {
         case let f as IntFormat where f.codeBits == 4: break
-        case let f as TableFormat where !f.searchesScale: break
+        case let f as TableFormat where f.scalesByAbsmax: break
         default: return nil
         }
         self.format = format
