@@ -24,7 +24,7 @@ struct BenchCommand: ParsableCommand {
     var batch = "1,8,32"
 
     @Option(help: "Comma-separated formats: any 4-bit format (any4, int4, nf4, fp4, iq4_nl, mxfp4, ...), f32, f16, bf16, blas.")
-    var formats = "any4,int4,nf4,f32,f16,bf16,blas"
+    var formats = KernelBenchmark.Configuration().formats.joined(separator: ",")
 
     @Option(help: "Lookup path: fast (int8) or exact (float LUT).")
     var kernel = "fast"

@@ -16,7 +16,7 @@ struct CompareCommand: ParsableCommand {
     var model: String
 
     @Option(help: "Comma-separated formats.")
-    var formats = "any4,int4,nf4,fp4,fp4-bnb,mxfp4,nvfp4,iq4_nl"
+    var formats = FormatRegistry.comparison.map(\.name).joined(separator: ",")
 
     @OptionGroup var quantization: QuantizationOptionGroup
 
