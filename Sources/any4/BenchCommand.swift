@@ -25,7 +25,7 @@ struct BenchCommand: ParsableCommand {
     var batch = "1,8,32"
 
     @Option(name: .customLong("format"), help: "Comma-separated formats: any 4-bit format (any4, int4, nf4, fp4, iq4_nl, mxfp4, ...), f32, f16, bf16, blas.")
-    var formats = "any4,int4,nf4,f32,f16,bf16,blas"
+    var formats = KernelBenchmark.Configuration().formats.joined(separator: ",")
 
     /// `--formats`, the old spelling of `--format`.
     @Option(name: .customLong("formats"), help: .hidden)

@@ -15,7 +15,7 @@ struct CompareCommand: ParsableCommand {
     @OptionGroup var modelArgument: ModelArgument
 
     @Option(name: .customLong("format"), help: "Comma-separated formats.")
-    var formats = "any4,int4,nf4,fp4,fp4-bnb,mxfp4,nvfp4,iq4_nl"
+    var formats = FormatRegistry.comparison.map(\.name).joined(separator: ",")
 
     /// `--formats`, the old spelling of `--format`.
     @Option(name: .customLong("formats"), help: .hidden)
@@ -66,60 +66,40 @@ struct CompareCommand: ParsableCommand {
         let calibration = try quantization.calibration(options)
 
         let progress = Progress(total: layers.reduce(0) { $0 + $1.shape[0] } * variants.count, label: "comparing")
-        var rows: [(layer: ModelTensor, results: [LayerResult])] = []
+        var comparison = LayerComparison(labels: variants.map(\.label))
         try runProgressJob(progress, interrupted: "interrupted") {
                 for (i, layer) in layers.enumerated() {
                     progress.setLabel("comparing \(i + 1)/\(layers.count) \(layer.name)")
-                    var results: [LayerResult] = []
+                    var results: [LayerReport] = []
                     for v in variants {
                         var r = try ModelQuantization.quantize(layer, of: model, format: v.format, options: v.options,
                                                                calibration: calibration, keepMatrix: false, progress: progress)
                         r.format = v.label
-                        results.append(r)
+                        results.append(LayerReport(r))
                     }
-                    rows.append((layer, results))
+                    comparison.rows.append(.init(name: layer.name, shape: layer.shape, results: results))
                 }
         }
-        let labels = variants.map(\.label)
-        let summary = labels.map { label in summarize(label, rows.map { $0.results }) }
+        let summary = comparison.summaries
         if json {
             print(JSONValue.object([
                 ("model", .string(model.path)),
                 ("group_size", JSONValue(options.groupSize)),
-                ("layers", .array(rows.map { row in
-                    .object([
-                        ("name", .string(row.layer.name)),
-                        ("shape", .array(row.layer.shape.map { JSONValue($0) })),
-                        ("results", .object(row.results.map { r in
-                            var fields: [(key: String, value: JSONValue)] = [
-                                ("sqnr_db", JSONValue(r.metrics.sqnrDB)), ("mse", JSONValue(r.metrics.mse)),
-                                ("max_abs_error", JSONValue(r.metrics.maxAbsError)),
-                                ("bits_per_weight", JSONValue(r.bitsPerWeight)), ("seconds", JSONValue(r.seconds)),
-                            ]
-                            if let o = r.kmeansObjective { fields.append(("kmeans_objective", JSONValue(o))) }
-                            if let o = r.kmeansObjectiveFirst64 { fields.append(("kmeans_objective_first64", JSONValue(o))) }
-                            return (r.format, .object(fields))
-                        })),
-                    ])
-                })),
-                ("summary", .object(summary.map { s in
-                    (s.label, .object([
-                        ("mean_sqnr_db", JSONValue(s.meanSQNR)), ("wins", JSONValue(s.wins)),
-                        ("mean_bits_per_weight", JSONValue(s.meanBits)), ("seconds", JSONValue(s.seconds)),
-                    ]))
-                })),
+                ("layers", comparison.layersJSON()),
+                ("summary", comparison.summaryJSON()),
             ]).serialized)
             return
         }
         let nameWidth = min(44, max(12, layers.map(\.name.count).max() ?? 0))
         var header = Formatting.pad("layer", nameWidth) + " " + Formatting.pad("shape", 12)
-        for label in labels { header += Formatting.pad(label, 11, right: true) }
+        for label in comparison.labels { header += Formatting.pad(label, 11, right: true) }
         print(header + "   (SQNR dB)")
-        for row in rows {
-            var line = Formatting.pad(row.layer.name, nameWidth) + " " + Formatting.pad(Formatting.shape(row.layer.shape), 12)
-            let best = row.results.map(\.metrics.sqnrDB).max() ?? 0
-            for r in row.results {
-                line += Formatting.pad((r.metrics.sqnrDB == best ? "*" : "") + Formatting.fixed(r.metrics.sqnrDB, 2), 11, right: true)
+        for row in comparison.rows {
+            var line = Formatting.pad(row.name, nameWidth) + " " + Formatting.pad(Formatting.shape(row.shape), 12)
+            let sqnr = row.results.compactMap { $0.outcome?.sqnrDB }
+            let best = sqnr.max() ?? 0
+            for x in sqnr {
+                line += Formatting.pad((x == best ? "*" : "") + Formatting.fixed(x, 2), 11, right: true)
             }
             print(line)
         }
@@ -136,27 +116,4 @@ struct CompareCommand: ParsableCommand {
 
     /// The spelling of the format option the command line used, for messages.
     var formatOption: String { formatsAlias != nil ? "--formats" : "--format" }
-
-    struct Summary {
-        var label: String
-        var meanSQNR: Double
-        var wins: Int
-        var meanBits: Double
-        var seconds: Double
-    }
-
-    func summarize(_ label: String, _ table: [[LayerResult]]) -> Summary {
-        var sqnr = 0.0, bits = 0.0, params = 0.0, seconds = 0.0, wins = 0
-        for results in table {
-            guard let r = results.first(where: { $0.format == label }) else { continue }
-            let n = Double(r.shape.reduce(1, *))
-            sqnr += r.metrics.sqnrDB
-            bits += r.bitsPerWeight * n
-            params += n
-            seconds += r.seconds
-            if r.metrics.sqnrDB >= (results.map(\.metrics.sqnrDB).max() ?? 0) { wins += 1 }
-        }
-        let n = Double(max(table.count, 1))
-        return Summary(label: label, meanSQNR: sqnr / n, wins: wins, meanBits: params > 0 ? bits / params : 0, seconds: seconds)
-    }
 }

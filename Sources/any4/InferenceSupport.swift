@@ -56,8 +56,7 @@ struct EngineQuantizationGroup: ParsableArguments {
             }
         }
         guard !results.isEmpty else { throw usageError("no linear layer of \(engine.model.path) matches the layer selection") }
-        let params = results.reduce(0) { $0 + $1.shape[0] * $1.shape[1] }
-        let bits = results.reduce(0.0) { $0 + $1.bitsPerWeight * Double($1.shape[0] * $1.shape[1]) } / Double(params)
+        let bits = LayerReports(results).bitsPerWeight
         var text = "\(format.name) g\(options.blockSize(for: format))"
         if calibrate { text += " calibrated (\(quantization.stat.rawValue))" }
         text += ": \(results.count) layers, \(Formatting.fixed(bits, 3)) bits/weight, \(Formatting.fixed(Clock.now - started, 1)) s"

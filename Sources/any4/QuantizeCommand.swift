@@ -94,32 +94,21 @@ struct QuantizeCommand: ParsableCommand {
             }
         }
         let seconds = Clock.now - started
+        let reports = LayerReports(results)
         if json {
             print(JSONValue.object([
                 ("format", .string(numeric.name)), ("out", .string(out)), ("seconds", JSONValue(seconds)),
-                ("layers", .array(results.map(layerJSON))),
+                ("layers", reports.json(LayerReport.Field.quantize)),
             ]).serialized)
         } else {
-            let params = results.reduce(0) { $0 + $1.shape[0] * $1.shape[1] }
-            let meanSQNR = results.map(\.metrics.sqnrDB).reduce(0, +) / Double(results.count)
-            let bits = results.reduce(0.0) { $0 + $1.bitsPerWeight * Double($1.shape[0] * $1.shape[1]) } / Double(params)
-            print("quantized \(results.count) layers (\(Formatting.count(params)) weights) to \(numeric.name) in \(Formatting.fixed(seconds, 2)) s")
-            print("mean SQNR \(Formatting.fixed(meanSQNR, 2)) dB · \(Formatting.fixed(bits, 3)) bits/weight · worst layer \(worstLayer(results))")
+            print("quantized \(results.count) layers (\(Formatting.count(reports.parameters)) weights) to \(numeric.name) in \(Formatting.fixed(seconds, 2)) s")
+            print("mean SQNR \(Formatting.fixed(reports.meanSQNR, 2)) dB · \(Formatting.fixed(reports.bitsPerWeight, 3)) bits/weight · worst layer \(worstLayer(reports))")
             print("wrote \(out)\(fakeQuant ? " (fake-quant)" : "")")
         }
     }
 
-    func worstLayer(_ results: [LayerResult]) -> String {
-        guard let worst = results.min(by: { $0.metrics.sqnrDB < $1.metrics.sqnrDB }) else { return "-" }
-        return "\(worst.name) (\(Formatting.fixed(worst.metrics.sqnrDB, 2)) dB)"
+    func worstLayer(_ reports: LayerReports) -> String {
+        guard let worst = reports.worst, let sqnr = worst.outcome?.sqnrDB else { return "-" }
+        return "\(worst.name) (\(Formatting.fixed(sqnr, 2)) dB)"
     }
-}
-
-func layerJSON(_ r: LayerResult) -> JSONValue {
-    .object([
-        ("name", .string(r.name)), ("shape", .array(r.shape.map { JSONValue($0) })),
-        ("sqnr_db", JSONValue(r.metrics.sqnrDB)), ("mse", JSONValue(r.metrics.mse)),
-        ("max_abs_error", JSONValue(r.metrics.maxAbsError)), ("bits_per_weight", JSONValue(r.bitsPerWeight)),
-        ("seconds", JSONValue(r.seconds)),
-    ])
 }

@@ -12,10 +12,22 @@ final class KernelTests: XCTestCase {
     }
 
     func quantized(_ w: [Float], _ rows: Int, _ cols: Int, _ format: String, group: Int) throws -> QuantizedMatrix {
+        try quantized(w, rows, cols, FormatRegistry.named(format), group: group)
+    }
+
+    func quantized(_ w: [Float], _ rows: Int, _ cols: Int, _ format: any NumericFormat, group: Int) throws -> QuantizedMatrix {
         var o = QuantizationOptions()
         o.groupSize = group
-        return try Quantizer.quantize(w, rows: rows, cols: cols, name: "w", format: FormatRegistry.named(format), options: o)
+        return try Quantizer.quantize(w, rows: rows, cols: cols, name: "w", format: format, options: o)
     }
+
+    /// Fast-path bounds over a whole shape looser than 1e-2, and why.
+    static let fastTolerance: [String: Double] = [
+        // Its table holds ±0.0625/12 ≈ 0.005 of its largest entry, under one step of the fast path's
+        // int8 table (1/127): that entry becomes 0 or 1/127, up to 50 % off, and the products of the
+        // many weights near zero that use it miss by ≈ 1.2 % in all.
+        "fp4-bnb": 1.5e-2,
+    ]
 
     /// Exact path: ≤ 1e-5 relative on every case. Fast path (int8 × int8): ≤ 1e-2 over all the
     /// outputs of a shape and format (m = 1, 3, 8, 17 together), and ≤ 2e-2 on each single case —
@@ -27,13 +39,13 @@ final class KernelTests: XCTestCase {
                                                             (19, 1100, 64), (9, 1024, 32), (6, 2100, 128)]
         for (rows, cols, group) in shapes {
             let w = weights(rows, cols)
-            for format in ["any4", "int4", "nf4", "fp4", "iq4_nl", "mxfp4", "any3"] {
+            for format in FormatRegistryTests.kernelFormats {
                 let q = try quantized(w, rows, cols, format, group: group)
                 let layer = try PackedLinear(q)
                 let deq = q.dequantized()
                 for threads in [1, 2] {
                     for avx in Set([false, CPUFeatures.hasAVX2]) {
-                        let label = "\(format) \(rows)x\(cols) g\(group) threads=\(threads) avx2=\(avx)"
+                        let label = "\(format.name) \(rows)x\(cols) g\(group) threads=\(threads) avx2=\(avx)"
                         var fastAll: [Float] = [], refAll: [Double] = []
                         for m in [1, 3, 8, 17, 64] {
                             var rng = SplitMix64(seed: UInt64(m))
@@ -47,7 +59,7 @@ final class KernelTests: XCTestCase {
                             fastAll += fast
                             refAll += ref
                         }
-                        XCTAssertLessThanOrEqual(relativeError(fastAll, refAll), 1e-2, "fast " + label)
+                        XCTAssertLessThanOrEqual(relativeError(fastAll, refAll), Self.fastTolerance[format.name] ?? 1e-2, "fast " + label)
                     }
                 }
             }
@@ -65,14 +77,15 @@ final class KernelTests: XCTestCase {
         for r in 0..<rows { for c in 0..<cols { w[r * cols + c] *= magnitudes[r] } }
         var rng = SplitMix64(seed: 10)
         let x = (0..<(m * cols)).map { _ in Float(rng.nextGaussian()) }
-        for format in ["any4", "int4"] {
+        // The formats with zeros (int-b, any-b): zeros as well as scales go through the factor.
+        for format in FormatRegistryTests.kernelFormats where format.hasZeros {
             let q = try quantized(w, rows, cols, format, group: 128)
             let ref = referenceProduct(q.dequantized(), rows: rows, cols: cols, x: x, m: m, bias: nil)
             for avx in Set([false, CPUFeatures.hasAVX2]) {
                 let y = try PackedLinear(q).forward(x, m: m, path: .fast, threads: 1, useAVX2: avx)
                 for r in 0..<rows {
                     let column = (0..<m).map { y[$0 * rows + r] }, expected = (0..<m).map { ref[$0 * rows + r] }
-                    XCTAssertLessThanOrEqual(relativeError(column, expected), 2e-2, "\(format) row \(r) avx2=\(avx)")
+                    XCTAssertLessThanOrEqual(relativeError(column, expected), 2e-2, "\(format.name) row \(r) avx2=\(avx)")
                 }
             }
         }
