@@ -1,5 +1,3 @@
-import CAny4Kernels
-
 /// How the inference engine runs its linear layers.
 public struct EngineOptions: Sendable {
     /// Worker threads (0: all cores).
@@ -167,31 +165,22 @@ public final class Linear: @unchecked Sendable {
         return dense(x, m: m, threads: threads)
     }
 
+    /// The dense path (DenseLinear's loop) on the f32 weights, or in a decode step on the narrower copy.
     private func dense(_ x: [Float], m: Int, threads: Int) -> [Float] {
-        var y = [Float](repeating: 0, count: m * rows)
-        let avx = Int32(CPUFeatures.hasAVX2 ? 1 : 0)
-        let body: (UnsafeRawPointer, Int32) -> Void = { w, dtype in
-            x.withUnsafeBufferPointer { x in
-                y.withUnsafeMutableBufferPointer { y in
-                    (self.bias ?? []).withUnsafeBufferPointer { b in
-                        let args = UncheckedBox((w, x.baseAddress, y.baseAddress, b.isEmpty ? nil : b.baseAddress))
-                        parallelRows(self.rows, threads: threads) { start, end in
-                            let (w, x, y, b) = args.value
-                            any4_dense_gemm(w, dtype, Int32(self.cols), x, Int32(m), y, Int32(self.rows), b,
-                                            Int32(start), Int32(end), avx)
-                        }
-                    }
-                }
-            }
-        }
+        let useAVX2 = CPUFeatures.hasAVX2
         switch decodeCopy {
         case .f16(let half)? where m < 4:
-            half.withUnsafeBytes { body($0.baseAddress!, 1) }
+            return half.withUnsafeBytes {
+                DenseLinear.forward($0.baseAddress!, storage: .f16, rows: rows, cols: cols, x: x, m: m, bias: bias,
+                                    workers: threads, useAVX2: useAVX2)
+            }
         case .q8(let q8)? where m < 4:
-            y = q8.forward(x, m: m, threads: threads, bias: bias, useAVX2: CPUFeatures.hasAVX2)
+            return q8.forward(x, m: m, threads: threads, bias: bias, useAVX2: useAVX2)
         default:
-            weights.withUnsafeBytes { body($0.baseAddress!, 0) }
+            return weights.withUnsafeBytes {
+                DenseLinear.forward($0.baseAddress!, storage: .f32, rows: rows, cols: cols, x: x, m: m, bias: bias,
+                                    workers: threads, useAVX2: useAVX2)
+            }
         }
-        return y
     }
 }
