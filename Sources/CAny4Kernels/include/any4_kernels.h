@@ -106,7 +106,8 @@ void any4_q8_gemm(const int8_t *wq, const float *ws, int cols, const int8_t *xq,
 void any4_q8_quantize_rows(const float *w, int cols, int8_t *wq, float *ws, int row_begin, int row_end);
 
 /// One attention row: out[hd] = softmax(scale · q·K[j], j < n) · V, with K row j at k + j·k_stride and
-/// V row j at v + j·v_stride; scratch holds n floats (the probabilities on return).
+/// V row j at v + j·v_stride; scratch holds n floats (the probabilities on return). The AVX2 version
+/// takes head dims that are multiples of 8 up to 256 and hands others to the scalar one.
 void any4_attend(const float *q, const float *k, int k_stride, const float *v, int v_stride, int n, int hd,
                  float scale, float *scratch, float *out, int use_avx2);
 
