@@ -56,6 +56,26 @@ static inline float dense_at(const void *w, int dtype, size_t i) {
 /// two passes is 3 + 2), k0 rows being done.
 static inline int even_pass(int m, int passes, int p, int k0) { return (m - k0 + passes - p - 1) / (passes - p); }
 
+/// The sum-preserving step: moves the codes that were rounded furthest (first index on ties) by
+/// one until Σ xq = round(Σ x / s), so that Σ xq·s is within s/2 of Σ x. Per-group weight means
+/// (any table whose values do not average to zero over a row's codes) make the product sensitive to
+/// the common-mode part of the rounding error; this removes it. xf: x / s (as the codes saw it).
+/// Shared by the two quantizers (the AVX2 one falls back to it past 4096 columns).
+static inline void preserve_sum(const float *x, float inv, int n, int8_t *xq, int residual) {
+    while (residual != 0) {
+        const int dir = residual > 0 ? 1 : -1;
+        int best = -1;
+        float bestGap = -1;
+        for (int c = 0; c < n; c++) {
+            const float gap = (x[c] * inv - xq[c]) * dir;  // how far below (above) the value the code is
+            if (gap > bestGap && xq[c] + dir <= 127 && xq[c] + dir >= -127) { bestGap = gap; best = c; }
+        }
+        if (best < 0) break;
+        xq[best] = (int8_t)(xq[best] + dir);
+        residual -= dir;
+    }
+}
+
 // MARK: - Scalar references (the portable versions, and the twins the tests hold the AVX2 ones to)
 
 void any4_lut_exact_scalar(const any4_packed *w, const float *x, const float *gsum, int m, float *y, int ys,
@@ -64,7 +84,6 @@ void any4_lut_fast_scalar(const any4_packed *w, const int8_t *xq, const float *x
                           int ys, const float *bias, int r0, int r1);
 void any4_dense_scalar(const void *w, int dtype, int cols, const float *x, int m, float *y, int ys, const float *bias,
                        int r0, int r1);
-void any4_preserve_sum(const float *x, float inv, int n, int8_t *xq, int residual);
 void any4_quantize_group_scalar(const float *x, int n, int8_t *xq, float *scale, float *sum, int preserve);
 void any4_q8_scalar(const int8_t *wq, const float *ws, int cols, const int8_t *xq, const float *xs, int m, float *y,
                     int ys, int r0, int r1);

@@ -2,12 +2,12 @@
 #include "kernels_internal.h"
 
 #if ANY4_X86
-/// any4_preserve_sum with the same choices: the gaps are computed once into a buffer (a moved code's gap
+/// preserve_sum with the same choices: the gaps are computed once into a buffer (a moved code's gap
 /// drops by one; a code at ±127 cannot move further) and the largest is found 8 at a time, the
 /// first index on ties. n % 8 == 0.
 AVX2 static void preserve_sum_avx2(const float *x, float inv, int n, int8_t *xq, int residual) {
     if (residual == 0) return;
-    if (n > 4096) { any4_preserve_sum(x, inv, n, xq, residual); return; }
+    if (n > 4096) { preserve_sum(x, inv, n, xq, residual); return; }
     const int dir = residual > 0 ? 1 : -1;  // the residual only ever moves towards 0
     float gap[4096] __attribute__((aligned(32)));
     const __m256 vinv = _mm256_set1_ps(inv), vdir = _mm256_set1_ps((float)dir), none = _mm256_set1_ps(-INFINITY);
