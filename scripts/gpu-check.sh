@@ -20,9 +20,9 @@ mkdir -p "$out"
 "$any4" info
 "$any4" info --json > "$out/info.json"
 
-"$any4" bench --device gpu --shape 4096x4096 1000x1300 --batch 1,3,8,16 --formats any4,int4,nf4,bf16 \
+"$any4" bench --device gpu --shape 4096x4096 1000x1300 --batch 1,3,8,16 --format any4,int4,nf4,bf16 \
     --runs 5 --json > "$out/correctness.json"
-"$any4" bench --device gpu --shape 4096x4096 14336x4096 4096x14336 --batch 1,8 --formats any4,int4,bf16,blas \
+"$any4" bench --device gpu --shape 4096x4096 14336x4096 4096x14336 --batch 1,8 --format any4,int4,bf16,blas \
     --runs 50 --json > "$out/bench.json"
 
 if command -v python3 > /dev/null; then

@@ -9,10 +9,15 @@ import Any4Kernels
 /// real model's layers do. Latency is the median (and p10/p90) of `runs` timed calls after one
 /// warm-up pass over the copies.
 public enum KernelBenchmark {
+    /// The dense rows bench measures besides the quantized formats (not quantization formats):
+    /// f32, f16 and bf16 weights through the dense kernel, and the f32 product through BLAS.
+    public static let denseFormats = ["f32", "f16", "bf16", "blas"]
+
     public struct Configuration: Sendable {
         public var shapes: [(out: Int, in: Int)] = [(4096, 4096), (14336, 4096), (4096, 14336)]
         public var batches: [Int] = [1, 8, 32]
-        public var formats: [String] = ["any4", "int4", "nf4", "f32", "f16", "bf16", "blas"]
+        /// The registry's benchmarked formats, then every dense row.
+        public var formats: [String] = FormatRegistry.benchmarked.map(\.name) + KernelBenchmark.denseFormats
         public var path: KernelPath = .fast
         public var threads = 0
         public var runs = 20
@@ -229,7 +234,7 @@ public enum KernelBenchmark {
                     let median = times[times.count / 2]
                     if format == "f32" { f32Median[batch] = median }
                     let r = Result(format: format, shape: shape, batch: batch, threads: threads,
-                                   kernel: ["f32", "f16", "bf16", "blas"].contains(format) ? "dense" : config.path.rawValue,
+                                   kernel: denseFormats.contains(format) ? "dense" : config.path.rawValue,
                                    medianMicroseconds: median * 1e6,
                                    p10Microseconds: times[times.count / 10] * 1e6,
                                    p90Microseconds: times[min(times.count - 1, times.count * 9 / 10)] * 1e6,

@@ -1,6 +1,5 @@
 import Any4Core
 import Any4Kernels
-import CAny4Kernels
 
 /// How the inference engine runs its linear layers.
 public struct EngineOptions: Sendable {
@@ -98,7 +97,7 @@ public final class Linear: @unchecked Sendable {
     private var decodeCopy: DecodeCopy?
     private enum DecodeCopy {
         case f16([UInt16])
-        case q8(codes: [Int8], scales: [Float])
+        case q8(Q8Linear)
     }
     var sums: ActivationSums?
 
@@ -130,21 +129,7 @@ public final class Linear: @unchecked Sendable {
         case (.f32, _): decodeCopy = nil
         case (.f16, .f16?): break
         case (.q8, .q8?): break
-        case (.q8, _) where cols % 32 == 0:
-            var codes = [Int8](repeating: 0, count: rows * cols)
-            var scales = [Float](repeating: 0, count: rows * cols / 32)
-            weights.withUnsafeBufferPointer { w in
-                codes.withUnsafeMutableBufferPointer { c in
-                    scales.withUnsafeMutableBufferPointer { s in
-                        let args = UncheckedBox((w.baseAddress!, c.baseAddress!, s.baseAddress!))
-                        parallelRows(rows, threads: threads) { r0, r1 in
-                            let (w, c, s) = args.value
-                            any4_q8_quantize_rows(w, Int32(self.cols), c, s, Int32(r0), Int32(r1))
-                        }
-                    }
-                }
-            }
-            decodeCopy = .q8(codes: codes, scales: scales)
+        case (.q8, _) where cols % 32 == 0: decodeCopy = .q8(Q8Linear(weights, rows: rows, cols: cols, threads: threads))
         default: decodeCopy = .f16(weights.map { Float16($0).bitPattern })
         }
     }
@@ -183,50 +168,22 @@ public final class Linear: @unchecked Sendable {
         return dense(x, m: m, threads: threads)
     }
 
+    /// The dense path (DenseLinear's loop) on the f32 weights, or in a decode step on the narrower copy.
     private func dense(_ x: [Float], m: Int, threads: Int) -> [Float] {
-        var y = [Float](repeating: 0, count: m * rows)
-        let avx = Int32(CPUFeatures.hasAVX2 ? 1 : 0)
-        let body: (UnsafeRawPointer, Int32) -> Void = { w, dtype in
-            x.withUnsafeBufferPointer { x in
-                y.withUnsafeMutableBufferPointer { y in
-                    (self.bias ?? []).withUnsafeBufferPointer { b in
-                        let args = UncheckedBox((w, x.baseAddress, y.baseAddress, b.isEmpty ? nil : b.baseAddress))
-                        parallelRows(self.rows, threads: threads) { start, end in
-                            let (w, x, y, b) = args.value
-                            any4_dense_gemm(w, dtype, Int32(self.cols), x, Int32(m), y, Int32(self.rows), b,
-                                            Int32(start), Int32(end), avx)
-                        }
-                    }
-                }
-            }
-        }
+        let useAVX2 = CPUFeatures.hasAVX2
         switch decodeCopy {
         case .f16(let half)? where m < 4:
-            half.withUnsafeBytes { body($0.baseAddress!, 1) }
-        case .q8(let codes, let scales)? where m < 4:
-            let blocks = cols / 32
-            var xq = [Int8](repeating: 0, count: m * cols)
-            var xs = [Float](repeating: 0, count: m * blocks), sums = xs
-            any4_quantize_activations(x, Int32(m), Int32(cols), 32, Int32(blocks), &xq, &xs, &sums, 0, avx)
-            codes.withUnsafeBufferPointer { c in
-                scales.withUnsafeBufferPointer { s in
-                    xq.withUnsafeBufferPointer { xq in
-                        xs.withUnsafeBufferPointer { xs in
-                            y.withUnsafeMutableBufferPointer { y in
-                                let args = UncheckedBox((c.baseAddress!, s.baseAddress!, xq.baseAddress!, xs.baseAddress!, y.baseAddress!))
-                                parallelRows(rows, threads: threads) { r0, r1 in
-                                    let (c, s, xq, xs, y) = args.value
-                                    any4_q8_gemm(c, s, Int32(self.cols), xq, xs, Int32(m), y, Int32(self.rows), Int32(r0), Int32(r1), avx)
-                                }
-                            }
-                        }
-                    }
-                }
+            return half.withUnsafeBytes {
+                DenseLinear.forward($0.baseAddress!, storage: .f16, rows: rows, cols: cols, x: x, m: m, bias: bias,
+                                    workers: threads, useAVX2: useAVX2)
             }
-            if let bias { for k in 0..<m { for r in 0..<rows { y[k * rows + r] += bias[r] } } }
+        case .q8(let q8)? where m < 4:
+            return q8.forward(x, m: m, threads: threads, bias: bias, useAVX2: useAVX2)
         default:
-            weights.withUnsafeBytes { body($0.baseAddress!, 0) }
+            return weights.withUnsafeBytes {
+                DenseLinear.forward($0.baseAddress!, storage: .f32, rows: rows, cols: cols, x: x, m: m, bias: bias,
+                                    workers: threads, useAVX2: useAVX2)
+            }
         }
-        return y
     }
 }

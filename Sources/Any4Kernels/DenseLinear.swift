@@ -43,25 +43,33 @@ public final class DenseLinear: @unchecked Sendable {
     public func forward(_ x: [Float], m: Int, threads: Int = 0, bias: [Float]? = nil,
                         useAVX2: Bool = CPUFeatures.hasAVX2) -> [Float] {
         precondition(x.count == m * cols, "x must be [m, cols]")
-        var y = [Float](repeating: 0, count: m * rows)
         let workers = threads > 0 ? threads : SystemInfo.processorCount
+        let run = { (w: UnsafeRawPointer) in
+            DenseLinear.forward(w, storage: self.storage, rows: self.rows, cols: self.cols, x: x, m: m, bias: bias,
+                                workers: workers, useAVX2: useAVX2)
+        }
+        if let f32 { return f32.withUnsafeBufferPointer { run(UnsafeRawPointer($0.baseAddress!)) } }
+        return half!.withUnsafeBufferPointer { run(UnsafeRawPointer($0.baseAddress!)) }
+    }
+
+    /// The dense path: y[m, rows] = x[m, cols]·Wᵀ (+ bias) for the weights at `w`, stored as `storage`
+    /// (rows × cols, row-major), rows spread over `workers` threads. DenseLinear runs it on its own
+    /// copy; the engine's `Linear` on its f32 weights or its f16 decode copy.
+    package static func forward(_ w: UnsafeRawPointer, storage: Storage, rows: Int, cols: Int, x: [Float], m: Int,
+                                bias: [Float]?, workers: Int, useAVX2: Bool) -> [Float] {
+        var y = [Float](repeating: 0, count: m * rows)
         let avx = Int32(useAVX2 ? 1 : 0)
-        let body: (UnsafeRawPointer) -> Void = { w in
-            x.withUnsafeBufferPointer { x in
-                y.withUnsafeMutableBufferPointer { y in
-                    (bias ?? []).withUnsafeBufferPointer { b in
-                        let args = UncheckedBox((w, x.baseAddress, y.baseAddress, b.isEmpty ? nil : b.baseAddress))
-                        parallelRows(self.rows, threads: workers) { start, end in
-                            let (w, x, y, b) = args.value
-                            any4_dense_gemm(w, self.storage.rawValue, Int32(self.cols), x, Int32(m), y, Int32(self.rows), b,
-                                            Int32(start), Int32(end), avx)
-                        }
+        x.withUnsafeBufferPointer { x in
+            y.withUnsafeMutableBufferPointer { y in
+                (bias ?? []).withUnsafeBufferPointer { b in
+                    let args = UncheckedBox((w, x.baseAddress, y.baseAddress, b.isEmpty ? nil : b.baseAddress))
+                    parallelRows(rows, threads: workers) { start, end in
+                        let (w, x, y, b) = args.value
+                        any4_dense_gemm(w, storage.rawValue, Int32(cols), x, Int32(m), y, Int32(rows), b,
+                                        Int32(start), Int32(end), avx)
                     }
                 }
             }
-        }
-        if let f32 { f32.withUnsafeBufferPointer { body(UnsafeRawPointer($0.baseAddress!)) } } else {
-            half!.withUnsafeBufferPointer { body(UnsafeRawPointer($0.baseAddress!)) }
         }
         return y
     }

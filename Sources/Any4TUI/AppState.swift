@@ -50,9 +50,8 @@ public struct AppState: Sendable {
     public var histogramRow: Int? = 0
     /// Group-scaled [0, 2^b − 1] domain (with the row's codebook) or raw values.
     public var scaledDomain = true
-    /// Reference grid under the histogram: none, int4, nf4 or fp4 (group-scaled domain).
-    public var grid: Grid = .none
-    public enum Grid: String, Sendable, CaseIterable { case none, int4, nf4, fp4 }
+    /// Reference grid under the histogram: none (nil) or one of ``ReferenceGrid/all`` (int4, nf4, fp4).
+    public var grid: ReferenceGrid?
     /// Typing a row number after `g`.
     public var rowJump: String?
     /// Sort of the Model tab: by name, SQNR, or bits per weight.
@@ -69,7 +68,8 @@ public struct AppState: Sendable {
     public var showHelp = false
     public var status = ""
     public var quit = false
-    public static let formats = ["any4", "int4", "nf4", "fp4", "iq4_nl", "mxfp4", "nvfp4", "any3", "int8"]
+    /// The formats the `f` key cycles through (the registry's offered formats).
+    public static let formats = FormatRegistry.offered.map(\.name)
     public var formatIndex = 0
     public var groupSize = 128
     public var cluster: ClusterMethod = .lloyd
@@ -93,6 +93,8 @@ public struct AppState: Sendable {
     }
 
     public var format: String { Self.formats[formatIndex] }
+    /// The format chosen, as the registry holds it.
+    public var numericFormat: any NumericFormat { FormatRegistry.offered[formatIndex] }
 
     /// The rows of the tree as shown: block headers, and the tensors of expanded blocks that match
     /// the filter (a filter also shows matching tensors of collapsed blocks).
@@ -195,7 +197,9 @@ public struct AppState: Sendable {
         case .toggleRowMode: histogramRow = histogramRow == nil ? 0 : nil
         case .toggleDomain: scaledDomain.toggle()
         case .toggleIntGrid:
-            grid = Grid.allCases[(Grid.allCases.firstIndex(of: grid)! + 1) % Grid.allCases.count]
+            // none → each grid in turn → none
+            let choices = [nil] + ReferenceGrid.all.map(Optional.some)
+            grid = choices[(choices.firstIndex(of: grid)! + 1) % choices.count]
         case .zoomIn: zoom = min(zoom * 2, 64)
         case .zoomOut: zoom = max(zoom / 2, 1)
         case .cycleFormat: formatIndex = (formatIndex + 1) % Self.formats.count

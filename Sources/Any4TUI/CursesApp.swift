@@ -5,12 +5,15 @@ import Foundation
 import Synchronization
 
 /// The ncurses backend: the only code that talks to the terminal. It turns keys and mouse events
-/// into ``Action``s, keeps ≥ 20 frames/s while jobs run, and restores the terminal on every exit
+/// into ``Action``s for its ``Session`` (which changes the state, starts the jobs and writes the
+/// files), draws the state at ≥ 20 frames/s while jobs run, and restores the terminal on every exit
 /// path: quit, SIGINT, SIGTERM, SIGHUP, and a crash (SIGSEGV, SIGBUS, SIGILL, SIGABRT, SIGFPE,
 /// SIGTRAP, SIGQUIT: the crash guard of the CNcurses shim, before the crash is reported).
 public final class CursesApp {
     var state: AppState
     let jobs = JobCenter()
+    /// Runs the actions that reach beyond the state (jobs, files) in the current folder.
+    let session: Session
     let kernel = KernelRunner()
     let histograms = HistogramCache()
     let renderer: Renderer
@@ -29,6 +32,7 @@ public final class CursesApp {
     public init(model: Model, ascii: Bool, noColor: Bool, launchedAt: Double = Clock.now) {
         self.launchedAt = launchedAt
         state = AppState(model: model)
+        session = Session(jobs: jobs)
         renderer = Renderer(ascii: ascii)
         useColor = !noColor
     }
@@ -128,46 +132,6 @@ public final class CursesApp {
         }
     }
 
-    /// The Quantize form as options (used for one layer, for all, and for the checkpoint's metadata).
-    func quantizationOptions() -> QuantizationOptions {
-        var options = QuantizationOptions()
-        options.groupSize = state.groupSize
-        options.cluster = state.cluster
-        options.sampleWeighting = state.sampleWeighting
-        return options
-    }
-
-    /// Writes the Model tab's table as CSV and JSON in the current folder (atomically); neither is
-    /// written if either would replace one of the model's files.
-    func exportTable() throws {
-        let rows = Renderer.modelRows(state, jobs.results)
-        var csv = "layer,shape,format,sqnr_db,mse,max_abs_error,output_rel_error,bits_per_weight,seconds\n"
-        var items: [JSONValue] = []
-        for (t, r) in rows {
-            let shape = t.shape.map(String.init).joined(separator: "x")
-            csv += "\(t.name),\(shape),\(r?.format ?? "float"),\(r.map { "\($0.metrics.sqnrDB)" } ?? ""),\(r.map { "\($0.metrics.mse)" } ?? ""),"
-            csv += "\(r.map { "\($0.metrics.maxAbsError)" } ?? ""),\(r?.outputRelativeError.map { "\($0)" } ?? ""),"
-            csv += "\(r.map { "\($0.bitsPerWeight)" } ?? ""),\(r.map { "\($0.seconds)" } ?? "")\n"
-            var fields: [(key: String, value: JSONValue)] = [("name", .string(t.name)), ("shape", .array(t.shape.map { JSONValue($0) })),
-                                                             ("format", .string(r?.format ?? "float"))]
-            if let r {
-                fields += [("sqnr_db", JSONValue(r.metrics.sqnrDB)), ("mse", JSONValue(r.metrics.mse)),
-                           ("max_abs_error", JSONValue(r.metrics.maxAbsError)),
-                           ("output_rel_error", r.outputRelativeError.map { JSONValue($0) } ?? .null),
-                           ("bits_per_weight", JSONValue(r.bitsPerWeight)),
-                           ("seconds", JSONValue(r.seconds))]
-            }
-            items.append(.object(fields))
-        }
-        let files = [("any4-layers.csv", csv), ("any4-layers.json", JSONValue.object([("model", .string(state.model.path)), ("layers", .array(items))]).serialized + "\n")]
-        for (path, _) in files { try OutputGuard.check(path, inputs: state.model.inputFiles) }
-        for (path, text) in files {
-            let writer = try AtomicFileWriter(path: path)
-            try writer.write(text)
-            try writer.commit()
-        }
-    }
-
     /// Points the kernel runner at the selected layer when the kernel tab shows.
     func syncKernel() {
         guard state.tab == .kernel, let tensor = state.selectedTensor else { return }
@@ -184,60 +148,24 @@ public final class CursesApp {
         if key == any4_key_mouse() {
             var event = MEVENT()
             if getmouse(&event) == OK {
-                if event.bstate & any4_button4_pressed() != 0 { state.apply(.wheel(up: true)) }
-                else if event.bstate & any4_button5_pressed() != 0 { state.apply(.wheel(up: false)) }
-                else if event.bstate & any4_button1_clicked() != 0 { state.apply(.click(row: Int(event.y), column: Int(event.x))) }
+                if event.bstate & any4_button4_pressed() != 0 { session.handle(.wheel(up: true), state: &state) }
+                else if event.bstate & any4_button5_pressed() != 0 { session.handle(.wheel(up: false), state: &state) }
+                else if event.bstate & any4_button1_clicked() != 0 { session.handle(.click(row: Int(event.y), column: Int(event.x)), state: &state) }
             }
             return
         }
         if state.filtering || state.rowJump != nil {
             switch key {
-            case 27: state.apply(.cancel)
-            case 10, 13, any4_key_enter(): state.apply(.endFilter)
-            case 127, 8, any4_key_backspace(): state.apply(.filterBackspace)
+            case 27: session.handle(.cancel, state: &state)
+            case 10, 13, any4_key_enter(): session.handle(.endFilter, state: &state)
+            case 127, 8, any4_key_backspace(): session.handle(.filterBackspace, state: &state)
             default:
-                if key >= 32 && key < 127, let scalar = Unicode.Scalar(UInt32(key)) { state.apply(.filterInput(Character(scalar))) }
+                if key >= 32 && key < 127, let scalar = Unicode.Scalar(UInt32(key)) { session.handle(.filterInput(Character(scalar)), state: &state) }
             }
             return
         }
-        guard var action = Self.action(for: key, tab: state.tab, focus: state.focus) else { return }
-        // In the Quantize tab, Enter on a tensor runs the quantization whichever pane has focus.
-        if action == .toggle, state.tab == .quantize, state.selectedTensor != nil { action = .runQuantize }
-        switch action {
-        case .runQuantize, .runCompare:
-            guard let tensor = state.selectedTensor, tensor.isLinear else { state.status = "select a linear layer first"; return }
-            let options = quantizationOptions()
-            if action == .runQuantize { jobs.quantize(tensor, of: state.model, format: state.format, options: options) }
-            else { jobs.compare(tensor, of: state.model, options: options) }
-        case .cancel:
-            jobs.cancel()
-            state.apply(.cancel)
-        case .quantizeAll:
-            jobs.quantizeAll(state.model, format: state.format, options: quantizationOptions())
-        case .writeCheckpoint:
-            let base = state.model.format == .demo ? "demo" : URL(fileURLWithPath: state.model.path).deletingPathExtension().lastPathComponent
-            let path = "\(base).\(state.format).safetensors"
-            do {
-                // QuantizedCheckpoint.write refuses a path that is one of the model's files (OutputGuard).
-                let n = try jobs.write(state.model, format: state.format, options: quantizationOptions(), to: path)
-                state.status = "wrote \(n) \(state.format) layers to \(path)"
-            } catch let error as FileFormatError where error.kind == .outputIsInput {
-                state.status = "write refused: \(error)"
-            } catch {
-                state.status = "write failed: \(error)"
-            }
-        case .exportTable:
-            do {
-                try exportTable()
-                state.status = "exported any4-layers.csv and any4-layers.json"
-            } catch let error as FileFormatError where error.kind == .outputIsInput {
-                state.status = "export refused: \(error)"
-            } catch {
-                state.status = "export failed: \(error)"
-            }
-        default:
-            state.apply(action)
-        }
+        guard let action = Self.action(for: key, tab: state.tab, focus: state.focus) else { return }
+        session.handle(action, state: &state)
     }
 
     /// The key map (htop/lazygit habits: q quits, ? helps, Tab switches panes, / filters).

@@ -64,13 +64,13 @@ public final class JobCenter: @unchecked Sendable {
 
     /// Quantizes `tensor` in every 4-bit format for the comparison table.
     public func compare(_ tensor: ModelTensor, of model: Model, options: QuantizationOptions) {
-        let formats = ["any4", "int4", "nf4", "fp4", "fp4-bnb", "iq4_nl", "mxfp4", "nvfp4"]
+        let formats = FormatRegistry.fourBit
         start(tensor: tensor.name, total: tensor.shape[0] * formats.count, label: "comparing formats on \(tensor.name)") { [self] progress in
             var rows: [LayerResult] = []
             for f in formats {
-                var r = try ModelQuantization.quantize(tensor, of: model, format: FormatRegistry.named(f), options: options,
+                var r = try ModelQuantization.quantize(tensor, of: model, format: f, options: options,
                                                        keepMatrix: false, outputErrorRows: 8, progress: progress)
-                r.format = f
+                r.format = f.name
                 rows.append(r)
             }
             lock.withLock { _comparisons[tensor.name] = rows }
@@ -398,37 +398,16 @@ public final class HistogramCache: @unchecked Sendable {
                 options.threads = 1
                 let q = try Quantizer.quantize(values, rows: 1, cols: values.count, name: tensor.name,
                                                format: FormatRegistry.named("any4"), options: options)
-                let usage = q.codeUsage()
-                let g0 = q.groups.range(0)
-                let firstGroup = (values[g0].min() ?? 0, values[g0].max() ?? 0)
-                if scaled {
-                    var scaledValues = [Float](repeating: 0, count: values.count)
-                    let groups = q.groups
-                    for g in 0..<groups.count {
-                        let s = q.scales[g], z = q.zeros[g]
-                        for c in groups.range(g) { scaledValues[c] = (values[c] - z) / s + 8 }
-                    }
-                    let h = Histogram(scaledValues, bins: bins, low: -0.5, high: 15.5)
-                    return HistogramData(counts: h.counts, low: h.low, high: h.high, codebook: q.tables.map { $0 + 8 },
-                                         usage: usage, note: "row \(row) in the group-scaled domain [0, 15] (group \(q.groupSize)); ▲ = its any4 codebook",
-                                         firstGroup: firstGroup)
-                }
-                let h = Histogram(values, bins: bins)
-                // Raw domain: the codebook of the row's first group.
-                let book = q.tables.map { $0 * q.scales[0] + q.zeros[0] }
-                return HistogramData(counts: h.counts, low: h.low, high: h.high, codebook: book, usage: usage,
-                                     note: "row \(row), raw values; ▲ = any4 codebook of its first group", firstGroup: firstGroup)
+                let h = WeightHistogram(row: values, quantized: q, scaled: scaled, bins: bins)
+                let note = scaled
+                    ? "row \(row) in the group-scaled domain [0, \(q.tableSize - 1)] (group \(q.groupSize)); ▲ = its any4 codebook"
+                    // Raw domain: the codebook of the row's first group.
+                    : "row \(row), raw values; ▲ = any4 codebook of its first group"
+                return HistogramData(counts: h.counts, low: h.low, high: h.high, codebook: h.codebook, usage: h.usage,
+                                     note: note, firstGroup: h.firstGroup)
             }
             // Whole tensor (sampled rows beyond 2M values keep it quick).
-            let rowCount = tensor.info.rowCount
-            let step = max(1, tensor.info.elementCount / 2_000_000)
-            var values: [Float] = []
-            var r = 0
-            while r < rowCount {
-                values += try model.decodeRows(tensor, rows: r..<(r + 1))
-                r += step
-            }
-            let h = Histogram(values, bins: bins)
+            let (h, step) = try WeightHistogram.sampled(tensor, of: model, bins: bins)
             return HistogramData(counts: h.counts, low: h.low, high: h.high, codebook: [], usage: [],
                                  note: step > 1 ? "whole tensor, every \(step)th row" : "whole tensor, raw values")
         } catch {

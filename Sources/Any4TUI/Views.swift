@@ -137,7 +137,7 @@ public struct Renderer: Sendable {
             "Tab Shift-Tab  switch pane              1 2 3 4  switch tab",
             "/              filter layers by name    Esc  clear, cancel a job",
             "Histogram      [ ] row, g go to row, r row/whole tensor, s scaled/raw",
-            "               i int4/nf4/fp4 grid, + - zoom",
+            "               i \(ReferenceGrid.all.map(\.name).joined(separator: "/")) grid, + - zoom",
             "Quantize       f format, g group, m Lloyd/exact, p sample weights,",
             "               Enter run, c compare all formats",
             "Kernel         b B batch size, space pause",
@@ -192,7 +192,7 @@ public struct Renderer: Sendable {
         for v in Self.gridValues(state.grid, data, scaled: state.scaledDomain && row != nil) {
             if let c = column(v) { s.put(markerRow, x0 + 2 + c, ascii ? "|" : "┆", .dim) }
         }
-        if state.grid != .none { s.put(markerRow + 2, x0 + 2, "┆ = \(state.grid.rawValue) grid of the first group", .dim) }
+        if let grid = state.grid { s.put(markerRow + 2, x0 + 2, "┆ = \(grid.name) grid of the first group", .dim) }
         for v in data.codebook { if let c = column(v) { s.put(markerRow, x0 + 2 + c, ascii ? "^" : "▲", .good) } }
         s.put(markerRow + 1, x0 + 2, Formatting.number(Double(data.low), 3), .dim)
         let hi = Formatting.number(Double(data.high), 3)
@@ -217,16 +217,9 @@ public struct Renderer: Sendable {
     }
 
     /// The reference grid's values in the histogram's domain, placed with the row's first group.
-    static func gridValues(_ grid: AppState.Grid, _ data: HistogramData, scaled: Bool) -> [Float] {
-        guard grid != .none, let g = data.firstGroup, g.high > g.low else { return [] }
-        let amax = max(abs(g.low), abs(g.high))
-        let raw: [Float] = switch grid {
-        case .none: []
-        case .int4: (0..<16).map { g.low + Float($0) * (g.high - g.low) / 15 }
-        case .nf4: TableFormat.nf4.table.map { $0 * amax }
-        case .fp4: TableFormat.e2m1.map { $0 * amax / 6 }
-        }
-        return scaled ? raw.map { ($0 - g.low) / ((g.high - g.low) / 15) } : raw
+    static func gridValues(_ grid: ReferenceGrid?, _ data: HistogramData, scaled: Bool) -> [Float] {
+        guard let grid, let g = data.firstGroup else { return [] }
+        return grid.values(low: g.low, high: g.high, scaled: scaled)
     }
 
     // MARK: - Quantize
@@ -239,9 +232,9 @@ public struct Renderer: Sendable {
         s.put(2, x0 + 1, "\(tensor.name)  \(Formatting.shape(tensor.shape))", .bold, maxWidth: width - 2)
         s.put(4, x0 + 1, "format  [f] \(state.format)")
         s.put(5, x0 + 1, "group   [g] \(state.groupSize)")
-        s.put(6, x0 + 1, "method  [m] \(state.cluster.rawValue)" + (state.format.hasPrefix("any") ? "" : " (any-b only)"))
+        s.put(6, x0 + 1, "method  [m] \(state.cluster.rawValue)" + (state.numericFormat.perRowTable ? "" : " (any-b only)"))
         s.put(7, x0 + 1, "weights [p] \(state.sampleWeighting == .scale ? "group scale (the paper's default)" : "none")"
-              + (state.format.hasPrefix("any") ? "" : " (any-b only)"), .normal, maxWidth: width - 2)
+              + (state.numericFormat.perRowTable ? "" : " (any-b only)"), .normal, maxWidth: width - 2)
         s.put(9, x0 + 1, "Enter quantizes this layer in the background; c compares every 4-bit format.", .dim, maxWidth: width - 2)
         if let job = jobs.job, job.tensor == tensor.name, !job.done {
             let barWidth = max(10, width - 12)

@@ -15,6 +15,27 @@ struct Any4Command: ParsableCommand {
                       TokenizeCommand.self, CalibrateCommand.self, PerplexityCommand.self, EmbedEvalCommand.self, RunCommand.self],
         defaultSubcommand: TUICommand.self
     )
+
+    /// ArgumentParser's `main`, except that a value outside a choice option's choices exits 2 with
+    /// a one-line message naming the option and the choices, as the other bad options do (see
+    /// Choices.swift); other parse errors keep the parser's usage message and status 64.
+    static func main() {
+        var command: ParsableCommand
+        do {
+            command = try parseAsRoot()
+        } catch {
+            if let message = ChoiceFailure.message(arguments: Array(CommandLine.arguments.dropFirst())) {
+                printError("any4: error: \(message)")
+                Self.exit(withError: ExitCode(2))
+            }
+            Self.exit(withError: error)
+        }
+        do {
+            try command.run()
+        } catch {
+            Self.exit(withError: error)
+        }
+    }
 }
 
 /// Runs `body`, turning file errors and sizes that cannot be had into a one-line message on stderr

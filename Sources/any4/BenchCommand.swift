@@ -17,6 +17,7 @@ struct BenchCommand: ParsableCommand {
             --device gpu|all adds GPU rows (batches 1-16): the lookup kernel for each 4-bit format, our dense \
             f16/bf16 kernel, and cuBLAS (blas) as the baseline (vs cuBLAS instead of vs f32), timed with CUDA \
             events over copies exceeding 4x the L2 cache; the probe is a device-to-device copy.
+            The lookup kernel takes group sizes that are multiples of 32.
             """
     )
 
@@ -26,34 +27,42 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "Comma-separated batch sizes (rows of x), each 1 to 64.")
     var batch = "1,8,32"
 
-    @Option(help: "Comma-separated formats: any 4-bit format (any4, int4, nf4, fp4, iq4_nl, mxfp4, ...), f32, f16, bf16, blas.")
-    var formats = "any4,int4,nf4,f32,f16,bf16,blas"
+    @Option(name: .customLong("format"), help: "Comma-separated formats: any 4-bit format (any4, int4, nf4, fp4, iq4_nl, mxfp4, ...), f32, f16, bf16, blas.")
+    var formats = KernelBenchmark.Configuration().formats.joined(separator: ",")
+
+    /// `--formats`, the old spelling of `--format`.
+    @Option(name: .customLong("formats"), help: .hidden)
+    var formatsAlias: String?
 
     @Option(help: "Lookup path: fast (int8) or exact (float LUT).")
-    var kernel = "fast"
+    var kernel: KernelPath = .fast
 
-    @Option(parsing: .unconditional, help: "Threads, 0 to 1024 (0: all cores).")
-    var threads = 0
+    @OptionGroup var threadsOption: ThreadsOption
 
     @Option(parsing: .unconditional, help: "Timed runs per case, 1 to 1000000 (at least 20 are recommended).")
     var runs = 20
 
-    @Option(parsing: .unconditional, help: "Group size of the quantized formats: an even number from 2 to 65536 (the lookup kernel takes multiples of 32).")
-    var groupSize = 128
+    @OptionGroup var groupSizeOption: GroupSizeOption
 
     @Flag(help: "Run on one copy of the weights (cache-hot) instead of cycling through copies.")
     var hot = false
 
     @Option(help: "Where to run: cpu, gpu (the CUDA lookup kernel, our dense kernel and cuBLAS) or all.")
-    var device = "cpu"
+    var device: KernelBenchmark.Device = .cpu
 
     @Option(help: "Activation type of the GPU lookup kernel and cuBLAS rows: bf16 or f16.")
-    var gpuActivations = "bf16"
+    var gpuActivations: GPUActivationType = .bf16
 
-    @Flag(help: "Print one JSON object.")
-    var json = false
+    @OptionGroup var jsonOutput: JSONOutputOption
+
+    var threads: Int { threadsOption.threads }
+    var groupSize: Int { groupSizeOption.groupSize }
+    var json: Bool { jsonOutput.json }
 
     static let maxRuns = 1_000_000
+
+    /// The spelling of the format option the command line used, for messages.
+    var formatOption: String { formatsAlias != nil ? "--formats" : "--format" }
 
     /// The shapes, each dimension in 1...KernelBenchmark.maxDimension.
     func shapes() throws -> [(out: Int, in: Int)] {
@@ -79,28 +88,24 @@ struct BenchCommand: ParsableCommand {
     func validate() throws {
         _ = try shapes()
         _ = try batches()
-        try requireThreads(threads)
         try requireRange("--runs", runs, 1...Self.maxRuns)
-        try requireGroupSize(groupSize)
     }
 
     func run() throws {
         var config = KernelBenchmark.Configuration()
         config.shapes = try shapes()
         config.batches = try batches()
-        config.formats = formats.split(separator: ",").map(String.init)
+        config.formats = (formatsAlias ?? formats).split(separator: ",").map(String.init)
         for f in config.formats where !["f32", "f16", "bf16", "blas"].contains(f) {
-            do { _ = try FormatRegistry.named(f) } catch { throw usageError("--formats: \(error)") }
+            do { _ = try FormatRegistry.named(f) } catch { throw usageError("\(formatOption): \(error)") }
         }
-        guard let path = KernelPath(rawValue: kernel) else { throw usageError("--kernel must be fast or exact") }
-        config.path = path
+        config.path = kernel
         config.threads = threads
         config.runs = runs
         config.hot = hot
         config.groupSize = groupSize
-        guard let device = KernelBenchmark.Device(rawValue: device) else { throw usageError("--device must be cpu, gpu or all") }
         config.device = device
-        guard let activations = GPUActivationType(rawValue: gpuActivations) else { throw usageError("--gpu-activations must be bf16 or f16") }
+        let activations = gpuActivations
         config.gpuActivations = activations
         // The memory the run needs, before the probe or any weights.
         do { try KernelBenchmark.checkMemory(config) } catch { throw usageError("\(error)") }

@@ -12,11 +12,14 @@ struct CompareCommand: ParsableCommand {
             """
     )
 
-    @Argument(help: "A .safetensors file, a Hugging Face model folder, or a .gguf file.")
-    var model: String
+    @OptionGroup var modelArgument: ModelArgument
 
-    @Option(help: "Comma-separated formats.")
-    var formats = "any4,int4,nf4,fp4,fp4-bnb,mxfp4,nvfp4,iq4_nl"
+    @Option(name: .customLong("format"), help: "Comma-separated formats.")
+    var formats = FormatRegistry.comparison.map(\.name).joined(separator: ",")
+
+    /// `--formats`, the old spelling of `--format`.
+    @Option(name: .customLong("formats"), help: .hidden)
+    var formatsAlias: String?
 
     @OptionGroup var quantization: QuantizationOptionGroup
 
@@ -26,8 +29,9 @@ struct CompareCommand: ParsableCommand {
     @Flag(help: "Run mxfp4, nvfp4 and iq4_nl at --group-size too (non-standard, labelled FORMAT@N) for a comparison at equal block size.")
     var equalBlocks = false
 
-    @Flag(help: "Print one JSON object.")
-    var json = false
+    @OptionGroup var jsonOutput: JSONOutputOption
+
+    var json: Bool { jsonOutput.json }
 
     /// A column of the comparison: a format with the clustering it runs with.
     struct Variant {
@@ -39,9 +43,9 @@ struct CompareCommand: ParsableCommand {
     func run() throws {
         let options = try quantization.options()
         var variants: [Variant] = []
-        for name in formats.split(separator: ",").map({ $0.filter { $0 != " " } }) where !name.isEmpty {
+        for name in (formatsAlias ?? formats).split(separator: ",").map({ $0.filter { $0 != " " } }) where !name.isEmpty {
             let f: any NumericFormat
-            do { f = try FormatRegistry.named(name) } catch { throw usageError("--formats: \(error)") }
+            do { f = try FormatRegistry.named(name) } catch { throw usageError("\(formatOption): \(error)") }
             if f.perRowTable && bothClusterings {
                 var lloyd = options, exact = options
                 lloyd.cluster = .lloyd
@@ -56,66 +60,46 @@ struct CompareCommand: ParsableCommand {
                 variants.append(Variant(label: f.name + (f.perRowTable && options.cluster == .exact ? "-exact" : ""), format: f, options: options))
             }
         }
-        guard !variants.isEmpty else { throw usageError("--formats is empty") }
-        let model = try openModel(self.model)
+        guard !variants.isEmpty else { throw usageError("\(formatOption) is empty") }
+        let model = try openModel(modelArgument.model)
         let layers = try selectedLayers(model, try quantization.selection(for: model), quantization)
         let calibration = try quantization.calibration(options)
 
         let progress = Progress(total: layers.reduce(0) { $0 + $1.shape[0] } * variants.count, label: "comparing")
-        var rows: [(layer: ModelTensor, results: [LayerResult])] = []
+        var comparison = LayerComparison(labels: variants.map(\.label))
         try runProgressJob(progress, interrupted: "interrupted") {
                 for (i, layer) in layers.enumerated() {
                     progress.setLabel("comparing \(i + 1)/\(layers.count) \(layer.name)")
-                    var results: [LayerResult] = []
+                    var results: [LayerReport] = []
                     for v in variants {
                         var r = try ModelQuantization.quantize(layer, of: model, format: v.format, options: v.options,
                                                                calibration: calibration, keepMatrix: false, progress: progress)
                         r.format = v.label
-                        results.append(r)
+                        results.append(LayerReport(r))
                     }
-                    rows.append((layer, results))
+                    comparison.rows.append(.init(name: layer.name, shape: layer.shape, results: results))
                 }
         }
-        let labels = variants.map(\.label)
-        let summary = labels.map { label in summarize(label, rows.map { $0.results }) }
+        let summary = comparison.summaries
         if json {
             print(JSONValue.object([
                 ("model", .string(model.path)),
                 ("group_size", JSONValue(options.groupSize)),
-                ("layers", .array(rows.map { row in
-                    .object([
-                        ("name", .string(row.layer.name)),
-                        ("shape", .array(row.layer.shape.map { JSONValue($0) })),
-                        ("results", .object(row.results.map { r in
-                            var fields: [(key: String, value: JSONValue)] = [
-                                ("sqnr_db", JSONValue(r.metrics.sqnrDB)), ("mse", JSONValue(r.metrics.mse)),
-                                ("max_abs_error", JSONValue(r.metrics.maxAbsError)),
-                                ("bits_per_weight", JSONValue(r.bitsPerWeight)), ("seconds", JSONValue(r.seconds)),
-                            ]
-                            if let o = r.kmeansObjective { fields.append(("kmeans_objective", JSONValue(o))) }
-                            if let o = r.kmeansObjectiveFirst64 { fields.append(("kmeans_objective_first64", JSONValue(o))) }
-                            return (r.format, .object(fields))
-                        })),
-                    ])
-                })),
-                ("summary", .object(summary.map { s in
-                    (s.label, .object([
-                        ("mean_sqnr_db", JSONValue(s.meanSQNR)), ("wins", JSONValue(s.wins)),
-                        ("mean_bits_per_weight", JSONValue(s.meanBits)), ("seconds", JSONValue(s.seconds)),
-                    ]))
-                })),
+                ("layers", comparison.layersJSON()),
+                ("summary", comparison.summaryJSON()),
             ]).serialized)
             return
         }
         let nameWidth = min(44, max(12, layers.map(\.name.count).max() ?? 0))
         var header = Formatting.pad("layer", nameWidth) + " " + Formatting.pad("shape", 12)
-        for label in labels { header += Formatting.pad(label, 11, right: true) }
+        for label in comparison.labels { header += Formatting.pad(label, 11, right: true) }
         print(header + "   (SQNR dB)")
-        for row in rows {
-            var line = Formatting.pad(row.layer.name, nameWidth) + " " + Formatting.pad(Formatting.shape(row.layer.shape), 12)
-            let best = row.results.map(\.metrics.sqnrDB).max() ?? 0
-            for r in row.results {
-                line += Formatting.pad((r.metrics.sqnrDB == best ? "*" : "") + Formatting.fixed(r.metrics.sqnrDB, 2), 11, right: true)
+        for row in comparison.rows {
+            var line = Formatting.pad(row.name, nameWidth) + " " + Formatting.pad(Formatting.shape(row.shape), 12)
+            let sqnr = row.results.compactMap { $0.outcome?.sqnrDB }
+            let best = sqnr.max() ?? 0
+            for x in sqnr {
+                line += Formatting.pad((x == best ? "*" : "") + Formatting.fixed(x, 2), 11, right: true)
             }
             print(line)
         }
@@ -130,26 +114,6 @@ struct CompareCommand: ParsableCommand {
         print("(* best SQNR on the layer; wins count layers where the format is best, ties shared)")
     }
 
-    struct Summary {
-        var label: String
-        var meanSQNR: Double
-        var wins: Int
-        var meanBits: Double
-        var seconds: Double
-    }
-
-    func summarize(_ label: String, _ table: [[LayerResult]]) -> Summary {
-        var sqnr = 0.0, bits = 0.0, params = 0.0, seconds = 0.0, wins = 0
-        for results in table {
-            guard let r = results.first(where: { $0.format == label }) else { continue }
-            let n = Double(r.shape.reduce(1, *))
-            sqnr += r.metrics.sqnrDB
-            bits += r.bitsPerWeight * n
-            params += n
-            seconds += r.seconds
-            if r.metrics.sqnrDB >= (results.map(\.metrics.sqnrDB).max() ?? 0) { wins += 1 }
-        }
-        let n = Double(max(table.count, 1))
-        return Summary(label: label, meanSQNR: sqnr / n, wins: wins, meanBits: params > 0 ? bits / params : 0, seconds: seconds)
-    }
+    /// The spelling of the format option the command line used, for messages.
+    var formatOption: String { formatsAlias != nil ? "--formats" : "--format" }
 }

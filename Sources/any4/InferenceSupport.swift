@@ -7,8 +7,9 @@ import Foundation
 /// `--quantize FORMAT` and the quantize command's options, for the commands that run a model
 /// (ppl, embed-eval, run): the model is quantized in place before it runs.
 struct EngineQuantizationGroup: ParsableArguments {
-    @Option(help: "Quantize the linear layers to this format before running (default: run the weights as stored).")
-    var quantize: String?
+    @Option(help: ArgumentHelp("Quantize the linear layers to this format before running (default: run the weights as stored).",
+                               valueName: "format"))
+    var quantize: FormatArgument?
 
     @OptionGroup var quantization: QuantizationOptionGroup
 
@@ -19,24 +20,21 @@ struct EngineQuantizationGroup: ParsableArguments {
     var prompt: String?
 
     @Option(help: "Lookup-kernel path for quantized layers at small batch: fast (int8 activations) or exact (f32 activations).")
-    var kernel = "fast"
+    var kernel: KernelPath = .fast
 
-    func engineOptions() throws -> EngineOptions {
+    func engineOptions() -> EngineOptions {
         var o = EngineOptions()
         o.threads = quantization.threads
-        guard let path = KernelPath(rawValue: kernel) else { throw usageError("--kernel must be fast or exact, got \"\(kernel)\"") }
-        o.kernel = path
+        o.kernel = kernel
         return o
     }
 
     /// Quantizes `engine` in place as asked; returns a one-line description (nil: not quantized).
     func apply(to engine: any TransformerEngine, tokenizer: any TextTokenizer, quiet: Bool) throws -> String? {
-        guard let name = quantize else {
+        guard let format = quantize?.format else {
             if calibrate { throw usageError("--calibrate needs --quantize FORMAT") }
             return nil
         }
-        let format: any NumericFormat
-        do { format = try FormatRegistry.named(name) } catch { throw usageError("--quantize: \(error)") }
         let options = try quantization.options()
         let selection = try quantization.selection(for: engine.model)
         let progress = Progress(total: 0, label: "quantizing \(format.name)")
@@ -46,7 +44,7 @@ struct EngineQuantizationGroup: ParsableArguments {
             guard format.perRowTable else {
                 throw usageError("--calibrate weighs any-b's k-means; \(format.name) has no learned table")
             }
-            let statistic = try calibrationStatistic()
+            let statistic = quantization.stat
             let sequences = try calibrationSequences(engine: engine, tokenizer: tokenizer, promptPath: prompt)
             results = try runProgressJob(progress, interrupted: "interrupted") {
                 try EngineQuantization.quantizeSequentially(engine, sequences: sequences, format: format, options: options,
@@ -60,51 +58,28 @@ struct EngineQuantizationGroup: ParsableArguments {
             }
         }
         guard !results.isEmpty else { throw usageError("no linear layer of \(engine.model.path) matches the layer selection") }
-        let params = results.reduce(0) { $0 + $1.shape[0] * $1.shape[1] }
-        let bits = results.reduce(0.0) { $0 + $1.bitsPerWeight * Double($1.shape[0] * $1.shape[1]) } / Double(params)
+        let bits = LayerReports(results).bitsPerWeight
         var text = "\(format.name) g\(options.blockSize(for: format))"
-        if calibrate { text += " calibrated (\(quantization.stat))" }
+        if calibrate { text += " calibrated (\(quantization.stat.rawValue))" }
         text += ": \(results.count) layers, \(Formatting.fixed(bits, 3)) bits/weight, \(Formatting.fixed(Clock.now - started, 1)) s"
         if !quiet { printError("any4: quantized \(text)") }
         return text
     }
-
-    func calibrationStatistic() throws -> CalibrationStatistic { try Self.statistic(quantization.stat) }
-
-    static func statistic(_ name: String) throws -> CalibrationStatistic {
-        guard let s = CalibrationStatistic(rawValue: name) else {
-            throw usageError("--stat must be mean, absmean or sqmean, got \"\(name)\"")
-        }
-        return s
-    }
 }
 
-/// The default calibration prompt: assets/calibration.txt next to the package (found from the
-/// executable's location or the working directory).
-func defaultPromptPath() -> String {
-    let exe = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
-    var dir = exe.deletingLastPathComponent()
-    for _ in 0..<5 {
-        let candidate = dir.appendingPathComponent("assets/calibration.txt").path
-        if FileManager.default.fileExists(atPath: candidate) { return candidate }
-        dir.deleteLastPathComponent()
-    }
-    return "assets/calibration.txt"
-}
+/// The default calibration prompt (assets/calibration.txt next to the package).
+func defaultPromptPath() -> String { CalibrationPrompt.defaultPath() }
 
-/// The calibration token sequences: the whole prompt for a decoder (cut to its context), one per
-/// paragraph for an encoder (cut to its positions).
+/// The calibration token sequences of the prompt file (default: assets/calibration.txt) for the
+/// engine's kind of model, or status 2 naming the file.
 func calibrationSequences(engine: any TransformerEngine, tokenizer: any TextTokenizer, promptPath: String?) throws -> [[Int]] {
     let path = promptPath ?? defaultPromptPath()
     let text = try readText(path, what: "calibration prompt")
-    if let bert = engine as? BertEngine {
-        let paragraphs = text.components(separatedBy: "\n\n").map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }.filter { !$0.isEmpty }
-        return paragraphs.map { Array(tokenizer.encode($0, addSpecialTokens: true).prefix(bert.maxPositions)) }
+    do {
+        return try CalibrationPrompt.sequences(text, source: path, engine: engine, tokenizer: tokenizer)
+    } catch {
+        throw usageError("\(error)")
     }
-    let llama = engine as! LlamaEngine
-    let ids = tokenizer.encode(text, addSpecialTokens: true)
-    guard ids.count >= 2 else { throw usageError("\(path): the calibration prompt has \(ids.count) tokens") }
-    return [Array(ids.prefix(llama.config.contextLength))]
 }
 
 /// A UTF-8 text file, or status 2 naming the file (missing, unreadable, not a regular file — a

@@ -15,8 +15,7 @@ struct InfoCommand: ParsableCommand {
             """
     )
 
-    @Flag(help: "Print one JSON object.")
-    var json = false
+    @OptionGroup var jsonOutput: JSONOutputOption
 
     func run() throws {
         let gpu = GPUReport.gather()
@@ -27,7 +26,7 @@ struct InfoCommand: ParsableCommand {
         #else
         let arch = "other"
         #endif
-        if json {
+        if jsonOutput.json {
             func part(_ path: String?, _ version: String?, _ error: String?) -> JSONValue {
                 var fields: [(key: String, value: JSONValue)] = []
                 if let path { fields.append(("path", .string(path))) }

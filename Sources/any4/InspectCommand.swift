@@ -7,14 +7,12 @@ struct InspectCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "inspect",
         abstract: "List a model's blocks and tensors: shape ([out, in]), dtype, parameters, bytes.",
-        discussion: "Reads headers only unless --stats is given. Without PATH, inspects the built-in demo model."
+        discussion: "Reads headers only unless --stats is given. Without MODEL, inspects the built-in demo model."
     )
 
-    @Argument(help: "A .safetensors file, a Hugging Face model folder, or a .gguf file.")
-    var path: String?
+    @OptionGroup var modelArgument: OptionalModelArgument
 
-    @Flag(help: "Print one JSON object instead of the tree.")
-    var json = false
+    @OptionGroup var jsonOutput: JSONOutputOption
 
     @Flag(help: "Decode every tensor and add min, max, mean, std, kurtosis and the share beyond 6 std.")
     var stats = false
@@ -24,7 +22,7 @@ struct InspectCommand: ParsableCommand {
 
     func run() throws {
         let regex = try compilePattern(filter, "--filter")
-        let model = try openModel(path)
+        let model = try openModel(modelArgument.model)
         var selected = Array(model.tensors.indices)
         if let regex {
             let matched: [Bool]
@@ -39,7 +37,7 @@ struct InspectCommand: ParsableCommand {
             throw usageError("no tensor of \(model.path) matches --filter \(filter)")
         }
         let tensorStats = stats ? try reportingFileErrors { try computeStats(model, selected) } : [:]
-        if json {
+        if jsonOutput.json {
             print(jsonReport(model, selected, tensorStats).serialized)
         } else {
             print(textReport(model, selected, tensorStats), terminator: "")

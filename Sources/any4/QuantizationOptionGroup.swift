@@ -1,23 +1,21 @@
 import Any4Core
 import ArgumentParser
 
-/// Options shared by `quantize` and `compare`.
+/// Options shared by `quantize`, `compare` and, with `--quantize`, the engine commands.
 struct QuantizationOptionGroup: ParsableArguments {
-    @Option(parsing: .unconditional,
-            help: "Group size for formats that take one: an even number from 2 to 65536. Widths it does not divide get a shorter last group; a group wider than a row is one group per row.")
-    var groupSize = 128
+    @OptionGroup var groupSizeOption: GroupSizeOption
 
     @Flag(help: "Refuse widths the group size does not divide instead of using a shorter last group.")
     var strictGroups = false
 
     @Option(help: "any-b clustering: lloyd (k-means++ then Lloyd, the paper's) or exact (globally optimal 1-D k-means).")
-    var cluster = "lloyd"
+    var cluster: ClusterMethod = .lloyd
 
     @Option(help: "any-b k-means sample weights: none, scale (the group scale, the paper's default) or calib:FILE (scale × a calibration statistic).")
-    var sampleWeight = "scale"
+    var sampleWeight: SampleWeightArgument = .scale
 
     @Option(help: "Calibration statistic for calib:FILE and --calibrate: mean (|mean|), absmean or sqmean (the default: lowest SmolLM2 perplexity of the three, see README).")
-    var stat = "sqmean"
+    var stat: CalibrationStatistic = .sqmean
 
     @Option(help: "Regular expression: only linear layers whose name contains a match (a pattern that runs longer than 2 s against one name is refused).")
     var layers: String?
@@ -25,18 +23,13 @@ struct QuantizationOptionGroup: ParsableArguments {
     @Option(help: "Regular expression: leave matching layers unquantized (default: the LM head; same time bound as --layers).")
     var skip: String?
 
-    @Option(parsing: .unconditional, help: "Worker threads, 0 to 1024 (0: all cores).")
-    var threads = 0
+    @OptionGroup var threadsOption: ThreadsOption
 
     @Option(help: "Seed for k-means++ seeding.")
     var seed: UInt64 = 0
 
-    /// The numeric options' ranges, checked as the command line is parsed (status 2 naming the
-    /// option), before any model is opened.
-    func validate() throws {
-        try requireGroupSize(groupSize)
-        try requireThreads(threads)
-    }
+    var groupSize: Int { groupSizeOption.groupSize }
+    var threads: Int { threadsOption.threads }
 
     /// The options, or a usage error (status 2) naming what is wrong.
     func options(cluster override: ClusterMethod? = nil) throws -> QuantizationOptions {
@@ -45,20 +38,8 @@ struct QuantizationOptionGroup: ParsableArguments {
         o.strictGroups = strictGroups
         o.threads = threads
         o.seed = seed
-        guard let method = override ?? ClusterMethod(rawValue: cluster) else {
-            throw usageError("--cluster must be lloyd or exact, got \"\(cluster)\"")
-        }
-        o.cluster = method
-        guard let statistic = CalibrationStatistic(rawValue: stat) else {
-            throw usageError("--stat must be mean, absmean or sqmean, got \"\(stat)\"")
-        }
-        switch sampleWeight {
-        case "none": o.sampleWeighting = .none
-        case "scale": o.sampleWeighting = .scale
-        case let s where s.hasPrefix("calib:") && s.count > 6:
-            o.sampleWeighting = .calibration(path: String(s.dropFirst(6)), statistic: statistic)
-        default: throw usageError("--sample-weight must be none, scale or calib:FILE, got \"\(sampleWeight)\"")
-        }
+        o.cluster = override ?? cluster
+        o.sampleWeighting = sampleWeight.weighting(stat)
         do { try o.validate() } catch { throw usageError("--group-size: \(error)") }
         return o
     }

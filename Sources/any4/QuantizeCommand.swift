@@ -11,20 +11,18 @@ struct QuantizeCommand: ParsableCommand {
             quantized and the LM head is skipped unless --skip says otherwise. The output is written \
             to a temporary file and renamed when complete: an error, Ctrl-C, SIGTERM or SIGHUP leaves no \
             output file. An --out that is the model, one of its files or folder, or another input is refused. \
-            MODEL may be `demo` (the built-in model).
+            MODEL may be `demo` (the built-in model). --json prints one object with the per-layer results.
             """
     )
 
-    @Argument(help: "A .safetensors file, a Hugging Face model folder, or a .gguf file.")
-    var model: String
+    @OptionGroup var modelArgument: ModelArgument
 
     @Option(help: "Numeric format.")
-    var format: String
+    var format: FormatArgument
 
     @OptionGroup var quantization: QuantizationOptionGroup
 
-    @Option(help: "Output .safetensors file.")
-    var out: String
+    @OptionGroup var output: OutputFileOption
 
     @Flag(help: "Write dequantized weights under the input's names, shapes and dtypes instead of codes.")
     var fakeQuant = false
@@ -35,14 +33,15 @@ struct QuantizeCommand: ParsableCommand {
     @Option(help: "Calibration prompt file for --calibrate (default: assets/calibration.txt).")
     var prompt: String?
 
-    @Flag(help: "Print one JSON object with the per-layer results.")
-    var json = false
+    @OptionGroup var jsonOutput: JSONOutputOption
+
+    var out: String { output.out }
+    var json: Bool { jsonOutput.json }
 
     func run() throws {
-        let numeric: any NumericFormat
-        do { numeric = try FormatRegistry.named(format) } catch { throw usageError("--format: \(error)") }
+        let numeric = format.format
         let options = try quantization.options()
-        let model = try openModel(self.model)
+        let model = try openModel(modelArgument.model)
         let selection = try quantization.selection(for: model)
         let layers = try selectedLayers(model, selection, quantization)
         if calibrate, case .calibration = options.sampleWeighting {
@@ -66,7 +65,7 @@ struct QuantizeCommand: ParsableCommand {
             let engine = try loadEngine(model, options: EngineOptions())
             let tokenizer = try loadTokenizer(model)
             let sequences = try calibrationSequences(engine: engine, tokenizer: tokenizer, promptPath: prompt)
-            let statistic = try EngineQuantizationGroup.statistic(quantization.stat)
+            let statistic = quantization.stat
             let source = "sequential:" + (prompt ?? "assets/calibration.txt")
             try runProgressJob(progress, interrupted: "interrupted; nothing was written") {
                 results = try EngineQuantization.quantizeSequentially(
@@ -96,32 +95,21 @@ struct QuantizeCommand: ParsableCommand {
             }
         }
         let seconds = Clock.now - started
+        let reports = LayerReports(results)
         if json {
             print(JSONValue.object([
                 ("format", .string(numeric.name)), ("out", .string(out)), ("seconds", JSONValue(seconds)),
-                ("layers", .array(results.map(layerJSON))),
+                ("layers", reports.json(LayerReport.Field.quantize)),
             ]).serialized)
         } else {
-            let params = results.reduce(0) { $0 + $1.shape[0] * $1.shape[1] }
-            let meanSQNR = results.map(\.metrics.sqnrDB).reduce(0, +) / Double(results.count)
-            let bits = results.reduce(0.0) { $0 + $1.bitsPerWeight * Double($1.shape[0] * $1.shape[1]) } / Double(params)
-            print("quantized \(results.count) layers (\(Formatting.count(params)) weights) to \(numeric.name) in \(Formatting.fixed(seconds, 2)) s")
-            print("mean SQNR \(Formatting.fixed(meanSQNR, 2)) dB · \(Formatting.fixed(bits, 3)) bits/weight · worst layer \(worstLayer(results))")
+            print("quantized \(results.count) layers (\(Formatting.count(reports.parameters)) weights) to \(numeric.name) in \(Formatting.fixed(seconds, 2)) s")
+            print("mean SQNR \(Formatting.fixed(reports.meanSQNR, 2)) dB · \(Formatting.fixed(reports.bitsPerWeight, 3)) bits/weight · worst layer \(worstLayer(reports))")
             print("wrote \(out)\(fakeQuant ? " (fake-quant)" : "")")
         }
     }
 
-    func worstLayer(_ results: [LayerResult]) -> String {
-        guard let worst = results.min(by: { $0.metrics.sqnrDB < $1.metrics.sqnrDB }) else { return "-" }
-        return "\(worst.name) (\(Formatting.fixed(worst.metrics.sqnrDB, 2)) dB)"
+    func worstLayer(_ reports: LayerReports) -> String {
+        guard let worst = reports.worst, let sqnr = worst.outcome?.sqnrDB else { return "-" }
+        return "\(worst.name) (\(Formatting.fixed(sqnr, 2)) dB)"
     }
-}
-
-func layerJSON(_ r: LayerResult) -> JSONValue {
-    .object([
-        ("name", .string(r.name)), ("shape", .array(r.shape.map { JSONValue($0) })),
-        ("sqnr_db", JSONValue(r.metrics.sqnrDB)), ("mse", JSONValue(r.metrics.mse)),
-        ("max_abs_error", JSONValue(r.metrics.maxAbsError)), ("bits_per_weight", JSONValue(r.bitsPerWeight)),
-        ("seconds", JSONValue(r.seconds)),
-    ])
 }

@@ -9,8 +9,7 @@ struct TUICommand: ParsableCommand {
         abstract: "Open the terminal UI on a model (the built-in demo when no path is given)."
     )
 
-    @Argument(help: "A .safetensors file, a Hugging Face model folder, or a .gguf file.")
-    var path: String?
+    @OptionGroup var modelArgument: OptionalModelArgument
 
     @Flag(help: "Plain ASCII drawing and no colour.")
     var ascii = false
@@ -18,6 +17,7 @@ struct TUICommand: ParsableCommand {
     func run() throws {
         if isatty(0) == 1 && isatty(1) == 1 { Self.makeCrashReportsNonInteractive() }
         let launched = Clock.now
+        let path = modelArgument.model
         let model = try openModel(path)
         guard isatty(0) == 1, isatty(1) == 1 else {
             // Not a terminal (a pipe, CI): print the layer tree instead of drawing a screen.

@@ -147,7 +147,7 @@ final class TUIStateAndViewTests: XCTestCase {
         jump.apply(.endFilter)
         XCTAssertEqual(jump.histogramRow, 12)
         jump.apply(.toggleIntGrid)
-        XCTAssertEqual(jump.grid, .int4)
+        XCTAssertEqual(jump.grid?.name, "int4")
         XCTAssertTrue(render(jump).text.contains("int4 grid of the first group"))
     }
 

@@ -27,7 +27,7 @@ final class GPUBackendTests: XCTestCase {
         for (rows, cols, group) in [(37, 200, 64), (9, 576, 128), (6, 1300, 32), (5, 3072, 96)] {
             var rng = SplitMix64(seed: UInt64(cols))
             let w = (0..<(rows * cols)).map { _ in Float(rng.nextStudentT4() * 0.02) }
-            for format in ["any4", "int4", "nf4"] {
+            for format in FormatRegistry.benchmarked.map(\.name) {  // the formats bench runs by default
                 var o = QuantizationOptions()
                 o.groupSize = group
                 let q = try Quantizer.quantize(w, rows: rows, cols: cols, name: "w", format: FormatRegistry.named(format), options: o)

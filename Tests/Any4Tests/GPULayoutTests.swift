@@ -65,7 +65,7 @@ final class GPULayoutTests: XCTestCase {
     func testEmulatedKernelEqualsTheCPUKernelAndTheDequantizedProduct() throws {
         for (rows, cols, group) in shapes {
             let w = weights(rows, cols, seed: UInt64(rows * cols))
-            for format in ["any4", "int4", "nf4"] {
+            for format in FormatRegistryTests.kernelFormats.map(\.name) {
                 let q = try quantized(w, rows, cols, format, group: group)
                 let layout = try GPULookupLayout(q)
                 let cpu = try PackedLinear(q)

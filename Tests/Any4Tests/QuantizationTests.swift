@@ -63,8 +63,9 @@ final class QuantizationTests: XCTestCase {
         let rows = 5, cols = 200
         var w = matrix(rows: rows, cols: cols)
         w[3] = 0; w[cols + 7] = -w[cols + 8]  // zeros and symmetric values
-        for name in ["nf4", "fp4", "fp4-bnb", "iq4_nl", "mxfp4", "nvfp4"] {
-            let format = try FormatRegistry.named(name)
+        // Every format with a fixed table and no zeros (nf4, fp4, fp4-bnb, iq4_nl, mxfp4, nvfp4).
+        for format in FormatRegistry.all where format.sharedTable != nil && !format.hasZeros {
+            let name = format.name
             let q = try quantize(w, rows: rows, cols: cols, name)
             let table = try XCTUnwrap(format.sharedTable)
             let block = format.fixedBlockSize ?? 64
@@ -230,8 +231,8 @@ final class QuantizationTests: XCTestCase {
         ])
         let model = try Model.inMemory(safetensors: image, name: "mem", format: .safetensors)
         let layer = model.tensor(named: "model.layers.0.mlp.up_proj.weight")!
-        for name in ["any4", "any3", "int4", "int8", "nf4", "fp4", "iq4_nl", "mxfp4", "nvfp4"] {
-            let format = try FormatRegistry.named(name)
+        for format in FormatRegistry.all {
+            let name = format.name
             var options = QuantizationOptions()
             options.groupSize = 64
             let result = try ModelQuantization.quantize(layer, of: model, format: format, options: options)

@@ -34,6 +34,11 @@ public struct IntFormat: NumericFormat {
 
 /// Group scaling shared by int-b and any-b.
 public enum GroupScaling {
+    /// 2^(b−1), the offset between a code q and its centred table value: int-b's table is
+    /// q − 2^(b−1), and any-b stores its centroids less it. A centred table value plus the offset
+    /// is where it lies in the group-scaled domain [0, 2^b − 1].
+    public static func offset(bits: Int) -> Float { Float(1 << (bits - 1)) }
+
     /// The stored scale s and zero z of `range`, and the effective minimum min′ = z − s·2^(b−1),
     /// after rounding s and z to the storage dtype (so that codes are chosen against what is stored).
     ///

@@ -11,7 +11,7 @@ public struct MXFP4Format: NumericFormat {
     public var summary: String { "OCP MX FP4: E2M1, block 32, power-of-two E8M0 scale" }
     public var codeBits: Int { 4 }
     public var fixedBlockSize: Int? { 32 }
-    public var scaleBits: Int? { 8 }
+    public var scaleEncoding: ScaleEncoding { .e8m0 }
     public var sharedTable: [Float]? { TableFormat.e2m1 }
 
     public func quantizeRow(_ job: RowJob) {
@@ -35,7 +35,8 @@ public struct NVFP4Format: NumericFormat {
     public var summary: String { "NVIDIA FP4: E2M1, block 16, FP8 E4M3 scale and a per-tensor f32 scale" }
     public var codeBits: Int { 4 }
     public var fixedBlockSize: Int? { 16 }
-    public var scaleBits: Int? { 8 }
+    public var scaleEncoding: ScaleEncoding { .e4m3 }
+    public var hasTensorScale: Bool { true }
     public var sharedTable: [Float]? { TableFormat.e2m1 }
 
     public func tensorScale(of values: UnsafeBufferPointer<Float>) -> Float {

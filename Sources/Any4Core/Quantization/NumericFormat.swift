@@ -19,6 +19,11 @@ public protocol NumericFormat: Sendable {
     var perRowTable: Bool { get }
     /// Whether groups carry a zero (asymmetric formats).
     var hasZeros: Bool { get }
+    /// How group scales are stored: in a float dtype, or as one E8M0 (mxfp4) or E4M3 (nvfp4) byte.
+    var scaleEncoding: ScaleEncoding { get }
+    /// Whether the matrix carries one f32 factor over all its groups (nvfp4), stored as
+    /// `X.tensor_scale` in a checkpoint.
+    var hasTensorScale: Bool { get }
     /// Bits of one stored scale, or nil for the model's float dtype.
     var scaleBits: Int? { get }
     /// The float dtype the format itself fixes for its scales (iq4_nl: F16, as ggml), or nil.
@@ -35,12 +40,54 @@ extension NumericFormat {
     public var fixedBlockSize: Int? { nil }
     public var perRowTable: Bool { false }
     public var hasZeros: Bool { false }
-    public var scaleBits: Int? { scaleDType.map { $0.size * 8 } }
+    public var scaleEncoding: ScaleEncoding { .float }
+    public var hasTensorScale: Bool { false }
+    public var scaleBits: Int? { scaleEncoding.byteBits ?? scaleDType.map { $0.size * 8 } }
     public var scaleDType: DType? { nil }
     public var sharedTable: [Float]? { nil }
     public func tensorScale(of values: UnsafeBufferPointer<Float>) -> Float { 1 }
     /// Number of table entries.
     public var tableSize: Int { 1 << codeBits }
+}
+
+/// How a format stores its group scales.
+public enum ScaleEncoding: Sendable, Equatable {
+    /// In a float dtype: the format's ``NumericFormat/scaleDType``, else the storage dtype.
+    case float
+    /// One byte, a power of two 2^(e − 127) (OCP MX E8M0; 0xFF is NaN): mxfp4.
+    case e8m0
+    /// One byte, FP8 E4M3 ("fn": no infinities, max 448): nvfp4.
+    case e4m3
+
+    /// Bits of one stored scale for the byte encodings (nil: the float dtype's).
+    public var byteBits: Int? { self == .float ? nil : 8 }
+
+    /// The encoding's name in messages ("E8M0", "E4M3"), nil for a float dtype.
+    public var name: String? {
+        switch self {
+        case .float: nil
+        case .e8m0: "E8M0"
+        case .e4m3: "E4M3"
+        }
+    }
+
+    /// The stored byte of `scale` (byte encodings only).
+    public func encode(_ scale: Float) -> UInt8 {
+        switch self {
+        case .float: preconditionFailure("float scales are stored in a dtype, not as bytes")
+        case .e8m0: MXFP4Format.e8m0(scale)
+        case .e4m3: FP8E4M3.encode(scale)
+        }
+    }
+
+    /// The scale a stored byte holds (byte encodings only).
+    public func decode(_ byte: UInt8) -> Float {
+        switch self {
+        case .float: preconditionFailure("float scales are stored in a dtype, not as bytes")
+        case .e8m0: MXFP4Format.fromE8M0(byte)
+        case .e4m3: FP8E4M3.decode(byte)
+        }
+    }
 }
 
 /// Everything a format needs to quantize one row, and where it writes the result.
@@ -200,14 +247,61 @@ public enum QuantizationError: Error, Equatable, CustomStringConvertible {
     }
 }
 
-/// The formats this build knows, by name.
+/// The formats this build knows, by name, and the lists each one appears in.
+///
+/// A format is added by its file and one row here; the row says which of the lists below take it.
+/// Every list of formats in the program (CLI defaults, the TUI's choices, tests) comes from here.
 public enum FormatRegistry {
-    public static let all: [any NumericFormat] = [
-        AnyFormat(bits: 4), AnyFormat(bits: 3), AnyFormat(bits: 2),
-        IntFormat(bits: 4), IntFormat(bits: 3), IntFormat(bits: 2), IntFormat(bits: 8),
-        TableFormat.nf4, TableFormat.fp4, TableFormat.fp4bnb, TableFormat.iq4nl,
-        MXFP4Format(), NVFP4Format(),
+    /// The lists a format appears in besides ``all`` and the 4-bit ones (``fourBit``).
+    public struct Lists: OptionSet, Sendable {
+        public let rawValue: Int
+        public init(rawValue: Int) { self.rawValue = rawValue }
+        /// Offered by the TUI's format key (``offered``).
+        public static let offered = Lists(rawValue: 1 << 0)
+        /// Run by `bench` when no formats are given (``benchmarked``).
+        public static let benchmarked = Lists(rawValue: 1 << 1)
+        /// Put after the other 4-bit formats in `compare`'s default (``comparison``): iq4_nl, which
+        /// joined that list last.
+        public static let comparedLast = Lists(rawValue: 1 << 2)
+    }
+
+    /// One row per format, in the order of ``all``.
+    static let rows: [(format: any NumericFormat, lists: Lists)] = [
+        (AnyFormat(bits: 4), [.offered, .benchmarked]),
+        (AnyFormat(bits: 3), [.offered]),
+        (AnyFormat(bits: 2), []),
+        (IntFormat(bits: 4), [.offered, .benchmarked]),
+        (IntFormat(bits: 3), []),
+        (IntFormat(bits: 2), []),
+        (IntFormat(bits: 8), [.offered]),
+        (TableFormat.nf4, [.offered, .benchmarked]),
+        (TableFormat.fp4, [.offered]),
+        (TableFormat.fp4bnb, []),
+        (TableFormat.iq4nl, [.offered, .comparedLast]),
+        (MXFP4Format(), [.offered]),
+        (NVFP4Format(), [.offered]),
     ]
+
+    /// Every format, in the order help texts and error messages list them.
+    public static let all: [any NumericFormat] = rows.map(\.format)
+
+    /// The formats with 4-bit codes, in registry order: the TUI's comparison table.
+    public static let fourBit: [any NumericFormat] = all.filter { $0.codeBits == 4 }
+
+    /// `compare`'s default formats: the 4-bit ones in registry order, those marked
+    /// ``Lists/comparedLast`` after the others.
+    public static let comparison: [any NumericFormat] =
+        rows.filter { $0.format.codeBits == 4 && !$0.lists.contains(.comparedLast) }.map(\.format)
+        + rows.filter { $0.format.codeBits == 4 && $0.lists.contains(.comparedLast) }.map(\.format)
+
+    /// The formats the TUI's format key cycles through: the offered 4-bit formats, then the
+    /// offered formats of other widths, each in registry order.
+    public static let offered: [any NumericFormat] =
+        rows.filter { $0.lists.contains(.offered) && $0.format.codeBits == 4 }.map(\.format)
+        + rows.filter { $0.lists.contains(.offered) && $0.format.codeBits != 4 }.map(\.format)
+
+    /// The quantized formats `bench` runs by default (before its dense rows), in registry order.
+    public static let benchmarked: [any NumericFormat] = rows.filter { $0.lists.contains(.benchmarked) }.map(\.format)
 
     public static func named(_ name: String) throws(QuantizationError) -> any NumericFormat {
         guard let format = all.first(where: { $0.name == name.lowercased() }) else { throw .unknownFormat(name) }

@@ -3,9 +3,10 @@
 /// - `X.qweight`: U8 [out, ⌈in/2⌉], two codes per byte, low nibble = even column (8-bit codes:
 ///   U8 [out, in]; 2- and 3-bit codes also use nibbles);
 /// - `X.lut`: [out, 2^b] in the model's dtype, stored centred (centroid − 2^(b−1)) — any-b only;
-/// - `X.scales`: [out, groups] in the model's dtype (U8 E8M0 for mxfp4, U8 E4M3 for nvfp4);
+/// - `X.scales`: [out, groups] in the model's dtype, or U8 for a format whose
+///   ``NumericFormat/scaleEncoding`` is a byte (E8M0 for mxfp4, E4M3 for nvfp4);
 /// - `X.zeros`: [out, groups] in the model's dtype — asymmetric formats only;
-/// - `X.tensor_scale`: F32 [1] — nvfp4 only.
+/// - `X.tensor_scale`: F32 [1] — formats with ``NumericFormat/hasTensorScale`` (nvfp4) only.
 ///
 /// Every other tensor is copied unchanged (GGUF block types are decoded to F32). `__metadata__`
 /// holds `any4.format`, `any4.bits`, `any4.group_size`, `any4.method`, `any4.sample_weight`,
@@ -90,14 +91,15 @@ public enum QuantizedCheckpoint {
             out.append(.init(name: base + ".lut", shape: [q.rows, q.tableSize], floats: q.tables, as: q.storage))
         }
         let groups = q.groupsPerRow
-        switch q.formatName {
-        case "mxfp4":
-            out.append(.init(name: base + ".scales", dtype: .u8, shape: [q.rows, groups], bytes: q.scales.map(MXFP4Format.e8m0)))
-        case "nvfp4":
-            out.append(.init(name: base + ".scales", dtype: .u8, shape: [q.rows, groups], bytes: q.scales.map(FP8E4M3.encode)))
-            out.append(.init(name: base + ".tensor_scale", shape: [1], floats: [q.tensorScale]))
-        default:
+        let format = try? FormatRegistry.named(q.formatName)
+        switch format?.scaleEncoding ?? .float {
+        case .float:
             out.append(.init(name: base + ".scales", shape: [q.rows, groups], floats: q.scales, as: q.storage))
+        case let bytes:
+            out.append(.init(name: base + ".scales", dtype: .u8, shape: [q.rows, groups], bytes: q.scales.map(bytes.encode)))
+        }
+        if format?.hasTensorScale == true {
+            out.append(.init(name: base + ".tensor_scale", shape: [1], floats: [q.tensorScale]))
         }
         if !q.zeros.isEmpty {
             out.append(.init(name: base + ".zeros", shape: [q.rows, groups], floats: q.zeros, as: q.storage))
@@ -177,16 +179,16 @@ public enum QuantizedCheckpoint {
             }
             let scalesInfo = try tensor(".scales", [rows, groups])
             let scales: [Float]
-            switch formatName {
-            case "mxfp4": scales = file.data(of: scalesInfo).map(MXFP4Format.fromE8M0)
-            case "nvfp4": scales = file.data(of: scalesInfo).map(FP8E4M3.decode)
-            default:
+            switch format.scaleEncoding {
+            case .float:
                 guard case .plain(let d) = scalesInfo.encoding, d.isFloatingPoint else { throw fail("scales must be a float dtype", base + ".scales") }
                 if !format.perRowTable { storage = d }
                 scales = scalesInfo.decodeAll(from: file.store)
+            case let bytes:
+                scales = file.data(of: scalesInfo).map(bytes.decode)
             }
             let zeros = format.hasZeros ? try tensor(".zeros", [rows, groups]).decodeAll(from: file.store) : []
-            let tensorScale = formatName == "nvfp4" ? try tensor(".tensor_scale", [1]).decodeAll(from: file.store)[0] : 1
+            let tensorScale = format.hasTensorScale ? try tensor(".tensor_scale", [1]).decodeAll(from: file.store)[0] : 1
             let scaleBits = format.scaleBits ?? storage.size * 8
             out[name] = QuantizedMatrix(formatName: formatName, rows: rows, cols: cols, codeBits: bits, groupSize: block,
                                         codes: codes, tables: tables, perRowTable: format.perRowTable, scales: scales,

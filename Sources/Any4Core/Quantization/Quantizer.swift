@@ -192,11 +192,7 @@ final class RowOverflow: @unchecked Sendable {
             for c in range { lo = min(lo, job.values[c]); hi = max(hi, job.values[c]) }
             return "weights \(lo) … \(hi)"
         }
-        let scaleName = switch format.name {
-        case "mxfp4": "E8M0"
-        case "nvfp4": "E4M3"
-        default: dtype
-        }
+        let scaleName = format.scaleEncoding.name ?? dtype
         for g in 0..<job.groups.count where !job.scales[g].isFinite {
             let range = job.groups.range(g)
             return "group \(g) (columns \(range.lowerBound)..<\(range.upperBound), \(weights(range))): the scale is \(job.scales[g]) in \(scaleName); \(format.name) cannot store weights this large"

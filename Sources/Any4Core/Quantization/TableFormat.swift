@@ -15,6 +15,9 @@ public struct TableFormat: NumericFormat {
     public let fixedBlockSize: Int?
     /// iq4_nl searches for the best block scale instead of using absmax alone.
     let searchesScale: Bool
+    /// Whether a block's scale is its absmax over ``tableMax`` alone (all but iq4_nl), so that the
+    /// block's levels follow from its range.
+    public var scalesByAbsmax: Bool { !searchesScale }
 
     public var codeBits: Int { 4 }
     public var sharedTable: [Float]? { table }

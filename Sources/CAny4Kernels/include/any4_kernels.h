@@ -4,6 +4,20 @@
 // on x86-64, an AVX2 + FMA + F16C version chosen at run time (any4_cpu_has_avx2). All kernels
 // work on a row range [row_begin, row_end) so the caller can spread rows over threads.
 //
+// The files, one pair per family as in ggml (the scalar reference apart from the SIMD version):
+//   lut_gemm_{scalar,avx2}.c   the lookup GEMM, exact and fast paths
+//   quantize_{scalar,avx2}.c   activations to int8 per group (the fast path's and the int8 head's)
+//   dense_{scalar,avx2}.c      dense GEMM on f32, f16 or bf16 weights
+//   q8_{scalar,avx2}.c         the int8 × int8 decode head (and its weight quantizer)
+//   attend_{scalar,avx2}.c     one attention row
+//   dispatch.c                 the public entry points: the AVX2 version when use_avx2 (and the build
+//                              targets x86-64), else the scalar one; tests pass use_avx2 = 0 to run
+//                              the scalar twin and compare
+//   cpu.c                      any4_cpu_has_avx2, which the Swift side reads once to set use_avx2
+//   kernel_order.c, triad.c    the activation reordering and the bandwidth probe (no SIMD twin)
+// Helpers shared by several families, and the variants' declarations, are in kernels_internal.h
+// (private to this target); every kernel file includes it first, so all are compiled with FP_CONTRACT OFF.
+//
 // Packed 4-bit layout (built by the Swift side). A group of `group_size` columns (a multiple of
 // 32) shares one scale and one zero: w = table[q] * scale + zero. Each row is cols_padded / 2 bytes
 // in two parts:
@@ -92,7 +106,8 @@ void any4_q8_gemm(const int8_t *wq, const float *ws, int cols, const int8_t *xq,
 void any4_q8_quantize_rows(const float *w, int cols, int8_t *wq, float *ws, int row_begin, int row_end);
 
 /// One attention row: out[hd] = softmax(scale · q·K[j], j < n) · V, with K row j at k + j·k_stride and
-/// V row j at v + j·v_stride; scratch holds n floats (the probabilities on return).
+/// V row j at v + j·v_stride; scratch holds n floats (the probabilities on return). The AVX2 version
+/// takes head dims that are multiples of 8 up to 256 and hands others to the scalar one.
 void any4_attend(const float *q, const float *k, int k_stride, const float *v, int v_stride, int n, int hd,
                  float scale, float *scratch, float *out, int use_avx2);
 

@@ -1,0 +1,153 @@
+import Any4Core
+import Foundation
+
+/// What an action asks of the world beyond the UI state: a job to start or stop, a file to write.
+public enum Effect: Equatable, Sendable {
+    /// Quantize the layer to the form's format (tab 2, Enter).
+    case quantize(tensor: String)
+    /// Quantize the layer in every 4-bit format for the comparison table (`c`).
+    case compare(tensor: String)
+    /// Quantize every linear layer the CLI would (`a`).
+    case quantizeAll
+    /// Cancel the running job (Esc); the reducer then clears the status line.
+    case cancelJob
+    /// Write the layers quantized to the form's format as an any4 checkpoint at `path` (`w`).
+    case writeCheckpoint(path: String)
+    /// Write the Model tab's table as `any4-layers.csv` and `any4-layers.json` (`e`).
+    case exportTable
+    /// Nothing to run: show this in the status line.
+    case status(String)
+}
+
+extension AppState {
+    /// The Quantize form as options (used for one layer, for all, and for the checkpoint's metadata).
+    public var quantizationOptions: QuantizationOptions {
+        var options = QuantizationOptions()
+        options.groupSize = groupSize
+        options.cluster = cluster
+        options.sampleWeighting = sampleWeighting
+        return options
+    }
+}
+
+/// The TUI's side effects without a terminal: `state + action → effect → status`. The curses
+/// backend maps keys and clicks to actions and hands each to ``handle(_:state:)``; tests do the same.
+public struct Session {
+    public let jobs: JobCenter
+    /// The folder `w` and `e` write in (nil: the current folder; the status line names the files
+    /// as given).
+    public var folder: String?
+
+    /// The export's file names.
+    public static let exportNames = (csv: "any4-layers.csv", json: "any4-layers.json")
+
+    public init(jobs: JobCenter, folder: String? = nil) {
+        self.jobs = jobs
+        self.folder = folder
+    }
+
+    /// Applies one action: runs the effect it asks for, or hands it to the reducer.
+    public func handle(_ action: Action, state: inout AppState) {
+        if let effect = Self.effect(of: action, in: state) {
+            perform(effect, state: &state)
+        } else {
+            state.apply(action)
+        }
+    }
+
+    /// The effect `action` asks for in `state`, or nil when it only changes the state. While a
+    /// filter or a row number is typed, every action goes to the reducer (Esc ends the typing and
+    /// leaves the job running). In the Quantize tab, Enter on a tensor runs the quantization
+    /// whichever pane has focus.
+    public static func effect(of action: Action, in state: AppState) -> Effect? {
+        if state.filtering || state.rowJump != nil { return nil }
+        let action = action == .toggle && state.tab == .quantize && state.selectedTensor != nil ? .runQuantize : action
+        switch action {
+        case .runQuantize, .runCompare:
+            guard let tensor = state.selectedTensor, tensor.isLinear else { return .status("select a linear layer first") }
+            return action == .runQuantize ? .quantize(tensor: tensor.name) : .compare(tensor: tensor.name)
+        case .cancel: return .cancelJob
+        case .quantizeAll: return .quantizeAll
+        case .writeCheckpoint: return .writeCheckpoint(path: checkpointName(state))
+        case .exportTable: return .exportTable
+        default: return nil
+        }
+    }
+
+    /// `w`'s file: the model's name without its extension (`demo` for the built-in model), the
+    /// format, `.safetensors`.
+    public static func checkpointName(_ state: AppState) -> String {
+        let base = state.model.format == .demo ? "demo" : URL(fileURLWithPath: state.model.path).deletingPathExtension().lastPathComponent
+        return "\(base).\(state.format).safetensors"
+    }
+
+    /// Runs `effect`, leaving its outcome in the status line where it has one (jobs report on
+    /// their own, in the views).
+    public func perform(_ effect: Effect, state: inout AppState) {
+        switch effect {
+        case .quantize(let name):
+            guard let tensor = state.model.tensors.first(where: { $0.name == name }) else { return }
+            jobs.quantize(tensor, of: state.model, format: state.format, options: state.quantizationOptions)
+        case .compare(let name):
+            guard let tensor = state.model.tensors.first(where: { $0.name == name }) else { return }
+            jobs.compare(tensor, of: state.model, options: state.quantizationOptions)
+        case .quantizeAll:
+            jobs.quantizeAll(state.model, format: state.format, options: state.quantizationOptions)
+        case .cancelJob:
+            jobs.cancel()
+            state.apply(.cancel)
+        case .writeCheckpoint(let name):
+            let path = self.path(name)
+            do {
+                // QuantizedCheckpoint.write refuses a path that is one of the model's files (OutputGuard).
+                let n = try jobs.write(state.model, format: state.format, options: state.quantizationOptions, to: path)
+                state.status = "wrote \(n) \(state.format) layers to \(path)"
+            } catch let error as FileFormatError where error.kind == .outputIsInput {
+                state.status = "write refused: \(error)"
+            } catch {
+                state.status = "write failed: \(error)"
+            }
+        case .exportTable:
+            do {
+                try exportTable(state)
+                state.status = "exported \(Self.exportNames.csv) and \(Self.exportNames.json)"
+            } catch let error as FileFormatError where error.kind == .outputIsInput {
+                state.status = "export refused: \(error)"
+            } catch {
+                state.status = "export failed: \(error)"
+            }
+        case .status(let text):
+            state.status = text
+        }
+    }
+
+    /// A file name in ``folder``.
+    func path(_ name: String) -> String { folder.map { $0 + "/" + name } ?? name }
+
+    /// The Model tab's table as it is exported: every linear layer in the tab's order, the
+    /// quantized ones with their figures.
+    public static func exportedTable(_ state: AppState, _ results: [String: LayerResult]) -> LayerReports {
+        LayerReports(Renderer.modelRows(state, results).map { tensor, result in
+            result.map(LayerReport.init) ?? LayerReport(unquantized: tensor.name, shape: tensor.shape)
+        })
+    }
+
+    /// The export's two files: (name, text).
+    public static func exportFiles(_ state: AppState, _ results: [String: LayerResult]) -> [(name: String, text: String)] {
+        let table = exportedTable(state, results)
+        let json = JSONValue.object([("model", .string(state.model.path)), ("layers", table.json(LayerReport.Field.table))])
+        return [(exportNames.csv, table.csv(LayerReport.Field.table)), (exportNames.json, json.serialized + "\n")]
+    }
+
+    /// Writes the Model tab's table as CSV and JSON in ``folder`` (atomically); neither is written
+    /// if either would replace one of the model's files.
+    public func exportTable(_ state: AppState) throws {
+        let files = Self.exportFiles(state, jobs.results).map { (path: path($0.name), text: $0.text) }
+        for file in files { try OutputGuard.check(file.path, inputs: state.model.inputFiles) }
+        for file in files {
+            let writer = try AtomicFileWriter(path: file.path)
+            try writer.write(file.text)
+            try writer.commit()
+        }
+    }
+}

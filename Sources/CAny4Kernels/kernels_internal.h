@@ -1,0 +1,132 @@
+// Private to the kernel files (not in include/, so Swift never sees it): the helpers several
+// families share, and the scalar and AVX2 versions of each family that dispatch.c chooses between.
+// Every kernel file includes this header first.
+#ifndef ANY4_KERNELS_INTERNAL_H
+#define ANY4_KERNELS_INTERNAL_H
+
+#include "any4_kernels.h"
+
+// The AVX2 quantizer must reproduce the scalar one bit for bit: no a·b + c fused behind our back.
+// (A file-scope pragma holds to the end of the including file: every kernel file is compiled so.)
+#pragma STDC FP_CONTRACT OFF
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__x86_64__) || defined(_M_X64)
+#define ANY4_X86 1
+#include <cpuid.h>
+#include <immintrin.h>
+#endif
+
+// MARK: - Scalar helpers
+
+static inline float half_to_float(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1F, man = h & 0x3FF, bits;
+    if (exp == 0) {
+        if (man == 0) bits = sign;
+        else {  // subnormal: normalise
+            exp = 127 - 15 + 1;
+            while (!(man & 0x400)) { man <<= 1; exp--; }
+            bits = sign | (exp << 23) | ((man & 0x3FF) << 13);
+        }
+    } else if (exp == 31) bits = sign | 0x7F800000 | (man << 13);
+    else bits = sign | ((exp + 127 - 15) << 23) | (man << 13);
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+static inline float bf16_to_float(uint16_t h) {
+    uint32_t bits = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+/// Weight i of a dense matrix stored as f32 (dtype 0), f16 (1) or bf16 (2), as a float.
+static inline float dense_at(const void *w, int dtype, size_t i) {
+    return dtype == 0 ? ((const float *)w)[i]
+         : dtype == 1 ? half_to_float(((const uint16_t *)w)[i])
+                      : bf16_to_float(((const uint16_t *)w)[i]);
+}
+
+/// The activation rows of pass p when m rows are cut into `passes` passes of even size (m = 5 in
+/// two passes is 3 + 2), k0 rows being done.
+static inline int even_pass(int m, int passes, int p, int k0) { return (m - k0 + passes - p - 1) / (passes - p); }
+
+/// The sum-preserving step: moves the codes that were rounded furthest (first index on ties) by
+/// one until Σ xq = round(Σ x / s), so that Σ xq·s is within s/2 of Σ x. Per-group weight means
+/// (any table whose values do not average to zero over a row's codes) make the product sensitive to
+/// the common-mode part of the rounding error; this removes it. xf: x / s (as the codes saw it).
+/// Shared by the two quantizers (the AVX2 one falls back to it past 4096 columns).
+static inline void preserve_sum(const float *x, float inv, int n, int8_t *xq, int residual) {
+    while (residual != 0) {
+        const int dir = residual > 0 ? 1 : -1;
+        int best = -1;
+        float bestGap = -1;
+        for (int c = 0; c < n; c++) {
+            const float gap = (x[c] * inv - xq[c]) * dir;  // how far below (above) the value the code is
+            if (gap > bestGap && xq[c] + dir <= 127 && xq[c] + dir >= -127) { bestGap = gap; best = c; }
+        }
+        if (best < 0) break;
+        xq[best] = (int8_t)(xq[best] + dir);
+        residual -= dir;
+    }
+}
+
+// MARK: - Scalar references (the portable versions, and the twins the tests hold the AVX2 ones to)
+
+void any4_lut_exact_scalar(const any4_packed *w, const float *x, const float *gsum, int m, float *y, int ys,
+                           const float *bias, int r0, int r1);
+void any4_lut_fast_scalar(const any4_packed *w, const int8_t *xq, const float *xs, const float *gsum, int m, float *y,
+                          int ys, const float *bias, int r0, int r1);
+void any4_dense_scalar(const void *w, int dtype, int cols, const float *x, int m, float *y, int ys, const float *bias,
+                       int r0, int r1);
+void any4_quantize_group_scalar(const float *x, int n, int8_t *xq, float *scale, float *sum, int preserve);
+void any4_q8_scalar(const int8_t *wq, const float *ws, int cols, const int8_t *xq, const float *xs, int m, float *y,
+                    int ys, int r0, int r1);
+void any4_attend_scalar(const float *q, const float *k, int ks, const float *v, int vs, int n, int hd, float scale,
+                        float *p, float *out);
+
+// MARK: - AVX2 helpers and versions
+
+#if ANY4_X86
+#define AVX2 __attribute__((target("avx2,fma,f16c")))
+#define INLINE_AVX2 __attribute__((target("avx2,fma,f16c"), always_inline)) static inline
+
+/// Activation rows per register tile of the lookup and dense kernels.
+#define TILE 4
+
+AVX2 static inline float hsum256(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/// Σ w·x over 32 columns for one activation row, as 8 int32 lanes: maddubs needs an unsigned
+/// operand, so |w| (taken once per decoded block and shared by every activation row) times x with
+/// the sign of w.
+INLINE_AVX2 __m256i dot32_lut(__m256i w, __m256i wabs, __m256i x, __m256i ones) {
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(wabs, _mm256_sign_epi8(x, w)), ones);
+}
+
+INLINE_AVX2 __m256i load32(const int8_t *x) { return _mm256_loadu_si256((const __m256i *)x); }
+
+AVX2 void any4_lut_exact_avx2(const any4_packed *w, const float *x, const float *gsum, int m, float *y, int ys,
+                              const float *bias, int r0, int r1);
+AVX2 void any4_lut_fast_avx2(const any4_packed *w, const int8_t *xq, const float *xs, const float *gsum, int m, float *y,
+                             int ys, const float *bias, int r0, int r1);
+AVX2 void any4_dense_avx2(const void *w, int dtype, int cols, const float *x, int m, float *y, int ys, const float *bias,
+                          int r0, int r1);
+/// Needs n % 32 == 0.
+AVX2 void any4_quantize_group_avx2(const float *x, int n, int8_t *xq, float *scale, float *sum, int preserve);
+AVX2 void any4_q8_avx2(const int8_t *wq, const float *ws, int cols, const int8_t *xq, const float *xs, int m, float *y,
+                       int ys, int r0, int r1);
+AVX2 void any4_attend_avx2(const float *q, const float *k, int ks, const float *v, int vs, int n, int hd, float scale,
+                           float *p, float *out);
+#endif
+
+#endif

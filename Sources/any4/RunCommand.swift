@@ -1,0 +1,88 @@
+import Any4Core
+import Any4Inference
+import ArgumentParser
+
+struct RunCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run",
+        abstract: "Greedy generation from a prompt; prefill and decode speeds printed apart.",
+        discussion: "MODEL: a .gguf file or a Hugging Face model folder (a decoder).")
+
+    @OptionGroup var modelArgument: ModelArgument
+
+    @Option(name: [.customShort("p"), .customLong("prompt-text")], help: "The prompt.")
+    var promptText: String
+
+    @Option(name: .short, parsing: .unconditional, help: "Tokens to generate: 1 up to the model's context less the prompt (at most 1048576).")
+    var n = 64
+
+    @Flag(help: "Wrap the prompt in the model's chat turns (ChatML <|im_start|> … when the vocabulary has them).")
+    var chat = false
+
+    @OptionGroup var engineQuantization: EngineQuantizationGroup
+
+    @Option(help: "The LM head in decode steps: f32, f16 or q8 (int8 weights and activations per 32, a quarter of f32's bytes). The prompt pass uses f32.")
+    var head: DecodeHead = .q8
+
+    @Flag(help: "Run the prompt and one decode step once, untimed, before the timed run (steadier speed figures).")
+    var warmup = false
+
+    @OptionGroup var jsonOutput: JSONOutputOption
+
+    /// Numeric options checked as the command line is parsed (status 2 naming the option).
+    func validate() throws {
+        try requireRange("-n", n, 1...maxContextTokens)
+    }
+
+    func run() throws {
+        let json = jsonOutput.json
+        let model = try openModel(modelArgument.model)
+        var options = engineQuantization.engineOptions()
+        let decodeHead = head
+        options.decodeHead = decodeHead
+        let engine = try loadEngine(model, options: options)
+        guard let llama = engine as? LlamaEngine else {
+            throw usageError("\(model.path): run needs a decoder; \(model.config.architecture ?? "this model") is an encoder")
+        }
+        let tokenizer = try loadTokenizer(model)
+        let quantized = try engineQuantization.apply(to: engine, tokenizer: tokenizer, quiet: json)
+        var text = promptText
+        var stop: Set<Int> = tokenizer.eosID.map { [$0] } ?? []
+        if chat {
+            let template: ChatTemplate
+            do { template = try ChatTemplate.chatML(for: tokenizer) } catch { throw usageError("--chat: \(error)") }
+            stop.insert(template.endOfTurn)
+            text = template.prompt(user: promptText)
+        }
+        let prompt = tokenizer.encode(text, addSpecialTokens: true)
+        guard !prompt.isEmpty else { throw usageError("the prompt is empty") }
+        guard prompt.count + n <= llama.config.contextLength else {
+            throw usageError("\(prompt.count) prompt tokens + \(n) do not fit the model's context of \(llama.config.contextLength)")
+        }
+        var stream = UTF8Stream()
+        if !json { writeStdout(chat ? promptText + "\n" : promptText) }
+        let g = try reportingInferenceErrors {
+            try Generation.greedy(llama, prompt: prompt, count: n, stop: stop, warmup: warmup) { id in
+                if !json && !stop.contains(id) { writeStdout(stream.push(tokenizer.bytes(of: id))) }
+                return true
+            }
+        }
+        let generated = g.tokens.filter { !stop.contains($0) }
+        if json {
+            print(JSONValue.object([
+                ("prompt_tokens", JSONValue(g.promptTokens)), ("tokens", .array(g.tokens.map { JSONValue($0) })),
+                ("text", .string(tokenizer.decode(generated, skipSpecial: true))),
+                ("prefill_tokens_per_s", JSONValue(g.prefillRate)), ("decode_tokens_per_s", JSONValue(g.decodeRate)),
+                ("weights", .string(quantized ?? "as stored")), ("threads", JSONValue(llama.options.workers)),
+                ("decode_head", .string(decodeHead.rawValue)),
+            ]).serialized)
+        } else {
+            writeStdout(stream.flush() + "\n")
+            printError("""
+                prefill \(g.promptTokens) tokens: \(Formatting.fixed(g.prefillRate, 1)) tokens/s · \
+                decode \(g.tokens.count) tokens: \(Formatting.fixed(g.decodeRate, 1)) tokens/s · \
+                \(quantized ?? "weights as stored") · head \(decodeHead.rawValue) in decode · \(llama.options.workers) threads
+                """)
+        }
+    }
+}
