@@ -216,14 +216,14 @@ extension OutputSafetyCLITests {
         for (sig, name) in [(SIGINT, "SIGINT"), (SIGTERM, "SIGTERM"), (SIGHUP, "SIGHUP")] {
             // No output before: none after.
             var (status, stderr) = try signalDuringWrite(["quantize", model, "--format", "int4", "--out", out],
-                                                         output: out, sig: sig, delayMS: 200)
+                                                         output: out, sig: sig, delayMS: 1000)
             XCTAssertEqual(status, 130, "\(name): \(stderr)")
             XCTAssertTrue(stderr.contains("interrupted; nothing was written"), "\(name): \(stderr)")
             XCTAssertEqual(try listing(dir), ["m.safetensors"], name)
             // An existing output is kept as it was.
             try "old output".write(toFile: out, atomically: true, encoding: .utf8)
             (status, stderr) = try signalDuringWrite(["quantize", model, "--format", "int4", "--out", out, "--fake-quant"],
-                                                     output: out, sig: sig, delayMS: 200)
+                                                     output: out, sig: sig, delayMS: 1000)
             XCTAssertEqual(status, 130, "\(name): \(stderr)")
             XCTAssertEqual(try String(contentsOfFile: out, encoding: .utf8), "old output", name)
             XCTAssertEqual(try listing(dir), ["m.safetensors", "q.safetensors"], name)
