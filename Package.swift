@@ -12,10 +12,10 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "any4", targets: ["any4"]),
-        .library(name: "Any4", targets: ["Any4Core", "Any4Kernels", "Any4GPU", "Any4Inference", "Any4Bench"]),
+        .library(name: "Any4", targets: ["Any4Core", "Any4Kernels", "Any4GPU", "Any4Inference", "Any4Bench"])
     ],
     dependencies: [
-        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2")
     ],
     targets: [
         // MARK: - C
@@ -56,7 +56,7 @@ let package = Package(
             name: "any4",
             dependencies: [
                 "Any4Core", "Any4Kernels", "Any4GPU", "Any4Inference", "Any4Bench", "Any4TUI",
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser")
             ]
         ),
 
@@ -67,7 +67,7 @@ let package = Package(
             dependencies: ["Any4Core", "Any4Kernels", "Any4GPU", "Any4Inference", "Any4Bench", "CAny4Kernels", "TestSupport"]
         ),
         .testTarget(name: "Any4TUITests", dependencies: ["Any4Core", "Any4GPU", "Any4TUI", "TestSupport"]),
-        .testTarget(name: "CLITests", dependencies: ["Any4Core", "TestSupport"]),
+        .testTarget(name: "CLITests", dependencies: ["Any4Core", "TestSupport"])
     ],
     swiftLanguageModes: [.v6]
 )

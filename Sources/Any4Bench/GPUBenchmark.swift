@@ -18,8 +18,10 @@ extension KernelBenchmark {
         var reference: (_ x: [Float], _ m: Int, _ rows: Int) -> [Double]
     }
 
-    static func runGPU(_ config: Configuration, on gpu: GPUBackend, progress: Progress?,
-                       report: (Result) -> Void) throws -> [Result] {
+    static func runGPU(
+        _ config: Configuration, on gpu: GPUBackend, progress: Progress?,
+        report: (Result) -> Void
+    ) throws -> [Result] {
         // Our kernels are built first (NVRTC, or the cache); if they cannot be, their rows say why
         // and cuBLAS still runs.
         try? gpu.prepareKernels()
@@ -59,8 +61,9 @@ extension KernelBenchmark {
                         continue
                     }
                     do {
-                        let r = try measure(format, subject, shape: shape, batch: batch, config: config, gpu: gpu,
-                                            cublasMedian: cublasMedian[batch])
+                        let r = try measure(
+                            format, subject, shape: shape, batch: batch, config: config, gpu: gpu,
+                            cublasMedian: cublasMedian[batch])
                         if format == "blas" { cublasMedian[batch] = r.medianMicroseconds * 1e-6 }
                         results.append(r)
                         report(r)
@@ -79,8 +82,10 @@ extension KernelBenchmark {
 
     /// Checks one case against the f64 product (activations rounded as the kernel reads them),
     /// then times it.
-    static func measure(_ format: String, _ subject: GPUSubject, shape: (out: Int, in: Int), batch: Int, config: Configuration,
-                        gpu: GPUBackend, cublasMedian: Double?) throws -> Result {
+    static func measure(
+        _ format: String, _ subject: GPUSubject, shape: (out: Int, in: Int), batch: Int, config: Configuration,
+        gpu: GPUBackend, cublasMedian: Double?
+    ) throws -> Result {
         let x = benchActivations(batch: batch, cols: shape.in)
         let xd = try subject.upload(x, batch)
         let yd = try gpu.allocate(bytes: batch * shape.out * 4)
@@ -97,12 +102,13 @@ extension KernelBenchmark {
         }
         times.sort()
         let median = times[times.count / 2]
-        return Result(format: format, shape: shape, batch: batch, threads: 0, kernel: subject.kernel,
-                      medianMicroseconds: median * 1e6, p10Microseconds: times[times.count / 10] * 1e6,
-                      p90Microseconds: times[min(times.count - 1, times.count * 9 / 10)] * 1e6,
-                      gflops: 2 * Double(shape.out * shape.in * batch) / median / 1e9,
-                      gbps: Double(subject.streamedBytes) / median / 1e9, vsF32: nil, relError: error,
-                      unavailable: nil, device: "gpu", vsCuBLAS: cublasMedian.map { $0 / median })
+        return Result(
+            format: format, shape: shape, batch: batch, threads: 0, kernel: subject.kernel,
+            medianMicroseconds: median * 1e6, p10Microseconds: times[times.count / 10] * 1e6,
+            p90Microseconds: times[min(times.count - 1, times.count * 9 / 10)] * 1e6,
+            gflops: 2 * Double(shape.out * shape.in * batch) / median / 1e9,
+            gbps: Double(subject.streamedBytes) / median / 1e9, vsF32: nil, relError: error,
+            unavailable: nil, device: "gpu", vsCuBLAS: cublasMedian.map { $0 / median })
     }
 
     static func gpuKernelName(_ format: String) -> String {
@@ -113,8 +119,10 @@ extension KernelBenchmark {
         }
     }
 
-    static func makeGPUSubject(_ format: String, _ w: [Float], _ shape: (out: Int, in: Int), config: Configuration,
-                               gpu: GPUBackend, target: Int) throws -> GPUSubject {
+    static func makeGPUSubject(
+        _ format: String, _ w: [Float], _ shape: (out: Int, in: Int), config: Configuration,
+        gpu: GPUBackend, target: Int
+    ) throws -> GPUSubject {
         func copies(_ bytes: Int) -> Int { config.hot ? 1 : max(1, min(64, (target + bytes - 1) / bytes)) }
         switch format {
         case "blas":

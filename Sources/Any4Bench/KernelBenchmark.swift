@@ -63,11 +63,14 @@ public enum KernelBenchmark {
         public var vsCuBLAS: Double? = nil
 
         /// A row for a format that could not run, saying why.
-        static func unavailable(_ format: String, shape: (out: Int, in: Int), batch: Int, threads: Int, kernel: String,
-                                why: String, device: String = "cpu") -> Result {
-            Result(format: format, shape: shape, batch: batch, threads: threads, kernel: kernel, medianMicroseconds: .nan,
-                   p10Microseconds: .nan, p90Microseconds: .nan, gflops: .nan, gbps: .nan, vsF32: nil, relError: .nan,
-                   unavailable: why, device: device)
+        static func unavailable(
+            _ format: String, shape: (out: Int, in: Int), batch: Int, threads: Int, kernel: String,
+            why: String, device: String = "cpu"
+        ) -> Result {
+            Result(
+                format: format, shape: shape, batch: batch, threads: threads, kernel: kernel, medianMicroseconds: .nan,
+                p10Microseconds: .nan, p90Microseconds: .nan, gflops: .nan, gbps: .nan, vsF32: nil, relError: .nan,
+                unavailable: why, device: device)
         }
     }
 
@@ -133,8 +136,9 @@ public enum KernelBenchmark {
                 subject = max(subject, bytes)
             }
             let batch = config.batches.max() ?? 1
-            let activations = try add(try mul(batch, shape.in, 4 * 3), try mul(batch, shape.out, 4 * 2),
-                                      try mul(min(shape.out, 256), shape.in, 4), try mul(batch, min(shape.out, 256), 8))
+            let activations = try add(
+                try mul(batch, shape.in, 4 * 3), try mul(batch, shape.out, 4 * 2),
+                try mul(min(shape.out, 256), shape.in, 4), try mul(batch, min(shape.out, 256), 8))
             let total = try add(f32, subject, activations)
             if total > peak { (peak, peakShape) = (total, shape) }
         }
@@ -144,16 +148,20 @@ public enum KernelBenchmark {
     /// Throws a ``SizeError`` unless the machine can give the run's estimated peak memory.
     public static func checkMemory(_ config: Configuration) throws(SizeError) {
         let (bytes, shape) = try estimatedPeak(config)
-        try MemoryBudget.check(bytes, for: "bench --shape \(shape.map { "\($0.out)x\($0.in)" } ?? "")"
-                                   + " (its f32 weights, the copies cycled through and each format's packed form)")
+        try MemoryBudget.check(
+            bytes,
+            for: "bench --shape \(shape.map { "\($0.out)x\($0.in)" } ?? "")"
+                + " (its f32 weights, the copies cycled through and each format's packed form)")
     }
 
     /// Runs the whole configuration; `report` gets each result as it is measured. Refuses (with a
     /// ``SizeError``) a configuration whose estimated memory the machine cannot give, before any
     /// work; cancelling `progress` stops it between formats, copies and timed runs
     /// (`QuantizationError.cancelled`).
-    public static func run(_ config: Configuration, progress: Progress? = nil,
-                           report: (Result) -> Void = { _ in }) throws -> [Result] {
+    public static func run(
+        _ config: Configuration, progress: Progress? = nil,
+        report: (Result) -> Void = { _ in }
+    ) throws -> [Result] {
         try checkMemory(config)
         var results: [Result] = []
         if config.device.runsCPU { results += try runCPU(config, progress: progress, report: report) }
@@ -201,8 +209,9 @@ public enum KernelBenchmark {
                     throw QuantizationError.cancelled
                 } catch {
                     for batch in config.batches {
-                        let r = Result.unavailable(format, shape: shape, batch: batch, threads: threads,
-                                                   kernel: config.path.rawValue, why: "\(error)")
+                        let r = Result.unavailable(
+                            format, shape: shape, batch: batch, threads: threads,
+                            kernel: config.path.rawValue, why: "\(error)")
                         results.append(r)
                         report(r)
                     }
@@ -233,14 +242,15 @@ public enum KernelBenchmark {
                     times.sort()
                     let median = times[times.count / 2]
                     if format == "f32" { f32Median[batch] = median }
-                    let r = Result(format: format, shape: shape, batch: batch, threads: threads,
-                                   kernel: denseFormats.contains(format) ? "dense" : config.path.rawValue,
-                                   medianMicroseconds: median * 1e6,
-                                   p10Microseconds: times[times.count / 10] * 1e6,
-                                   p90Microseconds: times[min(times.count - 1, times.count * 9 / 10)] * 1e6,
-                                   gflops: 2 * Double(shape.out * shape.in * batch) / median / 1e9,
-                                   gbps: Double(subject.weightBytes) / median / 1e9,
-                                   vsF32: f32Median[batch].map { $0 / median }, relError: error, unavailable: nil)
+                    let r = Result(
+                        format: format, shape: shape, batch: batch, threads: threads,
+                        kernel: denseFormats.contains(format) ? "dense" : config.path.rawValue,
+                        medianMicroseconds: median * 1e6,
+                        p10Microseconds: times[times.count / 10] * 1e6,
+                        p90Microseconds: times[min(times.count - 1, times.count * 9 / 10)] * 1e6,
+                        gflops: 2 * Double(shape.out * shape.in * batch) / median / 1e9,
+                        gbps: Double(subject.weightBytes) / median / 1e9,
+                        vsF32: f32Median[batch].map { $0 / median }, relError: error, unavailable: nil)
                     results.append(r)
                     report(r)
                     progress?.advance()
@@ -250,8 +260,10 @@ public enum KernelBenchmark {
         return results
     }
 
-    static func makeSubject(_ format: String, _ w: [Float], _ shape: (out: Int, in: Int), config: Configuration,
-                            threads: Int, target: Int, progress: Progress? = nil) throws -> Subject {
+    static func makeSubject(
+        _ format: String, _ w: [Float], _ shape: (out: Int, in: Int), config: Configuration,
+        threads: Int, target: Int, progress: Progress? = nil
+    ) throws -> Subject {
         func copies(_ bytes: Int) -> Int {
             config.hot || bytes == 0 ? 1 : max(1, min(16, Sizes.groupCount(width: target, size: bytes)))
         }
@@ -269,32 +281,38 @@ public enum KernelBenchmark {
             let n = copies(first.weightBytes)
             let layers = [first] + (try made(n - 1) { DenseLinear(w, rows: shape.out, cols: shape.in, storage: storage) })
             let stored = first.weights
-            return Subject(weightBytes: first.weightBytes, copies: n,
-                           run: { c, x, m in layers[c].forward(x, m: m, threads: threads) },
-                           reference: { x, m, rows in referenceProduct(Array(stored.prefix(rows * shape.in)), rows: rows, cols: shape.in, x: x, m: m) })
+            return Subject(
+                weightBytes: first.weightBytes, copies: n,
+                run: { c, x, m in layers[c].forward(x, m: m, threads: threads) },
+                reference: { x, m, rows in referenceProduct(Array(stored.prefix(rows * shape.in)), rows: rows, cols: shape.in, x: x, m: m) })
         case "blas":
             guard let blas = OpenBLAS.shared else { throw BenchUnavailable(OpenBLAS.loadError ?? "OpenBLAS missing") }
             let bytes = w.count * 4
             let n = copies(bytes)
             let layers = try made(n) { w.withUnsafeBufferPointer { Array($0) } }
-            return Subject(weightBytes: bytes, copies: n,
-                           run: { c, x, m in layers[c].withUnsafeBufferPointer { blas.forward($0, rows: shape.out, cols: shape.in, x: x, m: m, threads: threads) } },
-                           reference: { x, m, rows in referenceProduct(Array(w.prefix(rows * shape.in)), rows: rows, cols: shape.in, x: x, m: m) })
+            return Subject(
+                weightBytes: bytes, copies: n,
+                run: { c, x, m in
+                    layers[c].withUnsafeBufferPointer { blas.forward($0, rows: shape.out, cols: shape.in, x: x, m: m, threads: threads) }
+                },
+                reference: { x, m, rows in referenceProduct(Array(w.prefix(rows * shape.in)), rows: rows, cols: shape.in, x: x, m: m) })
         default:
             var options = QuantizationOptions()
             options.groupSize = config.groupSize
             options.threads = threads
             let numeric = try FormatRegistry.named(format)
             // Its own counts, the bench's cancellation.
-            let q = try Quantizer.quantize(w, rows: shape.out, cols: shape.in, name: "bench", format: numeric, options: options,
-                                           progress: Progress(total: shape.out, parent: progress))
+            let q = try Quantizer.quantize(
+                w, rows: shape.out, cols: shape.in, name: "bench", format: numeric, options: options,
+                progress: Progress(total: shape.out, parent: progress))
             let first = try PackedLinear(q)
             let n = copies(first.weightBytes)
             let layers = [first] + (try made(n - 1) { first.duplicate() })
             let deq = q.dequantized()
-            return Subject(weightBytes: first.streamedBytes(config.path), copies: n,
-                           run: { c, x, m in layers[c].forward(x, m: m, path: config.path, threads: threads) },
-                           reference: { x, m, rows in referenceProduct(Array(deq.prefix(rows * shape.in)), rows: rows, cols: shape.in, x: x, m: m) })
+            return Subject(
+                weightBytes: first.streamedBytes(config.path), copies: n,
+                run: { c, x, m in layers[c].forward(x, m: m, path: config.path, threads: threads) },
+                reference: { x, m, rows in referenceProduct(Array(deq.prefix(rows * shape.in)), rows: rows, cols: shape.in, x: x, m: m) })
         }
     }
 

@@ -23,9 +23,12 @@ package final class CUDADriver: @unchecked Sendable {
     let cuMemcpyHtoD: @convention(c) (UInt64, UnsafeRawPointer?, Int) -> Result
     let cuMemcpyDtoH: @convention(c) (UnsafeMutableRawPointer?, UInt64, Int) -> Result
     let cuMemcpyDtoD: @convention(c) (UInt64, UInt64, Int) -> Result
-    let cuLaunchKernel: @convention(c) (Handle, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, Handle,
-                                        UnsafeMutablePointer<UnsafeMutableRawPointer?>?,
-                                        UnsafeMutablePointer<UnsafeMutableRawPointer?>?) -> Result
+    let cuLaunchKernel:
+        @convention(c) (
+            Handle, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, Handle,
+            UnsafeMutablePointer<UnsafeMutableRawPointer?>?,
+            UnsafeMutablePointer<UnsafeMutableRawPointer?>?
+        ) -> Result
     let cuEventCreate: @convention(c) (HandleOut, UInt32) -> Result
     let cuEventRecord: @convention(c) (Handle, Handle) -> Result
     let cuEventSynchronize: @convention(c) (Handle) -> Result
@@ -42,8 +45,10 @@ package final class CUDADriver: @unchecked Sendable {
     static let attributeComputeMinor: Int32 = 76
 
     /// The library names tried, in order.
-    static let candidates = ["libcuda.so.1", "libcuda.so", "/usr/lib/x86_64-linux-gnu/libcuda.so.1",
-                             "/usr/lib64/libcuda.so.1", "/usr/lib/wsl/lib/libcuda.so.1"]
+    static let candidates = [
+        "libcuda.so.1", "libcuda.so", "/usr/lib/x86_64-linux-gnu/libcuda.so.1",
+        "/usr/lib64/libcuda.so.1", "/usr/lib/wsl/lib/libcuda.so.1"
+    ]
 
     /// Opens the driver library and calls cuInit.
     /// - Throws: which library or symbol is missing, or cuInit's error (CUDA_ERROR_NO_DEVICE, …).
@@ -55,32 +60,41 @@ package final class CUDADriver: @unchecked Sendable {
         cuDeviceGetCount = try l.function("cuDeviceGetCount", as: (@convention(c) (UnsafeMutablePointer<Int32>?) -> Result).self)
         cuDeviceGet = try l.function("cuDeviceGet", as: (@convention(c) (UnsafeMutablePointer<Int32>?, Int32) -> Result).self)
         cuDeviceGetName = try l.function("cuDeviceGetName", as: (@convention(c) (UnsafeMutablePointer<CChar>?, Int32, Int32) -> Result).self)
-        cuDeviceGetAttribute = try l.function("cuDeviceGetAttribute",
-                                              as: (@convention(c) (UnsafeMutablePointer<Int32>?, Int32, Int32) -> Result).self)
-        cuDeviceTotalMem = try l.function("cuDeviceTotalMem_v2", "cuDeviceTotalMem",
-                                          as: (@convention(c) (UnsafeMutablePointer<Int>?, Int32) -> Result).self)
+        cuDeviceGetAttribute = try l.function(
+            "cuDeviceGetAttribute",
+            as: (@convention(c) (UnsafeMutablePointer<Int32>?, Int32, Int32) -> Result).self)
+        cuDeviceTotalMem = try l.function(
+            "cuDeviceTotalMem_v2", "cuDeviceTotalMem",
+            as: (@convention(c) (UnsafeMutablePointer<Int>?, Int32) -> Result).self)
         cuDevicePrimaryCtxRetain = try l.function("cuDevicePrimaryCtxRetain", as: (@convention(c) (HandleOut, Int32) -> Result).self)
         cuCtxSetCurrent = try l.function("cuCtxSetCurrent", as: (@convention(c) (Handle) -> Result).self)
         cuCtxSynchronize = try l.function("cuCtxSynchronize", as: (@convention(c) () -> Result).self)
         cuModuleLoadData = try l.function("cuModuleLoadData", as: (@convention(c) (HandleOut, UnsafeRawPointer?) -> Result).self)
-        cuModuleGetFunction = try l.function("cuModuleGetFunction",
-                                             as: (@convention(c) (HandleOut, Handle, UnsafePointer<CChar>?) -> Result).self)
+        cuModuleGetFunction = try l.function(
+            "cuModuleGetFunction",
+            as: (@convention(c) (HandleOut, Handle, UnsafePointer<CChar>?) -> Result).self)
         cuMemAlloc = try l.function("cuMemAlloc_v2", "cuMemAlloc", as: (@convention(c) (UnsafeMutablePointer<UInt64>?, Int) -> Result).self)
         cuMemFree = try l.function("cuMemFree_v2", "cuMemFree", as: (@convention(c) (UInt64) -> Result).self)
         cuMemcpyHtoD = try l.function("cuMemcpyHtoD_v2", "cuMemcpyHtoD", as: (@convention(c) (UInt64, UnsafeRawPointer?, Int) -> Result).self)
-        cuMemcpyDtoH = try l.function("cuMemcpyDtoH_v2", "cuMemcpyDtoH",
-                                      as: (@convention(c) (UnsafeMutableRawPointer?, UInt64, Int) -> Result).self)
+        cuMemcpyDtoH = try l.function(
+            "cuMemcpyDtoH_v2", "cuMemcpyDtoH",
+            as: (@convention(c) (UnsafeMutableRawPointer?, UInt64, Int) -> Result).self)
         cuMemcpyDtoD = try l.function("cuMemcpyDtoD_v2", "cuMemcpyDtoD", as: (@convention(c) (UInt64, UInt64, Int) -> Result).self)
-        cuLaunchKernel = try l.function("cuLaunchKernel", as: (@convention(c) (Handle, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, Handle,
-                                                                               UnsafeMutablePointer<UnsafeMutableRawPointer?>?,
-                                                                               UnsafeMutablePointer<UnsafeMutableRawPointer?>?) -> Result).self)
+        cuLaunchKernel = try l.function(
+            "cuLaunchKernel",
+            as: (@convention(c) (
+                Handle, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, Handle,
+                UnsafeMutablePointer<UnsafeMutableRawPointer?>?,
+                UnsafeMutablePointer<UnsafeMutableRawPointer?>?
+            ) -> Result).self)
         cuEventCreate = try l.function("cuEventCreate", as: (@convention(c) (HandleOut, UInt32) -> Result).self)
         cuEventRecord = try l.function("cuEventRecord", as: (@convention(c) (Handle, Handle) -> Result).self)
         cuEventSynchronize = try l.function("cuEventSynchronize", as: (@convention(c) (Handle) -> Result).self)
         cuEventElapsedTime = try l.function("cuEventElapsedTime", as: (@convention(c) (UnsafeMutablePointer<Float>?, Handle, Handle) -> Result).self)
         cuEventDestroy = try l.function("cuEventDestroy_v2", "cuEventDestroy", as: (@convention(c) (Handle) -> Result).self)
-        cuGetErrorName = l.optionalFunction("cuGetErrorName",
-                                            as: (@convention(c) (Int32, UnsafeMutablePointer<UnsafePointer<CChar>?>?) -> Result).self)
+        cuGetErrorName = l.optionalFunction(
+            "cuGetErrorName",
+            as: (@convention(c) (Int32, UnsafeMutablePointer<UnsafePointer<CChar>?>?) -> Result).self)
         let status = cuInit(0)
         guard status == 0 else {
             throw GPUError("cuInit failed with \(errorName(status)) in \(l.path)" + (status == 100 ? ": no CUDA device" : ""))
@@ -123,14 +137,15 @@ package final class CUDADriver: @unchecked Sendable {
                 return cuDeviceGetAttribute(&v, a, device) == 0 ? Int(v) : 0
             }
             let clockKHz = attribute(Self.attributeMemoryClockKHz), busBits = attribute(Self.attributeMemoryBusWidth)
-            out.append(GPUDeviceInfo(
-                ordinal: Int(ordinal), handle: device,
-                name: String(decoding: name.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self),
-                computeCapability: (attribute(Self.attributeComputeMajor), attribute(Self.attributeComputeMinor)),
-                memoryBytes: memory, multiprocessors: attribute(Self.attributeMultiprocessors),
-                l2CacheBytes: attribute(Self.attributeL2CacheBytes),
-                // Double data rate: 2 transfers a clock over the bus.
-                peakBandwidthGBps: Double(clockKHz) * 1e3 * 2 * Double(busBits / 8) / 1e9))
+            out.append(
+                GPUDeviceInfo(
+                    ordinal: Int(ordinal), handle: device,
+                    name: String(decoding: name.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self),
+                    computeCapability: (attribute(Self.attributeComputeMajor), attribute(Self.attributeComputeMinor)),
+                    memoryBytes: memory, multiprocessors: attribute(Self.attributeMultiprocessors),
+                    l2CacheBytes: attribute(Self.attributeL2CacheBytes),
+                    // Double data rate: 2 transfers a clock over the bus.
+                    peakBandwidthGBps: Double(clockKHz) * 1e3 * 2 * Double(busBits / 8) / 1e9))
         }
         return out
     }

@@ -3,9 +3,12 @@ import Any4Core
 /// cuBLAS (`libcublas.so.12`), loaded at run time: `cublasGemmEx` with f16/bf16 inputs and f32
 /// accumulation and output is the vendor baseline the GPU rows are measured against.
 final class CuBLAS: @unchecked Sendable {
-    typealias GemmEx = @convention(c) (OpaquePointer?, Int32, Int32, Int32, Int32, Int32, UnsafeRawPointer?,
-                                       UnsafeRawPointer?, Int32, Int32, UnsafeRawPointer?, Int32, Int32,
-                                       UnsafeRawPointer?, UnsafeMutableRawPointer?, Int32, Int32, Int32, Int32) -> Int32
+    typealias GemmEx =
+        @convention(c) (
+            OpaquePointer?, Int32, Int32, Int32, Int32, Int32, UnsafeRawPointer?,
+            UnsafeRawPointer?, Int32, Int32, UnsafeRawPointer?, Int32, Int32,
+            UnsafeRawPointer?, UnsafeMutableRawPointer?, Int32, Int32, Int32, Int32
+        ) -> Int32
 
     let library: DynamicLibrary
     let gemmEx: GemmEx
@@ -29,8 +32,10 @@ final class CuBLAS: @unchecked Sendable {
 
     /// Opens cuBLAS and makes a handle; the caller's CUDA context must be current.
     init(candidates: [String] = CuBLAS.candidates) throws(GPUError) {
-        let l = try DynamicLibrary.open("cuBLAS (libcublas.so.12: the CUDA toolkit, or pip install nvidia-cublas-cu12)",
-                                        candidates: candidates) { path in
+        let l = try DynamicLibrary.open(
+            "cuBLAS (libcublas.so.12: the CUDA toolkit, or pip install nvidia-cublas-cu12)",
+            candidates: candidates
+        ) { path in
             // libcublas needs libcublasLt from the same folder.
             guard path.hasPrefix("/"), let slash = path.lastIndex(of: "/") else { return [] }
             let folder = String(path[..<slash])
@@ -53,11 +58,12 @@ final class CuBLAS: @unchecked Sendable {
     func gemm(w: UInt64, x: UInt64, y: UInt64, rows: Int, cols: Int, m: Int, type: GPUActivationType) throws(GPUError) {
         var alpha: Float = 1, beta: Float = 0
         let t = type == .f16 ? Self.typeF16 : Self.typeBF16
-        let status = gemmEx(handle, Self.opT, Self.opN, Int32(rows), Int32(m), Int32(cols), &alpha,
-                            UnsafeRawPointer(bitPattern: UInt(w)), t, Int32(cols),
-                            UnsafeRawPointer(bitPattern: UInt(x)), t, Int32(cols), &beta,
-                            UnsafeMutableRawPointer(bitPattern: UInt(y)), Self.typeF32, Int32(rows),
-                            Self.compute32F, Self.gemmDefault)
+        let status = gemmEx(
+            handle, Self.opT, Self.opN, Int32(rows), Int32(m), Int32(cols), &alpha,
+            UnsafeRawPointer(bitPattern: UInt(w)), t, Int32(cols),
+            UnsafeRawPointer(bitPattern: UInt(x)), t, Int32(cols), &beta,
+            UnsafeMutableRawPointer(bitPattern: UInt(y)), Self.typeF32, Int32(rows),
+            Self.compute32F, Self.gemmDefault)
         guard status == 0 else { throw GPUError("cublasGemmEx failed with cuBLAS status \(status)") }
     }
 }

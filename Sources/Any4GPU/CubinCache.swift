@@ -1,9 +1,9 @@
 import Any4Core
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// Compiled kernels kept on disk, so NVRTC runs once per architecture and compiler:

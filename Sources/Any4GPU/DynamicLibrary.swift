@@ -1,9 +1,9 @@
 import Any4Core
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// Why a part of the GPU stack is missing or failed: a sentence naming the library, the symbol

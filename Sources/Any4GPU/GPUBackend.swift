@@ -91,8 +91,9 @@ public final class GPUBackend: @unchecked Sendable {
         let supported = nvrtc.supportedArchitectures
         if supported.isEmpty || supported.contains(cc) { return device.architecture }
         if let best = supported.filter({ $0 / 10 == device.computeCapability.major && $0 <= cc }).max() { return "sm_\(best)" }
-        throw GPUError("NVRTC \(nvrtc.version) cannot compile for \(device.architecture) (\(device.name)); it supports "
-                       + supported.map { "sm_\($0)" }.joined(separator: ", ") + ": install a newer nvidia-cuda-nvrtc")
+        throw GPUError(
+            "NVRTC \(nvrtc.version) cannot compile for \(device.architecture) (\(device.name)); it supports "
+                + supported.map { "sm_\($0)" }.joined(separator: ", ") + ": install a newer nvidia-cuda-nvrtc")
     }
 
     /// The compiled kernels, from the cache or NVRTC (the lock is held).
@@ -208,7 +209,10 @@ public final class GPUBackend: @unchecked Sendable {
 
     /// Why cuBLAS cannot be used, or nil when it can.
     public var cublasUnavailableReason: String? {
-        do throws(GPUError) { _ = try cublas(); return nil } catch { return error.description }
+        do throws(GPUError) {
+            _ = try cublas()
+            return nil
+        } catch { return error.description }
     }
 
     /// The cuBLAS library's path, when it loaded.

@@ -90,8 +90,9 @@ public enum GPUEmulation {
                     for s in 0..<slices {
                         let col0 = s * GPUGeometry.sliceColumns + lane * 8
                         for i in 0..<8 {
-                            a = a.addingProduct(w.type.value(w.weights[r * w.paddedCols + col0 + i]),
-                                                w.type.value(x[k * w.paddedCols + col0 + i]))
+                            a = a.addingProduct(
+                                w.type.value(w.weights[r * w.paddedCols + col0 + i]),
+                                w.type.value(x[k * w.paddedCols + col0 + i]))
                         }
                     }
                     lanes[lane] = a

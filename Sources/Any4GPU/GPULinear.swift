@@ -33,10 +33,12 @@ public final class GPULookupLinear: @unchecked Sendable {
     /// (``GPUActivationType/pack(_:m:cols:paddedCols:)``), `y` room for [m, rows] floats.
     public func launch(x: GPUBuffer, y: GPUBuffer, m: Int, type: GPUActivationType) throws(GPUError) {
         let tile = try GPUGeometry.tile(for: m)
-        try backend.launch("any4_lut_\(type.rawValue)_m\(tile)", blocks: GPUGeometry.blocks(rows: rows), [
-            .buffer(codes), .buffer(table), .int(tableStride), .buffer(scaleZero), .int(paddedGroups), .int(groupSize),
-            .buffer(x), .buffer(y), .int(rows), .int(paddedCols), .int(m),
-        ])
+        try backend.launch(
+            "any4_lut_\(type.rawValue)_m\(tile)", blocks: GPUGeometry.blocks(rows: rows),
+            [
+                .buffer(codes), .buffer(table), .int(tableStride), .buffer(scaleZero), .int(paddedGroups), .int(groupSize),
+                .buffer(x), .buffer(y), .int(rows), .int(paddedCols), .int(m)
+            ])
     }
 
     /// y[m, rows] for x[m, cols] (rounded to `type` on the way in).
@@ -69,9 +71,11 @@ public final class GPUDenseLinear: @unchecked Sendable {
 
     public func launch(x: GPUBuffer, y: GPUBuffer, m: Int) throws(GPUError) {
         let tile = try GPUGeometry.tile(for: m)
-        try backend.launch("any4_dense_\(type.rawValue)_m\(tile)", blocks: GPUGeometry.blocks(rows: rows), [
-            .buffer(weights), .buffer(x), .buffer(y), .int(rows), .int(paddedCols), .int(m),
-        ])
+        try backend.launch(
+            "any4_dense_\(type.rawValue)_m\(tile)", blocks: GPUGeometry.blocks(rows: rows),
+            [
+                .buffer(weights), .buffer(x), .buffer(y), .int(rows), .int(paddedCols), .int(m)
+            ])
     }
 
     public func forward(_ x: [Float], m: Int) throws(GPUError) -> [Float] {
@@ -118,8 +122,10 @@ public final class GPUCuBLASLinear: @unchecked Sendable {
 extension GPUBackend {
     /// Uploads x [m, cols] as `type` padded to `paddedCols`, runs `launch` into room for [m, rows]
     /// floats and returns them.
-    func run(_ x: [Float], m: Int, cols: Int, paddedCols: Int, rows: Int, type: GPUActivationType,
-             _ launch: (GPUBuffer, GPUBuffer) throws(GPUError) -> Void) throws(GPUError) -> [Float] {
+    func run(
+        _ x: [Float], m: Int, cols: Int, paddedCols: Int, rows: Int, type: GPUActivationType,
+        _ launch: (GPUBuffer, GPUBuffer) throws(GPUError) -> Void
+    ) throws(GPUError) -> [Float] {
         let xd = try upload(type.pack(x, m: m, cols: cols, paddedCols: paddedCols))
         let yd = try allocate(bytes: m * rows * 4)
         try launch(xd, yd)

@@ -152,7 +152,8 @@ public struct GPULookupLayout: Sendable {
         let slice = c / GPUGeometry.sliceColumns
         let lane = (c % GPUGeometry.sliceColumns) / 8
         let chunks = paddedCols / GPUGeometry.chunkColumns
-        let word = slice < 4 * chunks
+        let word =
+            slice < 4 * chunks
             ? (slice / 4) * 128 + lane * 4 + slice % 4
             : chunks * 128 + (slice - 4 * chunks) * 32 + lane
         return (word, 4 * (c % 8))

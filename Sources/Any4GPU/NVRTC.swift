@@ -10,8 +10,11 @@ package final class NVRTC: @unchecked Sendable {
     let library: DynamicLibrary
     /// "12.4"
     let version: String
-    let create: @convention(c) (UnsafeMutablePointer<OpaquePointer?>?, UnsafePointer<CChar>?, UnsafePointer<CChar>?, Int32,
-                                UnsafePointer<UnsafePointer<CChar>?>?, UnsafePointer<UnsafePointer<CChar>?>?) -> Int32
+    let create:
+        @convention(c) (
+            UnsafeMutablePointer<OpaquePointer?>?, UnsafePointer<CChar>?, UnsafePointer<CChar>?, Int32,
+            UnsafePointer<UnsafePointer<CChar>?>?, UnsafePointer<UnsafePointer<CChar>?>?
+        ) -> Int32
     let compile: @convention(c) (Program, Int32, UnsafePointer<UnsafePointer<CChar>?>?) -> Int32
     let logSize: GetSize
     let log: GetBytes
@@ -35,19 +38,26 @@ package final class NVRTC: @unchecked Sendable {
 
     package init(candidates: [String] = NVRTC.candidates) throws(GPUError) {
         // NVRTC opens libnvrtc-builtins itself; a wheel's copy beside it is loaded first, globally.
-        let l = try DynamicLibrary.open("NVRTC (libnvrtc.so.12: the CUDA toolkit, or pip install nvidia-cuda-nvrtc-cu12)",
-                                        candidates: candidates) { path in
+        let l = try DynamicLibrary.open(
+            "NVRTC (libnvrtc.so.12: the CUDA toolkit, or pip install nvidia-cuda-nvrtc-cu12)",
+            candidates: candidates
+        ) { path in
             guard path.hasPrefix("/"), let slash = path.lastIndex(of: "/") else { return [] }
             let folder = String(path[..<slash])
             return listDirectory(folder).filter { $0.hasPrefix("libnvrtc-builtins.so") }.map { folder + "/" + $0 }
         }
         library = l
-        let versionCall = try l.function("nvrtcVersion", as: (@convention(c) (UnsafeMutablePointer<Int32>?, UnsafeMutablePointer<Int32>?) -> Int32).self)
+        let versionCall = try l.function(
+            "nvrtcVersion", as: (@convention(c) (UnsafeMutablePointer<Int32>?, UnsafeMutablePointer<Int32>?) -> Int32).self)
         var major: Int32 = 0, minor: Int32 = 0
         _ = versionCall(&major, &minor)
         version = "\(major).\(minor)"
-        create = try l.function("nvrtcCreateProgram", as: (@convention(c) (UnsafeMutablePointer<OpaquePointer?>?, UnsafePointer<CChar>?, UnsafePointer<CChar>?, Int32,
-                                                                          UnsafePointer<UnsafePointer<CChar>?>?, UnsafePointer<UnsafePointer<CChar>?>?) -> Int32).self)
+        create = try l.function(
+            "nvrtcCreateProgram",
+            as: (@convention(c) (
+                UnsafeMutablePointer<OpaquePointer?>?, UnsafePointer<CChar>?, UnsafePointer<CChar>?, Int32,
+                UnsafePointer<UnsafePointer<CChar>?>?, UnsafePointer<UnsafePointer<CChar>?>?
+            ) -> Int32).self)
         compile = try l.function("nvrtcCompileProgram", as: (@convention(c) (Program, Int32, UnsafePointer<UnsafePointer<CChar>?>?) -> Int32).self)
         logSize = try l.function("nvrtcGetProgramLogSize", as: GetSize.self)
         log = try l.function("nvrtcGetProgramLog", as: GetBytes.self)
@@ -57,7 +67,8 @@ package final class NVRTC: @unchecked Sendable {
         errorString = try l.function("nvrtcGetErrorString", as: (@convention(c) (Int32) -> UnsafePointer<CChar>?).self)
         var archs: [Int] = []
         if let count = l.optionalFunction("nvrtcGetNumSupportedArchs", as: (@convention(c) (UnsafeMutablePointer<Int32>?) -> Int32).self),
-           let list = l.optionalFunction("nvrtcGetSupportedArchs", as: (@convention(c) (UnsafeMutablePointer<Int32>?) -> Int32).self) {
+            let list = l.optionalFunction("nvrtcGetSupportedArchs", as: (@convention(c) (UnsafeMutablePointer<Int32>?) -> Int32).self)
+        {
             var n: Int32 = 0
             if count(&n) == 0, n > 0 {
                 var values = [Int32](repeating: 0, count: Int(n))
@@ -106,7 +117,7 @@ package final class NVRTC: @unchecked Sendable {
 }
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif

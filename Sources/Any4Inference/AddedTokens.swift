@@ -46,8 +46,10 @@ struct AddedTokenMatcher: Sendable {
     /// The loop every tokenizer's `encode` runs: the added tokens found in the raw text; the text
     /// between them normalized; the tokens flagged `normalized` found in that; `words` for the text
     /// that is left (UTF-8). Token ids and word ids go to `out` in text order.
-    static func encode(_ bytes: [UInt8], raw: AddedTokenMatcher, normalized: AddedTokenMatcher,
-                       normalize: ([UInt8]) -> [UInt8], into out: inout [Int], words: ([UInt8], inout [Int]) -> Void) {
+    static func encode(
+        _ bytes: [UInt8], raw: AddedTokenMatcher, normalized: AddedTokenMatcher,
+        normalize: ([UInt8]) -> [UInt8], into out: inout [Int], words: ([UInt8], inout [Int]) -> Void
+    ) {
         for segment in raw.split(bytes) {
             switch segment {
             case .token(let id):
@@ -82,11 +84,15 @@ struct AddedTokenMatcher: Sendable {
         var textStart = 0
         var i = 0
         while i < bytes.count {
-            guard let entry = match(bytes, at: i) else { i += 1; continue }
+            guard let entry = match(bytes, at: i) else {
+                i += 1
+                continue
+            }
             var start = i, end = i + entry.bytes.count
             if entry.token.leftStrip {
                 while start > textStart, let previous = scalarStart(bytes, before: start),
-                      isWhitespace(decodeUTF8(bytes, at: previous).scalar) { start = previous }
+                    isWhitespace(decodeUTF8(bytes, at: previous).scalar)
+                { start = previous }
             }
             if entry.token.rightStrip {
                 while end < bytes.count {
@@ -110,7 +116,10 @@ struct AddedTokenMatcher: Sendable {
             let end = i + entry.bytes.count
             guard end <= bytes.count else { continue }
             var equal = true
-            for k in 1..<entry.bytes.count where bytes[i + k] != entry.bytes[k] { equal = false; break }
+            for k in 1..<entry.bytes.count where bytes[i + k] != entry.bytes[k] {
+                equal = false
+                break
+            }
             guard equal else { continue }
             if entry.token.singleWord {
                 if let previous = scalarStart(bytes, before: i), isWordScalar(decodeUTF8(bytes, at: previous).scalar) { continue }

@@ -1,9 +1,9 @@
 import Any4Core
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// A BERT encoder (all-MiniLM-L6-v2 and kin): learned positions and token types, post-LayerNorm
@@ -43,8 +43,9 @@ public final class BertEngine: @unchecked Sendable {
         self.options = options
         let c = model.config
         guard c.architecture == "bert" else {
-            throw FileFormatError(file: model.path, kind: .unsupported,
-                                  "architecture \"\(c.architecture ?? "none")\" is not an encoder this tool runs (bert)")
+            throw FileFormatError(
+                file: model.path, kind: .unsupported,
+                "architecture \"\(c.architecture ?? "none")\" is not an encoder this tool runs (bert)")
         }
         let gguf = model.format == .gguf
         /// The name a fact has in this model's configuration.
@@ -55,8 +56,9 @@ public final class BertEngine: @unchecked Sendable {
         }
         func need(_ value: Int?, _ what: String, _ name: String) throws -> Int {
             guard let value, value > 0 else {
-                throw FileFormatError(file: model.path, kind: .badHeader,
-                                      "the model configuration lacks a positive \(what) (\(name)\(value.map { " is \($0)" } ?? ""))")
+                throw FileFormatError(
+                    file: model.path, kind: .badHeader,
+                    "the model configuration lacks a positive \(what) (\(name)\(value.map { " is \($0)" } ?? ""))")
             }
             return value
         }
@@ -89,16 +91,17 @@ public final class BertEngine: @unchecked Sendable {
         maxPositions = model.tensor(named: names.positions)?.shape.first ?? 512
         let types = model.tensor(named: names.tokenTypes)?.shape.first ?? 1
         guard maxPositions >= 1, types >= 1 else {
-            throw FileFormatError(file: model.path, kind: .badShape,
-                                  "\(maxPositions) positions and \(types) token types; the encoder needs at least one of each",
-                                  subject: maxPositions >= 1 ? names.tokenTypes : names.positions)
+            throw FileFormatError(
+                file: model.path, kind: .badShape,
+                "\(maxPositions) positions and \(types) token types; the encoder needs at least one of each",
+                subject: maxPositions >= 1 ? names.tokenTypes : names.positions)
         }
         let d = hidden
         // Every tensor's shape against the configuration, and their f32 bytes against the memory,
         // before anything is decoded.
         var plan: [WeightLoader.Planned] = [
             .init(names.words, [vocab, d]), .init(names.positions, [maxPositions, d]), .init(names.tokenTypes, [types, d]),
-            .init(names.embeddingNorm + ".weight", [d]), .init(names.embeddingNorm + ".bias", [d]),
+            .init(names.embeddingNorm + ".weight", [d]), .init(names.embeddingNorm + ".bias", [d])
         ]
         for i in 0..<layers {
             func n(_ key: String) -> String { names.block(i, key) }
@@ -121,9 +124,11 @@ public final class BertEngine: @unchecked Sendable {
             func norm(_ key: String) throws -> (weight: [Float], bias: [Float]) {
                 (try w.values(n(key) + ".weight", shape: [d]), try w.values(n(key) + ".bias", shape: [d]))
             }
-            blocks.append(Block(q: try lin("q", d, d), k: try lin("k", d, d), v: try lin("v", d, d), o: try lin("o", d, d),
-                                attnNorm: try norm("attn_norm"), up: try lin("up", intermediate, d),
-                                down: try lin("down", d, intermediate), outNorm: try norm("out_norm")))
+            blocks.append(
+                Block(
+                    q: try lin("q", d, d), k: try lin("k", d, d), v: try lin("v", d, d), o: try lin("o", d, d),
+                    attnNorm: try norm("attn_norm"), up: try lin("up", intermediate, d),
+                    down: try lin("down", d, intermediate), outNorm: try norm("out_norm")))
         }
         self.blocks = blocks
     }
@@ -150,8 +155,9 @@ public final class BertEngine: @unchecked Sendable {
         let q = qkv[0], k = qkv[1], v = qkv[2]
         let attended = k.withUnsafeBufferPointer { keys in
             v.withUnsafeBufferPointer { values in
-                Ops.attention(q: q, m: m, keys: keys.baseAddress!, values: values.baseAddress!, n: m, heads: heads,
-                              kvHeads: heads, headDim: hd, causalFrom: nil, threads: options.workers)
+                Ops.attention(
+                    q: q, m: m, keys: keys.baseAddress!, values: values.baseAddress!, n: m, heads: heads,
+                    kvHeads: heads, headDim: hd, causalFrom: nil, threads: options.workers)
             }
         }
         Ops.add(&h, b.o.forward(attended, m: m, options: options))
@@ -188,19 +194,27 @@ public final class BertEngine: @unchecked Sendable {
     }
 
     static func hfNames(prefix p: String) -> Names {
-        Names(words: p + "embeddings.word_embeddings.weight", positions: p + "embeddings.position_embeddings.weight",
-              tokenTypes: p + "embeddings.token_type_embeddings.weight", embeddingNorm: p + "embeddings.LayerNorm") { i, key in
-            let map = ["q": "attention.self.query", "k": "attention.self.key", "v": "attention.self.value",
-                       "o": "attention.output.dense", "attn_norm": "attention.output.LayerNorm", "up": "intermediate.dense",
-                       "down": "output.dense", "out_norm": "output.LayerNorm"]
+        Names(
+            words: p + "embeddings.word_embeddings.weight", positions: p + "embeddings.position_embeddings.weight",
+            tokenTypes: p + "embeddings.token_type_embeddings.weight", embeddingNorm: p + "embeddings.LayerNorm"
+        ) { i, key in
+            let map = [
+                "q": "attention.self.query", "k": "attention.self.key", "v": "attention.self.value",
+                "o": "attention.output.dense", "attn_norm": "attention.output.LayerNorm", "up": "intermediate.dense",
+                "down": "output.dense", "out_norm": "output.LayerNorm"
+            ]
             return p + "encoder.layer.\(i)." + map[key]!
         }
     }
 
-    static let ggufNames = Names(words: "token_embd.weight", positions: "position_embd.weight", tokenTypes: "token_types.weight",
-                                 embeddingNorm: "token_embd_norm") { i, key in
-        let map = ["q": "attn_q", "k": "attn_k", "v": "attn_v", "o": "attn_output", "attn_norm": "attn_output_norm",
-                   "up": "ffn_up", "down": "ffn_down", "out_norm": "layer_output_norm"]
+    static let ggufNames = Names(
+        words: "token_embd.weight", positions: "position_embd.weight", tokenTypes: "token_types.weight",
+        embeddingNorm: "token_embd_norm"
+    ) { i, key in
+        let map = [
+            "q": "attn_q", "k": "attn_k", "v": "attn_v", "o": "attn_output", "attn_norm": "attn_output_norm",
+            "up": "ffn_up", "down": "ffn_down", "out_norm": "layer_output_norm"
+        ]
         return "blk.\(i)." + map[key]!
     }
 }

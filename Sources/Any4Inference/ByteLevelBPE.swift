@@ -61,13 +61,19 @@ package struct ByteLevelBPETokenizer: TextTokenizer {
         var ids: [ExactString: Int32] = [:]
         ids.reserveCapacity(definition.vocabulary.count)
         for (piece, id) in definition.vocabulary {
-            if !filled[id] { pieces[id] = piece; filled[id] = true }
+            if !filled[id] {
+                pieces[id] = piece
+                filled[id] = true
+            }
             let key = ExactString(piece)
             if ids[key] == nil { ids[key] = Int32(id) }
         }
         var isSpecial = [Bool](repeating: false, count: size)
         for token in definition.addedTokens {
-            if !filled[token.id] { pieces[token.id] = token.content; filled[token.id] = true }
+            if !filled[token.id] {
+                pieces[token.id] = token.content
+                filled[token.id] = true
+            }
             if token.special { isSpecial[token.id] = true }
         }
         self.pieces = pieces
@@ -79,8 +85,9 @@ package struct ByteLevelBPETokenizer: TextTokenizer {
         merges.reserveCapacity(definition.merges.count)
         for (rank, merge) in definition.merges.enumerated() {
             func fail(_ message: String) -> FileFormatError {
-                FileFormatError(file: file, kind: .badHeader, message,
-                                subject: "\(definition.mergesKey)[\(rank)] \"\(merge.left) \(merge.right)\"")
+                FileFormatError(
+                    file: file, kind: .badHeader, message,
+                    subject: "\(definition.mergesKey)[\(rank)] \"\(merge.left) \(merge.right)\"")
             }
             guard let left = ids[ExactString(merge.left)] else { throw fail("\"\(merge.left)\" is not in the vocabulary") }
             guard let right = ids[ExactString(merge.right)] else { throw fail("\"\(merge.right)\" is not in the vocabulary") }
@@ -111,8 +118,10 @@ package struct ByteLevelBPETokenizer: TextTokenizer {
         } else {
             wholeWords = nil
         }
-        (addedTokens, normalizedAddedTokens) = AddedTokenMatcher.split(definition.addedTokens, normalize: definition.nfc
-            ? { String(decoding: Self.nfc(Array($0.utf8)), as: UTF8.self) } : nil)
+        (addedTokens, normalizedAddedTokens) = AddedTokenMatcher.split(
+            definition.addedTokens,
+            normalize: definition.nfc
+                ? { String(decoding: Self.nfc(Array($0.utf8)), as: UTF8.self) } : nil)
         nfc = definition.nfc
         preTokenizer = definition.preTokenizer
         prefix = definition.prefix
@@ -129,8 +138,10 @@ package struct ByteLevelBPETokenizer: TextTokenizer {
     package func encode(_ text: String, addSpecialTokens: Bool) -> [Int] {
         var out = addSpecialTokens ? prefix : []
         var cache: [ExactString: [Int32]] = [:]
-        AddedTokenMatcher.encode(Array(text.utf8), raw: addedTokens, normalized: normalizedAddedTokens,
-                                 normalize: { nfc ? Self.nfc($0) : $0 }, into: &out) { text, out in
+        AddedTokenMatcher.encode(
+            Array(text.utf8), raw: addedTokens, normalized: normalizedAddedTokens,
+            normalize: { nfc ? Self.nfc($0) : $0 }, into: &out
+        ) { text, out in
             preTokenizer.forEachWord(in: text) { word in encodeWord(word, cache: &cache, into: &out) }
         }
         return out + (addSpecialTokens ? suffix : [])
@@ -211,8 +222,9 @@ package struct ByteLevelBPETokenizer: TextTokenizer {
             let position = Int(top & 0xFFFF_FFFF)
             let following = next[position]
             guard ids[position] >= 0, following < n,
-                  let merge = merges[Self.key(ids[position], ids[following])],
-                  merge >> 32 == top >> 32 else { continue }
+                let merge = merges[Self.key(ids[position], ids[following])],
+                merge >> 32 == top >> 32
+            else { continue }
             ids[position] = Int32(truncatingIfNeeded: merge)
             ids[following] = -1
             next[position] = next[following]

@@ -31,8 +31,9 @@ public enum Engines {
         let arch = model.config.architecture
         if arch == "bert" { return try BertEngine(model: model, options: options) }
         if let arch, LlamaEngine.architectures.contains(arch) { return try LlamaEngine(model: model, options: options) }
-        throw FileFormatError(file: model.path, kind: .unsupported,
-                              "architecture \"\(arch ?? "none")\" is not one the engine runs (\((LlamaEngine.architectures + ["bert"]).joined(separator: ", ")))")
+        throw FileFormatError(
+            file: model.path, kind: .unsupported,
+            "architecture \"\(arch ?? "none")\" is not one the engine runs (\((LlamaEngine.architectures + ["bert"]).joined(separator: ", ")))")
     }
 }
 
@@ -69,9 +70,11 @@ public enum EngineQuantization {
 
     /// Quantizes the selected linear layers of `engine` in place. With `calibration`, any-b's k-means
     /// weighs by its statistic (the options' sample weighting must be `.calibration`).
-    public static func quantize(_ engine: any TransformerEngine, format: any NumericFormat, options: QuantizationOptions,
-                                selection: LayerSelection = LayerSelection(), calibration: CalibrationStats? = nil,
-                                progress: Progress? = nil) throws -> [LayerResult] {
+    public static func quantize(
+        _ engine: any TransformerEngine, format: any NumericFormat, options: QuantizationOptions,
+        selection: LayerSelection = LayerSelection(), calibration: CalibrationStats? = nil,
+        progress: Progress? = nil
+    ) throws -> [LayerResult] {
         let chosen = engine.linears.compactMap { l in tensor(of: l, in: engine, selection: selection).map { (l, $0) } }
         progress?.reset(total: chosen.reduce(0) { $0 + $1.0.rows }, label: "quantizing \(format.name)")
         return try chosen.map { linear, tensor in
@@ -79,12 +82,15 @@ public enum EngineQuantization {
         }
     }
 
-    static func quantize(_ linear: Linear, tensor: ModelTensor, format: any NumericFormat, options: QuantizationOptions,
-                         calibration: CalibrationStats?, keepMatrix: Bool = false, progress: Progress?) throws -> LayerResult {
+    static func quantize(
+        _ linear: Linear, tensor: ModelTensor, format: any NumericFormat, options: QuantizationOptions,
+        calibration: CalibrationStats?, keepMatrix: Bool = false, progress: Progress?
+    ) throws -> LayerResult {
         progress?.setLabel("quantizing \(format.name) \(linear.name)")
         let channels = try ModelQuantization.channelWeights(for: tensor, options: options, calibration: calibration)
-        let result = try ModelQuantization.quantize(weights: linear.weights, of: tensor, format: format, options: options,
-                                                    channelWeights: channels, progress: progress)
+        let result = try ModelQuantization.quantize(
+            weights: linear.weights, of: tensor, format: format, options: options,
+            channelWeights: channels, progress: progress)
         linear.replace(with: result.matrix!)
         var out = result
         if !keepMatrix { out.matrix = nil }
@@ -95,11 +101,13 @@ public enum EngineQuantization {
     /// whose blocks 0..<i are already quantized, then block i is quantized with them. `statistic`
     /// weighs k-means; `source` names the prompt in the results' sample weighting. Returns the layer
     /// results (with their matrices when `keepMatrices`) and the statistics each block saw.
-    public static func quantizeSequentially(_ engine: any TransformerEngine, sequences: [[Int]], format: any NumericFormat,
-                                            options: QuantizationOptions, statistic: CalibrationStatistic,
-                                            selection: LayerSelection = LayerSelection(), source: String = "sequential",
-                                            keepMatrices: Bool = false,
-                                            progress: Progress? = nil) throws -> (results: [LayerResult], stats: CalibrationStats) {
+    public static func quantizeSequentially(
+        _ engine: any TransformerEngine, sequences: [[Int]], format: any NumericFormat,
+        options: QuantizationOptions, statistic: CalibrationStatistic,
+        selection: LayerSelection = LayerSelection(), source: String = "sequential",
+        keepMatrices: Bool = false,
+        progress: Progress? = nil
+    ) throws -> (results: [LayerResult], stats: CalibrationStats) {
         var options = options
         options.sampleWeighting = .calibration(path: source, statistic: statistic)
         var hidden = try sequences.map { try engine.embed($0) }
@@ -123,8 +131,10 @@ public enum EngineQuantization {
             }
             for l in linears {
                 guard let t = tensor(of: l, in: engine, selection: selection) else { continue }
-                results.append(try quantize(l, tensor: t, format: format, options: options, calibration: stats,
-                                            keepMatrix: keepMatrices, progress: progress))
+                results.append(
+                    try quantize(
+                        l, tensor: t, format: format, options: options, calibration: stats,
+                        keepMatrix: keepMatrices, progress: progress))
             }
             // The next block sees this block's output with its weights quantized.
             for (s, tokens) in sequences.enumerated() { engine.runBlock(i, hidden: &hidden[s], m: tokens.count) }

@@ -1,9 +1,9 @@
 import Any4Core
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// Perplexity the way llama.cpp's perplexity tool computes it, so the two tools' figures compare:
@@ -24,8 +24,10 @@ public struct Perplexity: Sendable {
     public static func chunkCount(tokens: Int, ctx: Int) -> Int { tokens / ctx }
 
     /// - Parameter onChunk: called after each window with (windows done, running perplexity).
-    public static func measure(_ engine: LlamaEngine, tokens: [Int], ctx: Int, bos: Int?, progress: Progress? = nil,
-                               onChunk: (Int, Double) -> Void = { _, _ in }) throws -> Perplexity {
+    public static func measure(
+        _ engine: LlamaEngine, tokens: [Int], ctx: Int, bos: Int?, progress: Progress? = nil,
+        onChunk: (Int, Double) -> Void = { _, _ in }
+    ) throws -> Perplexity {
         guard ctx >= 8 else { throw InferenceError.tooShort(tokens: ctx, needed: 8) }
         guard ctx <= engine.config.contextLength else {
             throw InferenceError.contextOverflow(needed: ctx, capacity: engine.config.contextLength)
@@ -80,8 +82,10 @@ public struct Generation: Sendable {
     /// each one as it comes and may return false to stop.
     /// - Parameter warmup: run the prompt and one decode step once, untimed, first (as benchmark
     ///   tools do: the first pass pays page faults and library start-up).
-    public static func greedy(_ engine: LlamaEngine, prompt: [Int], count: Int, stop: Set<Int> = [], warmup: Bool = false,
-                              onToken: (Int) -> Bool = { _ in true }) throws -> Generation {
+    public static func greedy(
+        _ engine: LlamaEngine, prompt: [Int], count: Int, stop: Set<Int> = [], warmup: Bool = false,
+        onToken: (Int) -> Bool = { _ in true }
+    ) throws -> Generation {
         guard !prompt.isEmpty else { throw InferenceError.tooShort(tokens: 0, needed: 1) }
         let (needed, overflow) = prompt.count.addingReportingOverflow(count)
         guard count >= 0, !overflow, needed <= engine.config.contextLength else {

@@ -70,8 +70,9 @@ final class ActivationSums: @unchecked Sendable {
 
     var layer: CalibrationStats.Layer {
         let d = Double(max(rows, 1))
-        return CalibrationStats.Layer(mean: sum.map { Float($0 / d) }, absmean: absSum.map { Float($0 / d) },
-                                      sqmean: sqSum.map { Float($0 / d) }, count: Float(rows))
+        return CalibrationStats.Layer(
+            mean: sum.map { Float($0 / d) }, absmean: absSum.map { Float($0 / d) },
+            sqmean: sqSum.map { Float($0 / d) }, count: Float(rows))
     }
 }
 
@@ -124,7 +125,10 @@ public final class Linear: @unchecked Sendable {
 
     /// Makes (or drops) the decode-step copy of dense weights.
     func prepareDecodeCopy(_ kind: DecodeHead, threads: Int) {
-        guard packed == nil else { decodeCopy = nil; return }
+        guard packed == nil else {
+            decodeCopy = nil
+            return
+        }
         switch (kind, decodeCopy) {
         case (.f32, _): decodeCopy = nil
         case (.f16, .f16?): break
@@ -142,10 +146,14 @@ public final class Linear: @unchecked Sendable {
     static func forward(_ layers: [Linear], _ x: [Float], m: Int, options: EngineOptions) -> [[Float]] {
         let packed = layers.compactMap(\.packed)
         if m < options.gemmRows, packed.count == layers.count, layers.allSatisfy({ $0.sums == nil }),
-           packed.allSatisfy({ $0.colsPadded == packed[0].colsPadded && $0.groupSize == packed[0].groupSize
-                               && $0.blockCols == packed[0].blockCols }) {
-            return PackedLinear.forward(packed, biases: layers.map(\.bias), x: x, m: m, path: options.kernel,
-                                        threads: options.workers)
+            packed.allSatisfy({
+                $0.colsPadded == packed[0].colsPadded && $0.groupSize == packed[0].groupSize
+                    && $0.blockCols == packed[0].blockCols
+            })
+        {
+            return PackedLinear.forward(
+                packed, biases: layers.map(\.bias), x: x, m: m, path: options.kernel,
+                threads: options.workers)
         }
         return layers.map { $0.forward(x, m: m, options: options) }
     }
@@ -174,15 +182,17 @@ public final class Linear: @unchecked Sendable {
         switch decodeCopy {
         case .f16(let half)? where m < 4:
             return half.withUnsafeBytes {
-                DenseLinear.forward($0.baseAddress!, storage: .f16, rows: rows, cols: cols, x: x, m: m, bias: bias,
-                                    workers: threads, useAVX2: useAVX2)
+                DenseLinear.forward(
+                    $0.baseAddress!, storage: .f16, rows: rows, cols: cols, x: x, m: m, bias: bias,
+                    workers: threads, useAVX2: useAVX2)
             }
         case .q8(let q8)? where m < 4:
             return q8.forward(x, m: m, threads: threads, bias: bias, useAVX2: useAVX2)
         default:
             return weights.withUnsafeBytes {
-                DenseLinear.forward($0.baseAddress!, storage: .f32, rows: rows, cols: cols, x: x, m: m, bias: bias,
-                                    workers: threads, useAVX2: useAVX2)
+                DenseLinear.forward(
+                    $0.baseAddress!, storage: .f32, rows: rows, cols: cols, x: x, m: m, bias: bias,
+                    workers: threads, useAVX2: useAVX2)
             }
         }
     }

@@ -61,11 +61,13 @@ public final class LlamaEngine: @unchecked Sendable {
         var plan: [WeightLoader.Planned] = [.init(names.embedding, [config.vocab, d]), .init(names.outputNorm, [d])]
         for i in 0..<config.layers {
             func n(_ key: String) -> String { names.block(i, key) }
-            plan += [.init(n("attn_norm"), [d]), .init(n("q"), [qDim, d]), .init(n("k"), [kvDim, d]), .init(n("v"), [kvDim, d]),
-                     .init(n("q.bias"), [qDim], optional: true), .init(n("k.bias"), [kvDim], optional: true),
-                     .init(n("v.bias"), [kvDim], optional: true), .init(n("o"), [d, qDim]), .init(n("ffn_norm"), [d]),
-                     .init(n("gate"), [config.intermediate, d]), .init(n("up"), [config.intermediate, d]),
-                     .init(n("down"), [d, config.intermediate])]
+            plan += [
+                .init(n("attn_norm"), [d]), .init(n("q"), [qDim, d]), .init(n("k"), [kvDim, d]), .init(n("v"), [kvDim, d]),
+                .init(n("q.bias"), [qDim], optional: true), .init(n("k.bias"), [kvDim], optional: true),
+                .init(n("v.bias"), [kvDim], optional: true), .init(n("o"), [d, qDim]), .init(n("ffn_norm"), [d]),
+                .init(n("gate"), [config.intermediate, d]), .init(n("up"), [config.intermediate, d]),
+                .init(n("down"), [d, config.intermediate])
+            ]
         }
         if !config.tiedEmbeddings { plan.append(.init(names.output, [config.vocab, d], optional: true)) }
         if gguf { plan.append(.init("rope_freqs.weight", [config.ropeDims / 2], optional: true)) }
@@ -74,16 +76,17 @@ public final class LlamaEngine: @unchecked Sendable {
         var blocks: [Block] = []
         for i in 0..<config.layers {
             func n(_ key: String) -> String { names.block(i, key) }
-            blocks.append(Block(
-                attnNorm: try w.values(n("attn_norm"), shape: [d]),
-                q: try w.linear(n("q"), rows: qDim, cols: d, bias: n("q.bias")),
-                k: try w.linear(n("k"), rows: kvDim, cols: d, bias: n("k.bias")),
-                v: try w.linear(n("v"), rows: kvDim, cols: d, bias: n("v.bias")),
-                o: try w.linear(n("o"), rows: d, cols: qDim),
-                ffnNorm: try w.values(n("ffn_norm"), shape: [d]),
-                gate: try w.linear(n("gate"), rows: config.intermediate, cols: d),
-                up: try w.linear(n("up"), rows: config.intermediate, cols: d),
-                down: try w.linear(n("down"), rows: d, cols: config.intermediate)))
+            blocks.append(
+                Block(
+                    attnNorm: try w.values(n("attn_norm"), shape: [d]),
+                    q: try w.linear(n("q"), rows: qDim, cols: d, bias: n("q.bias")),
+                    k: try w.linear(n("k"), rows: kvDim, cols: d, bias: n("k.bias")),
+                    v: try w.linear(n("v"), rows: kvDim, cols: d, bias: n("v.bias")),
+                    o: try w.linear(n("o"), rows: d, cols: qDim),
+                    ffnNorm: try w.values(n("ffn_norm"), shape: [d]),
+                    gate: try w.linear(n("gate"), rows: config.intermediate, cols: d),
+                    up: try w.linear(n("up"), rows: config.intermediate, cols: d),
+                    down: try w.linear(n("down"), rows: d, cols: config.intermediate)))
         }
         self.blocks = blocks
         outputNorm = try w.values(names.outputNorm, shape: [d])
@@ -91,8 +94,9 @@ public final class LlamaEngine: @unchecked Sendable {
             head = try w.linear(names.output, rows: config.vocab, cols: d)
         } else {
             let t = try w.tensor(names.embedding)
-            head = Linear(name: names.embedding, weights: embedding, rows: config.vocab, cols: d, bias: nil,
-                          formatName: t.info.encoding.description, bitsPerWeight: t.info.encoding.bitsPerElement)
+            head = Linear(
+                name: names.embedding, weights: embedding, rows: config.vocab, cols: d, bias: nil,
+                formatName: t.info.encoding.description, bitsPerWeight: t.info.encoding.bitsPerElement)
         }
         // Rope: GGUF Llama files hold q/k permuted for adjacent pairs; HF files and GGUF Qwen2 use halves.
         let pairing: Rope.Pairing = gguf && config.architecture != "qwen2" ? .adjacent : .halves
@@ -103,14 +107,16 @@ public final class LlamaEngine: @unchecked Sendable {
         } else if let scaling = Self.ropeScaling(of: model) {
             switch scaling.type {
             case "llama3":
-                factors = Rope.llama3Factors(dims: config.ropeDims, theta: config.ropeTheta, factor: scaling.factor,
-                                             low: scaling.low, high: scaling.high, original: scaling.original)
+                factors = Rope.llama3Factors(
+                    dims: config.ropeDims, theta: config.ropeTheta, factor: scaling.factor,
+                    low: scaling.low, high: scaling.high, original: scaling.original)
             case "linear": positionScale = scaling.factor
             default: break
             }
         }
-        rope = Rope(pairing: pairing, dims: config.ropeDims, theta: config.ropeTheta, frequencyFactors: factors,
-                    positionScale: positionScale)
+        rope = Rope(
+            pairing: pairing, dims: config.ropeDims, theta: config.ropeTheta, frequencyFactors: factors,
+            positionScale: positionScale)
     }
 
     // MARK: Forward
@@ -201,8 +207,9 @@ public final class LlamaEngine: @unchecked Sendable {
     private func attend(_ q: [Float], m: Int, keys: [Float], values: [Float], n: Int, p0: Int) -> [Float] {
         keys.withUnsafeBufferPointer { keys in
             values.withUnsafeBufferPointer { values in
-                Ops.attention(q: q, m: m, keys: keys.baseAddress!, values: values.baseAddress!, n: n, heads: config.heads,
-                              kvHeads: config.kvHeads, headDim: config.headDim, causalFrom: p0, threads: options.workers)
+                Ops.attention(
+                    q: q, m: m, keys: keys.baseAddress!, values: values.baseAddress!, n: n, heads: config.heads,
+                    kvHeads: config.kvHeads, headDim: config.headDim, causalFrom: p0, threads: options.workers)
             }
         }
     }
@@ -213,8 +220,9 @@ public final class LlamaEngine: @unchecked Sendable {
     public func makeCache(capacity: Int? = nil) throws(SizeError) -> KVCache {
         let positions = max(0, min(capacity ?? 2048, config.contextLength))
         let width = config.kvHeads * config.headDim
-        let bytes = try Sizes.product([2, config.layers, positions, width, MemoryLayout<Float>.size],
-                                      "KV cache (2 × layers × positions × key/value width × 4 bytes)")
+        let bytes = try Sizes.product(
+            [2, config.layers, positions, width, MemoryLayout<Float>.size],
+            "KV cache (2 × layers × positions × key/value width × 4 bytes)")
         try MemoryBudget.check(bytes, for: "a KV cache of \(positions) positions for \(config.layers) layers of width \(width)")
         return KVCache(layers: config.layers, width: width, capacity: positions)
     }
@@ -229,17 +237,21 @@ public final class LlamaEngine: @unchecked Sendable {
     }
 
     static let ggufNames = Names(embedding: "token_embd.weight", outputNorm: "output_norm.weight", output: "output.weight") { i, key in
-        let map = ["attn_norm": "attn_norm.weight", "q": "attn_q.weight", "k": "attn_k.weight", "v": "attn_v.weight",
-                   "q.bias": "attn_q.bias", "k.bias": "attn_k.bias", "v.bias": "attn_v.bias", "o": "attn_output.weight",
-                   "ffn_norm": "ffn_norm.weight", "gate": "ffn_gate.weight", "up": "ffn_up.weight", "down": "ffn_down.weight"]
+        let map = [
+            "attn_norm": "attn_norm.weight", "q": "attn_q.weight", "k": "attn_k.weight", "v": "attn_v.weight",
+            "q.bias": "attn_q.bias", "k.bias": "attn_k.bias", "v.bias": "attn_v.bias", "o": "attn_output.weight",
+            "ffn_norm": "ffn_norm.weight", "gate": "ffn_gate.weight", "up": "ffn_up.weight", "down": "ffn_down.weight"
+        ]
         return "blk.\(i)." + map[key]!
     }
 
     static let hfNames = Names(embedding: "model.embed_tokens.weight", outputNorm: "model.norm.weight", output: "lm_head.weight") { i, key in
-        let map = ["attn_norm": "input_layernorm.weight", "q": "self_attn.q_proj.weight", "k": "self_attn.k_proj.weight",
-                   "v": "self_attn.v_proj.weight", "q.bias": "self_attn.q_proj.bias", "k.bias": "self_attn.k_proj.bias",
-                   "v.bias": "self_attn.v_proj.bias", "o": "self_attn.o_proj.weight", "ffn_norm": "post_attention_layernorm.weight",
-                   "gate": "mlp.gate_proj.weight", "up": "mlp.up_proj.weight", "down": "mlp.down_proj.weight"]
+        let map = [
+            "attn_norm": "input_layernorm.weight", "q": "self_attn.q_proj.weight", "k": "self_attn.k_proj.weight",
+            "v": "self_attn.v_proj.weight", "q.bias": "self_attn.q_proj.bias", "k.bias": "self_attn.k_proj.bias",
+            "v.bias": "self_attn.v_proj.bias", "o": "self_attn.o_proj.weight", "ffn_norm": "post_attention_layernorm.weight",
+            "gate": "mlp.gate_proj.weight", "up": "mlp.up_proj.weight", "down": "mlp.down_proj.weight"
+        ]
         return "model.layers.\(i)." + map[key]!
     }
 
@@ -257,8 +269,9 @@ public final class LlamaEngine: @unchecked Sendable {
             throw FileFormatError(file: model.path, kind: .unsupported, "the \(source) names no architecture")
         }
         guard architectures.contains(arch) else {
-            throw FileFormatError(file: model.path, kind: .unsupported,
-                                  "architecture \"\(arch)\" is not one the decoder runs (\(architectures.joined(separator: ", ")))")
+            throw FileFormatError(
+                file: model.path, kind: .unsupported,
+                "architecture \"\(arch)\" is not one the decoder runs (\(architectures.joined(separator: ", ")))")
         }
         /// The name a fact has in this model's configuration.
         func key(_ hf: String, _ gg: String) -> String { gguf != nil ? "\(arch).\(gg)" : hf }
@@ -267,8 +280,9 @@ public final class LlamaEngine: @unchecked Sendable {
         }
         func need(_ value: Int?, _ what: String, _ name: String) throws -> Int {
             guard let value, value > 0 else {
-                throw FileFormatError(file: model.path, kind: .badHeader,
-                                      "the \(source) lacks a positive \(what) (\(name)\(value.map { " is \($0)" } ?? ""))")
+                throw FileFormatError(
+                    file: model.path, kind: .badHeader,
+                    "the \(source) lacks a positive \(what) (\(name)\(value.map { " is \($0)" } ?? ""))")
             }
             return value
         }
@@ -301,8 +315,9 @@ public final class LlamaEngine: @unchecked Sendable {
             headDim = hidden / heads
         }
         if let g = gguf, let valueLength = g.value(arch + ".attention.value_length")?.int, valueLength != headDim {
-            throw fail("\(arch).attention.value_length \(valueLength) differs from the head dimension \(headDim) (\(headDimKey)); "
-                       + "the engine takes keys and values of one width")
+            throw fail(
+                "\(arch).attention.value_length \(valueLength) differs from the head dimension \(headDim) (\(headDimKey)); "
+                    + "the engine takes keys and values of one width")
         }
         do throws(SizeError) {
             _ = try Sizes.product([heads, headDim], "\(headsKey) × head dimension")
@@ -319,13 +334,15 @@ public final class LlamaEngine: @unchecked Sendable {
             (ropeDims, ropeKey) = (Int(Double(headDim) * factor), "partial_rotary_factor \(factor) × head dimension \(headDim)")
         }
         guard ropeDims >= 2, ropeDims % 2 == 0, ropeDims <= headDim else {
-            throw fail("rope dimensions \(ropeDims) (\(ropeKey)) must be even and in 2...\(headDim), the head dimension"
-                       + (declaredHeadDim != nil ? " (\(headDimKey))" : " (\(hiddenKey) / \(headsKey))"))
+            throw fail(
+                "rope dimensions \(ropeDims) (\(ropeKey)) must be even and in 2...\(headDim), the head dimension"
+                    + (declaredHeadDim != nil ? " (\(headDimKey))" : " (\(hiddenKey) / \(headsKey))"))
         }
         // The vocabulary: declared, else the embedding's rows; both when both are there.
         let embeddingName = gguf != nil ? ggufNames.embedding : hfNames.embedding
         let embeddingRows = model.tensor(named: embeddingName)?.shape.first
-        let vocabKey = gguf == nil ? "vocab_size" : (gguf!.value(arch + ".vocab_size") != nil ? "\(arch).vocab_size" : "the tokenizer.ggml.tokens count")
+        let vocabKey =
+            gguf == nil ? "vocab_size" : (gguf!.value(arch + ".vocab_size") != nil ? "\(arch).vocab_size" : "the tokenizer.ggml.tokens count")
         let vocab = try need(c.vocabSize ?? embeddingRows, "vocabulary size", vocabKey)
         if let rows = embeddingRows, rows != vocab {
             throw fail("\(vocabKey) \(vocab) but \(embeddingName) has \(rows) rows")
@@ -335,39 +352,51 @@ public final class LlamaEngine: @unchecked Sendable {
         let theta = c.ropeTheta ?? 10000
         guard theta.isFinite, theta > 0 else { throw fail("\(key("rope_theta", "rope.freq_base")) \(theta) is not a positive number") }
         let eps = c.normEpsilon ?? 1e-5
-        guard eps.isFinite, eps >= 0 else { throw fail("\(key("rms_norm_eps", "attention.layer_norm_rms_epsilon")) \(eps) is not a non-negative number") }
+        guard eps.isFinite, eps >= 0 else {
+            throw fail("\(key("rms_norm_eps", "attention.layer_norm_rms_epsilon")) \(eps) is not a non-negative number")
+        }
         let scaling = ropeScaling(of: model)
         if let s = scaling {
             let scalingKey = key("rope_scaling", "rope.scaling")
             guard s.factor.isFinite, s.factor > 0 else { throw fail("\(scalingKey) factor \(s.factor) is not a positive number") }
             if s.type == "llama3" {
                 guard s.low > 0, s.high > s.low, s.high.isFinite, s.original.isFinite, s.original > 0 else {
-                    throw fail("\(scalingKey): llama3 needs 0 < low_freq_factor < high_freq_factor and a positive "
-                               + "original_max_position_embeddings, got \(s.low), \(s.high), \(s.original)")
+                    throw fail(
+                        "\(scalingKey): llama3 needs 0 < low_freq_factor < high_freq_factor and a positive "
+                            + "original_max_position_embeddings, got \(s.low), \(s.high), \(s.original)")
                 }
             }
         }
         let tied = c.tiedEmbeddings ?? (model.tensor(named: model.format == .gguf ? ggufNames.output : hfNames.output) == nil)
-        return LlamaConfig(architecture: arch, hidden: hidden, layers: layers, heads: heads,
-                           kvHeads: kvHeads, headDim: headDim, intermediate: intermediate,
-                           vocab: vocab, contextLength: c.contextLength ?? 2048, ropeTheta: theta,
-                           ropeDims: ropeDims, normEps: eps, tiedEmbeddings: tied,
-                           ropeScaling: scaling?.type)
+        return LlamaConfig(
+            architecture: arch, hidden: hidden, layers: layers, heads: heads,
+            kvHeads: kvHeads, headDim: headDim, intermediate: intermediate,
+            vocab: vocab, contextLength: c.contextLength ?? 2048, ropeTheta: theta,
+            ropeDims: ropeDims, normEps: eps, tiedEmbeddings: tied,
+            ropeScaling: scaling?.type)
     }
 
-    struct RopeScaling { var type: String; var factor: Double; var low = 1.0; var high = 4.0; var original = 8192.0 }
+    struct RopeScaling {
+        var type: String
+        var factor: Double
+        var low = 1.0
+        var high = 4.0
+        var original = 8192.0
+    }
 
     static func ropeScaling(of model: Model) -> RopeScaling? {
         if let g = model.gguf, let arch = g.architecture {
             guard let type = g.value(arch + ".rope.scaling.type")?.string, type != "none",
-                  let factor = g.value(arch + ".rope.scaling.factor")?.double else { return nil }
+                let factor = g.value(arch + ".rope.scaling.factor")?.double
+            else { return nil }
             return RopeScaling(type: type, factor: factor)
         }
         guard let s = model.huggingFace?.config?["rope_scaling"], let factor = s["factor"]?.double else { return nil }
         let type = s["rope_type"]?.string ?? s["type"]?.string ?? "linear"
-        return RopeScaling(type: type, factor: factor, low: s["low_freq_factor"]?.double ?? 1,
-                           high: s["high_freq_factor"]?.double ?? 4,
-                           original: s["original_max_position_embeddings"]?.double ?? 8192)
+        return RopeScaling(
+            type: type, factor: factor, low: s["low_freq_factor"]?.double ?? 1,
+            high: s["high_freq_factor"]?.double ?? 4,
+            original: s["original_max_position_embeddings"]?.double ?? 8192)
     }
 }
 

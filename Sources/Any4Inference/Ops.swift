@@ -3,9 +3,9 @@ import Any4Kernels
 import CAny4Kernels
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// Reads a model's tensors by name for the inference engine, with errors that name the file and
@@ -26,14 +26,16 @@ struct WeightLoader {
     func values(_ name: String, shape: [Int]) throws -> [Float] {
         let t = try tensor(name)
         guard t.shape == shape else {
-            throw FileFormatError(file: model.path, kind: .badShape,
-                                  "shape \(t.shape) where the model's configuration implies \(shape)", subject: name)
+            throw FileFormatError(
+                file: model.path, kind: .badShape,
+                "shape \(t.shape) where the model's configuration implies \(shape)", subject: name)
         }
         try model.checkDecodable(t)
         let v = try model.decode(t)
         if let bad = v.firstIndex(where: { !$0.isFinite }) {
-            throw FileFormatError(file: model.path, kind: .badShape,
-                                  "non-finite value \(v[bad]) at element \(bad)", subject: name)
+            throw FileFormatError(
+                file: model.path, kind: .badShape,
+                "non-finite value \(v[bad]) at element \(bad)", subject: name)
         }
         return v
     }
@@ -61,8 +63,9 @@ struct WeightLoader {
                 throw FileFormatError(file: model.path, kind: .badShape, "the model has no tensor of this name", subject: p.name)
             }
             guard t.shape == p.shape else {
-                throw FileFormatError(file: model.path, kind: .badShape,
-                                      "shape \(t.shape) where the model's configuration implies \(p.shape)", subject: p.name)
+                throw FileFormatError(
+                    file: model.path, kind: .badShape,
+                    "shape \(t.shape) where the model's configuration implies \(p.shape)", subject: p.name)
             }
             try model.checkDecodable(t)
             bytes = try Sizes.sum([bytes, try Sizes.product([t.info.elementCount, 4], "\(p.name): f32 bytes")], "f32 weights")
@@ -78,8 +81,9 @@ struct WeightLoader {
         let w = try values(name, shape: [rows, cols])
         let b = try bias.flatMap { try optionalValues($0, shape: [rows]) }
         let t = try tensor(name)
-        return Linear(name: name, weights: w, rows: rows, cols: cols, bias: b, formatName: t.info.encoding.description,
-                      bitsPerWeight: t.info.encoding.bitsPerElement)
+        return Linear(
+            name: name, weights: w, rows: rows, cols: cols, bias: b, formatName: t.info.encoding.description,
+            bitsPerWeight: t.info.encoding.bitsPerElement)
     }
 }
 
@@ -107,7 +111,10 @@ enum Ops {
                 for i in 0..<n { mean += row[i] }
                 mean /= Float(n)
                 var v: Float = 0
-                for i in 0..<n { let d = row[i] - mean; v += d * d }
+                for i in 0..<n {
+                    let d = row[i] - mean
+                    v += d * d
+                }
                 let inv = 1 / (v / Float(n) + eps).squareRoot()
                 for i in 0..<n { row[i] = (row[i] - mean) * inv * weight[i] + bias[i] }
             }
@@ -140,8 +147,10 @@ enum Ops {
     /// - q: [m, heads·hd] for the m query positions p0 ..< p0+m.
     /// - keys, values: [n, kvHeads·hd] rows for positions 0 ..< n (n ≥ p0 + m when causal).
     /// - Returns [m, heads·hd].
-    static func attention(q: [Float], m: Int, keys: UnsafePointer<Float>, values: UnsafePointer<Float>, n: Int,
-                          heads: Int, kvHeads: Int, headDim hd: Int, causalFrom p0: Int?, threads: Int) -> [Float] {
+    static func attention(
+        q: [Float], m: Int, keys: UnsafePointer<Float>, values: UnsafePointer<Float>, n: Int,
+        heads: Int, kvHeads: Int, headDim hd: Int, causalFrom p0: Int?, threads: Int
+    ) -> [Float] {
         var out = [Float](repeating: 0, count: m * heads * hd)
         let qDim = heads * hd, kvDim = kvHeads * hd, group = heads / kvHeads
         let scale = 1 / Float(hd).squareRoot()
@@ -160,8 +169,9 @@ enum Ops {
                             let pair = item / heads, h = item % heads, kvh = h / group
                             let t = pair % 2 == 0 ? pair / 2 : m - 1 - pair / 2
                             let visible = p0.map { $0 + t + 1 } ?? n
-                            any4_attend(q + t * qDim + h * hd, keys + kvh * hd, Int32(kvDim), values + kvh * hd, Int32(kvDim),
-                                        Int32(visible), Int32(hd), scale, scratch.baseAddress, out + t * qDim + h * hd, avx)
+                            any4_attend(
+                                q + t * qDim + h * hd, keys + kvh * hd, Int32(kvDim), values + kvh * hd, Int32(kvDim),
+                                Int32(visible), Int32(hd), scale, scratch.baseAddress, out + t * qDim + h * hd, avx)
                         }
                     }
                 }

@@ -48,7 +48,10 @@ package struct PreTokenizer: Sendable {
     }
 
     private static func emit(_ text: ScalarText, _ piece: Range<Int>, regex: Bool, _ body: (ArraySlice<UInt8>) -> Void) {
-        guard regex else { body(text.bytes[text.offsets[piece.lowerBound]..<text.offsets[piece.upperBound]]); return }
+        guard regex else {
+            body(text.bytes[text.offsets[piece.lowerBound]..<text.offsets[piece.upperBound]])
+            return
+        }
         var words: [Range<Int>] = []
         SplitPattern.gpt2.split(text, piece, into: &words)
         for word in words { body(text.bytes[text.offsets[word.lowerBound]..<text.offsets[word.upperBound]]) }
@@ -280,12 +283,16 @@ func appendUTF8(_ scalar: UInt32, to out: inout [UInt8]) {
     case ..<0x80:
         out.append(UInt8(scalar))
     case ..<0x800:
-        out.append(UInt8(0xC0 | scalar >> 6)); out.append(UInt8(0x80 | scalar & 0x3F))
+        out.append(UInt8(0xC0 | scalar >> 6))
+        out.append(UInt8(0x80 | scalar & 0x3F))
     case ..<0x10000:
-        out.append(UInt8(0xE0 | scalar >> 12)); out.append(UInt8(0x80 | scalar >> 6 & 0x3F))
+        out.append(UInt8(0xE0 | scalar >> 12))
+        out.append(UInt8(0x80 | scalar >> 6 & 0x3F))
         out.append(UInt8(0x80 | scalar & 0x3F))
     default:
-        out.append(UInt8(0xF0 | scalar >> 18)); out.append(UInt8(0x80 | scalar >> 12 & 0x3F))
-        out.append(UInt8(0x80 | scalar >> 6 & 0x3F)); out.append(UInt8(0x80 | scalar & 0x3F))
+        out.append(UInt8(0xF0 | scalar >> 18))
+        out.append(UInt8(0x80 | scalar >> 12 & 0x3F))
+        out.append(UInt8(0x80 | scalar >> 6 & 0x3F))
+        out.append(UInt8(0x80 | scalar & 0x3F))
     }
 }

@@ -52,8 +52,10 @@ public enum CalibrationPrompt {
 
     /// The sequences of `text` (read from `source`, which names it in errors) for `target`, with the
     /// tokenizer's special tokens. A decoder's prompt needs at least 2 tokens.
-    public static func sequences(_ text: String, source: String, target: Target,
-                                 tokenizer: any TextTokenizer) throws(PromptError) -> [[Int]] {
+    public static func sequences(
+        _ text: String, source: String, target: Target,
+        tokenizer: any TextTokenizer
+    ) throws(PromptError) -> [[Int]] {
         switch target {
         case .encoder(let maxPositions):
             let paragraphs = text.components(separatedBy: "\n\n").map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }
@@ -67,8 +69,10 @@ public enum CalibrationPrompt {
     }
 
     /// The sequences of `text` for `engine`'s kind of model.
-    public static func sequences(_ text: String, source: String, engine: any TransformerEngine,
-                                 tokenizer: any TextTokenizer) throws(PromptError) -> [[Int]] {
+    public static func sequences(
+        _ text: String, source: String, engine: any TransformerEngine,
+        tokenizer: any TextTokenizer
+    ) throws(PromptError) -> [[Int]] {
         try sequences(text, source: source, target: target(of: engine), tokenizer: tokenizer)
     }
 }

@@ -59,8 +59,9 @@ func checkedVocabularySize(_ ids: [Int], file: String) throws -> Int {
     }
     guard smallest >= 0 else { throw FileFormatError(file: file, kind: .badHeader, "token id \(smallest) is negative") }
     guard largest < 2 * ids.count + 1024 else {
-        throw FileFormatError(file: file, kind: .badShape,
-                              "token id \(largest) leaves most ids unused (the file has \(ids.count) tokens)")
+        throw FileFormatError(
+            file: file, kind: .badShape,
+            "token id \(largest) leaves most ids unused (the file has \(ids.count) tokens)")
     }
     return largest + 1
 }

@@ -52,8 +52,10 @@ extension Tokenizers {
             }
             let pre = gguf.value("tokenizer.ggml.pre")?.string ?? "default"
             guard let (steps, nfc, ignoreMerges) = Self.ggufPreTokenizers[pre] else {
-                throw fail(.unsupported, "pre-tokenizer \"\(pre)\" is not supported (known: \(Self.ggufPreTokenizers.keys.sorted().joined(separator: ", ")))",
-                           key: "tokenizer.ggml.pre")
+                throw fail(
+                    .unsupported,
+                    "pre-tokenizer \"\(pre)\" is not supported (known: \(Self.ggufPreTokenizers.keys.sorted().joined(separator: ", ")))",
+                    key: "tokenizer.ggml.pre")
             }
             var definition = ByteLevelBPETokenizer.Definition(
                 file: file, vocabulary: tokens.enumerated().map { ($1, $0) }, merges: merges, mergesKey: "tokenizer.ggml.merges")
@@ -91,11 +93,13 @@ extension Tokenizers {
             return try WordPieceTokenizer(definition)
 
         case "llama":
-            throw fail(.unsupported, "SentencePiece tokenizers (\"llama\") are not supported; byte-level BPE (\"gpt2\") and WordPiece (\"bert\") are",
-                       key: "tokenizer.ggml.model")
+            throw fail(
+                .unsupported, "SentencePiece tokenizers (\"llama\") are not supported; byte-level BPE (\"gpt2\") and WordPiece (\"bert\") are",
+                key: "tokenizer.ggml.model")
         default:
-            throw fail(.unsupported, "tokenizer model \"\(model)\" is not supported; byte-level BPE (\"gpt2\") and WordPiece (\"bert\") are",
-                       key: "tokenizer.ggml.model")
+            throw fail(
+                .unsupported, "tokenizer model \"\(model)\" is not supported; byte-level BPE (\"gpt2\") and WordPiece (\"bert\") are",
+                key: "tokenizer.ggml.model")
         }
     }
 
@@ -111,7 +115,7 @@ extension Tokenizers {
             "default": (gpt2, false, false), "gpt2": (gpt2, false, false), "gpt-2": (gpt2, false, false),
             "smollm": (digits, false, false), "starcoder": (digits, false, false),
             "llama-bpe": (llama3, false, true), "llama3": (llama3, false, true),
-            "qwen2": (qwen2, true, false),
+            "qwen2": (qwen2, true, false)
         ]
     }()
 

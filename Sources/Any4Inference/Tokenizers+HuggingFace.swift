@@ -8,7 +8,8 @@ extension Tokenizers {
         guard let model = json["model"], model.members != nil else {
             throw FileFormatError(file: path, kind: .badHeader, "no \"model\" object", subject: "model")
         }
-        let type = model["type"]?.string
+        let type =
+            model["type"]?.string
             ?? (model["merges"] != nil ? "BPE" : model["continuing_subword_prefix"] != nil ? "WordPiece" : "(none)")
         let added = try reader.addedTokens()
         let (prefix, suffix) = try reader.framing(json["post_processor"], key: "post_processor")
@@ -35,7 +36,8 @@ extension Tokenizers {
             var tokenizer = try ByteLevelBPETokenizer(definition)
             let modelConfig = fileExists(folder + "/config.json") ? try readJSONFile(folder + "/config.json") : nil
             let size = tokenizer.vocabularySize
-            tokenizer.bosID = namedToken(config, "bos_token", tokenizer.id(of:))
+            tokenizer.bosID =
+                namedToken(config, "bos_token", tokenizer.id(of:))
                 ?? configuredID(modelConfig, "bos_token_id", below: size) ?? prefix.first
             tokenizer.eosID = namedToken(config, "eos_token", tokenizer.id(of:)) ?? configuredID(modelConfig, "eos_token_id", below: size)
             return tokenizer
@@ -57,8 +59,9 @@ extension Tokenizers {
             return tokenizer
 
         default:
-            throw FileFormatError(file: path, kind: .unsupported,
-                                  "model type \"\(type)\" is not supported (BPE with ByteLevel, and WordPiece are)", subject: "model.type")
+            throw FileFormatError(
+                file: path, kind: .unsupported,
+                "model type \"\(type)\" is not supported (BPE with ByteLevel, and WordPiece are)", subject: "model.type")
         }
     }
 
@@ -87,8 +90,10 @@ extension Tokenizers {
             stripAccents: config?["strip_accents"]?.bool ?? lowercase, lowercase: lowercase)
         definition.unknownToken = name("unk_token", "[UNK]")
         definition.cleanup = config?["clean_up_tokenization_spaces"]?.bool ?? true
-        let specials = [name("pad_token", "[PAD]"), definition.unknownToken, name("cls_token", "[CLS]"),
-                        name("sep_token", "[SEP]"), name("mask_token", "[MASK]")]
+        let specials = [
+            name("pad_token", "[PAD]"), definition.unknownToken, name("cls_token", "[CLS]"),
+            name("sep_token", "[SEP]"), name("mask_token", "[MASK]")
+        ]
         var ids: [ExactString: Int] = [:]
         for (id, line) in lines.enumerated() where ids[ExactString(line)] == nil { ids[ExactString(line)] = id }
         for special in specials {
@@ -159,9 +164,10 @@ private struct TokenizerJSON {
                 throw fail("needs an \"id\" and a \"content\"", "added_tokens[\(index)]")
             }
             let special = item["special"]?.bool ?? false
-            return AddedToken(content: content, id: id, special: special,
-                              leftStrip: item["lstrip"]?.bool ?? false, rightStrip: item["rstrip"]?.bool ?? false,
-                              singleWord: item["single_word"]?.bool ?? false, normalized: item["normalized"]?.bool ?? !special)
+            return AddedToken(
+                content: content, id: id, special: special,
+                leftStrip: item["lstrip"]?.bool ?? false, rightStrip: item["rstrip"]?.bool ?? false,
+                singleWord: item["single_word"]?.bool ?? false, normalized: item["normalized"]?.bool ?? !special)
         }
     }
 
@@ -178,9 +184,13 @@ private struct TokenizerJSON {
             var prefix: [Int] = [], suffix: [Int] = []
             var seenSequence = false
             for (index, item) in items.enumerated() {
-                if item["Sequence"] != nil { seenSequence = true; continue }
+                if item["Sequence"] != nil {
+                    seenSequence = true
+                    continue
+                }
                 guard let name = item["SpecialToken"]?["id"]?.string,
-                      let ids = processor["special_tokens"]?[name]?["ids"]?.array?.compactMap(\.int) else {
+                    let ids = processor["special_tokens"]?[name]?["ids"]?.array?.compactMap(\.int)
+                else {
                     throw fail("neither a Sequence nor a SpecialToken listed in special_tokens", "\(key).single[\(index)]")
                 }
                 if seenSequence { suffix += ids } else { prefix += ids }
@@ -219,8 +229,10 @@ private struct TokenizerJSON {
                 guard let items = item["pretokenizers"]?.array else { throw fail("no \"pretokenizers\" array", key + ".pretokenizers") }
                 for (index, inner) in items.enumerated() { try add(inner, "\(key).pretokenizers[\(index)]") }
             case "ByteLevel":
-                steps.append(.byteLevel(addPrefixSpace: item["add_prefix_space"]?.bool ?? true,
-                                        useRegex: item["use_regex"]?.bool ?? true))
+                steps.append(
+                    .byteLevel(
+                        addPrefixSpace: item["add_prefix_space"]?.bool ?? true,
+                        useRegex: item["use_regex"]?.bool ?? true))
             case "Digits":
                 steps.append(.digits(individual: item["individual_digits"]?.bool ?? false))
             case "Split":
@@ -265,16 +277,18 @@ private struct TokenizerJSON {
             throw unsupported("normalizer \"\(value["type"]?.string ?? "(none)")\" is not supported with WordPiece", "normalizer.type")
         }
         let lowercase = value["lowercase"]?.bool ?? true
-        return BertNormalizer(cleanText: value["clean_text"]?.bool ?? true,
-                              handleChineseChars: value["handle_chinese_chars"]?.bool ?? true,
-                              stripAccents: value["strip_accents"]?.bool ?? lowercase, lowercase: lowercase)
+        return BertNormalizer(
+            cleanText: value["clean_text"]?.bool ?? true,
+            handleChineseChars: value["handle_chinese_chars"]?.bool ?? true,
+            stripAccents: value["strip_accents"]?.bool ?? lowercase, lowercase: lowercase)
     }
 
     func checkBertPreTokenizer(_ value: JSONValue?) throws {
         let type = value?["type"]?.string
         guard type == "BertPreTokenizer" else {
-            throw unsupported("pre-tokenizer \"\(type ?? "(none)")\" is not supported with WordPiece (BertPreTokenizer is)",
-                       "pre_tokenizer.type")
+            throw unsupported(
+                "pre-tokenizer \"\(type ?? "(none)")\" is not supported with WordPiece (BertPreTokenizer is)",
+                "pre_tokenizer.type")
         }
     }
 }

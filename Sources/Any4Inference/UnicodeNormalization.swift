@@ -50,7 +50,10 @@ package enum UnicodeNormalization {
     private static let syllableCount: UInt32 = 11172
 
     private static func decompose(_ scalar: UInt32, into out: inout [UInt32]) {
-        if scalar < 0xC0 { out.append(scalar); return }
+        if scalar < 0xC0 {
+            out.append(scalar)
+            return
+        }
         let index = scalar &- hangulBase
         if index < syllableCount {
             out.append(leadingBase + index / (vowelCount * trailingCount))
@@ -59,7 +62,10 @@ package enum UnicodeNormalization {
             if trailing != 0 { out.append(trailingBase + trailing) }
             return
         }
-        guard let parts = tables.decompositions[scalar] else { out.append(scalar); return }
+        guard let parts = tables.decompositions[scalar] else {
+            out.append(scalar)
+            return
+        }
         decompose(parts.first, into: &out)
         if let second = parts.second { decompose(second, into: &out) }
     }
@@ -86,7 +92,8 @@ package enum UnicodeNormalization {
         }
         let index = first &- hangulBase
         if index < syllableCount, index % trailingCount == 0,
-           (trailingBase + 1..<trailingBase + trailingCount).contains(second) {
+            (trailingBase + 1..<trailingBase + trailingCount).contains(second)
+        {
             return first + second - trailingBase
         }
         return tables.compositions[UInt64(first) << 32 | UInt64(second)]

@@ -66,8 +66,9 @@ struct WordPieceTokenizer: TextTokenizer {
             if token.special { isSpecial[token.id] = true }
         }
         guard let unknown = ids[ExactString(definition.unknownToken)] else {
-            throw FileFormatError(file: file, kind: .badHeader,
-                                  "the unknown token \"\(definition.unknownToken)\" is not in the vocabulary")
+            throw FileFormatError(
+                file: file, kind: .badHeader,
+                "the unknown token \"\(definition.unknownToken)\" is not in the vocabulary")
         }
         vocabularySize = size
         self.pieces = pieces
@@ -79,9 +80,11 @@ struct WordPieceTokenizer: TextTokenizer {
         maxInputCharsPerWord = definition.maxInputCharsPerWord
         let normalizer = definition.normalizer
         self.normalizer = normalizer
-        (addedTokens, normalizedAddedTokens) = AddedTokenMatcher.split(definition.addedTokens, normalize: normalizer.map { n in
-            { scalarString(n.normalize(Array($0.unicodeScalars.map(\.value)))) }
-        })
+        (addedTokens, normalizedAddedTokens) = AddedTokenMatcher.split(
+            definition.addedTokens,
+            normalize: normalizer.map { n in
+                { scalarString(n.normalize(Array($0.unicodeScalars.map(\.value)))) }
+            })
         prefix = definition.prefix
         suffix = definition.suffix
         bosID = definition.bosID
@@ -96,12 +99,15 @@ struct WordPieceTokenizer: TextTokenizer {
 
     func encode(_ text: String, addSpecialTokens: Bool) -> [Int] {
         var out = addSpecialTokens ? prefix : []
-        AddedTokenMatcher.encode(Array(text.utf8), raw: addedTokens, normalized: normalizedAddedTokens, normalize: { bytes in
-            guard let normalizer else { return bytes }
-            var normalized: [UInt8] = []
-            for scalar in normalizer.normalize(ScalarText(bytes).scalars) { appendUTF8(scalar, to: &normalized) }
-            return normalized
-        }, into: &out) { text, out in
+        AddedTokenMatcher.encode(
+            Array(text.utf8), raw: addedTokens, normalized: normalizedAddedTokens,
+            normalize: { bytes in
+                guard let normalizer else { return bytes }
+                var normalized: [UInt8] = []
+                for scalar in normalizer.normalize(ScalarText(bytes).scalars) { appendUTF8(scalar, to: &normalized) }
+                return normalized
+            }, into: &out
+        ) { text, out in
             encodeWords(ScalarText(text).scalars, into: &out)
         }
         return out + (addSpecialTokens ? suffix : [])
@@ -153,7 +159,10 @@ struct WordPieceTokenizer: TextTokenizer {
 
     /// Greedy longest match from the left.
     private func encodeWord(_ word: ArraySlice<UInt32>, into out: inout [Int]) {
-        guard word.count <= maxInputCharsPerWord else { out.append(unknownID); return }
+        guard word.count <= maxInputCharsPerWord else {
+            out.append(unknownID)
+            return
+        }
         var ids: [Int] = []
         var start = word.startIndex
         while start < word.endIndex {
@@ -162,10 +171,16 @@ struct WordPieceTokenizer: TextTokenizer {
             while start < end {
                 var candidate = scalarString(word[start..<end])
                 if start > word.startIndex { candidate = continuingPrefix + candidate }
-                if let id = tokenIDs[ExactString(candidate)] { found = id; break }
+                if let id = tokenIDs[ExactString(candidate)] {
+                    found = id
+                    break
+                }
                 end -= 1
             }
-            guard let found else { out.append(unknownID); return }
+            guard let found else {
+                out.append(unknownID)
+                return
+            }
             ids.append(Int(found))
             start = end
         }
@@ -174,7 +189,7 @@ struct WordPieceTokenizer: TextTokenizer {
 
     private static let cleanUps: [(String, String)] = [
         (" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"), (" 'm", "'m"),
-        (" do not", " don't"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re"),
+        (" do not", " don't"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re")
     ]
 
     private static func cleanUp(_ token: String) -> String {
@@ -223,7 +238,10 @@ package struct BertNormalizer: Sendable, Equatable {
         for scalar in scalars {
             if cleanText {
                 if scalar == 0 || scalar == 0xFFFD || isBertControl(scalar) { continue }
-                if isBertWhitespace(scalar) { text.append(0x20); continue }
+                if isBertWhitespace(scalar) {
+                    text.append(0x20)
+                    continue
+                }
             }
             if handleChineseChars && Self.isCJK(scalar) {
                 text += [0x20, scalar, 0x20]
@@ -255,7 +273,8 @@ package struct BertNormalizer: Sendable, Equatable {
     static func isCJK(_ scalar: UInt32) -> Bool {
         switch scalar {
         case 0x4E00...0x9FFF, 0x3400...0x4DBF, 0x20000...0x2A6DF, 0x2A700...0x2B81F, 0x2B920...0x2CEAF,
-             0xF900...0xFAFF, 0x2F800...0x2FA1F: true
+            0xF900...0xFAFF, 0x2F800...0x2FA1F:
+            true
         default: false
         }
     }
@@ -284,7 +303,8 @@ func isBertPunctuation(_ scalar: UInt32) -> Bool {
     default:
         switch Unicode.Scalar(scalar)?.properties.generalCategory {
         case .connectorPunctuation, .dashPunctuation, .openPunctuation, .closePunctuation,
-             .initialPunctuation, .finalPunctuation, .otherPunctuation: return true
+            .initialPunctuation, .finalPunctuation, .otherPunctuation:
+            return true
         default: return false
         }
     }

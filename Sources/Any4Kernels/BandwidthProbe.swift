@@ -9,12 +9,20 @@ public enum BandwidthProbe {
         let a = UnsafeMutableBufferPointer<Float>.allocate(capacity: elements)
         let b = UnsafeMutableBufferPointer<Float>.allocate(capacity: elements)
         let c = UnsafeMutableBufferPointer<Float>.allocate(capacity: elements)
-        defer { a.deallocate(); b.deallocate(); c.deallocate() }
+        defer {
+            a.deallocate()
+            b.deallocate()
+            c.deallocate()
+        }
         let ptrs = UncheckedBox((a.baseAddress!, b.baseAddress!, c.baseAddress!))
         // First touch on the threads that will stream (pages land near them).
         parallelRows(elements, threads: threads) { s, e in
             let (a, b, c) = ptrs.value
-            for i in s..<e { a[i] = 0; b[i] = 1; c[i] = 2 }
+            for i in s..<e {
+                a[i] = 0
+                b[i] = 1
+                c[i] = 2
+            }
         }
         var best = Double.infinity
         for _ in 0..<repeats {

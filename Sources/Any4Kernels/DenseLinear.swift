@@ -6,7 +6,13 @@ import CAny4Kernels
 public final class DenseLinear: @unchecked Sendable {
     public enum Storage: Int32, Sendable {
         case f32 = 0, f16 = 1, bf16 = 2
-        public var name: String { switch self { case .f32: "f32"; case .f16: "f16"; case .bf16: "bf16" } }
+        public var name: String {
+            switch self {
+            case .f32: "f32"
+            case .f16: "f16"
+            case .bf16: "bf16"
+            }
+        }
         var bytes: Int { self == .f32 ? 4 : 2 }
     }
 
@@ -23,9 +29,15 @@ public final class DenseLinear: @unchecked Sendable {
         self.cols = cols
         self.storage = storage
         switch storage {
-        case .f32: f32 = HugePageBuffer(weights); half = nil
-        case .f16: f32 = nil; half = HugePageBuffer(weights.map { Float16($0).bitPattern })
-        case .bf16: f32 = nil; half = HugePageBuffer(weights.map(bfloat16Bits))
+        case .f32:
+            f32 = HugePageBuffer(weights)
+            half = nil
+        case .f16:
+            f32 = nil
+            half = HugePageBuffer(weights.map { Float16($0).bitPattern })
+        case .bf16:
+            f32 = nil
+            half = HugePageBuffer(weights.map(bfloat16Bits))
         }
     }
 
@@ -40,13 +52,16 @@ public final class DenseLinear: @unchecked Sendable {
         }
     }
 
-    public func forward(_ x: [Float], m: Int, threads: Int = 0, bias: [Float]? = nil,
-                        useAVX2: Bool = CPUFeatures.hasAVX2) -> [Float] {
+    public func forward(
+        _ x: [Float], m: Int, threads: Int = 0, bias: [Float]? = nil,
+        useAVX2: Bool = CPUFeatures.hasAVX2
+    ) -> [Float] {
         precondition(x.count == m * cols, "x must be [m, cols]")
         let workers = threads > 0 ? threads : SystemInfo.processorCount
         let run = { (w: UnsafeRawPointer) in
-            DenseLinear.forward(w, storage: self.storage, rows: self.rows, cols: self.cols, x: x, m: m, bias: bias,
-                                workers: workers, useAVX2: useAVX2)
+            DenseLinear.forward(
+                w, storage: self.storage, rows: self.rows, cols: self.cols, x: x, m: m, bias: bias,
+                workers: workers, useAVX2: useAVX2)
         }
         if let f32 { return f32.withUnsafeBufferPointer { run(UnsafeRawPointer($0.baseAddress!)) } }
         return half!.withUnsafeBufferPointer { run(UnsafeRawPointer($0.baseAddress!)) }
@@ -55,8 +70,10 @@ public final class DenseLinear: @unchecked Sendable {
     /// The dense path: y[m, rows] = x[m, cols]·Wᵀ (+ bias) for the weights at `w`, stored as `storage`
     /// (rows × cols, row-major), rows spread over `workers` threads. DenseLinear runs it on its own
     /// copy; the engine's `Linear` on its f32 weights or its f16 decode copy.
-    package static func forward(_ w: UnsafeRawPointer, storage: Storage, rows: Int, cols: Int, x: [Float], m: Int,
-                                bias: [Float]?, workers: Int, useAVX2: Bool) -> [Float] {
+    package static func forward(
+        _ w: UnsafeRawPointer, storage: Storage, rows: Int, cols: Int, x: [Float], m: Int,
+        bias: [Float]?, workers: Int, useAVX2: Bool
+    ) -> [Float] {
         var y = [Float](repeating: 0, count: m * rows)
         let avx = Int32(useAVX2 ? 1 : 0)
         x.withUnsafeBufferPointer { x in
@@ -65,8 +82,9 @@ public final class DenseLinear: @unchecked Sendable {
                     let args = UncheckedBox((w, x.baseAddress, y.baseAddress, b.isEmpty ? nil : b.baseAddress))
                     parallelRows(rows, threads: workers) { start, end in
                         let (w, x, y, b) = args.value
-                        any4_dense_gemm(w, storage.rawValue, Int32(cols), x, Int32(m), y, Int32(rows), b,
-                                        Int32(start), Int32(end), avx)
+                        any4_dense_gemm(
+                            w, storage.rawValue, Int32(cols), x, Int32(m), y, Int32(rows), b,
+                            Int32(start), Int32(end), avx)
                     }
                 }
             }

@@ -1,18 +1,24 @@
 import Any4Core
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// OpenBLAS loaded at run time (no build dependency): `cblas_sgemv` / `cblas_sgemm` as the vendor
 /// baseline for the dense f32 product. Absent library → `OpenBLAS.shared` is nil and says why.
 public final class OpenBLAS: @unchecked Sendable {
-    typealias Sgemv = @convention(c) (Int32, Int32, Int32, Int32, Float, UnsafePointer<Float>?, Int32,
-                                      UnsafePointer<Float>?, Int32, Float, UnsafeMutablePointer<Float>?, Int32) -> Void
-    typealias Sgemm = @convention(c) (Int32, Int32, Int32, Int32, Int32, Int32, Float, UnsafePointer<Float>?, Int32,
-                                      UnsafePointer<Float>?, Int32, Float, UnsafeMutablePointer<Float>?, Int32) -> Void
+    typealias Sgemv =
+        @convention(c) (
+            Int32, Int32, Int32, Int32, Float, UnsafePointer<Float>?, Int32,
+            UnsafePointer<Float>?, Int32, Float, UnsafeMutablePointer<Float>?, Int32
+        ) -> Void
+    typealias Sgemm =
+        @convention(c) (
+            Int32, Int32, Int32, Int32, Int32, Int32, Float, UnsafePointer<Float>?, Int32,
+            UnsafePointer<Float>?, Int32, Float, UnsafeMutablePointer<Float>?, Int32
+        ) -> Void
     typealias SetThreads = @convention(c) (Int32) -> Void
 
     let sgemv: Sgemv
@@ -25,14 +31,19 @@ public final class OpenBLAS: @unchecked Sendable {
     public static var loadError: String? { load().1 }
 
     static func load() -> (OpenBLAS?, String?) {
-        let candidates = ["libopenblas.so.0", "libopenblas.so", "/usr/lib/x86_64-linux-gnu/libopenblas.so.0",
-                          "/usr/lib/aarch64-linux-gnu/libopenblas.so.0", "libopenblas.dylib"]
+        let candidates = [
+            "libopenblas.so.0", "libopenblas.so", "/usr/lib/x86_64-linux-gnu/libopenblas.so.0",
+            "/usr/lib/aarch64-linux-gnu/libopenblas.so.0", "libopenblas.dylib"
+        ]
         for name in candidates {
             guard let handle = dlopen(name, RTLD_NOW | RTLD_LOCAL) else { continue }
             guard let v = dlsym(handle, "cblas_sgemv"), let m = dlsym(handle, "cblas_sgemm") else { continue }
             let t = dlsym(handle, "openblas_set_num_threads")
-            return (OpenBLAS(sgemv: unsafeBitCast(v, to: Sgemv.self), sgemm: unsafeBitCast(m, to: Sgemm.self),
-                             setThreads: t.map { unsafeBitCast($0, to: SetThreads.self) }, path: name), nil)
+            return (
+                OpenBLAS(
+                    sgemv: unsafeBitCast(v, to: Sgemv.self), sgemm: unsafeBitCast(m, to: Sgemm.self),
+                    setThreads: t.map { unsafeBitCast($0, to: SetThreads.self) }, path: name), nil
+            )
         }
         return (nil, "OpenBLAS not found (install libopenblas0 or libopenblas-dev)")
     }
@@ -55,8 +66,9 @@ public final class OpenBLAS: @unchecked Sendable {
                     sgemv(rowMajor, noTrans, Int32(rows), Int32(cols), 1, w.baseAddress, Int32(cols), x.baseAddress, 1, 0, y.baseAddress, 1)
                 } else {
                     // Y[m, rows] = X[m, cols] · W[rows, cols]ᵀ
-                    sgemm(rowMajor, noTrans, trans, Int32(m), Int32(rows), Int32(cols), 1, x.baseAddress, Int32(cols),
-                          w.baseAddress, Int32(cols), 0, y.baseAddress, Int32(rows))
+                    sgemm(
+                        rowMajor, noTrans, trans, Int32(m), Int32(rows), Int32(cols), 1, x.baseAddress, Int32(cols),
+                        w.baseAddress, Int32(cols), 0, y.baseAddress, Int32(rows))
                 }
             }
         }
@@ -79,8 +91,9 @@ public final class OpenBLAS: @unchecked Sendable {
                     let (w, x, y) = args.value
                     let r0 = p0 * 16, r1 = min(rows, p1 * 16)
                     guard r0 < r1 else { return }
-                    self.sgemm(rowMajor, noTrans, trans, Int32(m), Int32(r1 - r0), Int32(cols), 1, x, Int32(cols),
-                               w + r0 * cols, Int32(cols), 0, y + r0, Int32(rows))
+                    self.sgemm(
+                        rowMajor, noTrans, trans, Int32(m), Int32(r1 - r0), Int32(cols), 1, x, Int32(cols),
+                        w + r0 * cols, Int32(cols), 0, y + r0, Int32(rows))
                 }
             }
         }

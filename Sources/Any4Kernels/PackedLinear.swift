@@ -131,7 +131,10 @@ public final class PackedLinear: @unchecked Sendable {
         scalesF16 = s16.values
         zerosF16 = z16?.values
         var rowFactors = [Float](repeating: 0, count: 2 * rowCount)
-        for r in 0..<rowCount { rowFactors[2 * r] = s16.factors[r]; rowFactors[2 * r + 1] = z16?.factors[r] ?? 0 }
+        for r in 0..<rowCount {
+            rowFactors[2 * r] = s16.factors[r]
+            rowFactors[2 * r + 1] = z16?.factors[r] ?? 0
+        }
         f16Factors = rowFactors
     }
 
@@ -177,8 +180,14 @@ public final class PackedLinear: @unchecked Sendable {
         for j in 0..<128 {
             let f = amax / 127 * (1 + Float(j) / 512)
             var error: Float = 0
-            for v in t { let d = v - f * (v / f).rounded(); error += d * d }
-            if error < bestError { bestError = error; best = f }
+            for v in t {
+                let d = v - f * (v / f).rounded()
+                error += d * d
+            }
+            if error < bestError {
+                bestError = error
+                best = f
+            }
         }
         return best
     }
@@ -217,27 +226,35 @@ public final class PackedLinear: @unchecked Sendable {
     public func streamedBytes(_ path: KernelPath) -> Int {
         switch path {
         case .exact: codes.count + table.count * 4 + scales.count * 4 + (zeros?.count ?? 0) * 4
-        case .fast: codes.count + tableI8.count + tableI8Scale.count * 4 + scalesF16.count * 2 + (zerosF16?.count ?? 0) * 2
-                    + f16Factors.count * 4
+        case .fast:
+            codes.count + tableI8.count + tableI8Scale.count * 4 + scalesF16.count * 2 + (zerosF16?.count ?? 0) * 2
+                + f16Factors.count * 4
         }
     }
 
     /// y = x·Ŵᵀ (+ bias) for x of shape [m, cols]; returns [m, rows].
-    public func forward(_ x: [Float], m: Int, path: KernelPath = .fast, threads: Int = 0, bias: [Float]? = nil,
-                        useAVX2: Bool = CPUFeatures.hasAVX2) -> [Float] {
+    public func forward(
+        _ x: [Float], m: Int, path: KernelPath = .fast, threads: Int = 0, bias: [Float]? = nil,
+        useAVX2: Bool = CPUFeatures.hasAVX2
+    ) -> [Float] {
         Self.forward([self], biases: [bias], x: x, m: m, path: path, threads: threads, useAVX2: useAVX2)[0]
     }
 
     /// Several layers over the same input (q, k and v; gate and up): the activations are prepared
     /// once and one parallel loop covers all their rows. The layers must share the input width and
     /// the group layout.
-    public static func forward(_ layers: [PackedLinear], biases: [[Float]?], x: [Float], m: Int, path: KernelPath = .fast,
-                               threads: Int = 0, useAVX2: Bool = CPUFeatures.hasAVX2) -> [[Float]] {
+    public static func forward(
+        _ layers: [PackedLinear], biases: [[Float]?], x: [Float], m: Int, path: KernelPath = .fast,
+        threads: Int = 0, useAVX2: Bool = CPUFeatures.hasAVX2
+    ) -> [[Float]] {
         let first = layers[0]
-        precondition(layers.allSatisfy { $0.cols == first.cols && $0.colsPadded == first.colsPadded
-                                         && $0.groupSize == first.groupSize && $0.blockCols == first.blockCols
-                                         && $0.superBlocks == first.superBlocks },
-                     "grouped layers must share their input layout")
+        precondition(
+            layers.allSatisfy {
+                $0.cols == first.cols && $0.colsPadded == first.colsPadded
+                    && $0.groupSize == first.groupSize && $0.blockCols == first.blockCols
+                    && $0.superBlocks == first.superBlocks
+            },
+            "grouped layers must share their input layout")
         precondition(x.count == m * first.cols, "x must be [m, cols]")
         for (l, b) in zip(layers, biases) { precondition(b == nil || b!.count == l.rows, "bias must have one value per output") }
         let a = Activations(x, m: m, layout: first, path: path, useAVX2: useAVX2)
@@ -278,23 +295,33 @@ public final class PackedLinear: @unchecked Sendable {
     /// The kernel's view of this layer, valid inside `body`.
     fileprivate func withKernel<R>(_ body: (any4_packed) -> R) -> R {
         codes.withUnsafeBufferPointer { codes in
-        table.withUnsafeBufferPointer { table in
-        tableI8.withUnsafeBufferPointer { tableI8 in
-        tableI8Scale.withUnsafeBufferPointer { f in
-        scales.withUnsafeBufferPointer { scales in
-        (zeros ?? []).withUnsafeBufferPointer { zeros in
-        scalesF16.withUnsafeBufferPointer { scalesF16 in
-        (zerosF16 ?? []).withUnsafeBufferPointer { zerosF16 in
-        f16Factors.withUnsafeBufferPointer { f16Factors in
-            body(any4_packed(
-                codes: codes.baseAddress, table: table.baseAddress, table_stride: Int32(tableStride),
-                table_i8: tableI8.baseAddress, table_i8_scale: f.baseAddress, table_i8_scale_stride: Int32(tableI8ScaleStride),
-                scales: scales.baseAddress, zeros: self.zeros == nil ? nil : zeros.baseAddress,
-                scales_f16: scalesF16.baseAddress, zeros_f16: self.zerosF16 == nil ? nil : zerosF16.baseAddress,
-                f16_factors: f16Factors.baseAddress,
-                rows: Int32(rows), cols_padded: Int32(colsPadded), block_cols: Int32(blockCols),
-                group_size: Int32(groupSize), groups: Int32(groups), super_blocks: Int32(superBlocks)))
-        }}}}}}}}}
+            table.withUnsafeBufferPointer { table in
+                tableI8.withUnsafeBufferPointer { tableI8 in
+                    tableI8Scale.withUnsafeBufferPointer { f in
+                        scales.withUnsafeBufferPointer { scales in
+                            (zeros ?? []).withUnsafeBufferPointer { zeros in
+                                scalesF16.withUnsafeBufferPointer { scalesF16 in
+                                    (zerosF16 ?? []).withUnsafeBufferPointer { zerosF16 in
+                                        f16Factors.withUnsafeBufferPointer { f16Factors in
+                                            body(
+                                                any4_packed(
+                                                    codes: codes.baseAddress, table: table.baseAddress, table_stride: Int32(tableStride),
+                                                    table_i8: tableI8.baseAddress, table_i8_scale: f.baseAddress,
+                                                    table_i8_scale_stride: Int32(tableI8ScaleStride),
+                                                    scales: scales.baseAddress, zeros: self.zeros == nil ? nil : zeros.baseAddress,
+                                                    scales_f16: scalesF16.baseAddress, zeros_f16: self.zerosF16 == nil ? nil : zerosF16.baseAddress,
+                                                    f16_factors: f16Factors.baseAddress,
+                                                    rows: Int32(rows), cols_padded: Int32(colsPadded), block_cols: Int32(blockCols),
+                                                    group_size: Int32(groupSize), groups: Int32(groups), super_blocks: Int32(superBlocks)))
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
 
     private static func withKernels<R>(_ layers: ArraySlice<PackedLinear>, _ done: [any4_packed], _ body: ([any4_packed]) -> R) -> R {
@@ -330,8 +357,9 @@ public final class PackedLinear: @unchecked Sendable {
             xq = [Int8](repeating: 0, count: fast ? m * l.colsPadded : 0)
             xs = [Float](repeating: 0, count: m * l.groups)
             if fast {
-                any4_quantize_activations(xp, Int32(m), Int32(l.colsPadded), Int32(l.groupSize), Int32(l.groups),
-                                          &xq, &xs, &gsum, 1, useAVX2 ? 1 : 0)
+                any4_quantize_activations(
+                    xp, Int32(m), Int32(l.colsPadded), Int32(l.groupSize), Int32(l.groups),
+                    &xq, &xs, &gsum, 1, useAVX2 ? 1 : 0)
             } else {
                 for k in 0..<m {
                     for g in 0..<l.groups {

@@ -87,7 +87,10 @@ public struct AppState: Sendable {
         let hasLinear: (ModelBlock) -> Bool = { $0.tensorIndices.contains { model.tensors[$0].isLinear } }
         let first = blocks.firstIndex { $0.index != nil && hasLinear($0) } ?? blocks.firstIndex(where: hasLinear) ?? 0
         expanded = [first]
-        if let row = visibleRows.firstIndex(where: { if case .tensor(let t) = $0 { return model.tensors[t].isLinear }; return false }) {
+        if let row = visibleRows.firstIndex(where: {
+            if case .tensor(let t) = $0 { return model.tensors[t].isLinear }
+            return false
+        }) {
             selection = row
         }
     }
@@ -102,7 +105,9 @@ public struct AppState: Sendable {
         var rows: [TreeRow] = []
         let needle = filter.lowercased()
         for (b, block) in blocks.enumerated() {
-            let matching = needle.isEmpty ? block.tensorIndices
+            let matching =
+                needle.isEmpty
+                ? block.tensorIndices
                 : block.tensorIndices.filter { model.tensors[$0].name.lowercased().contains(needle) }
             if !needle.isEmpty && matching.isEmpty { continue }
             rows.append(.block(b))
@@ -148,15 +153,24 @@ public struct AppState: Sendable {
             return
         }
         if confirmingQuit {
-            if action == .quit || action == .confirmQuit { quit = true } else { confirmingQuit = false; status = "" }
+            if action == .quit || action == .confirmQuit {
+                quit = true
+            } else {
+                confirmingQuit = false
+                status = ""
+            }
             return
         }
         if filtering {
             switch action {
-            case .filterInput(let c): filter.append(c); selection = 0
+            case .filterInput(let c):
+                filter.append(c)
+                selection = 0
             case .filterBackspace: if !filter.isEmpty { filter.removeLast() }
             case .endFilter: filtering = false
-            case .cancel: filtering = false; filter = ""
+            case .cancel:
+                filtering = false
+                filter = ""
             default: break
             }
             clampSelection()
@@ -175,7 +189,10 @@ public struct AppState: Sendable {
         case .home: selection = 0
         case .end: selection = rows.count - 1
         case .expand, .collapse, .toggle:
-            if focus == .detail && action == .collapse { focus = .layers; break }
+            if focus == .detail && action == .collapse {
+                focus = .layers
+                break
+            }
             if focus == .detail { break }
             guard selection < rows.count else { break }
             switch rows[selection] {
@@ -233,7 +250,8 @@ public struct AppState: Sendable {
             }
         case .wheel(let up): selection += up ? -3 : 3
         case .runQuantize, .runCompare, .filterInput, .filterBackspace, .endFilter,
-             .quantizeAll, .writeCheckpoint, .exportTable, .confirmQuit: break
+            .quantizeAll, .writeCheckpoint, .exportTable, .confirmQuit:
+            break
         }
         clampSelection()
     }

@@ -72,18 +72,24 @@ public final class CursesApp {
         if useColor && has_colors() {
             start_color()
             use_default_colors()
-            init_pair(1, Int16(COLOR_CYAN), -1)    // accent
-            init_pair(2, Int16(COLOR_GREEN), -1)   // good
+            init_pair(1, Int16(COLOR_CYAN), -1)  // accent
+            init_pair(2, Int16(COLOR_GREEN), -1)  // good
             init_pair(3, Int16(COLOR_YELLOW), -1)  // warn
-            init_pair(4, Int16(COLOR_RED), -1)     // bad
+            init_pair(4, Int16(COLOR_RED), -1)  // bad
             init_pair(5, Int16(COLOR_BLACK), Int16(COLOR_CYAN))  // title
         }
         var first = true
         while !state.quit && stop.signal == nil {
             frame()
             let now = Clock.now
-            if first { trace.append("first_frame_ms \(Formatting.fixed((now - launchedAt) * 1000, 2))"); first = false }
-            if let keyAt = pendingKeyAt { trace.append("key_to_frame_ms \(Formatting.fixed((now - keyAt) * 1000, 3))"); pendingKeyAt = nil }
+            if first {
+                trace.append("first_frame_ms \(Formatting.fixed((now - launchedAt) * 1000, 2))")
+                first = false
+            }
+            if let keyAt = pendingKeyAt {
+                trace.append("key_to_frame_ms \(Formatting.fixed((now - keyAt) * 1000, 3))")
+                pendingKeyAt = nil
+            }
             let key = getch()
             if key == -1 { continue }
             pendingKeyAt = Clock.now
@@ -139,8 +145,9 @@ public final class CursesApp {
         guard key != lastKernelKey else { return }
         lastKernelKey = key
         let model = state.model
-        kernel.set(layer: tensor.name, matrix: jobs.result(for: tensor.name)?.matrix, original: { try model.decode(tensor) },
-                   batch: state.batch, paused: state.kernelPaused)
+        kernel.set(
+            layer: tensor.name, matrix: jobs.result(for: tensor.name)?.matrix, original: { try model.decode(tensor) },
+            batch: state.batch, paused: state.kernelPaused)
     }
 
     func handle(_ key: Int32) {
@@ -148,9 +155,13 @@ public final class CursesApp {
         if key == any4_key_mouse() {
             var event = MEVENT()
             if getmouse(&event) == OK {
-                if event.bstate & any4_button4_pressed() != 0 { session.handle(.wheel(up: true), state: &state) }
-                else if event.bstate & any4_button5_pressed() != 0 { session.handle(.wheel(up: false), state: &state) }
-                else if event.bstate & any4_button1_clicked() != 0 { session.handle(.click(row: Int(event.y), column: Int(event.x)), state: &state) }
+                if event.bstate & any4_button4_pressed() != 0 {
+                    session.handle(.wheel(up: true), state: &state)
+                } else if event.bstate & any4_button5_pressed() != 0 {
+                    session.handle(.wheel(up: false), state: &state)
+                } else if event.bstate & any4_button1_clicked() != 0 {
+                    session.handle(.click(row: Int(event.y), column: Int(event.x)), state: &state)
+                }
             }
             return
         }
@@ -220,5 +231,8 @@ public final class CursesApp {
 final class SignalLatch: Sendable {
     private let value = Atomic<Int32>(0)
     func raise(_ signal: Int32) { _ = value.compareExchange(expected: 0, desired: signal, ordering: .relaxed) }
-    var signal: Int32? { let v = value.load(ordering: .relaxed); return v == 0 ? nil : v }
+    var signal: Int32? {
+        let v = value.load(ordering: .relaxed)
+        return v == 0 ? nil : v
+    }
 }

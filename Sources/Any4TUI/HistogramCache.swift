@@ -36,30 +36,37 @@ public final class HistogramCache: @unchecked Sendable {
             if let row, tensor.shape.count == 2 {
                 // AppState keeps the row inside the selected tensor; a stale one is a note, not a trap.
                 guard row >= 0, row < tensor.info.rowCount else {
-                    return HistogramData(counts: [], low: 0, high: 1, codebook: [], usage: [],
-                                         note: "row \(row) is not in this tensor (\(tensor.info.rowCount) rows)")
+                    return HistogramData(
+                        counts: [], low: 0, high: 1, codebook: [], usage: [],
+                        note: "row \(row) is not in this tensor (\(tensor.info.rowCount) rows)")
                 }
                 let values = try model.decodeRows(tensor, rows: row..<(row + 1))
                 guard values.allSatisfy(\.isFinite) else {
-                    return HistogramData(counts: Histogram(values, bins: bins).counts, low: 0, high: 1, codebook: [], usage: [], note: "row has non-finite values: no codebook")
+                    return HistogramData(
+                        counts: Histogram(values, bins: bins).counts, low: 0, high: 1, codebook: [], usage: [],
+                        note: "row has non-finite values: no codebook")
                 }
                 var options = QuantizationOptions()
                 options.groupSize = groupSize
                 options.threads = 1
-                let q = try Quantizer.quantize(values, rows: 1, cols: values.count, name: tensor.name,
-                                               format: FormatRegistry.named("any4"), options: options)
+                let q = try Quantizer.quantize(
+                    values, rows: 1, cols: values.count, name: tensor.name,
+                    format: FormatRegistry.named("any4"), options: options)
                 let h = WeightHistogram(row: values, quantized: q, scaled: scaled, bins: bins)
-                let note = scaled
+                let note =
+                    scaled
                     ? "row \(row) in the group-scaled domain [0, \(q.tableSize - 1)] (group \(q.groupSize)); ▲ = its any4 codebook"
                     // Raw domain: the codebook of the row's first group.
                     : "row \(row), raw values; ▲ = any4 codebook of its first group"
-                return HistogramData(counts: h.counts, low: h.low, high: h.high, codebook: h.codebook, usage: h.usage,
-                                     note: note, firstGroup: h.firstGroup)
+                return HistogramData(
+                    counts: h.counts, low: h.low, high: h.high, codebook: h.codebook, usage: h.usage,
+                    note: note, firstGroup: h.firstGroup)
             }
             // Whole tensor (sampled rows beyond 2M values keep it quick).
             let (h, step) = try WeightHistogram.sampled(tensor, of: model, bins: bins)
-            return HistogramData(counts: h.counts, low: h.low, high: h.high, codebook: [], usage: [],
-                                 note: step > 1 ? "whole tensor, every \(step)th row" : "whole tensor, raw values")
+            return HistogramData(
+                counts: h.counts, low: h.low, high: h.high, codebook: [], usage: [],
+                note: step > 1 ? "whole tensor, every \(step)th row" : "whole tensor, raw values")
         } catch {
             return HistogramData(counts: [], low: 0, high: 1, codebook: [], usage: [], note: "\(error)")
         }

@@ -55,8 +55,9 @@ public final class JobCenter: @unchecked Sendable {
     /// Quantizes `tensor` in the background (one job at a time).
     public func quantize(_ tensor: ModelTensor, of model: Model, format: String, options: QuantizationOptions) {
         start(tensor: tensor.name, total: tensor.shape[0], label: "quantizing \(tensor.name) to \(format)") { [self] progress in
-            let result = try ModelQuantization.quantize(tensor, of: model, format: FormatRegistry.named(format), options: options,
-                                                        outputErrorRows: 8, progress: progress)
+            let result = try ModelQuantization.quantize(
+                tensor, of: model, format: FormatRegistry.named(format), options: options,
+                outputErrorRows: 8, progress: progress)
             lock.withLock { _results[tensor.name] = result }
         }
     }
@@ -67,8 +68,9 @@ public final class JobCenter: @unchecked Sendable {
         start(tensor: tensor.name, total: tensor.shape[0] * formats.count, label: "comparing formats on \(tensor.name)") { [self] progress in
             var rows: [LayerResult] = []
             for f in formats {
-                var r = try ModelQuantization.quantize(tensor, of: model, format: f, options: options,
-                                                       keepMatrix: false, outputErrorRows: 8, progress: progress)
+                var r = try ModelQuantization.quantize(
+                    tensor, of: model, format: f, options: options,
+                    keepMatrix: false, outputErrorRows: 8, progress: progress)
                 r.format = f.name
                 rows.append(r)
             }
@@ -79,13 +81,16 @@ public final class JobCenter: @unchecked Sendable {
     /// Quantizes every linear layer the CLI would (the LM head skipped) in the background.
     public func quantizeAll(_ model: Model, format: String, options: QuantizationOptions) {
         let layers = model.tensors.filter(LayerSelection().selects)
-        start(tensor: "", total: layers.reduce(0) { $0 + $1.shape[0] },
-              label: "quantizing all \(layers.count) layers to \(format)") { [self] progress in
+        start(
+            tensor: "", total: layers.reduce(0) { $0 + $1.shape[0] },
+            label: "quantizing all \(layers.count) layers to \(format)"
+        ) { [self] progress in
             let numeric = try FormatRegistry.named(format)
             for layer in layers {
                 if progress.isCancelled { throw QuantizationError.cancelled }
-                let result = try ModelQuantization.quantize(layer, of: model, format: numeric, options: options,
-                                                            outputErrorRows: 8, progress: progress)
+                let result = try ModelQuantization.quantize(
+                    layer, of: model, format: numeric, options: options,
+                    outputErrorRows: 8, progress: progress)
                 lock.withLock { _results[layer.name] = result }
             }
         }
@@ -102,9 +107,10 @@ public final class JobCenter: @unchecked Sendable {
         var matrices: [String: QuantizedMatrix] = [:]
         for (name, r) in chosen { matrices[name] = r.matrix }
         let numeric = try FormatRegistry.named(format)
-        try QuantizedCheckpoint.write(model: model, quantized: matrices,
-                                      description: .init(format: numeric, options: options),
-                                      fakeQuant: false, to: path)
+        try QuantizedCheckpoint.write(
+            model: model, quantized: matrices,
+            description: .init(format: numeric, options: options),
+            fakeQuant: false, to: path)
         lock.withLock { for name in chosen.keys { saved[name] = format } }
         return chosen.count
     }

@@ -63,10 +63,11 @@ public final class KernelRunner: @unchecked Sendable {
 
     public func snapshot() -> Snapshot {
         lock.withLock {
-            Snapshot(layer: target?.name, latencies: latencies, denseMedian: denseLatency, relError: error,
-                     streamedBytes: target?.packed.streamedBytes(.fast) ?? 0, message: message, probeGBps: probe,
-                     totalError: totalError, gpuName: gpuName, gpuLatencies: gpuLatencies,
-                     gpuStreamedBytes: gpuLayer?.streamedBytes ?? 0, gpuNote: gpuNote)
+            Snapshot(
+                layer: target?.name, latencies: latencies, denseMedian: denseLatency, relError: error,
+                streamedBytes: target?.packed.streamedBytes(.fast) ?? 0, message: message, probeGBps: probe,
+                totalError: totalError, gpuName: gpuName, gpuLatencies: gpuLatencies,
+                gpuStreamedBytes: gpuLayer?.streamedBytes ?? 0, gpuNote: gpuNote)
         }
     }
 
@@ -76,8 +77,10 @@ public final class KernelRunner: @unchecked Sendable {
 
     /// Points the runner at a quantized layer (or clears it). `original` decodes the layer's
     /// weights; it runs on the runner's thread.
-    public func set(layer name: String, matrix: QuantizedMatrix?, original: @escaping @Sendable () throws -> [Float],
-                    batch: Int, paused: Bool) {
+    public func set(
+        layer name: String, matrix: QuantizedMatrix?, original: @escaping @Sendable () throws -> [Float],
+        batch: Int, paused: Bool
+    ) {
         lock.lock()
         defer { lock.unlock() }
         self.batch = batch
@@ -115,10 +118,12 @@ public final class KernelRunner: @unchecked Sendable {
 
     /// Builds a pending target outside the lock.
     private func preparePending() {
-        guard let request = lock.withLock({ () -> (name: String, matrix: QuantizedMatrix, original: @Sendable () throws -> [Float])? in
-            defer { pending = nil }
-            return pending
-        }) else { return }
+        guard
+            let request = lock.withLock({ () -> (name: String, matrix: QuantizedMatrix, original: @Sendable () throws -> [Float])? in
+                defer { pending = nil }
+                return pending
+            })
+        else { return }
         do {
             let packed = try PackedLinear(request.matrix)
             let dense = DenseLinear(try request.original(), rows: request.matrix.rows, cols: request.matrix.cols, storage: .f32)
@@ -156,7 +161,10 @@ public final class KernelRunner: @unchecked Sendable {
             lock.lock()
             let current = target, m = batch, isPaused = paused
             lock.unlock()
-            guard let current, !isPaused else { Thread.sleep(forTimeInterval: 0.05); continue }
+            guard let current, !isPaused else {
+                Thread.sleep(forTimeInterval: 0.05)
+                continue
+            }
             var rng = SplitMix64(seed: UInt64(iteration))
             let x = (0..<(m * current.packed.cols)).map { _ in Float(rng.nextGaussian()) }
             let t0 = Clock.now

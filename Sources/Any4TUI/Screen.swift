@@ -52,8 +52,10 @@ public struct Screen: Sendable {
 
     /// Replaces every non-ASCII character by an ASCII stand-in (`--ascii`, terminals without UTF-8).
     public mutating func transliterateToASCII() {
-        let map: [Character: Character] = ["·": "-", "▲": "^", "…": ".", "→": ">", "µ": "u", "│": "|", "█": "#",
-                                           "▾": "v", "▸": ">", "░": ".", "↑": "^", "↓": "v", "←": "<", "σ": "s", "≈": "~"]
+        let map: [Character: Character] = [
+            "·": "-", "▲": "^", "…": ".", "→": ">", "µ": "u", "│": "|", "█": "#",
+            "▾": "v", "▸": ">", "░": ".", "↑": "^", "↓": "v", "←": "<", "σ": "s", "≈": "~"
+        ]
         for i in cells.indices where !cells[i].isASCII {
             cells[i] = map[cells[i]] ?? (Renderer.eighths.contains(cells[i]) || Renderer.sparks.contains(cells[i]) ? "#" : "?")
         }

@@ -127,9 +127,10 @@ public struct Session {
     /// The Model tab's table as it is exported: every linear layer in the tab's order, the
     /// quantized ones with their figures.
     public static func exportedTable(_ state: AppState, _ results: [String: LayerResult]) -> LayerReports {
-        LayerReports(Renderer.modelRows(state, results).map { tensor, result in
-            result.map(LayerReport.init) ?? LayerReport(unquantized: tensor.name, shape: tensor.shape)
-        })
+        LayerReports(
+            Renderer.modelRows(state, results).map { tensor, result in
+                result.map(LayerReport.init) ?? LayerReport(unquantized: tensor.name, shape: tensor.shape)
+            })
     }
 
     /// The export's two files: (name, text).

@@ -16,12 +16,16 @@ public struct Renderer: Sendable {
         state.clampSelection()
     }
 
-    public func render(_ state: AppState, jobs: JobCenter, kernel: KernelRunner, histograms: HistogramCache,
-                       width: Int, height: Int) -> Screen {
+    public func render(
+        _ state: AppState, jobs: JobCenter, kernel: KernelRunner, histograms: HistogramCache,
+        width: Int, height: Int
+    ) -> Screen {
         var s = Screen(width: width, height: height)
         guard width >= Self.minimumWidth, height >= Self.minimumHeight else {
-            let lines = ["terminal too small", "\(width)x\(height), need at least \(Self.minimumWidth)x\(Self.minimumHeight)",
-                         "enlarge the window, or press q to quit"]
+            let lines = [
+                "terminal too small", "\(width)x\(height), need at least \(Self.minimumWidth)x\(Self.minimumHeight)",
+                "enlarge the window, or press q to quit"
+            ]
             for (i, line) in lines.enumerated() {
                 s.put(height / 2 - 1 + i, max(0, (width - line.count) / 2), line, i == 0 ? .bad : .normal)
             }
@@ -117,13 +121,18 @@ public struct Renderer: Sendable {
         if ascii { keys = keys.replacingOccurrences(of: "↑↓", with: "up/down") }
         s.put(y, 0, keys, .dim)
         if !state.status.isEmpty {
-            s.put(s.height - 2, state.treeWidth + 2, state.status, state.confirmingQuit ? .warn : .accent,
-                  maxWidth: s.width - state.treeWidth - 2)
+            s.put(
+                s.height - 2, state.treeWidth + 2, state.status, state.confirmingQuit ? .warn : .accent,
+                maxWidth: s.width - state.treeWidth - 2)
         } else if let job = jobs.job {
             let text: String
-            if let error = job.error { text = "error: \(error)" }
-            else if job.done { text = (job.finishedAt.map { Clock.now - $0 < 5 } ?? true) ? "done: \(job.label)" : "" }
-            else { text = "\(job.label) \(Formatting.fixed(100 * job.progress.fraction, 0))%" }
+            if let error = job.error {
+                text = "error: \(error)"
+            } else if job.done {
+                text = (job.finishedAt.map { Clock.now - $0 < 5 } ?? true) ? "done: \(job.label)" : ""
+            } else {
+                text = "\(job.label) \(Formatting.fixed(100 * job.progress.fraction, 0))%"
+            }
             let style: Style = job.error != nil ? .bad : (job.done ? .good : .accent)
             s.put(s.height - 2, state.treeWidth + 2, text, style, maxWidth: s.width - state.treeWidth - 2)
         }
@@ -144,11 +153,15 @@ public struct Renderer: Sendable {
             "Model          a quantize all, w write checkpoint, e export, o sort",
             "Mouse          click a layer, wheel scrolls",
             "q              quit (asks when quantized layers are unsaved)", "",
-            "Any key closes this help.",
+            "Any key closes this help."
         ]
         for (i, line) in lines.enumerated() {
-            s.put(3 + i, x0 + 1, ascii ? line.replacingOccurrences(of: "↑ ↓", with: "up dn").replacingOccurrences(of: "→", with: ">").replacingOccurrences(of: "←", with: "<") : line,
-                  i == 0 ? .bold : .normal, maxWidth: width - 2)
+            s.put(
+                3 + i, x0 + 1,
+                ascii
+                    ? line.replacingOccurrences(of: "↑ ↓", with: "up dn").replacingOccurrences(of: "→", with: ">").replacingOccurrences(
+                        of: "←", with: "<") : line,
+                i == 0 ? .bold : .normal, maxWidth: width - 2)
         }
     }
 
@@ -161,11 +174,14 @@ public struct Renderer: Sendable {
             s.put(3, x0 + 1, "Select a tensor in the layer tree (Enter opens a block).", .dim)
             return
         }
-        s.put(2, x0 + 1, "\(tensor.name)  \(Formatting.shape(tensor.shape)) \(tensor.info.encoding) \(tensor.role.rawValue)", .bold, maxWidth: width - 2)
+        s.put(
+            2, x0 + 1, "\(tensor.name)  \(Formatting.shape(tensor.shape)) \(tensor.info.encoding) \(tensor.role.rawValue)", .bold, maxWidth: width - 2
+        )
         let bins = max(8, width - 4)
         let row = tensor.shape.count == 2 ? state.histogramRow : nil
-        let data = cache.data(model: state.model, tensor: tensor, row: row, scaled: state.scaledDomain && row != nil,
-                              bins: bins, groupSize: state.groupSize)
+        let data = cache.data(
+            model: state.model, tensor: tensor, row: row, scaled: state.scaledDomain && row != nil,
+            bins: bins, groupSize: state.groupSize)
         s.put(3, x0 + 1, data.note, .dim, maxWidth: width - 2)
         let plotTop = 5, plotHeight = max(4, s.height - 16)
         guard let peak = data.counts.max(), peak > 0 else {
@@ -233,8 +249,10 @@ public struct Renderer: Sendable {
         s.put(4, x0 + 1, "format  [f] \(state.format)")
         s.put(5, x0 + 1, "group   [g] \(state.groupSize)")
         s.put(6, x0 + 1, "method  [m] \(state.cluster.rawValue)" + (state.numericFormat.perRowTable ? "" : " (any-b only)"))
-        s.put(7, x0 + 1, "weights [p] \(state.sampleWeighting == .scale ? "group scale (the paper's default)" : "none")"
-              + (state.numericFormat.perRowTable ? "" : " (any-b only)"), .normal, maxWidth: width - 2)
+        s.put(
+            7, x0 + 1,
+            "weights [p] \(state.sampleWeighting == .scale ? "group scale (the paper's default)" : "none")"
+                + (state.numericFormat.perRowTable ? "" : " (any-b only)"), .normal, maxWidth: width - 2)
         s.put(9, x0 + 1, "Enter quantizes this layer in the background; c compares every 4-bit format.", .dim, maxWidth: width - 2)
         if let job = jobs.job, job.tensor == tensor.name, !job.done {
             let barWidth = max(10, width - 12)
@@ -252,16 +270,20 @@ public struct Renderer: Sendable {
             }
         }
         if let rows = jobs.comparison(for: tensor.name) {
-            s.put(17, x0 + 1, Formatting.pad("format", 10) + Formatting.pad("SQNR dB", 10, right: true)
-                  + Formatting.pad("MSE", 12, right: true) + Formatting.pad("bits/w", 9, right: true)
-                  + Formatting.pad("out err", 10, right: true), .bold)
+            s.put(
+                17, x0 + 1,
+                Formatting.pad("format", 10) + Formatting.pad("SQNR dB", 10, right: true)
+                    + Formatting.pad("MSE", 12, right: true) + Formatting.pad("bits/w", 9, right: true)
+                    + Formatting.pad("out err", 10, right: true), .bold)
             let best = rows.map(\.metrics.sqnrDB).max() ?? 0
             for (i, r) in rows.enumerated() {
-                s.put(18 + i, x0 + 1, Formatting.pad(r.format, 10) + Formatting.pad(Formatting.fixed(r.metrics.sqnrDB, 2), 10, right: true)
-                      + Formatting.pad(Formatting.scientific(r.metrics.mse, 2), 12, right: true)
-                      + Formatting.pad(Formatting.fixed(r.bitsPerWeight, 3), 9, right: true)
-                      + Formatting.pad(r.outputRelativeError.map { Formatting.scientific($0, 2) } ?? "-", 10, right: true),
-                      r.metrics.sqnrDB == best ? .good : .normal)
+                s.put(
+                    18 + i, x0 + 1,
+                    Formatting.pad(r.format, 10) + Formatting.pad(Formatting.fixed(r.metrics.sqnrDB, 2), 10, right: true)
+                        + Formatting.pad(Formatting.scientific(r.metrics.mse, 2), 12, right: true)
+                        + Formatting.pad(Formatting.fixed(r.bitsPerWeight, 3), 9, right: true)
+                        + Formatting.pad(r.outputRelativeError.map { Formatting.scientific($0, 2) } ?? "-", 10, right: true),
+                    r.metrics.sqnrDB == best ? .good : .normal)
             }
         }
     }
@@ -314,9 +336,11 @@ public struct Renderer: Sendable {
         if let name = snap.gpuName, !snap.gpuLatencies.isEmpty {
             let sorted = snap.gpuLatencies.sorted()
             let median = sorted[sorted.count / 2]
-            s.put(10, x0 + 1, "GPU \(name): median \(Formatting.fixed(median * 1e6, 1)) µs · "
-                  + "\(Formatting.fixed(Double(snap.gpuStreamedBytes) / median / 1e9, 1)) GB/s (lookup kernel, bf16 x)", .good,
-                  maxWidth: width - 2)
+            s.put(
+                10, x0 + 1,
+                "GPU \(name): median \(Formatting.fixed(median * 1e6, 1)) µs · "
+                    + "\(Formatting.fixed(Double(snap.gpuStreamedBytes) / median / 1e9, 1)) GB/s (lookup kernel, bf16 x)", .good,
+                maxWidth: width - 2)
         } else if let note = snap.gpuNote {
             s.put(10, x0 + 1, note, .dim, maxWidth: width - 2)
         }
@@ -338,19 +362,25 @@ public struct Renderer: Sendable {
     func drawModel(_ s: inout Screen, _ state: AppState, _ jobs: JobCenter, x0: Int, width: Int) {
         let results = jobs.results
         let rows = Self.modelRows(state, results)
-        s.put(2, x0 + 1, "\(rows.count) linear · \(results.count) quantized · sort: \(state.sort.rawValue) (o) · a: all to \(state.format)", .bold, maxWidth: width - 2)
+        s.put(
+            2, x0 + 1, "\(rows.count) linear · \(results.count) quantized · sort: \(state.sort.rawValue) (o) · a: all to \(state.format)", .bold,
+            maxWidth: width - 2)
         let nameWidth = max(12, min(40, width - 2 - 35))
-        s.put(3, x0 + 1, Formatting.pad("layer", nameWidth) + Formatting.pad("format", 8) + Formatting.pad("SQNR dB", 9, right: true)
-              + Formatting.pad("out err", 10, right: true) + Formatting.pad("bits/w", 8, right: true), .dim, maxWidth: width - 2)
+        s.put(
+            3, x0 + 1,
+            Formatting.pad("layer", nameWidth) + Formatting.pad("format", 8) + Formatting.pad("SQNR dB", 9, right: true)
+                + Formatting.pad("out err", 10, right: true) + Formatting.pad("bits/w", 8, right: true), .dim, maxWidth: width - 2)
         var y = 4
         for (t, r) in rows where y < s.height - 4 {
             let name = t.name.count > nameWidth - 1 ? "…" + t.name.suffix(nameWidth - 2) : t.name
             let style: Style = r.map { $0.metrics.sqnrDB >= 20 ? .good : ($0.metrics.sqnrDB >= 14 ? .warn : .bad) } ?? .dim
-            s.put(y, x0 + 1, Formatting.pad(name, nameWidth) + Formatting.pad(r?.format ?? "float", 8)
-                  + Formatting.pad(r.map { Formatting.fixed($0.metrics.sqnrDB, 2) } ?? "-", 9, right: true)
-                  + Formatting.pad(r?.outputRelativeError.map { Formatting.scientific($0, 2) } ?? "-", 10, right: true)
-                  + Formatting.pad(r.map { Formatting.fixed($0.bitsPerWeight, 2) } ?? "-", 8, right: true), style,
-                  maxWidth: width - 2)
+            s.put(
+                y, x0 + 1,
+                Formatting.pad(name, nameWidth) + Formatting.pad(r?.format ?? "float", 8)
+                    + Formatting.pad(r.map { Formatting.fixed($0.metrics.sqnrDB, 2) } ?? "-", 9, right: true)
+                    + Formatting.pad(r?.outputRelativeError.map { Formatting.scientific($0, 2) } ?? "-", 10, right: true)
+                    + Formatting.pad(r.map { Formatting.fixed($0.bitsPerWeight, 2) } ?? "-", 8, right: true), style,
+                maxWidth: width - 2)
             y += 1
         }
         s.put(s.height - 3, x0 + 1, "perplexity: any4 ppl MODEL --text FILE (CLI)", .dim, maxWidth: width - 2)

@@ -12,9 +12,10 @@ final class SessionTests: XCTestCase {
     func makeModel(_ dir: String, file: String = "m.safetensors") throws -> String {
         var rng = SplitMix64(seed: 1)
         let path = dir + "/" + file
-        try SafeTensorsWriter.write([
-            .init(name: "model.layers.0.mlp.up_proj.weight", shape: [16, 64], floats: (0..<1024).map { _ in Float(rng.nextGaussian()) }),
-        ], to: path)
+        try SafeTensorsWriter.write(
+            [
+                .init(name: "model.layers.0.mlp.up_proj.weight", shape: [16, 64], floats: (0..<1024).map { _ in Float(rng.nextGaussian()) })
+            ], to: path)
         return path
     }
 
@@ -105,8 +106,9 @@ final class SessionTests: XCTestCase {
         session.handle(.exportTable, state: &state)
         XCTAssertTrue(state.status.hasPrefix("export refused: \(dir)/any4-layers.csv: refusing to write"), state.status)
         XCTAssertEqual(FileManager.default.contents(atPath: model), before, "the model is untouched")
-        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir).sorted(), ["any4-layers.csv", "m.safetensors"],
-                       "neither file is written")
+        XCTAssertEqual(
+            try FileManager.default.contentsOfDirectory(atPath: dir).sorted(), ["any4-layers.csv", "m.safetensors"],
+            "neither file is written")
     }
 
     func testWriteNamesTheCheckpointAndIsRefusedOverTheModel() throws {

@@ -6,12 +6,15 @@ import XCTest
 final class TUIStateAndViewTests: XCTestCase {
     static let demo = try! DemoModel.make()
 
-    func render(_ state: AppState, width: Int = 120, height: Int = 40, ascii: Bool = false,
-                jobs: JobCenter = JobCenter(), kernel: KernelRunner = KernelRunner()) -> Screen {
+    func render(
+        _ state: AppState, width: Int = 120, height: Int = 40, ascii: Bool = false,
+        jobs: JobCenter = JobCenter(), kernel: KernelRunner = KernelRunner()
+    ) -> Screen {
         var state = state
         Renderer.layout(&state, width: width, height: height)
-        return Renderer(ascii: ascii).render(state, jobs: jobs, kernel: kernel, histograms: HistogramCache(),
-                                             width: width, height: height)
+        return Renderer(ascii: ascii).render(
+            state, jobs: jobs, kernel: kernel, histograms: HistogramCache(),
+            width: width, height: height)
     }
 
     func testKernelTabShowsLiveLatencyOfTheQuantizedLayer() throws {
@@ -71,7 +74,8 @@ final class TUIStateAndViewTests: XCTestCase {
         XCTAssertEqual(state.tab, .kernel)
         state.apply(.nextPane)
         XCTAssertEqual(state.focus, .detail)
-        state.apply(.batchUp); state.apply(.batchUp)
+        state.apply(.batchUp)
+        state.apply(.batchUp)
         XCTAssertEqual(state.batch, 4)
         state.apply(.cycleFormat)
         XCTAssertEqual(state.format, "int4")
@@ -209,10 +213,11 @@ extension TUIStateAndViewTests {
         }
         // The mouse: a click on the 256-row down_proj just above.
         var state = try onRow650OfGateProj()
-        let downProj = try XCTUnwrap(state.visibleRows.firstIndex {
-            if case .tensor(let t) = $0 { return Self.demo.tensors[t].name == "model.layers.0.mlp.down_proj.weight" }
-            return false
-        })
+        let downProj = try XCTUnwrap(
+            state.visibleRows.firstIndex {
+                if case .tensor(let t) = $0 { return Self.demo.tensors[t].name == "model.layers.0.mlp.down_proj.weight" }
+                return false
+            })
         state.apply(.click(row: state.treeTop + downProj - state.scroll, column: 1))
         XCTAssertEqual(state.selectedTensor?.name, "model.layers.0.mlp.down_proj.weight")
         XCTAssertEqual(state.histogramRow, 0)
@@ -222,7 +227,7 @@ extension TUIStateAndViewTests {
             ("page up", [.pageUp]), ("page down", [.pageDown]), ("home", [.home]), ("end", [.end]),
             ("wheel up", [.wheel(up: true)]), ("wheel down", [.wheel(up: false)]),
             ("filter", [.startFilter] + "down".map { .filterInput($0) } + [.endFilter]),
-            ("filter backspace", [.startFilter] + "gate".map { .filterInput($0) } + [.endFilter, .down, .startFilter, .filterBackspace]),
+            ("filter backspace", [.startFilter] + "gate".map { .filterInput($0) } + [.endFilter, .down, .startFilter, .filterBackspace])
         ]
         for (name, actions) in moves {
             var state = try onRow650OfGateProj()
@@ -236,9 +241,11 @@ extension TUIStateAndViewTests {
         var rng = SplitMix64(seed: 18)
         var walk = AppState(model: Self.demo)
         Renderer.layout(&walk, width: 120, height: 30)
-        let steps: [Action] = [.up, .down, .pageUp, .pageDown, .home, .end, .expand, .collapse, .toggle,
-                               .wheel(up: true), .wheel(up: false), .nextRow, .previousRow, .toggleRowMode,
-                               .startFilter, .filterInput("o"), .filterInput("1"), .filterBackspace, .endFilter, .cancel]
+        let steps: [Action] = [
+            .up, .down, .pageUp, .pageDown, .home, .end, .expand, .collapse, .toggle,
+            .wheel(up: true), .wheel(up: false), .nextRow, .previousRow, .toggleRowMode,
+            .startFilter, .filterInput("o"), .filterInput("1"), .filterBackspace, .endFilter, .cancel
+        ]
         for step in 0..<3000 {
             let k = Int(rng.next() % UInt64(steps.count + 2))
             if k >= steps.count {

@@ -9,7 +9,10 @@ final class AtomicWriteTests: XCTestCase {
     func names(_ dir: String) throws -> [String] { try FileManager.default.contentsOfDirectory(atPath: dir).sorted() }
 
     func kind(_ body: () throws -> Void) -> FileFormatError.Kind? {
-        do { try body(); return nil } catch { return (error as? FileFormatError)?.kind }
+        do {
+            try body()
+            return nil
+        } catch { return (error as? FileFormatError)?.kind }
     }
 
     func testOutputGuardComparesByIdentity() throws {
@@ -33,7 +36,9 @@ final class AtomicWriteTests: XCTestCase {
             try OutputGuard.check(dir + "/link", inputs: [dir + "/missing", input])
             XCTFail("not refused")
         } catch let error as FileFormatError {
-            XCTAssertEqual(error.description, "\(dir)/link: refusing to write: this is the input file \(input) (the same file on disk); choose another output path")
+            XCTAssertEqual(
+                error.description,
+                "\(dir)/link: refusing to write: this is the input file \(input) (the same file on disk); choose another output path")
         }
         XCTAssertEqual(kind { try OutputGuard.check(dir + "/sub", inputs: [dir + "/subLink"]) }, .outputIsInput, "an input folder")
         // Not inputs: allowed.
@@ -56,10 +61,12 @@ final class AtomicWriteTests: XCTestCase {
         try SafeTensorsWriter.write([entry], to: folder + "/model.safetensors")
         try "{}".write(toFile: folder + "/config.json", atomically: false, encoding: .utf8)
         try "a\nb\n".write(toFile: folder + "/vocab.txt", atomically: false, encoding: .utf8)
-        XCTAssertEqual(try Model.open(folder).inputFiles,
-                       [folder, folder + "/model.safetensors", folder + "/config.json", folder + "/vocab.txt"])
-        XCTAssertEqual(try Model.open(folder + "/model.safetensors").inputFiles,
-                       [folder + "/model.safetensors", folder + "/config.json", folder + "/vocab.txt"])
+        XCTAssertEqual(
+            try Model.open(folder).inputFiles,
+            [folder, folder + "/model.safetensors", folder + "/config.json", folder + "/vocab.txt"])
+        XCTAssertEqual(
+            try Model.open(folder + "/model.safetensors").inputFiles,
+            [folder + "/model.safetensors", folder + "/config.json", folder + "/vocab.txt"])
         XCTAssertEqual(try DemoModel.make().inputFiles, [])
     }
 
@@ -105,9 +112,11 @@ final class AtomicWriteTests: XCTestCase {
         process.waitUntilExit()
         let dead = process.processIdentifier
         let stale = ["out.bin.tmp-\(dead)-1", "out.bin.tmp-\(dead)-4294967295"]
-        let kept = ["out.bin.tmp-\(getpid())-2", "out.bin.tmp-1-3",  // live processes (ours, init)
-                    "out.bin.tmp-\(dead)-", "out.bin.tmp-\(dead)-1-2", "out.bin.tmp-+\(dead)-1", "out.bin.tmp-\(dead)-x",
-                    "xout.bin.tmp-\(dead)-1", "out.bi.tmp-\(dead)-1"]
+        let kept = [
+            "out.bin.tmp-\(getpid())-2", "out.bin.tmp-1-3",  // live processes (ours, init)
+            "out.bin.tmp-\(dead)-", "out.bin.tmp-\(dead)-1-2", "out.bin.tmp-+\(dead)-1", "out.bin.tmp-\(dead)-x",
+            "xout.bin.tmp-\(dead)-1", "out.bi.tmp-\(dead)-1"
+        ]
         for name in stale + kept { try "x".write(toFile: dir + "/" + name, atomically: false, encoding: .utf8) }
         try FileManager.default.createDirectory(atPath: dir + "/out.bin.tmp-\(dead)-9", withIntermediateDirectories: false)
         let writer = try AtomicFileWriter(path: dir + "/out.bin")
@@ -125,15 +134,20 @@ final class AtomicWriteTests: XCTestCase {
         XCTAssertThrowsError(try SafeTensorsWriter.layout(entries, metadata: [:], file: "t", headerLimit: size - 1)) {
             let error = $0 as? FileFormatError
             XCTAssertEqual(error?.kind, .tooLarge)
-            XCTAssertEqual(error?.description,
-                           "t: the header would be \(size) bytes (40 tensors, 0 metadata keys), over the safetensors limit of \(size - 1) bytes that readers enforce; nothing was written")
+            XCTAssertEqual(
+                error?.description,
+                "t: the header would be \(size) bytes (40 tensors, 0 metadata keys), over the safetensors limit of \(size - 1) bytes that readers enforce; nothing was written"
+            )
         }
         XCTAssertNoThrow(try SafeTensorsWriter.layout(entries, metadata: [:], file: "t", headerLimit: size))
 
         // Through the writer: refused before any file exists.
         let dir = try TestPaths.temporaryDirectory(for: self)
-        XCTAssertThrowsError(try SafeTensorsWriter.write(entries, metadata: [:], to: dir + "/t.safetensors", progress: nil,
-                                                         headerLimit: size - 1)) {
+        XCTAssertThrowsError(
+            try SafeTensorsWriter.write(
+                entries, metadata: [:], to: dir + "/t.safetensors", progress: nil,
+                headerLimit: size - 1)
+        ) {
             XCTAssertEqual(($0 as? FileFormatError)?.kind, .tooLarge)
         }
         XCTAssertEqual(try names(dir), [])

@@ -16,7 +16,7 @@ final class BertEngineTests: XCTestCase {
         "def f(x): return x ** 2  # squares",
         "東京は日本の首都です。",
         "It is a truth universally acknowledged, that a single man in possession of a good fortune, must be in want of a wife.",
-        "Ok.",
+        "Ok."
     ]
 
     func testSentenceEmbeddingsMatchNumpyReference() throws {
@@ -78,13 +78,20 @@ final class BertEngineTests: XCTestCase {
         let engine = try BertEngine(model: model, options: options)
         let results = try EngineQuantization.quantize(engine, format: try FormatRegistry.named("nf4"), options: QuantizationOptions())
         var matrices: [String: QuantizedMatrix] = [:]
-        for t in model.tensors where LayerSelection().selects(t) { matrices[t.name] = try ModelQuantization.quantize(t, of: model, format: try FormatRegistry.named("nf4"),
-                                                                               options: QuantizationOptions()).matrix }
+        for t in model.tensors where LayerSelection().selects(t) {
+            matrices[t.name] = try ModelQuantization.quantize(
+                t, of: model, format: try FormatRegistry.named("nf4"),
+                options: QuantizationOptions()
+            ).matrix
+        }
         XCTAssertEqual(Set(results.map(\.name)), Set(matrices.keys).subtracting(["pooler.dense.weight"]))
         let dir = try TestPaths.temporaryDirectory(for: self)
         try FileManager.default.copyItem(atPath: TestPaths.miniLM + "/config.json", toPath: dir + "/config.json")
-        try QuantizedCheckpoint.write(model: model, quantized: matrices, description: .init(format: try FormatRegistry.named("nf4"),
-                                      options: QuantizationOptions()), fakeQuant: true, to: dir + "/model.safetensors")
+        try QuantizedCheckpoint.write(
+            model: model, quantized: matrices,
+            description: .init(
+                format: try FormatRegistry.named("nf4"),
+                options: QuantizationOptions()), fakeQuant: true, to: dir + "/model.safetensors")
         let tokenizer = try Tokenizers.load(for: model)
         let ids = Self.sentences.map { tokenizer.encode($0, addSpecialTokens: true) }
         let ours = try ids.map { try engine.sentenceEmbedding($0) }

@@ -41,7 +41,7 @@ final class CrossCheckTests: XCTestCase {
             .init(name: "b.f16", shape: [8], floats: floats, as: .f16),
             .init(name: "c.u8", dtype: .u8, shape: [3], bytes: [1, 2, 255]),
             .init(name: "d.i64", dtype: .i64, shape: [1], bytes: withUnsafeBytes(of: Int64(-5).littleEndian) { Array($0) }),
-            .init(name: "e.empty", dtype: .f32, shape: [0], bytes: []),
+            .init(name: "e.empty", dtype: .f32, shape: [0], bytes: [])
         ]
         try SafeTensorsWriter.write(entries, metadata: ["format": "any4", "quote": "a \"b\" \\ c"], to: path)
         let out = try Python.run("safetensors_fixtures.py", ["read", path], modules: ["safetensors", "numpy"])
@@ -81,8 +81,12 @@ final class CrossCheckTests: XCTestCase {
             assertBitwiseEqual(info.decodeRows(from: file.store, rows: 1..<3), Array(expected[info.rowLength...]), "\(name) rows 1..<3")
             types.insert(info.encoding.description)
         }
-        XCTAssertEqual(types, ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "MXFP4",
-                               "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL"])
+        XCTAssertEqual(
+            types,
+            [
+                "F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "MXFP4",
+                "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL"
+            ])
     }
 
     func testGGUFMetadataOfEveryValueType() throws {
@@ -131,10 +135,15 @@ final class CrossCheckTests: XCTestCase {
 
     func testBlockSizesMatchPythonGGUFConstants() throws {
         let python = try Python.require(["gguf"])
-        let r = try runProcess(python, ["-c", """
-            import json; from gguf.constants import GGML_QUANT_SIZES as S
-            print(json.dumps({t.name: list(v) for t, v in S.items()}))
-            """])
+        let r = try runProcess(
+            python,
+            [
+                "-c",
+                """
+                import json; from gguf.constants import GGML_QUANT_SIZES as S
+                print(json.dumps({t.name: list(v) for t, v in S.items()}))
+                """
+            ])
         let sizes = try JSONParser.parse(r.stdout.trimmingCharacters(in: .whitespacesAndNewlines), file: "python")
         var checked = 0
         for type in GGMLType.allCases {
@@ -150,9 +159,18 @@ final class CrossCheckTests: XCTestCase {
 
     func typeName(_ value: GGUFValue) -> String {
         switch value {
-        case .uint8: "UINT8"; case .int8: "INT8"; case .uint16: "UINT16"; case .int16: "INT16"
-        case .uint32: "UINT32"; case .int32: "INT32"; case .float32: "FLOAT32"; case .bool: "BOOL"
-        case .string: "STRING"; case .array: "ARRAY"; case .uint64: "UINT64"; case .int64: "INT64"
+        case .uint8: "UINT8"
+        case .int8: "INT8"
+        case .uint16: "UINT16"
+        case .int16: "INT16"
+        case .uint32: "UINT32"
+        case .int32: "INT32"
+        case .float32: "FLOAT32"
+        case .bool: "BOOL"
+        case .string: "STRING"
+        case .array: "ARRAY"
+        case .uint64: "UINT64"
+        case .int64: "INT64"
         case .float64: "FLOAT64"
         }
     }

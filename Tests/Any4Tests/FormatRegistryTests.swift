@@ -12,7 +12,7 @@ final class FormatRegistryTests: XCTestCase {
     /// cannot take must be added here (the test fails otherwise): never skipped in silence.
     static let refusedByTheKernel: [String: String] = [
         "int8": "8-bit codes: the lookup kernels hold 16-entry tables (4-bit codes or narrower)",
-        "nvfp4": "its block of 16: the kernels' groups are multiples of 32 (run below at block 64 instead)",
+        "nvfp4": "its block of 16: the kernels' groups are multiples of 32 (run below at block 64 instead)"
     ]
 
     /// The registered formats the lookup kernel takes at their own blocks (for the other tests).
@@ -46,8 +46,9 @@ final class FormatRegistryTests: XCTestCase {
                         // takes a fixed-block format at its own block (the CLI never writes another).
                         guard format.fixedBlockSize != nil, format.codeBits <= 4 else { continue }
                         options.overrideFixedBlocks = true
-                        let wide = try Quantizer.quantize(weights(rows, cols, seed: UInt64(rows * cols)), rows: rows, cols: cols,
-                                                          name: "w", format: format, options: options)
+                        let wide = try Quantizer.quantize(
+                            weights(rows, cols, seed: UInt64(rows * cols)), rows: rows, cols: cols,
+                            name: "w", format: format, options: options)
                         XCTAssertEqual(wide.groupSize, group)
                         XCTAssertNotEqual(wide.tensorScale, 1)
                         try checkKernels(wide, label: label + " at block \(group)")
@@ -63,11 +64,13 @@ final class FormatRegistryTests: XCTestCase {
     /// Quantizes a seeded [rows, cols] weight of a model in `dtype`, writes the checkpoint, reads it
     /// back and checks that the read matrix is the written one (codes, tables, scales, zeros, tensor
     /// scale, dequantized values and bits per weight exactly). Returns the matrix read back.
-    func roundTrip(_ format: any NumericFormat, rows: Int, cols: Int, dtype: DType, options: QuantizationOptions,
-                   dir: String, label: String) throws -> QuantizedMatrix {
+    func roundTrip(
+        _ format: any NumericFormat, rows: Int, cols: Int, dtype: DType, options: QuantizationOptions,
+        dir: String, label: String
+    ) throws -> QuantizedMatrix {
         let name = "model.layers.0.mlp.up_proj.weight"
         let image = try SafeTensorsWriter.image([
-            .init(name: name, shape: [rows, cols], floats: weights(rows, cols, seed: UInt64(rows * cols)), as: dtype),
+            .init(name: name, shape: [rows, cols], floats: weights(rows, cols, seed: UInt64(rows * cols)), as: dtype)
         ])
         let model = try Model.inMemory(safetensors: image, name: "mem", format: .safetensors)
         let layer = try XCTUnwrap(model.tensor(named: name))
@@ -75,8 +78,9 @@ final class FormatRegistryTests: XCTestCase {
         let q = try XCTUnwrap(result.matrix, label)
         XCTAssertEqual(q.groupSize, options.blockSize(for: format), label)
         let path = dir + "/q.safetensors"
-        try QuantizedCheckpoint.write(model: model, quantized: [name: q], description: .init(format: format, options: options),
-                                      fakeQuant: false, to: path)
+        try QuantizedCheckpoint.write(
+            model: model, quantized: [name: q], description: .init(format: format, options: options),
+            fakeQuant: false, to: path)
         let (description, layers) = try QuantizedCheckpoint.read(path)
         XCTAssertEqual(description.format, format.name, label)
         XCTAssertEqual(description.codeBits, format.codeBits, label)
@@ -125,12 +129,15 @@ final class FormatRegistryTests: XCTestCase {
 
     /// The lists users see, in the orders they have always had.
     func testListsKeepTheirOrders() {
-        XCTAssertEqual(FormatRegistry.offered.map(\.name), ["any4", "int4", "nf4", "fp4", "iq4_nl", "mxfp4", "nvfp4", "any3", "int8"],
-                       "the TUI's format key")
-        XCTAssertEqual(FormatRegistry.fourBit.map(\.name), ["any4", "int4", "nf4", "fp4", "fp4-bnb", "iq4_nl", "mxfp4", "nvfp4"],
-                       "the TUI's comparison table")
-        XCTAssertEqual(FormatRegistry.comparison.map(\.name), ["any4", "int4", "nf4", "fp4", "fp4-bnb", "mxfp4", "nvfp4", "iq4_nl"],
-                       "compare's default")
+        XCTAssertEqual(
+            FormatRegistry.offered.map(\.name), ["any4", "int4", "nf4", "fp4", "iq4_nl", "mxfp4", "nvfp4", "any3", "int8"],
+            "the TUI's format key")
+        XCTAssertEqual(
+            FormatRegistry.fourBit.map(\.name), ["any4", "int4", "nf4", "fp4", "fp4-bnb", "iq4_nl", "mxfp4", "nvfp4"],
+            "the TUI's comparison table")
+        XCTAssertEqual(
+            FormatRegistry.comparison.map(\.name), ["any4", "int4", "nf4", "fp4", "fp4-bnb", "mxfp4", "nvfp4", "iq4_nl"],
+            "compare's default")
         XCTAssertEqual(KernelBenchmark.Configuration().formats, ["any4", "int4", "nf4", "f32", "f16", "bf16", "blas"], "bench's default")
         XCTAssertEqual(Set(FormatRegistry.all.map(\.name)).count, FormatRegistry.all.count, "names are unique")
     }

@@ -106,20 +106,22 @@ final class GPUBackendTests: XCTestCase {
             CubinCache.key(source: source, architecture: "sm_90", nvrtcVersion: "12.6", options: []),
             CubinCache.key(source: source, architecture: "sm_90", nvrtcVersion: "12.4", options: ["-lineinfo"]),
             CubinCache.key(source: source, architecture: "sm_90", nvrtcVersion: "12.4", options: ["a", "b"]),
-            CubinCache.key(source: source, architecture: "sm_90", nvrtcVersion: "12.4", options: ["ab"]),
+            CubinCache.key(source: source, architecture: "sm_90", nvrtcVersion: "12.4", options: ["ab"])
         ]
         XCTAssertEqual(Set(others + [key]).count, others.count + 1)
         for k in others { XCTAssertEqual(k.count, 16) }
         XCTAssertEqual(CubinCache.fileName(source: "any4_gemm.cu", architecture: "sm_90", key: key), "any4_gemm-sm_90-adb10cc92e0c420d.cubin")
         // The key of the shipped kernel is what the backend uses; it must not depend on the run.
-        XCTAssertEqual(CubinCache.key(source: GPUKernelSource.text, architecture: "sm_90", nvrtcVersion: "12.4", options: []),
-                       CubinCache.key(source: GPUKernelSource.text, architecture: "sm_90", nvrtcVersion: "12.4", options: []))
+        XCTAssertEqual(
+            CubinCache.key(source: GPUKernelSource.text, architecture: "sm_90", nvrtcVersion: "12.4", options: []),
+            CubinCache.key(source: GPUKernelSource.text, architecture: "sm_90", nvrtcVersion: "12.4", options: []))
     }
 
     func testCubinCacheFolderAndFiles() throws {
         XCTAssertEqual(CubinCache.directory(environment: ["XDG_CACHE_HOME": "/x/cache", "HOME": "/home/u"]), "/x/cache/any4")
-        XCTAssertEqual(CubinCache.directory(environment: ["XDG_CACHE_HOME": "relative", "HOME": "/home/u"]), "/home/u/.cache/any4",
-                       "a relative XDG_CACHE_HOME is ignored, as the XDG spec says")
+        XCTAssertEqual(
+            CubinCache.directory(environment: ["XDG_CACHE_HOME": "relative", "HOME": "/home/u"]), "/home/u/.cache/any4",
+            "a relative XDG_CACHE_HOME is ignored, as the XDG spec says")
         XCTAssertEqual(CubinCache.directory(environment: ["HOME": "/home/u"]), "/home/u/.cache/any4")
         XCTAssertNil(CubinCache.directory(environment: [:]))
         let root = try TestPaths.temporaryDirectory(for: self)

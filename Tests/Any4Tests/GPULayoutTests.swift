@@ -25,7 +25,7 @@ final class GPULayoutTests: XCTestCase {
     /// second of a pair absent), two chunks exactly (2048); odd row counts (padding row); group
     /// sizes 32, 64, 96 (not a power of two) and 128.
     let shapes: [(rows: Int, cols: Int, group: Int)] = [
-        (37, 200, 64), (9, 576, 128), (6, 1300, 32), (5, 3072, 96), (4, 2048, 128),
+        (37, 200, 64), (9, 576, 128), (6, 1300, 32), (5, 3072, 96), (4, 2048, 128)
     ]
 
     func testLayoutHoldsEveryCodeWhereTheKernelReadsIt() throws {
@@ -137,7 +137,7 @@ final class GPULayoutTests: XCTestCase {
     func testKernelSourceRunOnTheCPUEqualsTheEmulationBitForBit() throws {
         let runner = try HostKernelRunner(test: self)
         let cases: [(rows: Int, cols: Int, group: Int, formats: [String])] = [
-            (37, 200, 64, ["any4"]), (9, 576, 128, ["any4", "nf4"]), (6, 1300, 32, ["any4", "int4"]), (5, 3072, 96, ["any4"]),
+            (37, 200, 64, ["any4"]), (9, 576, 128, ["any4", "nf4"]), (6, 1300, 32, ["any4", "int4"]), (5, 3072, 96, ["any4"])
         ]
         for (rows, cols, group, formats) in cases {
             let w = weights(rows, cols, seed: UInt64(rows + cols))
@@ -166,10 +166,14 @@ final class GPULayoutTests: XCTestCase {
     func testKernelSourceChecksAsDeviceCode() throws {
         let root = TestPaths.packageRoot
         for arch in ["sm_70", "sm_80", "sm_90"] {
-            let r = try runProcess("/usr/bin/env", ["clang++", "-x", "cuda", "--cuda-device-only", "--cuda-gpu-arch=\(arch)",
-                                                    "-nocudainc", "-nocudalib", "-fsyntax-only", "-Wall", "-Wextra", "-Werror",
-                                                    "-include", root + "/Tests/CUDAHost/device_stand_ins.h",
-                                                    root + "/Sources/Any4GPU/any4_gemm.cu"])
+            let r = try runProcess(
+                "/usr/bin/env",
+                [
+                    "clang++", "-x", "cuda", "--cuda-device-only", "--cuda-gpu-arch=\(arch)",
+                    "-nocudainc", "-nocudalib", "-fsyntax-only", "-Wall", "-Wextra", "-Werror",
+                    "-include", root + "/Tests/CUDAHost/device_stand_ins.h",
+                    root + "/Sources/Any4GPU/any4_gemm.cu"
+                ])
             if r.status == 127 || (r.status != 0 && r.stderr.contains("unsupported option")) {
                 throw XCTSkip("clang++ cannot check CUDA here: \(r.stderr)")
             }
@@ -197,13 +201,18 @@ struct HostKernelRunner {
         directory = try TestPaths.temporaryDirectory(for: test)
         executable = directory + "/runner"
         let root = TestPaths.packageRoot
-        let build = try runProcess("/usr/bin/env", ["clang++", "-std=c++17", "-O1", "-pthread", "-DANY4_HOST_CHECK",
-                                                    "-I", root + "/Sources/Any4GPU", root + "/Tests/CUDAHost/host_runner.cpp",
-                                                    "-o", executable])
+        let build = try runProcess(
+            "/usr/bin/env",
+            [
+                "clang++", "-std=c++17", "-O1", "-pthread", "-DANY4_HOST_CHECK",
+                "-I", root + "/Sources/Any4GPU", root + "/Tests/CUDAHost/host_runner.cpp",
+                "-o", executable
+            ])
         guard build.status == 0 else {
             if build.status == 127 { throw XCTSkip("no clang++: \(build.stderr)") }
-            throw NSError(domain: "host_runner", code: Int(build.status),
-                          userInfo: [NSLocalizedDescriptionKey: "Tests/CUDAHost/host_runner.cpp does not build: \(build.stderr)"])
+            throw NSError(
+                domain: "host_runner", code: Int(build.status),
+                userInfo: [NSLocalizedDescriptionKey: "Tests/CUDAHost/host_runner.cpp does not build: \(build.stderr)"])
         }
     }
 
@@ -225,14 +234,16 @@ struct HostKernelRunner {
         try l.table.withUnsafeBytes { try write("table", $0) }
         try l.scaleZero.withUnsafeBytes { try write("sz", $0) }
         try x.withUnsafeBytes { try write("x", $0) }
-        return try run("any4_lut_\(type.rawValue)_m\(GPUGeometry.batchTile(m)!)", blocks: GPUGeometry.blocks(rows: l.rows),
-                       params: [l.tableStride, l.paddedGroups, l.groupSize, l.rows, l.paddedCols, m], count: m * l.rows)
+        return try run(
+            "any4_lut_\(type.rawValue)_m\(GPUGeometry.batchTile(m)!)", blocks: GPUGeometry.blocks(rows: l.rows),
+            params: [l.tableStride, l.paddedGroups, l.groupSize, l.rows, l.paddedCols, m], count: m * l.rows)
     }
 
     func dense(_ d: GPUDenseLayout, x: [UInt16], m: Int) throws -> [Float] {
         try d.weights.withUnsafeBytes { try write("w", $0) }
         try x.withUnsafeBytes { try write("x", $0) }
-        return try run("any4_dense_\(d.type.rawValue)_m\(GPUGeometry.batchTile(m)!)", blocks: GPUGeometry.blocks(rows: d.rows),
-                       params: [d.rows, d.paddedCols, m], count: m * d.rows)
+        return try run(
+            "any4_dense_\(d.type.rawValue)_m\(GPUGeometry.batchTile(m)!)", blocks: GPUGeometry.blocks(rows: d.rows),
+            params: [d.rows, d.paddedCols, m], count: m * d.rows)
     }
 }

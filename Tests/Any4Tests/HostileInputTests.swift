@@ -4,7 +4,7 @@ import TestSupport
 import XCTest
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The core pieces behind issue 14's part D: the regular-file check of every reader, the bounded
@@ -18,7 +18,7 @@ final class HostileInputTests: XCTestCase {
             (fifo, "is a FIFO (named pipe), expected a regular file"),
             ("/dev/zero", "is a character device, expected a regular file"),
             ("/dev/null", "is a character device, expected a regular file"),
-            (dir, "is a directory, expected a regular file"),
+            (dir, "is a directory, expected a regular file")
         ]
         for (path, message) in cases {
             let started = Date()
@@ -79,13 +79,19 @@ final class HostileInputTests: XCTestCase {
         let rows = 64, cols = 64
         var rng = SplitMix64(seed: 9)
         var w = (0..<(rows * cols)).map { _ in Float(rng.nextGaussian()) }
-        for r in [7, 40] { w[r * cols] = 3.4e38; w[r * cols + 1] = -3.4e38 }
+        for r in [7, 40] {
+            w[r * cols] = 3.4e38
+            w[r * cols + 1] = -3.4e38
+        }
         var options = QuantizationOptions()
         options.groupSize = 64
         for threads in [1, 4] {
             options.threads = threads
-            XCTAssertThrowsError(try Quantizer.quantize(w, rows: rows, cols: cols, name: "t", format: try FormatRegistry.named("int4"),
-                                                        options: options)) { error in
+            XCTAssertThrowsError(
+                try Quantizer.quantize(
+                    w, rows: rows, cols: cols, name: "t", format: try FormatRegistry.named("int4"),
+                    options: options)
+            ) { error in
                 guard case let .overflow(tensor, row, detail)? = error as? QuantizationError else {
                     return XCTFail("\(error)")
                 }
@@ -105,7 +111,11 @@ final class HostileInputTests: XCTestCase {
         var w: [Float] = (0..<64).map { Float($0 - 32) * 1e36 }
         w[0] = -3e38
         w[63] = 3e38
-        let options = { var o = QuantizationOptions(); o.groupSize = 64; return o }()
+        let options = {
+            var o = QuantizationOptions()
+            o.groupSize = 64
+            return o
+        }()
         for format in FormatRegistry.all where format.hasZeros {  // the int-b and any-b formats
             let name = format.name
             if format.codeBits < 4 {

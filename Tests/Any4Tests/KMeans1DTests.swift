@@ -38,11 +38,19 @@ final class KMeans1DTests: XCTestCase {
         pairs.sort { $0.x < $1.x }
         var xs: [Double] = [], ws: [Double] = []
         for p in pairs {
-            if let last = xs.last, last == p.x { ws[ws.count - 1] += p.w } else { xs.append(p.x); ws.append(p.w) }
+            if let last = xs.last, last == p.x {
+                ws[ws.count - 1] += p.w
+            } else {
+                xs.append(p.x)
+                ws.append(p.w)
+            }
         }
         func cost(_ lo: Int, _ hi: Int) -> Double {
             var s0 = 0.0, s1 = 0.0
-            for t in lo..<hi { s0 += ws[t]; s1 += ws[t] * xs[t] }
+            for t in lo..<hi {
+                s0 += ws[t]
+                s1 += ws[t] * xs[t]
+            }
             if s0 == 0 { return 0 }
             let mean = s1 / s0
             var c = 0.0
@@ -51,7 +59,10 @@ final class KMeans1DTests: XCTestCase {
         }
         var best = Double.infinity
         func search(_ start: Int, _ clustersLeft: Int, _ acc: Double) {
-            if start == xs.count { best = min(best, acc); return }
+            if start == xs.count {
+                best = min(best, acc)
+                return
+            }
             if clustersLeft == 0 { return }
             let lastEnd = clustersLeft == 1 ? xs.count : xs.count - 1
             for end in (start + 1)...max(start + 1, lastEnd) where end <= xs.count {
@@ -254,7 +265,10 @@ final class KMeans1DTests: XCTestCase {
         var rng = SplitMix64(seed: 17)
         let (y, v) = randomRow(&rng, n: 200, grid: false, zeroWeights: false)
         var yz = y, vz = v
-        for i in stride(from: 0, to: 200, by: 7) { yz.append(y[i] + 40); vz.append(0) }
+        for i in stride(from: 0, to: 200, by: 7) {
+            yz.append(y[i] + 40)
+            vz.append(0)
+        }
         XCTAssertEqual(exact(yz, vz, k: 8).objective, exact(y, v, k: 8).objective, accuracy: 1e-9 * exact(y, v, k: 8).objective)
         // All weights zero count as all ones.
         let allZero = [Float](repeating: 0, count: y.count)

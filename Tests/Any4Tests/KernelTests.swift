@@ -26,7 +26,7 @@ final class KernelTests: XCTestCase {
         // Its table holds ±0.0625/12 ≈ 0.005 of its largest entry, under one step of the fast path's
         // int8 table (1/127): that entry becomes 0 or 1/127, up to 50 % off, and the products of the
         // many weights near zero that use it miss by ≈ 1.2 % in all.
-        "fp4-bnb": 1.5e-2,
+        "fp4-bnb": 1.5e-2
     ]
 
     /// Exact path: ≤ 1e-5 relative on every case. Fast path (int8 × int8): ≤ 1e-2 over all the
@@ -35,8 +35,10 @@ final class KernelTests: XCTestCase {
     func testLookupKernelsMatchTheDequantizedProduct() throws {
         // The last three have 8-group super-blocks: with a partial last group in the tail, with
         // 32-column blocks and no tail, and with one tail group.
-        let shapes: [(rows: Int, cols: Int, group: Int)] = [(37, 200, 64), (64, 256, 128), (5, 96, 32), (33, 576, 128),
-                                                            (19, 1100, 64), (9, 1024, 32), (6, 2100, 128)]
+        let shapes: [(rows: Int, cols: Int, group: Int)] = [
+            (37, 200, 64), (64, 256, 128), (5, 96, 32), (33, 576, 128),
+            (19, 1100, 64), (9, 1024, 32), (6, 2100, 128)
+        ]
         for (rows, cols, group) in shapes {
             let w = weights(rows, cols)
             for format in FormatRegistryTests.kernelFormats {
@@ -158,7 +160,8 @@ final class KernelTests: XCTestCase {
         for k in 0..<m {
             for r in 0..<rows {
                 for c in 0..<cols {
-                    ref[k * rows + r] += Double(wq[r * cols + c]) * Double(ws[r * blocks + c / 32])
+                    ref[k * rows + r] +=
+                        Double(wq[r * cols + c]) * Double(ws[r * blocks + c / 32])
                         * Double(xq[k * cols + c]) * Double(xs[k * blocks + c / 32])
                 }
             }
@@ -187,7 +190,7 @@ final class KernelTests: XCTestCase {
         var rng = SplitMix64(seed: 21)
         let cases: [(hd: Int, n: Int, spread: Float)] = [
             (64, 1, 1), (64, 13, 1), (64, 100, 8), (8, 7, 1), (72, 33, 1), (128, 257, 1), (256, 19, 4), (32, 1000, 1),
-            (3, 5, 1), (20, 9, 1), (60, 31, 4), (264, 11, 1),
+            (3, 5, 1), (20, 9, 1), (60, 31, 4), (264, 11, 1)
         ]
         for (hd, n, spread) in cases {
             let kvHeads = 3, head = Int(rng.next() % UInt64(kvHeads))
@@ -200,8 +203,9 @@ final class KernelTests: XCTestCase {
                 var out = [Float](repeating: .nan, count: hd), p = [Float](repeating: .nan, count: n)
                 k.withUnsafeBufferPointer { k in
                     v.withUnsafeBufferPointer { v in
-                        any4_attend(q, k.baseAddress! + head * hd, Int32(stride), v.baseAddress! + head * hd, Int32(stride),
-                                    Int32(n), Int32(hd), scale, &p, &out, avx)
+                        any4_attend(
+                            q, k.baseAddress! + head * hd, Int32(stride), v.baseAddress! + head * hd, Int32(stride),
+                            Int32(n), Int32(hd), scale, &p, &out, avx)
                     }
                 }
                 return (out, p)
@@ -254,8 +258,9 @@ final class KernelTests: XCTestCase {
                     let bias: [Float]? = m % 2 == 1 ? (0..<rows).map { Float($0) * 0.1 } : nil
                     let ref = referenceProduct(layer.weights, rows: rows, cols: cols, x: x, m: m, bias: bias)
                     for avx in Set([false, CPUFeatures.hasAVX2]) {
-                        XCTAssertLessThanOrEqual(relativeError(layer.forward(x, m: m, threads: 2, bias: bias, useAVX2: avx), ref), 1e-5,
-                                                 "\(storage) \(rows)x\(cols) m=\(m) avx2=\(avx)")
+                        XCTAssertLessThanOrEqual(
+                            relativeError(layer.forward(x, m: m, threads: 2, bias: bias, useAVX2: avx), ref), 1e-5,
+                            "\(storage) \(rows)x\(cols) m=\(m) avx2=\(avx)")
                     }
                 }
             }
@@ -265,7 +270,8 @@ final class KernelTests: XCTestCase {
     func testUnsupportedLayoutsAreRefused() throws {
         let w = weights(4, 64)
         XCTAssertThrowsError(try PackedLinear(quantized(w, 4, 64, "nvfp4", group: 64))) {
-            XCTAssertEqual("\($0)", "the lookup kernel needs a group size that is a multiple of 32 and at most \(QuantizationOptions.maxGroupSize), not 16")
+            XCTAssertEqual(
+                "\($0)", "the lookup kernel needs a group size that is a multiple of 32 and at most \(QuantizationOptions.maxGroupSize), not 16")
         }
         XCTAssertThrowsError(try PackedLinear(quantized(w, 4, 64, "int8", group: 64))) {
             XCTAssertEqual("\($0)", "the lookup kernel takes 4-bit (or narrower) codes, not 8-bit")

@@ -101,8 +101,9 @@ final class LlamaEngineTests: XCTestCase {
         let engine = try engine()
         let before = try engine.forward(Self.prompt, cache: engine.makeCache(capacity: 16), logits: .all)
         let selection = LayerSelection(include: try Regex(#"^blk\.(0|1)\."#))
-        let results = try EngineQuantization.quantize(engine, format: try FormatRegistry.named("any4"),
-                                                      options: QuantizationOptions(), selection: selection)
+        let results = try EngineQuantization.quantize(
+            engine, format: try FormatRegistry.named("any4"),
+            options: QuantizationOptions(), selection: selection)
         XCTAssertEqual(results.count, 14)
         for (i, l) in engine.linears.enumerated() {
             let quantized = i < 14
@@ -155,9 +156,13 @@ final class LlamaEngineTests: XCTestCase {
             XCTAssertGreaterThanOrEqual(q0.absmean[c] * 1.0001 + 1e-12, abs(q0.mean[c]))
         }
         // Same statistics for q, k and v of a block (one input).
-        XCTAssertEqual(stats.layer(forWeight: "blk.3.attn_k.weight"), stats.layer(forWeight: "blk.3.attn_v.weight").map {
-            var l = $0; l.count = stats.layer(forWeight: "blk.3.attn_k.weight")!.count; return l
-        })
+        XCTAssertEqual(
+            stats.layer(forWeight: "blk.3.attn_k.weight"),
+            stats.layer(forWeight: "blk.3.attn_v.weight").map {
+                var l = $0
+                l.count = stats.layer(forWeight: "blk.3.attn_k.weight")!.count
+                return l
+            })
 
         let fresh = try self.engine()
         let (results, sequential) = try EngineQuantization.quantizeSequentially(

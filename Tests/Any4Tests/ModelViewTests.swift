@@ -35,13 +35,15 @@ final class ModelViewTests: XCTestCase {
 
     func testShardedHuggingFaceFolder() throws {
         let dir = try TestPaths.temporaryDirectory(for: self)
-        try SafeTensorsWriter.write([
-            .init(name: "model.layers.0.mlp.up_proj.weight", shape: [4, 2], floats: Array(repeating: 1, count: 8)),
-            .init(name: "model.embed_tokens.weight", shape: [3, 2], floats: Array(repeating: 2, count: 6)),
-        ], to: dir + "/model-00001-of-00002.safetensors")
-        try SafeTensorsWriter.write([
-            .init(name: "model.layers.1.mlp.up_proj.weight", shape: [4, 2], floats: Array(repeating: 3, count: 8)),
-        ], to: dir + "/model-00002-of-00002.safetensors")
+        try SafeTensorsWriter.write(
+            [
+                .init(name: "model.layers.0.mlp.up_proj.weight", shape: [4, 2], floats: Array(repeating: 1, count: 8)),
+                .init(name: "model.embed_tokens.weight", shape: [3, 2], floats: Array(repeating: 2, count: 6))
+            ], to: dir + "/model-00001-of-00002.safetensors")
+        try SafeTensorsWriter.write(
+            [
+                .init(name: "model.layers.1.mlp.up_proj.weight", shape: [4, 2], floats: Array(repeating: 3, count: 8))
+            ], to: dir + "/model-00002-of-00002.safetensors")
         let index = """
             {"metadata": {"total_size": 88}, "weight_map": {
               "model.layers.0.mlp.up_proj.weight": "model-00001-of-00002.safetensors",

@@ -66,12 +66,13 @@ final class MutationTests: XCTestCase {
             ("shape [384]", "\"shape\":[385]", .badShape),
             ("shape [384]", "\"shape\":[-1]", .badShape),
             ("shape [384]", "\"shape\":[9223372036854775807,2]", .badShape),
-            ("dtype", "\"dtype\":\"F33\"", .unknownType),
+            ("dtype", "\"dtype\":\"F33\"", .unknownType)
         ]
         for (label, replacement, kind) in cases {
             var mutated = header
             let entry = header[range]
-            let fixed = label == "dtype"
+            let fixed =
+                label == "dtype"
                 ? entry.replacingOccurrences(of: "\"dtype\":\"F32\"", with: replacement)
                 : entry.replacingOccurrences(of: "\"shape\":[384]", with: replacement)
             mutated.replaceSubrange(range, with: fixed)
@@ -150,7 +151,9 @@ final class MutationTests: XCTestCase {
         with(UInt64.max, at: 8, expect: [.badShape], "tensor count")
         with(UInt64(1) << 40, at: 16, expect: [.badShape], "metadata count")
         with(UInt64(1) << 40, at: 24, expect: [.tooLarge], "first key length")
-        with(UInt32(99), at: 8 + 16 + 8 + Int(store.bytes.loadUnaligned(fromByteOffset: 24, as: UInt64.self)), expect: [.unknownType], "first value type")
+        with(
+            UInt32(99), at: 8 + 16 + 8 + Int(store.bytes.loadUnaligned(fromByteOffset: 24, as: UInt64.self)), expect: [.unknownType],
+            "first value type")
         with(UInt32(0), at: 0, expect: [.badMagic], "magic")
         with(UInt32(7), at: 4, expect: [.unsupported], "version")
         // The first tensor info: rank, a dimension, the type and the offset.
@@ -195,7 +198,7 @@ final class MutationTests: XCTestCase {
         let entries: [SafeTensorsWriter.Entry] = [
             .init(name: "a", shape: [2, 3], floats: [1, 2, 3, 4, 5, 6]),
             .init(name: "b", shape: [4], floats: [1, 2, 3, 4], as: .bf16),
-            .init(name: "c", dtype: .bool, shape: [], bytes: [1]),
+            .init(name: "c", dtype: .bool, shape: [], bytes: [1])
         ]
         let image = try SafeTensorsWriter.image(entries, metadata: ["k": "v"])
         let store = ByteStore(copying: image, name: "small.safetensors")
@@ -219,21 +222,28 @@ extension MutationTests {
         var bytes: [UInt8] = Array("GGUF".utf8) + [3, 0, 0, 0]
         func u64(_ v: UInt64) { withUnsafeBytes(of: v.littleEndian) { bytes += $0 } }
         func u32(_ v: UInt32) { withUnsafeBytes(of: v.littleEndian) { bytes += $0 } }
-        u64(1); u64(0)  // one tensor, no metadata
-        u64(1); bytes += Array("t".utf8)
-        u32(3); u64(0); u64(1 << 40); u64(1 << 40)
-        u32(0); u64(0)
+        u64(1)
+        u64(0)  // one tensor, no metadata
+        u64(1)
+        bytes += Array("t".utf8)
+        u32(3)
+        u64(0)
+        u64(1 << 40)
+        u64(1 << 40)
+        u32(0)
+        u64(0)
         while bytes.count % 32 != 0 { bytes.append(0) }
         let store = ByteStore(copying: bytes, name: "zero.gguf")
         let file = try GGUFFile(store: store)
         XCTAssertEqual(file.tensors[0].shape, [1 << 40, 1 << 40, 0])
         XCTAssertEqual(file.tensors[0].elementCount, 0)
         XCTAssertEqual(file.tensors[0].rowCount, 0)
-        let model = try Model.open(try { () throws -> String in
-            let dir = try TestPaths.temporaryDirectory(for: self)
-            _ = FileManager.default.createFile(atPath: dir + "/zero.gguf", contents: Data(bytes))
-            return dir + "/zero.gguf"
-        }())
+        let model = try Model.open(
+            try { () throws -> String in
+                let dir = try TestPaths.temporaryDirectory(for: self)
+                _ = FileManager.default.createFile(atPath: dir + "/zero.gguf", contents: Data(bytes))
+                return dir + "/zero.gguf"
+            }())
         XCTAssertEqual(model.parameterCount, 0)
         XCTAssertEqual(try model.decode(model.tensors[0]), [])
     }

@@ -31,24 +31,31 @@ final class PromptsTests: XCTestCase {
     func testDecoderTakesTheWholePromptCutToItsContext() throws {
         let tokenizer = WordTokenizer()
         let text = "a b\n\nc d\n\na"
-        XCTAssertEqual(try CalibrationPrompt.sequences(text, source: "p.txt", target: .decoder(contextLength: 100), tokenizer: tokenizer),
-                       [[1, 4, 5, 6, 7, 4]])
-        XCTAssertEqual(try CalibrationPrompt.sequences(text, source: "p.txt", target: .decoder(contextLength: 3), tokenizer: tokenizer),
-                       [[1, 4, 5]])
+        XCTAssertEqual(
+            try CalibrationPrompt.sequences(text, source: "p.txt", target: .decoder(contextLength: 100), tokenizer: tokenizer),
+            [[1, 4, 5, 6, 7, 4]])
+        XCTAssertEqual(
+            try CalibrationPrompt.sequences(text, source: "p.txt", target: .decoder(contextLength: 3), tokenizer: tokenizer),
+            [[1, 4, 5]])
     }
 
     func testEncoderTakesOneSequencePerParagraphCutToItsPositions() throws {
         let tokenizer = WordTokenizer()
         let text = "a b\n\n  \n\nc d c\n\n\n\nd\n"
-        XCTAssertEqual(try CalibrationPrompt.sequences(text, source: "p.txt", target: .encoder(maxPositions: 512), tokenizer: tokenizer),
-                       [[1, 4, 5], [1, 6, 7, 6], [1, 7]])
-        XCTAssertEqual(try CalibrationPrompt.sequences(text, source: "p.txt", target: .encoder(maxPositions: 2), tokenizer: tokenizer),
-                       [[1, 4], [1, 6], [1, 7]])
+        XCTAssertEqual(
+            try CalibrationPrompt.sequences(text, source: "p.txt", target: .encoder(maxPositions: 512), tokenizer: tokenizer),
+            [[1, 4, 5], [1, 6, 7, 6], [1, 7]])
+        XCTAssertEqual(
+            try CalibrationPrompt.sequences(text, source: "p.txt", target: .encoder(maxPositions: 2), tokenizer: tokenizer),
+            [[1, 4], [1, 6], [1, 7]])
     }
 
     func testADecoderPromptOfOneTokenIsRefusedNamingTheFile() {
-        XCTAssertThrowsError(try CalibrationPrompt.sequences("", source: "dir/p.txt", target: .decoder(contextLength: 8),
-                                                             tokenizer: WordTokenizer())) { error in
+        XCTAssertThrowsError(
+            try CalibrationPrompt.sequences(
+                "", source: "dir/p.txt", target: .decoder(contextLength: 8),
+                tokenizer: WordTokenizer())
+        ) { error in
             XCTAssertEqual(error as? PromptError, .tooFewTokens(source: "dir/p.txt", count: 1))
             XCTAssertEqual("\(error)", "dir/p.txt: the calibration prompt has 1 tokens")
         }
@@ -57,8 +64,9 @@ final class PromptsTests: XCTestCase {
     func testChatMLWrapsOneUserTurnAndStopsOnImEnd() throws {
         let template = try ChatTemplate.chatML(for: WordTokenizer())
         XCTAssertEqual(template.endOfTurn, 3)
-        XCTAssertEqual(template.prompt(user: "What is 2+2?"),
-                       "<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n")
+        XCTAssertEqual(
+            template.prompt(user: "What is 2+2?"),
+            "<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n")
     }
 
     func testChatMLWithoutTheTokensIsRefused() {

@@ -10,8 +10,10 @@ final class QuantizationTests: XCTestCase {
         return (0..<(rows * cols)).map { _ in Float(rng.nextStudentT4() * 0.02) }
     }
 
-    func quantize(_ w: [Float], rows: Int, cols: Int, _ name: String, group: Int = 64, storage: DType = .f32,
-                  _ configure: (inout QuantizationOptions) -> Void = { _ in }) throws -> QuantizedMatrix {
+    func quantize(
+        _ w: [Float], rows: Int, cols: Int, _ name: String, group: Int = 64, storage: DType = .f32,
+        _ configure: (inout QuantizationOptions) -> Void = { _ in }
+    ) throws -> QuantizedMatrix {
         var o = QuantizationOptions()
         o.groupSize = group
         configure(&o)
@@ -51,8 +53,9 @@ final class QuantizationTests: XCTestCase {
             for (storage, round) in [(DType.f32, { (x: Float) in x }), (.bf16, bf16)] {
                 let q = try quantize(w, rows: rows, cols: cols, "int\(bits)", storage: storage)
                 XCTAssertEqual(q.groupsPerRow, 4)
-                XCTAssertEqual(q.dequantized(), referenceInt(w, rows: rows, cols: cols, bits: bits, group: 64, round: round),
-                               "int\(bits) \(storage)")
+                XCTAssertEqual(
+                    q.dequantized(), referenceInt(w, rows: rows, cols: cols, bits: bits, group: 64, round: round),
+                    "int\(bits) \(storage)")
             }
         }
     }
@@ -62,7 +65,8 @@ final class QuantizationTests: XCTestCase {
     func testTableCodesAreNearestAndScalesFollowTheirSpecs() throws {
         let rows = 5, cols = 200
         var w = matrix(rows: rows, cols: cols)
-        w[3] = 0; w[cols + 7] = -w[cols + 8]  // zeros and symmetric values
+        w[3] = 0
+        w[cols + 7] = -w[cols + 8]  // zeros and symmetric values
         // Every format with a fixed table and no zeros (nf4, fp4, fp4-bnb, iq4_nl, mxfp4, nvfp4).
         for format in FormatRegistry.all where format.sharedTable != nil && !format.hasZeros {
             let name = format.name
@@ -227,7 +231,7 @@ final class QuantizationTests: XCTestCase {
         let w = matrix(rows: rows, cols: cols)
         let image = try SafeTensorsWriter.image([
             .init(name: "model.layers.0.mlp.up_proj.weight", shape: [rows, cols], floats: w, as: .bf16),
-            .init(name: "model.layers.0.input_layernorm.weight", shape: [cols], floats: Array(repeating: 1, count: cols), as: .bf16),
+            .init(name: "model.layers.0.input_layernorm.weight", shape: [cols], floats: Array(repeating: 1, count: cols), as: .bf16)
         ])
         let model = try Model.inMemory(safetensors: image, name: "mem", format: .safetensors)
         let layer = model.tensor(named: "model.layers.0.mlp.up_proj.weight")!
@@ -238,9 +242,10 @@ final class QuantizationTests: XCTestCase {
             let result = try ModelQuantization.quantize(layer, of: model, format: format, options: options)
             let q = try XCTUnwrap(result.matrix)
             let path = dir + "/\(name).safetensors"
-            try QuantizedCheckpoint.write(model: model, quantized: [layer.name: q],
-                                          description: .init(format: name, codeBits: format.codeBits, groupSize: 64, method: "lloyd", sampleWeight: "scale"),
-                                          fakeQuant: false, to: path)
+            try QuantizedCheckpoint.write(
+                model: model, quantized: [layer.name: q],
+                description: .init(format: name, codeBits: format.codeBits, groupSize: 64, method: "lloyd", sampleWeight: "scale"),
+                fakeQuant: false, to: path)
             let (description, layers) = try QuantizedCheckpoint.read(path)
             XCTAssertEqual(description.format, name)
             let back = try XCTUnwrap(layers[layer.name], name)
@@ -264,11 +269,12 @@ final class QuantizationTests: XCTestCase {
         let rows = 8, cols = 136
         let w = matrix(rows: rows, cols: cols)
         let input = dir + "/in.safetensors"
-        try SafeTensorsWriter.write([
-            .init(name: "layers.0.fc.weight", shape: [rows, cols], floats: w, as: .f16),
-            .init(name: "layers.0.fc.bias", shape: [rows], floats: Array(repeating: 0.5, count: rows)),
-            .init(name: "layers.0.big.weight", shape: [4, cols], floats: Array(w.prefix(4 * cols))),
-        ], metadata: ["origin": "test"], to: input)
+        try SafeTensorsWriter.write(
+            [
+                .init(name: "layers.0.fc.weight", shape: [rows, cols], floats: w, as: .f16),
+                .init(name: "layers.0.fc.bias", shape: [rows], floats: Array(repeating: 0.5, count: rows)),
+                .init(name: "layers.0.big.weight", shape: [4, cols], floats: Array(w.prefix(4 * cols)))
+            ], metadata: ["origin": "test"], to: input)
         let out = dir + "/fake.safetensors"
         let r = try runProcess(TestPaths.any4Binary, ["quantize", input, "--format", "any4", "--group-size", "64", "--out", out, "--fake-quant"])
         XCTAssertEqual(r.status, 0, r.stderr)
@@ -291,4 +297,3 @@ final class QuantizationTests: XCTestCase {
         XCTAssertEqual(read["__metadata__"]?["origin"]?.string, "test")
     }
 }
-

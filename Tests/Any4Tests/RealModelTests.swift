@@ -16,8 +16,9 @@ final class RealModelTests: XCTestCase {
         XCTAssertNotNil(model.huggingFace?.vocabTxt)
 
         let names = ["pooler.dense.bias", "encoder.layer.3.attention.self.query.weight", "embeddings.position_ids"]
-        let out = try Python.run("real_model_facts.py", ["safetensors", folder + "/model.safetensors"] + names,
-                                 modules: ["safetensors", "numpy"])
+        let out = try Python.run(
+            "real_model_facts.py", ["safetensors", folder + "/model.safetensors"] + names,
+            modules: ["safetensors", "numpy"])
         let facts = try JSONParser.parse(out, file: "python")
         let header = try XCTUnwrap(facts["tensors"]?.members)
         XCTAssertEqual(Set(model.tensors.map(\.name)), Set(header.map(\.key)))

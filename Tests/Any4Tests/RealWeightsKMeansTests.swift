@@ -22,12 +22,18 @@ final class RealWeightsKMeansTests: XCTestCase {
                 let weights = UnsafeMutableBufferPointer<Float>.allocate(capacity: cols)
                 let scales = UnsafeMutableBufferPointer<Float>.allocate(capacity: groups.count)
                 let zeros = UnsafeMutableBufferPointer<Float>.allocate(capacity: groups.count)
-                defer { scaled.deallocate(); weights.deallocate(); scales.deallocate(); zeros.deallocate() }
+                defer {
+                    scaled.deallocate()
+                    weights.deallocate()
+                    scales.deallocate()
+                    zeros.deallocate()
+                }
                 for r in stride(from: worker, to: rows, by: 2) {
                     w.withUnsafeBufferPointer { all in
-                        AnyFormat.scaleRow(UnsafeBufferPointer(rebasing: all[(r * cols)..<((r + 1) * cols)]), groups: groups, bits: 4,
-                                           storage: StorageRounding(.f32), weighting: .scale, channelWeights: nil,
-                                           scales: scales, zeros: zeros, scaled: scaled, weights: weights)
+                        AnyFormat.scaleRow(
+                            UnsafeBufferPointer(rebasing: all[(r * cols)..<((r + 1) * cols)]), groups: groups, bits: 4,
+                            storage: StorageRounding(.f32), weighting: .scale, channelWeights: nil,
+                            scales: scales, zeros: zeros, scaled: scaled, weights: weights)
                     }
                     do {
                         let v = UnsafeBufferPointer(scaled), wt = UnsafeBufferPointer(weights)
@@ -54,5 +60,9 @@ final class RealWeightsKMeansTests: XCTestCase {
 final class FailureLog: @unchecked Sendable {
     private let lock = NSLock()
     private(set) var messages: [String] = []
-    func add(_ message: String) { lock.lock(); messages.append(message); lock.unlock() }
+    func add(_ message: String) {
+        lock.lock()
+        messages.append(message)
+        lock.unlock()
+    }
 }

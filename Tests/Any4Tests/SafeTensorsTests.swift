@@ -25,17 +25,23 @@ final class SafeTensorsTests: XCTestCase {
             (#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,16]}}"#, 8, .badOffset, "past the data area"),
             (#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[8,0]}}"#, 8, .badOffset, "ordered pair"),
             (#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#, 12, .badOffset, "file holds 12"),
-            (#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F32","shape":[1],"data_offsets":[2,6]}}"#, 6, .badOffset, "overlaps"),
+            (
+                #"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F32","shape":[1],"data_offsets":[2,6]}}"#, 6, .badOffset,
+                "overlaps"
+            ),
             (#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}}"#, 12, .badOffset, "gap"),
             (#"{"a":{"dtype":"Q4","shape":[2],"data_offsets":[0,8]}}"#, 8, .unknownType, "unknown dtype"),
             (#"{"a":{"dtype":"F32","shape":[2.5],"data_offsets":[0,8]}}"#, 8, .badShape, "non-negative integer"),
             (#"{"a":{"dtype":"F32","shape":[4294967296,4294967296,4],"data_offsets":[0,8]}}"#, 8, .badShape, "overflows"),
-            (#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"a":{"dtype":"F32","shape":[0],"data_offsets":[8,8]}}"#, 8, .badHeader, "duplicate key"),
+            (
+                #"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"a":{"dtype":"F32","shape":[0],"data_offsets":[8,8]}}"#, 8, .badHeader,
+                "duplicate key"
+            ),
             (#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8],"x":1}}"#, 8, .badHeader, "unknown field"),
             (#"{"__metadata__":{"k":1}}"#, 0, .badHeader, "not a string"),
             (#"[1,2]"#, 0, .badHeader, "not a JSON object"),
             (#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}"#, 8, .badHeader, "unterminated object"),
-            ("{\"a\u{1}\":1}", 0, .badHeader, "control character"),
+            ("{\"a\u{1}\":1}", 0, .badHeader, "control character")
         ]
         for (header, size, kind, fragment) in cases {
             let e = error(header, dataSize: size)
@@ -57,7 +63,7 @@ final class SafeTensorsTests: XCTestCase {
         let entries: [SafeTensorsWriter.Entry] = [
             .init(name: "w", shape: [5, 7], floats: values),
             .init(name: "h", shape: [35], floats: values, as: .f16),
-            .init(name: "b", shape: [35], floats: values, as: .bf16),
+            .init(name: "b", shape: [35], floats: values, as: .bf16)
         ]
         try SafeTensorsWriter.write(entries, metadata: ["x": "y"], to: dir + "/m.safetensors")
         let file = try SafeTensorsFile(path: dir + "/m.safetensors")
@@ -111,10 +117,14 @@ func makeSparseTwentyGigabyteFile(in dir: String) throws -> String {
     var members: [(key: String, value: JSONValue)] = []
     let bytesEach = 16384 * 16384 * 2
     for i in 0..<40 {
-        members.append(("model.layers.\(i / 4).mlp.proj\(i % 4).weight", .object([
-            ("dtype", .string("F16")), ("shape", .array([JSONValue(16384), JSONValue(16384)])),
-            ("data_offsets", .array([JSONValue(i * bytesEach), JSONValue((i + 1) * bytesEach)])),
-        ])))
+        members.append(
+            (
+                "model.layers.\(i / 4).mlp.proj\(i % 4).weight",
+                .object([
+                    ("dtype", .string("F16")), ("shape", .array([JSONValue(16384), JSONValue(16384)])),
+                    ("data_offsets", .array([JSONValue(i * bytesEach), JSONValue((i + 1) * bytesEach)]))
+                ])
+            ))
     }
     var header = Array(JSONValue.object(members).serialized.utf8)
     while header.count % 8 != 0 { header.append(0x20) }

@@ -118,7 +118,8 @@ final class SizeArithmeticTests: XCTestCase {
                 }
                 let floats = add(add(add(tables, groupEntries), format.hasZeros ? groupEntries : 0), elements)
                 expectedBytes = add(add(elements, floats.flatMap { reference([$0, 4]) }), format.perRowTable ? reference([rows, 8]) : 0)
-                let approx = Double(elements) + 4 * (Double(tables) + Double(groupEntries) * (format.hasZeros ? 2 : 1) + Double(elements))
+                let approx =
+                    Double(elements) + 4 * (Double(tables) + Double(groupEntries) * (format.hasZeros ? 2 : 1) + Double(elements))
                     + (format.perRowTable ? 8 * Double(rows) : 0)
                 if approx < 9.0e18 { XCTAssertNotNil(expectedBytes) }
                 if approx > 9.4e18 { XCTAssertNil(expectedBytes) }
@@ -144,8 +145,11 @@ final class SizeArithmeticTests: XCTestCase {
         let start = Clock.now
         for (rows, cols) in [(1 << 61, 0), (0, 1 << 62), (1_000_000_000, 0), (0, Int.max)] {
             for format in FormatRegistry.all {
-                XCTAssertThrowsError(try Quantizer.quantize([], rows: rows, cols: cols, name: "w", format: format,
-                                                            options: QuantizationOptions())) { error in
+                XCTAssertThrowsError(
+                    try Quantizer.quantize(
+                        [], rows: rows, cols: cols, name: "w", format: format,
+                        options: QuantizationOptions())
+                ) { error in
                     let text = "\(error)"
                     XCTAssertTrue(text.hasPrefix("w: "), text)
                     XCTAssertTrue(text.contains("no weights") || text.contains("overflows"), text)
@@ -223,8 +227,9 @@ final class SizeArithmeticTests: XCTestCase {
     /// The kernel layout refuses what its int fields cannot hold, before allocating.
     func testPackedLinearRefusesSizesTheKernelsCannotIndex() throws {
         func matrix(rows: Int, cols: Int, group: Int) -> QuantizedMatrix {
-            QuantizedMatrix(formatName: "int4", rows: rows, cols: cols, codeBits: 4, groupSize: group, codes: [], tables: [],
-                            perRowTable: false, scales: [], zeros: [], tensorScale: 1, storage: .f32, scaleBits: 32)
+            QuantizedMatrix(
+                formatName: "int4", rows: rows, cols: cols, codeBits: 4, groupSize: group, codes: [], tables: [],
+                perRowTable: false, scales: [], zeros: [], tensorScale: 1, storage: .f32, scaleBits: 32)
         }
         for group in [1 << 31, 1 << 32, 1 << 40, 1 << 62, 65536 + 32] {
             XCTAssertThrowsError(try PackedLinear(matrix(rows: 0, cols: 0, group: group))) { error in

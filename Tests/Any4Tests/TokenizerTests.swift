@@ -59,7 +59,7 @@ final class TokenizerTests: XCTestCase {
         "math ∑ ∫ √ ≤ ≥ ≠ ∞ π",
         "Ǆ ǅ ǆ İstanbul ß ẞ",
         "١٢٣ ٤٥٦ (Arabic digits) ½ ¾ ² Ⅻ",
-        "tab\tseparated\tvalues\n1\t2\t3",
+        "tab\tseparated\tvalues\n1\t2\t3"
     ]
 
     // MARK: - Real models
@@ -94,8 +94,10 @@ final class TokenizerTests: XCTestCase {
         let encodeStart = DispatchTime.now()
         let ids = tokenizer.encode(long, addSpecialTokens: false)
         let encodeSeconds = seconds(since: encodeStart)
-        print(String(format: "SmolLM2 tokenizer: loaded in %.3f s; %d bytes -> %d tokens in %.3f s (%.1f MB/s)",
-                     loadSeconds, long.utf8.count, ids.count, encodeSeconds, Double(long.utf8.count) / encodeSeconds / 1e6))
+        print(
+            String(
+                format: "SmolLM2 tokenizer: loaded in %.3f s; %d bytes -> %d tokens in %.3f s (%.1f MB/s)",
+                loadSeconds, long.utf8.count, ids.count, encodeSeconds, Double(long.utf8.count) / encodeSeconds / 1e6))
     }
 
     func testMiniLMTokenizerJSONMatchesHuggingFace() throws {
@@ -112,14 +114,17 @@ final class TokenizerTests: XCTestCase {
         let long = try Self.longText()
         let texts = Self.texts + [long]
         assertMatches(tokenizer, try reference(folder + "/tokenizer.json", texts), texts, "MiniLM", exactRoundTrip: false)
-        XCTAssertEqual(tokenizer.decode(tokenizer.encode("Hello, World! ÉCOLE", addSpecialTokens: true), skipSpecial: true),
-                       "hello, world! ecole")
+        XCTAssertEqual(
+            tokenizer.decode(tokenizer.encode("Hello, World! ÉCOLE", addSpecialTokens: true), skipSpecial: true),
+            "hello, world! ecole")
 
         let encodeStart = DispatchTime.now()
         _ = tokenizer.encode(long, addSpecialTokens: false)
         let encodeSeconds = seconds(since: encodeStart)
-        print(String(format: "MiniLM tokenizer.json: loaded in %.3f s; %d bytes in %.3f s (%.1f MB/s)",
-                     loadSeconds, long.utf8.count, encodeSeconds, Double(long.utf8.count) / encodeSeconds / 1e6))
+        print(
+            String(
+                format: "MiniLM tokenizer.json: loaded in %.3f s; %d bytes in %.3f s (%.1f MB/s)",
+                loadSeconds, long.utf8.count, encodeSeconds, Double(long.utf8.count) / encodeSeconds / 1e6))
     }
 
     /// vocab.txt with tokenizer_config.json (no tokenizer.json) and a llama.cpp-style BERT GGUF give
@@ -170,19 +175,21 @@ final class TokenizerTests: XCTestCase {
     /// The split scanners against the regexes, piece by piece.
     func testPreTokenizersMatchHuggingFace() throws {
         let dir = try TestPaths.temporaryDirectory(for: self)
-        let texts = Self.texts + [
-            "'s 'S 'ſ 'll 'LL 'Re", "a\u{0301}b \u{0301}x", "x\n\n  y \n z", "abc1234567 12 1", "\r\n\r\nend",
-            " !? \n(hello) .hello 'hello", "\u{2028}u\u{2029}v\u{000B}w", "   ", "1 2  3   4",
-        ]
+        let texts =
+            Self.texts + [
+                "'s 'S 'ſ 'll 'LL 'Re", "a\u{0301}b \u{0301}x", "x\n\n  y \n z", "abc1234567 12 1", "\r\n\r\nend",
+                " !? \n(hello) .hello 'hello", "\u{2028}u\u{2029}v\u{000B}w", "   ", "1 2  3   4"
+            ]
         let path = dir + "/texts.json"
         try JSONValue.array(texts.map { .string($0) }).serialized.write(toFile: path, atomically: true, encoding: .utf8)
-        let json = try JSONParser.parse(try Python.run("tokenize_reference.py", ["pretokenize", path], modules: ["tokenizers"]),
-                                        file: "tokenize_reference.py")
+        let json = try JSONParser.parse(
+            try Python.run("tokenize_reference.py", ["pretokenize", path], modules: ["tokenizers"]),
+            file: "tokenize_reference.py")
         let configurations: [(String, [PreTokenizer.Step])] = [
             ("gpt2", [.byteLevel(addPrefixSpace: false, useRegex: true)]),
             ("smollm", [.digits(individual: true), .byteLevel(addPrefixSpace: false, useRegex: true)]),
             ("llama3", [.split(.llama3), .byteLevel(addPrefixSpace: false, useRegex: false)]),
-            ("qwen2", [.split(.qwen2), .byteLevel(addPrefixSpace: false, useRegex: false)]),
+            ("qwen2", [.split(.qwen2), .byteLevel(addPrefixSpace: false, useRegex: false)])
         ]
         for (name, steps) in configurations {
             let expected = try XCTUnwrap(json[name]?.array, name)
@@ -215,8 +222,9 @@ final class TokenizerTests: XCTestCase {
         }
         let path = dir + "/texts.json"
         try JSONValue.array(texts.map { .string($0) }).serialized.write(toFile: path, atomically: true, encoding: .utf8)
-        let json = try JSONParser.parse(try Python.run("tokenize_reference.py", ["normalize", path], modules: ["tokenizers"]),
-                                        file: "tokenize_reference.py")
+        let json = try JSONParser.parse(
+            try Python.run("tokenize_reference.py", ["normalize", path], modules: ["tokenizers"]),
+            file: "tokenize_reference.py")
         let bert = BertNormalizer()
         for (index, text) in texts.enumerated() {
             let scalars = text.unicodeScalars.map(\.value)
@@ -283,7 +291,7 @@ final class TokenizerTests: XCTestCase {
         let cases: [(file: String, subject: String, text: String)] = [
             ("no-tokenizer.gguf", "tokenizer.ggml.tokens", "no tokenizer"),
             ("unknown-pre.gguf", "tokenizer.ggml.pre", "\"mystery\""),
-            ("bad-merge.gguf", "tokenizer.ggml.merges[1] \"a c\"", "\"c\" is not in the vocabulary"),
+            ("bad-merge.gguf", "tokenizer.ggml.merges[1] \"a c\"", "\"c\" is not in the vocabulary")
         ]
         for (file, subject, text) in cases {
             let model = try Model.open(dir + "/" + file)
@@ -301,20 +309,32 @@ final class TokenizerTests: XCTestCase {
         let bpe = #""model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "ab": 2}, "merges": MERGES}, "pre_tokenizer": {"type": "ByteLevel"}"#
         let cases: [(json: String, subject: String?, text: String)] = [
             (#"{"model": {"type": "BPE", "vocab": {"a": 0"#, nil, "invalid JSON"),
-            ("{" + bpe.replacingOccurrences(of: "MERGES", with: #"["a b", "a c"]"#) + "}", "model.merges[1] \"a c\"", "\"c\" is not in the vocabulary"),
-            ("{" + bpe.replacingOccurrences(of: "MERGES", with: #"[["a", "b"], ["b", "a"]]"#) + "}", "model.merges[1] \"b a\"", "\"ba\" is not in the vocabulary"),
+            (
+                "{" + bpe.replacingOccurrences(of: "MERGES", with: #"["a b", "a c"]"#) + "}", "model.merges[1] \"a c\"",
+                "\"c\" is not in the vocabulary"
+            ),
+            (
+                "{" + bpe.replacingOccurrences(of: "MERGES", with: #"[["a", "b"], ["b", "a"]]"#) + "}", "model.merges[1] \"b a\"",
+                "\"ba\" is not in the vocabulary"
+            ),
             ("{" + bpe.replacingOccurrences(of: "MERGES", with: #"["a b c"]"#) + "}", "model.merges[0]", "left right"),
             (#"{"model": {"type": "BPE", "vocab": [1, 2], "merges": []}}"#, "model.vocab", "not an object"),
             (#"{"model": {"type": "Unigram", "vocab": []}}"#, "model.type", "Unigram"),
             (#"{"added_tokens": [{"id": 1}], "model": {"type": "WordPiece", "vocab": {}}}"#, "added_tokens[0]", "content"),
-            (#"{"model": {"type": "WordPiece", "vocab": {"a": 0}}, "normalizer": null, "pre_tokenizer": {"type": "BertPreTokenizer"}}"#,
-             nil, "[UNK]"),
-            ("{" + bpe.replacingOccurrences(of: "MERGES", with: "[]").replacingOccurrences(of: "ByteLevel", with: "Metaspace") + "}",
-             "pre_tokenizer.type", "Metaspace"),
-            (#"{"model": {"type": "WordPiece", "vocab": {"[UNK]": 0, "a": 2000000000}}, "pre_tokenizer": {"type": "BertPreTokenizer"}}"#,
-             nil, "leaves most ids unused"),
+            (
+                #"{"model": {"type": "WordPiece", "vocab": {"a": 0}}, "normalizer": null, "pre_tokenizer": {"type": "BertPreTokenizer"}}"#,
+                nil, "[UNK]"
+            ),
+            (
+                "{" + bpe.replacingOccurrences(of: "MERGES", with: "[]").replacingOccurrences(of: "ByteLevel", with: "Metaspace") + "}",
+                "pre_tokenizer.type", "Metaspace"
+            ),
+            (
+                #"{"model": {"type": "WordPiece", "vocab": {"[UNK]": 0, "a": 2000000000}}, "pre_tokenizer": {"type": "BertPreTokenizer"}}"#,
+                nil, "leaves most ids unused"
+            ),
             (#"{"model": {}}"#, "model.type", "(none)"),
-            ("[]", "model", "no \"model\""),
+            ("[]", "model", "no \"model\"")
         ]
         for (index, (json, subject, text)) in cases.enumerated() {
             let folder = dir + "/case\(index)"
@@ -357,13 +377,16 @@ final class TokenizerTests: XCTestCase {
             func strings(_ key: String) throws -> [String] {
                 try XCTUnwrap(json[key]?.array).map { try XCTUnwrap($0.string) }
             }
-            return Reference(plain: try ids("plain"), special: try ids("special"),
-                             decoded: try strings("decoded"), decodedSkip: try strings("decoded_skip"))
+            return Reference(
+                plain: try ids("plain"), special: try ids("special"),
+                decoded: try strings("decoded"), decodedSkip: try strings("decoded_skip"))
         }
     }
 
-    private func assertMatches(_ tokenizer: any TextTokenizer, _ reference: Reference, _ texts: [String], _ name: String,
-                               exactRoundTrip: Bool, file: StaticString = #filePath, line: UInt = #line) {
+    private func assertMatches(
+        _ tokenizer: any TextTokenizer, _ reference: Reference, _ texts: [String], _ name: String,
+        exactRoundTrip: Bool, file: StaticString = #filePath, line: UInt = #line
+    ) {
         XCTAssertEqual(reference.plain.count, texts.count, file: file, line: line)
         for (i, text) in texts.enumerated() where i < reference.plain.count {
             let label = "\(name): \(text.count > 80 ? "text #\(i) (\(text.utf8.count) bytes)" : text.debugDescription)"
@@ -371,10 +394,12 @@ final class TokenizerTests: XCTestCase {
             let special = tokenizer.encode(text, addSpecialTokens: true)
             assertSameIDs(plain, reference.plain[i], "\(label), no special tokens", file: file, line: line)
             assertSameIDs(special, reference.special[i], "\(label), special tokens", file: file, line: line)
-            XCTAssertEqual(tokenizer.decode(reference.special[i], skipSpecial: false), reference.decoded[i], "\(label): decode",
-                           file: file, line: line)
-            XCTAssertEqual(tokenizer.decode(reference.special[i], skipSpecial: true), reference.decodedSkip[i],
-                           "\(label): decode skipping special tokens", file: file, line: line)
+            XCTAssertEqual(
+                tokenizer.decode(reference.special[i], skipSpecial: false), reference.decoded[i], "\(label): decode",
+                file: file, line: line)
+            XCTAssertEqual(
+                tokenizer.decode(reference.special[i], skipSpecial: true), reference.decodedSkip[i],
+                "\(label): decode skipping special tokens", file: file, line: line)
             XCTAssertTrue(special.allSatisfy { (0..<tokenizer.vocabularySize).contains($0) }, label, file: file, line: line)
             if exactRoundTrip {
                 XCTAssertEqual(tokenizer.decode(plain, skipSpecial: false), text, "\(label): round trip", file: file, line: line)
@@ -386,13 +411,16 @@ final class TokenizerTests: XCTestCase {
     private func assertSameIDs(_ ours: [Int], _ theirs: [Int], _ label: String, file: StaticString, line: UInt) {
         guard ours != theirs else { return }
         let first = (0..<min(ours.count, theirs.count)).first { ours[$0] != theirs[$0] } ?? min(ours.count, theirs.count)
-        XCTFail("\(label): \(ours.count) ids vs \(theirs.count), first difference at \(first): "
+        XCTFail(
+            "\(label): \(ours.count) ids vs \(theirs.count), first difference at \(first): "
                 + "ours \(Array(ours[first..<min(first + 8, ours.count)])), theirs \(Array(theirs[first..<min(first + 8, theirs.count)]))",
-                file: file, line: line)
+            file: file, line: line)
     }
 
-    private func assertSameScalars(_ ours: [UInt32], _ theirs: String?, _ label: String,
-                                   file: StaticString = #filePath, line: UInt = #line) {
+    private func assertSameScalars(
+        _ ours: [UInt32], _ theirs: String?, _ label: String,
+        file: StaticString = #filePath, line: UInt = #line
+    ) {
         guard let theirs = theirs?.unicodeScalars.map(\.value) else { return XCTFail("\(label): no reference", file: file, line: line) }
         guard ours != theirs else { return }
         let first = (0..<min(ours.count, theirs.count)).first { ours[$0] != theirs[$0] } ?? min(ours.count, theirs.count)

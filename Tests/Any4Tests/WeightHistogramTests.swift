@@ -13,8 +13,9 @@ final class WeightHistogramTests: XCTestCase {
         var options = QuantizationOptions()
         options.groupSize = group
         options.threads = 1
-        return try Quantizer.quantize(values, rows: 1, cols: values.count, name: "row", format: FormatRegistry.named("any4"),
-                                      options: options)
+        return try Quantizer.quantize(
+            values, rows: 1, cols: values.count, name: "row", format: FormatRegistry.named("any4"),
+            options: options)
     }
 
     /// Every value lands in one bin (the scaled domain's range holds every group-scaled weight),

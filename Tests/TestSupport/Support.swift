@@ -28,9 +28,9 @@ public enum TestPaths {
             if FileManager.default.isExecutableFile(atPath: path) { return path }
         }
         #if DEBUG
-        return packageRoot + "/.build/debug/any4"
+            return packageRoot + "/.build/debug/any4"
         #else
-        return packageRoot + "/.build/release/any4"
+            return packageRoot + "/.build/release/any4"
         #endif
     }
 
@@ -81,13 +81,17 @@ public func runProcess(_ executable: String, _ arguments: [String], environment:
     let group = DispatchGroup()
     nonisolated(unsafe) var outData = Data(), errData = Data()
     group.enter()
-    DispatchQueue.global().async { outData = out.fileHandleForReading.readDataToEndOfFile(); group.leave() }
+    DispatchQueue.global().async {
+        outData = out.fileHandleForReading.readDataToEndOfFile()
+        group.leave()
+    }
     errData = err.fileHandleForReading.readDataToEndOfFile()
     group.wait()
     process.waitUntilExit()
-    return ProcessResult(status: process.terminationStatus,
-                         stdout: String(decoding: outData, as: UTF8.self),
-                         stderr: String(decoding: errData, as: UTF8.self))
+    return ProcessResult(
+        status: process.terminationStatus,
+        stdout: String(decoding: outData, as: UTF8.self),
+        stderr: String(decoding: errData, as: UTF8.self))
 }
 
 /// Python 3 with the PyPI packages a cross-check needs.
@@ -122,8 +126,9 @@ public enum Python {
         let python = try require(modules)
         let r = try runProcess(python, [TestPaths.packageRoot + "/Tests/Python/" + script] + arguments)
         guard r.status == 0 else {
-            throw NSError(domain: "python", code: Int(r.status),
-                          userInfo: [NSLocalizedDescriptionKey: "\(script) failed: \(r.stderr)"])
+            throw NSError(
+                domain: "python", code: Int(r.status),
+                userInfo: [NSLocalizedDescriptionKey: "\(script) failed: \(r.stderr)"])
         }
         return r.stdout
     }
@@ -139,13 +144,16 @@ public func readFloat32File(_ path: String) throws -> [Float] {
 
 /// Bitwise equality of two float arrays (NaN equals NaN of the same payload), with the first
 /// mismatch reported.
-public func assertBitwiseEqual(_ actual: [Float], _ expected: [Float], _ what: String,
-                               file: StaticString = #filePath, line: UInt = #line) {
+public func assertBitwiseEqual(
+    _ actual: [Float], _ expected: [Float], _ what: String,
+    file: StaticString = #filePath, line: UInt = #line
+) {
     XCTAssertEqual(actual.count, expected.count, "\(what): element count", file: file, line: line)
     for i in 0..<min(actual.count, expected.count) where actual[i].bitPattern != expected[i].bitPattern {
         // -0 and +0 differ in bits; a reader must keep the sign too, so no exception is made.
-        XCTFail("\(what): element \(i) is \(actual[i]) (0x\(String(actual[i].bitPattern, radix: 16))), expected \(expected[i]) (0x\(String(expected[i].bitPattern, radix: 16)))",
-                file: file, line: line)
+        XCTFail(
+            "\(what): element \(i) is \(actual[i]) (0x\(String(actual[i].bitPattern, radix: 16))), expected \(expected[i]) (0x\(String(expected[i].bitPattern, radix: 16)))",
+            file: file, line: line)
         return
     }
 }

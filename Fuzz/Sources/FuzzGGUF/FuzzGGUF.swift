@@ -1,7 +1,7 @@
 import Any4Core
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// FUZZ_VERBOSE=1 prints whether each input parsed (to check seeds: `TARGET -runs=0 corpus/TARGET`).
@@ -49,4 +49,3 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     }
     return 0
 }
-

@@ -8,16 +8,20 @@ public indirect enum GGUFValue: Sendable, Equatable, CustomStringConvertible {
     /// GGUF's value type ids.
     public static let typeNames: [UInt32: String] = [
         0: "UINT8", 1: "INT8", 2: "UINT16", 3: "INT16", 4: "UINT32", 5: "INT32", 6: "FLOAT32",
-        7: "BOOL", 8: "STRING", 9: "ARRAY", 10: "UINT64", 11: "INT64", 12: "FLOAT64",
+        7: "BOOL", 8: "STRING", 9: "ARRAY", 10: "UINT64", 11: "INT64", 12: "FLOAT64"
     ]
 
     /// The value as an integer, if it is one (any width) and fits.
     public var int: Int? {
         switch self {
-        case .uint8(let v): Int(v); case .int8(let v): Int(v)
-        case .uint16(let v): Int(v); case .int16(let v): Int(v)
-        case .uint32(let v): Int(v); case .int32(let v): Int(v)
-        case .uint64(let v): Int(exactly: v); case .int64(let v): Int(exactly: v)
+        case .uint8(let v): Int(v)
+        case .int8(let v): Int(v)
+        case .uint16(let v): Int(v)
+        case .int16(let v): Int(v)
+        case .uint32(let v): Int(v)
+        case .int32(let v): Int(v)
+        case .uint64(let v): Int(exactly: v)
+        case .int64(let v): Int(exactly: v)
         default: nil
         }
     }
@@ -36,9 +40,17 @@ public indirect enum GGUFValue: Sendable, Equatable, CustomStringConvertible {
 
     public var description: String {
         switch self {
-        case .uint8(let v): "\(v)"; case .int8(let v): "\(v)"; case .uint16(let v): "\(v)"; case .int16(let v): "\(v)"
-        case .uint32(let v): "\(v)"; case .int32(let v): "\(v)"; case .uint64(let v): "\(v)"; case .int64(let v): "\(v)"
-        case .float32(let v): "\(v)"; case .float64(let v): "\(v)"; case .bool(let v): "\(v)"
+        case .uint8(let v): "\(v)"
+        case .int8(let v): "\(v)"
+        case .uint16(let v): "\(v)"
+        case .int16(let v): "\(v)"
+        case .uint32(let v): "\(v)"
+        case .int32(let v): "\(v)"
+        case .uint64(let v): "\(v)"
+        case .int64(let v): "\(v)"
+        case .float32(let v): "\(v)"
+        case .float64(let v): "\(v)"
+        case .bool(let v): "\(v)"
         case .string(let s): s
         case .array(let type, let items):
             "[\(items.count) × \(GGUFValue.typeNames[type] ?? "?")]"
@@ -83,8 +95,9 @@ public final class GGUFFile: Sendable {
         }
         version = try c.read(UInt32.self, for: "the version")
         guard version == 2 || version == 3 else {
-            throw FileFormatError(file: file, kind: .unsupported,
-                                  "GGUF version \(version) is not supported (2 and 3 are)", offset: 4)
+            throw FileFormatError(
+                file: file, kind: .unsupported,
+                "GGUF version \(version) is not supported (2 and 3 are)", offset: 4)
         }
         let tensorCountOffset = c.offset
         let tensorCount = try c.read(UInt64.self, for: "the tensor count")
@@ -92,12 +105,14 @@ public final class GGUFFile: Sendable {
         let kvCount = try c.read(UInt64.self, for: "the metadata count")
         // Each KV needs at least 8 (key length) + 4 (type) + 1 bytes; each tensor info 8 + 4 + 4 + 8.
         guard kvCount <= UInt64(c.remaining / 13) else {
-            throw FileFormatError(file: file, kind: .badShape,
-                                  "metadata count \(kvCount) cannot fit in the \(c.remaining) bytes left", offset: kvCountOffset)
+            throw FileFormatError(
+                file: file, kind: .badShape,
+                "metadata count \(kvCount) cannot fit in the \(c.remaining) bytes left", offset: kvCountOffset)
         }
         guard tensorCount <= UInt64(c.remaining / 24) else {
-            throw FileFormatError(file: file, kind: .badShape,
-                                  "tensor count \(tensorCount) cannot fit in the \(c.remaining) bytes left", offset: tensorCountOffset)
+            throw FileFormatError(
+                file: file, kind: .badShape,
+                "tensor count \(tensorCount) cannot fit in the \(c.remaining) bytes left", offset: tensorCountOffset)
         }
 
         var metadata: [(key: String, value: GGUFValue)] = []
@@ -119,8 +134,9 @@ public final class GGUFFile: Sendable {
         var alignment = 32
         if let entry = metadata.first(where: { $0.key == "general.alignment" }) {
             guard case .uint32(let value) = entry.value, value > 0, value & (value - 1) == 0, value <= 1 << 20 else {
-                throw FileFormatError(file: file, kind: .badHeader,
-                                      "general.alignment must be a UINT32 power of two, got \(entry.value)", subject: "general.alignment")
+                throw FileFormatError(
+                    file: file, kind: .badHeader,
+                    "general.alignment must be a UINT32 power of two, got \(entry.value)", subject: "general.alignment")
             }
             alignment = Int(value)
         }
@@ -164,7 +180,8 @@ public final class GGUFFile: Sendable {
                 throw fail(.badShape, "row length \(ne[0]) is not a multiple of \(type.name)'s block size \(type.blockSize)", dimsOffset)
             }
             guard let count = checkedProduct(ne),
-                  let bytes = (count / type.blockSize).multipliedChecked(by: type.typeSize) else {
+                let bytes = (count / type.blockSize).multipliedChecked(by: type.typeSize)
+            else {
                 throw fail(.badShape, "shape \(Array(ne.reversed())) overflows", dimsOffset)
             }
             raw.append((name, Array(ne.reversed()), type, Int(rel), bytes, offsetAt))
@@ -174,8 +191,9 @@ public final class GGUFFile: Sendable {
         let padded = (headerEnd + alignment - 1) / alignment * alignment
         // A file with no tensors may end right after its header.
         guard padded <= store.count || raw.isEmpty else {
-            throw FileFormatError(file: file, kind: .truncated,
-                                  "file ends before the tensor data section at \(padded)", offset: store.count)
+            throw FileFormatError(
+                file: file, kind: .truncated,
+                "file ends before the tensor data section at \(padded)", offset: store.count)
         }
         dataOffset = padded
         let dataSize = max(0, store.count - padded)
@@ -184,17 +202,21 @@ public final class GGUFFile: Sendable {
         infos.reserveCapacity(raw.count)
         for entry in raw {
             guard let end = entry.offset.addingChecked(entry.bytes), end <= dataSize else {
-                throw FileFormatError(file: file, kind: .badOffset,
-                                      "data [\(entry.offset), +\(entry.bytes)) runs past the end of the data section (\(dataSize) bytes)",
-                                      offset: entry.at, subject: "tensor \"\(entry.name)\"")
+                throw FileFormatError(
+                    file: file, kind: .badOffset,
+                    "data [\(entry.offset), +\(entry.bytes)) runs past the end of the data section (\(dataSize) bytes)",
+                    offset: entry.at, subject: "tensor \"\(entry.name)\"")
             }
-            infos.append(TensorInfo(name: entry.name, shape: entry.shape, encoding: .ggml(entry.type),
-                                    offset: padded + entry.offset, byteCount: entry.bytes))
+            infos.append(
+                TensorInfo(
+                    name: entry.name, shape: entry.shape, encoding: .ggml(entry.type),
+                    offset: padded + entry.offset, byteCount: entry.bytes))
         }
         let byOffset = infos.sorted { ($0.offset, $0.byteCount) < ($1.offset, $1.byteCount) }
         for (a, b) in zip(byOffset, byOffset.dropFirst()) where a.offset + a.byteCount > b.offset && b.byteCount > 0 {
-            throw FileFormatError(file: file, kind: .badOffset,
-                                  "data overlaps tensor \"\(a.name)\"", offset: b.offset, subject: "tensor \"\(b.name)\"")
+            throw FileFormatError(
+                file: file, kind: .badOffset,
+                "data overlaps tensor \"\(a.name)\"", offset: b.offset, subject: "tensor \"\(b.name)\"")
         }
         tensors = infos
     }
@@ -205,8 +227,9 @@ public final class GGUFFile: Sendable {
         let at = c.offset
         let length = try c.read(UInt64.self, for: "the length of \(what)")
         guard length <= UInt64(maxStringLength) else {
-            throw FileFormatError(file: c.file, kind: .tooLarge,
-                                  "\(what) declares \(length) bytes (limit \(maxStringLength))", offset: at)
+            throw FileFormatError(
+                file: c.file, kind: .tooLarge,
+                "\(what) declares \(length) bytes (limit \(maxStringLength))", offset: at)
         }
         return try c.readUTF8(Int(length), for: what)
     }
@@ -236,18 +259,25 @@ public final class GGUFFile: Sendable {
             let elementTypeOffset = c.offset
             let elementType = try c.read(UInt32.self, for: "the element type of \(key)")
             guard GGUFValue.typeNames[elementType] != nil else {
-                throw FileFormatError(file: c.file, kind: .unknownType, "unknown array element type \(elementType)",
-                                      offset: elementTypeOffset, subject: key)
+                throw FileFormatError(
+                    file: c.file, kind: .unknownType, "unknown array element type \(elementType)",
+                    offset: elementTypeOffset, subject: key)
             }
             let countOffset = c.offset
             let count = try c.read(UInt64.self, for: "the length of \(key)")
-            let minimum: UInt64 = switch elementType {
-            case 0, 1, 7: 1; case 2, 3: 2; case 4, 5, 6: 4; case 8, 10, 11, 12: 8; default: 12
-            }
+            let minimum: UInt64 =
+                switch elementType {
+                case 0, 1, 7: 1
+                case 2, 3: 2
+                case 4, 5, 6: 4
+                case 8, 10, 11, 12: 8
+                default: 12
+                }
             guard count <= UInt64(c.remaining) / minimum else {
-                throw FileFormatError(file: c.file, kind: .truncated,
-                                      "array of \(count) elements cannot fit in the \(c.remaining) bytes left",
-                                      offset: countOffset, subject: key)
+                throw FileFormatError(
+                    file: c.file, kind: .truncated,
+                    "array of \(count) elements cannot fit in the \(c.remaining) bytes left",
+                    offset: countOffset, subject: key)
             }
             var items: [GGUFValue] = []
             items.reserveCapacity(Int(count))

@@ -1,7 +1,7 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// A Hugging Face model folder: `config.json`, one `model.safetensors` or a sharded set with
@@ -42,8 +42,9 @@ public struct HFFolder: Sendable {
         } else {
             let found = listDirectory(path).filter { $0.hasSuffix(".safetensors") }.sorted()
             guard !found.isEmpty else {
-                throw FileFormatError(file: path, kind: .io,
-                                      "folder has no model.safetensors, model.safetensors.index.json or other .safetensors file")
+                throw FileFormatError(
+                    file: path, kind: .io,
+                    "folder has no model.safetensors, model.safetensors.index.json or other .safetensors file")
             }
             weightFiles = found.map { path + "/" + $0 }
         }

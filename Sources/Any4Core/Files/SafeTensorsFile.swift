@@ -28,13 +28,15 @@ public final class SafeTensorsFile: Sendable {
         var cursor = ByteCursor(store.bytes, file: file)
         let declared = try cursor.read(UInt64.self, for: "the 8-byte header length")
         guard declared <= UInt64(Self.maxHeaderLength) else {
-            throw FileFormatError(file: file, kind: .tooLarge,
-                                  "header length \(declared) exceeds the limit of \(Self.maxHeaderLength) bytes", offset: 0)
+            throw FileFormatError(
+                file: file, kind: .tooLarge,
+                "header length \(declared) exceeds the limit of \(Self.maxHeaderLength) bytes", offset: 0)
         }
         let length = Int(declared)
         guard length <= cursor.remaining else {
-            throw FileFormatError(file: file, kind: .truncated,
-                                  "header length \(length) runs past the end of the file (\(store.count) bytes)", offset: 0)
+            throw FileFormatError(
+                file: file, kind: .truncated,
+                "header length \(length) runs past the end of the file (\(store.count) bytes)", offset: 0)
         }
         headerLength = length
         let headerBytes = try cursor.slice(length, for: "the JSON header")
@@ -55,8 +57,9 @@ public final class SafeTensorsFile: Sendable {
                 }
                 for (key, item) in map {
                     guard let text = item.string else {
-                        throw FileFormatError(file: file, kind: .badHeader,
-                                              "__metadata__ value of \"\(key)\" is not a string", offset: 8)
+                        throw FileFormatError(
+                            file: file, kind: .badHeader,
+                            "__metadata__ value of \"\(key)\" is not a string", offset: 8)
                     }
                     metadata[key] = text
                 }
@@ -76,14 +79,19 @@ public final class SafeTensorsFile: Sendable {
             guard let shapeItems = value["shape"]?.array else { throw fail(.badHeader, "missing array field \"shape\"") }
             var shape: [Int] = []
             for item in shapeItems {
-                guard let dim = item.int, dim >= 0 else { throw fail(.badShape, "shape \(value["shape"]!.serialized) has a dimension that is not a non-negative integer") }
+                guard let dim = item.int, dim >= 0 else {
+                    throw fail(.badShape, "shape \(value["shape"]!.serialized) has a dimension that is not a non-negative integer")
+                }
                 shape.append(dim)
             }
             guard let offsets = value["data_offsets"]?.array, offsets.count == 2,
-                  let begin = offsets[0].int, let end = offsets[1].int else {
+                let begin = offsets[0].int, let end = offsets[1].int
+            else {
                 throw fail(.badHeader, "data_offsets must be two integers")
             }
-            guard begin >= 0, begin <= end else { throw fail(.badOffset, "data_offsets [\(begin), \(end)] are not an ordered pair of non-negative integers") }
+            guard begin >= 0, begin <= end else {
+                throw fail(.badOffset, "data_offsets [\(begin), \(end)] are not an ordered pair of non-negative integers")
+            }
             guard end <= dataSize else {
                 throw fail(.badOffset, "data_offsets [\(begin), \(end)] run past the data area (\(dataSize) bytes)")
             }
@@ -91,26 +99,33 @@ public final class SafeTensorsFile: Sendable {
                 throw fail(.badShape, "shape \(shape) overflows")
             }
             guard end - begin == bytes else {
-                throw fail(.badShape, "shape \(shape) of \(dtype.rawValue) needs \(bytes) bytes but data_offsets [\(begin), \(end)] hold \(end - begin)")
+                throw fail(
+                    .badShape, "shape \(shape) of \(dtype.rawValue) needs \(bytes) bytes but data_offsets [\(begin), \(end)] hold \(end - begin)")
             }
-            entries.append((TensorInfo(name: name, shape: shape, encoding: .plain(dtype),
-                                       offset: dataStart + begin, byteCount: bytes), begin, end))
+            entries.append(
+                (
+                    TensorInfo(
+                        name: name, shape: shape, encoding: .plain(dtype),
+                        offset: dataStart + begin, byteCount: bytes), begin, end
+                ))
         }
         entries.sort { ($0.begin, $0.end) < ($1.begin, $1.end) }
         var expected = 0
         for entry in entries {
             guard entry.begin == expected else {
                 let what = entry.begin < expected ? "overlaps the previous tensor" : "leaves a gap after the previous tensor"
-                throw FileFormatError(file: file, kind: .badOffset,
-                                      "data starts at \(entry.begin), expected \(expected): \(what)",
-                                      offset: dataStart + entry.begin, subject: "tensor \"\(entry.info.name)\"")
+                throw FileFormatError(
+                    file: file, kind: .badOffset,
+                    "data starts at \(entry.begin), expected \(expected): \(what)",
+                    offset: dataStart + entry.begin, subject: "tensor \"\(entry.info.name)\"")
             }
             expected = entry.end
         }
         guard expected == dataSize else {
-            throw FileFormatError(file: file, kind: .badOffset,
-                                  "tensors cover \(expected) bytes of data but the file holds \(dataSize) after the header",
-                                  offset: dataStart + expected)
+            throw FileFormatError(
+                file: file, kind: .badOffset,
+                "tensors cover \(expected) bytes of data but the file holds \(dataSize) after the header",
+                offset: dataStart + expected)
         }
         tensors = entries.map(\.info)
         self.metadata = metadata

@@ -36,14 +36,18 @@ public enum SafeTensorsWriter {
     /// A header longer than ``SafeTensorsFile/maxHeaderLength`` (which no reader accepts) is
     /// refused before any file is created. Cancelling `progress` stops the write with
     /// ``QuantizationError/cancelled`` and leaves `path` as it was.
-    public static func write(_ entries: [Entry], metadata: [String: String] = [:], to path: String,
-                             progress: Progress? = nil) throws {
+    public static func write(
+        _ entries: [Entry], metadata: [String: String] = [:], to path: String,
+        progress: Progress? = nil
+    ) throws {
         try write(entries, metadata: metadata, to: path, progress: progress, headerLimit: SafeTensorsFile.maxHeaderLength)
     }
 
     /// ``write(_:metadata:to:progress:)`` with another header limit (tests).
-    package static func write(_ entries: [Entry], metadata: [String: String], to path: String, progress: Progress?,
-                              headerLimit: Int) throws {
+    package static func write(
+        _ entries: [Entry], metadata: [String: String], to path: String, progress: Progress?,
+        headerLimit: Int
+    ) throws {
         let (prefix, ordered) = try layout(entries, metadata: metadata, file: path, headerLimit: headerLimit)
         let writer = try AtomicFileWriter(path: path, progress: progress)
         try writer.write(prefix)
@@ -62,17 +66,20 @@ public enum SafeTensorsWriter {
 
     /// Validates the entries and returns the 8-byte length plus padded header, and the data order.
     /// A header over `headerLimit` bytes (tests pass a small one) is a `.tooLarge` error.
-    package static func layout(_ entries: [Entry], metadata: [String: String], file: String,
-                               headerLimit: Int = SafeTensorsFile.maxHeaderLength) throws -> ([UInt8], [Entry]) {
+    package static func layout(
+        _ entries: [Entry], metadata: [String: String], file: String,
+        headerLimit: Int = SafeTensorsFile.maxHeaderLength
+    ) throws -> ([UInt8], [Entry]) {
         var seen = Set<String>()
         for entry in entries {
             guard entry.name != "__metadata__", seen.insert(entry.name).inserted else {
                 throw FileFormatError(file: file, kind: .badHeader, "duplicate or reserved tensor name", subject: entry.name)
             }
             guard let count = checkedProduct(entry.shape), count * entry.dtype.size == entry.bytes.count else {
-                throw FileFormatError(file: file, kind: .badShape,
-                                      "shape \(entry.shape) of \(entry.dtype.rawValue) does not match \(entry.bytes.count) bytes",
-                                      subject: entry.name)
+                throw FileFormatError(
+                    file: file, kind: .badShape,
+                    "shape \(entry.shape) of \(entry.dtype.rawValue) does not match \(entry.bytes.count) bytes",
+                    subject: entry.name)
             }
         }
         let ordered = entries.sorted { ($1.dtype.size, $0.name) < ($0.dtype.size, $1.name) }
@@ -82,19 +89,24 @@ public enum SafeTensorsWriter {
         }
         var position = 0
         for entry in ordered {
-            members.append((entry.name, .object([
-                ("dtype", .string(entry.dtype.rawValue)),
-                ("shape", .array(entry.shape.map { JSONValue($0) })),
-                ("data_offsets", .array([JSONValue(position), JSONValue(position + entry.bytes.count)])),
-            ])))
+            members.append(
+                (
+                    entry.name,
+                    .object([
+                        ("dtype", .string(entry.dtype.rawValue)),
+                        ("shape", .array(entry.shape.map { JSONValue($0) })),
+                        ("data_offsets", .array([JSONValue(position), JSONValue(position + entry.bytes.count)]))
+                    ])
+                ))
             position += entry.bytes.count
         }
         var header = Array(JSONValue.object(members).serialized.utf8)
         while header.count % 8 != 0 { header.append(0x20) }
         guard header.count <= headerLimit else {
-            throw FileFormatError(file: file, kind: .tooLarge,
-                                  "the header would be \(header.count) bytes (\(entries.count) tensors, \(metadata.count) metadata keys), "
-                                  + "over the safetensors limit of \(headerLimit) bytes that readers enforce; nothing was written")
+            throw FileFormatError(
+                file: file, kind: .tooLarge,
+                "the header would be \(header.count) bytes (\(entries.count) tensors, \(metadata.count) metadata keys), "
+                    + "over the safetensors limit of \(headerLimit) bytes that readers enforce; nothing was written")
         }
         return (withUnsafeBytes(of: UInt64(header.count).littleEndian) { Array($0) } + header, ordered)
     }

@@ -77,8 +77,10 @@ public final class Model: Sendable {
         }
     }
 
-    init(path: String, format: ModelFormat, stores: [ByteStore], tensors: [(TensorInfo, Int)],
-         config: ModelConfig, metadata: [(key: String, value: String)], gguf: GGUFFile? = nil, huggingFace: HFFolder? = nil) {
+    init(
+        path: String, format: ModelFormat, stores: [ByteStore], tensors: [(TensorInfo, Int)],
+        config: ModelConfig, metadata: [(key: String, value: String)], gguf: GGUFFile? = nil, huggingFace: HFFolder? = nil
+    ) {
         self.path = path
         self.format = format
         self.stores = stores
@@ -86,7 +88,8 @@ public final class Model: Sendable {
         self.metadata = metadata
         self.gguf = gguf
         self.huggingFace = huggingFace
-        self.tensors = tensors
+        self.tensors =
+            tensors
             .map { Model.place($0.0, fileIndex: $0.1) }
             .sorted { Model.naturalLess($0.name, $1.name) }
     }
@@ -111,20 +114,23 @@ public final class Model: Sendable {
                 metadata += st.metadata.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
             }
             let config = folder.config.map(ModelConfig.init(huggingFace:)) ?? ModelConfig()
-            return Model(path: path, format: .huggingFace, stores: stores, tensors: tensors,
-                         config: config, metadata: metadata, huggingFace: folder)
+            return Model(
+                path: path, format: .huggingFace, stores: stores, tensors: tensors,
+                config: config, metadata: metadata, huggingFace: folder)
         }
         let store = try ByteStore(mapping: path)
         if store.count >= 4, store.bytes.loadUnaligned(as: UInt32.self) == UInt32(0x4655_4747).littleEndian {
             let file = try GGUFFile(store: store)
             let metadata = file.metadata.map { (key: $0.key, value: $0.value.description) }
-            return Model(path: path, format: .gguf, stores: [store], tensors: file.tensors.map { ($0, 0) },
-                         config: ModelConfig(gguf: file), metadata: metadata, gguf: file)
+            return Model(
+                path: path, format: .gguf, stores: [store], tensors: file.tensors.map { ($0, 0) },
+                config: ModelConfig(gguf: file), metadata: metadata, gguf: file)
         }
         if !path.hasSuffix(".safetensors") && !looksLikeSafetensors(store) {
-            throw FileFormatError(file: path, kind: .badMagic,
-                                  "not a model file: neither GGUF (magic \"GGUF\") nor safetensors (8-byte header length, then a JSON object)",
-                                  offset: 0)
+            throw FileFormatError(
+                file: path, kind: .badMagic,
+                "not a model file: neither GGUF (magic \"GGUF\") nor safetensors (8-byte header length, then a JSON object)",
+                offset: 0)
         }
         let file = try SafeTensorsFile(store: store)
         var config = ModelConfig()
@@ -132,16 +138,20 @@ public final class Model: Sendable {
         if fileExists(folder + "/config.json") {
             config = ModelConfig(huggingFace: try readJSONFile(folder + "/config.json"))
         }
-        return Model(path: path, format: .safetensors, stores: [store], tensors: file.tensors.map { ($0, 0) },
-                     config: config, metadata: file.metadata.sorted { $0.key < $1.key }.map { ($0.key, $0.value) })
+        return Model(
+            path: path, format: .safetensors, stores: [store], tensors: file.tensors.map { ($0, 0) },
+            config: config, metadata: file.metadata.sorted { $0.key < $1.key }.map { ($0.key, $0.value) })
     }
 
     /// Wraps an in-memory safetensors image (the demo model, tests).
-    public static func inMemory(safetensors bytes: [UInt8], name: String, format: ModelFormat = .demo,
-                                config: ModelConfig = ModelConfig()) throws -> Model {
+    public static func inMemory(
+        safetensors bytes: [UInt8], name: String, format: ModelFormat = .demo,
+        config: ModelConfig = ModelConfig()
+    ) throws -> Model {
         let file = try SafeTensorsFile(store: ByteStore(copying: bytes, name: name))
-        return Model(path: name, format: format, stores: [file.store], tensors: file.tensors.map { ($0, 0) },
-                     config: config, metadata: file.metadata.sorted { $0.key < $1.key }.map { ($0.key, $0.value) })
+        return Model(
+            path: name, format: format, stores: [file.store], tensors: file.tensors.map { ($0, 0) },
+            config: config, metadata: file.metadata.sorted { $0.key < $1.key }.map { ($0.key, $0.value) })
     }
 
     // MARK: - Decoding
@@ -151,8 +161,9 @@ public final class Model: Sendable {
     /// Throws unless this tensor's storage can be decoded to Float.
     public func checkDecodable(_ tensor: ModelTensor) throws {
         if case .ggml(let type) = tensor.info.encoding, !type.isDecodable {
-            throw FileFormatError(file: stores[tensor.fileIndex].name, kind: .unsupported,
-                                  "ggml type \(type.name) cannot be decoded yet", subject: tensor.name)
+            throw FileFormatError(
+                file: stores[tensor.fileIndex].name, kind: .unsupported,
+                "ggml type \(type.name) cannot be decoded yet", subject: tensor.name)
         }
     }
 
@@ -160,8 +171,9 @@ public final class Model: Sendable {
     /// machine can give (a small block-quantized file can decode to many times its size).
     public func decode(_ tensor: ModelTensor) throws -> [Float] {
         try checkDecodable(tensor)
-        try MemoryBudget.check(try Sizes.product([tensor.info.elementCount, 4], "\(tensor.name): f32 bytes"),
-                               for: "decoding \(tensor.name) \(Formatting.shape(tensor.shape)) to f32")
+        try MemoryBudget.check(
+            try Sizes.product([tensor.info.elementCount, 4], "\(tensor.name): f32 bytes"),
+            for: "decoding \(tensor.name) \(Formatting.shape(tensor.shape)) to f32")
         return tensor.info.decodeAll(from: stores[tensor.fileIndex])
     }
 
@@ -169,8 +181,9 @@ public final class Model: Sendable {
     public func decodeRows(_ tensor: ModelTensor, rows: Range<Int>) throws -> [Float] {
         try checkDecodable(tensor)
         precondition(rows.lowerBound >= 0 && rows.upperBound <= tensor.info.rowCount, "rows out of range")
-        try MemoryBudget.check(try Sizes.product([rows.count, tensor.info.rowLength, 4], "\(tensor.name): f32 bytes"),
-                               for: "decoding rows \(rows.lowerBound)..<\(rows.upperBound) of \(tensor.name) to f32")
+        try MemoryBudget.check(
+            try Sizes.product([rows.count, tensor.info.rowLength, 4], "\(tensor.name): f32 bytes"),
+            for: "decoding rows \(rows.lowerBound)..<\(rows.upperBound) of \(tensor.name) to f32")
         return tensor.info.decodeRows(from: stores[tensor.fileIndex], rows: rows)
     }
 
@@ -193,9 +206,10 @@ public final class Model: Sendable {
         }
         return order.map { name in
             let indices = groups[name]!
-            return ModelBlock(name: name, index: indices.first.flatMap { tensors[$0].blockIndex }, tensorIndices: indices,
-                              parameters: indices.reduce(0) { $0 + tensors[$1].info.elementCount },
-                              bytes: indices.reduce(0) { $0 + tensors[$1].info.byteCount })
+            return ModelBlock(
+                name: name, index: indices.first.flatMap { tensors[$0].blockIndex }, tensorIndices: indices,
+                parameters: indices.reduce(0) { $0 + tensors[$1].info.elementCount },
+                bytes: indices.reduce(0) { $0 + tensors[$1].info.byteCount })
         }
     }
 
@@ -220,8 +234,9 @@ public final class Model: Sendable {
         }
         let leaf = parts.last ?? ""
         let module = parts.count - 1 > moduleStart ? parts[moduleStart..<(parts.count - 1)].joined(separator: ".") : leaf
-        return ModelTensor(info: info, fileIndex: fileIndex, block: block, blockIndex: blockIndex,
-                           module: module, role: role(of: info.name, leaf: leaf, rank: info.shape.count))
+        return ModelTensor(
+            info: info, fileIndex: fileIndex, block: block, blockIndex: blockIndex,
+            module: module, role: role(of: info.name, leaf: leaf, rank: info.shape.count))
     }
 
     static func role(of name: String, leaf: String, rank: Int) -> TensorRole {
@@ -246,15 +261,22 @@ public final class Model: Sendable {
         while let x = ca, let y = cb {
             if x.properties.numericType != nil, ("0"..."9").contains(x), ("0"..."9").contains(y) {
                 var na = "", nb = ""
-                while let d = ca, ("0"..."9").contains(d) { na.unicodeScalars.append(d); ca = i.next() }
-                while let d = cb, ("0"..."9").contains(d) { nb.unicodeScalars.append(d); cb = j.next() }
+                while let d = ca, ("0"..."9").contains(d) {
+                    na.unicodeScalars.append(d)
+                    ca = i.next()
+                }
+                while let d = cb, ("0"..."9").contains(d) {
+                    nb.unicodeScalars.append(d)
+                    cb = j.next()
+                }
                 let va = na.drop { $0 == "0" }, vb = nb.drop { $0 == "0" }
                 if va.count != vb.count { return va.count < vb.count }
                 if va != vb { return va < vb }
                 continue
             }
             if x != y { return x.value < y.value }
-            ca = i.next(); cb = j.next()
+            ca = i.next()
+            cb = j.next()
         }
         return ca == nil && cb != nil
     }

@@ -47,7 +47,8 @@ public struct ModelConfig: Sendable, Equatable {
         vocabSize = int("vocab_size") ?? gguf.value("tokenizer.ggml.tokens")?.array?.count
         contextLength = int("context_length")
         ropeTheta = gguf.value(prefix + "rope.freq_base")?.double
-        normEpsilon = gguf.value(prefix + "attention.layer_norm_rms_epsilon")?.double
+        normEpsilon =
+            gguf.value(prefix + "attention.layer_norm_rms_epsilon")?.double
             ?? gguf.value(prefix + "attention.layer_norm_epsilon")?.double
         if gguf.tensor(named: "token_embd.weight") != nil {
             tiedEmbeddings = gguf.tensor(named: "output.weight") == nil

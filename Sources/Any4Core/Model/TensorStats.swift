@@ -59,7 +59,10 @@ public struct TensorStats: Sendable, Equatable {
         mutating func addFirstPass(_ values: UnsafeBufferPointer<Float>) {
             var s = 0.0, s2 = 0.0
             for v in values {
-                guard v.isFinite else { nonFinite += 1; continue }
+                guard v.isFinite else {
+                    nonFinite += 1
+                    continue
+                }
                 s += Double(v)
                 s2 += Double(v) * Double(v)
                 minimum = Swift.min(minimum, v)
@@ -92,14 +95,17 @@ public struct TensorStats: Sendable, Equatable {
             let n = Double(Swift.max(count, 1))
             let variance = m2 / n
             let std = variance.squareRoot()
-            return TensorStats(count: count, min: count > 0 ? minimum : .nan, max: count > 0 ? maximum : .nan,
-                               mean: mean, std: std, kurtosis: variance > 0 ? (m4 / n) / (variance * variance) : 0,
-                               outlierShare: Double(outliers) / n, nonFinite: nonFinite)
+            return TensorStats(
+                count: count, min: count > 0 ? minimum : .nan, max: count > 0 ? maximum : .nan,
+                mean: mean, std: std, kurtosis: variance > 0 ? (m4 / n) / (variance * variance) : 0,
+                outlierShare: Double(outliers) / n, nonFinite: nonFinite)
         }
     }
 
-    public init(count: Int, min: Float, max: Float, mean: Double, std: Double, kurtosis: Double,
-                outlierShare: Double, nonFinite: Int) {
+    public init(
+        count: Int, min: Float, max: Float, mean: Double, std: Double, kurtosis: Double,
+        outlierShare: Double, nonFinite: Int
+    ) {
         self.count = count
         self.min = min
         self.max = max

@@ -55,8 +55,10 @@ public struct WeightHistogram: Sendable {
 
     /// A whole tensor's raw values, taking every `rowStep`-th row when it holds more than
     /// `maxValues` values (so that large tensors stay quick).
-    public static func sampled(_ tensor: ModelTensor, of model: Model, bins: Int,
-                               maxValues: Int = 2_000_000) throws -> (histogram: WeightHistogram, rowStep: Int) {
+    public static func sampled(
+        _ tensor: ModelTensor, of model: Model, bins: Int,
+        maxValues: Int = 2_000_000
+    ) throws -> (histogram: WeightHistogram, rowStep: Int) {
         let rowCount = tensor.info.rowCount
         let step = max(1, tensor.info.elementCount / maxValues)
         var values: [Float] = []

@@ -15,10 +15,12 @@ public struct AnyFormat: NumericFormat {
 
     /// Group-scales a row for k-means: writes each group's stored scale and zero, the scaled values
     /// (in [0, 2^b − 1]) and each element's sample weight.
-    public static func scaleRow(_ values: UnsafeBufferPointer<Float>, groups: GroupLayout, bits: Int, storage: StorageRounding,
-                                weighting: SampleWeighting, channelWeights: UnsafeBufferPointer<Float>?,
-                                scales: UnsafeMutableBufferPointer<Float>, zeros: UnsafeMutableBufferPointer<Float>,
-                                scaled: UnsafeMutableBufferPointer<Float>, weights: UnsafeMutableBufferPointer<Float>) {
+    public static func scaleRow(
+        _ values: UnsafeBufferPointer<Float>, groups: GroupLayout, bits: Int, storage: StorageRounding,
+        weighting: SampleWeighting, channelWeights: UnsafeBufferPointer<Float>?,
+        scales: UnsafeMutableBufferPointer<Float>, zeros: UnsafeMutableBufferPointer<Float>,
+        scaled: UnsafeMutableBufferPointer<Float>, weights: UnsafeMutableBufferPointer<Float>
+    ) {
         let levels = Float((1 << bits) - 1)
         let half = Float(1 << (bits - 1))
         for g in 0..<groups.count {
@@ -45,19 +47,21 @@ public struct AnyFormat: NumericFormat {
         if ws.weights.count < n { ws.weights = [Float](repeating: 0, count: n) }
         ws.scaled.withUnsafeMutableBufferPointer { scaled in
             ws.weights.withUnsafeMutableBufferPointer { weights in
-                Self.scaleRow(job.values, groups: job.groups, bits: codeBits, storage: job.storage,
-                              weighting: job.options.sampleWeighting, channelWeights: job.channelWeights,
-                              scales: job.scales, zeros: job.zeros, scaled: scaled, weights: weights)
+                Self.scaleRow(
+                    job.values, groups: job.groups, bits: codeBits, storage: job.storage,
+                    weighting: job.options.sampleWeighting, channelWeights: job.channelWeights,
+                    scales: job.scales, zeros: job.zeros, scaled: scaled, weights: weights)
                 // A scale or zero the storage dtype cannot hold leaves nothing to cluster; the
                 // row check reports it.
                 guard job.scales.allSatisfy(\.isFinite), job.zeros.allSatisfy(\.isFinite) else { return }
                 let values = UnsafeBufferPointer(rebasing: scaled[0..<n])
                 let w: UnsafeBufferPointer<Float>? = job.options.sampleWeighting == .none ? nil : UnsafeBufferPointer(rebasing: weights[0..<n])
                 let k = 1 << codeBits
-                let result = switch job.options.cluster {
-                case .lloyd: KMeans1D.lloyd(values, weights: w, k: k, seed: job.options.seed &+ UInt64(job.row), workspace: ws.kmeans)
-                case .exact: KMeans1D.exact(values, weights: w, k: k, workspace: ws.kmeans)
-                }
+                let result =
+                    switch job.options.cluster {
+                    case .lloyd: KMeans1D.lloyd(values, weights: w, k: k, seed: job.options.seed &+ UInt64(job.row), workspace: ws.kmeans)
+                    case .exact: KMeans1D.exact(values, weights: w, k: k, workspace: ws.kmeans)
+                    }
                 job.objective.pointee = result.objective
                 for i in 0..<k { job.table[i] = job.storage(result.centroids[i] - half) }
                 TableSearch.assignNearest(values, offset: half, table: UnsafeBufferPointer(job.table), codes: job.codes)
@@ -71,8 +75,10 @@ public enum TableSearch {
     /// codes[c] = index of the entry of `table` nearest to values[c] − offset; on a tie the lower
     /// index wins (or, with `tiesToEven`, the even index: IEEE round-half-to-even for E2M1 codes).
     @inline(__always)
-    public static func assignNearest(_ values: UnsafeBufferPointer<Float>, offset: Float, table: UnsafeBufferPointer<Float>,
-                                     codes: UnsafeMutableBufferPointer<UInt8>, tiesToEven: Bool = false) {
+    public static func assignNearest(
+        _ values: UnsafeBufferPointer<Float>, offset: Float, table: UnsafeBufferPointer<Float>,
+        codes: UnsafeMutableBufferPointer<UInt8>, tiesToEven: Bool = false
+    ) {
         for c in 0..<values.count {
             codes[c] = UInt8(nearest(values[c] - offset, table, tiesToEven: tiesToEven))
         }

@@ -65,8 +65,9 @@ public struct CalibrationStats: Sendable {
                 }
                 return info.decodeAll(from: file.store)
             }
-            let layer = Layer(mean: try vector(".mean"), absmean: try vector(".absmean"), sqmean: try vector(".sqmean"),
-                              count: try vector(".count").first ?? 0)
+            let layer = Layer(
+                mean: try vector(".mean"), absmean: try vector(".absmean"), sqmean: try vector(".sqmean"),
+                count: try vector(".count").first ?? 0)
             guard layer.mean.count == layer.sqmean.count, layer.absmean.count == layer.sqmean.count else {
                 throw FileFormatError(file: path, kind: .badShape, "statistics of different lengths", subject: key)
             }

@@ -21,15 +21,20 @@ public struct ErrorMetrics: Sendable, Equatable {
             if !(abs(d) <= worst) { worst = abs(d) }
             if worst.isNaN { break }
         }
-        if worst.isNaN { signal = .nan; noise = .nan }
+        if worst.isNaN {
+            signal = .nan
+            noise = .nan
+        }
         mse = original.isEmpty ? 0 : noise / Double(original.count)
         sqnrDB = noise == 0 ? .infinity : 10 * log10(signal / noise)
         maxAbsError = worst
     }
 
     /// ‖X·Wᵀ − X·Ŵᵀ‖ / ‖X·Wᵀ‖ (Frobenius) for activations X of shape [m, cols].
-    public static func outputRelativeError(original: [Float], approximation: [Float], rows: Int, cols: Int,
-                                           activations x: [Float]) -> Double {
+    public static func outputRelativeError(
+        original: [Float], approximation: [Float], rows: Int, cols: Int,
+        activations x: [Float]
+    ) -> Double {
         let m = x.count / cols
         precondition(m * cols == x.count && original.count == rows * cols, "shapes differ")
         // One slot per row, written by the worker that owns the row: plain memory, not a Swift
@@ -81,7 +86,10 @@ public struct Histogram: Sendable, Equatable {
                 if high == nil { hi = max(hi, v) }
             }
         }
-        if !(lo < hi) { lo = lo.isFinite ? lo - 0.5 : 0; hi = lo + 1 }
+        if !(lo < hi) {
+            lo = lo.isFinite ? lo - 0.5 : 0
+            hi = lo + 1
+        }
         self.low = lo
         self.high = hi
         var counts = [Int](repeating: 0, count: max(bins, 1))
@@ -99,7 +107,7 @@ public struct Histogram: Sendable, Equatable {
 }
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif

@@ -47,8 +47,10 @@ public enum GroupScaling {
     /// min′ fit. A scale or zero the storage dtype cannot hold comes back infinite, for the row
     /// check to report.
     @inline(__always)
-    public static func asymmetric(_ values: UnsafeBufferPointer<Float>, _ range: Range<Int>, levels: Float, half: Float,
-                                  storage: StorageRounding) -> (scale: Float, zero: Float, low: Float) {
+    public static func asymmetric(
+        _ values: UnsafeBufferPointer<Float>, _ range: Range<Int>, levels: Float, half: Float,
+        storage: StorageRounding
+    ) -> (scale: Float, zero: Float, low: Float) {
         var mn = Float.infinity, mx = -Float.infinity
         for c in range {
             mn = min(mn, values[c])

@@ -40,11 +40,30 @@ public enum KMeans1D {
         public init() {}
 
         deinit {
-            itemsA.deallocate(); itemsB.deallocate(); small.deallocate(); smallB.deallocate(); xo.deallocate(); wo.deallocate(); xs.deallocate()
-            p0.deallocate(); p1.deallocate(); p2.deallocate(); q0.deallocate(); q1.deallocate(); q2.deallocate()
-            fA.deallocate(); fB.deallocate(); gBuf.deallocate(); lastF.deallocate(); lastB.deallocate()
-            optF.deallocate(); optB.deallocate(); hist.deallocate()
-            cent.deallocate(); bnd.deallocate(); cell.deallocate()
+            itemsA.deallocate()
+            itemsB.deallocate()
+            small.deallocate()
+            smallB.deallocate()
+            xo.deallocate()
+            wo.deallocate()
+            xs.deallocate()
+            p0.deallocate()
+            p1.deallocate()
+            p2.deallocate()
+            q0.deallocate()
+            q1.deallocate()
+            q2.deallocate()
+            fA.deallocate()
+            fB.deallocate()
+            gBuf.deallocate()
+            lastF.deallocate()
+            lastB.deallocate()
+            optF.deallocate()
+            optB.deallocate()
+            hist.deallocate()
+            cent.deallocate()
+            bnd.deallocate()
+            cell.deallocate()
         }
 
         fileprivate var capN = 0  // buffers hold n values
@@ -96,16 +115,34 @@ public enum KMeans1D {
                     p.deallocate()
                     p = UnsafeMutablePointer<T>.allocate(capacity: count)
                 }
-                grow(&itemsA, c); grow(&itemsB, c); grow(&small, c); grow(&smallB, c); grow(&xo, c); grow(&wo, c); grow(&xs, c)
-                grow(&p0, c + 1); grow(&p1, c + 1); grow(&p2, c + 1)
-                grow(&q0, c + 1); grow(&q1, c + 1); grow(&q2, c + 1)
-                grow(&fA, c + 1); grow(&fB, c + 1); grow(&gBuf, c + 1); grow(&lastF, c + 1); grow(&lastB, c + 1)
+                grow(&itemsA, c)
+                grow(&itemsB, c)
+                grow(&small, c)
+                grow(&smallB, c)
+                grow(&xo, c)
+                grow(&wo, c)
+                grow(&xs, c)
+                grow(&p0, c + 1)
+                grow(&p1, c + 1)
+                grow(&p2, c + 1)
+                grow(&q0, c + 1)
+                grow(&q1, c + 1)
+                grow(&q2, c + 1)
+                grow(&fA, c + 1)
+                grow(&fB, c + 1)
+                grow(&gBuf, c + 1)
+                grow(&lastF, c + 1)
+                grow(&lastB, c + 1)
                 capN = c
                 capK = 0  // the argmin tables depend on capN too
             }
             if k > capK {
                 let c = Swift.max(k, 16)
-                optF.deallocate(); optB.deallocate(); cent.deallocate(); bnd.deallocate(); cell.deallocate()
+                optF.deallocate()
+                optB.deallocate()
+                cent.deallocate()
+                bnd.deallocate()
+                cell.deallocate()
                 optF = .allocate(capacity: (c + 1) * (capN + 1))
                 optB = .allocate(capacity: (c + 1) * (capN + 1))
                 cent = .allocate(capacity: c)
@@ -126,8 +163,10 @@ public enum KMeans1D {
     /// moves every centroid to the weighted mean of its cluster (rounded to Float; an empty cluster
     /// keeps its centroid) and reassigns (boundaries at the midpoints), in O(k log n). Stops when no
     /// assignment changes or after `maxIterations`.
-    public static func lloyd(_ values: UnsafeBufferPointer<Float>, weights: UnsafeBufferPointer<Float>?,
-                             k: Int, seed: UInt64, maxIterations: Int = 300, workspace: Workspace) -> Result {
+    public static func lloyd(
+        _ values: UnsafeBufferPointer<Float>, weights: UnsafeBufferPointer<Float>?,
+        k: Int, seed: UInt64, maxIterations: Int = 300, workspace: Workspace
+    ) -> Result {
         precondition(k >= 1, "k must be at least 1")
         precondition(weights == nil || weights!.count == values.count, "one weight per value")
         if values.isEmpty { return Result(centroids: [Float](repeating: 0, count: k), objective: 0, iterations: 0, history: [0]) }
@@ -139,8 +178,9 @@ public enum KMeans1D {
         var history: [Double] = []
         history.reserveCapacity(Swift.min(Swift.max(0, maxIterations), 96) + 1)
         let iterations = iterate(k: k, maxIterations: Swift.max(0, maxIterations), ws, history: &history)
-        return Result(centroids: Array(UnsafeBufferPointer(start: ws.cent, count: k)),
-                      objective: history[history.count - 1], iterations: iterations, history: history)
+        return Result(
+            centroids: Array(UnsafeBufferPointer(start: ws.cent, count: k)),
+            objective: history[history.count - 1], iterations: iterations, history: history)
     }
 
     /// Globally optimal weighted k-means (dynamic programming over sorted values).
@@ -154,8 +194,10 @@ public enum KMeans1D {
     /// the ascending values, k − k/2 over the descending ones) and joined in the middle, so each
     /// half only explores the prefixes (suffixes) it can afford. Centroids are the cluster means
     /// rounded to Float; the objective is that of those centroids.
-    public static func exact(_ values: UnsafeBufferPointer<Float>, weights: UnsafeBufferPointer<Float>?,
-                             k: Int, workspace: Workspace) -> Result {
+    public static func exact(
+        _ values: UnsafeBufferPointer<Float>, weights: UnsafeBufferPointer<Float>?,
+        k: Int, workspace: Workspace
+    ) -> Result {
         precondition(k >= 1, "k must be at least 1")
         precondition(weights == nil || weights!.count == values.count, "one weight per value")
         if values.isEmpty { return Result(centroids: [Float](repeating: 0, count: k), objective: 0, iterations: 0, history: [0]) }
@@ -169,8 +211,10 @@ public enum KMeans1D {
 
     /// Σ w (x − nearest of `centroids`)² (centroids ascending); weights nil = all 1
     /// (all-zero weights count as all 1, as in the solvers).
-    public static func objective(_ values: UnsafeBufferPointer<Float>, weights: UnsafeBufferPointer<Float>?,
-                                 centroids: [Float]) -> Double {
+    public static func objective(
+        _ values: UnsafeBufferPointer<Float>, weights: UnsafeBufferPointer<Float>?,
+        centroids: [Float]
+    ) -> Double {
         if values.isEmpty { return 0 }
         if centroids.isEmpty { return .infinity }
         var c = centroids
@@ -179,7 +223,10 @@ public enum KMeans1D {
         if !ascending { c.sort() }
         var useWeights = false
         if let w = weights {
-            for i in 0..<w.count where w[i] > 0 { useWeights = true; break }
+            for i in 0..<w.count where w[i] > 0 {
+                useWeights = true
+                break
+            }
         }
         return c.withUnsafeBufferPointer { cp in
             let kc = cp.count
@@ -193,8 +240,14 @@ public enum KMeans1D {
                     if cp[mid] < x { lo = mid &+ 1 } else { hi = mid }
                 }
                 var d = Double.infinity
-                if lo < kc { let e = Double(cp[lo]) - Double(x); d = e * e }
-                if lo > 0 { let e = Double(x) - Double(cp[lo - 1]); d = Swift.min(d, e * e) }
+                if lo < kc {
+                    let e = Double(cp[lo]) - Double(x)
+                    d = e * e
+                }
+                if lo > 0 {
+                    let e = Double(x) - Double(cp[lo - 1])
+                    d = Swift.min(d, e * e)
+                }
                 total += useWeights ? Double(Swift.max(weights![i], 0)) * d : d
             }
             return total
@@ -246,7 +299,10 @@ public enum KMeans1D {
             return w > 0 ? w : 0
         }
         if n < 24 || !(mx > mn) {
-            for i in 0..<n { xo[i] = xp[i]; wo[i] = weight(i) }
+            for i in 0..<n {
+                xo[i] = xp[i]
+                wo[i] = weight(i)
+            }
             if mx > mn { _ = insertionFix(xo, wo, n: n, budget: .max) }
             return
         }
@@ -269,17 +325,25 @@ public enum KMeans1D {
                     h1[Int(truncatingIfNeeded: v >> 24)] &+= 1
                 }
                 var s0: UInt32 = 0, s1: UInt32 = 0
-                for d in 0..<256 { let c0 = h0[d], c1 = h1[d]; h0[d] = s0; h1[d] = s1; s0 &+= c0; s1 &+= c1 }
+                for d in 0..<256 {
+                    let c0 = h0[d], c1 = h1[d]
+                    h0[d] = s0
+                    h1[d] = s1
+                    s0 &+= c0
+                    s1 &+= c1
+                }
                 for i in 0..<n {
                     let v = b[i]
                     let d = Int(truncatingIfNeeded: (v >> 16) & 0xFF)
-                    let o = h0[d]; h0[d] = o &+ 1
+                    let o = h0[d]
+                    h0[d] = o &+ 1
                     a[Int(o)] = v
                 }
                 for i in 0..<n {
                     let v = a[i]
                     let d = Int(truncatingIfNeeded: v >> 24)
-                    let o = h1[d]; h1[d] = o &+ 1
+                    let o = h1[d]
+                    h1[d] = o &+ 1
                     b[Int(o)] = v
                 }
                 // Gather, fixing the order of values that share an index (insertion, rare).
@@ -291,12 +355,19 @@ public enum KMeans1D {
                     let x = xp[id], w = weight(id)
                     if x < prev {
                         var j = t
-                        while j > 0 && xo[j &- 1] > x { xo[j] = xo[j &- 1]; wo[j] = wo[j &- 1]; j &-= 1 }
-                        xo[j] = x; wo[j] = w
+                        while j > 0 && xo[j &- 1] > x {
+                            xo[j] = xo[j &- 1]
+                            wo[j] = wo[j &- 1]
+                            j &-= 1
+                        }
+                        xo[j] = x
+                        wo[j] = w
                         moves &+= t &- j
                         if moves > budget { break }
                     } else {
-                        xo[t] = x; wo[t] = w; prev = x
+                        xo[t] = x
+                        wo[t] = w
+                        prev = x
                     }
                 }
                 if moves <= budget { return }
@@ -314,18 +385,24 @@ public enum KMeans1D {
             for i in 0..<n { hist[Int(truncatingIfNeeded: (src[i] >> shift) & 0xFF)] &+= 1 }
             if Int(hist[Int(truncatingIfNeeded: (src[0] >> shift) & 0xFF)]) == n { continue }
             var sum: UInt32 = 0
-            for d in 0..<256 { let c = hist[d]; hist[d] = sum; sum &+= c }
+            for d in 0..<256 {
+                let c = hist[d]
+                hist[d] = sum
+                sum &+= c
+            }
             for i in 0..<n {
                 let v = src[i]
                 let d = Int(truncatingIfNeeded: (v >> shift) & 0xFF)
-                let o = hist[d]; hist[d] = o &+ 1
+                let o = hist[d]
+                hist[d] = o &+ 1
                 dst[Int(o)] = v
             }
             swap(&src, &dst)
         }
         for t in 0..<n {
             let id = Int(truncatingIfNeeded: src[t] & 0xFFFF_FFFF)
-            xo[t] = xp[id]; wo[t] = weight(id)
+            xo[t] = xp[id]
+            wo[t] = weight(id)
         }
     }
 
@@ -340,8 +417,13 @@ public enum KMeans1D {
             if prev > x {
                 let w = wo[i]
                 var j = i
-                while j > 0 && xo[j &- 1] > x { xo[j] = xo[j &- 1]; wo[j] = wo[j &- 1]; j &-= 1 }
-                xo[j] = x; wo[j] = w
+                while j > 0 && xo[j &- 1] > x {
+                    xo[j] = xo[j &- 1]
+                    wo[j] = wo[j &- 1]
+                    j &-= 1
+                }
+                xo[j] = x
+                wo[j] = w
                 moves &+= i &- j
                 if moves > budget { return false }
                 prev = xo[i]
@@ -361,27 +443,37 @@ public enum KMeans1D {
         let mu = ws.mu
         var m = 0, mAll = 1
         var s0 = 0.0, s1 = 0.0, s2 = 0.0
-        p0[0] = 0; p1[0] = 0; p2[0] = 0
+        p0[0] = 0
+        p1[0] = 0
+        p2[0] = 0
         var cur = xo[0]
         var cw = Double(wo[0])
         @inline(__always) func flush() {
             if cw > 0 {
                 let x = Double(cur)
                 let d = x - mu, wd = cw * d
-                s0 += cw; s1 += wd; s2 += wd * d
+                s0 += cw
+                s1 += wd
+                s2 += wd * d
                 xs[m] = x
                 m &+= 1
-                p0[m] = s0; p1[m] = s1; p2[m] = s2
+                p0[m] = s0
+                p1[m] = s1
+                p2[m] = s2
             }
         }
         var t = 1
         while t < n {
             let v = xo[t], w = Double(wo[t])
             t &+= 1
-            if v == cur { cw += w; continue }
+            if v == cur {
+                cw += w
+                continue
+            }
             flush()
             mAll &+= 1
-            cur = v; cw = w
+            cur = v
+            cw = w
         }
         flush()
         ws.m = m
@@ -399,7 +491,8 @@ public enum KMeans1D {
             if let last = distinct.last, last == v {
                 if pos { positive[positive.count - 1] = true }
             } else {
-                distinct.append(v); positive.append(pos)
+                distinct.append(v)
+                positive.append(pos)
             }
         }
         var c: [Float] = []
@@ -434,8 +527,10 @@ public enum KMeans1D {
 
     /// Number of sorted distinct values ≤ key, within [lower, upper], starting from `hint`:
     /// a short linear walk, then galloping, then bisection.
-    @inline(__always) private static func countAtMost(_ xs: UnsafeMutablePointer<Double>, _ key: Double,
-                                                      lower: Int, upper: Int, hint: Int) -> Int {
+    @inline(__always) private static func countAtMost(
+        _ xs: UnsafeMutablePointer<Double>, _ key: Double,
+        lower: Int, upper: Int, hint: Int
+    ) -> Int {
         var h = hint < lower ? lower : (hint > upper ? upper : hint)
         var lo: Int, hi: Int
         if h < upper && xs[h] <= key {
@@ -444,24 +539,38 @@ public enum KMeans1D {
             if h == upper || xs[h] > key { return h }
             h &+= 1
             if h == upper || xs[h] > key { return h }
-            lo = h &+ 1; hi = upper
+            lo = h &+ 1
+            hi = upper
             var step = 2
             while true {
                 let probe = h &+ step
                 if probe >= upper { break }
-                if xs[probe] <= key { lo = probe &+ 1; step &<<= 1 } else { hi = probe; break }
+                if xs[probe] <= key {
+                    lo = probe &+ 1
+                    step &<<= 1
+                } else {
+                    hi = probe
+                    break
+                }
             }
         } else {
             // Answer in [lower, h].
             if h == lower || xs[h &- 1] <= key { return h }
             h &-= 1
             if h == lower || xs[h &- 1] <= key { return h }
-            hi = h &- 1; lo = lower
+            hi = h &- 1
+            lo = lower
             var step = 2
             while true {
                 let probe = h &- step
                 if probe < lower { break }
-                if xs[probe] > key { hi = probe; step &<<= 1 } else { lo = probe &+ 1; break }
+                if xs[probe] > key {
+                    hi = probe
+                    step &<<= 1
+                } else {
+                    lo = probe &+ 1
+                    break
+                }
             }
         }
         while lo < hi {
@@ -486,7 +595,8 @@ public enum KMeans1D {
                 if p0[mid] > u { hi = mid } else { lo = mid &+ 1 }
             }
             cent[0] = Float(xs[lo &- 1])
-            bnd[0] = 0; bnd[1] = m
+            bnd[0] = 0
+            bnd[1] = m
             cell[0] = clusterCost(ws, 0, m, cent[0])
         }
         var count = 1
@@ -495,7 +605,10 @@ public enum KMeans1D {
             for t in 0..<count { total += cell[t] }
             var u = rng.nextUnit() * total
             var t = 0
-            while t < count &- 1 && u >= cell[t] { u -= cell[t]; t &+= 1 }
+            while t < count &- 1 && u >= cell[t] {
+                u -= cell[t]
+                t &+= 1
+            }
             if !(cell[t] > 0) {  // rounding pushed us onto an empty cell: take the costliest
                 var best = 0
                 for s in 1..<count where cell[s] > cell[best] { best = s }
@@ -521,10 +634,17 @@ public enum KMeans1D {
             let p = v < c ? t : t &+ 1
             // Insert v at p.
             var s = count
-            while s > p { cent[s] = cent[s &- 1]; cell[s] = cell[s &- 1]; s &-= 1 }
+            while s > p {
+                cent[s] = cent[s &- 1]
+                cell[s] = cell[s &- 1]
+                s &-= 1
+            }
             cent[p] = v
             s = count &+ 1
-            while s > p &+ 1 { bnd[s] = bnd[s &- 1]; s &-= 1 }
+            while s > p &+ 1 {
+                bnd[s] = bnd[s &- 1]
+                s &-= 1
+            }
             count &+= 1
             bnd[count] = m
             // Boundaries of the new pairs (p−1, p) and (p, p+1), then the three affected cells.
@@ -568,7 +688,10 @@ public enum KMeans1D {
             for t in 1..<k {
                 let key = (Double(cent[t &- 1]) + Double(cent[t])) * 0.5
                 let nb = countAtMost(xs, key, lower: bnd[t &- 1], upper: m, hint: bnd[t])
-                if nb != bnd[t] { changed = true; bnd[t] = nb }
+                if nb != bnd[t] {
+                    changed = true
+                    bnd[t] = nb
+                }
             }
             obj = 0
             for t in 0..<k { obj += clusterCost(ws, bnd[t], bnd[t &+ 1], cent[t]) }
@@ -581,7 +704,8 @@ public enum KMeans1D {
     /// The objective of ws.cent with nearest assignment (boundaries recomputed into ws.bnd).
     private static func assignedObjective(k: Int, _ ws: Workspace) -> Double {
         let bnd = ws.bnd, cent = ws.cent
-        bnd[0] = 0; bnd[k] = ws.m
+        bnd[0] = 0
+        bnd[k] = ws.m
         for t in 1..<Swift.max(1, k) {
             let key = (Double(cent[t &- 1]) + Double(cent[t])) * 0.5
             bnd[t] = countAtMost(ws.xs, key, lower: bnd[t &- 1], upper: ws.m, hint: bnd[t])
@@ -599,10 +723,12 @@ public enum KMeans1D {
     /// range bounded by the argmins of its two nearest already-solved rows (ol and or at the ends),
     /// by the previous layer's argmin at that row and by j − 1 (`or` is the last column).
     @inline(__always)
-    private static func solveRows(_ s: Int, _ e: Int, ol: Int, or: Int,
-                                  p0: UnsafeMutablePointer<Double>, p1: UnsafeMutablePointer<Double>, p2: UnsafeMutablePointer<Double>,
-                                  g: UnsafeMutablePointer<Double>, f: UnsafeMutablePointer<Double>, opt: UnsafeMutablePointer<Int32>,
-                                  prevOpt: UnsafeMutablePointer<Int32>) {
+    private static func solveRows(
+        _ s: Int, _ e: Int, ol: Int, or: Int,
+        p0: UnsafeMutablePointer<Double>, p1: UnsafeMutablePointer<Double>, p2: UnsafeMutablePointer<Double>,
+        g: UnsafeMutablePointer<Double>, f: UnsafeMutablePointer<Double>, opt: UnsafeMutablePointer<Int32>,
+        prevOpt: UnsafeMutablePointer<Int32>
+    ) {
         let len = e &- s &+ 1
         if len <= 0 { return }
         var stride = 1
@@ -656,11 +782,13 @@ public enum KMeans1D {
     /// Fills `layers` layers of the DP over the prefix sums (p0, p1, p2), keeping states ≤ ub.
     /// Layer L's rows are j ≤ L + slack (so the other clusters still get a value each).
     /// Leaves the last layer in `last` and returns its last row ≤ ub (or −1 if none).
-    private static func forward(layers: Int, slack: Int, ub: Double,
-                                p0: UnsafeMutablePointer<Double>, p1: UnsafeMutablePointer<Double>, p2: UnsafeMutablePointer<Double>,
-                                bufA: UnsafeMutablePointer<Double>, bufB: UnsafeMutablePointer<Double>,
-                                g: UnsafeMutablePointer<Double>, last: UnsafeMutablePointer<Double>,
-                                opt: UnsafeMutablePointer<Int32>, rowStride: Int, lastRowMin: Int = 0) -> Int {
+    private static func forward(
+        layers: Int, slack: Int, ub: Double,
+        p0: UnsafeMutablePointer<Double>, p1: UnsafeMutablePointer<Double>, p2: UnsafeMutablePointer<Double>,
+        bufA: UnsafeMutablePointer<Double>, bufB: UnsafeMutablePointer<Double>,
+        g: UnsafeMutablePointer<Double>, last: UnsafeMutablePointer<Double>,
+        opt: UnsafeMutablePointer<Int32>, rowStride: Int, lastRowMin: Int = 0
+    ) -> Int {
         // Layer 1: one cluster over the first j values.
         var prev = layers == 1 ? last : bufA
         var rowMax = 1 &+ slack
@@ -696,8 +824,9 @@ public enum KMeans1D {
             var optLo = layer &- 1
             var end = Swift.min(rowMax, Swift.max(start, prevLast &+ growth &+ growth / 8 &+ 16))
             while true {
-                solveRows(start, end, ol: optLo, or: prevLast, p0: p0, p1: p1, p2: p2,
-                          g: g, f: cur, opt: lopt, prevOpt: pOpt)
+                solveRows(
+                    start, end, ol: optLo, or: prevLast, p0: p0, p1: p1, p2: p2,
+                    g: g, f: cur, opt: lopt, prevOpt: pOpt)
                 if cur[end] > ub || end >= rowMax { break }
                 optLo = Int(lopt[end])
                 start = end &+ 1
@@ -706,7 +835,10 @@ public enum KMeans1D {
             // Rows past `end` take the last argmin (a valid lower bound for the next layer).
             let fill = lopt[end]
             var r = end &+ 1
-            while r <= Swift.min(rowMax &+ 1, rowStride &- 1) { lopt[r] = fill; r &+= 1 }
+            while r <= Swift.min(rowMax &+ 1, rowStride &- 1) {
+                lopt[r] = fill
+                r &+= 1
+            }
             var j = end
             while j >= first && cur[j] > ub { j &-= 1 }
             if j < first { return -1 }
@@ -722,7 +854,8 @@ public enum KMeans1D {
         let m = ws.m
         let cent = ws.cent, bnd = ws.bnd
         if k == 1 {
-            bnd[0] = 0; bnd[1] = m
+            bnd[0] = 0
+            bnd[1] = m
             fillMeans(k: 1, ws)
             return
         }
@@ -740,7 +873,8 @@ public enum KMeans1D {
                 cent[t] = Float(ws.xs[idx])
                 prevIdx = idx
             }
-            bnd[0] = 0; bnd[k] = m
+            bnd[0] = 0
+            bnd[k] = m
             for t in 1..<k {
                 let key = (Double(cent[t &- 1]) + Double(cent[t])) * 0.5
                 bnd[t] = countAtMost(ws.xs, key, lower: bnd[t &- 1], upper: m, hint: bnd[t &- 1])
@@ -766,17 +900,21 @@ public enum KMeans1D {
         // over the r′ − r values below the top r, with the precision of the ascending sums.
         let p0 = ws.p0, p1 = ws.p1, p2 = ws.p2, q0 = ws.q0, q1 = ws.q1, q2 = ws.q2
         for r in 0...m {
-            q0[r] = -p0[m &- r]; q1[r] = -p1[m &- r]; q2[r] = -p2[m &- r]
+            q0[r] = -p0[m &- r]
+            q1[r] = -p1[m &- r]
+            q2[r] = -p2[m &- r]
         }
         let a = k / 2, b = k &- a
         let stride = m &+ 1
-        let lastA = forward(layers: a, slack: m &- k, ub: ub, p0: p0, p1: p1, p2: p2,
-                            bufA: ws.fA, bufB: ws.fB, g: ws.gBuf, last: ws.lastF, opt: ws.optF, rowStride: stride)
+        let lastA = forward(
+            layers: a, slack: m &- k, ub: ub, p0: p0, p1: p1, p2: p2,
+            bufA: ws.fA, bufB: ws.fB, g: ws.gBuf, last: ws.lastF, opt: ws.optF, rowStride: stride)
         if lastA < 0 { return false }
         // The backward half's last layer only needs suffixes that the forward half can complete.
-        let lastB = forward(layers: b, slack: m &- k, ub: ub, p0: q0, p1: q1, p2: q2,
-                            bufA: ws.fA, bufB: ws.fB, g: ws.gBuf, last: ws.lastB, opt: ws.optB, rowStride: stride,
-                            lastRowMin: m &- lastA)
+        let lastB = forward(
+            layers: b, slack: m &- k, ub: ub, p0: q0, p1: q1, p2: q2,
+            bufA: ws.fA, bufB: ws.fB, g: ws.gBuf, last: ws.lastB, opt: ws.optB, rowStride: stride,
+            lastRowMin: m &- lastA)
         if lastB < 0 { return false }
         // Join: the first j values in a clusters + the other m − j in b clusters.
         var best = Double.infinity, bestJ = -1
@@ -784,12 +922,16 @@ public enum KMeans1D {
         if jLo > jHi { return false }
         for j in jLo...jHi {
             let v = ws.lastF[j] + ws.lastB[m &- j]
-            if v < best { best = v; bestJ = j }
+            if v < best {
+                best = v
+                bestJ = j
+            }
         }
         if bestJ < 0 || !(best <= ub) { return false }
         // Backtrack.
         let bnd = ws.bnd
-        bnd[0] = 0; bnd[k] = m
+        bnd[0] = 0
+        bnd[k] = m
         bnd[a] = bestJ
         var j = bestJ
         var layer = a

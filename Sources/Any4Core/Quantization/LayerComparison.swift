@@ -55,22 +55,27 @@ public struct LayerComparison: Sendable, Equatable {
     /// `compare --json`'s `layers`: per layer its name, shape and each format's figures
     /// (``LayerReport/Field/comparison``) keyed by the format's label.
     public func layersJSON() -> JSONValue {
-        .array(rows.map { row in
-            .object([
-                (LayerReport.Field.name.key, .string(row.name)),
-                (LayerReport.Field.shape.key, .array(row.shape.map { JSONValue($0) })),
-                ("results", .object(row.results.map { ($0.format, $0.json(LayerReport.Field.comparison)) })),
-            ])
-        })
+        .array(
+            rows.map { row in
+                .object([
+                    (LayerReport.Field.name.key, .string(row.name)),
+                    (LayerReport.Field.shape.key, .array(row.shape.map { JSONValue($0) })),
+                    ("results", .object(row.results.map { ($0.format, $0.json(LayerReport.Field.comparison)) }))
+                ])
+            })
     }
 
     /// `compare --json`'s `summary`: each format's summary keyed by its label.
     public func summaryJSON() -> JSONValue {
-        .object(summaries.map { s in
-            (s.label, .object([
-                ("mean_sqnr_db", JSONValue(s.meanSQNR)), ("wins", JSONValue(s.wins)),
-                ("mean_bits_per_weight", JSONValue(s.meanBits)), ("seconds", JSONValue(s.seconds)),
-            ]))
-        })
+        .object(
+            summaries.map { s in
+                (
+                    s.label,
+                    .object([
+                        ("mean_sqnr_db", JSONValue(s.meanSQNR)), ("wins", JSONValue(s.wins)),
+                        ("mean_bits_per_weight", JSONValue(s.meanBits)), ("seconds", JSONValue(s.seconds))
+                    ])
+                )
+            })
     }
 }

@@ -24,8 +24,10 @@ public struct LayerReport: Sendable, Equatable {
         public var kmeansObjective: Double?
         public var kmeansObjectiveFirst64: Double?
 
-        public init(sqnrDB: Double, mse: Double, maxAbsError: Double, bitsPerWeight: Double, seconds: Double,
-                    outputRelativeError: Double? = nil, kmeansObjective: Double? = nil, kmeansObjectiveFirst64: Double? = nil) {
+        public init(
+            sqnrDB: Double, mse: Double, maxAbsError: Double, bitsPerWeight: Double, seconds: Double,
+            outputRelativeError: Double? = nil, kmeansObjective: Double? = nil, kmeansObjectiveFirst64: Double? = nil
+        ) {
             self.sqnrDB = sqnrDB
             self.mse = mse
             self.maxAbsError = maxAbsError
@@ -46,11 +48,13 @@ public struct LayerReport: Sendable, Equatable {
 
     /// The figures of a quantized layer.
     public init(_ result: LayerResult) {
-        self.init(name: result.name, shape: result.shape, format: result.format,
-                  outcome: Outcome(sqnrDB: result.metrics.sqnrDB, mse: result.metrics.mse, maxAbsError: result.metrics.maxAbsError,
-                                   bitsPerWeight: result.bitsPerWeight, seconds: result.seconds,
-                                   outputRelativeError: result.outputRelativeError, kmeansObjective: result.kmeansObjective,
-                                   kmeansObjectiveFirst64: result.kmeansObjectiveFirst64))
+        self.init(
+            name: result.name, shape: result.shape, format: result.format,
+            outcome: Outcome(
+                sqnrDB: result.metrics.sqnrDB, mse: result.metrics.mse, maxAbsError: result.metrics.maxAbsError,
+                bitsPerWeight: result.bitsPerWeight, seconds: result.seconds,
+                outputRelativeError: result.outputRelativeError, kmeansObjective: result.kmeansObjective,
+                kmeansObjectiveFirst64: result.kmeansObjectiveFirst64))
     }
 
     /// A layer left as it is (format `float`, no figures).
@@ -80,11 +84,15 @@ extension LayerReport {
         /// `quantize --json`: the layers of one format (the format is named once, outside).
         public static let quantize: [Field] = [.name, .shape, .sqnrDB, .mse, .maxAbsError, .bitsPerWeight, .seconds]
         /// `compare --json`: one format's figures on a layer (named by the layer and the format outside).
-        public static let comparison: [Field] = [.sqnrDB, .mse, .maxAbsError, .bitsPerWeight, .seconds,
-                                                 .kmeansObjective, .kmeansObjectiveFirst64]
+        public static let comparison: [Field] = [
+            .sqnrDB, .mse, .maxAbsError, .bitsPerWeight, .seconds,
+            .kmeansObjective, .kmeansObjectiveFirst64
+        ]
         /// The TUI's Model tab export (CSV and JSON): every linear layer, quantized or not.
-        public static let table: [Field] = [.name, .shape, .format, .sqnrDB, .mse, .maxAbsError, .outputRelativeError,
-                                            .bitsPerWeight, .seconds]
+        public static let table: [Field] = [
+            .name, .shape, .format, .sqnrDB, .mse, .maxAbsError, .outputRelativeError,
+            .bitsPerWeight, .seconds
+        ]
     }
 
     /// One field's value as the encoders write it.
@@ -124,15 +132,16 @@ extension LayerReport {
     /// The layer as one JSON object with `fields` in that order. Non-finite figures are `null`
     /// (``JSONValue/serialized``).
     public func json(_ fields: [Field]) -> JSONValue {
-        .object(fields.compactMap { field in
-            cell(field).map { cell -> (key: String, value: JSONValue) in
-                switch cell {
-                case .text(let s): (field.key, .string(s))
-                case .dimensions(let d): (field.key, .array(d.map { JSONValue($0) }))
-                case .number(let x): (field.key, x.map { JSONValue($0) } ?? .null)
+        .object(
+            fields.compactMap { field in
+                cell(field).map { cell -> (key: String, value: JSONValue) in
+                    switch cell {
+                    case .text(let s): (field.key, .string(s))
+                    case .dimensions(let d): (field.key, .array(d.map { JSONValue($0) }))
+                    case .number(let x): (field.key, x.map { JSONValue($0) } ?? .null)
+                    }
                 }
-            }
-        })
+            })
     }
 
     /// The layer as one CSV line (no newline) with `fields` in that order: a shape as `ROWSxCOLS`,

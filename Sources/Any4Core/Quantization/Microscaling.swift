@@ -98,7 +98,10 @@ public enum FP8E4M3 {
         let step = Float(sign: .plus, exponent: e - 3, significand: 1)
         var q = (a / step).rounded(.toNearestOrEven)  // 8…16
         var exponent = e
-        if q == 16 { q = 8; exponent += 1 }
+        if q == 16 {
+            q = 8
+            exponent += 1
+        }
         let bits = UInt8(exponent + 7) << 3 | UInt8(q - 8)
         return sign | Swift.min(bits, 0x7E)
     }

@@ -86,8 +86,10 @@ public enum ModelQuantization {
     }
 
     /// The per-channel weights for `tensor` from a calibration file, or nil when not calibrating.
-    public static func channelWeights(for tensor: ModelTensor, options: QuantizationOptions,
-                                      calibration: CalibrationStats?) throws -> [Float]? {
+    public static func channelWeights(
+        for tensor: ModelTensor, options: QuantizationOptions,
+        calibration: CalibrationStats?
+    ) throws -> [Float]? {
         guard case .calibration(let path, let statistic) = options.sampleWeighting else { return nil }
         guard let layer = calibration?.layer(forWeight: tensor.name) else {
             throw FileFormatError(file: path, kind: .badHeader, "no statistics for this layer", subject: tensor.name)
@@ -96,47 +98,58 @@ public enum ModelQuantization {
     }
 
     /// Quantizes one tensor of `model` and measures its error.
-    public static func quantize(_ tensor: ModelTensor, of model: Model, format: any NumericFormat,
-                                options: QuantizationOptions, calibration: CalibrationStats? = nil,
-                                keepMatrix: Bool = true, outputErrorRows: Int = 0, progress: Progress? = nil) throws -> LayerResult {
+    public static func quantize(
+        _ tensor: ModelTensor, of model: Model, format: any NumericFormat,
+        options: QuantizationOptions, calibration: CalibrationStats? = nil,
+        keepMatrix: Bool = true, outputErrorRows: Int = 0, progress: Progress? = nil
+    ) throws -> LayerResult {
         precondition(tensor.shape.count == 2, "only matrices are quantized")
         // Sizes and memory first: nothing is decoded for a layer whose outputs cannot be had.
-        let sizes = try Quantizer.OutputSizes(rows: tensor.shape[0], cols: tensor.shape[1], name: tensor.name,
-                                              format: format, options: options)
+        let sizes = try Quantizer.OutputSizes(
+            rows: tensor.shape[0], cols: tensor.shape[1], name: tensor.name,
+            format: format, options: options)
         do throws(SizeError) {
-            let bytes = try Sizes.sum([try Sizes.product([sizes.elements, 4], "\(tensor.name): f32 weights"), sizes.outputBytes],
-                                      "\(tensor.name): weights and outputs")
+            let bytes = try Sizes.sum(
+                [try Sizes.product([sizes.elements, 4], "\(tensor.name): f32 weights"), sizes.outputBytes],
+                "\(tensor.name): weights and outputs")
             try MemoryBudget.check(bytes, for: "quantizing \(tensor.name) \(Formatting.shape(tensor.shape)) to \(format.name)")
         } catch {
             throw QuantizationError.tooLarge(error)
         }
         let channels = try channelWeights(for: tensor, options: options, calibration: calibration)
-        return try quantize(weights: try model.decode(tensor), of: tensor, format: format, options: options,
-                            channelWeights: channels, keepMatrix: keepMatrix, outputErrorRows: outputErrorRows,
-                            progress: progress)
+        return try quantize(
+            weights: try model.decode(tensor), of: tensor, format: format, options: options,
+            channelWeights: channels, keepMatrix: keepMatrix, outputErrorRows: outputErrorRows,
+            progress: progress)
     }
 
     /// Quantizes `weights` (the values of `tensor`, [out, in]) with per-channel k-means weights
     /// `channelWeights` when calibrating, and measures the error.
-    public static func quantize(weights: [Float], of tensor: ModelTensor, format: any NumericFormat,
-                                options: QuantizationOptions, channelWeights channels: [Float]?,
-                                keepMatrix: Bool = true, outputErrorRows: Int = 0, progress: Progress? = nil) throws -> LayerResult {
+    public static func quantize(
+        weights: [Float], of tensor: ModelTensor, format: any NumericFormat,
+        options: QuantizationOptions, channelWeights channels: [Float]?,
+        keepMatrix: Bool = true, outputErrorRows: Int = 0, progress: Progress? = nil
+    ) throws -> LayerResult {
         let start = Clock.now
-        let q = try Quantizer.quantize(weights, rows: tensor.shape[0], cols: tensor.shape[1], name: tensor.name,
-                                       format: format, options: options, storage: storageDType(of: tensor),
-                                       channelWeights: channels, progress: progress)
+        let q = try Quantizer.quantize(
+            weights, rows: tensor.shape[0], cols: tensor.shape[1], name: tensor.name,
+            format: format, options: options, storage: storageDType(of: tensor),
+            channelWeights: channels, progress: progress)
         let seconds = Clock.now - start
         let dequantized = q.dequantized()
         let metrics = ErrorMetrics(original: weights, approximation: dequantized)
         let objectives = q.rowObjectives
-        let outputError = outputErrorRows > 0
-            ? ErrorMetrics.outputRelativeError(original: weights, approximation: dequantized, rows: q.rows, cols: q.cols,
-                                               activations: ErrorMetrics.gaussianActivations(m: outputErrorRows, cols: q.cols))
+        let outputError =
+            outputErrorRows > 0
+            ? ErrorMetrics.outputRelativeError(
+                original: weights, approximation: dequantized, rows: q.rows, cols: q.cols,
+                activations: ErrorMetrics.gaussianActivations(m: outputErrorRows, cols: q.cols))
             : nil
-        return LayerResult(name: tensor.name, shape: tensor.shape, format: format.name, metrics: metrics,
-                           bitsPerWeight: q.bitsPerWeight, seconds: seconds,
-                           kmeansObjective: objectives.isEmpty ? nil : objectives.reduce(0, +),
-                           kmeansObjectiveFirst64: objectives.isEmpty ? nil : objectives.prefix(64).reduce(0, +),
-                           outputRelativeError: outputError, matrix: keepMatrix ? q : nil)
+        return LayerResult(
+            name: tensor.name, shape: tensor.shape, format: format.name, metrics: metrics,
+            bitsPerWeight: q.bitsPerWeight, seconds: seconds,
+            kmeansObjective: objectives.isEmpty ? nil : objectives.reduce(0, +),
+            kmeansObjectiveFirst64: objectives.isEmpty ? nil : objectives.prefix(64).reduce(0, +),
+            outputRelativeError: outputError, matrix: keepMatrix ? q : nil)
     }
 }

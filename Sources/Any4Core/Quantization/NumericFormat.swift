@@ -210,8 +210,9 @@ public struct QuantizationOptions: Sendable {
             throw .badOption("group size must be a positive multiple of 2, got \(groupSize)")
         }
         guard groupSize <= Self.maxGroupSize else {
-            throw .badOption("group size \(groupSize) is larger than \(Self.maxGroupSize), the largest the kernels take "
-                             + "(a group wider than a row is one group per row)")
+            throw .badOption(
+                "group size \(groupSize) is larger than \(Self.maxGroupSize), the largest the kernels take "
+                    + "(a group wider than a row is one group per row)")
         }
         guard threads >= 0, threads <= Self.maxThreads else {
             throw .badOption("threads must be in 0...\(Self.maxThreads) (0: all cores), got \(threads)")
@@ -279,7 +280,7 @@ public enum FormatRegistry {
         (TableFormat.fp4bnb, []),
         (TableFormat.iq4nl, [.offered, .comparedLast]),
         (MXFP4Format(), [.offered]),
-        (NVFP4Format(), [.offered]),
+        (NVFP4Format(), [.offered])
     ]
 
     /// Every format, in the order help texts and error messages list them.

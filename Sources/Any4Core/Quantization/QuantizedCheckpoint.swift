@@ -27,9 +27,10 @@ public enum QuantizedCheckpoint {
         /// The description of `format` quantized with `options`: its real block size, and the
         /// clustering and sample weights only for the learned (any-b) formats.
         public init(format: any NumericFormat, options: QuantizationOptions) {
-            self.init(format: format.name, codeBits: format.codeBits, groupSize: options.blockSize(for: format),
-                      method: format.perRowTable ? options.cluster.rawValue : "",
-                      sampleWeight: format.perRowTable ? options.sampleWeighting.name : "")
+            self.init(
+                format: format.name, codeBits: format.codeBits, groupSize: options.blockSize(for: format),
+                method: format.perRowTable ? options.cluster.rawValue : "",
+                sampleWeight: format.perRowTable ? options.sampleWeighting.name : "")
         }
 
         public init(format: String, codeBits: Int, groupSize: Int, method: String, sampleWeight: String) {
@@ -45,8 +46,10 @@ public enum QuantizedCheckpoint {
     ///
     /// Refuses (``OutputGuard``) a `path` that is one of the model's own files. Cancelling
     /// `progress` stops the write with ``QuantizationError/cancelled`` and writes nothing.
-    public static func write(model: Model, quantized: [String: QuantizedMatrix], description: Description,
-                             fakeQuant: Bool, to path: String, progress: Progress? = nil) throws {
+    public static func write(
+        model: Model, quantized: [String: QuantizedMatrix], description: Description,
+        fakeQuant: Bool, to path: String, progress: Progress? = nil
+    ) throws {
         try OutputGuard.check(path, inputs: model.inputFiles)
         var entries: [SafeTensorsWriter.Entry] = []
         var layers: [(key: String, value: JSONValue)] = []
@@ -85,7 +88,7 @@ public enum QuantizedCheckpoint {
     static func quantizedEntries(_ q: QuantizedMatrix, base: String) -> [SafeTensorsWriter.Entry] {
         let packed = q.packedCodes()
         var out: [SafeTensorsWriter.Entry] = [
-            .init(name: base + ".qweight", dtype: .u8, shape: [q.rows, packed.count / max(q.rows, 1)], bytes: packed),
+            .init(name: base + ".qweight", dtype: .u8, shape: [q.rows, packed.count / max(q.rows, 1)], bytes: packed)
         ]
         if q.perRowTable {
             out.append(.init(name: base + ".lut", shape: [q.rows, q.tableSize], floats: q.tables, as: q.storage))
@@ -129,7 +132,8 @@ public enum QuantizedCheckpoint {
             FileFormatError(file: path, kind: .badHeader, message, subject: subject)
         }
         guard let formatName = meta["any4.format"], let bits = meta["any4.bits"].flatMap(Int.init),
-              let groupSize = meta["any4.group_size"].flatMap(Int.init), groupSize > 0 else {
+            let groupSize = meta["any4.group_size"].flatMap(Int.init), groupSize > 0
+        else {
             throw fail("not an any4 checkpoint (no any4.format / any4.bits / any4.group_size metadata)")
         }
         guard groupSize <= QuantizationOptions.maxGroupSize else {
@@ -160,8 +164,9 @@ public enum QuantizedCheckpoint {
             // The shapes below are checked against the file's tensors, whose byte counts the reader
             // has checked; only the unpacked codes can be larger than anything in the file.
             let qweight = try tensor(".qweight", [rows, rowBytes])
-            try MemoryBudget.check(try Sizes.product([rows, cols], "\(name): codes (rows × columns)"),
-                                   for: "unpacking the codes of \(name)")
+            try MemoryBudget.check(
+                try Sizes.product([rows, cols], "\(name): codes (rows × columns)"),
+                for: "unpacking the codes of \(name)")
             guard qweight.encoding == .plain(.u8) else { throw fail("qweight must be U8", base + ".qweight") }
             let codes = QuantizedMatrix.unpackCodes(Array(file.data(of: qweight)), rows: rows, cols: cols, codeBits: bits)
             if let bad = codes.firstIndex(where: { Int($0) >= format.tableSize }) {
@@ -181,7 +186,9 @@ public enum QuantizedCheckpoint {
             let scales: [Float]
             switch format.scaleEncoding {
             case .float:
-                guard case .plain(let d) = scalesInfo.encoding, d.isFloatingPoint else { throw fail("scales must be a float dtype", base + ".scales") }
+                guard case .plain(let d) = scalesInfo.encoding, d.isFloatingPoint else {
+                    throw fail("scales must be a float dtype", base + ".scales")
+                }
                 if !format.perRowTable { storage = d }
                 scales = scalesInfo.decodeAll(from: file.store)
             case let bytes:
@@ -190,12 +197,14 @@ public enum QuantizedCheckpoint {
             let zeros = format.hasZeros ? try tensor(".zeros", [rows, groups]).decodeAll(from: file.store) : []
             let tensorScale = format.hasTensorScale ? try tensor(".tensor_scale", [1]).decodeAll(from: file.store)[0] : 1
             let scaleBits = format.scaleBits ?? storage.size * 8
-            out[name] = QuantizedMatrix(formatName: formatName, rows: rows, cols: cols, codeBits: bits, groupSize: block,
-                                        codes: codes, tables: tables, perRowTable: format.perRowTable, scales: scales,
-                                        zeros: zeros, tensorScale: tensorScale, storage: storage, scaleBits: scaleBits)
+            out[name] = QuantizedMatrix(
+                formatName: formatName, rows: rows, cols: cols, codeBits: bits, groupSize: block,
+                codes: codes, tables: tables, perRowTable: format.perRowTable, scales: scales,
+                zeros: zeros, tensorScale: tensorScale, storage: storage, scaleBits: scaleBits)
         }
-        let description = Description(format: formatName, codeBits: bits, groupSize: groupSize,
-                                      method: meta["any4.method"] ?? "", sampleWeight: meta["any4.sample_weight"] ?? "")
+        let description = Description(
+            format: formatName, codeBits: bits, groupSize: groupSize,
+            method: meta["any4.method"] ?? "", sampleWeight: meta["any4.sample_weight"] ?? "")
         return (description, out)
     }
 }

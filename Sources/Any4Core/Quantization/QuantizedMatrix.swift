@@ -114,9 +114,11 @@ public struct QuantizedMatrix: Sendable {
         return out
     }
 
-    public init(formatName: String, rows: Int, cols: Int, codeBits: Int, groupSize: Int, codes: [UInt8], tables: [Float],
-                perRowTable: Bool, scales: [Float], zeros: [Float], tensorScale: Float, storage: DType, scaleBits: Int,
-                rowObjectives: [Double] = []) {
+    public init(
+        formatName: String, rows: Int, cols: Int, codeBits: Int, groupSize: Int, codes: [UInt8], tables: [Float],
+        perRowTable: Bool, scales: [Float], zeros: [Float], tensorScale: Float, storage: DType, scaleBits: Int,
+        rowObjectives: [Double] = []
+    ) {
         self.rowObjectives = rowObjectives
         self.formatName = formatName
         self.rows = rows

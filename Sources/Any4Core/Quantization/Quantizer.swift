@@ -14,9 +14,11 @@ public enum Quantizer {
     ///   weights, a non-dividing group size under `strictGroups`, sizes that overflow or need more
     ///   memory than the machine can give (`.tooLarge`, naming the tensor and the value), a row
     ///   whose stored values overflow (`.overflow`, the lowest such row), or cancellation.
-    public static func quantize(_ weights: [Float], rows: Int, cols: Int, name: String, format: any NumericFormat,
-                                options: QuantizationOptions, storage: DType = .f32,
-                                channelWeights: [Float]? = nil, progress: Progress? = nil) throws(QuantizationError) -> QuantizedMatrix {
+    public static func quantize(
+        _ weights: [Float], rows: Int, cols: Int, name: String, format: any NumericFormat,
+        options: QuantizationOptions, storage: DType = .f32,
+        channelWeights: [Float]? = nil, progress: Progress? = nil
+    ) throws(QuantizationError) -> QuantizedMatrix {
         try options.validate()
         let sizes = try OutputSizes(rows: rows, cols: cols, name: name, format: format, options: options)
         // Nothing to quantize: refused at once, never a loop over the other dimension.
@@ -59,44 +61,54 @@ public enum Quantizer {
         let cancelled = AtomicFlag()
         let channels = channelWeights ?? []
         channels.withUnsafeBufferPointer { channelPointer in
-        let channelStatistic = channelWeights == nil ? nil : channelPointer
-        weights.withUnsafeBufferPointer { w in
-            codes.withUnsafeMutableBufferPointer { codesOut in
-                tables.withUnsafeMutableBufferPointer { tablesOut in
-                    scales.withUnsafeMutableBufferPointer { scalesOut in
-                        zeros.withUnsafeMutableBufferPointer { zerosOut in
-                        objectives.withUnsafeMutableBufferPointer { objectivesOut in
-                            let shared = SharedBuffers(weights: w, channels: channelStatistic, codes: codesOut, tables: tablesOut,
-                                                       scales: scalesOut, zeros: zerosOut,
-                                                       objectives: objectivesOut)
-                            DispatchQueue.concurrentPerform(iterations: min(threads, chunks)) { _ in
-                                let workspace = QuantWorkspace()
-                                let scratchObjective = UnsafeMutablePointer<Double>.allocate(capacity: 1)
-                                defer { scratchObjective.deallocate() }
-                                while !cancelled.isSet {
-                                    let c = next.increment()
-                                    // Chunks are taken in order: past a failed row, none is needed.
-                                    guard c < chunks, c * chunk < overflow.firstRow else { break }
-                                    if progress?.isCancelled == true { cancelled.set(); break }
-                                    rowLoop: for r in (c * chunk)..<min((c + 1) * chunk, rows) {
-                                        let job = RowJob(
-                                            row: r,
-                                            values: UnsafeBufferPointer(rebasing: shared.weights[(r * cols)..<((r + 1) * cols)]),
-                                            groups: layout,
-                                            codes: UnsafeMutableBufferPointer(rebasing: shared.codes[(r * cols)..<((r + 1) * cols)]),
-                                            scales: UnsafeMutableBufferPointer(rebasing: shared.scales[(r * groups)..<((r + 1) * groups)]),
-                                            zeros: shared.zeros.isEmpty ? shared.zeros : UnsafeMutableBufferPointer(rebasing: shared.zeros[(r * groups)..<((r + 1) * groups)]),
-                                            table: format.perRowTable ? UnsafeMutableBufferPointer(rebasing: shared.tables[(r * tableSize)..<((r + 1) * tableSize)]) : shared.tables,
-                                            objective: shared.objectives.isEmpty ? scratchObjective : shared.objectives.baseAddress! + r,
-                                            channelWeights: shared.channels,
-                                            options: options, tensorScale: tensorScale, storage: rounding, workspace: workspace)
-                                        format.quantizeRow(job)
-                                        if let problem = RowOverflow.check(job, format: format, values: valueRounding) {
-                                            overflow.record(row: r, problem)
-                                            break rowLoop
+            let channelStatistic = channelWeights == nil ? nil : channelPointer
+            weights.withUnsafeBufferPointer { w in
+                codes.withUnsafeMutableBufferPointer { codesOut in
+                    tables.withUnsafeMutableBufferPointer { tablesOut in
+                        scales.withUnsafeMutableBufferPointer { scalesOut in
+                            zeros.withUnsafeMutableBufferPointer { zerosOut in
+                                objectives.withUnsafeMutableBufferPointer { objectivesOut in
+                                    let shared = SharedBuffers(
+                                        weights: w, channels: channelStatistic, codes: codesOut, tables: tablesOut,
+                                        scales: scalesOut, zeros: zerosOut,
+                                        objectives: objectivesOut)
+                                    DispatchQueue.concurrentPerform(iterations: min(threads, chunks)) { _ in
+                                        let workspace = QuantWorkspace()
+                                        let scratchObjective = UnsafeMutablePointer<Double>.allocate(capacity: 1)
+                                        defer { scratchObjective.deallocate() }
+                                        while !cancelled.isSet {
+                                            let c = next.increment()
+                                            // Chunks are taken in order: past a failed row, none is needed.
+                                            guard c < chunks, c * chunk < overflow.firstRow else { break }
+                                            if progress?.isCancelled == true {
+                                                cancelled.set()
+                                                break
+                                            }
+                                            rowLoop: for r in (c * chunk)..<min((c + 1) * chunk, rows) {
+                                                let job = RowJob(
+                                                    row: r,
+                                                    values: UnsafeBufferPointer(rebasing: shared.weights[(r * cols)..<((r + 1) * cols)]),
+                                                    groups: layout,
+                                                    codes: UnsafeMutableBufferPointer(rebasing: shared.codes[(r * cols)..<((r + 1) * cols)]),
+                                                    scales: UnsafeMutableBufferPointer(rebasing: shared.scales[(r * groups)..<((r + 1) * groups)]),
+                                                    zeros: shared.zeros.isEmpty
+                                                        ? shared.zeros
+                                                        : UnsafeMutableBufferPointer(rebasing: shared.zeros[(r * groups)..<((r + 1) * groups)]),
+                                                    table: format.perRowTable
+                                                        ? UnsafeMutableBufferPointer(rebasing: shared.tables[(r * tableSize)..<((r + 1) * tableSize)])
+                                                        : shared.tables,
+                                                    objective: shared.objectives.isEmpty ? scratchObjective : shared.objectives.baseAddress! + r,
+                                                    channelWeights: shared.channels,
+                                                    options: options, tensorScale: tensorScale, storage: rounding, workspace: workspace)
+                                                format.quantizeRow(job)
+                                                if let problem = RowOverflow.check(job, format: format, values: valueRounding) {
+                                                    overflow.record(row: r, problem)
+                                                    break rowLoop
+                                                }
+                                            }
+                                            progress?.advance(by: min((c + 1) * chunk, rows) - c * chunk)
                                         }
                                     }
-                                    progress?.advance(by: min((c + 1) * chunk, rows) - c * chunk)
                                 }
                             }
                         }
@@ -104,14 +116,13 @@ public enum Quantizer {
                 }
             }
         }
-        }
-        }
         if cancelled.isSet { throw .cancelled }
         if let (row, problem) = overflow.first { throw .overflow(tensor: name, row: row, detail: problem) }
-        return QuantizedMatrix(formatName: format.name, rows: rows, cols: cols, codeBits: format.codeBits, groupSize: groupSize,
-                               codes: codes, tables: tables, perRowTable: format.perRowTable, scales: scales, zeros: zeros,
-                               tensorScale: tensorScale, storage: rounding.dtype, scaleBits: format.scaleBits ?? rounding.bits,
-                               rowObjectives: objectives)
+        return QuantizedMatrix(
+            formatName: format.name, rows: rows, cols: cols, codeBits: format.codeBits, groupSize: groupSize,
+            codes: codes, tables: tables, perRowTable: format.perRowTable, scales: scales, zeros: zeros,
+            tensorScale: tensorScale, storage: rounding.dtype, scaleBits: format.scaleBits ?? rounding.bits,
+            rowObjectives: objectives)
     }
 }
 
@@ -130,8 +141,10 @@ extension Quantizer {
         /// dequantized f32 matrix the error is measured on.
         public var outputBytes: Int
 
-        public init(rows: Int, cols: Int, name: String, format: any NumericFormat,
-                    options: QuantizationOptions) throws(QuantizationError) {
+        public init(
+            rows: Int, cols: Int, name: String, format: any NumericFormat,
+            options: QuantizationOptions
+        ) throws(QuantizationError) {
             do throws(SizeError) {
                 guard rows >= 0, cols >= 0 else { throw SizeError("\(name): shape [\(rows), \(cols)]", .negative(min(rows, cols))) }
                 groupSize = options.blockSize(for: format)
@@ -140,13 +153,18 @@ extension Quantizer {
                 groupsPerRow = Sizes.groupCount(width: cols, size: groupSize)
                 groupEntries = try Sizes.product([rows, groupsPerRow], "\(name): scales (rows × groups of \(groupSize))")
                 tableSize = 1 << format.codeBits
-                tableEntries = format.perRowTable
+                tableEntries =
+                    format.perRowTable
                     ? try Sizes.product([rows, tableSize], "\(name): tables (rows × \(tableSize) entries)") : tableSize
-                let floats = try Sizes.sum([tableEntries, groupEntries, format.hasZeros ? groupEntries : 0, elements],
-                                                "\(name): tables + scales + zeros + dequantized values")
-                outputBytes = try Sizes.sum([elements, try Sizes.product([floats, 4], "\(name): f32 outputs"),
-                                                  format.perRowTable ? try Sizes.product([rows, 8], "\(name): objectives") : 0],
-                                                 "\(name): output bytes")
+                let floats = try Sizes.sum(
+                    [tableEntries, groupEntries, format.hasZeros ? groupEntries : 0, elements],
+                    "\(name): tables + scales + zeros + dequantized values")
+                outputBytes = try Sizes.sum(
+                    [
+                        elements, try Sizes.product([floats, 4], "\(name): f32 outputs"),
+                        format.perRowTable ? try Sizes.product([rows, 8], "\(name): objectives") : 0
+                    ],
+                    "\(name): output bytes")
             } catch {
                 throw .tooLarge(error)
             }
@@ -189,17 +207,22 @@ final class RowOverflow: @unchecked Sendable {
         let dtype = job.storage.dtype.rawValue
         func weights(_ range: Range<Int>) -> String {
             var lo = Float.infinity, hi = -Float.infinity
-            for c in range { lo = min(lo, job.values[c]); hi = max(hi, job.values[c]) }
+            for c in range {
+                lo = min(lo, job.values[c])
+                hi = max(hi, job.values[c])
+            }
             return "weights \(lo) … \(hi)"
         }
         let scaleName = format.scaleEncoding.name ?? dtype
         for g in 0..<job.groups.count where !job.scales[g].isFinite {
             let range = job.groups.range(g)
-            return "group \(g) (columns \(range.lowerBound)..<\(range.upperBound), \(weights(range))): the scale is \(job.scales[g]) in \(scaleName); \(format.name) cannot store weights this large"
+            return
+                "group \(g) (columns \(range.lowerBound)..<\(range.upperBound), \(weights(range))): the scale is \(job.scales[g]) in \(scaleName); \(format.name) cannot store weights this large"
         }
         for g in 0..<job.zeros.count where !job.zeros[g].isFinite {
             let range = job.groups.range(g)
-            return "group \(g) (columns \(range.lowerBound)..<\(range.upperBound), \(weights(range))): the zero is \(job.zeros[g]) in \(dtype); \(format.name) cannot store weights this large"
+            return
+                "group \(g) (columns \(range.lowerBound)..<\(range.upperBound), \(weights(range))): the zero is \(job.zeros[g]) in \(dtype); \(format.name) cannot store weights this large"
         }
         if format.perRowTable, let i = job.table.firstIndex(where: { !$0.isFinite }) {
             return "LUT entry \(i) is \(job.table[i]) in \(dtype)"

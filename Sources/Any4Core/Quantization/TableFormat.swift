@@ -27,10 +27,12 @@ public struct TableFormat: NumericFormat {
     /// NormalFloat4 (QLoRA / bitsandbytes `get_4bit_type("nf4")`).
     public static let nf4 = TableFormat(
         name: "nf4", summary: "NormalFloat4 table, absmax scale per group (QLoRA)",
-        table: [-1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453, -0.28444138169288635,
-                -0.18477343022823334, -0.09105003625154495, 0.0, 0.07958029955625534, 0.16093020141124725,
-                0.24611230194568634, 0.33791524171829224, 0.44070982933044434, 0.5626170039176941,
-                0.7229568362236023, 1.0],
+        table: [
+            -1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453, -0.28444138169288635,
+            -0.18477343022823334, -0.09105003625154495, 0.0, 0.07958029955625534, 0.16093020141124725,
+            0.24611230194568634, 0.33791524171829224, 0.44070982933044434, 0.5626170039176941,
+            0.7229568362236023, 1.0
+        ],
         tableMax: 1, tiesToEven: false, fixedBlockSize: nil, searchesScale: false)
 
     /// E2M1 in IEEE code order: bit 3 sign, bits 2–1 exponent, bit 0 mantissa.
@@ -75,8 +77,10 @@ public struct TableFormat: NumericFormat {
     /// mapped to the table's end (and 7 neighbouring entries either side), codes are assigned, the
     /// least-squares scale for those codes is taken, and the candidate with the lowest squared
     /// error wins. Unweighted (llama.cpp can weight by an importance matrix).
-    func searchedScale(_ values: UnsafeBufferPointer<Float>, _ range: Range<Int>, _ t: UnsafeBufferPointer<Float>,
-                       _ storage: StorageRounding) -> Float {
+    func searchedScale(
+        _ values: UnsafeBufferPointer<Float>, _ range: Range<Int>, _ t: UnsafeBufferPointer<Float>,
+        _ storage: StorageRounding
+    ) -> Float {
         var signedMax: Float = 0
         for c in range where abs(values[c]) > abs(signedMax) { signedMax = values[c] }
         guard signedMax != 0 else { return 0 }
@@ -97,7 +101,10 @@ public struct TableFormat: NumericFormat {
             }
             guard sumQQ > 0 else { continue }
             let refined = storage(sumXQ / sumQQ)
-            guard refined.isFinite else { overflowed = refined; continue }
+            guard refined.isFinite else {
+                overflowed = refined
+                continue
+            }
             guard refined != 0 else { continue }
             let inv = 1 / refined
             var error: Float = 0

@@ -1,7 +1,7 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// Writes a file so that readers see either the old file or the complete new one, never a part.
@@ -124,7 +124,10 @@ public final class AtomicFileWriter {
     /// Discards the temporary file; the destination is untouched.
     public func abandon() {
         guard !finished else { return }
-        if fd >= 0 { close(fd); fd = -1 }
+        if fd >= 0 {
+            close(fd)
+            fd = -1
+        }
         unlink(temporaryPath)
         finished = true
     }
@@ -143,7 +146,8 @@ public final class AtomicFileWriter {
         for name in listDirectory(folder) where name.hasPrefix(prefix) {
             let parts = name.dropFirst(prefix.count).split(separator: "-", omittingEmptySubsequences: false)
             guard parts.count == 2, parts.allSatisfy({ !$0.isEmpty && $0.allSatisfy { $0.isASCII && $0.isNumber } }),
-                  let pid = Int32(parts[0]), pid > 0, UInt32(parts[1]) != nil else { continue }
+                let pid = Int32(parts[0]), pid > 0, UInt32(parts[1]) != nil
+            else { continue }
             guard kill(pid, 0) != 0 && errno == ESRCH else { continue }
             let stale = folder + "/" + name
             var info = stat()

@@ -2,9 +2,9 @@ import Dispatch
 import Synchronization
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// Regular expressions from the command line (`--layers`, `--skip`, `inspect --filter`) matched
@@ -21,20 +21,24 @@ public enum BoundedMatching {
     public static let defaultLimit = 2.0
 
     /// Whether each of `names` contains a match of `regex`.
-    public static func matches(_ regex: Regex<AnyRegexOutput>, in names: [String],
-                               limit: Double = defaultLimit) throws(PatternTimeout) -> [Bool] {
+    public static func matches(
+        _ regex: Regex<AnyRegexOutput>, in names: [String],
+        limit: Double = defaultLimit
+    ) throws(PatternTimeout) -> [Bool] {
         guard !names.isEmpty else { return [] }
         let work = MatchWork(regex: regex, names: names)
         // A thread of its own, not Dispatch's pool: a match that never ends must not hold one of
         // the pool's few threads (as many as cores) that the quantizer's loops wait on.
         var thread = pthread_t()
         let context = Unmanaged.passRetained(work).toOpaque()
-        let created = pthread_create(&thread, nil, { raw in
-            let work = Unmanaged<MatchWork>.fromOpaque(raw!).takeRetainedValue()
-            work.run()
-            work.finished.signal()
-            return nil
-        }, context)
+        let created = pthread_create(
+            &thread, nil,
+            { raw in
+                let work = Unmanaged<MatchWork>.fromOpaque(raw!).takeRetainedValue()
+                work.run()
+                work.finished.signal()
+                return nil
+            }, context)
         if created == 0 {
             pthread_detach(thread)
         } else {

@@ -1,9 +1,9 @@
 import CAny4Support
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// Read-only bytes of a file or an in-memory buffer, kept alive as long as any reader holds them.

@@ -8,7 +8,10 @@ import Synchronization
 @inline(__always)
 package func parallelRows(_ rows: Int, threads: Int, _ body: (Int, Int) -> Void) {
     let workers = max(1, min(threads, rows))
-    if workers == 1 { body(0, rows); return }
+    if workers == 1 {
+        body(0, rows)
+        return
+    }
     // Large loops are cut into 4 tasks per worker, claimed as workers free up, so a worker that
     // the machine slows down (a busy neighbour, an interrupt) does not hold up the others. Only
     // when the loop may use every core: the pool hands tasks to all its threads.
@@ -18,11 +21,13 @@ package func parallelRows(_ rows: Int, threads: Int, _ body: (Int, Int) -> Void)
     withoutActuallyEscaping(body) { body in
         var job = ParallelJob(body: body, rows: rows, chunk: chunk)
         let ran = withUnsafeMutablePointer(to: &job) { p in
-            any4_pool_run(Int32(tasks), { raw, i in
-                let job = raw!.assumingMemoryBound(to: ParallelJob.self)
-                let start = Int(i) * job.pointee.chunk, end = min(job.pointee.rows, start + job.pointee.chunk)
-                if start < end { job.pointee.body(start, end) }
-            }, p)
+            any4_pool_run(
+                Int32(tasks),
+                { raw, i in
+                    let job = raw!.assumingMemoryBound(to: ParallelJob.self)
+                    let start = Int(i) * job.pointee.chunk, end = min(job.pointee.rows, start + job.pointee.chunk)
+                    if start < end { job.pointee.body(start, end) }
+                }, p)
         }
         if ran == 0 {
             let box = UncheckedBox(body)

@@ -5,7 +5,10 @@ public enum Formatting {
         let units = ["B", "KiB", "MiB", "GiB", "TiB"]
         var value = Double(count)
         var unit = 0
-        while value >= 1024, unit < units.count - 1 { value /= 1024; unit += 1 }
+        while value >= 1024, unit < units.count - 1 {
+            value /= 1024
+            unit += 1
+        }
         return unit == 0 ? "\(count) B" : fixed(value, 1) + " " + units[unit]
     }
 
@@ -44,7 +47,10 @@ public enum Formatting {
         if value == 0 { return fixed(0, digits) + "e+00" }
         var exponent = Int((abs(value)).log10Floor)
         var mantissa = value / pow10(exponent)
-        if abs((abs(mantissa) * pow10(digits)).rounded()) >= 10 * pow10(digits) { exponent += 1; mantissa = value / pow10(exponent) }
+        if abs((abs(mantissa) * pow10(digits)).rounded()) >= 10 * pow10(digits) {
+            exponent += 1
+            mantissa = value / pow10(exponent)
+        }
         let sign = exponent < 0 ? "-" : "+"
         let e = abs(exponent)
         return fixed(mantissa, digits) + "e" + sign + (e < 10 ? "0" : "") + String(e)
@@ -77,8 +83,14 @@ extension Double {
     var log10Floor: Double {
         var e = 0.0
         var v = abs(self)
-        while v >= 10 { v /= 10; e += 1 }
-        while v < 1 { v *= 10; e -= 1 }
+        while v >= 10 {
+            v /= 10
+            e += 1
+        }
+        while v < 1 {
+            v *= 10
+            e -= 1
+        }
         return e
     }
 }

@@ -1,7 +1,7 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// A fixed-size array of plain values in its own memory, aligned to 2 MiB and (on Linux) advised
@@ -33,7 +33,7 @@ package final class HugePageBuffer<Element: BitwiseCopyable>: @unchecked Sendabl
             fatalError("out of memory allocating \(size) bytes for packed weights")
         }
         #if os(Linux)
-        if large { _ = madvise(raw, size, 14) }  // MADV_HUGEPAGE (a hint: ignored where THP is off)
+            if large { _ = madvise(raw, size, 14) }  // MADV_HUGEPAGE (a hint: ignored where THP is off)
         #endif
         return raw
     }

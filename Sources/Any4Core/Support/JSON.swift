@@ -100,9 +100,15 @@ public struct JSONParser {
         case UInt8(ascii: "{"): return try parseObject(depth: depth)
         case UInt8(ascii: "["): return try parseArray(depth: depth)
         case UInt8(ascii: "\""): return .string(try parseString())
-        case UInt8(ascii: "t"): try expect("true"); return .bool(true)
-        case UInt8(ascii: "f"): try expect("false"); return .bool(false)
-        case UInt8(ascii: "n"): try expect("null"); return .null
+        case UInt8(ascii: "t"):
+            try expect("true")
+            return .bool(true)
+        case UInt8(ascii: "f"):
+            try expect("false")
+            return .bool(false)
+        case UInt8(ascii: "n"):
+            try expect("null")
+            return .null
         case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"): return try parseNumber()
         default: throw error("unexpected character")
         }
@@ -113,7 +119,10 @@ public struct JSONParser {
         var members: [(key: String, value: JSONValue)] = []
         var seen = Set<String>()
         skipSpace()
-        if current == UInt8(ascii: "}") { position += 1; return .object(members) }
+        if current == UInt8(ascii: "}") {
+            position += 1
+            return .object(members)
+        }
         while true {
             skipSpace()
             guard current == UInt8(ascii: "\"") else { throw error("expected a string key") }
@@ -132,7 +141,10 @@ public struct JSONParser {
             guard let c = current else { throw error("unterminated object") }
             position += 1
             if c == UInt8(ascii: "}") { return .object(members) }
-            guard c == UInt8(ascii: ",") else { position -= 1; throw error("expected ',' or '}'") }
+            guard c == UInt8(ascii: ",") else {
+                position -= 1
+                throw error("expected ',' or '}'")
+            }
         }
     }
 
@@ -140,7 +152,10 @@ public struct JSONParser {
         position += 1
         var items: [JSONValue] = []
         skipSpace()
-        if current == UInt8(ascii: "]") { position += 1; return .array(items) }
+        if current == UInt8(ascii: "]") {
+            position += 1
+            return .array(items)
+        }
         while true {
             skipSpace()
             items.append(try parseValue(depth: depth + 1))
@@ -148,7 +163,10 @@ public struct JSONParser {
             guard let c = current else { throw error("unterminated array") }
             position += 1
             if c == UInt8(ascii: "]") { return .array(items) }
-            guard c == UInt8(ascii: ",") else { position -= 1; throw error("expected ',' or ']'") }
+            guard c == UInt8(ascii: ",") else {
+                position -= 1
+                throw error("expected ',' or ']'")
+            }
         }
     }
 
@@ -187,9 +205,16 @@ public struct JSONParser {
         var buffer = Array(bytes[start..<position])
         while true {
             guard let c = current else { throw error("unterminated string") }
-            if c == UInt8(ascii: "\"") { position += 1; break }
+            if c == UInt8(ascii: "\"") {
+                position += 1
+                break
+            }
             guard c >= 0x20 else { throw error("control character in string") }
-            if c != UInt8(ascii: "\\") { buffer.append(c); position += 1; continue }
+            if c != UInt8(ascii: "\\") {
+                buffer.append(c)
+                position += 1
+                continue
+            }
             position += 1
             guard let e = current else { throw error("unterminated escape") }
             position += 1
@@ -206,7 +231,8 @@ public struct JSONParser {
                 var scalar = try parseHex4()
                 if (0xD800...0xDBFF).contains(scalar) {
                     guard position + 6 <= bytes.count, bytes[position] == UInt8(ascii: "\\"),
-                          bytes[position + 1] == UInt8(ascii: "u") else { throw error("unpaired surrogate") }
+                        bytes[position + 1] == UInt8(ascii: "u")
+                    else { throw error("unpaired surrogate") }
                     position += 2
                     let low = try parseHex4()
                     guard (0xDC00...0xDFFF).contains(low) else { throw error("unpaired surrogate") }
@@ -270,9 +296,13 @@ extension JSONValue {
         case .null: out += "null"
         case .bool(let b): out += b ? "true" : "false"
         case .number(let d, let exact):
-            if let exact { out += String(exact) }
-            else if d.isFinite { out += d == d.rounded() && abs(d) < 1e15 ? String(Int64(d)) + ".0" : "\(d)" }
-            else { out += "null" }
+            if let exact {
+                out += String(exact)
+            } else if d.isFinite {
+                out += d == d.rounded() && abs(d) < 1e15 ? String(Int64(d)) + ".0" : "\(d)"
+            } else {
+                out += "null"
+            }
         case .string(let s): JSONValue.writeString(s, to: &out)
         case .array(let items):
             out += "["

@@ -1,7 +1,7 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// Refuses an output path that would replace something the command reads.
@@ -31,8 +31,9 @@ public enum OutputGuard {
                 }
             }
             guard (target.st_mode & S_IFMT) == S_IFREG else {
-                throw FileFormatError(file: output, kind: .io,
-                                      "cannot write the output here: it is \(FileKind.nonRegular(target.st_mode) ?? "a special file"), not a regular file")
+                throw FileFormatError(
+                    file: output, kind: .io,
+                    "cannot write the output here: it is \(FileKind.nonRegular(target.st_mode) ?? "a special file"), not a regular file")
             }
             return
         }
@@ -51,8 +52,9 @@ public enum OutputGuard {
 
     static func refusal(_ output: String, _ input: String) -> FileFormatError {
         let what = isDirectory(input) ? "input folder" : "input file"
-        return FileFormatError(file: output, kind: .outputIsInput,
-                               "refusing to write: this is the \(what) \(input) (the same file on disk); choose another output path")
+        return FileFormatError(
+            file: output, kind: .outputIsInput,
+            "refusing to write: this is the \(what) \(input) (the same file on disk); choose another output path")
     }
 
     /// `realpath(3)`: the absolute path with every symlink, `.` and `..` resolved; nil when it

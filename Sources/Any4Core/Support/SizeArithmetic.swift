@@ -1,7 +1,7 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// A size taken from a file or an option that cannot be had: a product or sum that does not fit
@@ -125,8 +125,10 @@ public enum MemoryBudget {
     }
 
     /// The check against a given figure (nil: unknown, nothing refused).
-    public static func check(_ bytes: Int, against figure: (bytes: Int, source: String)?,
-                             for what: @autoclosure () -> String) throws(SizeError) {
+    public static func check(
+        _ bytes: Int, against figure: (bytes: Int, source: String)?,
+        for what: @autoclosure () -> String
+    ) throws(SizeError) {
         if bytes < 0 { throw SizeError(what(), .negative(bytes)) }
         guard let figure, bytes > figure.bytes else { return }
         throw SizeError(what(), .exceedsMemory(bytes: bytes, available: figure.bytes, source: figure.source))

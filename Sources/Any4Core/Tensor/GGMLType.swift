@@ -13,16 +13,39 @@ public enum GGMLType: UInt32, Sendable, CaseIterable, Hashable {
     /// The name ggml gives the type (`Q4_K`, `IQ4_NL`, ...).
     public var name: String {
         switch self {
-        case .f32: "F32"; case .f16: "F16"; case .bf16: "BF16"; case .f64: "F64"
-        case .i8: "I8"; case .i16: "I16"; case .i32: "I32"; case .i64: "I64"
-        case .q4_0: "Q4_0"; case .q4_1: "Q4_1"; case .q5_0: "Q5_0"; case .q5_1: "Q5_1"
-        case .q8_0: "Q8_0"; case .q8_1: "Q8_1"
-        case .q2_K: "Q2_K"; case .q3_K: "Q3_K"; case .q4_K: "Q4_K"; case .q5_K: "Q5_K"
-        case .q6_K: "Q6_K"; case .q8_K: "Q8_K"
-        case .iq2_XXS: "IQ2_XXS"; case .iq2_XS: "IQ2_XS"; case .iq3_XXS: "IQ3_XXS"; case .iq1_S: "IQ1_S"
-        case .iq4_NL: "IQ4_NL"; case .iq3_S: "IQ3_S"; case .iq2_S: "IQ2_S"; case .iq4_XS: "IQ4_XS"
-        case .iq1_M: "IQ1_M"; case .tq1_0: "TQ1_0"; case .tq2_0: "TQ2_0"
-        case .mxfp4: "MXFP4"; case .nvfp4: "NVFP4"
+        case .f32: "F32"
+        case .f16: "F16"
+        case .bf16: "BF16"
+        case .f64: "F64"
+        case .i8: "I8"
+        case .i16: "I16"
+        case .i32: "I32"
+        case .i64: "I64"
+        case .q4_0: "Q4_0"
+        case .q4_1: "Q4_1"
+        case .q5_0: "Q5_0"
+        case .q5_1: "Q5_1"
+        case .q8_0: "Q8_0"
+        case .q8_1: "Q8_1"
+        case .q2_K: "Q2_K"
+        case .q3_K: "Q3_K"
+        case .q4_K: "Q4_K"
+        case .q5_K: "Q5_K"
+        case .q6_K: "Q6_K"
+        case .q8_K: "Q8_K"
+        case .iq2_XXS: "IQ2_XXS"
+        case .iq2_XS: "IQ2_XS"
+        case .iq3_XXS: "IQ3_XXS"
+        case .iq1_S: "IQ1_S"
+        case .iq4_NL: "IQ4_NL"
+        case .iq3_S: "IQ3_S"
+        case .iq2_S: "IQ2_S"
+        case .iq4_XS: "IQ4_XS"
+        case .iq1_M: "IQ1_M"
+        case .tq1_0: "TQ1_0"
+        case .tq2_0: "TQ2_0"
+        case .mxfp4: "MXFP4"
+        case .nvfp4: "NVFP4"
         }
     }
 
@@ -43,11 +66,31 @@ public enum GGMLType: UInt32, Sendable, CaseIterable, Hashable {
         case .f16, .bf16, .i16: 2
         case .f64, .i64: 8
         case .i8: 1
-        case .q4_0: 18; case .q4_1: 20; case .q5_0: 22; case .q5_1: 24; case .q8_0: 34; case .q8_1: 40
-        case .q2_K: 84; case .q3_K: 110; case .q4_K: 144; case .q5_K: 176; case .q6_K: 210; case .q8_K: 292
-        case .iq2_XXS: 66; case .iq2_XS: 74; case .iq3_XXS: 98; case .iq1_S: 50; case .iq4_NL: 18
-        case .iq3_S: 110; case .iq2_S: 82; case .iq4_XS: 136; case .iq1_M: 56
-        case .tq1_0: 54; case .tq2_0: 66; case .mxfp4: 17; case .nvfp4: 36
+        case .q4_0: 18
+        case .q4_1: 20
+        case .q5_0: 22
+        case .q5_1: 24
+        case .q8_0: 34
+        case .q8_1: 40
+        case .q2_K: 84
+        case .q3_K: 110
+        case .q4_K: 144
+        case .q5_K: 176
+        case .q6_K: 210
+        case .q8_K: 292
+        case .iq2_XXS: 66
+        case .iq2_XS: 74
+        case .iq3_XXS: 98
+        case .iq1_S: 50
+        case .iq4_NL: 18
+        case .iq3_S: 110
+        case .iq2_S: 82
+        case .iq4_XS: 136
+        case .iq1_M: 56
+        case .tq1_0: 54
+        case .tq2_0: 66
+        case .mxfp4: 17
+        case .nvfp4: 36
         }
     }
 
@@ -55,7 +98,8 @@ public enum GGMLType: UInt32, Sendable, CaseIterable, Hashable {
     public var isDecodable: Bool {
         switch self {
         case .f32, .f16, .bf16, .f64, .i8, .i16, .i32, .i64,
-             .q4_0, .q4_1, .q5_0, .q5_1, .q8_0, .q2_K, .q3_K, .q4_K, .q5_K, .q6_K, .iq4_NL, .mxfp4: true
+            .q4_0, .q4_1, .q5_0, .q5_1, .q8_0, .q2_K, .q3_K, .q4_K, .q5_K, .q6_K, .iq4_NL, .mxfp4:
+            true
         default: false
         }
     }
@@ -175,7 +219,8 @@ extension GGMLType {
             let q = 16 + half * 32
             for shift in stride(from: 0, to: 8, by: 2) {
                 for part in 0..<2 {
-                    let sc = b.u8(scaleIndex); scaleIndex += 1
+                    let sc = b.u8(scaleIndex)
+                    scaleIndex += 1
                     let dl = d * Float(sc & 0xF), ml = dmin * Float(sc >> 4)
                     for l in 0..<16 {
                         y[out] = dl * Float((b.u8(q + part * 16 + l) >> UInt8(shift)) & 3) - ml
@@ -200,7 +245,8 @@ extension GGMLType {
             let q = 32 + half * 32
             for shift in stride(from: 0, to: 8, by: 2) {
                 for part in 0..<2 {
-                    let dl = d * Float(scales[scaleIndex]); scaleIndex += 1
+                    let dl = d * Float(scales[scaleIndex])
+                    scaleIndex += 1
                     for l in 0..<16 {
                         let low = Int((b.u8(q + part * 16 + l) >> UInt8(shift)) & 3)
                         let high = b.u8(part * 16 + l) & mask != 0 ? 0 : 4
