@@ -28,8 +28,8 @@ enum ChoiceFailure {
     }
 
     /// The message for the last failure, naming the option as `arguments` give it the value
-    /// (`--opt value` or `--opt=value`; `--quantize` or `--format` for a format), or by its usual
-    /// name when none does.
+    /// (`--opt value` or `--opt=value`; `--format` or its alias `--quantize` for a format), or by
+    /// its usual name when none does.
     static func message(arguments: [String]) -> String? {
         guard let failure = last else { return nil }
         let given = failure.options.first { option in
@@ -128,8 +128,8 @@ enum SampleWeightArgument: ExpressibleByArgument, Equatable {
     }
 }
 
-/// One format of the registry (`--format` of quantize, `--quantize` of the engine commands); its
-/// values are the registry's names.
+/// One format of the registry (`--format` of quantize and of the engine commands, which keep
+/// `--quantize` as a hidden alias); its values are the registry's names.
 struct FormatArgument: ExpressibleByArgument {
     let format: any NumericFormat
 

@@ -33,7 +33,7 @@ struct EmbedEvalCommand: ParsableCommand {
             .map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
         let ids = lines.map { Array(tokenizer.encode($0, addSpecialTokens: true).prefix(bert.maxPositions)) }
         guard engineQuantization.quantize != nil else {
-            throw usageError("embed-eval compares against a quantized model: give --quantize FORMAT")
+            throw usageError("embed-eval compares against a quantized model: give --format FORMAT")
         }
         let progress = Progress(total: lines.count, label: "embedding (f32)")
         let reference = try runProgressJob(progress, interrupted: "interrupted") {

@@ -4,16 +4,20 @@ import Any4Kernels
 import ArgumentParser
 import Foundation
 
-/// `--quantize FORMAT` and the quantize command's options, for the commands that run a model
+/// `--format FORMAT` and the quantize command's options, for the commands that run a model
 /// (ppl, embed-eval, run): the model is quantized in place before it runs.
 struct EngineQuantizationGroup: ParsableArguments {
     @Option(help: ArgumentHelp("Quantize the linear layers to this format before running (default: run the weights as stored).",
                                valueName: "format"))
-    var quantize: FormatArgument?
+    var format: FormatArgument?
+
+    /// `--quantize`, the old spelling of `--format`.
+    @Option(name: .customLong("quantize"), help: .hidden)
+    var quantizeAlias: FormatArgument?
 
     @OptionGroup var quantization: QuantizationOptionGroup
 
-    @Flag(help: "With --quantize: calibrate sequentially on --prompt (block i's statistics are taken after blocks 0..<i are quantized) and weigh any-b's k-means by --stat.")
+    @Flag(help: "With --format: calibrate sequentially on --prompt (block i's statistics are taken after blocks 0..<i are quantized) and weigh any-b's k-means by --stat.")
     var calibrate = false
 
     @Option(help: "Calibration prompt file for --calibrate (default: assets/calibration.txt).")
@@ -21,6 +25,16 @@ struct EngineQuantizationGroup: ParsableArguments {
 
     @Option(help: "Lookup-kernel path for quantized layers at small batch: fast (int8 activations) or exact (f32 activations).")
     var kernel: KernelPath = .fast
+
+    /// The format asked for, under either spelling (nil: run the weights as stored).
+    var quantize: FormatArgument? { quantizeAlias ?? format }
+
+    /// Both spellings at once: status 2 rather than one silently winning.
+    func validate() throws {
+        if format != nil && quantizeAlias != nil {
+            throw usageError("--format and --quantize are the same option (--quantize is its old name); give it once")
+        }
+    }
 
     func engineOptions() -> EngineOptions {
         var o = EngineOptions()
@@ -32,7 +46,7 @@ struct EngineQuantizationGroup: ParsableArguments {
     /// Quantizes `engine` in place as asked; returns a one-line description (nil: not quantized).
     func apply(to engine: any TransformerEngine, tokenizer: any TextTokenizer, quiet: Bool) throws -> String? {
         guard let format = quantize?.format else {
-            if calibrate { throw usageError("--calibrate needs --quantize FORMAT") }
+            if calibrate { throw usageError("--calibrate needs --format FORMAT") }
             return nil
         }
         let options = try quantization.options()

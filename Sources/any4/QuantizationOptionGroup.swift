@@ -1,7 +1,7 @@
 import Any4Core
 import ArgumentParser
 
-/// Options shared by `quantize`, `compare` and, with `--quantize`, the engine commands.
+/// Options shared by `quantize`, `compare` and, with `--format`, the engine commands.
 struct QuantizationOptionGroup: ParsableArguments {
     @OptionGroup var groupSizeOption: GroupSizeOption
 

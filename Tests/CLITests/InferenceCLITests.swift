@@ -40,7 +40,7 @@ final class InferenceCLITests: XCTestCase {
         XCTAssertTrue(r.stdout.hasPrefix("The capital of France is Paris"), r.stdout)
         XCTAssertTrue(r.stderr.contains("prefill 5 tokens:") && r.stderr.contains("decode 6 tokens:"), r.stderr)
 
-        let j = try any4(["run", smol, "-p", "The capital of France is", "-n", "6", "--json", "--quantize", "any4",
+        let j = try any4(["run", smol, "-p", "The capital of France is", "-n", "6", "--json", "--format", "any4",
                           "--layers", #"blk\.(0|1)\."#])
         XCTAssertEqual(j.status, 0, j.stderr)
         let json = try JSONParser.parse(j.stdout, file: "stdout")
@@ -63,7 +63,7 @@ final class InferenceCLITests: XCTestCase {
         XCTAssertLessThan(ppl, 200, "a fluent model should not be this surprised by plain prose and code")
 
         let q = try any4(["ppl", smol, "--text", calibrationText, "--ctx", "128", "--chunks", "2", "--json",
-                          "--quantize", "int4", "--group-size", "64"])
+                          "--format", "int4", "--group-size", "64"])
         XCTAssertEqual(q.status, 0, q.stderr)
         let qppl = try XCTUnwrap(try JSONParser.parse(q.stdout, file: "stdout")["ppl"]?.double)
         XCTAssertNotEqual(qppl, ppl, "quantizing every block must move perplexity")
@@ -77,7 +77,7 @@ final class InferenceCLITests: XCTestCase {
             (["ppl", smol, "--text", dir + "/missing.txt"], "missing.txt: cannot read the text"),
             (["ppl", smol, "--text", calibrationText, "--ctx", "100000"], "longer than the model's context of 8192"),
             (["ppl", try TestPaths.requireModel(TestPaths.miniLM), "--text", calibrationText], "perplexity needs a decoder"),
-            (["ppl", smol, "--text", calibrationText, "--calibrate"], "--calibrate needs --quantize"),
+            (["ppl", smol, "--text", calibrationText, "--calibrate"], "--calibrate needs --format"),
             (["run", smol, "-p", "x", "-n", "10000"], "do not fit the model's context"),
         ]
         for (args, message) in refusals {
@@ -85,6 +85,27 @@ final class InferenceCLITests: XCTestCase {
             XCTAssertEqual(e.status, 2, "\(args): \(e.stderr)")
             XCTAssertTrue(e.stderr.contains(message), "\(args): \(e.stderr)")
         }
+    }
+
+    /// `--quantize`, the old spelling of `--format`, quantizes the same way: the same perplexity
+    /// and description (bar the seconds) on one short window with only block 0 quantized.
+    func testPerplexityQuantizeAliasMatchesFormat() throws {
+        let smol = try TestPaths.requireModel(TestPaths.smolLM2)
+        func measure(_ option: String) throws -> JSONValue {
+            let r = try any4(["ppl", smol, "--text", calibrationText, "--ctx", "64", "--chunks", "1", "--json",
+                              option, "any4", "--layers", #"blk\.0\."#])
+            XCTAssertEqual(r.status, 0, "\(option): \(r.stderr)")
+            return try JSONParser.parse(r.stdout, file: "stdout")
+        }
+        let format = try measure("--format"), alias = try measure("--quantize")
+        for key in ["ppl", "nll", "tokens", "chunks", "ctx", "text_tokens"] {
+            XCTAssertNotNil(format[key], key)
+            XCTAssertEqual(format[key], alias[key], key)
+        }
+        // "any4 g128: 7 layers, B bits/weight, S s": all but the seconds.
+        let weights = { (json: JSONValue) in json["weights"]?.string?.split(separator: ",").dropLast().joined(separator: ",") }
+        XCTAssertEqual(weights(format), weights(alias))
+        XCTAssertTrue(weights(format)?.hasPrefix("any4 g128: 7 layers") == true, format["weights"]?.string ?? "")
     }
 
     func testUnknownArchitectureAndMissingTokenizerExitTwo() throws {
@@ -110,7 +131,7 @@ final class InferenceCLITests: XCTestCase {
             "How do I bake bread at home?", "Quantum computers use qubits.", "The cat sits on the mat.",
         ]
         try sentences.joined(separator: "\n").write(toFile: dir + "/s.txt", atomically: true, encoding: .utf8)
-        let r = try any4(["embed-eval", minilm, "--sentences", dir + "/s.txt", "--quantize", "int4", "--json"])
+        let r = try any4(["embed-eval", minilm, "--sentences", dir + "/s.txt", "--format", "int4", "--json"])
         XCTAssertEqual(r.status, 0, r.stderr)
         let json = try JSONParser.parse(r.stdout, file: "stdout")
         XCTAssertEqual(json["sentences"]?.int, 6)
@@ -121,9 +142,13 @@ final class InferenceCLITests: XCTestCase {
         XCTAssertTrue(sentences.contains(json["worst"]?.string ?? ""))
 
         let e = try any4(["embed-eval", try TestPaths.requireModel(TestPaths.smolLM2), "--sentences", dir + "/s.txt",
-                          "--quantize", "int4"])
+                          "--format", "int4"])
         XCTAssertEqual(e.status, 2)
         XCTAssertTrue(e.stderr.contains("embed-eval needs an encoder"), e.stderr)
+
+        let none = try any4(["embed-eval", minilm, "--sentences", dir + "/s.txt"])
+        XCTAssertEqual(none.status, 2)
+        XCTAssertTrue(none.stderr.contains("embed-eval compares against a quantized model: give --format FORMAT"), none.stderr)
     }
 
     func testCalibrateAndSequentialQuantize() throws {

@@ -197,8 +197,8 @@ final class LimitsCLITests: XCTestCase {
         for g in ["2147483648", "4294967296", "1099511627776", "4611686018427387904", "9223372036854775806", "65538"] {
             let message = "--group-size: group size \(g) is larger than 65536"
             cases += [
-                (["run", llama, "-p", "hello", "-n", "2", "--quantize", "int4", "--group-size", g], message),
-                (["embed-eval", bert, "--sentences", dir + "/s.txt", "--quantize", "int4", "--group-size", g], message),
+                (["run", llama, "-p", "hello", "-n", "2", "--format", "int4", "--group-size", g], message),
+                (["embed-eval", bert, "--sentences", dir + "/s.txt", "--format", "int4", "--group-size", g], message),
                 (["bench", "--shape", "64x64", "--group-size", g], message),
                 (["quantize", llama, "--format", "int4", "--group-size", g, "--out", out], message),
                 (["compare", llama, "--formats", "int4", "--group-size", g], message),
@@ -207,10 +207,10 @@ final class LimitsCLITests: XCTestCase {
         try assertRefused(cases, in: dir)
 
         // The largest group is one group per row, in the quantizer and the kernels.
-        let r = try any4(["run", llama, "-p", "hello world", "-n", "2", "--quantize", "int4", "--group-size", "65536", "--json"])
+        let r = try any4(["run", llama, "-p", "hello world", "-n", "2", "--format", "int4", "--group-size", "65536", "--json"])
         XCTAssertEqual(r.status, 0, r.stderr)
         XCTAssertTrue(try JSONParser.parse(r.stdout, file: "stdout")["weights"]?.string?.hasPrefix("int4 g65536") == true, r.stdout)
-        let e = try any4(["embed-eval", bert, "--sentences", dir + "/s.txt", "--quantize", "int4", "--group-size", "65536", "--json"])
+        let e = try any4(["embed-eval", bert, "--sentences", dir + "/s.txt", "--format", "int4", "--group-size", "65536", "--json"])
         XCTAssertEqual(e.status, 0, e.stderr)
     }
 
@@ -296,7 +296,7 @@ final class LimitsCLITests: XCTestCase {
                 (["calibrate", llama, "--threads", threads, "--out", out], message),
                 (["run", llama, "-p", "hello", "--threads", threads], message),
                 (["ppl", llama, "--text", text, "--threads", threads], message),
-                (["embed-eval", bert, "--sentences", text, "--quantize", "int4", "--threads", threads], message),
+                (["embed-eval", bert, "--sentences", text, "--format", "int4", "--threads", threads], message),
             ]
         }
         try assertRefused(cases, in: dir)
@@ -460,11 +460,11 @@ final class LimitsCLITests: XCTestCase {
             let sub = dir + "/" + name
             try FileManager.default.createDirectory(atPath: sub, withIntermediateDirectories: true)
             let bert = try makeBert(sub, config: overrides, tokenTypes: types)
-            cases.append((["embed-eval", bert, "--sentences", dir + "/s.txt", "--quantize", "int4"], message))
+            cases.append((["embed-eval", bert, "--sentences", dir + "/s.txt", "--format", "int4"], message))
         }
         try assertRefused(cases, in: dir)
         let ok = try makeBert(dir)
-        let r = try any4(["embed-eval", ok, "--sentences", dir + "/s.txt", "--quantize", "int4", "--json"])
+        let r = try any4(["embed-eval", ok, "--sentences", dir + "/s.txt", "--format", "int4", "--json"])
         XCTAssertEqual(r.status, 0, r.stderr)
     }
 

@@ -24,6 +24,11 @@ final class OptionsCLITests: XCTestCase {
             (["bench", "--gpu-activations", "f8"], "--gpu-activations", ["bf16", "f16"]),
             (["quantize", missing, "--format", "int5", "--out", "/tmp/never.safetensors"], "--format", formats),
             (["embed-eval", missing, "--sentences", "s.txt", "--quantize", "int5"], "--quantize", formats),
+            (["embed-eval", missing, "--sentences", "s.txt", "--format", "int5"], "--format", formats),
+            (["ppl", missing, "--text", "t.txt", "--format", "int5"], "--format", formats),
+            (["ppl", missing, "--text", "t.txt", "--quantize", "int5"], "--quantize", formats),
+            (["run", missing, "-p", "x", "--format=int5"], "--format", formats),
+            (["run", missing, "-p", "x", "--quantize=int5"], "--quantize", formats),
         ]
         for (arguments, option, choices) in cases {
             let r = try any4(arguments)
@@ -90,5 +95,34 @@ final class OptionsCLITests: XCTestCase {
             XCTAssertTrue(help.contains("--format <format"), help)
             XCTAssertFalse(help.contains("--formats"), help)
         }
+    }
+
+    /// run, ppl and embed-eval take --format too; --quantize, their old spelling, still works (the
+    /// same option under another name), is not in the help, and a bad value names the spelling
+    /// typed. Giving both is refused before any model is opened.
+    func testQuantizeIsAHiddenAliasOfFormat() throws {
+        let missing = "/nonexistent/model.gguf"
+        for command in ["run", "ppl", "embed-eval"] {
+            let r = try any4([command, "--help"])
+            XCTAssertEqual(r.status, 0, r.stderr)
+            XCTAssertTrue(r.stdout.contains("--format <format>"), r.stdout)
+            XCTAssertFalse(r.stdout.contains("--quantize"), r.stdout)
+            XCTAssertTrue(r.stdout.contains("With --format: calibrate"), r.stdout)
+        }
+        for option in ["--format", "--quantize"] {
+            let r = try any4(["ppl", missing, "--text", "t.txt", option, "int9"])
+            XCTAssertEqual(r.status, 2, r.stderr)
+            XCTAssertTrue(r.stderr.hasPrefix("any4: error: \(option): unknown format \"int9\""), r.stderr)
+            XCTAssertTrue(r.stdout.isEmpty, r.stdout)
+        }
+        // The alias reaches the same option: it gets past parsing to the model, as --format does.
+        for option in ["--format", "--quantize"] {
+            let r = try any4(["ppl", missing, "--text", "t.txt", option, "any4"])
+            XCTAssertEqual(r.status, 2, r.stderr)
+            XCTAssertTrue(r.stderr.contains(missing), r.stderr)
+        }
+        let both = try any4(["ppl", missing, "--text", "t.txt", "--format", "any4", "--quantize", "int4"])
+        XCTAssertEqual(both.status, 2, both.stderr)
+        XCTAssertEqual(both.stderr, "any4: error: --format and --quantize are the same option (--quantize is its old name); give it once\n")
     }
 }
