@@ -11,8 +11,10 @@ struct Any4Command: ParsableCommand {
             With no subcommand, opens the terminal UI (on the built-in synthetic demo model when no \
             model path is given). Models: a .safetensors file, a Hugging Face folder, or a .gguf file.
             """,
-        subcommands: [TUICommand.self, InspectCommand.self, QuantizeCommand.self, CompareCommand.self, BenchCommand.self, InfoCommand.self,
-                      TokenizeCommand.self, CalibrateCommand.self, PerplexityCommand.self, EmbedEvalCommand.self, RunCommand.self],
+        subcommands: [
+            TUICommand.self, InspectCommand.self, QuantizeCommand.self, CompareCommand.self, BenchCommand.self, InfoCommand.self,
+            TokenizeCommand.self, CalibrateCommand.self, PerplexityCommand.self, EmbedEvalCommand.self, RunCommand.self
+        ],
         defaultSubcommand: TUICommand.self
     )
 
@@ -65,11 +67,11 @@ struct StandardError: TextOutputStream {
 }
 
 #if canImport(Glibc)
-import Glibc
-private func fwriteStderr(_ buffer: UnsafeBufferPointer<UInt8>) -> Int { Glibc.write(2, buffer.baseAddress, buffer.count) }
+    import Glibc
+    private func fwriteStderr(_ buffer: UnsafeBufferPointer<UInt8>) -> Int { Glibc.write(2, buffer.baseAddress, buffer.count) }
 #elseif canImport(Darwin)
-import Darwin
-private func fwriteStderr(_ buffer: UnsafeBufferPointer<UInt8>) -> Int { Darwin.write(2, buffer.baseAddress, buffer.count) }
+    import Darwin
+    private func fwriteStderr(_ buffer: UnsafeBufferPointer<UInt8>) -> Int { Darwin.write(2, buffer.baseAddress, buffer.count) }
 #endif
 
 /// Opens the model at `path`, or the built-in demo when `path` is nil or `demo` (and no file of

@@ -21,13 +21,19 @@ struct BenchCommand: ParsableCommand {
             """
     )
 
-    @Option(parsing: .upToNextOption, help: "Shapes as OUTxIN, each dimension 1 to 1073741824 (the memory the run needs is estimated first, and refused when the machine cannot give it).")
+    @Option(
+        parsing: .upToNextOption,
+        help:
+            "Shapes as OUTxIN, each dimension 1 to 1073741824 (the memory the run needs is estimated first, and refused when the machine cannot give it)."
+    )
     var shape: [String] = ["4096x4096", "14336x4096", "4096x14336"]
 
     @Option(help: "Comma-separated batch sizes (rows of x), each 1 to 64.")
     var batch = "1,8,32"
 
-    @Option(name: .customLong("format"), help: "Comma-separated formats: any 4-bit format (any4, int4, nf4, fp4, iq4_nl, mxfp4, ...), f32, f16, bf16, blas.")
+    @Option(
+        name: .customLong("format"),
+        help: "Comma-separated formats: any 4-bit format (any4, int4, nf4, fp4, iq4_nl, mxfp4, ...), f32, f16, bf16, blas.")
     var formats = KernelBenchmark.Configuration().formats.joined(separator: ",")
 
     /// `--formats`, the old spelling of `--format`.
@@ -140,18 +146,24 @@ struct BenchCommand: ParsableCommand {
             guard !json else { return }
             if r.device == "gpu" && !gpuHeaderShown, let gpu = config.gpu {
                 gpuHeaderShown = true
-                print("GPU \(gpu.device.name) (\(gpu.device.architecture), \(Formatting.bytes(gpu.device.memoryBytes))): device copy "
-                      + "\(Formatting.fixed(gpuProbe ?? .nan, 0)) GB/s · activations \(activations.rawValue) · "
-                      + (hot ? "hot" : "cold (cycling copies > 4x L2)"))
+                print(
+                    "GPU \(gpu.device.name) (\(gpu.device.architecture), \(Formatting.bytes(gpu.device.memoryBytes))): device copy "
+                        + "\(Formatting.fixed(gpuProbe ?? .nan, 0)) GB/s · activations \(activations.rawValue) · "
+                        + (hot ? "hot" : "cold (cycling copies > 4x L2)"))
                 printHeader(ratio: "vs cuBLAS")
             }
-            var line = Formatting.pad(r.format, 8) + Formatting.pad("\(r.shape.out)x\(r.shape.in)", 12)
+            var line =
+                Formatting.pad(r.format, 8) + Formatting.pad("\(r.shape.out)x\(r.shape.in)", 12)
                 + Formatting.pad(String(r.batch), 4, right: true)
-            if let why = r.unavailable { print(line + "  unavailable: \(why)"); return }
+            if let why = r.unavailable {
+                print(line + "  unavailable: \(why)")
+                return
+            }
             let rowProbe = r.device == "gpu" ? gpuProbe : probe
             let digits = r.device == "gpu" ? 1 : 0
             line += Formatting.pad(r.kernel, 7, right: true) + Formatting.pad(Formatting.fixed(r.medianMicroseconds, digits), 11, right: true)
-            line += Formatting.pad(Formatting.fixed(r.p10Microseconds, digits), 9, right: true)
+            line +=
+                Formatting.pad(Formatting.fixed(r.p10Microseconds, digits), 9, right: true)
                 + Formatting.pad(Formatting.fixed(r.p90Microseconds, digits), 9, right: true)
             line += Formatting.pad(Formatting.fixed(r.gflops, 1), 9, right: true) + Formatting.pad(Formatting.fixed(r.gbps, 1), 7, right: true)
             line += Formatting.pad(rowProbe.map { Formatting.fixed(100 * r.gbps / $0, 0) + "%" } ?? "-", 7, right: true)
@@ -167,7 +179,9 @@ struct BenchCommand: ParsableCommand {
                 probe = device != .gpu ? BandwidthProbe.triadGBps(threads: workers) : nil
                 if progress.isCancelled { throw QuantizationError.cancelled }
                 if !json, let probe {
-                    print("bandwidth probe (triad, \(workers) threads): \(Formatting.fixed(probe, 1)) GB/s · AVX2 \(CPUFeatures.hasAVX2 ? "yes" : "no") · LLC \(Formatting.bytes(KernelBenchmark.lastLevelCacheBytes)) · \(hot ? "hot" : "cold (cycling copies > 4x LLC)")")
+                    print(
+                        "bandwidth probe (triad, \(workers) threads): \(Formatting.fixed(probe, 1)) GB/s · AVX2 \(CPUFeatures.hasAVX2 ? "yes" : "no") · LLC \(Formatting.bytes(KernelBenchmark.lastLevelCacheBytes)) · \(hot ? "hot" : "cold (cycling copies > 4x LLC)")"
+                    )
                     printHeader(ratio: "vs f32")
                 }
                 return try KernelBenchmark.run(config, progress: progress, report: show)
@@ -183,40 +197,50 @@ struct BenchCommand: ParsableCommand {
             var top: [(key: String, value: JSONValue)] = [("probe_gbps", probe.map { JSONValue($0) } ?? .null)]
             if let gpu = config.gpu {
                 top.append(("gpu_probe_gbps", gpuProbe.map { JSONValue($0) } ?? .null))
-                top.append(("gpu", .object([
-                    ("name", .string(gpu.device.name)), ("architecture", .string(gpu.device.architecture)),
-                    ("memory_bytes", JSONValue(gpu.device.memoryBytes)), ("activations", .string(activations.rawValue)),
-                ])))
+                top.append(
+                    (
+                        "gpu",
+                        .object([
+                            ("name", .string(gpu.device.name)), ("architecture", .string(gpu.device.architecture)),
+                            ("memory_bytes", JSONValue(gpu.device.memoryBytes)), ("activations", .string(activations.rawValue))
+                        ])
+                    ))
             }
             if let gpuUnavailable { top.append(("gpu_unavailable", .string(gpuUnavailable))) }
-            top.append(("results", .array(results.map { r in
-                let rowProbe = r.device == "gpu" ? gpuProbe : probe
-                var fields: [(key: String, value: JSONValue)] = [
-                    ("device", .string(r.device)),
-                    ("format", .string(r.format)), ("shape", .array([JSONValue(r.shape.out), JSONValue(r.shape.in)])),
-                    ("batch", JSONValue(r.batch)), ("threads", JSONValue(r.threads)), ("kernel", .string(r.kernel)),
-                    ("median_us", JSONValue(r.medianMicroseconds)), ("p10_us", JSONValue(r.p10Microseconds)),
-                    ("p90_us", JSONValue(r.p90Microseconds)), ("gflops", JSONValue(r.gflops)), ("gbps", JSONValue(r.gbps)),
-                    ("probe_share", rowProbe.map { JSONValue(r.gbps / $0) } ?? .null),
-                    ("vs_f32", r.vsF32.map { JSONValue($0) } ?? .null), ("rel_error", JSONValue(r.relError)),
-                ]
-                if r.device == "gpu" {
-                    fields.append(("vs_cublas", r.vsCuBLAS.map { JSONValue($0) } ?? .null))
-                    fields.append(("activations", .string(r.kernel == "dense" ? r.format : activations.rawValue)))
-                }
-                if let why = r.unavailable { fields.append(("unavailable", .string(why))) }
-                return .object(fields)
-            })))
+            top.append(
+                (
+                    "results",
+                    .array(
+                        results.map { r in
+                            let rowProbe = r.device == "gpu" ? gpuProbe : probe
+                            var fields: [(key: String, value: JSONValue)] = [
+                                ("device", .string(r.device)),
+                                ("format", .string(r.format)), ("shape", .array([JSONValue(r.shape.out), JSONValue(r.shape.in)])),
+                                ("batch", JSONValue(r.batch)), ("threads", JSONValue(r.threads)), ("kernel", .string(r.kernel)),
+                                ("median_us", JSONValue(r.medianMicroseconds)), ("p10_us", JSONValue(r.p10Microseconds)),
+                                ("p90_us", JSONValue(r.p90Microseconds)), ("gflops", JSONValue(r.gflops)), ("gbps", JSONValue(r.gbps)),
+                                ("probe_share", rowProbe.map { JSONValue(r.gbps / $0) } ?? .null),
+                                ("vs_f32", r.vsF32.map { JSONValue($0) } ?? .null), ("rel_error", JSONValue(r.relError))
+                            ]
+                            if r.device == "gpu" {
+                                fields.append(("vs_cublas", r.vsCuBLAS.map { JSONValue($0) } ?? .null))
+                                fields.append(("activations", .string(r.kernel == "dense" ? r.format : activations.rawValue)))
+                            }
+                            if let why = r.unavailable { fields.append(("unavailable", .string(why))) }
+                            return .object(fields)
+                        })
+                ))
             print(JSONValue.object(top).serialized)
         }
     }
 
     private func printHeader(ratio: String) {
-        print(Formatting.pad("format", 8) + Formatting.pad("shape", 12) + Formatting.pad("m", 4, right: true)
-              + Formatting.pad("kernel", 7, right: true) + Formatting.pad("median µs", 11, right: true)
-              + Formatting.pad("p10", 9, right: true) + Formatting.pad("p90", 9, right: true)
-              + Formatting.pad("GFLOP/s", 9, right: true) + Formatting.pad("GB/s", 7, right: true)
-              + Formatting.pad("probe", 7, right: true) + Formatting.pad(ratio, 10, right: true)
-              + Formatting.pad("rel err", 10, right: true))
+        print(
+            Formatting.pad("format", 8) + Formatting.pad("shape", 12) + Formatting.pad("m", 4, right: true)
+                + Formatting.pad("kernel", 7, right: true) + Formatting.pad("median µs", 11, right: true)
+                + Formatting.pad("p10", 9, right: true) + Formatting.pad("p90", 9, right: true)
+                + Formatting.pad("GFLOP/s", 9, right: true) + Formatting.pad("GB/s", 7, right: true)
+                + Formatting.pad("probe", 7, right: true) + Formatting.pad(ratio, 10, right: true)
+                + Formatting.pad("rel err", 10, right: true))
     }
 }

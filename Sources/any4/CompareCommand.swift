@@ -68,26 +68,28 @@ struct CompareCommand: ParsableCommand {
         let progress = Progress(total: layers.reduce(0) { $0 + $1.shape[0] } * variants.count, label: "comparing")
         var comparison = LayerComparison(labels: variants.map(\.label))
         try runProgressJob(progress, interrupted: "interrupted") {
-                for (i, layer) in layers.enumerated() {
-                    progress.setLabel("comparing \(i + 1)/\(layers.count) \(layer.name)")
-                    var results: [LayerReport] = []
-                    for v in variants {
-                        var r = try ModelQuantization.quantize(layer, of: model, format: v.format, options: v.options,
-                                                               calibration: calibration, keepMatrix: false, progress: progress)
-                        r.format = v.label
-                        results.append(LayerReport(r))
-                    }
-                    comparison.rows.append(.init(name: layer.name, shape: layer.shape, results: results))
+            for (i, layer) in layers.enumerated() {
+                progress.setLabel("comparing \(i + 1)/\(layers.count) \(layer.name)")
+                var results: [LayerReport] = []
+                for v in variants {
+                    var r = try ModelQuantization.quantize(
+                        layer, of: model, format: v.format, options: v.options,
+                        calibration: calibration, keepMatrix: false, progress: progress)
+                    r.format = v.label
+                    results.append(LayerReport(r))
                 }
+                comparison.rows.append(.init(name: layer.name, shape: layer.shape, results: results))
+            }
         }
         let summary = comparison.summaries
         if json {
-            print(JSONValue.object([
-                ("model", .string(model.path)),
-                ("group_size", JSONValue(options.groupSize)),
-                ("layers", comparison.layersJSON()),
-                ("summary", comparison.summaryJSON()),
-            ]).serialized)
+            print(
+                JSONValue.object([
+                    ("model", .string(model.path)),
+                    ("group_size", JSONValue(options.groupSize)),
+                    ("layers", comparison.layersJSON()),
+                    ("summary", comparison.summaryJSON())
+                ]).serialized)
             return
         }
         let nameWidth = min(44, max(12, layers.map(\.name.count).max() ?? 0))
@@ -104,12 +106,14 @@ struct CompareCommand: ParsableCommand {
             print(line)
         }
         print("")
-        print(Formatting.pad("format", 14) + Formatting.pad("mean SQNR", 11, right: true) + Formatting.pad("wins", 7, right: true)
-              + Formatting.pad("bits/w", 9, right: true) + Formatting.pad("seconds", 10, right: true))
+        print(
+            Formatting.pad("format", 14) + Formatting.pad("mean SQNR", 11, right: true) + Formatting.pad("wins", 7, right: true)
+                + Formatting.pad("bits/w", 9, right: true) + Formatting.pad("seconds", 10, right: true))
         for s in summary {
-            print(Formatting.pad(s.label, 14) + Formatting.pad(Formatting.fixed(s.meanSQNR, 2), 11, right: true)
-                  + Formatting.pad(String(s.wins), 7, right: true) + Formatting.pad(Formatting.fixed(s.meanBits, 3), 9, right: true)
-                  + Formatting.pad(Formatting.fixed(s.seconds, 2), 10, right: true))
+            print(
+                Formatting.pad(s.label, 14) + Formatting.pad(Formatting.fixed(s.meanSQNR, 2), 11, right: true)
+                    + Formatting.pad(String(s.wins), 7, right: true) + Formatting.pad(Formatting.fixed(s.meanBits, 3), 9, right: true)
+                    + Formatting.pad(Formatting.fixed(s.seconds, 2), 10, right: true))
         }
         print("(* best SQNR on the layer; wins count layers where the format is best, ties shared)")
     }

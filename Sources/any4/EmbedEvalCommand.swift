@@ -47,11 +47,12 @@ struct EmbedEvalCommand: ParsableCommand {
         let comparison = EmbeddingComparison(reference: reference, quantized: after)
         let worst = comparison.worst!
         if json {
-            print(JSONValue.object([
-                ("mean_cosine", JSONValue(comparison.mean)), ("min_cosine", JSONValue(worst.cosine)),
-                ("sentences", JSONValue(lines.count)), ("worst", .string(lines[worst.index])),
-                ("weights", .string(quantized ?? "as stored")),
-            ]).serialized)
+            print(
+                JSONValue.object([
+                    ("mean_cosine", JSONValue(comparison.mean)), ("min_cosine", JSONValue(worst.cosine)),
+                    ("sentences", JSONValue(lines.count)), ("worst", .string(lines[worst.index])),
+                    ("weights", .string(quantized ?? "as stored"))
+                ]).serialized)
         } else {
             print("\(lines.count) sentences, \(quantized ?? "as stored")")
             print("mean cosine \(Formatting.fixed(comparison.mean, 6)) · min \(Formatting.fixed(worst.cosine, 6))")

@@ -7,8 +7,10 @@ import Foundation
 /// `--format FORMAT` and the quantize command's options, for the commands that run a model
 /// (ppl, embed-eval, run): the model is quantized in place before it runs.
 struct EngineQuantizationGroup: ParsableArguments {
-    @Option(help: ArgumentHelp("Quantize the linear layers to this format before running (default: run the weights as stored).",
-                               valueName: "format"))
+    @Option(
+        help: ArgumentHelp(
+            "Quantize the linear layers to this format before running (default: run the weights as stored).",
+            valueName: "format"))
     var format: FormatArgument?
 
     /// `--quantize`, the old spelling of `--format`.
@@ -17,7 +19,10 @@ struct EngineQuantizationGroup: ParsableArguments {
 
     @OptionGroup var quantization: QuantizationOptionGroup
 
-    @Flag(help: "With --format: calibrate sequentially on --prompt (block i's statistics are taken after blocks 0..<i are quantized) and weigh any-b's k-means by --stat.")
+    @Flag(
+        help:
+            "With --format: calibrate sequentially on --prompt (block i's statistics are taken after blocks 0..<i are quantized) and weigh any-b's k-means by --stat."
+    )
     var calibrate = false
 
     @Option(help: "Calibration prompt file for --calibrate (default: assets/calibration.txt).")
@@ -61,14 +66,17 @@ struct EngineQuantizationGroup: ParsableArguments {
             let statistic = quantization.stat
             let sequences = try calibrationSequences(engine: engine, tokenizer: tokenizer, promptPath: prompt)
             results = try runProgressJob(progress, interrupted: "interrupted") {
-                try EngineQuantization.quantizeSequentially(engine, sequences: sequences, format: format, options: options,
-                                                            statistic: statistic, selection: selection, progress: progress).results
+                try EngineQuantization.quantizeSequentially(
+                    engine, sequences: sequences, format: format, options: options,
+                    statistic: statistic, selection: selection, progress: progress
+                ).results
             }
         } else {
             let calibration = try quantization.calibration(options)
             results = try runProgressJob(progress, interrupted: "interrupted") {
-                try EngineQuantization.quantize(engine, format: format, options: options, selection: selection,
-                                                calibration: calibration, progress: progress)
+                try EngineQuantization.quantize(
+                    engine, format: format, options: options, selection: selection,
+                    calibration: calibration, progress: progress)
             }
         }
         guard !results.isEmpty else { throw usageError("no linear layer of \(engine.model.path) matches the layer selection") }

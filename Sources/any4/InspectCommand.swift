@@ -17,7 +17,9 @@ struct InspectCommand: ParsableCommand {
     @Flag(help: "Decode every tensor and add min, max, mean, std, kurtosis and the share beyond 6 std.")
     var stats = false
 
-    @Option(help: "Only tensors whose name contains a match of this regular expression (a pattern that runs longer than 2 s against one name is refused).")
+    @Option(
+        help: "Only tensors whose name contains a match of this regular expression (a pattern that runs longer than 2 s against one name is refused)."
+    )
     var filter: String?
 
     func run() throws {
@@ -129,16 +131,20 @@ struct InspectCommand: ParsableCommand {
                 ("module", .string(t.module)),
                 ("role", .string(t.role.rawValue)),
                 ("file", .string(model.stores[t.fileIndex].name)),
-                ("offset", JSONValue(t.info.offset)),
+                ("offset", JSONValue(t.info.offset))
             ]
             switch stats[index] {
             case .success(let s)?:
-                fields.append(("stats", .object([
-                    ("min", JSONValue(Double(s.min))), ("max", JSONValue(Double(s.max))),
-                    ("mean", JSONValue(s.mean)), ("std", JSONValue(s.std)),
-                    ("kurtosis", JSONValue(s.kurtosis)), ("outlier_share_6std", JSONValue(s.outlierShare)),
-                    ("non_finite", JSONValue(s.nonFinite)),
-                ])))
+                fields.append(
+                    (
+                        "stats",
+                        .object([
+                            ("min", JSONValue(Double(s.min))), ("max", JSONValue(Double(s.max))),
+                            ("mean", JSONValue(s.mean)), ("std", JSONValue(s.std)),
+                            ("kurtosis", JSONValue(s.kurtosis)), ("outlier_share_6std", JSONValue(s.outlierShare)),
+                            ("non_finite", JSONValue(s.nonFinite))
+                        ])
+                    ))
             case .failure(let e)?:
                 fields.append(("stats", .object([("error", .string(e.message))])))
             case nil: break
@@ -151,7 +157,7 @@ struct InspectCommand: ParsableCommand {
                 ("index", b.index.map { JSONValue($0) } ?? .null),
                 ("tensors", JSONValue(b.tensorIndices.count)),
                 ("params", JSONValue(b.parameters)),
-                ("bytes", JSONValue(b.bytes)),
+                ("bytes", JSONValue(b.bytes))
             ])
         }
         var config: [(key: String, value: JSONValue)] = []
@@ -178,7 +184,7 @@ struct InspectCommand: ParsableCommand {
             ("params", JSONValue(model.parameterCount)),
             ("bytes", JSONValue(model.byteCount)),
             ("blocks", .array(blocks)),
-            ("tensors", .array(tensors)),
+            ("tensors", .array(tensors))
         ])
     }
 }

@@ -4,9 +4,9 @@ import ArgumentParser
 import Dispatch
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// The signals that cancel a job: Ctrl-C, `kill`, and the terminal going away.
@@ -92,6 +92,9 @@ final class ProgressLine: @unchecked Sendable {
     func stop() {
         timer?.cancel()
         timer = nil
-        if enabled { var err = StandardError(); print("\r\u{1B}[K", terminator: "", to: &err) }
+        if enabled {
+            var err = StandardError()
+            print("\r\u{1B}[K", terminator: "", to: &err)
+        }
     }
 }

@@ -27,8 +27,11 @@ struct ThreadsOption: ParsableArguments {
 
 /// `--group-size`.
 struct GroupSizeOption: ParsableArguments {
-    @Option(parsing: .unconditional,
-            help: "Group size for formats that take one: an even number from 2 to 65536. Widths it does not divide get a shorter last group; a group wider than a row is one group per row.")
+    @Option(
+        parsing: .unconditional,
+        help:
+            "Group size for formats that take one: an even number from 2 to 65536. Widths it does not divide get a shorter last group; a group wider than a row is one group per row."
+    )
     var groupSize = 128
 
     /// Checked as the command line is parsed (status 2 naming the option).

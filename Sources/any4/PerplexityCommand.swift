@@ -56,8 +56,9 @@ struct PerplexityCommand: ParsableCommand {
         // chunks × ctx only when it is at most the text's length (no overflow for any --chunks).
         if chunks > 0 && chunks < tokens.count / ctx { windows = Array(tokens.prefix(chunks * ctx)) }
         if !json {
-            print("\(tokens.count) tokens, \(windows.count / ctx) windows of \(ctx)\(bos != nil ? ", BOS first" : "")"
-                  + (quantized.map { ", \($0)" } ?? ", weights as stored"))
+            print(
+                "\(tokens.count) tokens, \(windows.count / ctx) windows of \(ctx)\(bos != nil ? ", BOS first" : "")"
+                    + (quantized.map { ", \($0)" } ?? ", weights as stored"))
         }
         let progress = Progress(total: 0, label: "perplexity")
         var running: [String] = []
@@ -70,15 +71,17 @@ struct PerplexityCommand: ParsableCommand {
             }
         }
         if json {
-            print(JSONValue.object([
-                ("ppl", JSONValue(result.ppl)), ("tokens", JSONValue(result.tokens)), ("chunks", JSONValue(result.chunks)),
-                ("ctx", JSONValue(ctx)), ("nll", JSONValue(result.nll)), ("text_tokens", JSONValue(tokens.count)),
-                ("weights", .string(quantized ?? "as stored")), ("seconds", JSONValue(result.seconds)),
-            ]).serialized)
+            print(
+                JSONValue.object([
+                    ("ppl", JSONValue(result.ppl)), ("tokens", JSONValue(result.tokens)), ("chunks", JSONValue(result.chunks)),
+                    ("ctx", JSONValue(ctx)), ("nll", JSONValue(result.nll)), ("text_tokens", JSONValue(tokens.count)),
+                    ("weights", .string(quantized ?? "as stored")), ("seconds", JSONValue(result.seconds))
+                ]).serialized)
         } else {
             print(running.joined(separator: ","))
-            print("perplexity \(Formatting.fixed(result.ppl, 4)) over \(result.tokens) scored tokens in \(result.chunks) windows "
-                  + "(\(Formatting.fixed(result.seconds, 1)) s)")
+            print(
+                "perplexity \(Formatting.fixed(result.ppl, 4)) over \(result.tokens) scored tokens in \(result.chunks) windows "
+                    + "(\(Formatting.fixed(result.seconds, 1)) s)")
         }
     }
 }

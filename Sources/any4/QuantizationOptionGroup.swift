@@ -14,10 +14,14 @@ struct QuantizationOptionGroup: ParsableArguments {
     @Option(help: "any-b k-means sample weights: none, scale (the group scale, the paper's default) or calib:FILE (scale × a calibration statistic).")
     var sampleWeight: SampleWeightArgument = .scale
 
-    @Option(help: "Calibration statistic for calib:FILE and --calibrate: mean (|mean|), absmean or sqmean (the default: lowest SmolLM2 perplexity of the three, see README).")
+    @Option(
+        help:
+            "Calibration statistic for calib:FILE and --calibrate: mean (|mean|), absmean or sqmean (the default: lowest SmolLM2 perplexity of the three, see README)."
+    )
     var stat: CalibrationStatistic = .sqmean
 
-    @Option(help: "Regular expression: only linear layers whose name contains a match (a pattern that runs longer than 2 s against one name is refused).")
+    @Option(
+        help: "Regular expression: only linear layers whose name contains a match (a pattern that runs longer than 2 s against one name is refused).")
     var layers: String?
 
     @Option(help: "Regular expression: leave matching layers unquantized (default: the LM head; same time bound as --layers).")
@@ -102,8 +106,9 @@ let maxContextTokens = 1 << 20
 func selectedLayers(_ model: Model, _ selection: LayerSelection, _ group: QuantizationOptionGroup) throws -> [ModelTensor] {
     let chosen = model.tensors.filter(selection.selects)
     guard !chosen.isEmpty else {
-        throw usageError("no linear layer of \(model.path) matches" + (group.layers.map { " --layers \($0)" } ?? "")
-                         + (group.skip.map { " with --skip \($0)" } ?? ""))
+        throw usageError(
+            "no linear layer of \(model.path) matches" + (group.layers.map { " --layers \($0)" } ?? "")
+                + (group.skip.map { " with --skip \($0)" } ?? ""))
     }
     return chosen
 }

@@ -27,7 +27,10 @@ struct QuantizeCommand: ParsableCommand {
     @Flag(help: "Write dequantized weights under the input's names, shapes and dtypes instead of codes.")
     var fakeQuant = false
 
-    @Flag(help: "Calibrate sequentially on --prompt while quantizing (block i's statistics are taken on the model whose blocks before i are already quantized) and weigh any-b's k-means by --stat. Needs a model the engine runs (Llama family, BERT).")
+    @Flag(
+        help:
+            "Calibrate sequentially on --prompt while quantizing (block i's statistics are taken on the model whose blocks before i are already quantized) and weigh any-b's k-means by --stat. Needs a model the engine runs (Llama family, BERT)."
+    )
     var calibrate = false
 
     @Option(help: "Calibration prompt file for --calibrate (default: assets/calibration.txt).")
@@ -70,40 +73,50 @@ struct QuantizeCommand: ParsableCommand {
             try runProgressJob(progress, interrupted: "interrupted; nothing was written") {
                 results = try EngineQuantization.quantizeSequentially(
                     engine, sequences: sequences, format: numeric, options: options, statistic: statistic, selection: selection,
-                    source: source, keepMatrices: true, progress: progress).results
+                    source: source, keepMatrices: true, progress: progress
+                ).results
                 var o = options
                 o.sampleWeighting = .calibration(path: source, statistic: statistic)
                 description = QuantizedCheckpoint.Description(format: numeric, options: o)
                 var quantized: [String: QuantizedMatrix] = [:]
                 for r in results { quantized[r.name] = r.matrix }
                 progress.setLabel("writing \(out)")
-                try QuantizedCheckpoint.write(model: model, quantized: quantized, description: description,
-                                              fakeQuant: fakeQuant, to: out, progress: progress)
+                try QuantizedCheckpoint.write(
+                    model: model, quantized: quantized, description: description,
+                    fakeQuant: fakeQuant, to: out, progress: progress)
             }
         } else {
             try runProgressJob(progress, interrupted: "interrupted; nothing was written") {
                 for (i, layer) in layers.enumerated() {
                     progress.setLabel("quantizing \(numeric.name) \(i + 1)/\(layers.count) \(layer.name)")
-                    results.append(try ModelQuantization.quantize(layer, of: model, format: numeric, options: options,
-                                                                  calibration: calibration, progress: progress))
+                    results.append(
+                        try ModelQuantization.quantize(
+                            layer, of: model, format: numeric, options: options,
+                            calibration: calibration, progress: progress))
                 }
                 var quantized: [String: QuantizedMatrix] = [:]
                 for r in results { quantized[r.name] = r.matrix }
                 progress.setLabel("writing \(out)")
-                try QuantizedCheckpoint.write(model: model, quantized: quantized, description: description,
-                                              fakeQuant: fakeQuant, to: out, progress: progress)
+                try QuantizedCheckpoint.write(
+                    model: model, quantized: quantized, description: description,
+                    fakeQuant: fakeQuant, to: out, progress: progress)
             }
         }
         let seconds = Clock.now - started
         let reports = LayerReports(results)
         if json {
-            print(JSONValue.object([
-                ("format", .string(numeric.name)), ("out", .string(out)), ("seconds", JSONValue(seconds)),
-                ("layers", reports.json(LayerReport.Field.quantize)),
-            ]).serialized)
+            print(
+                JSONValue.object([
+                    ("format", .string(numeric.name)), ("out", .string(out)), ("seconds", JSONValue(seconds)),
+                    ("layers", reports.json(LayerReport.Field.quantize))
+                ]).serialized)
         } else {
-            print("quantized \(results.count) layers (\(Formatting.count(reports.parameters)) weights) to \(numeric.name) in \(Formatting.fixed(seconds, 2)) s")
-            print("mean SQNR \(Formatting.fixed(reports.meanSQNR, 2)) dB · \(Formatting.fixed(reports.bitsPerWeight, 3)) bits/weight · worst layer \(worstLayer(reports))")
+            print(
+                "quantized \(results.count) layers (\(Formatting.count(reports.parameters)) weights) to \(numeric.name) in \(Formatting.fixed(seconds, 2)) s"
+            )
+            print(
+                "mean SQNR \(Formatting.fixed(reports.meanSQNR, 2)) dB · \(Formatting.fixed(reports.bitsPerWeight, 3)) bits/weight · worst layer \(worstLayer(reports))"
+            )
             print("wrote \(out)\(fakeQuant ? " (fake-quant)" : "")")
         }
     }

@@ -21,7 +21,9 @@ struct RunCommand: ParsableCommand {
 
     @OptionGroup var engineQuantization: EngineQuantizationGroup
 
-    @Option(help: "The LM head in decode steps: f32, f16 or q8 (int8 weights and activations per 32, a quarter of f32's bytes). The prompt pass uses f32.")
+    @Option(
+        help: "The LM head in decode steps: f32, f16 or q8 (int8 weights and activations per 32, a quarter of f32's bytes). The prompt pass uses f32."
+    )
     var head: DecodeHead = .q8
 
     @Flag(help: "Run the prompt and one decode step once, untimed, before the timed run (steadier speed figures).")
@@ -69,16 +71,18 @@ struct RunCommand: ParsableCommand {
         }
         let generated = g.tokens.filter { !stop.contains($0) }
         if json {
-            print(JSONValue.object([
-                ("prompt_tokens", JSONValue(g.promptTokens)), ("tokens", .array(g.tokens.map { JSONValue($0) })),
-                ("text", .string(tokenizer.decode(generated, skipSpecial: true))),
-                ("prefill_tokens_per_s", JSONValue(g.prefillRate)), ("decode_tokens_per_s", JSONValue(g.decodeRate)),
-                ("weights", .string(quantized ?? "as stored")), ("threads", JSONValue(llama.options.workers)),
-                ("decode_head", .string(decodeHead.rawValue)),
-            ]).serialized)
+            print(
+                JSONValue.object([
+                    ("prompt_tokens", JSONValue(g.promptTokens)), ("tokens", .array(g.tokens.map { JSONValue($0) })),
+                    ("text", .string(tokenizer.decode(generated, skipSpecial: true))),
+                    ("prefill_tokens_per_s", JSONValue(g.prefillRate)), ("decode_tokens_per_s", JSONValue(g.decodeRate)),
+                    ("weights", .string(quantized ?? "as stored")), ("threads", JSONValue(llama.options.workers)),
+                    ("decode_head", .string(decodeHead.rawValue))
+                ]).serialized)
         } else {
             writeStdout(stream.flush() + "\n")
-            printError("""
+            printError(
+                """
                 prefill \(g.promptTokens) tokens: \(Formatting.fixed(g.prefillRate, 1)) tokens/s · \
                 decode \(g.tokens.count) tokens: \(Formatting.fixed(g.decodeRate, 1)) tokens/s · \
                 \(quantized ?? "weights as stored") · head \(decodeHead.rawValue) in decode · \(llama.options.workers) threads

@@ -22,10 +22,11 @@ struct TokenizeCommand: ParsableCommand {
         let tokenizer = try loadTokenizer(model)
         let ids = tokenizer.encode(text, addSpecialTokens: !noSpecial)
         if jsonOutput.json {
-            print(JSONValue.object([
-                ("ids", .array(ids.map { JSONValue($0) })),
-                ("pieces", .array(ids.map { .string(tokenizer.piece($0)) })),
-            ]).serialized)
+            print(
+                JSONValue.object([
+                    ("ids", .array(ids.map { JSONValue($0) })),
+                    ("pieces", .array(ids.map { .string(tokenizer.piece($0)) }))
+                ]).serialized)
         } else {
             print("\(ids.count) tokens")
             for id in ids { print("\(id)\t\(printable(tokenizer.piece(id)))") }

@@ -7,8 +7,12 @@ import XCTest
 /// command, not a measurement).
 final class BenchCLITests: XCTestCase {
     func testBenchJSONSchema() throws {
-        let r = try runProcess(TestPaths.any4Binary, ["bench", "--shape", "96x200", "128x256", "--batch", "1,3",
-                                                      "--formats", "any4,int4,f16,blas", "--runs", "3", "--hot", "--json"])
+        let r = try runProcess(
+            TestPaths.any4Binary,
+            [
+                "bench", "--shape", "96x200", "128x256", "--batch", "1,3",
+                "--formats", "any4,int4,f16,blas", "--runs", "3", "--hot", "--json"
+            ])
         XCTAssertEqual(r.status, 0, r.stderr)
         let json = try JSONParser.parse(r.stdout, file: "stdout")
         XCTAssertGreaterThan(json["probe_gbps"]?.double ?? 0, 0)

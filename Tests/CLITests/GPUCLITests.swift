@@ -44,8 +44,12 @@ final class GPUCLITests: XCTestCase {
 
     func testBenchOnAllDevicesRunsTheCPURowsAndSaysWhyNotTheGPU() throws {
         let gpu = try gpuAvailable()
-        let r = try runProcess(TestPaths.any4Binary, ["bench", "--device", "all", "--shape", "64x256", "--batch", "1,3",
-                                                      "--formats", "any4,bf16", "--runs", "3", "--hot", "--json"])
+        let r = try runProcess(
+            TestPaths.any4Binary,
+            [
+                "bench", "--device", "all", "--shape", "64x256", "--batch", "1,3",
+                "--formats", "any4,bf16", "--runs", "3", "--hot", "--json"
+            ])
         XCTAssertEqual(r.status, 0, r.stderr)
         let json = try JSONParser.parse(r.stdout, file: "stdout")
         let rows = try XCTUnwrap(json["results"]?.array)

@@ -4,7 +4,7 @@ import TestSupport
 import XCTest
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Inputs a careless or hostile user gives (issue 14, part D): files that are not regular files,
@@ -14,8 +14,10 @@ import Glibc
 final class HostileInputCLITests: XCTestCase {
     /// Runs `any4` with a deadline: a hang fails the test (the process is killed) instead of
     /// holding up the suite. The Swift backtracer is off, so a trap shows as a signal at once.
-    func any4(_ arguments: [String], environment: [String: String] = [:], deadline: Double = 30,
-              whileRunning: (() throws -> Void)? = nil) throws -> (result: ProcessResult, signalled: Bool, seconds: Double) {
+    func any4(
+        _ arguments: [String], environment: [String: String] = [:], deadline: Double = 30,
+        whileRunning: (() throws -> Void)? = nil
+    ) throws -> (result: ProcessResult, signalled: Bool, seconds: Double) {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: TestPaths.any4Binary)
         process.arguments = arguments
@@ -29,9 +31,15 @@ final class HostileInputCLITests: XCTestCase {
         let group = DispatchGroup()
         nonisolated(unsafe) var outData = Data(), errData = Data()
         group.enter()
-        DispatchQueue.global().async { outData = out.fileHandleForReading.readDataToEndOfFile(); group.leave() }
+        DispatchQueue.global().async {
+            outData = out.fileHandleForReading.readDataToEndOfFile()
+            group.leave()
+        }
         group.enter()
-        DispatchQueue.global().async { errData = err.fileHandleForReading.readDataToEndOfFile(); group.leave() }
+        DispatchQueue.global().async {
+            errData = err.fileHandleForReading.readDataToEndOfFile()
+            group.leave()
+        }
         try whileRunning?()
         let pid = process.processIdentifier
         let killer = DispatchWorkItem { kill(pid, SIGKILL) }
@@ -41,14 +49,17 @@ final class HostileInputCLITests: XCTestCase {
         group.wait()
         let seconds = Date().timeIntervalSince(started)
         XCTAssertLessThan(seconds, deadline, "any4 \(arguments.prefix(3).joined(separator: " ")) ran past \(deadline) s and was killed")
-        let result = ProcessResult(status: process.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
-                                   stderr: String(decoding: errData, as: UTF8.self))
+        let result = ProcessResult(
+            status: process.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
+            stderr: String(decoding: errData, as: UTF8.self))
         return (result, process.terminationReason == .uncaughtSignal, seconds)
     }
 
     /// Exit status 2 (not a signal) with `message` on stderr.
-    func assertRefused(_ run: (result: ProcessResult, signalled: Bool, seconds: Double), _ message: String,
-                       _ what: String, file: StaticString = #filePath, line: UInt = #line) {
+    func assertRefused(
+        _ run: (result: ProcessResult, signalled: Bool, seconds: Double), _ message: String,
+        _ what: String, file: StaticString = #filePath, line: UInt = #line
+    ) {
         XCTAssertFalse(run.signalled, "\(what): killed by signal \(run.result.status)", file: file, line: line)
         XCTAssertEqual(run.result.status, 2, "\(what): \(run.result.stderr)", file: file, line: line)
         XCTAssertTrue(run.result.stderr.contains(message), "\(what): expected \"\(message)\" in: \(run.result.stderr)", file: file, line: line)
@@ -58,8 +69,10 @@ final class HostileInputCLITests: XCTestCase {
     func contents(_ dir: String) throws -> [String] { try FileManager.default.contentsOfDirectory(atPath: dir).sorted() }
 
     /// A small model: one linear layer [rows, cols] with the given weights, in `dtype`.
-    func writeModel(_ path: String, name: String = "model.layers.0.mlp.up_proj.weight", rows: Int = 8, cols: Int = 64,
-                    dtype: DType = .f32, weights: [Float]? = nil, extra: [SafeTensorsWriter.Entry] = []) throws {
+    func writeModel(
+        _ path: String, name: String = "model.layers.0.mlp.up_proj.weight", rows: Int = 8, cols: Int = 64,
+        dtype: DType = .f32, weights: [Float]? = nil, extra: [SafeTensorsWriter.Entry] = []
+    ) throws {
         var rng = SplitMix64(seed: 14)
         let w = weights ?? (0..<(rows * cols)).map { _ in Float(rng.nextStudentT4() * 0.02) }
         try SafeTensorsWriter.write([.init(name: name, shape: [rows, cols], floats: w, as: dtype)] + extra, to: path)
@@ -104,8 +117,9 @@ final class HostileInputCLITests: XCTestCase {
         assertRefused(try any4(["compare", fifo]), "is a FIFO (named pipe)", "compare FIFO")
         assertRefused(try any4(["inspect", "/dev/zero"]), "/dev/zero: is a character device, expected a regular file", "/dev/zero")
         assertRefused(try any4(["inspect", socketPath]), "s.safetensors: is a socket, expected a regular file", "socket")
-        assertRefused(try any4(["quantize", model, "--format", "any4", "--out", out, "--sample-weight", "calib:" + fifo]),
-                      "x.safetensors: is a FIFO (named pipe)", "calibration FIFO")
+        assertRefused(
+            try any4(["quantize", model, "--format", "any4", "--out", out, "--sample-weight", "calib:" + fifo]),
+            "x.safetensors: is a FIFO (named pipe)", "calibration FIFO")
 
         // A folder whose config.json, or tokenizer.json, is a FIFO.
         let folder = dir + "/hf"
@@ -132,8 +146,9 @@ final class HostileInputCLITests: XCTestCase {
         XCTAssertEqual(mkfifo(fifo, 0o644), 0)
         assertRefused(try any4(["ppl", smol, "--text", fifo]), "text.txt: cannot read the text: is a FIFO (named pipe)", "ppl --text FIFO")
         assertRefused(try any4(["ppl", smol, "--text", "/dev/zero"]), "cannot read the text: is a character device", "ppl --text /dev/zero")
-        assertRefused(try any4(["quantize", smol, "--format", "any4", "--calibrate", "--prompt", fifo, "--out", dir + "/q.safetensors"]),
-                      "text.txt: cannot read the calibration prompt: is a FIFO (named pipe)", "--prompt FIFO")
+        assertRefused(
+            try any4(["quantize", smol, "--format", "any4", "--calibrate", "--prompt", fifo, "--out", dir + "/q.safetensors"]),
+            "text.txt: cannot read the calibration prompt: is a FIFO (named pipe)", "--prompt FIFO")
         XCTAssertEqual(try contents(dir), ["text.txt"])
     }
 
@@ -145,16 +160,18 @@ final class HostileInputCLITests: XCTestCase {
         let dir = try TestPaths.temporaryDirectory(for: self)
         let model = dir + "/m.safetensors"
         let longName = String(repeating: "a", count: 5000) + ".weight"
-        try writeModel(model, name: longName, extra: [
-            .init(name: "model.layers.0.mlp.up_proj.weight", shape: [8, 64], floats: [Float](repeating: 0.5, count: 512)),
-        ])
+        try writeModel(
+            model, name: longName,
+            extra: [
+                .init(name: "model.layers.0.mlp.up_proj.weight", shape: [8, 64], floats: [Float](repeating: 0.5, count: 512))
+            ])
         let before = try Data(contentsOf: URL(fileURLWithPath: model))
         let out = dir + "/q.safetensors"
         let shown = "\"" + String(repeating: "a", count: 40) + "…\" (5007 characters)"
         let cases: [([String], String)] = [
             (["inspect", model, "--filter", "(a+)+$"], "--filter: pattern \"(a+)+$\" took longer than 2 s against \(shown); simplify it"),
             (["quantize", model, "--format", "int4", "--out", out, "--layers", "(a+)+$"], "--layers: pattern \"(a+)+$\" took longer than 2 s"),
-            (["quantize", model, "--format", "int4", "--out", out, "--skip", "(a|a)+$"], "--skip: pattern \"(a|a)+$\" took longer than 2 s"),
+            (["quantize", model, "--format", "int4", "--out", out, "--skip", "(a|a)+$"], "--skip: pattern \"(a|a)+$\" took longer than 2 s")
         ]
         for (arguments, message) in cases {
             let run = try any4(arguments)
@@ -191,8 +208,9 @@ final class HostileInputCLITests: XCTestCase {
                 XCTAssertEqual(truncate(model, 4096), 0)
                 try FileManager.default.removeItem(atPath: marker)
             }
-            assertRefused(run, "any4: error: \(model): the file shrank while being read (mapped region at offset 4096 is gone)",
-                          command.joined(separator: " "))
+            assertRefused(
+                run, "any4: error: \(model): the file shrank while being read (mapped region at offset 4096 is gone)",
+                command.joined(separator: " "))
             XCTAssertEqual(try contents(dir), ["m.safetensors"], "\(command): no output or temporary file")
         }
     }
@@ -212,7 +230,10 @@ final class HostileInputCLITests: XCTestCase {
         let name = "model.layers.0.mlp.up_proj.weight"
         func weights(_ big: Float, scale: Float) -> [Float] {
             var w = (0..<(8 * 64)).map { _ in Float(rng.nextStudentT4()) * scale }
-            for r in [3, 5] { w[r * 64 + 10] = big; w[r * 64 + 11] = -big }
+            for r in [3, 5] {
+                w[r * 64 + 10] = big
+                w[r * 64 + 11] = -big
+            }
             return w
         }
         let f32 = dir + "/f32.safetensors", f16 = dir + "/f16.safetensors"
@@ -221,7 +242,7 @@ final class HostileInputCLITests: XCTestCase {
         let inputs = [f32: try Data(contentsOf: URL(fileURLWithPath: f32)), f16: try Data(contentsOf: URL(fileURLWithPath: f16))]
         let refused: [String: Set<String>] = [
             f32: ["any3", "any2", "int3", "int2", "iq4_nl"],
-            f16: ["int4", "int8", "int3", "int2", "fp4", "iq4_nl"],
+            f16: ["int4", "int8", "int3", "int2", "fp4", "iq4_nl"]
         ]
         let out = dir + "/q.safetensors"
         for model in [f32, f16] {

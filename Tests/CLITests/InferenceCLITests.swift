@@ -14,22 +14,23 @@ final class InferenceCLITests: XCTestCase {
         let folder = dir + "/tiny-\(modelType)"
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         try """
-            {"model_type": "\(modelType)", "hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2,
-             "num_key_value_heads": 1, "intermediate_size": 16, "vocab_size": 10, "max_position_embeddings": 64,
-             "rms_norm_eps": 1e-5, "tie_word_embeddings": true}
-            """.write(toFile: folder + "/config.json", atomically: true, encoding: .utf8)
+        {"model_type": "\(modelType)", "hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2,
+         "num_key_value_heads": 1, "intermediate_size": 16, "vocab_size": 10, "max_position_embeddings": 64,
+         "rms_norm_eps": 1e-5, "tie_word_embeddings": true}
+        """.write(toFile: folder + "/config.json", atomically: true, encoding: .utf8)
         var rng = SplitMix64(seed: 5)
         func t(_ name: String, _ shape: [Int]) -> SafeTensorsWriter.Entry {
             .init(name: name, shape: shape, floats: (0..<shape.reduce(1, *)).map { _ in Float(rng.nextGaussian() * 0.1) }, as: .f32)
         }
         let p = "model.layers.0."
-        try SafeTensorsWriter.write([
-            t("model.embed_tokens.weight", [10, 8]), t("model.norm.weight", [8]),
-            t(p + "input_layernorm.weight", [8]), t(p + "post_attention_layernorm.weight", [8]),
-            t(p + "self_attn.q_proj.weight", [8, 8]), t(p + "self_attn.k_proj.weight", [4, 8]),
-            t(p + "self_attn.v_proj.weight", [4, 8]), t(p + "self_attn.o_proj.weight", [8, 8]),
-            t(p + "mlp.gate_proj.weight", [16, 8]), t(p + "mlp.up_proj.weight", [16, 8]), t(p + "mlp.down_proj.weight", [8, 16]),
-        ], to: folder + "/model.safetensors")
+        try SafeTensorsWriter.write(
+            [
+                t("model.embed_tokens.weight", [10, 8]), t("model.norm.weight", [8]),
+                t(p + "input_layernorm.weight", [8]), t(p + "post_attention_layernorm.weight", [8]),
+                t(p + "self_attn.q_proj.weight", [8, 8]), t(p + "self_attn.k_proj.weight", [4, 8]),
+                t(p + "self_attn.v_proj.weight", [4, 8]), t(p + "self_attn.o_proj.weight", [8, 8]),
+                t(p + "mlp.gate_proj.weight", [16, 8]), t(p + "mlp.up_proj.weight", [16, 8]), t(p + "mlp.down_proj.weight", [8, 16])
+            ], to: folder + "/model.safetensors")
         return folder
     }
 
@@ -40,8 +41,10 @@ final class InferenceCLITests: XCTestCase {
         XCTAssertTrue(r.stdout.hasPrefix("The capital of France is Paris"), r.stdout)
         XCTAssertTrue(r.stderr.contains("prefill 5 tokens:") && r.stderr.contains("decode 6 tokens:"), r.stderr)
 
-        let j = try any4(["run", smol, "-p", "The capital of France is", "-n", "6", "--json", "--format", "any4",
-                          "--layers", #"blk\.(0|1)\."#])
+        let j = try any4([
+            "run", smol, "-p", "The capital of France is", "-n", "6", "--json", "--format", "any4",
+            "--layers", #"blk\.(0|1)\."#
+        ])
         XCTAssertEqual(j.status, 0, j.stderr)
         let json = try JSONParser.parse(j.stdout, file: "stdout")
         XCTAssertEqual(json["prompt_tokens"]?.int, 5)
@@ -62,8 +65,10 @@ final class InferenceCLITests: XCTestCase {
         XCTAssertGreaterThan(ppl, 1)
         XCTAssertLessThan(ppl, 200, "a fluent model should not be this surprised by plain prose and code")
 
-        let q = try any4(["ppl", smol, "--text", calibrationText, "--ctx", "128", "--chunks", "2", "--json",
-                          "--format", "int4", "--group-size", "64"])
+        let q = try any4([
+            "ppl", smol, "--text", calibrationText, "--ctx", "128", "--chunks", "2", "--json",
+            "--format", "int4", "--group-size", "64"
+        ])
         XCTAssertEqual(q.status, 0, q.stderr)
         let qppl = try XCTUnwrap(try JSONParser.parse(q.stdout, file: "stdout")["ppl"]?.double)
         XCTAssertNotEqual(qppl, ppl, "quantizing every block must move perplexity")
@@ -78,7 +83,7 @@ final class InferenceCLITests: XCTestCase {
             (["ppl", smol, "--text", calibrationText, "--ctx", "100000"], "longer than the model's context of 8192"),
             (["ppl", try TestPaths.requireModel(TestPaths.miniLM), "--text", calibrationText], "perplexity needs a decoder"),
             (["ppl", smol, "--text", calibrationText, "--calibrate"], "--calibrate needs --format"),
-            (["run", smol, "-p", "x", "-n", "10000"], "do not fit the model's context"),
+            (["run", smol, "-p", "x", "-n", "10000"], "do not fit the model's context")
         ]
         for (args, message) in refusals {
             let e = try any4(args)
@@ -92,8 +97,10 @@ final class InferenceCLITests: XCTestCase {
     func testPerplexityQuantizeAliasMatchesFormat() throws {
         let smol = try TestPaths.requireModel(TestPaths.smolLM2)
         func measure(_ option: String) throws -> JSONValue {
-            let r = try any4(["ppl", smol, "--text", calibrationText, "--ctx", "64", "--chunks", "1", "--json",
-                              option, "any4", "--layers", #"blk\.0\."#])
+            let r = try any4([
+                "ppl", smol, "--text", calibrationText, "--ctx", "64", "--chunks", "1", "--json",
+                option, "any4", "--layers", #"blk\.0\."#
+            ])
             XCTAssertEqual(r.status, 0, "\(option): \(r.stderr)")
             return try JSONParser.parse(r.stdout, file: "stdout")
         }
@@ -128,7 +135,7 @@ final class InferenceCLITests: XCTestCase {
         let dir = try TestPaths.temporaryDirectory(for: self)
         let sentences = [
             "A man is playing a guitar.", "The stock market fell sharply on Monday.", "Someone plays the guitar.",
-            "How do I bake bread at home?", "Quantum computers use qubits.", "The cat sits on the mat.",
+            "How do I bake bread at home?", "Quantum computers use qubits.", "The cat sits on the mat."
         ]
         try sentences.joined(separator: "\n").write(toFile: dir + "/s.txt", atomically: true, encoding: .utf8)
         let r = try any4(["embed-eval", minilm, "--sentences", dir + "/s.txt", "--format", "int4", "--json"])
@@ -141,8 +148,10 @@ final class InferenceCLITests: XCTestCase {
         XCTAssertLessThan(min, 1, "quantization must move the embeddings a little")
         XCTAssertTrue(sentences.contains(json["worst"]?.string ?? ""))
 
-        let e = try any4(["embed-eval", try TestPaths.requireModel(TestPaths.smolLM2), "--sentences", dir + "/s.txt",
-                          "--format", "int4"])
+        let e = try any4([
+            "embed-eval", try TestPaths.requireModel(TestPaths.smolLM2), "--sentences", dir + "/s.txt",
+            "--format", "int4"
+        ])
         XCTAssertEqual(e.status, 2)
         XCTAssertTrue(e.stderr.contains("embed-eval needs an encoder"), e.stderr)
 
@@ -165,8 +174,10 @@ final class InferenceCLITests: XCTestCase {
 
         // The file feeds quantize's calib: weighting.
         let ck = dir + "/q.safetensors"
-        let w = try any4(["quantize", smol, "--format", "any4", "--layers", #"blk\.0\.attn_q"#, "--sample-weight", "calib:" + out,
-                          "--stat", "sqmean", "--out", ck])
+        let w = try any4([
+            "quantize", smol, "--format", "any4", "--layers", #"blk\.0\.attn_q"#, "--sample-weight", "calib:" + out,
+            "--stat", "sqmean", "--out", ck
+        ])
         XCTAssertEqual(w.status, 0, w.stderr)
 
         let seq = dir + "/seq.safetensors"

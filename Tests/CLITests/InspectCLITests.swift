@@ -56,7 +56,8 @@ final class InspectCLITests: XCTestCase {
         var members: [String] = []
         let bytesEach = 16384 * 16384 * 2
         for i in 0..<40 {
-            members.append("\"layers.\(i).w.weight\":{\"dtype\":\"F16\",\"shape\":[16384,16384],\"data_offsets\":[\(i * bytesEach),\((i + 1) * bytesEach)]}")
+            members.append(
+                "\"layers.\(i).w.weight\":{\"dtype\":\"F16\",\"shape\":[16384,16384],\"data_offsets\":[\(i * bytesEach),\((i + 1) * bytesEach)]}")
         }
         var header = Array(("{" + members.joined(separator: ",") + "}").utf8)
         while header.count % 8 != 0 { header.append(0x20) }

@@ -22,7 +22,7 @@ final class LimitsCLITests: XCTestCase {
     static let llamaConfig: [String: String] = [
         "model_type": "\"llama\"", "hidden_size": "8", "num_hidden_layers": "1", "num_attention_heads": "2",
         "num_key_value_heads": "1", "intermediate_size": "16", "vocab_size": "10", "max_position_embeddings": "64",
-        "rms_norm_eps": "1e-5", "tie_word_embeddings": "true",
+        "rms_norm_eps": "1e-5", "tie_word_embeddings": "true"
     ]
 
     func write(config: [String: String], to folder: String) throws {
@@ -32,8 +32,10 @@ final class LimitsCLITests: XCTestCase {
 
     /// A tiny Llama Hugging Face folder with a WordPiece vocab.txt, so that every command runs it.
     /// `config` entries replace the defaults (nil removes one); `headDim` and `vocab` shape the tensors.
-    func makeLlama(_ dir: String, name: String = "llama", config overrides: [String: String?] = [:],
-                   headDim: Int = 4, vocab: Int = 10) throws -> String {
+    func makeLlama(
+        _ dir: String, name: String = "llama", config overrides: [String: String?] = [:],
+        headDim: Int = 4, vocab: Int = 10
+    ) throws -> String {
         let folder = dir + "/" + name
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         var config = Self.llamaConfig
@@ -45,13 +47,14 @@ final class LimitsCLITests: XCTestCase {
             .init(name: name, shape: shape, floats: (0..<shape.reduce(1, *)).map { _ in Float(rng.nextGaussian() * 0.1) }, as: .f32)
         }
         let (d, q, kv, p) = (8, 2 * headDim, headDim, "model.layers.0.")
-        try SafeTensorsWriter.write([
-            t("model.embed_tokens.weight", [vocab, d]), t("model.norm.weight", [d]),
-            t(p + "input_layernorm.weight", [d]), t(p + "post_attention_layernorm.weight", [d]),
-            t(p + "self_attn.q_proj.weight", [q, d]), t(p + "self_attn.k_proj.weight", [kv, d]),
-            t(p + "self_attn.v_proj.weight", [kv, d]), t(p + "self_attn.o_proj.weight", [d, q]),
-            t(p + "mlp.gate_proj.weight", [16, d]), t(p + "mlp.up_proj.weight", [16, d]), t(p + "mlp.down_proj.weight", [d, 16]),
-        ], to: folder + "/model.safetensors")
+        try SafeTensorsWriter.write(
+            [
+                t("model.embed_tokens.weight", [vocab, d]), t("model.norm.weight", [d]),
+                t(p + "input_layernorm.weight", [d]), t(p + "post_attention_layernorm.weight", [d]),
+                t(p + "self_attn.q_proj.weight", [q, d]), t(p + "self_attn.k_proj.weight", [kv, d]),
+                t(p + "self_attn.v_proj.weight", [kv, d]), t(p + "self_attn.o_proj.weight", [d, q]),
+                t(p + "mlp.gate_proj.weight", [16, d]), t(p + "mlp.up_proj.weight", [16, d]), t(p + "mlp.down_proj.weight", [d, 16])
+            ], to: folder + "/model.safetensors")
         return folder
     }
 
@@ -59,9 +62,11 @@ final class LimitsCLITests: XCTestCase {
     func makeBert(_ dir: String, config overrides: [String: String?] = [:], tokenTypes: Int = 2) throws -> String {
         let folder = dir + "/bert"
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
-        var config: [String: String] = ["model_type": "\"bert\"", "hidden_size": "8", "num_hidden_layers": "1",
-                                        "num_attention_heads": "2", "intermediate_size": "16", "vocab_size": "10",
-                                        "layer_norm_eps": "1e-12"]
+        var config: [String: String] = [
+            "model_type": "\"bert\"", "hidden_size": "8", "num_hidden_layers": "1",
+            "num_attention_heads": "2", "intermediate_size": "16", "vocab_size": "10",
+            "layer_norm_eps": "1e-12"
+        ]
         for (key, value) in overrides { config[key] = value }
         try write(config: config, to: folder)
         try Self.vocabulary.joined(separator: "\n").write(toFile: folder + "/vocab.txt", atomically: true, encoding: .utf8)
@@ -69,12 +74,16 @@ final class LimitsCLITests: XCTestCase {
         func t(_ name: String, _ shape: [Int], _ scale: Double = 0.1, _ offset: Float = 0) -> SafeTensorsWriter.Entry {
             .init(name: name, shape: shape, floats: (0..<shape.reduce(1, *)).map { _ in offset + Float(rng.nextGaussian() * scale) }, as: .f32)
         }
-        var entries = [t("embeddings.word_embeddings.weight", [10, 8]), t("embeddings.position_embeddings.weight", [16, 8]),
-                       t("embeddings.token_type_embeddings.weight", [tokenTypes, 8]),
-                       t("embeddings.LayerNorm.weight", [8], 0.01, 1), t("embeddings.LayerNorm.bias", [8])]
+        var entries = [
+            t("embeddings.word_embeddings.weight", [10, 8]), t("embeddings.position_embeddings.weight", [16, 8]),
+            t("embeddings.token_type_embeddings.weight", [tokenTypes, 8]),
+            t("embeddings.LayerNorm.weight", [8], 0.01, 1), t("embeddings.LayerNorm.bias", [8])
+        ]
         let p = "encoder.layer.0."
-        for (module, rows, cols) in [("attention.self.query", 8, 8), ("attention.self.key", 8, 8), ("attention.self.value", 8, 8),
-                                     ("attention.output.dense", 8, 8), ("intermediate.dense", 16, 8), ("output.dense", 8, 16)] {
+        for (module, rows, cols) in [
+            ("attention.self.query", 8, 8), ("attention.self.key", 8, 8), ("attention.self.value", 8, 8),
+            ("attention.output.dense", 8, 8), ("intermediate.dense", 16, 8), ("output.dense", 8, 16)
+        ] {
             entries += [t(p + module + ".weight", [rows, cols]), t(p + module + ".bias", [rows])]
         }
         for norm in ["attention.output.LayerNorm", "output.LayerNorm"] {
@@ -90,8 +99,9 @@ final class LimitsCLITests: XCTestCase {
         var header: [String] = []
         var data: [UInt8] = []
         for (name, dtype, shape, bytes) in tensors {
-            header.append("\"\(name)\": {\"dtype\": \"\(dtype)\", \"shape\": [\(shape.map(String.init).joined(separator: ", "))], "
-                          + "\"data_offsets\": [\(data.count), \(data.count + bytes.count)]}")
+            header.append(
+                "\"\(name)\": {\"dtype\": \"\(dtype)\", \"shape\": [\(shape.map(String.init).joined(separator: ", "))], "
+                    + "\"data_offsets\": [\(data.count), \(data.count + bytes.count)]}")
             data += bytes
         }
         var json = Array(("{" + header.joined(separator: ", ") + "}").utf8)
@@ -115,19 +125,36 @@ final class LimitsCLITests: XCTestCase {
         var out: [UInt8] = Array("GGUF".utf8)
         func u32(_ v: UInt32) { out += withUnsafeBytes(of: v.littleEndian, Array.init) }
         func u64(_ v: UInt64) { out += withUnsafeBytes(of: v.littleEndian, Array.init) }
-        func string(_ s: String) { u64(UInt64(s.utf8.count)); out += Array(s.utf8) }
-        u32(3); u64(UInt64(tensors.count)); u64(UInt64(kv.count))
+        func string(_ s: String) {
+            u64(UInt64(s.utf8.count))
+            out += Array(s.utf8)
+        }
+        u32(3)
+        u64(UInt64(tensors.count))
+        u64(UInt64(kv.count))
         for (key, value) in kv {
             string(key)
             switch value {
-            case .u32(let v): u32(4); u32(v)
-            case .string(let s): u32(8); string(s)
-            case .strings(let a): u32(9); u32(8); u64(UInt64(a.count)); a.forEach(string)
+            case .u32(let v):
+                u32(4)
+                u32(v)
+            case .string(let s):
+                u32(8)
+                string(s)
+            case .strings(let a):
+                u32(9)
+                u32(8)
+                u64(UInt64(a.count))
+                a.forEach(string)
             }
         }
         var data: [UInt8] = []
         for (name, dims, type, bytes) in tensors {
-            string(name); u32(UInt32(dims.count)); dims.forEach(u64); u32(type); u64(UInt64(data.count))
+            string(name)
+            u32(UInt32(dims.count))
+            dims.forEach(u64)
+            u32(type)
+            u64(UInt64(data.count))
             data += bytes
             while data.count % 32 != 0 { data.append(0) }
         }
@@ -137,11 +164,13 @@ final class LimitsCLITests: XCTestCase {
 
     /// A tiny GGUF Llama (BERT-style vocabulary) with extra uint32 metadata.
     func makeGGUFLlama(_ path: String, _ extra: [(String, UInt32)] = [], headDim: Int = 4) throws {
-        var kv: [(String, GGUFKV)] = [("general.architecture", .string("llama")), ("llama.embedding_length", .u32(8)),
-                                     ("llama.block_count", .u32(1)), ("llama.attention.head_count", .u32(2)),
-                                     ("llama.attention.head_count_kv", .u32(1)), ("llama.feed_forward_length", .u32(16)),
-                                     ("llama.context_length", .u32(64)), ("tokenizer.ggml.model", .string("bert")),
-                                     ("tokenizer.ggml.tokens", .strings(Self.vocabulary)), ("tokenizer.ggml.unknown_token_id", .u32(1))]
+        var kv: [(String, GGUFKV)] = [
+            ("general.architecture", .string("llama")), ("llama.embedding_length", .u32(8)),
+            ("llama.block_count", .u32(1)), ("llama.attention.head_count", .u32(2)),
+            ("llama.attention.head_count_kv", .u32(1)), ("llama.feed_forward_length", .u32(16)),
+            ("llama.context_length", .u32(64)), ("tokenizer.ggml.model", .string("bert")),
+            ("tokenizer.ggml.tokens", .strings(Self.vocabulary)), ("tokenizer.ggml.unknown_token_id", .u32(1))
+        ]
         kv += extra.map { ($0.0, .u32($0.1)) }
         var seed: UInt64 = 0
         func t(_ name: String, _ shape: [Int]) -> (String, [UInt64], UInt32, [UInt8]) {
@@ -149,12 +178,14 @@ final class LimitsCLITests: XCTestCase {
             return (name, shape.reversed().map(UInt64.init), 0, floatBytes(shape.reduce(1, *), seed: seed))
         }
         let (q, k) = (2 * headDim, headDim)
-        try writeGGUF(path, kv, [
-            t("token_embd.weight", [10, 8]), t("output_norm.weight", [8]), t("blk.0.attn_norm.weight", [8]),
-            t("blk.0.ffn_norm.weight", [8]), t("blk.0.attn_q.weight", [q, 8]), t("blk.0.attn_k.weight", [k, 8]),
-            t("blk.0.attn_v.weight", [k, 8]), t("blk.0.attn_output.weight", [8, q]), t("blk.0.ffn_gate.weight", [16, 8]),
-            t("blk.0.ffn_up.weight", [16, 8]), t("blk.0.ffn_down.weight", [8, 16]),
-        ])
+        try writeGGUF(
+            path, kv,
+            [
+                t("token_embd.weight", [10, 8]), t("output_norm.weight", [8]), t("blk.0.attn_norm.weight", [8]),
+                t("blk.0.ffn_norm.weight", [8]), t("blk.0.attn_q.weight", [q, 8]), t("blk.0.attn_k.weight", [k, 8]),
+                t("blk.0.attn_v.weight", [k, 8]), t("blk.0.attn_output.weight", [8, q]), t("blk.0.ffn_gate.weight", [16, 8]),
+                t("blk.0.ffn_up.weight", [16, 8]), t("blk.0.ffn_down.weight", [8, 16])
+            ])
     }
 
     /// The bytes of every file under `dir`, to show that a refused command changed nothing.
@@ -170,8 +201,10 @@ final class LimitsCLITests: XCTestCase {
     }
 
     /// Runs each case expecting status 2 and its message, the files under `dir` unchanged and no new one.
-    func assertRefused(_ cases: [([String], String)], in dir: String, environment: [String: String]? = nil,
-                       file: StaticString = #filePath, line: UInt = #line) throws {
+    func assertRefused(
+        _ cases: [([String], String)], in dir: String, environment: [String: String]? = nil,
+        file: StaticString = #filePath, line: UInt = #line
+    ) throws {
         let before = try snapshot(dir)
         for (arguments, message) in cases {
             let r = try any4(arguments, environment: environment)
@@ -201,7 +234,7 @@ final class LimitsCLITests: XCTestCase {
                 (["embed-eval", bert, "--sentences", dir + "/s.txt", "--format", "int4", "--group-size", g], message),
                 (["bench", "--shape", "64x64", "--group-size", g], message),
                 (["quantize", llama, "--format", "int4", "--group-size", g, "--out", out], message),
-                (["compare", llama, "--formats", "int4", "--group-size", g], message),
+                (["compare", llama, "--formats", "int4", "--group-size", g], message)
             ]
         }
         try assertRefused(cases, in: dir)
@@ -221,20 +254,24 @@ final class LimitsCLITests: XCTestCase {
     /// estimated and refused with its size before anything is allocated.
     func testBenchShapesAreBoundedAndItsMemoryEstimated() throws {
         let dir = try TestPaths.temporaryDirectory(for: self)
-        try assertRefused([
-            (["bench", "--shape", "4294967296x4294967296"], "--shape 4294967296x4294967296: each dimension must be in 1...1073741824"),
-            (["bench", "--shape", "9223372036854775807x2"], "got 9223372036854775807"),
-            (["bench", "--shape", "0x64"], "got 0"),
-            (["bench", "--shape", "64x"], "expected OUTxIN"),
-            (["bench", "--shape", "1073741824x1073741824"], "overflows a 64-bit size"),
-            // 4 TB of f32 weights: more than any machine this runs on.
-            (["bench", "--shape", "1000000x1000000", "--formats", "int4"], "bench --shape 1000000x1000000"),
-        ], in: dir)
+        try assertRefused(
+            [
+                (["bench", "--shape", "4294967296x4294967296"], "--shape 4294967296x4294967296: each dimension must be in 1...1073741824"),
+                (["bench", "--shape", "9223372036854775807x2"], "got 9223372036854775807"),
+                (["bench", "--shape", "0x64"], "got 0"),
+                (["bench", "--shape", "64x"], "expected OUTxIN"),
+                (["bench", "--shape", "1073741824x1073741824"], "overflows a 64-bit size"),
+                // 4 TB of f32 weights: more than any machine this runs on.
+                (["bench", "--shape", "1000000x1000000", "--formats", "int4"], "bench --shape 1000000x1000000")
+            ], in: dir)
         let started = Clock.now
-        try assertRefused([
-            (["bench", "--shape", "64x64", "60000x60000", "--formats", "int4", "--batch", "1"],
-             "bench --shape 60000x60000 (its f32 weights, the copies cycled through and each format's packed form) needs "),
-        ], in: dir, environment: ["ANY4_MEMORY_LIMIT": "2G"])
+        try assertRefused(
+            [
+                (
+                    ["bench", "--shape", "64x64", "60000x60000", "--formats", "int4", "--batch", "1"],
+                    "bench --shape 60000x60000 (its f32 weights, the copies cycled through and each format's packed form) needs "
+                )
+            ], in: dir, environment: ["ANY4_MEMORY_LIMIT": "2G"])
         XCTAssertLessThan(Clock.now - started, 10, "refused before any weights are made")
         let r = try any4(["bench", "--shape", "60000x60000", "--formats", "int4"], environment: ["ANY4_MEMORY_LIMIT": "2G"])
         XCTAssertTrue(r.stderr.contains("bytes), more than the 2.0 GiB this machine can give (ANY4_MEMORY_LIMIT=2G)"), r.stderr)
@@ -245,8 +282,10 @@ final class LimitsCLITests: XCTestCase {
     func testBenchStopsOnSIGTERM() throws {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: TestPaths.any4Binary)
-        process.arguments = ["bench", "--shape", "512x512", "--formats", "int4", "--batch", "1", "--runs", "1000000", "--hot",
-                             "--threads", "1"]
+        process.arguments = [
+            "bench", "--shape", "512x512", "--formats", "int4", "--batch", "1", "--runs", "1000000", "--hot",
+            "--threads", "1"
+        ]
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
         try process.run()
@@ -285,7 +324,7 @@ final class LimitsCLITests: XCTestCase {
             (["bench", "--runs", "9223372036854775807"], "--runs must be in 1...1000000"),
             (["bench", "--batch", "0"], "--batch: expected sizes 1...64, got 0"),
             (["bench", "--batch", "65"], "--batch: expected sizes 1...64, got 65"),
-            (["bench", "--batch", "1,,8"], "--batch: expected sizes 1...64"),
+            (["bench", "--batch", "1,,8"], "--batch: expected sizes 1...64")
         ]
         for threads in ["-1", "1025", "9223372036854775807"] {
             let message = "--threads must be in 0...1024 (0: all cores), got \(threads)"
@@ -296,7 +335,7 @@ final class LimitsCLITests: XCTestCase {
                 (["calibrate", llama, "--threads", threads, "--out", out], message),
                 (["run", llama, "-p", "hello", "--threads", threads], message),
                 (["ppl", llama, "--text", text, "--threads", threads], message),
-                (["embed-eval", bert, "--sentences", text, "--format", "int4", "--threads", threads], message),
+                (["embed-eval", bert, "--sentences", text, "--format", "int4", "--threads", threads], message)
             ]
         }
         try assertRefused(cases, in: dir)
@@ -322,14 +361,18 @@ final class LimitsCLITests: XCTestCase {
             ("model.layers.0.mlp.up_proj.weight", "F32", [1 << 61, 0]),
             ("model.layers.0.mlp.gate_proj.weight", "BF16", [1_000_000_000, 0]),
             ("model.layers.0.self_attn.q_proj.weight", "F32", [0, 1_000_000_000]),
-            ("model.layers.0.self_attn.k_proj.weight", "F16", [0, 1 << 62]),
+            ("model.layers.0.self_attn.k_proj.weight", "F16", [0, 1 << 62])
         ]
-        try writeRawSafetensors(model, empties.map { ($0.0, $0.1, $0.2, []) }
-                                + [("model.layers.0.mlp.down_proj.weight", "F32", [16, 64], floatBytes(16 * 64, seed: 3))])
+        try writeRawSafetensors(
+            model,
+            empties.map { ($0.0, $0.1, $0.2, []) }
+                + [("model.layers.0.mlp.down_proj.weight", "F32", [16, 64], floatBytes(16 * 64, seed: 3))])
         let original = try XCTUnwrap(FileManager.default.contents(atPath: model))
         let started = Clock.now
-        for (index, arguments) in [["quantize", model, "--format", "any4", "--json"], ["quantize", model, "--format", "int4", "--fake-quant", "--json"],
-                                   ["quantize", model, "--format", "nf4", "--json"]].enumerated() {
+        for (index, arguments) in [
+            ["quantize", model, "--format", "any4", "--json"], ["quantize", model, "--format", "int4", "--fake-quant", "--json"],
+            ["quantize", model, "--format", "nf4", "--json"]
+        ].enumerated() {
             let out = dir + "/q\(index).safetensors"
             let r = try any4(arguments + ["--out", out])
             XCTAssertEqual(r.status, 0, "\(arguments): \(r.stderr)")
@@ -352,24 +395,30 @@ final class LimitsCLITests: XCTestCase {
         let onlyEmpty = dir + "/empty/m.safetensors"
         try FileManager.default.createDirectory(atPath: dir + "/empty", withIntermediateDirectories: true)
         try writeRawSafetensors(onlyEmpty, empties.map { ($0.0, $0.1, $0.2, []) })
-        try assertRefused([
-            (["quantize", onlyEmpty, "--format", "any4", "--out", dir + "/empty/q.safetensors"], "no linear layer of"),
-            (["compare", onlyEmpty, "--formats", "int4"], "no linear layer of"),
-        ], in: dir + "/empty")
+        try assertRefused(
+            [
+                (["quantize", onlyEmpty, "--format", "any4", "--out", dir + "/empty/q.safetensors"], "no linear layer of"),
+                (["compare", onlyEmpty, "--formats", "int4"], "no linear layer of")
+            ], in: dir + "/empty")
 
         // GGUF: a huge row length and no rows (ne = [2^63 − 1, 0]), or no columns and 2^62 rows.
         let gguf = dir + "/g/m.gguf"
         try FileManager.default.createDirectory(atPath: dir + "/g", withIntermediateDirectories: true)
-        try writeGGUF(gguf, [("general.architecture", .string("llama"))], [
-            ("blk.0.ffn_up.weight", [UInt64(Int.max), 0], 0, []), ("blk.0.ffn_gate.weight", [0, 1 << 62], 0, []),
-            ("blk.0.ffn_down.weight", [64, 16], 0, floatBytes(16 * 64, seed: 4)),
-        ])
-        for arguments in [["compare", gguf, "--formats", "any4,int4", "--json"],
-                          ["quantize", gguf, "--format", "int4", "--fake-quant", "--out", dir + "/g/q.safetensors", "--json"]] {
+        try writeGGUF(
+            gguf, [("general.architecture", .string("llama"))],
+            [
+                ("blk.0.ffn_up.weight", [UInt64(Int.max), 0], 0, []), ("blk.0.ffn_gate.weight", [0, 1 << 62], 0, []),
+                ("blk.0.ffn_down.weight", [64, 16], 0, floatBytes(16 * 64, seed: 4))
+            ])
+        for arguments in [
+            ["compare", gguf, "--formats", "any4,int4", "--json"],
+            ["quantize", gguf, "--format", "int4", "--fake-quant", "--out", dir + "/g/q.safetensors", "--json"]
+        ] {
             let r = try any4(arguments)
             XCTAssertEqual(r.status, 0, "\(arguments): \(r.stderr)")
-            XCTAssertEqual(try JSONParser.parse(r.stdout, file: "stdout")["layers"]?.array?.compactMap { $0["name"]?.string },
-                           ["blk.0.ffn_down.weight"])
+            XCTAssertEqual(
+                try JSONParser.parse(r.stdout, file: "stdout")["layers"]?.array?.compactMap { $0["name"]?.string },
+                ["blk.0.ffn_down.weight"])
         }
     }
 
@@ -378,14 +427,18 @@ final class LimitsCLITests: XCTestCase {
     func testQuantizingALayerTheMachineCannotHoldIsRefusedFirst() throws {
         let dir = try TestPaths.temporaryDirectory(for: self)
         let model = dir + "/m.safetensors"
-        try SafeTensorsWriter.write([
-            .init(name: "model.layers.0.mlp.up_proj.weight", shape: [4096, 1024], floats: [Float](repeating: 0.5, count: 4096 * 1024), as: .bf16),
-        ], to: model)
-        try assertRefused([
-            (["quantize", model, "--format", "any4", "--out", dir + "/q.safetensors"],
-             "quantizing model.layers.0.mlp.up_proj.weight [4096, 1024] to any4 needs"),
-            (["compare", model, "--formats", "int4"], "(ANY4_MEMORY_LIMIT=17M)"),
-        ], in: dir, environment: ["ANY4_MEMORY_LIMIT": "17M"])
+        try SafeTensorsWriter.write(
+            [
+                .init(name: "model.layers.0.mlp.up_proj.weight", shape: [4096, 1024], floats: [Float](repeating: 0.5, count: 4096 * 1024), as: .bf16)
+            ], to: model)
+        try assertRefused(
+            [
+                (
+                    ["quantize", model, "--format", "any4", "--out", dir + "/q.safetensors"],
+                    "quantizing model.layers.0.mlp.up_proj.weight [4096, 1024] to any4 needs"
+                ),
+                (["compare", model, "--formats", "int4"], "(ANY4_MEMORY_LIMIT=17M)")
+            ], in: dir, environment: ["ANY4_MEMORY_LIMIT": "17M"])
     }
 
     // MARK: - Engine configuration
@@ -397,22 +450,32 @@ final class LimitsCLITests: XCTestCase {
         let dir = try TestPaths.temporaryDirectory(for: self)
         var cases: [([String], String)] = []
         let bad: [(String, [String: String?], Int, Int, String)] = [
-            ("rope-factor", ["partial_rotary_factor": "0.3"], 4, 10, "rope dimensions 1 (partial_rotary_factor 0.3 × head dimension 4) must be even and in 2...4"),
+            (
+                "rope-factor", ["partial_rotary_factor": "0.3"], 4, 10,
+                "rope dimensions 1 (partial_rotary_factor 0.3 × head dimension 4) must be even and in 2...4"
+            ),
             ("rope-factor-big", ["partial_rotary_factor": "1000"], 4, 10, "partial_rotary_factor 1000.0 is outside (0, 1]"),
             ("kv-heads", ["num_key_value_heads": "3"], 4, 10, "num_attention_heads 2 is not a multiple of num_key_value_heads 3"),
-            ("hidden-heads", ["num_attention_heads": "3", "num_key_value_heads": "1"], 4, 10,
-             "hidden_size 8 is not a multiple of num_attention_heads 3, and no head_dim gives the head dimension"),
+            (
+                "hidden-heads", ["num_attention_heads": "3", "num_key_value_heads": "1"], 4, 10,
+                "hidden_size 8 is not a multiple of num_attention_heads 3, and no head_dim gives the head dimension"
+            ),
             ("head-dim", ["head_dim": "1000"], 4, 10, "shape [8, 8] where the model's configuration implies [2000, 8]"),
             ("vocab", ["vocab_size": "20"], 4, 10, "vocab_size 20 but model.embed_tokens.weight has 10 rows"),
-            ("layers", ["num_hidden_layers": "1099511627776"], 4, 10, "num_hidden_layers 1099511627776 is more layers than the model's 11 tensors hold"),
+            (
+                "layers", ["num_hidden_layers": "1099511627776"], 4, 10,
+                "num_hidden_layers 1099511627776 is more layers than the model's 11 tensors hold"
+            ),
             ("layers-missing", ["num_hidden_layers": "2"], 4, 10, "model.layers.1.input_layernorm.weight: the model has no tensor of this name"),
             ("theta", ["rope_theta": "-1"], 4, 10, "rope_theta -1.0 is not a positive number"),
             ("context", ["max_position_embeddings": "0"], 4, 10, "lacks a positive context length (max_position_embeddings is 0)"),
             ("eps", ["rms_norm_eps": "-1"], 4, 10, "rms_norm_eps -1.0 is not a non-negative number"),
             ("scaling", ["rope_scaling": "{\"rope_type\": \"linear\", \"factor\": 0}"], 4, 10, "rope_scaling factor 0.0 is not a positive number"),
-            ("llama3", ["rope_scaling": "{\"rope_type\": \"llama3\", \"factor\": 8, \"low_freq_factor\": 4, \"high_freq_factor\": 4}"], 4, 10,
-             "llama3 needs 0 < low_freq_factor < high_freq_factor"),
-            ("heads-zero", ["num_attention_heads": "0"], 4, 10, "lacks a positive head count (num_attention_heads is 0)"),
+            (
+                "llama3", ["rope_scaling": "{\"rope_type\": \"llama3\", \"factor\": 8, \"low_freq_factor\": 4, \"high_freq_factor\": 4}"], 4, 10,
+                "llama3 needs 0 < low_freq_factor < high_freq_factor"
+            ),
+            ("heads-zero", ["num_attention_heads": "0"], 4, 10, "lacks a positive head count (num_attention_heads is 0)")
         ]
         for (name, overrides, headDim, vocab, message) in bad {
             let folder = try makeLlama(dir, name: name, config: overrides, headDim: headDim, vocab: vocab)
@@ -428,10 +491,12 @@ final class LimitsCLITests: XCTestCase {
         try makeGGUFLlama(dir + "/rope3.gguf", [("llama.rope.dimension_count", 3)])
         try makeGGUFLlama(dir + "/value.gguf", [("llama.attention.value_length", 6)])
         cases += [
-            (["run", dir + "/rope1000.gguf", "-p", "hello", "-n", "2"],
-             "rope dimensions 1000 (llama.rope.dimension_count) must be even and in 2...4, the head dimension (llama.embedding_length / llama.attention.head_count)"),
+            (
+                ["run", dir + "/rope1000.gguf", "-p", "hello", "-n", "2"],
+                "rope dimensions 1000 (llama.rope.dimension_count) must be even and in 2...4, the head dimension (llama.embedding_length / llama.attention.head_count)"
+            ),
             (["run", dir + "/rope3.gguf", "-p", "hello", "-n", "2"], "rope dimensions 3 (llama.rope.dimension_count) must be even"),
-            (["run", dir + "/value.gguf", "-p", "hello", "-n", "2"], "llama.attention.value_length 6 differs from the head dimension 4"),
+            (["run", dir + "/value.gguf", "-p", "hello", "-n", "2"], "llama.attention.value_length 6 differs from the head dimension 4")
         ]
         try assertRefused(cases, in: dir)
 
@@ -455,7 +520,7 @@ final class LimitsCLITests: XCTestCase {
             ("heads", ["num_attention_heads": "3"], 2, "hidden_size 8 is not a multiple of num_attention_heads 3"),
             ("types", [:], 0, "0 token types; the encoder needs at least one of each"),
             ("layers", ["num_hidden_layers": "4611686018427387904"], 2, "num_hidden_layers 4611686018427387904 is more layers"),
-            ("eps", ["layer_norm_eps": "-1"], 2, "layer_norm_eps -1.0 is not a non-negative number"),
+            ("eps", ["layer_norm_eps": "-1"], 2, "layer_norm_eps -1.0 is not a non-negative number")
         ] as [(String, [String: String?], Int, String)] {
             let sub = dir + "/" + name
             try FileManager.default.createDirectory(atPath: sub, withIntermediateDirectories: true)
@@ -473,9 +538,10 @@ final class LimitsCLITests: XCTestCase {
     func testKVCacheMemoryIsCheckedFirst() throws {
         let dir = try TestPaths.temporaryDirectory(for: self)
         let llama = try makeLlama(dir, config: ["max_position_embeddings": "1048576"])
-        try assertRefused([
-            (["run", llama, "-p", "hello", "-n", "1000000"], "positions for 1 layers of width 4 needs 30.5 MiB"),
-        ], in: dir, environment: ["ANY4_MEMORY_LIMIT": "20M"])
+        try assertRefused(
+            [
+                (["run", llama, "-p", "hello", "-n", "1000000"], "positions for 1 layers of width 4 needs 30.5 MiB")
+            ], in: dir, environment: ["ANY4_MEMORY_LIMIT": "20M"])
         let r = try any4(["run", llama, "-p", "hello", "-n", "4", "--json"], environment: ["ANY4_MEMORY_LIMIT": "20M"])
         XCTAssertEqual(r.status, 0, r.stderr)
     }

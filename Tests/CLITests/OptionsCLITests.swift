@@ -28,7 +28,7 @@ final class OptionsCLITests: XCTestCase {
             (["ppl", missing, "--text", "t.txt", "--format", "int5"], "--format", formats),
             (["ppl", missing, "--text", "t.txt", "--quantize", "int5"], "--quantize", formats),
             (["run", missing, "-p", "x", "--format=int5"], "--format", formats),
-            (["run", missing, "-p", "x", "--quantize=int5"], "--quantize", formats),
+            (["run", missing, "-p", "x", "--quantize=int5"], "--quantize", formats)
         ]
         for (arguments, option, choices) in cases {
             let r = try any4(arguments)

@@ -13,11 +13,12 @@ final class OutputSafetyCLITests: XCTestCase {
         var rng = SplitMix64(seed: 14)
         let w = (0..<(64 * 200)).map { _ in Float(rng.nextGaussian() * 0.02) }
         let path = dir + "/" + name
-        try SafeTensorsWriter.write([
-            .init(name: "model.embed_tokens.weight", shape: [10, 200], floats: Array(w.prefix(2000)), as: .bf16),
-            .init(name: "model.layers.0.mlp.up_proj.weight", shape: [64, 200], floats: w, as: .bf16),
-            .init(name: "model.layers.0.self_attn.q_proj.weight", shape: [32, 200], floats: Array(w.prefix(6400)), as: .bf16),
-        ], to: path)
+        try SafeTensorsWriter.write(
+            [
+                .init(name: "model.embed_tokens.weight", shape: [10, 200], floats: Array(w.prefix(2000)), as: .bf16),
+                .init(name: "model.layers.0.mlp.up_proj.weight", shape: [64, 200], floats: w, as: .bf16),
+                .init(name: "model.layers.0.self_attn.q_proj.weight", shape: [32, 200], floats: Array(w.prefix(6400)), as: .bf16)
+            ], to: path)
         return path
     }
 
@@ -45,14 +46,17 @@ final class OutputSafetyCLITests: XCTestCase {
 
     /// Runs `arguments` and checks the refusal: status 2, the message naming the output and the
     /// input, the protected file's bytes and the folder's listing unchanged.
-    func assertRefused(_ arguments: [String], output: String, input: String, protecting file: String, in dir: String,
-                       line: UInt = #line) throws {
+    func assertRefused(
+        _ arguments: [String], output: String, input: String, protecting file: String, in dir: String,
+        line: UInt = #line
+    ) throws {
         let before = contents(file)
         let names = try listing(dir)
         let r = try any4(arguments)
         XCTAssertEqual(r.status, 2, "\(arguments): \(r.stderr)", line: line)
-        XCTAssertTrue(r.stderr.contains("\(output): refusing to write: this is the input") && r.stderr.contains(input),
-                      "\(arguments): \(r.stderr)", line: line)
+        XCTAssertTrue(
+            r.stderr.contains("\(output): refusing to write: this is the input") && r.stderr.contains(input),
+            "\(arguments): \(r.stderr)", line: line)
         XCTAssertEqual(r.stderr.split(separator: "\n").count, 1, "one line: \(r.stderr)", line: line)
         XCTAssertNotNil(before, file, line: line)
         XCTAssertEqual(contents(file), before, "\(arguments) changed \(file)", line: line)
@@ -70,21 +74,24 @@ final class OutputSafetyCLITests: XCTestCase {
             try assertRefused(["quantize", model, "--out", out] + q, output: out, input: model, protecting: model, in: dir)
         }
         // The model opened through a symlink, the output its target.
-        try assertRefused(["quantize", dir + "/link.safetensors", "--out", model] + q,
-                          output: model, input: dir + "/link.safetensors", protecting: model, in: dir)
+        try assertRefused(
+            ["quantize", dir + "/link.safetensors", "--out", model] + q,
+            output: model, input: dir + "/link.safetensors", protecting: model, in: dir)
         // --fake-quant writes the same names and shapes: just as refused.
         try assertRefused(["quantize", model, "--out", model, "--fake-quant"] + q, output: model, input: model, protecting: model, in: dir)
 
         // A calibration file given to --sample-weight calib:FILE.
         var layers: [String: CalibrationStats.Layer] = [:]
         for name in ["model.layers.0.mlp.up_proj", "model.layers.0.self_attn.q_proj"] {
-            layers[name] = .init(mean: Array(repeating: 0.1, count: 200), absmean: Array(repeating: 0.2, count: 200),
-                                 sqmean: Array(repeating: 0.3, count: 200), count: 8)
+            layers[name] = .init(
+                mean: Array(repeating: 0.1, count: 200), absmean: Array(repeating: 0.2, count: 200),
+                sqmean: Array(repeating: 0.3, count: 200), count: 8)
         }
         let calib = dir + "/calib.safetensors"
         try CalibrationStats(layers: layers).write(to: calib)
-        try assertRefused(["quantize", model, "--format", "any4", "--sample-weight", "calib:" + calib, "--out", calib],
-                          output: calib, input: calib, protecting: calib, in: dir)
+        try assertRefused(
+            ["quantize", model, "--format", "any4", "--sample-weight", "calib:" + calib, "--out", calib],
+            output: calib, input: calib, protecting: calib, in: dir)
 
         // An output elsewhere still works, and writing over an existing output replaces it.
         let out = dir + "/q.safetensors"
@@ -103,22 +110,25 @@ final class OutputSafetyCLITests: XCTestCase {
         // Two shards and an index, a config and tokenizer files.
         _ = try makeModel(folder, name: "model-00001-of-00002.safetensors")
         var rng = SplitMix64(seed: 3)
-        try SafeTensorsWriter.write([
-            .init(name: "model.layers.1.mlp.up_proj.weight", shape: [16, 64], floats: (0..<1024).map { _ in Float(rng.nextGaussian()) }),
-        ], to: folder + "/model-00002-of-00002.safetensors")
+        try SafeTensorsWriter.write(
+            [
+                .init(name: "model.layers.1.mlp.up_proj.weight", shape: [16, 64], floats: (0..<1024).map { _ in Float(rng.nextGaussian()) })
+            ], to: folder + "/model-00002-of-00002.safetensors")
         try """
-            {"weight_map": {"model.embed_tokens.weight": "model-00001-of-00002.safetensors",
-             "model.layers.0.mlp.up_proj.weight": "model-00001-of-00002.safetensors",
-             "model.layers.0.self_attn.q_proj.weight": "model-00001-of-00002.safetensors",
-             "model.layers.1.mlp.up_proj.weight": "model-00002-of-00002.safetensors"}}
-            """.write(toFile: folder + "/model.safetensors.index.json", atomically: true, encoding: .utf8)
+        {"weight_map": {"model.embed_tokens.weight": "model-00001-of-00002.safetensors",
+         "model.layers.0.mlp.up_proj.weight": "model-00001-of-00002.safetensors",
+         "model.layers.0.self_attn.q_proj.weight": "model-00001-of-00002.safetensors",
+         "model.layers.1.mlp.up_proj.weight": "model-00002-of-00002.safetensors"}}
+        """.write(toFile: folder + "/model.safetensors.index.json", atomically: true, encoding: .utf8)
         try #"{"model_type": "llama", "hidden_size": 200}"#.write(toFile: folder + "/config.json", atomically: true, encoding: .utf8)
         try #"{"model": {"type": "WordPiece", "vocab": {}}}"#.write(toFile: folder + "/tokenizer.json", atomically: true, encoding: .utf8)
         try #"{"do_lower_case": true}"#.write(toFile: folder + "/tokenizer_config.json", atomically: true, encoding: .utf8)
         try "[PAD]\n[UNK]\n".write(toFile: folder + "/vocab.txt", atomically: true, encoding: .utf8)
 
-        for name in ["model-00002-of-00002.safetensors", "model-00001-of-00002.safetensors", "model.safetensors.index.json",
-                     "config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt"] {
+        for name in [
+            "model-00002-of-00002.safetensors", "model-00001-of-00002.safetensors", "model.safetensors.index.json",
+            "config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt"
+        ] {
             let out = folder + "/" + name
             try assertRefused(["quantize", folder, "--format", "nf4", "--out", out], output: out, input: out, protecting: out, in: dir)
         }
@@ -142,7 +152,7 @@ final class OutputSafetyCLITests: XCTestCase {
             (dir, "\(dir): cannot write the output here: it is a directory, not a regular file"),
             (dir + "/fifo", "fifo: cannot write the output here: it is a FIFO (named pipe), not a regular file"),
             (dir + "/missing/q.safetensors", "cannot write the output: the folder \(dir)/missing does not exist"),
-            ("", "the output path is empty"),
+            ("", "the output path is empty")
         ]
         for (out, message) in cases {
             let r = try any4(["quantize", model, "--format", "int4", "--out", out])
@@ -162,8 +172,11 @@ final class OutputSafetyCLITests: XCTestCase {
         try "The quick brown fox jumps over the lazy dog. It was not amused.".write(toFile: prompt, atomically: true, encoding: .utf8)
         try assertRefused(["calibrate", gguf, "--prompt", prompt, "--out", gguf], output: gguf, input: gguf, protecting: gguf, in: dir)
         try assertRefused(["calibrate", gguf, "--prompt", prompt, "--out", prompt], output: prompt, input: prompt, protecting: prompt, in: dir)
-        try assertRefused(["quantize", gguf, "--format", "any4", "--calibrate", "--prompt", prompt, "--layers", #"blk\.0\.attn_q"#,
-                           "--out", prompt], output: prompt, input: prompt, protecting: prompt, in: dir)
+        try assertRefused(
+            [
+                "quantize", gguf, "--format", "any4", "--calibrate", "--prompt", prompt, "--layers", #"blk\.0\.attn_q"#,
+                "--out", prompt
+            ], output: prompt, input: prompt, protecting: prompt, in: dir)
 
         let minilm = try TestPaths.requireModel(TestPaths.miniLM)
         let folder = dir + "/minilm"
@@ -197,7 +210,8 @@ extension OutputSafetyCLITests {
         let prefix = (output as NSString).lastPathComponent + ".tmp-\(process.processIdentifier)-"
         let deadline = Date().addingTimeInterval(60)
         while process.isRunning && Date() < deadline,
-              !((try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []).contains(where: { $0.hasPrefix(prefix) }) {
+            !((try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []).contains(where: { $0.hasPrefix(prefix) })
+        {
             Thread.sleep(forTimeInterval: 0.01)
         }
         XCTAssertTrue(process.isRunning, "the write finished before the signal; raise the delay")
@@ -215,15 +229,17 @@ extension OutputSafetyCLITests {
         let out = dir + "/q.safetensors"
         for (sig, name) in [(SIGINT, "SIGINT"), (SIGTERM, "SIGTERM"), (SIGHUP, "SIGHUP")] {
             // No output before: none after.
-            var (status, stderr) = try signalDuringWrite(["quantize", model, "--format", "int4", "--out", out],
-                                                         output: out, sig: sig, delayMS: 1000)
+            var (status, stderr) = try signalDuringWrite(
+                ["quantize", model, "--format", "int4", "--out", out],
+                output: out, sig: sig, delayMS: 1000)
             XCTAssertEqual(status, 130, "\(name): \(stderr)")
             XCTAssertTrue(stderr.contains("interrupted; nothing was written"), "\(name): \(stderr)")
             XCTAssertEqual(try listing(dir), ["m.safetensors"], name)
             // An existing output is kept as it was.
             try "old output".write(toFile: out, atomically: true, encoding: .utf8)
-            (status, stderr) = try signalDuringWrite(["quantize", model, "--format", "int4", "--out", out, "--fake-quant"],
-                                                     output: out, sig: sig, delayMS: 1000)
+            (status, stderr) = try signalDuringWrite(
+                ["quantize", model, "--format", "int4", "--out", out, "--fake-quant"],
+                output: out, sig: sig, delayMS: 1000)
             XCTAssertEqual(status, 130, "\(name): \(stderr)")
             XCTAssertEqual(try String(contentsOfFile: out, encoding: .utf8), "old output", name)
             XCTAssertEqual(try listing(dir), ["m.safetensors", "q.safetensors"], name)
@@ -239,8 +255,9 @@ extension OutputSafetyCLITests {
         let prompt = dir + "/prompt.txt"
         try "The quick brown fox jumps over the lazy dog.".write(toFile: prompt, atomically: true, encoding: .utf8)
         let out = dir + "/calib.safetensors"
-        let (status, stderr) = try signalDuringWrite(["calibrate", smol, "--prompt", prompt, "--out", out],
-                                                     output: out, sig: SIGINT, delayMS: 20)
+        let (status, stderr) = try signalDuringWrite(
+            ["calibrate", smol, "--prompt", prompt, "--out", out],
+            output: out, sig: SIGINT, delayMS: 20)
         XCTAssertEqual(status, 130, stderr)
         XCTAssertTrue(stderr.contains("interrupted; nothing was written"), stderr)
         XCTAssertEqual(try listing(dir), ["prompt.txt"])
@@ -269,11 +286,11 @@ extension OutputSafetyCLITests {
         XCTAssertEqual(kill(dead, 0), -1, "the PID must be free")
         let live = getpid()
         let files = [
-            "q.safetensors.tmp-\(dead)-12345",            // stale: removed
-            "q.safetensors.tmp-\(live)-67890",            // a live process's (ours): kept
-            "other.safetensors.tmp-\(dead)-12345",        // another destination's: kept
-            "q.safetensors.tmp-\(dead)-12345.keep",       // not a temporary name: kept
-            "q.safetensors.tmp-x\(dead)-1",               // not a temporary name: kept
+            "q.safetensors.tmp-\(dead)-12345",  // stale: removed
+            "q.safetensors.tmp-\(live)-67890",  // a live process's (ours): kept
+            "other.safetensors.tmp-\(dead)-12345",  // another destination's: kept
+            "q.safetensors.tmp-\(dead)-12345.keep",  // not a temporary name: kept
+            "q.safetensors.tmp-x\(dead)-1"  // not a temporary name: kept
         ]
         for name in files { try "partial".write(toFile: dir + "/" + name, atomically: false, encoding: .utf8) }
         let r = try any4(["quantize", model, "--format", "int4", "--out", out])
@@ -311,9 +328,10 @@ extension TUIEndToEndTests {
         let dir = try TestPaths.temporaryDirectory(for: self)
         var rng = SplitMix64(seed: 1)
         let model = dir + "/m.any4.safetensors"
-        try SafeTensorsWriter.write([
-            .init(name: "model.layers.0.mlp.up_proj.weight", shape: [16, 64], floats: (0..<1024).map { _ in Float(rng.nextGaussian()) }),
-        ], to: model)
+        try SafeTensorsWriter.write(
+            [
+                .init(name: "model.layers.0.mlp.up_proj.weight", shape: [16, 64], floats: (0..<1024).map { _ in Float(rng.nextGaussian()) })
+            ], to: model)
         // Opened as m.safetensors, `w` would write m.any4.safetensors: the model's real file.
         try FileManager.default.createSymbolicLink(atPath: dir + "/m.safetensors", withDestinationPath: "m.any4.safetensors")
         XCTAssertEqual(link(model, dir + "/any4-layers.csv"), 0)
@@ -329,8 +347,9 @@ extension TUIEndToEndTests {
         try key("q")
         try waitFor("prompt$")
         XCTAssertEqual(FileManager.default.contents(atPath: model), before)
-        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir).sorted(),
-                       ["any4-layers.csv", "m.any4.safetensors", "m.safetensors"])
+        XCTAssertEqual(
+            try FileManager.default.contentsOfDirectory(atPath: dir).sorted(),
+            ["any4-layers.csv", "m.any4.safetensors", "m.safetensors"])
         var info = stat()
         XCTAssertEqual(lstat(dir + "/m.safetensors", &info), 0)
         XCTAssertEqual(info.st_mode & S_IFMT, S_IFLNK, "the symlink is still a symlink")

@@ -12,12 +12,13 @@ final class QuantizeCLITests: XCTestCase {
         var w = (0..<(64 * 200)).map { _ in Float(rng.nextStudentT4() * 0.02) }
         if nan { w[130] = .nan }
         let path = dir + "/m.safetensors"
-        try SafeTensorsWriter.write([
-            .init(name: "model.embed_tokens.weight", shape: [10, 200], floats: Array(w.prefix(2000)), as: .bf16),
-            .init(name: "model.layers.0.mlp.up_proj.weight", shape: [64, 200], floats: w, as: .bf16),
-            .init(name: "model.layers.0.self_attn.q_proj.weight", shape: [32, 200], floats: Array(w.prefix(6400)), as: .bf16),
-            .init(name: "lm_head.weight", shape: [10, 200], floats: Array(w.prefix(2000)), as: .bf16),
-        ], to: path)
+        try SafeTensorsWriter.write(
+            [
+                .init(name: "model.embed_tokens.weight", shape: [10, 200], floats: Array(w.prefix(2000)), as: .bf16),
+                .init(name: "model.layers.0.mlp.up_proj.weight", shape: [64, 200], floats: w, as: .bf16),
+                .init(name: "model.layers.0.self_attn.q_proj.weight", shape: [32, 200], floats: Array(w.prefix(6400)), as: .bf16),
+                .init(name: "lm_head.weight", shape: [10, 200], floats: Array(w.prefix(2000)), as: .bf16)
+            ], to: path)
         return path
     }
 
@@ -29,8 +30,9 @@ final class QuantizeCLITests: XCTestCase {
         XCTAssertEqual(r.status, 0, r.stderr)
         let json = try JSONParser.parse(r.stdout, file: "stdout")
         let layers = try XCTUnwrap(json["layers"]?.array)
-        XCTAssertEqual(layers.compactMap { $0["name"]?.string }.sorted(),
-                       ["model.layers.0.mlp.up_proj.weight", "model.layers.0.self_attn.q_proj.weight"], "embeddings and LM head skipped")
+        XCTAssertEqual(
+            layers.compactMap { $0["name"]?.string }.sorted(),
+            ["model.layers.0.mlp.up_proj.weight", "model.layers.0.self_attn.q_proj.weight"], "embeddings and LM head skipped")
         XCTAssertGreaterThan(layers[0]["sqnr_db"]!.double!, 15)
         let (description, quantized) = try QuantizedCheckpoint.read(out)
         XCTAssertEqual(description.format, "any4")
@@ -55,7 +57,7 @@ final class QuantizeCLITests: XCTestCase {
             (["--format", "int5"], "unknown format \"int5\""),
             (["--format", "any4", "--layers", "nothing.matches"], "no linear layer"),
             (["--format", "any4", "--cluster", "kmeans"], "--cluster"),
-            (["--format", "any4", "--sample-weight", "calib:" + dir + "/missing.safetensors"], "missing.safetensors: cannot open"),
+            (["--format", "any4", "--sample-weight", "calib:" + dir + "/missing.safetensors"], "missing.safetensors: cannot open")
         ]
         for (arguments, message) in cases {
             let r = try any4(["quantize", model, "--out", out] + arguments)

@@ -3,7 +3,7 @@ import TestSupport
 import XCTest
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The UI under stress in a real terminal: jobs started over and over while tabs change, signals

@@ -34,7 +34,8 @@ final class Tmux {
     /// clean environment plus `environment`.
     func start(width: Int, height: Int, environment: [String: String] = [:]) throws {
         let extra = environment.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
-        let command = ["env", "-i", "PATH=/usr/bin:/bin", "TERM=xterm-256color", "LANG=C.UTF-8", "HOME=/tmp"] + extra
+        let command =
+            ["env", "-i", "PATH=/usr/bin:/bin", "TERM=xterm-256color", "LANG=C.UTF-8", "HOME=/tmp"] + extra
             + ["bash", "--norc", "--noprofile"]
         let r = try run(["new-session", "-d", "-s", session, "-x", "\(width)", "-y", "\(height)", Self.quoted(command)])
         XCTAssertEqual(r.status, 0, r.stdout)
