@@ -85,14 +85,7 @@ final class FormatRegistryTests: XCTestCase {
         XCTAssertEqual(description.format, format.name, label)
         XCTAssertEqual(description.codeBits, format.codeBits, label)
         let back = try XCTUnwrap(layers[name], label)
-        XCTAssertEqual(back.codes, q.codes, label)
-        XCTAssertEqual(back.tables, q.tables, label)
-        XCTAssertEqual(back.scales, q.scales, label)
-        XCTAssertEqual(back.zeros, q.zeros, label)
-        XCTAssertEqual(back.tensorScale, q.tensorScale, label)
-        XCTAssertEqual(back.groupSize, q.groupSize, label)
-        XCTAssertEqual(back.dequantized(), q.dequantized(), label)
-        XCTAssertEqual(back.bitsPerWeight, q.bitsPerWeight, label)
+        assertSameMatrix(back, q, label)
         XCTAssertEqual(back.tensorScale != 1, format.hasTensorScale && q.tensorScale != 1, label)
         let file = try SafeTensorsFile(path: path)
         let base = String(name.dropLast(".weight".count))
@@ -156,4 +149,19 @@ final class FormatRegistryTests: XCTestCase {
         XCTAssertNil(TableFormat.nf4.scaleBits)
         XCTAssertEqual(TableFormat.iq4nl.scaleBits, 16)
     }
+}
+
+/// A quantized matrix read back from a checkpoint is the one written: codes, tables, scales, zeros,
+/// tensor scale, group size, dequantized values and bits per weight, exactly.
+func assertSameMatrix(
+    _ back: QuantizedMatrix, _ written: QuantizedMatrix, _ label: String, file: StaticString = #filePath, line: UInt = #line
+) {
+    XCTAssertEqual(back.codes, written.codes, label, file: file, line: line)
+    XCTAssertEqual(back.tables, written.tables, label, file: file, line: line)
+    XCTAssertEqual(back.scales, written.scales, label, file: file, line: line)
+    XCTAssertEqual(back.zeros, written.zeros, label, file: file, line: line)
+    XCTAssertEqual(back.tensorScale, written.tensorScale, label, file: file, line: line)
+    XCTAssertEqual(back.groupSize, written.groupSize, label, file: file, line: line)
+    XCTAssertEqual(back.dequantized(), written.dequantized(), label, file: file, line: line)
+    XCTAssertEqual(back.bitsPerWeight, written.bitsPerWeight, label, file: file, line: line)
 }
