@@ -64,6 +64,15 @@ struct QuantizeCommand: ParsableCommand {
         var results: [LayerResult] = []
         var description = QuantizedCheckpoint.Description(format: numeric, options: options)
         let started = Clock.now
+        /// Writes the quantized layers as the checkpoint (the last phase of both paths).
+        func write(_ results: [LayerResult], _ description: QuantizedCheckpoint.Description) throws {
+            var quantized: [String: QuantizedMatrix] = [:]
+            for r in results { quantized[r.name] = r.matrix }
+            progress.setLabel("writing \(out)")
+            try QuantizedCheckpoint.write(
+                model: model, quantized: quantized, description: description,
+                fakeQuant: fakeQuant, to: out, progress: progress)
+        }
         if calibrate {
             let engine = try loadEngine(model, options: EngineOptions())
             let tokenizer = try loadTokenizer(model)
@@ -78,12 +87,7 @@ struct QuantizeCommand: ParsableCommand {
                 var o = options
                 o.sampleWeighting = .calibration(path: source, statistic: statistic)
                 description = QuantizedCheckpoint.Description(format: numeric, options: o)
-                var quantized: [String: QuantizedMatrix] = [:]
-                for r in results { quantized[r.name] = r.matrix }
-                progress.setLabel("writing \(out)")
-                try QuantizedCheckpoint.write(
-                    model: model, quantized: quantized, description: description,
-                    fakeQuant: fakeQuant, to: out, progress: progress)
+                try write(results, description)
             }
         } else {
             try runProgressJob(progress, interrupted: "interrupted; nothing was written") {
@@ -94,12 +98,7 @@ struct QuantizeCommand: ParsableCommand {
                             layer, of: model, format: numeric, options: options,
                             calibration: calibration, progress: progress))
                 }
-                var quantized: [String: QuantizedMatrix] = [:]
-                for r in results { quantized[r.name] = r.matrix }
-                progress.setLabel("writing \(out)")
-                try QuantizedCheckpoint.write(
-                    model: model, quantized: quantized, description: description,
-                    fakeQuant: fakeQuant, to: out, progress: progress)
+                try write(results, description)
             }
         }
         let seconds = Clock.now - started
