@@ -61,12 +61,16 @@ public final class KernelRunner: @unchecked Sendable {
         public var gpuNote: String?
     }
 
+    /// The runner's figures, copied under the lock into arrays of the caller's own (`map` makes new
+    /// buffers): the runner goes on appending to its arrays in place, and a snapshot sharing their
+    /// storage would hand one buffer between threads through its reference count alone, which
+    /// Thread Sanitizer cannot see (it reported the UI's read of the count racing the runner's append).
     public func snapshot() -> Snapshot {
         lock.withLock {
             Snapshot(
-                layer: target?.name, latencies: latencies, denseMedian: denseLatency, relError: error,
+                layer: target?.name, latencies: latencies.map { $0 }, denseMedian: denseLatency, relError: error,
                 streamedBytes: target?.packed.streamedBytes(.fast) ?? 0, message: message, probeGBps: probe,
-                totalError: totalError, gpuName: gpuName, gpuLatencies: gpuLatencies,
+                totalError: totalError, gpuName: gpuName, gpuLatencies: gpuLatencies.map { $0 },
                 gpuStreamedBytes: gpuLayer?.streamedBytes ?? 0, gpuNote: gpuNote)
         }
     }
