@@ -1,18 +1,14 @@
 import Any4Core
 import Foundation
 
-/// The histogram view's data for a tensor (or one row), computed on demand and cached.
+/// The histogram view's data for a tensor (or one row): the core's histogram and the line that
+/// says what it shows. Its figures read through (`data.counts`, `data.codebook`, ...).
+@dynamicMemberLookup
 public struct HistogramData: Sendable {
-    public var counts: [Int]
-    public var low: Float
-    public var high: Float
-    /// The row's any4 codebook in the same domain as the histogram (empty if none).
-    public var codebook: [Float]
-    /// How many weights of the row use each code.
-    public var usage: [Int]
+    public var histogram: WeightHistogram
     public var note: String
-    /// Raw min and max of the row's first group (for reference grids), when a row is shown.
-    public var firstGroup: (low: Float, high: Float)? = nil
+
+    public subscript<T>(dynamicMember path: KeyPath<WeightHistogram, T>) -> T { histogram[keyPath: path] }
 }
 
 public final class HistogramCache: @unchecked Sendable {
@@ -37,14 +33,13 @@ public final class HistogramCache: @unchecked Sendable {
                 // AppState keeps the row inside the selected tensor; a stale one is a note, not a trap.
                 guard row >= 0, row < tensor.info.rowCount else {
                     return HistogramData(
-                        counts: [], low: 0, high: 1, codebook: [], usage: [],
-                        note: "row \(row) is not in this tensor (\(tensor.info.rowCount) rows)")
+                        histogram: .empty, note: "row \(row) is not in this tensor (\(tensor.info.rowCount) rows)")
                 }
                 let values = try model.decodeRows(tensor, rows: row..<(row + 1))
                 guard values.allSatisfy(\.isFinite) else {
-                    return HistogramData(
-                        counts: Histogram(values, bins: bins).counts, low: 0, high: 1, codebook: [], usage: [],
-                        note: "row has non-finite values: no codebook")
+                    var h = WeightHistogram.empty
+                    h.counts = Histogram(values, bins: bins).counts
+                    return HistogramData(histogram: h, note: "row has non-finite values: no codebook")
                 }
                 var options = QuantizationOptions()
                 options.groupSize = groupSize
@@ -58,17 +53,14 @@ public final class HistogramCache: @unchecked Sendable {
                     ? "row \(row) in the group-scaled domain [0, \(q.tableSize - 1)] (group \(q.groupSize)); ▲ = its any4 codebook"
                     // Raw domain: the codebook of the row's first group.
                     : "row \(row), raw values; ▲ = any4 codebook of its first group"
-                return HistogramData(
-                    counts: h.counts, low: h.low, high: h.high, codebook: h.codebook, usage: h.usage,
-                    note: note, firstGroup: h.firstGroup)
+                return HistogramData(histogram: h, note: note)
             }
             // Whole tensor (sampled rows beyond 2M values keep it quick).
             let (h, step) = try WeightHistogram.sampled(tensor, of: model, bins: bins)
             return HistogramData(
-                counts: h.counts, low: h.low, high: h.high, codebook: [], usage: [],
-                note: step > 1 ? "whole tensor, every \(step)th row" : "whole tensor, raw values")
+                histogram: h, note: step > 1 ? "whole tensor, every \(step)th row" : "whole tensor, raw values")
         } catch {
-            return HistogramData(counts: [], low: 0, high: 1, codebook: [], usage: [], note: "\(error)")
+            return HistogramData(histogram: .empty, note: "\(error)")
         }
     }
 }

@@ -98,23 +98,16 @@ public struct Session {
             state.apply(.cancel)
         case .writeCheckpoint(let name):
             let path = self.path(name)
-            do {
-                // QuantizedCheckpoint.write refuses a path that is one of the model's files (OutputGuard).
-                let n = try jobs.write(state.model, format: state.format, options: state.quantizationOptions, to: path)
-                state.status = "wrote \(n) \(state.format) layers to \(path)"
-            } catch let error as FileFormatError where error.kind == .outputIsInput {
-                state.status = "write refused: \(error)"
-            } catch {
-                state.status = "write failed: \(error)"
+            let (model, format, options) = (state.model, state.format, state.quantizationOptions)
+            // QuantizedCheckpoint.write refuses a path that is one of the model's files (OutputGuard).
+            state.status = Self.status(of: "write") {
+                "wrote \(try jobs.write(model, format: format, options: options, to: path)) \(format) layers to \(path)"
             }
         case .exportTable:
-            do {
-                try exportTable(state)
-                state.status = "exported \(Self.exportNames.csv) and \(Self.exportNames.json)"
-            } catch let error as FileFormatError where error.kind == .outputIsInput {
-                state.status = "export refused: \(error)"
-            } catch {
-                state.status = "export failed: \(error)"
+            let current = state
+            state.status = Self.status(of: "export") {
+                try exportTable(current)
+                return "exported \(Self.exportNames.csv) and \(Self.exportNames.json)"
             }
         case .status(let text):
             state.status = text
@@ -122,6 +115,18 @@ public struct Session {
     }
 
     /// A file name in ``folder``.
+    /// The status line of a write: what `body` says it wrote, "<what> refused: …" when the target
+    /// is one of the model's files, else "<what> failed: …".
+    static func status(of what: String, _ body: () throws -> String) -> String {
+        do {
+            return try body()
+        } catch let error as FileFormatError where error.kind == .outputIsInput {
+            return "\(what) refused: \(error)"
+        } catch {
+            return "\(what) failed: \(error)"
+        }
+    }
+
     func path(_ name: String) -> String { folder.map { $0 + "/" + name } ?? name }
 
     /// The Model tab's table as it is exported: every linear layer in the tab's order, the

@@ -102,7 +102,7 @@ struct BenchCommand: ParsableCommand {
         config.shapes = try shapes()
         config.batches = try batches()
         config.formats = (formatsAlias ?? formats).split(separator: ",").map(String.init)
-        for f in config.formats where !["f32", "f16", "bf16", "blas"].contains(f) {
+        for f in config.formats where !KernelBenchmark.denseFormats.contains(f) {
             do { _ = try FormatRegistry.named(f) } catch { throw usageError("\(formatOption): \(error)") }
         }
         config.path = kernel

@@ -11,6 +11,18 @@ public struct WeightHistogram: Sendable {
     /// Raw min and max of the row's first group (where reference grids are placed), for a row.
     public var firstGroup: (low: Float, high: Float)?
 
+    /// No values: no bins, the domain [0, 1].
+    public static let empty = WeightHistogram()
+
+    private init() {
+        counts = []
+        low = 0
+        high = 1
+        codebook = []
+        usage = []
+        firstGroup = nil
+    }
+
     /// Values without a codebook, binned over their own range.
     public init(values: [Float], bins: Int) {
         let h = Histogram(values, bins: bins)
