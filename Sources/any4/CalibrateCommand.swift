@@ -26,7 +26,7 @@ struct CalibrateCommand: ParsableCommand {
     func run() throws {
         let model = try openModel(modelArgument.model)
         let out = output.out
-        try reportingFileErrors { try OutputGuard.check(out, inputs: model.inputFiles + [prompt ?? defaultPromptPath()]) }
+        try reportingFileErrors { try OutputGuard.check(out, inputs: model.inputFiles + [prompt ?? CalibrationPrompt.defaultPath()]) }
         var options = EngineOptions()
         options.threads = threadsOption.threads
         let engine = try loadEngine(model, options: options)
@@ -35,7 +35,7 @@ struct CalibrateCommand: ParsableCommand {
         let progress = Progress(total: 0, label: "calibrating")
         let stats = try runProgressJob(progress, interrupted: "interrupted; nothing was written") {
             var result = try EngineQuantization.calibrate(engine, sequences: sequences, progress: progress)
-            result.metadata["prompt"] = prompt ?? defaultPromptPath()
+            result.metadata["prompt"] = prompt ?? CalibrationPrompt.defaultPath()
             result.metadata["model"] = model.path
             progress.setLabel("writing \(out)")
             try result.write(to: out, progress: progress)

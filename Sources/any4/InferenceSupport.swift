@@ -89,13 +89,10 @@ struct EngineQuantizationGroup: ParsableArguments {
     }
 }
 
-/// The default calibration prompt (assets/calibration.txt next to the package).
-func defaultPromptPath() -> String { CalibrationPrompt.defaultPath() }
-
 /// The calibration token sequences of the prompt file (default: assets/calibration.txt) for the
 /// engine's kind of model, or status 2 naming the file.
 func calibrationSequences(engine: any TransformerEngine, tokenizer: any TextTokenizer, promptPath: String?) throws -> [[Int]] {
-    let path = promptPath ?? defaultPromptPath()
+    let path = promptPath ?? CalibrationPrompt.defaultPath()
     let text = try readText(path, what: "calibration prompt")
     do {
         return try CalibrationPrompt.sequences(text, source: path, engine: engine, tokenizer: tokenizer)

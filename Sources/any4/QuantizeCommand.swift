@@ -56,7 +56,7 @@ struct QuantizeCommand: ParsableCommand {
         if prompt != nil && !calibrate { throw usageError("--prompt is for --calibrate") }
         var inputs = model.inputFiles
         if case .calibration(let path, _) = options.sampleWeighting { inputs.append(path) }
-        if calibrate { inputs.append(prompt ?? defaultPromptPath()) }
+        if calibrate { inputs.append(prompt ?? CalibrationPrompt.defaultPath()) }
         try reportingFileErrors { try OutputGuard.check(out, inputs: inputs) }
         let calibration = try quantization.calibration(options)
 
