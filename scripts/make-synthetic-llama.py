@@ -4,6 +4,7 @@
 usage: scripts/make-synthetic-llama.py --size tiny|1b|8b OUT_DIR [--seed N] [--dtype bf16|f32|f16]
                                        [--max-shard-size BYTES] [--force] [--corpus FILE ...]
                                        [--vocab-tokens N] [--verify]
+       scripts/make-synthetic-llama.py --sanity DIR [--prompt TEXT]
 
 Sizes (config.json shaped exactly like the real model's):
   8b    Llama-3-8B:   hidden 4096, 32 layers, 32 heads, 8 kv heads, intermediate 14336, vocab 128256,
@@ -44,12 +45,19 @@ whatever the size.
 
 Tokenizer: a byte-level BPE in Llama 3's style (the Llama 3 split regex + ByteLevel, ignore_merges,
 <|begin_of_text|> added in front by a TemplateProcessing post-processor) trained with the
-`tokenizers` package on the repository's own text (README.md, assets/calibration.txt, the Swift
-sources and docs, in sorted order; --corpus replaces them) to --vocab-tokens (default 4096)
-tokens including 8 special tokens at the end. config.json's bos/eos ids are the tokenizer's.
+`tokenizers` package on the repository's own text (README.md, assets/calibration.txt, the files
+of Sources/, in sorted order; --corpus replaces them), so it follows that text as it changes; to
+--vocab-tokens (default 4096) tokens, 8 special tokens at the end. config.json's bos/eos ids are
+the tokenizer's (not Llama 3's 128000/128001).
 
 --verify: after writing, opens every shard with the `safetensors` package (safe_open) and checks
 names, shapes, dtypes and the index; for f32 models also reads back every tensor.
+
+--sanity DIR: an independent float64 numpy forward pass (Hugging Face Llama semantics: RMSNorm,
+rotate-half RoPE with llama3 scaling, grouped-query causal attention, SwiGLU) of the prompt
+(tokenized with `tokenizers`, BOS added) through a Llama folder, one layer in memory at a time;
+prints the residual stream's rms after each layer and the last position's logit statistics
+(mean, std, min, max, argmax, top 5). Exits 2 on a non-finite value. Reads 8b in a few minutes.
 
 Never commit the output: generated models belong under /tmp or /work/synth.
 """
@@ -293,11 +301,9 @@ def write_shards(folder, shards, dtype, seed):
 
 def default_corpus(root):
     files = [os.path.join(root, "README.md"), os.path.join(root, "assets", "calibration.txt")]
-    for top in ("Sources", "scripts"):
-        for dirpath, dirnames, filenames in os.walk(os.path.join(root, top)):
-            dirnames.sort()
-            files += [os.path.join(dirpath, n) for n in sorted(filenames)
-                      if n.endswith((".swift", ".md", ".py", ".sh", ".c", ".h"))]
+    for dirpath, dirnames, filenames in os.walk(os.path.join(root, "Sources")):
+        dirnames.sort()
+        files += [os.path.join(dirpath, n) for n in sorted(filenames) if n.endswith((".swift", ".md", ".c", ".h"))]
     return [f for f in files if os.path.isfile(f)]
 
 
@@ -387,7 +393,128 @@ def verify(folder, names, specs, dtype):
     log(f"verified {len(seen)} tensors in {len(names)} file(s) with safetensors.safe_open")
 
 
+# ----------------------------------------------------------------------------------------------
+# Sanity check: a reference forward pass
+
+
+class SafeTensorsFolder:
+    """The tensors of a Hugging Face folder (one model.safetensors or an index of shards), memory-mapped."""
+
+    def __init__(self, folder):
+        index = os.path.join(folder, "model.safetensors.index.json")
+        files = (sorted(set(json.load(open(index))["weight_map"].values())) if os.path.exists(index)
+                 else ["model.safetensors"])
+        self.where = {}
+        for name in files:
+            path = os.path.join(folder, name)
+            with open(path, "rb") as f:
+                length = int.from_bytes(f.read(8), "little")
+                header = json.loads(f.read(length))
+            data = np.memmap(path, dtype=np.uint8, mode="r", offset=8 + length)
+            for key, info in header.items():
+                if key != "__metadata__":
+                    self.where[key] = (data, info)
+
+    def __contains__(self, name):
+        return name in self.where
+
+    def get(self, name, rows=None):
+        """The tensor (or some of its rows) as float64."""
+        data, info = self.where[name]
+        begin, end = info["data_offsets"]
+        kind = {"BF16": np.uint16, "F16": np.float16, "F32": np.float32}[info["dtype"]]
+        values = data[begin:end].view(kind).reshape(info["shape"])
+        if rows is not None:
+            values = values[rows]
+        if info["dtype"] == "BF16":
+            return (values.astype(np.uint32) << 16).view(np.float32).astype(np.float64)
+        return values.astype(np.float64)
+
+
+def rope_inverse_frequencies(config, dims):
+    theta = config.get("rope_theta", 10000.0)
+    inv = 1.0 / theta ** (np.arange(0, dims, 2, dtype=np.float64) / dims)
+    scaling = config.get("rope_scaling")
+    if scaling and scaling.get("rope_type", scaling.get("type")) == "llama3":
+        factor, low, high = scaling["factor"], scaling["low_freq_factor"], scaling["high_freq_factor"]
+        original = scaling["original_max_position_embeddings"]
+        wavelength = 2 * math.pi / inv
+        scaled = np.where(wavelength > original / low, inv / factor, inv)
+        smooth = (original / wavelength - low) / (high - low)
+        smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+        medium = ~(wavelength < original / high) & ~(wavelength > original / low)
+        inv = np.where(medium, smoothed, scaled)
+    elif scaling:
+        fail(f"--sanity: rope_scaling {scaling} is not handled")
+    return inv
+
+
+def sanity(folder, prompt):
+    from tokenizers import Tokenizer
+
+    config = json.load(open(os.path.join(folder, "config.json")))
+    ids = Tokenizer.from_file(os.path.join(folder, "tokenizer.json")).encode(prompt).ids
+    weights = SafeTensorsFolder(folder)
+    h, heads, kv = config["hidden_size"], config["num_attention_heads"], config["num_key_value_heads"]
+    d = config.get("head_dim", h // heads)
+    eps = config.get("rms_norm_eps", 1e-5)
+    n = len(ids)
+    log(f"sanity: {folder}: {n} prompt tokens {ids}")
+
+    def norm(x, name):
+        return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * weights.get(name)
+
+    angles = np.outer(np.arange(n), rope_inverse_frequencies(config, d))
+    cos, sin = np.cos(np.concatenate([angles, angles], 1)), np.sin(np.concatenate([angles, angles], 1))
+
+    def rope(x):  # [n, heads, d]
+        rotated = np.concatenate([-x[..., d // 2:], x[..., :d // 2]], -1)
+        return x * cos[:, None, :] + rotated * sin[:, None, :]
+
+    x = weights.get("model.embed_tokens.weight", rows=np.array(ids))
+    mask = np.triu(np.full((n, n), -np.inf), 1)
+    for i in range(config["num_hidden_layers"]):
+        p = f"model.layers.{i}."
+        a = norm(x, p + "input_layernorm.weight")
+        q = rope((a @ weights.get(p + "self_attn.q_proj.weight").T).reshape(n, heads, d))
+        k = rope((a @ weights.get(p + "self_attn.k_proj.weight").T).reshape(n, kv, d))
+        v = (a @ weights.get(p + "self_attn.v_proj.weight").T).reshape(n, kv, d)
+        out = np.empty((n, heads, d))
+        for head in range(heads):
+            g = head // (heads // kv)
+            scores = q[:, head] @ k[:, g].T / math.sqrt(d) + mask
+            scores = np.exp(scores - scores.max(1, keepdims=True))
+            out[:, head] = (scores / scores.sum(1, keepdims=True)) @ v[:, g]
+        x = x + out.reshape(n, heads * d) @ weights.get(p + "self_attn.o_proj.weight").T
+        m = norm(x, p + "post_attention_layernorm.weight")
+        gate = m @ weights.get(p + "mlp.gate_proj.weight").T
+        up = m @ weights.get(p + "mlp.up_proj.weight").T
+        x = x + (gate / (1 + np.exp(-gate)) * up) @ weights.get(p + "mlp.down_proj.weight").T
+        log(f"sanity: layer {i}: residual rms {np.sqrt(np.mean(x * x)):.4g}, max |x| {np.abs(x).max():.4g}")
+        if not np.all(np.isfinite(x)):
+            fail(f"--sanity: non-finite residual after layer {i}")
+    last = norm(x[-1:], "model.norm.weight")[0]
+    head = "lm_head.weight" if "lm_head.weight" in weights else "model.embed_tokens.weight"
+    vocab = config["vocab_size"]
+    logits = np.concatenate([weights.get(head, rows=slice(r, min(vocab, r + 16384))) @ last
+                             for r in range(0, vocab, 16384)])
+    if not np.all(np.isfinite(logits)):
+        fail("--sanity: non-finite logits")
+    top = np.argsort(-logits)[:5]
+    stats = {"prompt_tokens": n, "logit_mean": float(logits.mean()), "logit_std": float(logits.std()),
+             "logit_min": float(logits.min()), "logit_max": float(logits.max()), "argmax": int(top[0]),
+             "top5": [[int(t), round(float(logits[t]), 4)] for t in top]}
+    print(json.dumps(stats), flush=True)
+
+
 def main():
+    if len(sys.argv) >= 2 and sys.argv[1] == "--sanity":
+        sanity_parser = argparse.ArgumentParser(usage="make-synthetic-llama.py --sanity DIR [--prompt TEXT]")
+        sanity_parser.add_argument("--sanity", required=True, metavar="DIR")
+        sanity_parser.add_argument("--prompt", default="The capital of France is")
+        sanity_args = sanity_parser.parse_args()
+        sanity(sanity_args.sanity, sanity_args.prompt)
+        return
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("out_dir")
