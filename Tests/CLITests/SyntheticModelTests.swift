@@ -165,6 +165,38 @@ final class SyntheticModelTests: XCTestCase {
         }
     }
 
+    /// scripts/peak-rss-anon.py: a grandchild that fills 256 MiB of anonymous memory, under a child
+    /// that maps and reads a 128 MiB file (resident, not anonymous): RssAnon >= 256 MiB and short of
+    /// adding the file, VmRSS both; the child's exit status passed on.
+    func testPeakSamplerSeesAnonymousMemoryOfChildrenAndPassesTheStatusOn() throws {
+        let python = try Python.require(["mmap"])
+        let dir = try TestPaths.temporaryDirectory(for: self)
+        let mapped = dir + "/file.bin"
+        try Data(count: 128 << 20).write(to: URL(fileURLWithPath: mapped))
+        let child = """
+            import mmap, subprocess, sys, time
+            f = open(sys.argv[1], "rb"); m = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            total = sum(m[i] for i in range(0, len(m), 4096))
+            subprocess.run([sys.executable, "-c", "import time; b = b'x' * (256 << 20); time.sleep(0.3)"])
+            sys.exit(3)
+            """
+        let json = dir + "/peak.json"
+        let r = try runProcess(
+            python,
+            [TestPaths.packageRoot + "/scripts/peak-rss-anon.py", "--interval-ms", "10", "--json-out", json, "--", python, "-c", child, mapped])
+        XCTAssertEqual(r.status, 3, r.stderr)
+        let line = try XCTUnwrap(r.stderr.split(separator: "\n").last.map(String.init))
+        let report = try JSONParser.parse(line, file: "stderr")
+        XCTAssertEqual(try JSONParser.parse(try String(contentsOfFile: json, encoding: .utf8), file: json), report)
+        XCTAssertEqual(report["rc"]?.int, 3)
+        let anon = try XCTUnwrap(report["peak_rss_anon_bytes"]?.int)
+        let rss = try XCTUnwrap(report["peak_vm_rss_bytes"]?.int)
+        XCTAssertGreaterThanOrEqual(anon, 256 << 20, line)
+        XCTAssertLessThan(anon, (256 + 100) << 20, "the mapped file's pages counted as anonymous: \(line)")
+        XCTAssertGreaterThanOrEqual(rss, (256 + 128) << 20, "the mapped file's pages are resident: \(line)")
+        XCTAssertGreaterThan(report["wall_s"]?.double ?? 0, 0.3)
+    }
+
     func testGeneratorRefusesAnExistingFolderWithoutForce() throws {
         let python = try Python.require(["numpy", "tokenizers"])
         let dir = try TestPaths.temporaryDirectory(for: self)
