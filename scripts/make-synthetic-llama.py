@@ -513,7 +513,10 @@ def main():
         sanity_parser.add_argument("--sanity", required=True, metavar="DIR")
         sanity_parser.add_argument("--prompt", default="The capital of France is")
         sanity_args = sanity_parser.parse_args()
-        sanity(sanity_args.sanity, sanity_args.prompt)
+        try:
+            sanity(sanity_args.sanity, sanity_args.prompt)
+        except (OSError, KeyError, ValueError) as error:
+            fail(f"--sanity {sanity_args.sanity}: {type(error).__name__}: {error}")
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -550,7 +553,10 @@ def main():
         fail("the Python package `tokenizers` is missing (pip install tokenizers)")
 
     partial = f"{out}.partial-{os.getpid()}"
-    os.makedirs(partial)
+    try:
+        os.makedirs(partial)
+    except OSError as error:
+        fail(f"cannot create {partial}: {error.strerror}")
     try:
         tokenizer = train_tokenizer(corpus, args.vocab_tokens)
         tokens = tokenizer.get_vocab_size()
@@ -574,6 +580,9 @@ def main():
         if os.path.exists(out):
             shutil.rmtree(out)
         os.rename(partial, out)
+    except OSError as error:
+        shutil.rmtree(partial, ignore_errors=True)
+        fail(f"{error.filename or partial}: {error.strerror}")
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
