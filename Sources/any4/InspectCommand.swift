@@ -68,7 +68,7 @@ struct InspectCommand: ParsableCommand {
         let total = selected.reduce(0) { $0 + 2 * list[$1].info.elementCount }
         let progress = Progress(total: total, label: "stats of \(selected.count) tensors")
         let results = ResultBox<Result<TensorStats, FileFormatError>>(count: selected.count)
-        try runProgressJob(progress, interrupted: "inspect --stats interrupted") {
+        try runProgressJob(progress, interrupted: "inspect --stats interrupted", unit: "values") {
             let next = Atomic<Int>(0)
             // Workers take tensors in order, so the progress line moves from the first.
             DispatchQueue.concurrentPerform(iterations: min(SystemInfo.processorCount, selected.count)) { _ in
