@@ -8,90 +8,8 @@ import XCTest
 /// independently of the checkpoint writer (version 2 metadata, mixed formats, groups and dtypes in
 /// one file; version 1; a sharded folder with an index; a GGUF written by the `gguf` package).
 final class QuantizedModelTests: XCTestCase {
-    struct Layer {
-        var name: String
-        var q: QuantizedMatrix
-        var dtype: DType
-        var base: String { String(name.dropLast(".weight".count)) }
-    }
-
-    static func weights(_ rows: Int, _ cols: Int, seed: UInt64) -> [Float] {
-        var rng = SplitMix64(seed: seed)
-        return (0..<(rows * cols)).map { _ in Float(rng.nextStudentT4() * 0.02) }
-    }
-
-    static func layer(_ name: String, _ format: String, rows: Int, cols: Int, group: Int, dtype: DType) throws -> Layer {
-        var options = QuantizationOptions()
-        options.groupSize = group
-        options.threads = 1
-        let q = try Quantizer.quantize(
-            weights(rows, cols, seed: UInt64(rows * 1000 + cols)), rows: rows, cols: cols, name: name,
-            format: FormatRegistry.named(format), options: options, storage: dtype)
-        return Layer(name: name, q: q, dtype: dtype)
-    }
-
-    /// Three layers of different format, group size and dtype: any4 g32 bf16 (per-row LUT),
-    /// int4 g64 f16 on a width of 80 (zeros; a ragged last group), mxfp4 (E8M0 byte scales) at f32.
-    static func mixedLayers() throws -> [Layer] {
-        [
-            try layer("model.layers.0.self_attn.q_proj.weight", "any4", rows: 8, cols: 96, group: 32, dtype: .bf16),
-            try layer("model.layers.0.mlp.up_proj.weight", "int4", rows: 6, cols: 80, group: 64, dtype: .f16),
-            try layer("model.layers.1.mlp.down_proj.weight", "mxfp4", rows: 5, cols: 64, group: 32, dtype: .f32)
-        ]
-    }
-
-    /// Codes two per byte, low nibble first (one per byte above 4 bits), written here.
-    static func packed(_ q: QuantizedMatrix) -> [UInt8] {
-        if q.codeBits > 4 { return q.codes }
-        let rowBytes = (q.cols + 1) / 2
-        var out = [UInt8](repeating: 0, count: q.rows * rowBytes)
-        for r in 0..<q.rows {
-            for c in 0..<q.cols {
-                out[r * rowBytes + c / 2] |= c % 2 == 0 ? q.codes[r * q.cols + c] : q.codes[r * q.cols + c] << 4
-            }
-        }
-        return out
-    }
-
-    /// The stored parts of a layer.
-    static func parts(_ layer: Layer) throws -> [SafeTensorsWriter.Entry] {
-        let q = layer.q, base = layer.base
-        let format = try FormatRegistry.named(q.formatName)
-        var out: [SafeTensorsWriter.Entry] = [
-            .init(name: base + ".qweight", dtype: .u8, shape: [q.rows, q.codeBits > 4 ? q.cols : (q.cols + 1) / 2], bytes: packed(q))
-        ]
-        if q.perRowTable { out.append(.init(name: base + ".lut", shape: [q.rows, q.tableSize], floats: q.tables, as: layer.dtype)) }
-        if format.scaleEncoding == .float {
-            out.append(.init(name: base + ".scales", shape: [q.rows, q.groupsPerRow], floats: q.scales, as: layer.dtype))
-        } else {
-            out.append(
-                .init(
-                    name: base + ".scales", dtype: .u8, shape: [q.rows, q.groupsPerRow],
-                    bytes: q.scales.map(format.scaleEncoding.encode)))
-        }
-        if !q.zeros.isEmpty { out.append(.init(name: base + ".zeros", shape: [q.rows, q.groupsPerRow], floats: q.zeros, as: layer.dtype)) }
-        if format.hasTensorScale { out.append(.init(name: base + ".tensor_scale", shape: [1], floats: [q.tensorScale])) }
-        return out
-    }
-
-    /// `any4.layers` (version 2) for `layers`, as the contract gives it.
-    static func layersJSON(_ layers: [Layer]) -> String {
-        let members = layers.map { l in
-            "\"\(l.name)\": {\"shape\": [\(l.q.rows), \(l.q.cols)], \"format\": \"\(l.q.formatName)\", \"bits\": \(l.q.codeBits), "
-                + "\"group_size\": \(l.q.groupSize), \"method\": \"lloyd\", \"sample_weight\": \"none\", "
-                + "\"dtype\": \"\(l.dtype.rawValue.lowercased())\"}"
-        }
-        return "{" + members.joined(separator: ", ") + "}"
-    }
-
-    static let norm = SafeTensorsWriter.Entry(name: "model.norm.weight", shape: [96], floats: (0..<96).map { 1 + Float($0) / 128 })
-
-    static func writeVersion2(_ layers: [Layer], extra: [SafeTensorsWriter.Entry] = [norm], to path: String) throws {
-        try SafeTensorsWriter.write(
-            try layers.flatMap(parts) + extra,
-            metadata: ["any4.version": "2", "any4.format": "mixed", "any4.fake_quant": "0", "any4.layers": layersJSON(layers)],
-            to: path)
-    }
+    typealias Layer = QuantizedFixtures.Layer
+    typealias Fixtures = QuantizedFixtures
 
     /// Every quantized layer of `model` is the written matrix: listed once as [out, in] with its
     /// description, decoded bit for bit as the matrix dequantizes, by rows too, and read back
@@ -110,7 +28,7 @@ final class QuantizedModelTests: XCTestCase {
             let floats = l.q.formatName == "mxfp4" ? "" : " " + l.dtype.rawValue.lowercased()
             XCTAssertEqual(t.info.encoding.description, "\(l.q.formatName) g\(l.q.groupSize)" + floats, what, file: file, line: line)
             XCTAssertEqual(t.info.elementCount, l.q.rows * l.q.cols, what, file: file, line: line)
-            let partBytes = try Self.parts(l).reduce(0) { $0 + $1.bytes.count }
+            let partBytes = try Fixtures.parts(l).reduce(0) { $0 + $1.bytes.count }
             XCTAssertEqual(t.info.byteCount, partBytes, what, file: file, line: line)
             XCTAssertEqual(t.info.encoding.bitsPerElement, Double(partBytes * 8) / Double(l.q.rows * l.q.cols), what)
             let expected = l.q.dequantized()
@@ -133,12 +51,12 @@ final class QuantizedModelTests: XCTestCase {
 
     func testVersion2FileWithMixedLayersOpensAsAModel() throws {
         let dir = try TestPaths.temporaryDirectory(for: self)
-        let layers = try Self.mixedLayers()
+        let layers = try Fixtures.mixedLayers()
         let path = dir + "/mixed.safetensors"
-        try Self.writeVersion2(layers, to: path)
+        try Fixtures.writeVersion2(layers, to: path)
         let model = try Model.open(path)
         XCTAssertEqual(Set(model.tensors.map(\.name)), Set(layers.map(\.name) + ["model.norm.weight"]))
-        let stored = try layers.flatMap(Self.parts).map(\.name) + ["model.norm.weight"]
+        let stored = try layers.flatMap(Fixtures.parts).map(\.name) + ["model.norm.weight"]
         XCTAssertEqual(Set(model.storedTensors.map(\.name)), Set(stored))
         XCTAssertEqual(model.storedTensors.count, stored.count)
         try assertLayers(layers, in: model, "v2")
@@ -156,12 +74,12 @@ final class QuantizedModelTests: XCTestCase {
     func testVersion1FileOpensAsAModel() throws {
         let dir = try TestPaths.temporaryDirectory(for: self)
         let layers = [
-            try Self.layer("a.weight", "nf4", rows: 4, cols: 64, group: 32, dtype: .bf16),
-            try Self.layer("b.weight", "nf4", rows: 3, cols: 100, group: 32, dtype: .bf16)
+            try Fixtures.layer("a.weight", "nf4", rows: 4, cols: 64, group: 32, dtype: .bf16),
+            try Fixtures.layer("b.weight", "nf4", rows: 3, cols: 100, group: 32, dtype: .bf16)
         ]
         let path = dir + "/v1.safetensors"
         try SafeTensorsWriter.write(
-            try layers.flatMap(Self.parts),
+            try layers.flatMap(Fixtures.parts),
             metadata: [
                 "any4.version": "1", "any4.format": "nf4", "any4.bits": "4", "any4.group_size": "32",
                 "any4.layers": "{\"a.weight\": [4, 64], \"b.weight\": [3, 100]}"
@@ -171,30 +89,10 @@ final class QuantizedModelTests: XCTestCase {
         try assertLayers(layers, in: model, "v1")
     }
 
-    /// An HF-style folder: config, two shards and an index; layers of one format in each shard.
-    func writeShardedFolder(_ dir: String, _ layers: [Layer]) throws {
-        try SafeTensorsWriter.write(
-            try Self.parts(layers[0]) + [Self.norm],
-            metadata: ["any4.version": "2", "any4.layers": Self.layersJSON([layers[0]])],
-            to: dir + "/model-00001-of-00002.safetensors")
-        try SafeTensorsWriter.write(
-            try layers[1...].flatMap(Self.parts),
-            metadata: ["any4.version": "2", "any4.layers": Self.layersJSON(Array(layers[1...]))],
-            to: dir + "/model-00002-of-00002.safetensors")
-        var map: [String] = []
-        for (i, l) in layers.enumerated() {
-            for p in try Self.parts(l) { map.append("\"\(p.name)\": \"model-0000\(i == 0 ? 1 : 2)-of-00002.safetensors\"") }
-        }
-        map.append("\"model.norm.weight\": \"model-00001-of-00002.safetensors\"")
-        try "{\"metadata\": {\"total_size\": 1, \"any4.version\": \"2\"}, \"weight_map\": {\(map.joined(separator: ", "))}}"
-            .write(toFile: dir + "/model.safetensors.index.json", atomically: true, encoding: .utf8)
-        try "{\"model_type\": \"llama\", \"hidden_size\": 96}".write(toFile: dir + "/config.json", atomically: true, encoding: .utf8)
-    }
-
     func testShardedFolderWithIndexOpensAsAModel() throws {
         let dir = try TestPaths.temporaryDirectory(for: self)
-        let layers = try Self.mixedLayers()
-        try writeShardedFolder(dir, layers)
+        let layers = try Fixtures.mixedLayers()
+        try Fixtures.writeShardedFolder(dir, layers)
         let model = try Model.open(dir)
         XCTAssertEqual(model.format, .huggingFace)
         XCTAssertEqual(model.stores.count, 2)
@@ -205,8 +103,8 @@ final class QuantizedModelTests: XCTestCase {
 
     func testGGUFWrittenByThePythonPackageOpensAsAModel() throws {
         let dir = try TestPaths.temporaryDirectory(for: self)
-        let layers = try Self.mixedLayers()
-        try Self.writeVersion2(layers, to: dir + "/mixed.safetensors")
+        let layers = try Fixtures.mixedLayers()
+        try Fixtures.writeVersion2(layers, to: dir + "/mixed.safetensors")
         try Python.run(
             "quantized_checkpoint.py", ["gguf", dir + "/mixed.safetensors", dir + "/mixed.gguf"], modules: ["gguf", "safetensors", "numpy"])
         let model = try Model.open(dir + "/mixed.gguf")
@@ -221,8 +119,8 @@ final class QuantizedModelTests: XCTestCase {
     /// is one we list, with the same shape, dtype and bytes; and the any4 metadata is the same.
     func testPythonPackagesReadEveryStoredTensorWeReport() throws {
         let dir = try TestPaths.temporaryDirectory(for: self)
-        let layers = try Self.mixedLayers()
-        try Self.writeVersion2(layers, to: dir + "/mixed.safetensors")
+        let layers = try Fixtures.mixedLayers()
+        try Fixtures.writeVersion2(layers, to: dir + "/mixed.safetensors")
         try Python.run(
             "quantized_checkpoint.py", ["gguf", dir + "/mixed.safetensors", dir + "/mixed.gguf"], modules: ["gguf", "safetensors", "numpy"])
         for path in [dir + "/mixed.safetensors", dir + "/mixed.gguf"] {
@@ -238,7 +136,7 @@ final class QuantizedModelTests: XCTestCase {
                 let bytes = Array(model.stores[t.fileIndex].bytes[t.info.offset..<(t.info.offset + t.info.byteCount)])
                 XCTAssertEqual(got["hex"]?.string, bytes.map { String(format: "%02x", $0) }.joined(), "\(path) \(t.name)")
             }
-            XCTAssertEqual(read["metadata"]?["any4.layers"]?.string, Self.layersJSON(layers), path)
+            XCTAssertEqual(read["metadata"]?["any4.layers"]?.string, Fixtures.layersJSON(layers), path)
             XCTAssertEqual(read["metadata"]?["any4.version"]?.string, "2", path)
         }
     }
@@ -268,17 +166,17 @@ final class QuantizedModelTests: XCTestCase {
 
     func testBadCheckpointsAreRefusedNamingFileAndTensor() throws {
         let dir = try TestPaths.temporaryDirectory(for: self)
-        let layers = try Self.mixedLayers()
+        let layers = try Fixtures.mixedLayers()
         let any4 = layers[0]
         func write(_ name: String, _ entries: [SafeTensorsWriter.Entry], layers json: String) throws -> String {
             let path = dir + "/" + name
             try SafeTensorsWriter.write(entries, metadata: ["any4.version": "2", "any4.layers": json], to: path)
             return path
         }
-        let good = try Self.parts(any4)
+        let good = try Fixtures.parts(any4)
         // A .qweight without its .lut (any-b).
         assertRefused(
-            try write("nolut.safetensors", good.filter { !$0.name.hasSuffix(".lut") }, layers: Self.layersJSON([any4])),
+            try write("nolut.safetensors", good.filter { !$0.name.hasSuffix(".lut") }, layers: Fixtures.layersJSON([any4])),
             subject: any4.base + ".lut", "missing tensor")
         // Shapes that disagree with the metadata: the layer declared one row more.
         var taller = any4
@@ -286,30 +184,30 @@ final class QuantizedModelTests: XCTestCase {
             formatName: "any4", rows: 9, cols: 96, codeBits: 4, groupSize: 32, codes: [], tables: [], perRowTable: true,
             scales: [], zeros: [], tensorScale: 1, storage: .bf16, scaleBits: 16)
         assertRefused(
-            try write("tall.safetensors", good, layers: Self.layersJSON([taller])), subject: any4.base + ".qweight", "disagrees")
+            try write("tall.safetensors", good, layers: Fixtures.layersJSON([taller])), subject: any4.base + ".qweight", "disagrees")
         // A group size whose groups disagree with the stored scales (64 instead of 32).
-        let regrouped = Self.layersJSON([any4]).replacingOccurrences(of: "\"group_size\": 32", with: "\"group_size\": 64")
+        let regrouped = Fixtures.layersJSON([any4]).replacingOccurrences(of: "\"group_size\": 32", with: "\"group_size\": 64")
         assertRefused(try write("group.safetensors", good, layers: regrouped), subject: any4.base + ".scales", "disagrees")
         // Group sizes out of limits: odd, zero, larger than the kernels take.
         for g in ["31", "0", "131072"] {
-            let json = Self.layersJSON([any4]).replacingOccurrences(of: "\"group_size\": 32", with: "\"group_size\": \(g)")
+            let json = Fixtures.layersJSON([any4]).replacingOccurrences(of: "\"group_size\": 32", with: "\"group_size\": \(g)")
             assertRefused(try write("g\(g).safetensors", good, layers: json), subject: any4.name, "group size \(g)")
         }
         // Metadata JSON that is not an object.
         assertRefused(try write("array.safetensors", good, layers: "[1, 2]"), subject: "any4.layers", "not a JSON object")
         // A dtype that disagrees with the stored LUT.
-        let f16 = Self.layersJSON([any4]).replacingOccurrences(of: "\"dtype\": \"bf16\"", with: "\"dtype\": \"f16\"")
+        let f16 = Fixtures.layersJSON([any4]).replacingOccurrences(of: "\"dtype\": \"bf16\"", with: "\"dtype\": \"f16\"")
         assertRefused(try write("dtype.safetensors", good, layers: f16), subject: any4.base + ".lut", "any4.layers gives")
         // An unknown format; bits that are not the format's.
-        let unknown = Self.layersJSON([any4]).replacingOccurrences(of: "\"format\": \"any4\"", with: "\"format\": \"any5\"")
+        let unknown = Fixtures.layersJSON([any4]).replacingOccurrences(of: "\"format\": \"any4\"", with: "\"format\": \"any5\"")
         assertRefused(try write("unknown.safetensors", good, layers: unknown), subject: any4.name, "unknown format")
-        let bits = Self.layersJSON([any4]).replacingOccurrences(of: "\"bits\": 4", with: "\"bits\": 3")
+        let bits = Fixtures.layersJSON([any4]).replacingOccurrences(of: "\"bits\": 4", with: "\"bits\": 3")
         assertRefused(try write("bits.safetensors", good, layers: bits), subject: any4.name, "do not match")
         // Codes out of range: a 2-bit layer whose packed nibbles hold 0xF.
-        let two = try Self.layer("c.weight", "any2", rows: 3, cols: 64, group: 32, dtype: .f32)
-        var twoParts = try Self.parts(two)
+        let two = try Fixtures.layer("c.weight", "any2", rows: 3, cols: 64, group: 32, dtype: .f32)
+        var twoParts = try Fixtures.parts(two)
         twoParts[0].bytes[5] = 0xF3
-        let path = try write("codes.safetensors", twoParts, layers: Self.layersJSON([two]))
+        let path = try write("codes.safetensors", twoParts, layers: Fixtures.layersJSON([two]))
         assertRefused(path, subject: "c.qweight", "code 15 at row 0, column 11 is out of range", decode: "c.weight")
         let model = try Model.open(path)
         XCTAssertThrowsError(try model.quantizedMatrix(try XCTUnwrap(model.tensor(named: "c.weight"))))
@@ -317,10 +215,10 @@ final class QuantizedModelTests: XCTestCase {
     }
 
     func testBadShardedFoldersAreRefusedNamingFileAndTensor() throws {
-        let layers = try Self.mixedLayers()
+        let layers = try Fixtures.mixedLayers()
         // A shard named by the index missing on disk.
         let missing = try TestPaths.temporaryDirectory(for: self)
-        try writeShardedFolder(missing, layers)
+        try Fixtures.writeShardedFolder(missing, layers)
         try FileManager.default.removeItem(atPath: missing + "/model-00002-of-00002.safetensors")
         XCTAssertThrowsError(try Model.open(missing)) { error in
             let e = error as? FileFormatError
@@ -329,7 +227,7 @@ final class QuantizedModelTests: XCTestCase {
         }
         // A tensor the index maps to a shard that does not hold it.
         let moved = try TestPaths.temporaryDirectory(for: self)
-        try writeShardedFolder(moved, layers)
+        try Fixtures.writeShardedFolder(moved, layers)
         let index = moved + "/model.safetensors.index.json"
         let text = try String(contentsOfFile: index, encoding: .utf8).replacingOccurrences(
             of: "\"model.norm.weight\": \"model-00001-of-00002.safetensors\"",
@@ -343,12 +241,12 @@ final class QuantizedModelTests: XCTestCase {
         }
         // Parts of one layer split across shards: the shard that declares it lacks a part.
         let split = try TestPaths.temporaryDirectory(for: self)
-        try writeShardedFolder(split, layers)
+        try Fixtures.writeShardedFolder(split, layers)
         let first = split + "/model-00001-of-00002.safetensors"
-        let parts = try Self.parts(layers[0])
+        let parts = try Fixtures.parts(layers[0])
         try SafeTensorsWriter.write(
-            parts.filter { !$0.name.hasSuffix(".scales") } + [Self.norm],
-            metadata: ["any4.version": "2", "any4.layers": Self.layersJSON([layers[0]])], to: first)
+            parts.filter { !$0.name.hasSuffix(".scales") } + [Fixtures.norm],
+            metadata: ["any4.version": "2", "any4.layers": Fixtures.layersJSON([layers[0]])], to: first)
         XCTAssertThrowsError(try Model.open(split)) { error in
             let e = error as? FileFormatError
             XCTAssertEqual(e?.subject, layers[0].base + ".scales", "\(error)")

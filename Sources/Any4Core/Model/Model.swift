@@ -163,7 +163,15 @@ public final class Model: Sendable {
                     }
                     tensors.append((info, index))
                 }
-                metadata += st.metadata.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
+                // Keys shared by the shards appear once; a value that differs from an earlier
+                // shard's is shown under `key@shard`.
+                for (key, value) in st.metadata.sorted(by: { $0.key < $1.key }) {
+                    if let earlier = metadata.first(where: { $0.key == key }) {
+                        if earlier.value != value { metadata.append((key + "@" + lastPathComponent(file), value)) }
+                    } else {
+                        metadata.append((key, value))
+                    }
+                }
                 fileMetadata.append(st.metadata)
             }
             if let index = folder.indexPath {
@@ -300,7 +308,11 @@ public final class Model: Sendable {
     // MARK: - Structure
 
     /// Tensors grouped into blocks: the tensors outside layers first, then the layers in order.
-    public var blocks: [ModelBlock] {
+    public var blocks: [ModelBlock] { Model.blocks(of: tensors) }
+
+    /// `list` grouped into blocks (``ModelBlock/tensorIndices`` index `list`): the tensors outside
+    /// layers first, then the layers in order. `blocks(of: storedTensors)` groups the stored parts.
+    public static func blocks(of tensors: [ModelTensor]) -> [ModelBlock] {
         var groups: [String?: [Int]] = [:]
         var order: [String?] = []
         for (i, t) in tensors.enumerated() {
@@ -397,6 +409,10 @@ func looksLikeSafetensors(_ store: ByteStore) -> Bool {
     guard store.count >= 10 else { return false }
     let length = UInt64(littleEndian: store.bytes.loadUnaligned(as: UInt64.self))
     return length >= 2 && length <= UInt64(store.count - 8) && store.bytes[8] == UInt8(ascii: "{")
+}
+
+func lastPathComponent(_ path: String) -> String {
+    path.lastIndex(of: "/").map { String(path[path.index(after: $0)...]) } ?? path
 }
 
 package func parentDirectory(_ path: String) -> String {

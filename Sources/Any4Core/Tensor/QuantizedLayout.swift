@@ -8,7 +8,8 @@ public struct QuantizedLayout: Sendable, Hashable, CustomStringConvertible {
     /// The format's name (`any4`, `nf4`, `mxfp4`, ...), known to ``FormatRegistry``.
     public let format: String
     public let codeBits: Int
-    /// Elements per group (the real block size; the last group of a row may be shorter).
+    /// Elements per group (the real block size; the last group of a row may be shorter). In
+    /// version 2 metadata, `group_size` is this; in version 1 a fixed-block format's own block.
     public let groupSize: Int
     /// The clustering method and sample weights of a learned table ("" for the other formats).
     public let method: String
@@ -169,7 +170,9 @@ extension QuantizedLayout {
             }
             self.format = format
             self.bits = bits
-            self.groupSize = groupSize
+            // Version 1 wrote the group size option, which a format of fixed blocks (mxfp4,
+            // nvfp4, iq4_nl) did not use; version 2 gives the layer's real block.
+            self.groupSize = (try? FormatRegistry.named(format))?.fixedBlockSize ?? groupSize
             method = metadata["any4.method"] ?? ""
             sampleWeight = metadata["any4.sample_weight"] ?? ""
         }
