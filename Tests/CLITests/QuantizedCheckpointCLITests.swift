@@ -81,6 +81,23 @@ final class QuantizedCheckpointCLITests: XCTestCase {
         XCTAssertEqual(down["file"]?.string, dir + "/model-00002-of-00002.safetensors")
     }
 
+    func testInspectOpensAGGUFCheckpoint() throws {
+        let dir = try TestPaths.temporaryDirectory(for: self)
+        let layers = try Fixtures.mixedLayers()
+        try Fixtures.writeVersion2(layers, to: dir + "/mixed.safetensors")
+        try Python.run(
+            "quantized_checkpoint.py", ["gguf", dir + "/mixed.safetensors", dir + "/mixed.gguf"], modules: ["gguf", "safetensors", "numpy"])
+        let r = try any4("inspect", dir + "/mixed.gguf", "--json")
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let report = try JSONParser.parse(r.stdout, file: "stdout")
+        XCTAssertEqual(report["format"]?.string, "gguf")
+        XCTAssertEqual(report["quantized_layers"]?.int, 3)
+        XCTAssertEqual(try XCTUnwrap(report["quantized_bits_per_weight"]?.double), try bitsPerWeight(layers), accuracy: 1e-12)
+        let q = try XCTUnwrap(report["tensors"]?.array?.first { $0["name"]?.string == layers[0].name })
+        XCTAssertEqual(q["dtype"]?.string, "any4 g32 bf16")
+        XCTAssertEqual(q["params"]?.int, 8 * 96)
+    }
+
     /// Status 2 and one line on stderr naming the file and the tensor.
     func assertRefused(_ r: ProcessResult, file: String, tensor: String, _ what: String, line: UInt = #line) {
         XCTAssertEqual(r.status, 2, "\(what): \(r.stderr)", line: line)
