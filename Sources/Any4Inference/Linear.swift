@@ -199,13 +199,14 @@ public final class Linear: @unchecked Sendable {
         return layers.map { $0.forward(x, m: m, options: options) }
     }
 
-    /// y[m, rows] = x[m, cols]·Wᵀ (+ bias).
-    package func forward(_ x: [Float], m: Int, options: EngineOptions) -> [Float] {
+    /// y[m, rows] = x[m, cols]·Wᵀ (+ bias). `decodeStep: false` keeps a small batch off the
+    /// decode-step copy (the last row of a prompt pass).
+    package func forward(_ x: [Float], m: Int, options: EngineOptions, decodeStep: Bool = true) -> [Float] {
         precondition(x.count == m * cols, "\(name): input is not [m, \(cols)]")
         if let sums { x.withUnsafeBufferPointer { sums.add($0.baseAddress!, m: m) } }
         let threads = options.workers
         let useAVX2 = CPUFeatures.hasAVX2
-        if m < 4, let decodeCopy {
+        if decodeStep, m < 4, let decodeCopy {
             switch decodeCopy {
             case .f16(let half):
                 return half.withUnsafeBytes {
@@ -219,7 +220,7 @@ public final class Linear: @unchecked Sendable {
         }
         let blas = m >= options.gemmRows && options.useBLAS ? OpenBLAS.shared : nil
         switch storage {
-        case .packed(let p, _) where m < options.gemmRows:
+        case .packed(let p) where m < options.gemmRows:
             return p.forward(x, m: m, path: options.kernel, threads: threads, bias: bias)
         case .dense(let t, let s) where blas == nil:
             // The dense kernel converts f16/bf16 as it streams: run it on the mapped bytes.
@@ -362,18 +363,16 @@ package enum WeightStorage: @unchecked Sendable {
     case dense(StoredTensor, DenseLinear.Storage)
     /// Any other decodable storage (ggml blocks, f64, integers): decoded a tile of rows at a time.
     case decoded(StoredTensor)
-    /// Quantized in the lookup kernel's layout. The QuantizedMatrix (one byte per code) is kept
-    /// beside it only to dequantize tiles for the batched passes — TEMPORARY until
-    /// `PackedLinear.dequantize(rows:into:)` (i15-blocks) lands, after which the packed layer alone
-    /// is kept.
-    case packed(PackedLinear, QuantizedMatrix)
+    /// Quantized in the lookup kernel's layout (packed codes, tables, scales, zeros); batched
+    /// passes dequantize tiles from it.
+    case packed(PackedLinear)
     /// Quantized in a layout the lookup kernel does not run (8-bit codes, groups that are not a
     /// multiple of 32, ...): the matrix itself, dequantized a tile at a time.
     case matrix(QuantizedMatrix)
 
     /// A quantized matrix: packed for the lookup kernel when it can run it, else kept as it is.
     package init(_ q: QuantizedMatrix) {
-        if let p = try? PackedLinear(q) { self = .packed(p, q) } else { self = .matrix(q) }
+        if let p = try? PackedLinear(q) { self = .packed(p) } else { self = .matrix(q) }
     }
 
     /// Writes the f32 values of rows `rows` (each `cols` long) to `out`, row-major: the stored
@@ -382,7 +381,8 @@ package enum WeightStorage: @unchecked Sendable {
     package func fillRows(_ rows: Range<Int>, into out: UnsafeMutablePointer<Float>) {
         switch self {
         case .dense(let t, _), .decoded(let t): t.fillRows(rows, into: out)
-        case .packed(_, let q), .matrix(let q): q.dequantize(rows: rows, into: out)
+        case .packed(let p): p.dequantize(rows: rows, into: out)
+        case .matrix(let q): q.dequantize(rows: rows, into: out)
         }
     }
 
@@ -390,13 +390,13 @@ package enum WeightStorage: @unchecked Sendable {
     package var residentBytes: Int {
         switch self {
         case .dense, .decoded: 0
-        case .packed(let p, let q): p.weightBytes + q.residentBytes
+        case .packed(let p): p.storedBytes
         case .matrix(let q): q.residentBytes
         }
     }
 
     var packedLinear: PackedLinear? {
-        if case .packed(let p, _) = self { return p }
+        if case .packed(let p) = self { return p }
         return nil
     }
 }

@@ -165,14 +165,17 @@ public final class LlamaEngine: @unchecked Sendable {
         }
     }
 
-    /// Final norm and LM head for rows `rows` of the hidden states h [m, hidden].
+    /// Final norm and LM head for rows `rows` of the hidden states h [m, hidden]. The head's
+    /// decode-step copy serves decode steps only (m < 4): a prompt pass's last row uses the
+    /// weights as held, even when it is the only row asked for.
     public func logitsOf(_ h: [Float], rows: Range<Int>) -> [Float] {
         guard !rows.isEmpty else { return [] }
         let d = config.hidden
         var x = Array(h[(rows.lowerBound * d)..<(rows.upperBound * d)])
         Ops.rmsNorm(&x, m: rows.count, weight: outputNorm, eps: Float(config.normEps))
-        if rows.count < 4 { prepareForDecode() }
-        return head.forward(x, m: rows.count, options: options)
+        let decodeStep = h.count / d < 4
+        if decodeStep { prepareForDecode() }
+        return head.forward(x, m: rows.count, options: options, decodeStep: decodeStep)
     }
 
     /// Makes the LM head's decode-step copy the options ask for (otherwise made by the first step).

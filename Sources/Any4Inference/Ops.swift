@@ -114,8 +114,8 @@ package struct WeightLoader {
         if t.shape.count <= 1 { return try Sizes.product([t.info.elementCount, 4], "\(t.name): f32 bytes") }
         if case .plain = t.info.encoding { return 0 }
         if case .ggml = t.info.encoding { return 0 }
-        // Quantized parts, plus one byte per code while the QuantizedMatrix is kept (temporary).
-        return try Sizes.sum([t.info.byteCount, t.info.elementCount], "\(t.name): bytes")
+        // A quantized layer: its parts (the packed layer holds the codes and small tables).
+        return t.info.byteCount
     }
 
     /// Checks, before anything is loaded, that every planned tensor is there (unless optional)

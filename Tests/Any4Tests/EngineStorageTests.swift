@@ -236,7 +236,7 @@ final class EngineStorageTests: XCTestCase {
 
     /// A model of 72 MB of bf16 weights loads and runs a 16-token pass with far less anonymous
     /// memory than its 144 MB of f32: scratch, KV cache and norms only; quantized to any4 on load
-    /// it holds its codes, tables and scales (plus, for now, one byte per code).
+    /// it holds its codes, tables and scales.
     func testLoadAndQuantizeTakeBoundedAnonymousMemory() throws {
         guard FileManager.default.fileExists(atPath: "/proc/self/status") else { throw XCTSkip("needs /proc") }
         let dir = try TestPaths.temporaryDirectory(for: self)
@@ -290,10 +290,12 @@ final class EngineStorageTests: XCTestCase {
         _ = try engine.forward(Array(0..<16), cache: cache, logits: .last)
         let quantized = try Self.rssAnon() - before
         let quantizedParams = params - tiny.vocab * tiny.hidden
-        // Packed codes (½ byte) + unpacked codes (1 byte, temporary) + per-128 scales in f32 and
-        // f16 + per-row tables (16 × f32, 16 × int8, scale) per weight row.
-        let rowsTotal = engine.linears.filter { $0.packed != nil }.reduce(0) { $0 + $1.rows }
-        let held = quantizedParams * 3 / 2 + quantizedParams / 128 * 6 + rowsTotal * (16 * 4 + 16 + 8)
+        // Packed codes (½ byte) + per-128 scales in f32 and f16 + per-row tables (16 × f32 twice —
+        // the kernel's and the dequantization's —, 16 × int8, scales) per weight row, plus each
+        // layer's codes rounded up to whole 2 MiB huge pages.
+        let packedLayers = engine.linears.filter { $0.packed != nil }
+        let rowsTotal = packedLayers.reduce(0) { $0 + $1.rows }
+        let held = quantizedParams / 2 + quantizedParams / 128 * 6 + rowsTotal * (2 * 16 * 4 + 16 + 8) + packedLayers.count * (2 << 20)
         let quantizedBound = held + 2 * widestLinear * 4 + tiles + kv + slack
         print(
             "EngineStorageTests: RssAnon +\(loaded >> 20) MiB after load and 16 tokens (bound \(bound >> 20) MiB), +\(quantized >> 20) MiB after any4 (bound \(quantizedBound >> 20) MiB); f32 weights \((params * 4) >> 20) MiB"
