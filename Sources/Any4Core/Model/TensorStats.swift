@@ -33,12 +33,11 @@ public struct TensorStats: Sendable, Equatable {
         let info = tensor.info
         let rowsPerChunk = Swift.max(1, chunkElements / Swift.max(info.rowLength, 1))
         var acc = Accumulator()
-        let store = model.stores[tensor.fileIndex]
         for pass in 0..<2 {
             var row = 0
             while row < info.rowCount {
                 let end = Swift.min(row + rowsPerChunk, info.rowCount)
-                let values = info.decodeRows(from: store, rows: row..<end)
+                let values = try model.decodeRows(tensor, rows: row..<end)
                 values.withUnsafeBufferPointer { pass == 0 ? acc.addFirstPass($0) : acc.addSecondPass($0) }
                 row = end
             }

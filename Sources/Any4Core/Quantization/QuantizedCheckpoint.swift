@@ -65,7 +65,7 @@ public enum QuantizedCheckpoint {
                     layers.append((tensor.name, .array([JSONValue(q.rows), JSONValue(q.cols)])))
                 }
             } else {
-                entries.append(try copied(tensor, of: model))
+                entries += try copied(tensor, of: model)
             }
         }
         var metadata = model.format == .gguf ? [:] : Dictionary(model.metadata.map { ($0.key, $0.value) }, uniquingKeysWith: { a, _ in a })
@@ -111,16 +111,23 @@ public enum QuantizedCheckpoint {
     }
 
     /// A tensor copied as it is (plain dtypes byte for byte; ggml float types as their dtype;
-    /// ggml block types decoded to F32).
-    static func copied(_ tensor: ModelTensor, of model: Model) throws -> SafeTensorsWriter.Entry {
+    /// ggml block types decoded to F32; a quantized layer as its stored parts, byte for byte).
+    static func copied(_ tensor: ModelTensor, of model: Model) throws -> [SafeTensorsWriter.Entry] {
         let store = model.stores[tensor.fileIndex]
-        let raw = Array(UnsafeRawBufferPointer(rebasing: store.bytes[tensor.info.offset..<(tensor.info.offset + tensor.info.byteCount)]))
+        func raw(_ info: TensorInfo) -> [UInt8] {
+            Array(UnsafeRawBufferPointer(rebasing: store.bytes[info.offset..<(info.offset + info.byteCount)]))
+        }
         switch tensor.info.encoding {
-        case .plain(let d): return .init(name: tensor.name, dtype: d, shape: tensor.shape, bytes: raw)
-        case .ggml(.f32): return .init(name: tensor.name, dtype: .f32, shape: tensor.shape, bytes: raw)
-        case .ggml(.f16): return .init(name: tensor.name, dtype: .f16, shape: tensor.shape, bytes: raw)
-        case .ggml(.bf16): return .init(name: tensor.name, dtype: .bf16, shape: tensor.shape, bytes: raw)
-        case .ggml: return .init(name: tensor.name, shape: tensor.shape, floats: try model.decode(tensor))
+        case .plain(let d): return [.init(name: tensor.name, dtype: d, shape: tensor.shape, bytes: raw(tensor.info))]
+        case .ggml(.f32): return [.init(name: tensor.name, dtype: .f32, shape: tensor.shape, bytes: raw(tensor.info))]
+        case .ggml(.f16): return [.init(name: tensor.name, dtype: .f16, shape: tensor.shape, bytes: raw(tensor.info))]
+        case .ggml(.bf16): return [.init(name: tensor.name, dtype: .bf16, shape: tensor.shape, bytes: raw(tensor.info))]
+        case .ggml: return [.init(name: tensor.name, shape: tensor.shape, floats: try model.decode(tensor))]
+        case .quantized(let layout):
+            // Parts are U8 bytes (ggml I8 in a GGUF) or F32/F16/BF16.
+            return layout.parts.map {
+                .init(name: $0.name, dtype: QuantizedLayout.floatDType($0.encoding) ?? .u8, shape: $0.shape, bytes: raw($0))
+            }
         }
     }
 
