@@ -82,7 +82,7 @@ public final class BertEngine: @unchecked Sendable {
             throw fail("\(key("layer_norm_eps", "attention.layer_norm_epsilon")) \(epsilon) is not a non-negative number")
         }
         eps = Float(epsilon)
-        let w = WeightLoader(model: model, progress: progress, threads: options.workers)
+        let w = WeightLoader(model: model, progress: progress, threads: options.workers, packBlocks: options.packBlocks)
         let names = gguf ? Self.ggufNames : Self.hfNames(prefix: w.has("bert.embeddings.word_embeddings.weight") ? "bert." : "")
         guard let wordTensor = model.tensor(named: names.words), wordTensor.shape.count == 2 else {
             throw FileFormatError(file: model.path, kind: .badShape, "no word embedding matrix", subject: names.words)

@@ -15,6 +15,9 @@ public struct EngineOptions: Sendable {
     public var gemmRows = 8
     /// Use OpenBLAS for large batches when it can be loaded.
     public var useBLAS = true
+    /// Load GGUF Q4_0/Q4_1 matrices into the lookup kernel's layout (imported exactly; decode steps
+    /// then run the lookup kernel on `kernel`'s path). Off: decode tiles of the blocks as stored.
+    public var packBlocks = true
     /// How a dense LM head runs in decode steps (fewer than 4 rows): it is the largest layer a step
     /// streams, so a narrower copy nearly halves (f16) or quarters (q8) its time. Batches of 4 or
     /// more rows (prefill, perplexity) always use the weights as held.

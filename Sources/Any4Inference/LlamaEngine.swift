@@ -55,7 +55,7 @@ public final class LlamaEngine: @unchecked Sendable {
         self.options = options
         let config = try Self.config(of: model)
         self.config = config
-        let w = WeightLoader(model: model, progress: progress, threads: options.workers)
+        let w = WeightLoader(model: model, progress: progress, threads: options.workers, packBlocks: options.packBlocks)
         let gguf = model.format == .gguf
         let names = gguf ? Self.ggufNames : Self.hfNames
         let (d, qDim, kvDim) = (config.hidden, config.heads * config.headDim, config.kvHeads * config.headDim)

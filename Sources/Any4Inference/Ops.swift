@@ -17,11 +17,14 @@ package struct WeightLoader {
     let progress: Progress?
     /// Workers for the finiteness scan.
     let threads: Int
+    /// Import GGUF Q4_0/Q4_1 matrices into the lookup kernel's layout (else decode tiles of them).
+    let packBlocks: Bool
 
-    package init(model: Model, progress: Progress? = nil, threads: Int = 0) {
+    package init(model: Model, progress: Progress? = nil, threads: Int = 0, packBlocks: Bool = true) {
         self.model = model
         self.progress = progress
         self.threads = threads > 0 ? threads : SystemInfo.processorCount
+        self.packBlocks = packBlocks
     }
 
     func has(_ name: String) -> Bool { model.tensor(named: name) != nil }
@@ -62,16 +65,24 @@ package struct WeightLoader {
     /// other storages. Every value is checked finite (a tile at a time, nothing kept).
     package func storage(_ name: String, rows: Int, cols: Int) throws -> WeightStorage {
         let t = try checked(name, shape: [rows, cols])
-        let stored = StoredTensor(store: model.stores[t.fileIndex], info: t.info)
         let storage: WeightStorage
-        switch t.info.encoding {
-        case .plain(.f32), .ggml(.f32): storage = .dense(stored, .f32)
-        case .plain(.f16), .ggml(.f16): storage = .dense(stored, .f16)
-        case .plain(.bf16), .ggml(.bf16): storage = .dense(stored, .bf16)
-        default: storage = .decoded(stored)
+        if let q = try model.quantizedMatrix(t) {
+            // A quantized checkpoint's layer: packed for the lookup kernel (or kept as the matrix).
+            storage = WeightStorage(q)
+        } else if packBlocks, case .ggml(let type) = t.info.encoding, GGMLBlockImport.types.contains(type),
+            let packed = try? PackedLinear(try GGMLBlockImport.quantizedMatrix(t, of: model))
+        {
+            // GGUF Q4_0/Q4_1 blocks, imported exactly: the lookup kernel runs them.
+            storage = .packed(packed)
+        } else {
+            let stored = StoredTensor(store: model.stores[t.fileIndex], info: t.info)
+            switch t.info.encoding {
+            case .plain(.f32), .ggml(.f32): storage = .dense(stored, .f32)
+            case .plain(.f16), .ggml(.f16): storage = .dense(stored, .f16)
+            case .plain(.bf16), .ggml(.bf16): storage = .dense(stored, .bf16)
+            default: storage = .decoded(stored)
+            }
         }
-        // A quantized checkpoint's layer (TensorEncoding.quantized) loads as
-        // `WeightStorage(try model.quantizedMatrix(t)!)` once the reader has it.
         let probe = Linear(name: name, storage: storage, rows: rows, cols: cols, bias: nil, formatName: "", bitsPerWeight: 0)
         let tileRows = Linear.tileRows(rows: rows, cols: cols, workers: threads)
         var firstBad = [Int](repeating: Int.max, count: (rows + tileRows - 1) / tileRows)
@@ -156,8 +167,9 @@ package struct WeightLoader {
         let s = try storage(name, rows: rows, cols: cols)
         let b = try bias.flatMap { try optionalValues($0, shape: [rows]) }
         let t = try tensor(name)
+        let format = t.info.encoding.quantizedLayout?.format ?? t.info.encoding.description
         return Linear(
-            name: name, storage: s, rows: rows, cols: cols, bias: b, formatName: t.info.encoding.description,
+            name: name, storage: s, rows: rows, cols: cols, bias: b, formatName: format,
             bitsPerWeight: t.info.encoding.bitsPerElement)
     }
 }

@@ -224,6 +224,44 @@ final class EngineStorageTests: XCTestCase {
         XCTAssertLessThanOrEqual(maxRelative(try logits(engine, incremental: true), try logits(twin, incremental: false)), 1e-4)
     }
 
+    /// A quantized checkpoint (the any4 layers' parts in safetensors) loads its layers packed for
+    /// the lookup kernel and gives the logits of the same matrices swapped in on load.
+    func testQuantizedCheckpointLoadsPacked() throws {
+        let dir = try TestPaths.temporaryDirectory(for: self)
+        let tiny = TinyLlama()
+        try tiny.write(to: dir + "/mixed")
+        let source = try Model.open(dir + "/mixed")
+        var q = QuantizationOptions()
+        q.groupSize = 32
+        let format = try FormatRegistry.named("any4")
+        var matrices: [String: QuantizedMatrix] = [:]
+        for t in source.tensors where t.isLinear && t.name.contains("layers.") {
+            matrices[t.name] = try XCTUnwrap(ModelQuantization.quantize(t, of: source, format: format, options: q).matrix)
+        }
+        XCTAssertEqual(matrices.count, 14)
+        try FileManager.default.createDirectory(atPath: dir + "/ckpt", withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: dir + "/mixed/config.json", toPath: dir + "/ckpt/config.json")
+        try QuantizedCheckpoint.write(
+            model: source, quantized: matrices, description: .init(format: format, options: q), fakeQuant: false,
+            to: dir + "/ckpt/model.safetensors")
+        var options = EngineOptions()
+        options.threads = 2
+        options.kernel = .exact
+        let loaded = try LlamaEngine(model: try Model.open(dir + "/ckpt"), options: options)
+        let swapped = try LlamaEngine(model: source, options: options)
+        for l in swapped.linears { if let m = matrices[l.name] { l.replace(with: m) } }
+        for l in loaded.linears where l.name.contains("layers.") {
+            XCTAssertNotNil(l.packed, l.name)
+            XCTAssertEqual(l.formatName, "any4", l.name)
+            XCTAssertEqual(l.decodedWeights(), matrices[l.name]!.dequantized(), l.name)
+        }
+        for incremental in [false, true] {
+            XCTAssertLessThanOrEqual(
+                maxRelative(try logits(loaded, incremental: incremental), try logits(swapped, incremental: incremental)), 1e-6,
+                "incremental \(incremental)")
+        }
+    }
+
     // MARK: Memory
 
     static func rssAnon() throws -> Int {
