@@ -44,6 +44,13 @@ public enum KernelBenchmark {
         /// cache (at most 16 copies). A host whose cache is larger than the one the machine
         /// reports (a virtual machine) needs more to read every run from memory.
         public var cycleBytes: Int? = nil
+        /// Rounds of `runs` timed calls per row, each with its own median (``Result/roundMedians``)
+        /// and, with ``probeEachShape``, its own probe measured just before it: the spread of a
+        /// row over time on a machine whose load drifts. The row's median and percentiles pool
+        /// every round's calls.
+        public var rounds = 1
+        /// Measure dense f32 on every shape (the `vs f32` column) even when not asked for.
+        public var baseline = true
         public init() {}
 
         /// The bytes of copies to cycle through.
@@ -91,6 +98,8 @@ public enum KernelBenchmark {
         public var parts: [Int]? = nil
         /// The probe measured just before this row's shape (``Configuration/probeEachShape``).
         public var probeGBps: Double? = nil
+        /// With several rounds: each round's median, and the probe measured just before it.
+        public var roundMedians: [(microseconds: Double, probeGBps: Double?)]? = nil
 
         /// OUTxIN, or A+B+CxIN for a grouped call.
         public var shapeLabel: String {
@@ -239,7 +248,7 @@ public enum KernelBenchmark {
             if progress?.isCancelled == true { throw QuantizationError.cancelled }
             let w = try benchWeights(shape, progress: progress)
             var formats = config.formats
-            if !formats.contains("f32") { formats.insert("f32", at: 0) }
+            if !formats.contains("f32") && config.baseline { formats.insert("f32", at: 0) }
             // f32 first so every other row has its ratio.
             formats.sort { ($0 == "f32" ? 0 : 1) < ($1 == "f32" ? 0 : 1) }
             var f32Median: [Int: Double] = [:]
@@ -279,12 +288,20 @@ public enum KernelBenchmark {
                         _ = subject.run(c, x, batch)
                     }
                     var times: [Double] = []
-                    for i in 0..<max(config.runs, 1) {
-                        if progress?.isCancelled == true { throw QuantizationError.cancelled }
-                        let copy = config.hot ? 0 : i % subject.copies
-                        let t0 = Clock.now
-                        if let timed = subject.timed { timed(copy, x, batch) } else { _ = subject.run(copy, x, batch) }
-                        times.append(Clock.now - t0)
+                    var rounds: [(microseconds: Double, probeGBps: Double?)] = []
+                    for _ in 0..<max(config.rounds, 1) {
+                        let roundProbe = config.rounds > 1 && config.probeEachShape ? BandwidthProbe.triadGBps(threads: threads) : nil
+                        var round: [Double] = []
+                        for i in 0..<max(config.runs, 1) {
+                            if progress?.isCancelled == true { throw QuantizationError.cancelled }
+                            let copy = config.hot ? 0 : i % subject.copies
+                            let t0 = Clock.now
+                            if let timed = subject.timed { timed(copy, x, batch) } else { _ = subject.run(copy, x, batch) }
+                            round.append(Clock.now - t0)
+                        }
+                        times += round
+                        round.sort()
+                        rounds.append((round[round.count / 2] * 1e6, roundProbe))
                     }
                     times.sort()
                     let median = times[times.count / 2]
@@ -300,6 +317,7 @@ public enum KernelBenchmark {
                         vsF32: f32Median[batch].map { $0 / median }, relError: error, unavailable: nil)
                     r.parts = parts
                     r.probeGBps = probe
+                    if config.rounds > 1 { r.roundMedians = rounds }
                     results.append(r)
                     report(r)
                     progress?.advance()

@@ -66,6 +66,15 @@ struct BenchCommand: ParsableCommand {
     )
     var cycleMib: Int?
 
+    @Option(
+        help:
+            "Rounds of --runs timed calls per row, 1 to 100, each with its own median (and its own probe with --probe-each-shape): the spread over time."
+    )
+    var rounds = 1
+
+    @Flag(help: "Skip the dense f32 baseline unless --format names it (no vs f32 column; saves its copies and time on large shapes).")
+    var noBaseline = false
+
     @Flag(help: "Measure the bandwidth probe again before each shape; each row's share is against its shape's probe.")
     var probeEachShape = false
 
@@ -118,6 +127,7 @@ struct BenchCommand: ParsableCommand {
         _ = try batches()
         try requireRange("--runs", runs, 1...Self.maxRuns)
         if let cycleMib { try requireRange("--cycle-mib", cycleMib, 1...(1 << 20)) }
+        try requireRange("--rounds", rounds, 1...100)
     }
 
     func run() throws {
@@ -128,6 +138,8 @@ struct BenchCommand: ParsableCommand {
         config.parts = try parsedShapes().map(\.parts)
         config.probeEachShape = probeEachShape
         config.cycleBytes = cycleMib.map { $0 << 20 }
+        config.rounds = rounds
+        config.baseline = !noBaseline
         for f in config.formats where !(KernelBenchmark.denseFormats + KernelBenchmark.decodeFormats).contains(f) {
             do { _ = try FormatRegistry.named(f) } catch { throw usageError("\(formatOption): \(error)") }
         }
@@ -250,6 +262,10 @@ struct BenchCommand: ParsableCommand {
                             ]
                             if let parts = r.parts { fields.append(("parts", .array(parts.map { JSONValue($0) }))) }
                             if let p = r.probeGBps { fields.append(("row_probe_gbps", JSONValue(p))) }
+                            if let rounds = r.roundMedians {
+                                fields.append(("round_median_us", .array(rounds.map { JSONValue($0.microseconds) })))
+                                fields.append(("round_probe_gbps", .array(rounds.map { $0.probeGBps.map { JSONValue($0) } ?? .null })))
+                            }
                             if r.device == "gpu" {
                                 fields.append(("vs_cublas", r.vsCuBLAS.map { JSONValue($0) } ?? .null))
                                 fields.append(("activations", .string(r.kernel == "dense" ? r.format : activations.rawValue)))

@@ -41,7 +41,7 @@ final class BenchCLITests: XCTestCase {
             TestPaths.any4Binary,
             [
                 "bench", "--shape", "64+32+32x256", "--batch", "1,3", "--format", "any4,int4,q8",
-                "--runs", "3", "--cycle-mib", "2", "--probe-each-shape", "--json"
+                "--runs", "3", "--cycle-mib", "2", "--probe-each-shape", "--rounds", "2", "--json"
             ])
         XCTAssertEqual(r.status, 0, r.stderr)
         let json = try JSONParser.parse(r.stdout, file: "stdout")
@@ -55,6 +55,10 @@ final class BenchCLITests: XCTestCase {
             XCTAssertEqual(row["shape"]?.array?.compactMap(\.double), [128, 256])
             XCTAssertEqual(row["parts"]?.array?.compactMap(\.double), [64, 32, 32])
             XCTAssertGreaterThan(row["row_probe_gbps"]?.double ?? 0, 0)
+            let rounds = row["round_median_us"]?.array?.compactMap(\.double) ?? []
+            XCTAssertEqual(rounds.count, 2)
+            XCTAssertTrue(rounds.allSatisfy { $0 > 0 }, "\(rounds)")
+            XCTAssertEqual(row["round_probe_gbps"]?.array?.compactMap(\.double).filter { $0 > 0 }.count, 2)
             let error = try XCTUnwrap(row["rel_error"]?.double)
             XCTAssertLessThanOrEqual(error, format == "f32" ? 1e-5 : 3e-2, "\(format) rel_error")
             XCTAssertEqual(row["kernel"]?.string, format == "f32" ? "dense" : (format == "q8" ? "q8" : "fast"))
@@ -65,6 +69,12 @@ final class BenchCLITests: XCTestCase {
             XCTAssertEqual(bad.status, 2, shape)
             XCTAssertTrue(bad.stderr.contains(message), "\(shape): \(bad.stderr)")
         }
+        let alone = try runProcess(
+            TestPaths.any4Binary, ["bench", "--shape", "64x64", "--format", "int4", "--batch", "1", "--runs", "1", "--no-baseline", "--json"])
+        XCTAssertEqual(alone.status, 0, alone.stderr)
+        let aloneRows = try XCTUnwrap(JSONParser.parse(alone.stdout, file: "stdout")["results"]?.array)
+        XCTAssertEqual(aloneRows.map { $0["format"]?.string }, ["int4"], "--no-baseline: no f32 row")
+        XCTAssertEqual(aloneRows.first?["vs_f32"], .null)
         let cycle = try runProcess(TestPaths.any4Binary, ["bench", "--shape", "64x64", "--cycle-mib", "0"])
         XCTAssertEqual(cycle.status, 2)
         XCTAssertTrue(cycle.stderr.contains("--cycle-mib"), cycle.stderr)
