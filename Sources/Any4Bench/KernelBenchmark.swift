@@ -12,6 +12,9 @@ public enum KernelBenchmark {
     /// The dense rows bench measures besides the quantized formats (not quantization formats):
     /// f32, f16 and bf16 weights through the dense kernel, and the f32 product through BLAS.
     public static let denseFormats = ["f32", "f16", "bf16", "blas"]
+    /// Rows bench measures on request only (not in the default list): `q8`, the int8 decode-head
+    /// copy (``Q8Linear``: int8 weights with one f32 scale per 32 columns, int8 activations).
+    public static let decodeFormats = ["q8"]
 
     public struct Configuration: Sendable {
         public var shapes: [(out: Int, in: Int)] = [(4096, 4096), (14336, 4096), (4096, 14336)]
@@ -29,7 +32,37 @@ public enum KernelBenchmark {
         public var gpu: GPUBackend?
         /// The activation type of the GPU lookup kernel and cuBLAS rows.
         public var gpuActivations: GPUActivationType = .bf16
+        /// Per shape (same index as ``shapes``), the row counts of layers called together over one
+        /// input, as a decode step calls q/k/v and gate/up (`PackedLinear.forward(layers...)`):
+        /// the 4-bit formats then run one grouped call over the parts, quantized each on its own;
+        /// the dense rows run the stacked matrix. Empty, or one part, for a single layer.
+        public var parts: [[Int]] = []
+        /// Measure the bandwidth probe again before each shape (``Result/probeGBps``), so each row's
+        /// share is against the memory the machine gave at that time (a shared machine drifts).
+        public var probeEachShape = false
+        /// The bytes of copies each format cycles through when not hot; nil: 4× the last-level
+        /// cache (at most 16 copies). A host whose cache is larger than the one the machine
+        /// reports (a virtual machine) needs more to read every run from memory.
+        public var cycleBytes: Int? = nil
+        /// Rounds of `runs` timed calls per row, each with its own median (``Result/roundMedians``)
+        /// and, with ``probeEachShape``, its own probe measured just before it: the spread of a
+        /// row over time on a machine whose load drifts. The row's median and percentiles pool
+        /// every round's calls.
+        public var rounds = 1
+        /// Measure dense f32 on every shape (the `vs f32` column) even when not asked for.
+        public var baseline = true
         public init() {}
+
+        /// The bytes of copies to cycle through.
+        var cycleTarget: Int { cycleBytes ?? 4 * KernelBenchmark.lastLevelCacheBytes }
+        /// The most copies of one format: 16 by default, enough for `cycleBytes` of the smallest
+        /// layer when that is set.
+        var maxCopies: Int { cycleBytes == nil ? 16 : 1 << 16 }
+
+        /// The parts of shape `i` when it is a grouped call (two or more layers), else nil.
+        public func groupedParts(_ i: Int) -> [Int]? {
+            i < parts.count && parts[i].count > 1 ? parts[i] : nil
+        }
     }
 
     public enum Device: String, Sendable, CaseIterable {
@@ -61,6 +94,17 @@ public enum KernelBenchmark {
         public var device = "cpu"
         /// GPU rows: cuBLAS median / this median on the same shape, batch and activation type.
         public var vsCuBLAS: Double? = nil
+        /// The layers' row counts when the row is a grouped call (they add up to `shape.out`).
+        public var parts: [Int]? = nil
+        /// The probe measured just before this row's shape (``Configuration/probeEachShape``).
+        public var probeGBps: Double? = nil
+        /// With several rounds: each round's median, and the probe measured just before it.
+        public var roundMedians: [(microseconds: Double, probeGBps: Double?)]? = nil
+
+        /// OUTxIN, or A+B+CxIN for a grouped call.
+        public var shapeLabel: String {
+            (parts.map { $0.map(String.init).joined(separator: "+") } ?? String(shape.out)) + "x\(shape.in)"
+        }
 
         /// A row for a format that could not run, saying why.
         static func unavailable(
@@ -93,6 +137,9 @@ public enum KernelBenchmark {
         var copies: Int
         var run: (_ copy: Int, _ x: [Float], _ m: Int) -> [Float]
         var reference: (_ x: [Float], _ m: Int, _ rows: Int) -> [Double]
+        /// The call the timed runs make, when it differs from `run` (a grouped call, timed without
+        /// gathering its parts into one output).
+        var timed: ((_ copy: Int, _ x: [Float], _ m: Int) -> Void)? = nil
     }
 
     /// The largest bench dimension (rows or columns): the kernels' limit.
@@ -105,7 +152,7 @@ public enum KernelBenchmark {
     /// format), plus the activations and outputs of the largest batch. Shapes run one after the
     /// other, so the peak is the largest shape's. Throws when a size overflows.
     public static func estimatedPeak(_ config: Configuration) throws(SizeError) -> (bytes: Int, shape: (out: Int, in: Int)?) {
-        let target = 4 * lastLevelCacheBytes
+        let target = config.cycleTarget
         var peak = 0
         var peakShape: (out: Int, in: Int)?
         for shape in config.shapes {
@@ -113,7 +160,7 @@ public enum KernelBenchmark {
             func mul(_ factors: Int...) throws(SizeError) -> Int { try Sizes.product(factors, what) }
             func add(_ terms: Int...) throws(SizeError) -> Int { try Sizes.sum(terms, what) }
             func copies(_ bytes: Int) -> Int {
-                config.hot || bytes == 0 ? 1 : max(1, min(16, Sizes.groupCount(width: target, size: bytes)))
+                config.hot || bytes == 0 ? 1 : max(1, min(config.maxCopies, Sizes.groupCount(width: target, size: bytes)))
             }
             let n = try mul(shape.out, shape.in)
             let f32 = try mul(n, 4)
@@ -126,6 +173,9 @@ public enum KernelBenchmark {
                     let half = try mul(n, 2)
                     bytes = try add(try mul(copies(half), half), half, f32)
                 case "blas": bytes = try mul(copies(f32), f32)
+                case "q8":
+                    let q8 = try add(n, try mul(Sizes.groupCount(width: shape.in, size: 32), shape.out, 4))
+                    bytes = try add(try mul(copies(q8), q8), f32)
                 default:
                     let block = (try? FormatRegistry.named(format))?.fixedBlockSize ?? max(config.groupSize, 1)
                     let groups = try mul(shape.out, Sizes.groupCount(width: shape.in, size: block))
@@ -190,12 +240,15 @@ public enum KernelBenchmark {
 
     static func runCPU(_ config: Configuration, progress: Progress?, report: (Result) -> Void) throws -> [Result] {
         let threads = config.threads > 0 ? config.threads : SystemInfo.processorCount
-        let target = 4 * lastLevelCacheBytes
+        let target = config.cycleTarget
         var results: [Result] = []
-        for shape in config.shapes {
+        for (index, shape) in config.shapes.enumerated() {
+            let parts = config.groupedParts(index)
+            let probe = config.probeEachShape ? BandwidthProbe.triadGBps(threads: threads) : nil
+            if progress?.isCancelled == true { throw QuantizationError.cancelled }
             let w = try benchWeights(shape, progress: progress)
             var formats = config.formats
-            if !formats.contains("f32") { formats.insert("f32", at: 0) }
+            if !formats.contains("f32") && config.baseline { formats.insert("f32", at: 0) }
             // f32 first so every other row has its ratio.
             formats.sort { ($0 == "f32" ? 0 : 1) < ($1 == "f32" ? 0 : 1) }
             var f32Median: [Int: Double] = [:]
@@ -204,14 +257,17 @@ public enum KernelBenchmark {
                 progress?.setLabel("bench \(format) \(shape.out)x\(shape.in)")
                 let subject: Subject
                 do {
-                    subject = try makeSubject(format, w, shape, config: config, threads: threads, target: target, progress: progress)
+                    subject = try makeSubject(
+                        format, w, shape, parts: parts, config: config, threads: threads, target: target, progress: progress)
                 } catch QuantizationError.cancelled {
                     throw QuantizationError.cancelled
                 } catch {
                     for batch in config.batches {
-                        let r = Result.unavailable(
+                        var r = Result.unavailable(
                             format, shape: shape, batch: batch, threads: threads,
                             kernel: config.path.rawValue, why: "\(error)")
+                        r.parts = parts
+                        r.probeGBps = probe
                         results.append(r)
                         report(r)
                     }
@@ -232,25 +288,36 @@ public enum KernelBenchmark {
                         _ = subject.run(c, x, batch)
                     }
                     var times: [Double] = []
-                    for i in 0..<max(config.runs, 1) {
-                        if progress?.isCancelled == true { throw QuantizationError.cancelled }
-                        let copy = config.hot ? 0 : i % subject.copies
-                        let t0 = Clock.now
-                        _ = subject.run(copy, x, batch)
-                        times.append(Clock.now - t0)
+                    var rounds: [(microseconds: Double, probeGBps: Double?)] = []
+                    for _ in 0..<max(config.rounds, 1) {
+                        let roundProbe = config.rounds > 1 && config.probeEachShape ? BandwidthProbe.triadGBps(threads: threads) : nil
+                        var round: [Double] = []
+                        for i in 0..<max(config.runs, 1) {
+                            if progress?.isCancelled == true { throw QuantizationError.cancelled }
+                            let copy = config.hot ? 0 : i % subject.copies
+                            let t0 = Clock.now
+                            if let timed = subject.timed { timed(copy, x, batch) } else { _ = subject.run(copy, x, batch) }
+                            round.append(Clock.now - t0)
+                        }
+                        times += round
+                        round.sort()
+                        rounds.append((round[round.count / 2] * 1e6, roundProbe))
                     }
                     times.sort()
                     let median = times[times.count / 2]
                     if format == "f32" { f32Median[batch] = median }
-                    let r = Result(
+                    var r = Result(
                         format: format, shape: shape, batch: batch, threads: threads,
-                        kernel: denseFormats.contains(format) ? "dense" : config.path.rawValue,
+                        kernel: denseFormats.contains(format) ? "dense" : (decodeFormats.contains(format) ? format : config.path.rawValue),
                         medianMicroseconds: median * 1e6,
                         p10Microseconds: times[times.count / 10] * 1e6,
                         p90Microseconds: times[min(times.count - 1, times.count * 9 / 10)] * 1e6,
                         gflops: 2 * Double(shape.out * shape.in * batch) / median / 1e9,
                         gbps: Double(subject.weightBytes) / median / 1e9,
                         vsF32: f32Median[batch].map { $0 / median }, relError: error, unavailable: nil)
+                    r.parts = parts
+                    r.probeGBps = probe
+                    if config.rounds > 1 { r.roundMedians = rounds }
                     results.append(r)
                     report(r)
                     progress?.advance()
@@ -261,11 +328,11 @@ public enum KernelBenchmark {
     }
 
     static func makeSubject(
-        _ format: String, _ w: [Float], _ shape: (out: Int, in: Int), config: Configuration,
+        _ format: String, _ w: [Float], _ shape: (out: Int, in: Int), parts: [Int]? = nil, config: Configuration,
         threads: Int, target: Int, progress: Progress? = nil
     ) throws -> Subject {
         func copies(_ bytes: Int) -> Int {
-            config.hot || bytes == 0 ? 1 : max(1, min(16, Sizes.groupCount(width: target, size: bytes)))
+            config.hot || bytes == 0 ? 1 : max(1, min(config.maxCopies, Sizes.groupCount(width: target, size: bytes)))
         }
         /// `n` of something made by `make`, stopping between them when cancelled.
         func made<T>(_ n: Int, _ make: () -> T) throws -> [T] {
@@ -296,11 +363,57 @@ public enum KernelBenchmark {
                     layers[c].withUnsafeBufferPointer { blas.forward($0, rows: shape.out, cols: shape.in, x: x, m: m, threads: threads) }
                 },
                 reference: { x, m, rows in referenceProduct(Array(w.prefix(rows * shape.in)), rows: rows, cols: shape.in, x: x, m: m) })
+        case "q8":
+            guard shape.in % 32 == 0 else { throw BenchUnavailable("q8 needs a width that is a multiple of 32, got \(shape.in)") }
+            let blocks = shape.in >> 5
+            let bytes = shape.out * shape.in + shape.out * blocks * 4  // int8 codes and f32 block scales
+            let layers = try made(copies(bytes)) { Q8Linear(w, rows: shape.out, cols: shape.in, threads: threads) }
+            // Against the f32 weights it was made from (its int8 rounding is part of the error).
+            return Subject(
+                weightBytes: bytes, copies: layers.count,
+                run: { c, x, m in layers[c].forward(x, m: m, threads: threads, bias: nil) },
+                reference: { x, m, rows in referenceProduct(Array(w.prefix(rows * shape.in)), rows: rows, cols: shape.in, x: x, m: m) })
         default:
             var options = QuantizationOptions()
             options.groupSize = config.groupSize
             options.threads = threads
             let numeric = try FormatRegistry.named(format)
+            if let parts {
+                // One layer per part (rows quantize independently), run as one grouped call.
+                var first: [PackedLinear] = []
+                var deq: [Float] = []
+                var start = 0
+                var bytes = 0
+                for rows in parts {
+                    let slice = Array(w[(start * shape.in)..<((start + rows) * shape.in)])
+                    let q = try Quantizer.quantize(
+                        slice, rows: rows, cols: shape.in, name: "bench", format: numeric, options: options,
+                        progress: Progress(total: rows, parent: progress))
+                    let layer = try PackedLinear(q)
+                    first.append(layer)
+                    bytes += layer.streamedBytes(config.path)
+                    deq += q.dequantized()
+                    start += rows
+                }
+                let n = copies(first.reduce(0) { $0 + $1.weightBytes })
+                let groups = [first] + (try made(n - 1) { first.map { $0.duplicate() } })
+                let biases = [[Float]?](repeating: nil, count: parts.count)
+                return Subject(
+                    weightBytes: bytes, copies: n,
+                    run: { c, x, m in
+                        let ys = PackedLinear.forward(groups[c], biases: biases, x: x, m: m, path: config.path, threads: threads)
+                        // Back to [m, out] with the parts side by side, as the stacked matrix gives.
+                        var y = [Float](repeating: 0, count: m * shape.out)
+                        var offset = 0
+                        for (part, rows) in zip(ys, parts) {
+                            for k in 0..<m { for r in 0..<rows { y[k * shape.out + offset + r] = part[k * rows + r] } }
+                            offset += rows
+                        }
+                        return y
+                    },
+                    reference: { x, m, rows in referenceProduct(Array(deq.prefix(rows * shape.in)), rows: rows, cols: shape.in, x: x, m: m) },
+                    timed: { c, x, m in _ = PackedLinear.forward(groups[c], biases: biases, x: x, m: m, path: config.path, threads: threads) })
+            }
             // Its own counts, the bench's cancellation.
             let q = try Quantizer.quantize(
                 w, rows: shape.out, cols: shape.in, name: "bench", format: numeric, options: options,

@@ -263,11 +263,9 @@ public final class PackedLinear: @unchecked Sendable {
         precondition(x.count == m * first.cols, "x must be [m, cols]")
         for (l, b) in zip(layers, biases) { precondition(b == nil || b!.count == l.rows, "bias must have one value per output") }
         let a = Activations(x, m: m, layout: first, path: path, useAVX2: useAVX2)
-        let ys = layers.map { l in
-            let y = UnsafeMutablePointer<Float>.allocate(capacity: m * l.rows)
-            y.initialize(repeating: 0, count: m * l.rows)
-            return y
-        }
+        // Every output is written by the kernels (each row range of each activation row), so the
+        // buffers start uninitialized: a decode step makes a few hundred of these calls.
+        let ys = layers.map { l in UnsafeMutablePointer<Float>.allocate(capacity: m * l.rows) }
         defer { for y in ys { y.deallocate() } }
         let offsets = layers.reduce(into: [0]) { $0.append($0.last! + $1.rows) }
         let workers = threads > 0 ? threads : SystemInfo.processorCount

@@ -1,7 +1,17 @@
 // A small persistent worker pool for fine-grained parallel loops (a decode step makes a few
 // hundred parallel calls of 10-100 µs each; waking a sleeping thread for each costs 30-40 µs).
-// Workers spin for a short while after each job, then sleep on a condition variable.
+// Workers spin for a short, bounded while after each job (the gap between two kernels of a decode
+// step is mostly shorter), then sleep in the kernel -- a futex on Linux, a condition variable
+// elsewhere -- so an idle pool burns no core that the caller or another process needs.
 #include "any4_pool.h"
+
+#if defined(__linux__)
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#define ANY4_FUTEX 1
+#else
+#define ANY4_FUTEX 0
+#endif
 
 #include <pthread.h>
 #include <sched.h>
@@ -17,7 +27,10 @@
 #endif
 
 #define MAX_WORKERS 63
-#define SPIN_NS 300000  // how long an idle worker spins before it sleeps
+// How long an idle worker spins before it sleeps. Long enough to span the serial work between two
+// parallel loops of a decode step (norms, RoPE, attention of a small model: tens of µs), short
+// enough that a pool left idle gives its core back at once (it spun 300 µs after every job before).
+#define SPIN_NS 60000
 
 static struct {
     pthread_once_t once;
@@ -37,6 +50,10 @@ static struct {
     _Atomic(void *) ctx;
     atomic_int remaining;               // tasks of the current job not yet finished
     atomic_int sleepers;
+    // Bumped after each job is announced: a sleeping worker waits on it (futex) with the value it
+    // read before its last look at the job, so an announcement between the look and the wait
+    // makes the wait return at once.
+    _Atomic unsigned wake_seq;
     pthread_mutex_t lock;
     pthread_cond_t wake;
 } pool = {.once = PTHREAD_ONCE_INIT, .busy = ATOMIC_FLAG_INIT};
@@ -69,6 +86,27 @@ static void run_job(unsigned job) {
     }
 }
 
+/// Sleeps until a job after `seen` is announced. Every step is sequentially consistent: a worker
+/// counts itself a sleeper, reads wake_seq, then looks at the job; the caller announces the job,
+/// bumps wake_seq, then reads the sleepers. Either the caller sees the sleeper (and wakes it: a
+/// futex wait on a value that has changed since it was read returns at once), or the worker's
+/// look comes after the announcement and it does not wait.
+static void worker_sleep(unsigned seen) {
+    atomic_fetch_add(&pool.sleepers, 1);
+#if ANY4_FUTEX
+    for (;;) {
+        const unsigned w = atomic_load(&pool.wake_seq);
+        if (current_job() != seen) break;
+        syscall(SYS_futex, (unsigned *)&pool.wake_seq, FUTEX_WAIT_PRIVATE, w, NULL, NULL, 0);
+    }
+#else
+    pthread_mutex_lock(&pool.lock);
+    while (current_job() == seen) pthread_cond_wait(&pool.wake, &pool.lock);
+    pthread_mutex_unlock(&pool.lock);
+#endif
+    atomic_fetch_sub(&pool.sleepers, 1);
+}
+
 static void *worker_main(void *arg) {
     (void)arg;
     unsigned seen = current_job();
@@ -78,12 +116,8 @@ static void *worker_main(void *arg) {
         int spins = 0;
         while (current_job() == seen) {
             CPU_RELAX();
-            if (++spins % 256 == 0 && now_ns() > until) {
-                pthread_mutex_lock(&pool.lock);
-                atomic_fetch_add(&pool.sleepers, 1);
-                while (current_job() == seen) pthread_cond_wait(&pool.wake, &pool.lock);
-                atomic_fetch_sub(&pool.sleepers, 1);
-                pthread_mutex_unlock(&pool.lock);
+            if (++spins % 64 == 0 && now_ns() > until) {
+                worker_sleep(seen);
                 break;
             }
         }
@@ -102,6 +136,7 @@ static void pool_start(void) {
     atomic_init(&pool.claim, 0);
     atomic_init(&pool.bound, 0);
     atomic_init(&pool.sleepers, 0);
+    atomic_init(&pool.wake_seq, 0);
     int started = 0;
     for (int i = 0; i < w; i++) {
         pthread_t t;
@@ -133,10 +168,15 @@ int any4_pool_run(int tasks, any4_task_fn fn, void *ctx) {
     atomic_store_explicit(&pool.ctx, ctx, memory_order_relaxed);
     atomic_store_explicit(&pool.remaining, tasks, memory_order_relaxed);
     atomic_store(&pool.claim, (unsigned long long)job << 32);  // publishes the fields above
+    atomic_fetch_add(&pool.wake_seq, 1);
     if (atomic_load(&pool.sleepers) > 0) {
+#if ANY4_FUTEX
+        syscall(SYS_futex, (unsigned *)&pool.wake_seq, FUTEX_WAKE_PRIVATE, MAX_WORKERS, NULL, NULL, 0);
+#else
         pthread_mutex_lock(&pool.lock);
         pthread_cond_broadcast(&pool.wake);
         pthread_mutex_unlock(&pool.lock);
+#endif
     }
     run_job(job);
     while (atomic_load_explicit(&pool.remaining, memory_order_acquire) > 0) CPU_RELAX();

@@ -24,7 +24,7 @@ struct BenchCommand: ParsableCommand {
     @Option(
         parsing: .upToNextOption,
         help:
-            "Shapes as OUTxIN, each dimension 1 to 1073741824 (the memory the run needs is estimated first, and refused when the machine cannot give it)."
+            "Shapes as OUTxIN, each dimension 1 to 1073741824 (the memory the run needs is estimated first, and refused when the machine cannot give it); A+B+CxIN times layers of A, B and C rows called together over one input (q/k/v, gate/up), as a decode step does."
     )
     var shape: [String] = ["4096x4096", "14336x4096", "4096x14336"]
 
@@ -33,7 +33,8 @@ struct BenchCommand: ParsableCommand {
 
     @Option(
         name: .customLong("format"),
-        help: "Comma-separated formats: any 4-bit format (any4, int4, nf4, fp4, iq4_nl, mxfp4, ...), f32, f16, bf16, blas.")
+        help:
+            "Comma-separated formats: any 4-bit format (any4, int4, nf4, fp4, iq4_nl, mxfp4, ...), f32, f16, bf16, blas, q8 (the int8 decode head).")
     var formats = KernelBenchmark.Configuration().formats.joined(separator: ",")
 
     /// `--formats`, the old spelling of `--format`.
@@ -59,6 +60,24 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "Activation type of the GPU lookup kernel and cuBLAS rows: bf16 or f16.")
     var gpuActivations: GPUActivationType = .bf16
 
+    @Option(
+        help:
+            "MiB of weight copies to cycle through (default: 4x the last-level cache, at most 16 copies); more where the host's cache is larger than the one reported."
+    )
+    var cycleMib: Int?
+
+    @Option(
+        help:
+            "Rounds of --runs timed calls per row, 1 to 100, each with its own median (and its own probe with --probe-each-shape): the spread over time."
+    )
+    var rounds = 1
+
+    @Flag(help: "Skip the dense f32 baseline unless --format names it (no vs f32 column; saves its copies and time on large shapes).")
+    var noBaseline = false
+
+    @Flag(help: "Measure the bandwidth probe again before each shape; each row's share is against its shape's probe.")
+    var probeEachShape = false
+
     @OptionGroup var jsonOutput: JSONOutputOption
 
     var threads: Int { threadsOption.threads }
@@ -70,16 +89,28 @@ struct BenchCommand: ParsableCommand {
     /// The spelling of the format option the command line used, for messages.
     var formatOption: String { formatsAlias != nil ? "--formats" : "--format" }
 
-    /// The shapes, each dimension in 1...KernelBenchmark.maxDimension.
+    /// The shapes, each dimension in 1...KernelBenchmark.maxDimension (a grouped shape's OUT is the
+    /// sum of its parts).
     func shapes() throws -> [(out: Int, in: Int)] {
+        try parsedShapes().map { ($0.parts.reduce(0, +), $0.in) }
+    }
+
+    /// Each shape's layer row counts (one for a single layer) and width.
+    func parsedShapes() throws -> [(parts: [Int], in: Int)] {
         try shape.map { text in
             let fields = text.lowercased().split(separator: "x", omittingEmptySubsequences: false)
-            let parts = fields.compactMap { Int($0) }
-            guard fields.count == 2, parts.count == 2 else { throw usageError("--shape: expected OUTxIN, got \(text)") }
-            for d in parts where d < 1 || d > KernelBenchmark.maxDimension {
+            guard fields.count == 2 else { throw usageError("--shape: expected OUTxIN, got \(text)") }
+            let outs = fields[0].split(separator: "+", omittingEmptySubsequences: false).map { Int($0) }
+            guard let width = Int(fields[1]), !outs.contains(nil) else { throw usageError("--shape: expected OUTxIN, got \(text)") }
+            let parts = outs.compactMap { $0 }
+            for d in parts + [width] where d < 1 || d > KernelBenchmark.maxDimension {
                 throw usageError("--shape \(text): each dimension must be in 1...\(KernelBenchmark.maxDimension), got \(d)")
             }
-            return (parts[0], parts[1])
+            let total = parts.reduce(0) { $0 + $1 }  // each ≤ 2^30: no overflow
+            guard total <= KernelBenchmark.maxDimension else {
+                throw usageError("--shape \(text): the parts add up to \(total), more than \(KernelBenchmark.maxDimension)")
+            }
+            return (parts, width)
         }
     }
 
@@ -95,6 +126,8 @@ struct BenchCommand: ParsableCommand {
         _ = try shapes()
         _ = try batches()
         try requireRange("--runs", runs, 1...Self.maxRuns)
+        if let cycleMib { try requireRange("--cycle-mib", cycleMib, 1...(1 << 20)) }
+        try requireRange("--rounds", rounds, 1...100)
     }
 
     func run() throws {
@@ -102,7 +135,12 @@ struct BenchCommand: ParsableCommand {
         config.shapes = try shapes()
         config.batches = try batches()
         config.formats = (formatsAlias ?? formats).split(separator: ",").map(String.init)
-        for f in config.formats where !KernelBenchmark.denseFormats.contains(f) {
+        config.parts = try parsedShapes().map(\.parts)
+        config.probeEachShape = probeEachShape
+        config.cycleBytes = cycleMib.map { $0 << 20 }
+        config.rounds = rounds
+        config.baseline = !noBaseline
+        for f in config.formats where !(KernelBenchmark.denseFormats + KernelBenchmark.decodeFormats).contains(f) {
             do { _ = try FormatRegistry.named(f) } catch { throw usageError("\(formatOption): \(error)") }
         }
         config.path = kernel
@@ -153,13 +191,13 @@ struct BenchCommand: ParsableCommand {
                 printHeader(ratio: "vs cuBLAS")
             }
             var line =
-                Formatting.pad(r.format, 8) + Formatting.pad("\(r.shape.out)x\(r.shape.in)", 12)
+                Formatting.pad(r.format, 8) + Formatting.pad(r.shapeLabel, 12)
                 + Formatting.pad(String(r.batch), 4, right: true)
             if let why = r.unavailable {
                 print(line + "  unavailable: \(why)")
                 return
             }
-            let rowProbe = r.device == "gpu" ? gpuProbe : probe
+            let rowProbe = r.device == "gpu" ? gpuProbe : (r.probeGBps ?? probe)
             let digits = r.device == "gpu" ? 1 : 0
             line += Formatting.pad(r.kernel, 7, right: true) + Formatting.pad(Formatting.fixed(r.medianMicroseconds, digits), 11, right: true)
             line +=
@@ -180,7 +218,7 @@ struct BenchCommand: ParsableCommand {
                 if progress.isCancelled { throw QuantizationError.cancelled }
                 if !json, let probe {
                     print(
-                        "bandwidth probe (triad, \(workers) threads): \(Formatting.fixed(probe, 1)) GB/s · AVX2 \(CPUFeatures.hasAVX2 ? "yes" : "no") · LLC \(Formatting.bytes(KernelBenchmark.lastLevelCacheBytes)) · \(hot ? "hot" : "cold (cycling copies > 4x LLC)")"
+                        "bandwidth probe (triad, \(workers) threads): \(Formatting.fixed(probe, 1)) GB/s · AVX2 \(CPUFeatures.hasAVX2 ? "yes" : "no") · LLC \(Formatting.bytes(KernelBenchmark.lastLevelCacheBytes)) · \(hot ? "hot" : cycleMib.map { "cold (cycling \($0) MiB of copies)" } ?? "cold (cycling copies > 4x LLC)")"
                     )
                     printHeader(ratio: "vs f32")
                 }
@@ -212,7 +250,7 @@ struct BenchCommand: ParsableCommand {
                     "results",
                     .array(
                         results.map { r in
-                            let rowProbe = r.device == "gpu" ? gpuProbe : probe
+                            let rowProbe = r.device == "gpu" ? gpuProbe : (r.probeGBps ?? probe)
                             var fields: [(key: String, value: JSONValue)] = [
                                 ("device", .string(r.device)),
                                 ("format", .string(r.format)), ("shape", .array([JSONValue(r.shape.out), JSONValue(r.shape.in)])),
@@ -222,6 +260,12 @@ struct BenchCommand: ParsableCommand {
                                 ("probe_share", rowProbe.map { JSONValue(r.gbps / $0) } ?? .null),
                                 ("vs_f32", r.vsF32.map { JSONValue($0) } ?? .null), ("rel_error", JSONValue(r.relError))
                             ]
+                            if let parts = r.parts { fields.append(("parts", .array(parts.map { JSONValue($0) }))) }
+                            if let p = r.probeGBps { fields.append(("row_probe_gbps", JSONValue(p))) }
+                            if let rounds = r.roundMedians {
+                                fields.append(("round_median_us", .array(rounds.map { JSONValue($0.microseconds) })))
+                                fields.append(("round_probe_gbps", .array(rounds.map { $0.probeGBps.map { JSONValue($0) } ?? .null })))
+                            }
                             if r.device == "gpu" {
                                 fields.append(("vs_cublas", r.vsCuBLAS.map { JSONValue($0) } ?? .null))
                                 fields.append(("activations", .string(r.kernel == "dense" ? r.format : activations.rawValue)))
