@@ -153,6 +153,22 @@ public final class Linear: @unchecked Sendable {
         return bytes
     }
 
+    /// Bytes one decode step (a product with a single activation row) reads of this layer's
+    /// weights: the decode-step copy when there is one, else the storage as it is read — stored
+    /// bytes in place (every block of a decoded type), or what the lookup kernel's `path` streams.
+    public func decodeStepBytes(path: KernelPath) -> Int {
+        switch decodeCopy {
+        case .f16(let h)?: return h.count * 2
+        case .q8(let q)?: return q.codes.count + q.scales.count * 4
+        case nil: break
+        }
+        switch storage {
+        case .dense(let t, _), .decoded(let t): return t.info.byteCount
+        case .packed(let p): return p.streamedBytes(path)
+        case .matrix(let q): return q.residentBytes
+        }
+    }
+
     /// Makes (or drops) the decode-step copy of dense weights, filled a tile of rows at a time.
     func prepareDecodeCopy(_ kind: DecodeHead, threads: Int) {
         if case .packed = storage {

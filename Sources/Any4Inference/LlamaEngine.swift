@@ -178,6 +178,21 @@ public final class LlamaEngine: @unchecked Sendable {
         return head.forward(x, m: rows.count, options: options, decodeStep: decodeStep)
     }
 
+    /// Bytes a decode step at position `p` reads from memory: every linear layer's weights once
+    /// (the head's decode-step copy when there is one), one embedding row, and the keys and values
+    /// of positions 0...p of every layer. Norm vectors and activations are left out (kilobytes,
+    /// cache-resident). The bandwidth-bound rate is a probe's bandwidth over this.
+    public func decodeStepBytes(position p: Int) -> Int {
+        let weights = linears.reduce(0) { $0 + $1.decodeStepBytes(path: options.kernel) }
+        let row: Int
+        switch embedding {
+        case .dense(let t, _), .decoded(let t): row = t.info.byteCount / max(config.vocab, 1)
+        default: row = config.hidden * 4
+        }
+        let kv = 2 * config.layers * (p + 1) * config.kvHeads * config.headDim * MemoryLayout<Float>.size
+        return weights + row + kv
+    }
+
     /// Makes the LM head's decode-step copy the options ask for (otherwise made by the first step).
     public func prepareForDecode() {
         head.prepareDecodeCopy(options.decodeHead, threads: options.workers)

@@ -1,5 +1,6 @@
 import Any4Core
 import Any4Inference
+import Any4Kernels
 import ArgumentParser
 
 struct RunCommand: ParsableCommand {
@@ -28,6 +29,13 @@ struct RunCommand: ParsableCommand {
 
     @Flag(help: "Run the prompt and one decode step once, untimed, before the timed run (steadier speed figures).")
     var warmup = false
+
+    @Flag(
+        inversion: .prefixedNo,
+        help:
+            "After generating, measure memory bandwidth (a triad probe, ~1 s) and print the decode rate it bounds (bytes read per token ÷ bandwidth)."
+    )
+    var probeBandwidth = true
 
     @OptionGroup var jsonOutput: JSONOutputOption
 
@@ -70,6 +78,12 @@ struct RunCommand: ParsableCommand {
             }
         }
         let generated = g.tokens.filter { !stop.contains($0) }
+        // The memory floor of a decode step: bytes it reads (at the mean position of the decode
+        // steps) over the bandwidth a triad probe measures with the same threads, right after.
+        let meanPosition = g.promptTokens + max(g.tokens.count - 1, 0) / 2
+        let bytesPerToken = llama.decodeStepBytes(position: meanPosition)
+        let probe = probeBandwidth ? BandwidthProbe.triadGBps(threads: llama.options.workers) : nil
+        let bound = probe.map { $0 * 1e9 / Double(max(bytesPerToken, 1)) }
         if json {
             print(
                 JSONValue.object([
@@ -77,7 +91,10 @@ struct RunCommand: ParsableCommand {
                     ("text", .string(tokenizer.decode(generated, skipSpecial: true))),
                     ("prefill_tokens_per_s", JSONValue(g.prefillRate)), ("decode_tokens_per_s", JSONValue(g.decodeRate)),
                     ("weights", .string(quantized ?? "as stored")), ("threads", JSONValue(llama.options.workers)),
-                    ("decode_head", .string(decodeHead.rawValue))
+                    ("decode_head", .string(decodeHead.rawValue)),
+                    ("bytes_per_token", JSONValue(bytesPerToken)), ("probe_gbps", probe.map { JSONValue($0) } ?? .null),
+                    ("bound_tokens_per_s", bound.map { JSONValue($0) } ?? .null),
+                    ("share_of_bound", bound.map { JSONValue(g.decodeRate / $0) } ?? .null)
                 ]).serialized)
         } else {
             writeStdout(stream.flush() + "\n")
@@ -87,6 +104,13 @@ struct RunCommand: ParsableCommand {
                 decode \(g.tokens.count) tokens: \(Formatting.fixed(g.decodeRate, 1)) tokens/s · \
                 \(quantized ?? "weights as stored") · head \(decodeHead.rawValue) in decode · \(llama.options.workers) threads
                 """)
+            if let probe, let bound {
+                printError(
+                    """
+                    memory floor: \(Formatting.fixed(Double(bytesPerToken) / 1e6, 1)) MB read per token at \(Formatting.fixed(probe, 1)) GB/s \
+                    (probe) bounds decode at \(Formatting.fixed(bound, 1)) tokens/s; reached \(Formatting.fixed(100 * g.decodeRate / bound, 0)) %
+                    """)
+            }
         }
     }
 }

@@ -224,6 +224,47 @@ final class EngineStorageTests: XCTestCase {
         XCTAssertLessThanOrEqual(maxRelative(try logits(engine, incremental: true), try logits(twin, incremental: false)), 1e-4)
     }
 
+    /// The bytes a decode step reads (`run --json`'s bytes_per_token) add up, computed here from
+    /// the tensor shapes and dtypes alone: each weight matrix as stored, then packed after any4 on
+    /// load (codes at half a byte per weight plus what the fast path reads per row and group), one
+    /// embedding row, and the f32 keys and values of every cached position.
+    func testDecodeStepBytesCountWeightsEmbeddingRowAndCache() throws {
+        let dir = try TestPaths.temporaryDirectory(for: self)
+        let tiny = TinyLlama()
+        try tiny.write(to: dir + "/mixed")
+        var options = EngineOptions()
+        options.threads = 2
+        let engine = try LlamaEngine(model: try Model.open(dir + "/mixed"), options: options)
+        let kvWidth = tiny.kvHeads * (tiny.hidden / tiny.heads)
+        func size(_ d: DType) -> Int { d == .f32 ? 4 : 2 }
+        var stored = 0
+        for (name, shape, dtype) in tiny.tensors() where shape.count == 2 && name != "model.embed_tokens.weight" {
+            stored += shape[0] * shape[1] * size(dtype)
+        }
+        let head = tiny.vocab * tiny.hidden * 2  // tied: the bf16 embedding read in place
+        let row = tiny.hidden * 2
+        func cache(_ p: Int) -> Int { 2 * tiny.layers * (p + 1) * kvWidth * 4 }
+        XCTAssertEqual(engine.decodeStepBytes(position: 0), stored + head + row + cache(0))
+        XCTAssertEqual(engine.decodeStepBytes(position: 9), stored + head + row + cache(9))
+
+        var q = QuantizationOptions()
+        q.groupSize = 32
+        _ = try EngineQuantization.quantize(engine, format: try FormatRegistry.named("any4"), options: q)
+        var packed = 0
+        for (name, shape, _) in tiny.tensors() where shape.count == 2 && name.contains("layers.") {
+            let (rows, cols) = (shape[0], shape[1])
+            let groups = rows * ((cols + 31) / 32)
+            // Codes (4 bits), an int8 table + its f32 scale per row, f16 scales and zeros per group,
+            // and a per-row f32 factor for each of the f16 scales and zeros (the fast path's layout).
+            let layer = try XCTUnwrap(engine.linears.first { $0.name == name }?.packed, name)
+            packed += layer.streamedBytes(.fast)
+            XCTAssertEqual(layer.streamedBytes(.fast), rows * cols / 2 + rows * (16 + 4) + groups * (2 + 2) + rows * 2 * 4, name)
+        }
+        XCTAssertEqual(engine.decodeStepBytes(position: 3), packed + head + row + cache(3))
+        XCTAssertLessThan(
+            packed, stored / 2, "4-bit codes with their per-row and per-group overhead at 64-wide rows: under half the 16/32-bit weights")
+    }
+
     /// A quantized checkpoint (the any4 layers' parts in safetensors) loads its layers packed for
     /// the lookup kernel and gives the logits of the same matrices swapped in on load.
     func testQuantizedCheckpointLoadsPacked() throws {
