@@ -42,86 +42,8 @@ public enum QuantizedCheckpoint {
         }
     }
 
-    /// Writes `model` with `quantized` (by weight name) replacing its weights; atomic.
-    ///
-    /// Refuses (``OutputGuard``) a `path` that is one of the model's own files. Cancelling
-    /// `progress` stops the write with ``QuantizationError/cancelled`` and writes nothing.
-    public static func write(
-        model: Model, quantized: [String: QuantizedMatrix], description: Description,
-        fakeQuant: Bool, to path: String, progress: Progress? = nil
-    ) throws {
-        try OutputGuard.check(path, inputs: model.inputFiles)
-        var entries: [SafeTensorsWriter.Entry] = []
-        var layers: [(key: String, value: JSONValue)] = []
-        for tensor in model.tensors {
-            if progress?.isCancelled == true { throw QuantizationError.cancelled }
-            if let q = quantized[tensor.name] {
-                if fakeQuant {
-                    let dtype = ModelQuantization.storageDType(of: tensor)
-                    let target: DType = if case .plain(let d) = tensor.info.encoding, d.isFloatingPoint, d != .f64 { d } else { dtype }
-                    entries.append(.init(name: tensor.name, shape: tensor.shape, floats: q.dequantized(), as: target))
-                } else {
-                    entries += quantizedEntries(q, base: baseName(tensor.name))
-                    layers.append((tensor.name, .array([JSONValue(q.rows), JSONValue(q.cols)])))
-                }
-            } else {
-                entries.append(try copied(tensor, of: model))
-            }
-        }
-        var metadata = model.format == .gguf ? [:] : Dictionary(model.metadata.map { ($0.key, $0.value) }, uniquingKeysWith: { a, _ in a })
-        metadata["any4.format"] = description.format
-        metadata["any4.bits"] = String(description.codeBits)
-        metadata["any4.group_size"] = String(description.groupSize)
-        // Clustering and sample weights only mean something for the learned (any-b) formats.
-        if !description.method.isEmpty { metadata["any4.method"] = description.method }
-        if !description.sampleWeight.isEmpty { metadata["any4.sample_weight"] = description.sampleWeight }
-        metadata["any4.version"] = version
-        metadata["any4.fake_quant"] = fakeQuant ? "1" : "0"
-        if !fakeQuant { metadata["any4.layers"] = JSONValue.object(layers).serialized }
-        try SafeTensorsWriter.write(entries, metadata: metadata, to: path, progress: progress)
-    }
-
     static func baseName(_ weightName: String) -> String {
         weightName.hasSuffix(".weight") ? String(weightName.dropLast(7)) : weightName
-    }
-
-    static func quantizedEntries(_ q: QuantizedMatrix, base: String) -> [SafeTensorsWriter.Entry] {
-        let packed = q.packedCodes()
-        var out: [SafeTensorsWriter.Entry] = [
-            .init(name: base + ".qweight", dtype: .u8, shape: [q.rows, packed.count / max(q.rows, 1)], bytes: packed)
-        ]
-        if q.perRowTable {
-            out.append(.init(name: base + ".lut", shape: [q.rows, q.tableSize], floats: q.tables, as: q.storage))
-        }
-        let groups = q.groupsPerRow
-        let format = try? FormatRegistry.named(q.formatName)
-        switch format?.scaleEncoding ?? .float {
-        case .float:
-            out.append(.init(name: base + ".scales", shape: [q.rows, groups], floats: q.scales, as: q.storage))
-        case let bytes:
-            out.append(.init(name: base + ".scales", dtype: .u8, shape: [q.rows, groups], bytes: q.scales.map(bytes.encode)))
-        }
-        if format?.hasTensorScale == true {
-            out.append(.init(name: base + ".tensor_scale", shape: [1], floats: [q.tensorScale]))
-        }
-        if !q.zeros.isEmpty {
-            out.append(.init(name: base + ".zeros", shape: [q.rows, groups], floats: q.zeros, as: q.storage))
-        }
-        return out
-    }
-
-    /// A tensor copied as it is (plain dtypes byte for byte; ggml float types as their dtype;
-    /// ggml block types decoded to F32).
-    static func copied(_ tensor: ModelTensor, of model: Model) throws -> SafeTensorsWriter.Entry {
-        let store = model.stores[tensor.fileIndex]
-        let raw = Array(UnsafeRawBufferPointer(rebasing: store.bytes[tensor.info.offset..<(tensor.info.offset + tensor.info.byteCount)]))
-        switch tensor.info.encoding {
-        case .plain(let d): return .init(name: tensor.name, dtype: d, shape: tensor.shape, bytes: raw)
-        case .ggml(.f32): return .init(name: tensor.name, dtype: .f32, shape: tensor.shape, bytes: raw)
-        case .ggml(.f16): return .init(name: tensor.name, dtype: .f16, shape: tensor.shape, bytes: raw)
-        case .ggml(.bf16): return .init(name: tensor.name, dtype: .bf16, shape: tensor.shape, bytes: raw)
-        case .ggml: return .init(name: tensor.name, shape: tensor.shape, floats: try model.decode(tensor))
-        }
     }
 
     /// Reads the quantized layers of a checkpoint back, by weight name (`X.weight`).
@@ -131,26 +53,38 @@ public enum QuantizedCheckpoint {
         func fail(_ message: String, _ subject: String? = nil) -> FileFormatError {
             FileFormatError(file: path, kind: .badHeader, message, subject: subject)
         }
-        guard let formatName = meta["any4.format"], let bits = meta["any4.bits"].flatMap(Int.init),
-            let groupSize = meta["any4.group_size"].flatMap(Int.init), groupSize > 0
-        else {
-            throw fail("not an any4 checkpoint (no any4.format / any4.bits / any4.group_size metadata)")
-        }
-        guard groupSize <= QuantizationOptions.maxGroupSize else {
-            throw fail("any4.group_size \(groupSize) is larger than \(QuantizationOptions.maxGroupSize)")
-        }
-        let format: any NumericFormat
-        do { format = try FormatRegistry.named(formatName) } catch { throw fail("\(error)") }
-        guard format.codeBits == bits else { throw fail("any4.bits \(bits) does not match format \(formatName)") }
+        // Version 2 describes each layer in its any4.layers member; version 1 the whole file.
+        let fileFormat = meta["any4.format"]
+        let fileBits = meta["any4.bits"].flatMap(Int.init)
+        let fileGroup = meta["any4.group_size"].flatMap(Int.init)
+        guard fileFormat != nil else { throw fail("not an any4 checkpoint (no any4.format metadata)") }
         guard let layersJSON = meta["any4.layers"] else { throw fail("no any4.layers metadata (a fake-quant file has no codes)") }
         let layers = try JSONParser.parse(layersJSON, file: path)
         var byName: [String: TensorInfo] = [:]
         for t in file.tensors { byName[t.name] = t }
         var out: [String: QuantizedMatrix] = [:]
-        for (name, shapeValue) in layers.members ?? [] {
+        var described: (method: String, sampleWeight: String)?
+        for (name, member) in layers.members ?? [] {
+            let isObject = member.members != nil
+            guard let formatName = isObject ? member["format"]?.string : fileFormat,
+                let bits = isObject ? member["bits"]?.int : fileBits,
+                let groupSize = isObject ? member["group_size"]?.int : fileGroup, groupSize > 0
+            else {
+                throw fail("no format / bits / group_size for this layer", name)
+            }
+            guard groupSize <= QuantizationOptions.maxGroupSize else {
+                throw fail("group size \(groupSize) is larger than \(QuantizationOptions.maxGroupSize)", name)
+            }
+            let format: any NumericFormat
+            do { format = try FormatRegistry.named(formatName) } catch { throw fail("\(error)", name) }
+            guard format.codeBits == bits else { throw fail("bits \(bits) does not match format \(formatName)", name) }
+            let shapeValue = isObject ? member["shape"] ?? .null : member
             guard let dims = shapeValue.array?.compactMap(\.int), dims.count == 2, dims[0] >= 0, dims[1] > 0 else {
                 throw fail("bad shape in any4.layers", name)
             }
+            let method = isObject ? member["method"]?.string ?? "" : meta["any4.method"] ?? ""
+            let sampleWeight = isObject ? member["sample_weight"]?.string ?? "" : meta["any4.sample_weight"] ?? ""
+            if described == nil { described = (method, sampleWeight) }
             let (rows, cols) = (dims[0], dims[1])
             let base = baseName(name)
             let block = format.fixedBlockSize ?? groupSize
@@ -201,10 +135,13 @@ public enum QuantizedCheckpoint {
                 formatName: formatName, rows: rows, cols: cols, codeBits: bits, groupSize: block,
                 codes: codes, tables: tables, perRowTable: format.perRowTable, scales: scales,
                 zeros: zeros, tensorScale: tensorScale, storage: storage, scaleBits: scaleBits)
+            out[name]?.method = method
+            out[name]?.sampleWeight = sampleWeight
         }
+        let first = out.values.first
         let description = Description(
-            format: formatName, codeBits: bits, groupSize: groupSize,
-            method: meta["any4.method"] ?? "", sampleWeight: meta["any4.sample_weight"] ?? "")
+            format: fileFormat ?? "", codeBits: fileBits ?? first?.codeBits ?? 0, groupSize: fileGroup ?? first?.groupSize ?? 0,
+            method: meta["any4.method"] ?? described?.method ?? "", sampleWeight: meta["any4.sample_weight"] ?? described?.sampleWeight ?? "")
         return (description, out)
     }
 }
