@@ -75,10 +75,11 @@ public struct Session {
     }
 
     /// `w`'s file: the model's name without its extension (`demo` for the built-in model), the
-    /// format, `.safetensors`.
+    /// format, `.gguf` for a GGUF model (a checkpoint that keeps its metadata and tokenizer), else
+    /// `.safetensors`.
     public static func checkpointName(_ state: AppState) -> String {
         let base = state.model.format == .demo ? "demo" : URL(fileURLWithPath: state.model.path).deletingPathExtension().lastPathComponent
-        return "\(base).\(state.format).safetensors"
+        return "\(base).\(state.format).\(state.model.format == .gguf ? "gguf" : "safetensors")"
     }
 
     /// Runs `effect`, leaving its outcome in the status line where it has one (jobs report on

@@ -208,6 +208,22 @@ final class CheckpointWriterCLITests: XCTestCase {
         let predicted = sourceSize - removed + added
         XCTAssertLessThan(abs(Double(outSize - predicted)) / Double(predicted), 0.01, "\(outSize) vs \(predicted)")
 
+        // Quantizing the checkpoint again: its layers' parts and descriptions are kept as they
+        // were, the new layer added.
+        let again = dir + "/smol-again.gguf"
+        let a = try any4(["quantize", out, "--format", "nf4", "--layers", #"blk\.2\.attn_q"#, "--out", again])
+        XCTAssertEqual(a.status, 0, a.stderr)
+        let rechecked = try JSONParser.parse(
+            try Python.run("checkpoint_check.py", ["gguf", again, out], modules: ["gguf", "numpy"]), file: "checkpoint_check.py")
+        XCTAssertEqual(rechecked["missing_kv"]?.array, [])
+        XCTAssertEqual(rechecked["changed_kv"]?.array, [.string("any4.format"), .string("any4.layers")])
+        XCTAssertEqual(rechecked["changed_tensors"]?.array, [], "the first checkpoint's parts kept byte for byte")
+        XCTAssertEqual(rechecked["kv"]?["any4.format"]?.string, "mixed")
+        let relayers = try JSONParser.parse(try XCTUnwrap(rechecked["kv"]?["any4.layers"]?.string), file: "any4.layers")
+        XCTAssertEqual((relayers.members ?? []).map(\.key).sorted(), (names + ["blk.2.attn_q.weight"]).sorted())
+        XCTAssertEqual(relayers["blk.0.attn_q.weight"], layers["blk.0.attn_q.weight"])
+        XCTAssertEqual(relayers["blk.2.attn_q.weight"]?["format"]?.string, "nf4")
+
         // Fake-quant: the same names and shapes, quantized weights as F32 in place of Q4_1.
         let fake = dir + "/smol-fake.gguf"
         let f = try any4(["quantize", smol, "--format", "any4", "--layers", #"blk\.0\.attn_q"#, "--out", fake, "--fake-quant"])

@@ -517,7 +517,31 @@ extension QuantizedCheckpoint {
             default: .f32
             }
         }
+        // A source that is itself an any4 checkpoint: its layers' parts are kept byte for byte with
+        // their descriptions, unless the layer is quantized again (its new parts then go where the
+        // old ones were).
+        let sourceLayers = gguf.value("any4.layers")?.string.flatMap { try? JSONParser.parse($0, file: model.path) }?.members ?? []
+        var owner: [String: String] = [:]
+        for (layer, _) in sourceLayers {
+            for suffix in [".qweight", ".lut", ".scales", ".zeros", ".tensor_scale"] { owner[baseName(layer) + suffix] = layer }
+        }
+        var carried = Set<String>()
         for info in gguf.tensors {
+            let layer = owner[info.name]
+            if let layer, let q = quantized[layer] {
+                guard !carried.contains(layer) else { continue }
+                carried.insert(layer)
+                for part in quantizedParts(q, base: baseName(layer)) {
+                    tensors.append(
+                        .init(name: part.name, shape: part.shape, type: ggml(part.dtype), byteCount: part.byteCount) { .bytes(part.make()) })
+                }
+                layers.append((layer, layerJSON(q)))
+                continue
+            }
+            if let layer, !carried.contains(layer), let description = sourceLayers.first(where: { $0.key == layer }) {
+                carried.insert(layer)
+                layers.append(description)
+            }
             guard let q = quantized[info.name] else {
                 guard case .ggml(let type) = info.encoding else {
                     throw FileFormatError(file: model.path, kind: .unsupported, "not a ggml tensor", subject: info.name)
@@ -546,9 +570,10 @@ extension QuantizedCheckpoint {
         }
         var metadata = gguf.metadata.filter { !$0.key.hasPrefix("any4.") }
         metadata.append(("any4.version", .string(writtenVersion)))
-        metadata.append(("any4.format", .string(formatName(quantized))))
+        let formats = Set(layers.compactMap { $0.value["format"]?.string })
+        metadata.append(("any4.format", .string(formats.count == 1 ? formats.first! : formats.isEmpty ? formatName(quantized) : "mixed")))
         metadata.append(("any4.fake_quant", .string(fakeQuant ? "1" : "0")))
-        if !fakeQuant { metadata.append(("any4.layers", .string(JSONValue.object(layers).serialized))) }
+        if !fakeQuant || !layers.isEmpty { metadata.append(("any4.layers", .string(JSONValue.object(layers).serialized))) }
         progress?.reset(total: try GGUFWriter.fileSize(metadata: metadata, tensors: tensors, file: path), label: "writing \(path)")
         try GGUFWriter.write(metadata: metadata, tensors: tensors, to: path, progress: progress)
     }
