@@ -59,14 +59,19 @@ struct CheckpointOutputOption: ParsableArguments {
 
     @Option(
         help:
-            "Largest shard of a folder checkpoint: bytes, or with a unit (500MB, 5GB, 2GiB; KB/MB/GB are powers of 1000). A layer larger than this gets a shard of its own."
+            "Largest shard of a folder checkpoint (default 5GB): bytes, or with a unit (500MB, 5GB, 2GiB; KB/MB/GB are powers of 1000). A layer larger than this gets a shard of its own."
     )
-    var maxShardSize = "5GB"
+    var maxShardSize: String?
 
-    /// `--max-shard-size` in bytes (status 2 naming the option when it is not a size).
-    func maxShardBytes() throws -> Int {
-        guard let bytes = QuantizedCheckpoint.parseByteSize(maxShardSize) else {
-            throw usageError("--max-shard-size: \"\(maxShardSize)\" is not a size (bytes, or a number with KB, MB, GB, KiB, MiB, GiB)")
+    /// `--max-shard-size` in bytes (default 5 GB); status 2 naming the option when it is not a
+    /// size, or when it is given for a container that has no shards.
+    func maxShardBytes(for container: QuantizedCheckpoint.Container) throws -> Int {
+        guard let text = maxShardSize else { return QuantizedCheckpoint.defaultMaxShardSize }
+        guard container == .folder else {
+            throw usageError("--max-shard-size is for a folder checkpoint; \(out) is one \(container.rawValue) file")
+        }
+        guard let bytes = QuantizedCheckpoint.parseByteSize(text) else {
+            throw usageError("--max-shard-size: \"\(text)\" is not a size (bytes, or a number with KB, MB, GB, KiB, MiB, GiB)")
         }
         return bytes
     }

@@ -58,11 +58,9 @@ struct QuantizeCommand: ParsableCommand {
         var inputs = model.inputFiles
         if case .calibration(let path, _) = options.sampleWeighting { inputs.append(path) }
         if calibrate { inputs.append(prompt ?? CalibrationPrompt.defaultPath()) }
-        let maxShardSize = try output.maxShardBytes()
-        try reportingFileErrors {
-            let container = try QuantizedCheckpoint.container(for: out, source: model)
-            try QuantizedCheckpoint.checkOutput(out, container: container, inputs: inputs)
-        }
+        let container = try reportingFileErrors { try QuantizedCheckpoint.container(for: out, source: model) }
+        let maxShardSize = try output.maxShardBytes(for: container)
+        try reportingFileErrors { try QuantizedCheckpoint.checkOutput(out, container: container, inputs: inputs) }
         let calibration = try quantization.calibration(options)
 
         let progress = Progress(total: layers.reduce(0) { $0 + $1.shape[0] }, label: "quantizing \(numeric.name)")

@@ -156,7 +156,8 @@ final class CheckpointWriterCLITests: XCTestCase {
         // Bad sizes and containers.
         for (arguments, message) in [
             (["--max-shard-size", "5 parsecs"], "--max-shard-size"), (["--max-shard-size", "0"], "--max-shard-size"),
-            (["--out", dir + "/q.gguf"], "a .gguf checkpoint is written from a GGUF model only")
+            (["--out", dir + "/q.gguf"], "a .gguf checkpoint is written from a GGUF model only"),
+            (["--out", dir + "/q.safetensors", "--max-shard-size", "1GB"], "--max-shard-size is for a folder checkpoint")
         ] {
             r = try any4(["quantize", source, "--format", "int4", "--out", out] + arguments)
             XCTAssertEqual(r.status, 2, r.stderr)
