@@ -139,8 +139,9 @@ final class CheckpointWriterCLITests: XCTestCase {
         XCTAssertEqual(r.status, 2, r.stderr)
         XCTAssertTrue(r.stderr.contains("the folder exists and is not empty"), r.stderr)
         try FileManager.default.removeItem(atPath: out + "/notes.txt")
-        // An empty folder is filled; a checkpoint folder of ours is replaced as a whole.
-        r = try any4(["quantize", source, "--format", "int4", "--out", out])
+        // An empty folder is filled (named with a trailing slash or not); a checkpoint folder of
+        // ours is replaced as a whole.
+        r = try any4(["quantize", source, "--format", "int4", "--out", out + "/"])
         XCTAssertEqual(r.status, 0, r.stderr)
         XCTAssertEqual(
             try FileManager.default.contentsOfDirectory(atPath: out).sorted(),

@@ -103,6 +103,7 @@ extension QuantizedCheckpoint {
     /// its parent folder must exist.
     public static func checkOutput(_ path: String, container: Container, inputs: [String]) throws {
         guard container == .folder else { return try OutputGuard.check(path, inputs: inputs) }
+        let path = folderPath(path)
         guard !path.isEmpty else { throw FileFormatError(file: path, kind: .io, "the output path is empty") }
         let target: String
         if let real = OutputGuard.realPath(path) {
@@ -141,6 +142,13 @@ extension QuantizedCheckpoint {
     static func isCheckpointFolder(_ folder: String) -> Bool {
         guard let index = try? readJSONFile(folder + "/" + indexName) else { return false }
         return index["metadata"]?["any4.version"] != nil
+    }
+
+    /// `path` without trailing slashes (`ckpt/` names the folder `ckpt`).
+    static func folderPath(_ path: String) -> String {
+        var p = path
+        while p.count > 1 && p.hasSuffix("/") { p.removeLast() }
+        return p
     }
 
     static func lastComponent(_ path: String) -> String {
@@ -381,6 +389,7 @@ extension QuantizedCheckpoint {
         model: Model, quantized: [String: QuantizedMatrix], fakeQuant: Bool, to path: String, maxShardSize: Int,
         progress: Progress?
     ) throws {
+        let path = folderPath(path)
         guard maxShardSize > 0 else {
             throw FileFormatError(file: path, kind: .badShape, "the largest shard size must be positive, got \(maxShardSize)")
         }
