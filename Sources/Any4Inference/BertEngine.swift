@@ -29,16 +29,19 @@ public final class BertEngine: @unchecked Sendable {
         var linears: [Linear] { [q, k, v, o, up, down] }
     }
 
-    let words: [Float]
-    let positions: [Float]
-    let tokenTypes: [Float]
+    /// The embeddings as stored: rows are decoded per token.
+    let words: WeightStorage
+    let positions: WeightStorage
+    let tokenTypes: WeightStorage
     let embeddingNorm: (weight: [Float], bias: [Float])
     let blocks: [Block]
 
     public var linears: [Linear] { blocks.flatMap(\.linears) }
     public func linears(ofBlock i: Int) -> [Linear] { blocks[i].linears }
 
-    public init(model: Model, options: EngineOptions = EngineOptions()) throws {
+    /// Loads the model's weights as stored (matrices read in place, vectors in f32). `progress`
+    /// counts the elements loaded and checked, and cancels the load.
+    public init(model: Model, options: EngineOptions = EngineOptions(), progress: Progress? = nil) throws {
         self.model = model
         self.options = options
         let c = model.config
@@ -79,7 +82,7 @@ public final class BertEngine: @unchecked Sendable {
             throw fail("\(key("layer_norm_eps", "attention.layer_norm_epsilon")) \(epsilon) is not a non-negative number")
         }
         eps = Float(epsilon)
-        let w = WeightLoader(model: model)
+        let w = WeightLoader(model: model, progress: progress, threads: options.workers, packBlocks: options.packBlocks)
         let names = gguf ? Self.ggufNames : Self.hfNames(prefix: w.has("bert.embeddings.word_embeddings.weight") ? "bert." : "")
         guard let wordTensor = model.tensor(named: names.words), wordTensor.shape.count == 2 else {
             throw FileFormatError(file: model.path, kind: .badShape, "no word embedding matrix", subject: names.words)
@@ -97,8 +100,8 @@ public final class BertEngine: @unchecked Sendable {
                 subject: maxPositions >= 1 ? names.tokenTypes : names.positions)
         }
         let d = hidden
-        // Every tensor's shape against the configuration, and their f32 bytes against the memory,
-        // before anything is decoded.
+        // Every tensor's shape against the configuration, and what loading allocates against the
+        // memory, before anything is decoded.
         var plan: [WeightLoader.Planned] = [
             .init(names.words, [vocab, d]), .init(names.positions, [maxPositions, d]), .init(names.tokenTypes, [types, d]),
             .init(names.embeddingNorm + ".weight", [d]), .init(names.embeddingNorm + ".bias", [d])
@@ -111,9 +114,9 @@ public final class BertEngine: @unchecked Sendable {
             for key in ["attn_norm", "out_norm"] { plan += [.init(n(key) + ".weight", [d]), .init(n(key) + ".bias", [d])] }
         }
         try w.check(plan, for: "the encoder")
-        words = try w.values(names.words, shape: [vocab, d])
-        positions = try w.values(names.positions, shape: [maxPositions, d])
-        tokenTypes = try w.values(names.tokenTypes, shape: [types, d])
+        words = try w.storage(names.words, rows: vocab, cols: d)
+        positions = try w.storage(names.positions, rows: maxPositions, cols: d)
+        tokenTypes = try w.storage(names.tokenTypes, rows: types, cols: d)
         embeddingNorm = (try w.values(names.embeddingNorm + ".weight", shape: [d]), try w.values(names.embeddingNorm + ".bias", shape: [d]))
         var blocks: [Block] = []
         for i in 0..<layers {
@@ -139,10 +142,18 @@ public final class BertEngine: @unchecked Sendable {
             throw InferenceError.contextOverflow(needed: tokens.count, capacity: maxPositions)
         }
         let d = hidden
+        for id in tokens where id < 0 || id >= vocab { throw InferenceError.tokenOutOfRange(id: id, vocab: vocab) }
         var h = [Float](repeating: 0, count: tokens.count * d)
-        for (t, id) in tokens.enumerated() {
-            guard id >= 0, id < vocab else { throw InferenceError.tokenOutOfRange(id: id, vocab: vocab) }
-            for i in 0..<d { h[t * d + i] = words[id * d + i] + positions[t * d + i] + tokenTypes[i] }
+        var row = [Float](repeating: 0, count: 2 * d)
+        row.withUnsafeMutableBufferPointer { row in
+            let word = row.baseAddress!, position = row.baseAddress! + d
+            tokenTypes.fillRows(0..<1, into: position)
+            let type = Array(UnsafeBufferPointer(start: position, count: d))
+            for (t, id) in tokens.enumerated() {
+                words.fillRows(id..<(id + 1), into: word)
+                positions.fillRows(t..<(t + 1), into: position)
+                for i in 0..<d { h[t * d + i] = word[i] + position[i] + type[i] }
+            }
         }
         Ops.layerNorm(&h, m: tokens.count, weight: embeddingNorm.weight, bias: embeddingNorm.bias, eps: eps)
         return h

@@ -27,10 +27,10 @@ extension BertEngine: TransformerEngine {
 
 /// Opens the engine for a model's architecture: a Llama-family decoder or a BERT encoder.
 public enum Engines {
-    public static func load(_ model: Model, options: EngineOptions = EngineOptions()) throws -> any TransformerEngine {
+    public static func load(_ model: Model, options: EngineOptions = EngineOptions(), progress: Progress? = nil) throws -> any TransformerEngine {
         let arch = model.config.architecture
-        if arch == "bert" { return try BertEngine(model: model, options: options) }
-        if let arch, LlamaEngine.architectures.contains(arch) { return try LlamaEngine(model: model, options: options) }
+        if arch == "bert" { return try BertEngine(model: model, options: options, progress: progress) }
+        if let arch, LlamaEngine.architectures.contains(arch) { return try LlamaEngine(model: model, options: options, progress: progress) }
         throw FileFormatError(
             file: model.path, kind: .unsupported,
             "architecture \"\(arch ?? "none")\" is not one the engine runs (\((LlamaEngine.architectures + ["bert"]).joined(separator: ", ")))")
@@ -88,8 +88,9 @@ public enum EngineQuantization {
     ) throws -> LayerResult {
         progress?.setLabel("quantizing \(format.name) \(linear.name)")
         let channels = try ModelQuantization.channelWeights(for: tensor, options: options, calibration: calibration)
+        // One layer's f32 at a time: decoded from its storage, quantized, then dropped.
         let result = try ModelQuantization.quantize(
-            weights: linear.weights, of: tensor, format: format, options: options,
+            weights: linear.decodedWeights(), of: tensor, format: format, options: options,
             channelWeights: channels, progress: progress)
         linear.replace(with: result.matrix!)
         var out = result

@@ -36,7 +36,8 @@ public final class LlamaEngine: @unchecked Sendable {
         var linears: [Linear] { [q, k, v, o, gate, up, down] }
     }
 
-    let embedding: [Float]
+    /// The token embedding as stored: rows are decoded per token.
+    let embedding: WeightStorage
     let blocks: [Block]
     let outputNorm: [Float]
     public let head: Linear
@@ -47,17 +48,19 @@ public final class LlamaEngine: @unchecked Sendable {
     /// The linear layers of block `i`.
     public func linears(ofBlock i: Int) -> [Linear] { blocks[i].linears }
 
-    public init(model: Model, options: EngineOptions = EngineOptions()) throws {
+    /// Loads the model's weights as stored (matrices read in place, vectors in f32). `progress`
+    /// counts the elements loaded and checked, and cancels the load.
+    public init(model: Model, options: EngineOptions = EngineOptions(), progress: Progress? = nil) throws {
         self.model = model
         self.options = options
         let config = try Self.config(of: model)
         self.config = config
-        let w = WeightLoader(model: model)
+        let w = WeightLoader(model: model, progress: progress, threads: options.workers, packBlocks: options.packBlocks)
         let gguf = model.format == .gguf
         let names = gguf ? Self.ggufNames : Self.hfNames
         let (d, qDim, kvDim) = (config.hidden, config.heads * config.headDim, config.kvHeads * config.headDim)
-        // Every tensor's shape against the configuration, and their f32 bytes against the memory,
-        // before anything is decoded.
+        // Every tensor's shape against the configuration, and what loading allocates against the
+        // memory, before anything is decoded.
         var plan: [WeightLoader.Planned] = [.init(names.embedding, [config.vocab, d]), .init(names.outputNorm, [d])]
         for i in 0..<config.layers {
             func n(_ key: String) -> String { names.block(i, key) }
@@ -72,7 +75,7 @@ public final class LlamaEngine: @unchecked Sendable {
         if !config.tiedEmbeddings { plan.append(.init(names.output, [config.vocab, d], optional: true)) }
         if gguf { plan.append(.init("rope_freqs.weight", [config.ropeDims / 2], optional: true)) }
         try w.check(plan, for: "the decoder")
-        embedding = try w.values(names.embedding, shape: [config.vocab, d])
+        embedding = try w.storage(names.embedding, rows: config.vocab, cols: d)
         var blocks: [Block] = []
         for i in 0..<config.layers {
             func n(_ key: String) -> String { names.block(i, key) }
@@ -94,8 +97,9 @@ public final class LlamaEngine: @unchecked Sendable {
             head = try w.linear(names.output, rows: config.vocab, cols: d)
         } else {
             let t = try w.tensor(names.embedding)
+            // Tied: a dense layer on the embedding's stored bytes.
             head = Linear(
-                name: names.embedding, weights: embedding, rows: config.vocab, cols: d, bias: nil,
+                name: names.embedding, storage: embedding, rows: config.vocab, cols: d, bias: nil,
                 formatName: t.info.encoding.description, bitsPerWeight: t.info.encoding.bitsPerElement)
         }
         // Rope: GGUF Llama files hold q/k permuted for adjacent pairs; HF files and GGUF Qwen2 use halves.
@@ -152,22 +156,26 @@ public final class LlamaEngine: @unchecked Sendable {
     /// The token embeddings [m, hidden].
     public func embed(_ tokens: [Int]) throws -> [Float] {
         let d = config.hidden
-        var h = [Float](repeating: 0, count: tokens.count * d)
-        for (t, id) in tokens.enumerated() {
-            guard id >= 0, id < config.vocab else { throw InferenceError.tokenOutOfRange(id: id, vocab: config.vocab) }
-            for i in 0..<d { h[t * d + i] = embedding[id * d + i] }
+        for id in tokens where id < 0 || id >= config.vocab {
+            throw InferenceError.tokenOutOfRange(id: id, vocab: config.vocab)
         }
-        return h
+        return [Float](unsafeUninitializedCapacity: tokens.count * d) { h, count in
+            for (t, id) in tokens.enumerated() { embedding.fillRows(id..<(id + 1), into: h.baseAddress! + t * d) }
+            count = tokens.count * d
+        }
     }
 
-    /// Final norm and LM head for rows `rows` of the hidden states h [m, hidden].
+    /// Final norm and LM head for rows `rows` of the hidden states h [m, hidden]. The head's
+    /// decode-step copy serves decode steps only (m < 4): a prompt pass's last row uses the
+    /// weights as held, even when it is the only row asked for.
     public func logitsOf(_ h: [Float], rows: Range<Int>) -> [Float] {
         guard !rows.isEmpty else { return [] }
         let d = config.hidden
         var x = Array(h[(rows.lowerBound * d)..<(rows.upperBound * d)])
         Ops.rmsNorm(&x, m: rows.count, weight: outputNorm, eps: Float(config.normEps))
-        if rows.count < 4 { prepareForDecode() }
-        return head.forward(x, m: rows.count, options: options)
+        let decodeStep = h.count / d < 4
+        if decodeStep { prepareForDecode() }
+        return head.forward(x, m: rows.count, options: options, decodeStep: decodeStep)
     }
 
     /// Makes the LM head's decode-step copy the options ask for (otherwise made by the first step).

@@ -9,9 +9,23 @@ import CAny4Kernels
 #endif
 
 /// Reads a model's tensors by name for the inference engine, with errors that name the file and
-/// the tensor that is missing or misshapen.
-struct WeightLoader {
+/// the tensor that is missing or misshapen. Matrices are not decoded: they are held as stored
+/// (read in place from the mapped file) or, for a quantized checkpoint, as their quantized form.
+package struct WeightLoader {
     let model: Model
+    /// Advanced by each tensor's elements as it is loaded (and checked); cancels the load.
+    let progress: Progress?
+    /// Workers for the finiteness scan.
+    let threads: Int
+    /// Import GGUF Q4_0/Q4_1 matrices into the lookup kernel's layout (else decode tiles of them).
+    let packBlocks: Bool
+
+    package init(model: Model, progress: Progress? = nil, threads: Int = 0, packBlocks: Bool = true) {
+        self.model = model
+        self.progress = progress
+        self.threads = threads > 0 ? threads : SystemInfo.processorCount
+        self.packBlocks = packBlocks
+    }
 
     func has(_ name: String) -> Bool { model.tensor(named: name) != nil }
 
@@ -22,8 +36,8 @@ struct WeightLoader {
         return t
     }
 
-    /// A tensor's values in f32, checked against the expected shape ([out, in] for matrices).
-    func values(_ name: String, shape: [Int]) throws -> [Float] {
+    private func checked(_ name: String, shape: [Int]) throws -> ModelTensor {
+        if progress?.isCancelled == true { throw QuantizationError.cancelled }
         let t = try tensor(name)
         guard t.shape == shape else {
             throw FileFormatError(
@@ -31,13 +45,66 @@ struct WeightLoader {
                 "shape \(t.shape) where the model's configuration implies \(shape)", subject: name)
         }
         try model.checkDecodable(t)
+        return t
+    }
+
+    private func nonFinite(_ name: String, value: Float, at index: Int) -> FileFormatError {
+        FileFormatError(file: model.path, kind: .badShape, "non-finite value \(value) at element \(index)", subject: name)
+    }
+
+    /// A (small) tensor's values in f32, checked against the expected shape: norm vectors, biases.
+    func values(_ name: String, shape: [Int]) throws -> [Float] {
+        let t = try checked(name, shape: shape)
         let v = try model.decode(t)
-        if let bad = v.firstIndex(where: { !$0.isFinite }) {
-            throw FileFormatError(
-                file: model.path, kind: .badShape,
-                "non-finite value \(v[bad]) at element \(bad)", subject: name)
-        }
+        if let bad = v.firstIndex(where: { !$0.isFinite }) { throw nonFinite(name, value: v[bad], at: bad) }
+        progress?.advance(by: t.info.elementCount)
         return v
+    }
+
+    /// How the engine holds a [rows, cols] tensor: in place for f32/f16/bf16, decoded by tiles for
+    /// other storages. Every value is checked finite (a tile at a time, nothing kept).
+    package func storage(_ name: String, rows: Int, cols: Int) throws -> WeightStorage {
+        let t = try checked(name, shape: [rows, cols])
+        let storage: WeightStorage
+        if let q = try model.quantizedMatrix(t) {
+            // A quantized checkpoint's layer: packed for the lookup kernel (or kept as the matrix).
+            storage = WeightStorage(q)
+        } else if packBlocks, case .ggml(let type) = t.info.encoding, GGMLBlockImport.types.contains(type),
+            let packed = try? PackedLinear(try GGMLBlockImport.quantizedMatrix(t, of: model))
+        {
+            // GGUF Q4_0/Q4_1 blocks, imported exactly: the lookup kernel runs them.
+            storage = .packed(packed)
+        } else {
+            let stored = StoredTensor(store: model.stores[t.fileIndex], info: t.info)
+            switch t.info.encoding {
+            case .plain(.f32), .ggml(.f32): storage = .dense(stored, .f32)
+            case .plain(.f16), .ggml(.f16): storage = .dense(stored, .f16)
+            case .plain(.bf16), .ggml(.bf16): storage = .dense(stored, .bf16)
+            default: storage = .decoded(stored)
+            }
+        }
+        let probe = Linear(name: name, storage: storage, rows: rows, cols: cols, bias: nil, formatName: "", bitsPerWeight: 0)
+        let tileRows = Linear.tileRows(rows: rows, cols: cols, workers: threads)
+        var firstBad = [Int](repeating: Int.max, count: (rows + tileRows - 1) / tileRows)
+        var badValue = [Float](repeating: 0, count: firstBad.count)
+        firstBad.withUnsafeMutableBufferPointer { bad in
+            badValue.withUnsafeMutableBufferPointer { value in
+                let out = UncheckedBox((bad.baseAddress!, value.baseAddress!))
+                probe.forEachTile(threads: threads) { r0, r1, tile in
+                    let n = (r1 - r0) * cols
+                    for i in 0..<n where !tile[i].isFinite {
+                        out.value.0[r0 / tileRows] = r0 * cols + i
+                        out.value.1[r0 / tileRows] = tile[i]
+                        break
+                    }
+                }
+            }
+        }
+        if let slot = firstBad.indices.first(where: { firstBad[$0] != Int.max }) {
+            throw nonFinite(name, value: badValue[slot], at: firstBad[slot])
+        }
+        progress?.advance(by: t.info.elementCount)
+        return storage
     }
 
     /// A tensor an engine is going to load, and the shape its configuration implies.
@@ -52,11 +119,23 @@ struct WeightLoader {
         }
     }
 
-    /// Checks, before anything is decoded, that every planned tensor is there (unless optional)
-    /// with its shape and a decodable type, and that their f32 values fit in the memory the machine
-    /// can give: a mismatch anywhere in the model is found before any work.
+    /// Process memory a tensor takes once loaded: vectors are decoded to f32; matrices are read in
+    /// place from the mapped file (nothing), a quantized layer holds its parts.
+    static func residentBytes(_ t: ModelTensor) throws -> Int {
+        if t.shape.count <= 1 { return try Sizes.product([t.info.elementCount, 4], "\(t.name): f32 bytes") }
+        if case .plain = t.info.encoding { return 0 }
+        if case .ggml = t.info.encoding { return 0 }
+        // A quantized layer: its parts (the packed layer holds the codes and small tables).
+        return t.info.byteCount
+    }
+
+    /// Checks, before anything is loaded, that every planned tensor is there (unless optional)
+    /// with its shape and a decodable type, and that what loading allocates — vectors in f32,
+    /// quantized layers, one tile of f32 per worker — fits in the memory the machine can give: a
+    /// mismatch anywhere in the model is found before any work.
     func check(_ plan: [Planned], for engine: String) throws {
         var bytes = 0
+        var widest = 0
         for p in plan {
             guard let t = model.tensor(named: p.name) else {
                 if p.optional { continue }
@@ -68,21 +147,29 @@ struct WeightLoader {
                     "shape \(t.shape) where the model's configuration implies \(p.shape)", subject: p.name)
             }
             try model.checkDecodable(t)
-            bytes = try Sizes.sum([bytes, try Sizes.product([t.info.elementCount, 4], "\(p.name): f32 bytes")], "f32 weights")
+            bytes = try Sizes.sum([bytes, try Self.residentBytes(t)], "resident weights")
+            widest = max(widest, t.info.rowLength)
         }
-        try MemoryBudget.check(bytes, for: "loading \(model.path) into \(engine) (\(plan.count) tensors as f32)")
+        // One tile per worker (≤ 4 MiB, or one row of the widest matrix).
+        let tile = try Sizes.product([threads, max(1 << 20, widest), 4], "tile scratch")
+        bytes = try Sizes.sum([bytes, tile], "resident weights and tiles")
+        progress?.reset(
+            total: plan.reduce(0) { $0 + (model.tensor(named: $1.name)?.info.elementCount ?? 0) },
+            label: "loading \(engine)")
+        try MemoryBudget.check(bytes, for: "loading \(model.path) into \(engine) (\(plan.count) tensors, matrices as stored)")
     }
 
     func optionalValues(_ name: String, shape: [Int]) throws -> [Float]? {
         has(name) ? try values(name, shape: shape) : nil
     }
 
-    func linear(_ name: String, rows: Int, cols: Int, bias: String? = nil) throws -> Linear {
-        let w = try values(name, shape: [rows, cols])
+    package func linear(_ name: String, rows: Int, cols: Int, bias: String? = nil) throws -> Linear {
+        let s = try storage(name, rows: rows, cols: cols)
         let b = try bias.flatMap { try optionalValues($0, shape: [rows]) }
         let t = try tensor(name)
+        let format = t.info.encoding.quantizedLayout?.format ?? t.info.encoding.description
         return Linear(
-            name: name, weights: w, rows: rows, cols: cols, bias: b, formatName: t.info.encoding.description,
+            name: name, storage: s, rows: rows, cols: cols, bias: b, formatName: format,
             bitsPerWeight: t.info.encoding.bitsPerElement)
     }
 }

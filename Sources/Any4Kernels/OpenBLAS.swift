@@ -99,4 +99,17 @@ public final class OpenBLAS: @unchecked Sendable {
         }
         return y
     }
+
+    /// Makes OpenBLAS's own calls single-threaded (the callers spread work over their workers).
+    package func useOneThread() { setThreads?(1) }
+
+    /// y[k, r] = Σ_c x[k, c]·w[r, c] for r < rows, k < m: one single-threaded sgemm writing the
+    /// `rows` columns of y (row stride `ldy`) — one tile of a larger layer's rows.
+    package func product(
+        _ w: UnsafePointer<Float>, rows: Int, cols: Int, x: UnsafePointer<Float>, m: Int,
+        y: UnsafeMutablePointer<Float>, ldy: Int
+    ) {
+        let rowMajor: Int32 = 101, noTrans: Int32 = 111, trans: Int32 = 112
+        sgemm(rowMajor, noTrans, trans, Int32(m), Int32(rows), Int32(cols), 1, x, Int32(cols), w, Int32(cols), 0, y, Int32(ldy))
+    }
 }

@@ -46,6 +46,9 @@ public final class PackedLinear: @unchecked Sendable {
     let scalesF16: [UInt16]
     let zerosF16: [UInt16]?
     let f16Factors: [Float]
+    /// The matrix's own tables, scales, zeros and tensor scale, for `dequantize(rows:into:)`
+    /// (PackedLinear+Dequantize.swift).
+    let dequant: DequantParameters
 
     /// The largest row count and width the kernels take: their C interface counts rows, columns
     /// and groups in `int`, and index arithmetic such as `2 * r + 1` or `(g + 1) * group_size` (at
@@ -136,6 +139,7 @@ public final class PackedLinear: @unchecked Sendable {
             rowFactors[2 * r + 1] = z16?.factors[r] ?? 0
         }
         f16Factors = rowFactors
+        dequant = DequantParameters(q)
     }
 
     /// Values of a rows × groups array as f16 bits relative to each row's largest magnitude, and
@@ -212,6 +216,7 @@ public final class PackedLinear: @unchecked Sendable {
         scalesF16 = other.scalesF16.withUnsafeBufferPointer { Array($0) }
         zerosF16 = other.zerosF16.map { z in z.withUnsafeBufferPointer { Array($0) } }
         f16Factors = other.f16Factors.withUnsafeBufferPointer { Array($0) }
+        dequant = other.dequant
     }
 
     /// A copy with its own memory (benchmarks cycle through copies to defeat the cache).

@@ -35,6 +35,75 @@ package struct Q8Linear: Sendable {
         self.scales = scales
     }
 
+    /// A GGUF Q8_0 tensor run as stored: each block's 32 int8 values as they are, its f16 scale
+    /// widened to f32 (exact), no f32 copy of the weights. Throws a ``FileFormatError`` naming the
+    /// file, tensor and offset for another type, a shape that is not [rows, cols] with cols a
+    /// multiple of 32, or a byte count or range that does not match it.
+    package init(_ info: TensorInfo, from store: ByteStore) throws(FileFormatError) {
+        func fail(_ kind: FileFormatError.Kind, _ message: String) -> FileFormatError {
+            FileFormatError(file: store.name, kind: kind, message, offset: info.offset, subject: info.name)
+        }
+        guard info.encoding == .ggml(.q8_0) else { throw fail(.unsupported, "\(info.encoding) is not Q8_0") }
+        guard info.shape.count == 2, info.shape[0] >= 0, info.shape[1] >= 0, info.shape[1] % 32 == 0 else {
+            throw fail(.badShape, "a Q8_0 matrix must be [rows, cols] with cols a multiple of 32, not \(info.shape)")
+        }
+        let (rows, cols) = (info.shape[0], info.shape[1])
+        let (blocks, o1) = rows.multipliedReportingOverflow(by: cols / 32)
+        let (bytes, o2) = blocks.multipliedReportingOverflow(by: GGMLType.q8_0.typeSize)
+        guard !o1, !o2, bytes == info.byteCount else {
+            throw fail(.badShape, "\(rows) × \(cols) Q8_0 needs \(rows) × \(cols / 32) blocks of 34 bytes, not \(info.byteCount) bytes")
+        }
+        guard info.offset >= 0, info.offset <= store.bytes.count, bytes <= store.bytes.count - info.offset else {
+            throw fail(.truncated, "\(bytes) bytes of Q8_0 blocks run past the end of the file (\(store.bytes.count) bytes)")
+        }
+        let data =
+            bytes == 0
+            ? UnsafeRawBufferPointer(start: nil, count: 0) : UnsafeRawBufferPointer(rebasing: store.bytes[info.offset..<(info.offset + bytes)])
+        self.init(q8_0: data, rows: rows, cols: cols)
+    }
+
+    /// Raw Q8_0 blocks (`f16 d; i8 qs[32]`, 34 bytes per 32 columns) of a rows × cols matrix, row-major.
+    package init(q8_0 data: UnsafeRawBufferPointer, rows: Int, cols: Int) {
+        precondition(rows >= 0 && cols >= 0 && cols % 32 == 0, "cols must be a multiple of 32")
+        let count = rows * cols / 32, size = GGMLType.q8_0.typeSize
+        precondition(data.count == count * size, "expected \(count) Q8_0 blocks")
+        self.rows = rows
+        self.cols = cols
+        var codes = [Int8](repeating: 0, count: rows * cols)
+        var scales = [Float](repeating: 0, count: count)
+        if let base = data.baseAddress {
+            codes.withUnsafeMutableBytes { codes in
+                for b in 0..<count {
+                    let block = base + b * size
+                    scales[b] = Float(Float16(bitPattern: UInt16(littleEndian: block.loadUnaligned(as: UInt16.self))))
+                    codes.baseAddress!.advanced(by: b * 32).copyMemory(from: block + 2, byteCount: 32)
+                }
+            }
+        }
+        self.codes = codes
+        self.scales = scales
+    }
+
+    /// Rows `range` as f32 into `out` (range.count × cols): code · scale, which for a layer made
+    /// from Q8_0 blocks is ggml's decode bit for bit.
+    package func dequantize(rows range: Range<Int>, into out: UnsafeMutablePointer<Float>) {
+        precondition(range.lowerBound >= 0 && range.upperBound <= rows, "rows \(range) outside 0..<\(rows)")
+        codes.withUnsafeBufferPointer { c in
+            scales.withUnsafeBufferPointer { s in
+                for r in range {
+                    let o = out + (r - range.lowerBound) * cols
+                    for b in 0..<(cols / 32) {
+                        let d = s[r * (cols / 32) + b], base = r * cols + b * 32
+                        for j in 0..<32 { o[b * 32 + j] = Float(c[base + j]) * d }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Bytes held: the int8 values and the f32 block scales.
+    package var storedBytes: Int { codes.count + scales.count * 4 }
+
     /// y[m, rows] = x[m, cols]·Wᵀ (+ bias), with x quantized to int8 per 32 columns.
     package func forward(_ x: [Float], m: Int, threads: Int, bias: [Float]?, useAVX2: Bool = CPUFeatures.hasAVX2) -> [Float] {
         var y = [Float](repeating: 0, count: m * rows)

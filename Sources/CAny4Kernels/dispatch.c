@@ -62,3 +62,11 @@ void any4_attend(const float *q, const float *k, int ks, const float *v, int vs,
     (void)use_avx2;
     any4_attend_scalar(q, k, ks, v, vs, n, hd, scale, scratch, out);
 }
+
+void any4_dequantize(const any4_dequant_args *args, float *out, int r0, int r1, int use_avx2) {
+#if ANY4_X86
+    if (use_avx2) { any4_dequant_avx2(args, out, r0, r1); return; }
+#endif
+    (void)use_avx2;
+    any4_dequant_scalar(args, out, r0, r1);
+}

@@ -76,6 +76,20 @@ static inline void preserve_sum(const float *x, float inv, int n, int8_t *xq, in
     }
 }
 
+/// Row r's table of a dequantization, padded to 16 entries with 0 (so any nibble reads inside it).
+static inline void dequant_row_table(const any4_dequant_args *a, int r, float t[16]) {
+    const float *src = a->table + (size_t)r * a->table_stride;
+    const int n = a->table_size < 16 ? a->table_size : 16;
+    for (int i = 0; i < 16; i++) t[i] = i < n ? src[i] : 0.0f;
+}
+
+/// (t · s + z) · ts in three rounded steps.
+static inline float dequant_one(float t, float s, float z, float ts) {
+    float v = t * s;
+    v = v + z;
+    return v * ts;
+}
+
 // MARK: - Scalar references (the portable versions, and the twins the tests hold the AVX2 ones to)
 
 void any4_lut_exact_scalar(const any4_packed *w, const float *x, const float *gsum, int m, float *y, int ys,
@@ -89,6 +103,7 @@ void any4_q8_scalar(const int8_t *wq, const float *ws, int cols, const int8_t *x
                     int ys, int r0, int r1);
 void any4_attend_scalar(const float *q, const float *k, int ks, const float *v, int vs, int n, int hd, float scale,
                         float *p, float *out);
+void any4_dequant_scalar(const any4_dequant_args *a, float *out, int r0, int r1);
 
 // MARK: - AVX2 helpers and versions
 
@@ -127,6 +142,7 @@ AVX2 void any4_q8_avx2(const int8_t *wq, const float *ws, int cols, const int8_t
                        int ys, int r0, int r1);
 AVX2 void any4_attend_avx2(const float *q, const float *k, int ks, const float *v, int vs, int n, int hd, float scale,
                            float *p, float *out);
+AVX2 void any4_dequant_avx2(const any4_dequant_args *a, float *out, int r0, int r1);
 #endif
 
 #endif

@@ -124,9 +124,13 @@ func loadTokenizer(_ model: Model) throws -> any TextTokenizer {
     try reportingFileErrors { try Tokenizers.load(for: model) }
 }
 
-/// The engine for the model's architecture, or status 2.
+/// The engine for the model's architecture, or status 2; a progress line on a terminal while its
+/// weights are loaded and checked (Ctrl-C: status 130).
 func loadEngine(_ model: Model, options: EngineOptions) throws -> any TransformerEngine {
-    try reportingFileErrors { try Engines.load(model, options: options) }
+    let progress = Progress(total: 0, label: "loading")
+    return try runProgressJob(progress, interrupted: "interrupted") {
+        try reportingFileErrors { try Engines.load(model, options: options, progress: progress) }
+    }
 }
 
 /// Runs `body`, mapping the engine's refusals (context overflow, too-short text, a KV cache the

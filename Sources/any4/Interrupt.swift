@@ -34,8 +34,8 @@ func cancellingOnInterrupt<T>(_ progress: Progress, _ body: () throws -> T) reth
 
 /// Runs a long job with a progress line on stderr, cancelled by Ctrl-C, and maps its errors to the
 /// CLI's exits: interrupted → 130 (saying `interrupted`), bad options or weights → 2, bad files → 2.
-func runProgressJob<T>(_ progress: Progress, interrupted: String, _ body: () throws -> T) throws -> T {
-    let line = ProgressLine(progress)
+func runProgressJob<T>(_ progress: Progress, interrupted: String, unit: String = "rows", _ body: () throws -> T) throws -> T {
+    let line = ProgressLine(progress, unit: unit)
     line.start()
     defer { line.stop() }
     do {
@@ -66,7 +66,13 @@ final class ProgressLine: @unchecked Sendable {
     private let enabled = isatty(2) == 1
     private var timer: DispatchSourceTimer?
 
-    init(_ progress: Progress) { self.progress = progress }
+    /// What `progress` counts, for the rate shown once the total is in thousands.
+    let unit: String
+
+    init(_ progress: Progress, unit: String = "rows") {
+        self.progress = progress
+        self.unit = unit
+    }
 
     func start() {
         guard enabled else { return }
@@ -86,7 +92,7 @@ final class ProgressLine: @unchecked Sendable {
         let count =
             p.label.hasPrefix("writing ")
             ? "\(Formatting.bytes(p.completed)) of \(Formatting.bytes(p.total))"
-            : p.total >= 1000 ? "\(Formatting.count(Int(rate))) rows/s" : "\(p.completed)/\(p.total)"
+            : p.total >= 1000 ? "\(Formatting.count(Int(rate))) \(unit)/s" : "\(p.completed)/\(p.total)"
         var line = "\r\u{1B}[K\(p.label) \(Formatting.fixed(100 * p.fraction, 1))% · \(count)"
         if let eta = p.remaining { line += " · ETA \(Formatting.fixed(eta, 0)) s" }
         var err = StandardError()

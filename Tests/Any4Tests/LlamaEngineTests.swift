@@ -72,8 +72,11 @@ final class LlamaEngineTests: XCTestCase {
     /// Decoding one token at a time through the KV cache (the small-batch kernels) gives the
     /// logits of the batch pass (the GEMM path), and greedy decoding is the same run to run and
     /// with one thread or two.
+    /// (SmolLM2's Q4_1 layers load packed for the lookup kernel: its exact path, f32 activations,
+    /// is what matches the GEMM; the fast path's int8 activations are checked in the next test.)
     func testIncrementalDecodingMatchesBatchAndIsDeterministic() throws {
         let engine = try engine()
+        engine.options.kernel = .exact
         let sequence = Self.prompt + [6403, 1980]
         let batch = try engine.forward(sequence, cache: engine.makeCache(capacity: 16), logits: .all)
         let cache = try engine.makeCache(capacity: 16)
@@ -107,7 +110,8 @@ final class LlamaEngineTests: XCTestCase {
         XCTAssertEqual(results.count, 14)
         for (i, l) in engine.linears.enumerated() {
             let quantized = i < 14
-            XCTAssertEqual(l.packed != nil, quantized, l.name)
+            // Q4_1 layers load packed too (imported exactly); the Q8_0 head is read in place.
+            XCTAssertEqual(l.packed != nil, l.name != "token_embd.weight", l.name)
             XCTAssertEqual(l.formatName, quantized ? "any4" : (l.name == "token_embd.weight" ? "Q8_0" : "Q4_1"), l.name)
         }
         let after = try engine.forward(Self.prompt, cache: engine.makeCache(capacity: 16), logits: .all)

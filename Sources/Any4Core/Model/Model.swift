@@ -52,7 +52,12 @@ public final class Model: Sendable {
     public let path: String
     public let format: ModelFormat
     public let stores: [ByteStore]
+    /// The model's tensors as a network sees them: each quantized layer of an any4 checkpoint is
+    /// one virtual tensor `X.weight` [out, in] of encoding ``TensorEncoding/quantized(_:)``, listed
+    /// instead of its stored parts (`X.qweight`, `X.lut`, ...).
     public let tensors: [ModelTensor]
+    /// Every tensor as stored in the files (quantized layers as their parts), for `inspect --stored`.
+    public let storedTensors: [ModelTensor]
     public let config: ModelConfig
     /// File-level metadata for display: safetensors `__metadata__` or GGUF key/values.
     public let metadata: [(key: String, value: String)]
@@ -77,10 +82,15 @@ public final class Model: Sendable {
         }
     }
 
+    /// - Parameters:
+    ///   - tensors: every stored tensor and the index of its file in `stores`.
+    ///   - quantizationMetadata: per file, the string metadata that may declare quantized layers
+    ///     (`any4.layers`, ...; see ``QuantizedLayout``).
     init(
         path: String, format: ModelFormat, stores: [ByteStore], tensors: [(TensorInfo, Int)],
-        config: ModelConfig, metadata: [(key: String, value: String)], gguf: GGUFFile? = nil, huggingFace: HFFolder? = nil
-    ) {
+        quantizationMetadata: [[String: String]], config: ModelConfig, metadata: [(key: String, value: String)],
+        gguf: GGUFFile? = nil, huggingFace: HFFolder? = nil
+    ) throws {
         self.path = path
         self.format = format
         self.stores = stores
@@ -88,10 +98,51 @@ public final class Model: Sendable {
         self.metadata = metadata
         self.gguf = gguf
         self.huggingFace = huggingFace
-        self.tensors =
-            tensors
-            .map { Model.place($0.0, fileIndex: $0.1) }
-            .sorted { Model.naturalLess($0.name, $1.name) }
+        func placed(_ list: [(TensorInfo, Int)]) -> [ModelTensor] {
+            list.map { Model.place($0.0, fileIndex: $0.1) }.sorted { Model.naturalLess($0.name, $1.name) }
+        }
+        self.storedTensors = placed(tensors)
+        self.tensors = placed(
+            try Model.virtualTensors(stored: tensors, files: stores.map(\.name), metadata: quantizationMetadata))
+    }
+
+    /// The tensors a network sees: the stored ones, with the parts of each quantized layer that
+    /// the files' metadata declares replaced by one virtual tensor.
+    static func virtualTensors(
+        stored: [(TensorInfo, Int)], files: [String], metadata: [[String: String]]
+    ) throws -> [(TensorInfo, Int)] {
+        guard metadata.contains(where: { $0["any4.layers"] != nil }) else { return stored }
+        var storedNames: [String: Int] = [:]
+        for (info, file) in stored { storedNames[info.name] = file }
+        var consumed = Set<String>()
+        var virtual: [(TensorInfo, Int)] = []
+        var layerFiles: [String: Int] = [:]
+        for (index, meta) in metadata.enumerated() where meta["any4.layers"] != nil {
+            let own = stored.filter { $0.1 == index }.map(\.0)
+            for (name, layout) in try QuantizedLayout.layers(file: files[index], metadata: meta, tensors: own) {
+                if let other = layerFiles[name] {
+                    throw FileFormatError(
+                        file: files[index], kind: .badHeader, "quantized layer also declared in \(files[other])", subject: name)
+                }
+                if storedNames[name] != nil {
+                    throw FileFormatError(
+                        file: files[index], kind: .badHeader,
+                        "declared quantized in any4.layers but also stored as a tensor of this name", subject: name)
+                }
+                layerFiles[name] = index
+                for part in layout.parts {
+                    guard consumed.insert(part.name).inserted else {
+                        throw FileFormatError(
+                            file: files[index], kind: .badHeader, "tensor is a part of two quantized layers", subject: part.name)
+                    }
+                }
+                let info = TensorInfo(
+                    name: name, shape: [layout.rows, layout.cols], encoding: .quantized(layout),
+                    offset: layout.qweight.offset, byteCount: layout.byteCount)
+                virtual.append((info, index))
+            }
+        }
+        return stored.filter { !consumed.contains($0.0.name) } + virtual
     }
 
     /// Opens a `.safetensors` file, a `.gguf` file or a Hugging Face folder.
@@ -101,6 +152,7 @@ public final class Model: Sendable {
             var stores: [ByteStore] = []
             var tensors: [(TensorInfo, Int)] = []
             var metadata: [(key: String, value: String)] = []
+            var fileMetadata: [[String: String]] = []
             var seen = Set<String>()
             for (index, file) in folder.weightFiles.enumerated() {
                 let st = try SafeTensorsFile(path: file)
@@ -111,20 +163,49 @@ public final class Model: Sendable {
                     }
                     tensors.append((info, index))
                 }
-                metadata += st.metadata.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
+                // Keys shared by the shards appear once; a value that differs from an earlier
+                // shard's is shown under `key@shard`.
+                for (key, value) in st.metadata.sorted(by: { $0.key < $1.key }) {
+                    if let earlier = metadata.first(where: { $0.key == key }) {
+                        if earlier.value != value { metadata.append((key + "@" + lastPathComponent(file), value)) }
+                    } else {
+                        metadata.append((key, value))
+                    }
+                }
+                fileMetadata.append(st.metadata)
+            }
+            if let index = folder.indexPath {
+                // Every tensor the index maps must be in the shard it names.
+                let held = Set(tensors.map { "\($0.1)/\($0.0.name)" })
+                for (name, shard) in folder.weightMap {
+                    guard let file = folder.weightFiles.firstIndex(of: folder.path + "/" + shard),
+                        held.contains("\(file)/\(name)")
+                    else {
+                        throw FileFormatError(
+                            file: index, kind: .badHeader, "the index maps this tensor to \(shard), which does not hold it",
+                            subject: name)
+                    }
+                }
             }
             let config = folder.config.map(ModelConfig.init(huggingFace:)) ?? ModelConfig()
-            return Model(
-                path: path, format: .huggingFace, stores: stores, tensors: tensors,
+            return try Model(
+                path: path, format: .huggingFace, stores: stores, tensors: tensors, quantizationMetadata: fileMetadata,
                 config: config, metadata: metadata, huggingFace: folder)
         }
         let store = try ByteStore(mapping: path)
         if store.count >= 4, store.bytes.loadUnaligned(as: UInt32.self) == UInt32(0x4655_4747).littleEndian {
             let file = try GGUFFile(store: store)
             let metadata = file.metadata.map { (key: $0.key, value: $0.value.description) }
-            return Model(
+            var strings: [String: String] = [:]
+            for (key, value) in file.metadata where key.hasPrefix("any4.") {
+                guard let text = value.string else {
+                    throw FileFormatError(file: path, kind: .badHeader, "must be a STRING, got \(value)", subject: key)
+                }
+                strings[key] = text
+            }
+            return try Model(
                 path: path, format: .gguf, stores: [store], tensors: file.tensors.map { ($0, 0) },
-                config: ModelConfig(gguf: file), metadata: metadata, gguf: file)
+                quantizationMetadata: [strings], config: ModelConfig(gguf: file), metadata: metadata, gguf: file)
         }
         if !path.hasSuffix(".safetensors") && !looksLikeSafetensors(store) {
             throw FileFormatError(
@@ -138,9 +219,10 @@ public final class Model: Sendable {
         if fileExists(folder + "/config.json") {
             config = ModelConfig(huggingFace: try readJSONFile(folder + "/config.json"))
         }
-        return Model(
+        return try Model(
             path: path, format: .safetensors, stores: [store], tensors: file.tensors.map { ($0, 0) },
-            config: config, metadata: file.metadata.sorted { $0.key < $1.key }.map { ($0.key, $0.value) })
+            quantizationMetadata: [file.metadata], config: config,
+            metadata: file.metadata.sorted { $0.key < $1.key }.map { ($0.key, $0.value) })
     }
 
     /// Wraps an in-memory safetensors image (the demo model, tests).
@@ -149,9 +231,10 @@ public final class Model: Sendable {
         config: ModelConfig = ModelConfig()
     ) throws -> Model {
         let file = try SafeTensorsFile(store: ByteStore(copying: bytes, name: name))
-        return Model(
+        return try Model(
             path: name, format: format, stores: [file.store], tensors: file.tensors.map { ($0, 0) },
-            config: config, metadata: file.metadata.sorted { $0.key < $1.key }.map { ($0.key, $0.value) })
+            quantizationMetadata: [file.metadata], config: config,
+            metadata: file.metadata.sorted { $0.key < $1.key }.map { ($0.key, $0.value) })
     }
 
     // MARK: - Decoding
@@ -167,13 +250,15 @@ public final class Model: Sendable {
         }
     }
 
-    /// The whole tensor as Float. Throws a ``SizeError`` when its f32 form is more than the
-    /// machine can give (a small block-quantized file can decode to many times its size).
+    /// The whole tensor as Float (a quantized layer: dequantized, bit for bit as
+    /// ``QuantizedMatrix/dequantize(rows:into:)``). Throws a ``SizeError`` when its f32 form is
+    /// more than the machine can give (a small block-quantized file can decode to many times its size).
     public func decode(_ tensor: ModelTensor) throws -> [Float] {
         try checkDecodable(tensor)
         try MemoryBudget.check(
             try Sizes.product([tensor.info.elementCount, 4], "\(tensor.name): f32 bytes"),
             for: "decoding \(tensor.name) \(Formatting.shape(tensor.shape)) to f32")
+        if tensor.info.encoding.quantizedLayout != nil { return try decodeRows(tensor, rows: 0..<tensor.info.rowCount) }
         return tensor.info.decodeAll(from: stores[tensor.fileIndex])
     }
 
@@ -184,13 +269,50 @@ public final class Model: Sendable {
         try MemoryBudget.check(
             try Sizes.product([rows.count, tensor.info.rowLength, 4], "\(tensor.name): f32 bytes"),
             for: "decoding rows \(rows.lowerBound)..<\(rows.upperBound) of \(tensor.name) to f32")
+        if let layout = tensor.info.encoding.quantizedLayout {
+            return try quantizedRows(layout, rows: rows, of: tensor).dequantized()
+        }
         return tensor.info.decodeRows(from: stores[tensor.fileIndex], rows: rows)
+    }
+
+    /// The quantized layer behind `tensor` (codes unpacked), or nil when it is not quantized.
+    ///
+    /// Its parts were checked against the file's metadata when the model was opened (shapes,
+    /// dtypes, group size); this also checks that every code is inside the format's table, and
+    /// throws a ``FileFormatError`` naming the file and the `.qweight` tensor when one is not.
+    public func quantizedMatrix(_ tensor: ModelTensor) throws -> QuantizedMatrix? {
+        guard let layout = tensor.info.encoding.quantizedLayout else { return nil }
+        try MemoryBudget.check(
+            try Sizes.product([layout.rows, layout.cols], "\(tensor.name): codes"),
+            for: "unpacking the codes of \(tensor.name) \(Formatting.shape(tensor.shape))")
+        return try quantizedRows(layout, rows: 0..<layout.rows, of: tensor)
+    }
+
+    func quantizedRows(_ layout: QuantizedLayout, rows: Range<Int>, of tensor: ModelTensor) throws -> QuantizedMatrix {
+        let store = stores[tensor.fileIndex]
+        let (matrix, badCodes) = layout.matrix(rows: rows, from: store)
+        if let first = badCodes.first {
+            let row = rows.lowerBound + first / layout.cols, column = first % layout.cols
+            let at = layout.qweight.offset + row * layout.rowBytes + (layout.codeBits > 4 ? column : column / 2)
+            let byte = store.bytes[at]
+            let code = layout.codeBits > 4 ? byte : (column % 2 == 0 ? byte & 0xF : byte >> 4)
+            throw FileFormatError(
+                file: store.name, kind: .badShape,
+                "code \(code) at row \(row), column \(column) is out of range for \(layout.format) "
+                    + "(\(layout.codeBits) bits, codes 0..<\(layout.tableSize))",
+                offset: at, subject: layout.qweight.name)
+        }
+        return matrix
     }
 
     // MARK: - Structure
 
     /// Tensors grouped into blocks: the tensors outside layers first, then the layers in order.
-    public var blocks: [ModelBlock] {
+    public var blocks: [ModelBlock] { Model.blocks(of: tensors) }
+
+    /// `list` grouped into blocks (``ModelBlock/tensorIndices`` index `list`): the tensors outside
+    /// layers first, then the layers in order. `blocks(of: storedTensors)` groups the stored parts.
+    public static func blocks(of tensors: [ModelTensor]) -> [ModelBlock] {
         var groups: [String?: [Int]] = [:]
         var order: [String?] = []
         for (i, t) in tensors.enumerated() {
@@ -287,6 +409,10 @@ func looksLikeSafetensors(_ store: ByteStore) -> Bool {
     guard store.count >= 10 else { return false }
     let length = UInt64(littleEndian: store.bytes.loadUnaligned(as: UInt64.self))
     return length >= 2 && length <= UInt64(store.count - 8) && store.bytes[8] == UInt8(ascii: "{")
+}
+
+func lastPathComponent(_ path: String) -> String {
+    path.lastIndex(of: "/").map { String(path[path.index(after: $0)...]) } ?? path
 }
 
 package func parentDirectory(_ path: String) -> String {

@@ -27,19 +27,23 @@ public struct TensorStats: Sendable, Equatable {
     }
 
     /// Computes the statistics of a model tensor, decoding it a slice of rows at a time so memory
-    /// stays bounded for large tensors.
-    public init(of tensor: ModelTensor, in model: Model, chunkElements: Int = 1 << 20) throws {
+    /// stays bounded for large tensors (a quantized layer: its dequantized values).
+    ///
+    /// - Parameter progress: advanced by the elements decoded (each element twice: two passes);
+    ///   cancelling it stops the work with ``QuantizationError/cancelled``.
+    public init(of tensor: ModelTensor, in model: Model, chunkElements: Int = 1 << 20, progress: Progress? = nil) throws {
         try model.checkDecodable(tensor)
         let info = tensor.info
         let rowsPerChunk = Swift.max(1, chunkElements / Swift.max(info.rowLength, 1))
         var acc = Accumulator()
-        let store = model.stores[tensor.fileIndex]
         for pass in 0..<2 {
             var row = 0
             while row < info.rowCount {
                 let end = Swift.min(row + rowsPerChunk, info.rowCount)
-                let values = info.decodeRows(from: store, rows: row..<end)
+                if progress?.isCancelled == true { throw QuantizationError.cancelled }
+                let values = try model.decodeRows(tensor, rows: row..<end)
                 values.withUnsafeBufferPointer { pass == 0 ? acc.addFirstPass($0) : acc.addSecondPass($0) }
+                progress?.advance(by: values.count)
                 row = end
             }
             if pass == 0 { acc.finishFirstPass() }

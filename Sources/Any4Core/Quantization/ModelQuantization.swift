@@ -81,6 +81,7 @@ public enum ModelQuantization {
         case .plain(let d) where d == .f16 || d == .bf16: d
         case .ggml(.f16): .f16
         case .ggml(.bf16): .bf16
+        case .quantized(let layout): layout.dtype
         default: .f32
         }
     }

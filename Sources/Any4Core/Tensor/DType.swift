@@ -47,42 +47,62 @@ public enum DType: String, Sendable, CaseIterable, Hashable {
     }
 }
 
-/// How a tensor's elements are stored: a plain dtype or a ggml block format.
+/// How a tensor's elements are stored: a plain dtype, a ggml block format, or a quantized layer
+/// of an any4 checkpoint (a virtual tensor whose parts are other tensors of the file).
 public enum TensorEncoding: Sendable, Hashable, CustomStringConvertible {
     case plain(DType)
     case ggml(GGMLType)
+    /// A quantized linear layer `X.weight` [out, in], stored as `X.qweight`, `X.lut`, `X.scales`...
+    indirect case quantized(QuantizedLayout)
 
     public var description: String {
         switch self {
         case .plain(let d): d.rawValue
         case .ggml(let t): t.name
+        case .quantized(let layout): layout.description
         }
     }
 
-    /// Elements per independently decodable block (1 for plain dtypes).
+    /// Elements per independently decodable block (1 for plain dtypes; a row for a quantized layer).
     public var blockSize: Int {
         switch self {
         case .plain: 1
         case .ggml(let t): t.blockSize
+        case .quantized(let layout): max(layout.cols, 1)
         }
     }
 
-    /// Bytes per block.
+    /// Bytes per block (a quantized layer: its bytes per row, rounded up, since its parts are
+    /// stored apart).
     public var blockBytes: Int {
         switch self {
         case .plain(let d): d.size
         case .ggml(let t): t.typeSize
+        case .quantized(let layout): layout.rows == 0 ? 0 : (layout.byteCount + layout.rows - 1) / layout.rows
         }
     }
 
-    /// Storage bits per element, scales included.
-    public var bitsPerElement: Double { Double(blockBytes * 8) / Double(blockSize) }
+    /// Storage bits per element, scales included (a quantized layer: the stored bits of all its
+    /// parts per logical parameter).
+    public var bitsPerElement: Double {
+        if case .quantized(let layout) = self { return layout.bitsPerElement }
+        return Double(blockBytes * 8) / Double(blockSize)
+    }
+
+    /// The layer, for a quantized tensor.
+    public var quantizedLayout: QuantizedLayout? {
+        if case .quantized(let layout) = self { layout } else { nil }
+    }
 
     /// Decodes `count` elements (a multiple of `blockSize`) at `source` to Float.
+    ///
+    /// Plain and ggml encodings only: a quantized layer's parts lie apart in its file, so it is
+    /// decoded by ``TensorInfo/decode(from:elements:into:)`` or ``Model/decodeRows(_:rows:)``.
     public func decode(_ source: UnsafeRawPointer, count: Int, into out: UnsafeMutablePointer<Float>) {
         switch self {
         case .plain(let d): d.decode(source, count: count, into: out)
         case .ggml(let t): t.dequantize(source, count: count, into: out)
+        case .quantized: preconditionFailure("a quantized layer is decoded from its file, not from one pointer")
         }
     }
 }

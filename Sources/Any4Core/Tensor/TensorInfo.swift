@@ -4,8 +4,10 @@ public struct TensorInfo: Sendable, Hashable {
     /// Dimensions, outermost first (PyTorch order): a linear weight is `[out, in]`.
     public let shape: [Int]
     public let encoding: TensorEncoding
-    /// Absolute byte offset of the tensor's data in its file.
+    /// Absolute byte offset of the tensor's data in its file (a quantized layer: of its codes,
+    /// `X.qweight`; its other parts lie elsewhere, see ``QuantizedLayout/parts``).
     public let offset: Int
+    /// Bytes of the tensor's data (a quantized layer: of all its parts).
     public let byteCount: Int
 
     public init(name: String, shape: [Int], encoding: TensorEncoding, offset: Int, byteCount: Int) {
@@ -38,8 +40,16 @@ extension TensorInfo {
         let block = encoding.blockSize
         precondition(range.lowerBound >= 0 && range.upperBound <= elementCount, "element range out of bounds")
         precondition(range.lowerBound % block == 0 && range.upperBound % block == 0, "range not block aligned")
-        precondition(offset + byteCount <= store.count, "tensor outside its file")
+        precondition(encoding.quantizedLayout != nil || offset + byteCount <= store.count, "tensor outside its file")
         guard !range.isEmpty, let base = store.bytes.baseAddress else { return }
+        if case .quantized(let layout) = encoding {
+            // Whole rows (the block is a row); a code outside the table decodes to NaN.
+            let rows = (range.lowerBound / block)..<(range.upperBound / block)
+            let (matrix, badCodes) = layout.matrix(rows: rows, from: store)
+            matrix.dequantize(rows: 0..<rows.count, into: out)
+            for i in badCodes { out[i] = .nan }
+            return
+        }
         let start = base + offset + range.lowerBound / block * encoding.blockBytes
         encoding.decode(start, count: range.count, into: out)
     }

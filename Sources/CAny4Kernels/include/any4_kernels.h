@@ -10,6 +10,7 @@
 //   dense_{scalar,avx2}.c      dense GEMM on f32, f16 or bf16 weights
 //   q8_{scalar,avx2}.c         the int8 × int8 decode head (and its weight quantizer)
 //   attend_{scalar,avx2}.c     one attention row
+//   dequant_{scalar,avx2}.c    packed rows back to f32 (bit for bit the quantized matrix's values)
 //   dispatch.c                 the public entry points: the AVX2 version when use_avx2 (and the build
 //                              targets x86-64), else the scalar one; tests pass use_avx2 = 0 to run
 //                              the scalar twin and compare
@@ -110,6 +111,25 @@ void any4_q8_quantize_rows(const float *w, int cols, int8_t *wq, float *ws, int 
 /// takes head dims that are multiples of 8 up to 256 and hands others to the scalar one.
 void any4_attend(const float *q, const float *k, int k_stride, const float *v, int v_stride, int n, int hd,
                  float scale, float *scratch, float *out, int use_avx2);
+
+/// What any4_dequantize reads: a packed layer's codes and layout (`layout`: only codes, cols_padded,
+/// block_cols, group_size, groups and super_blocks are read), and the values as the quantized matrix
+/// held them (not the kernels' centred, folded or f16 copies).
+typedef struct {
+    const any4_packed *layout;
+    int cols;                 // logical columns (≤ cols_padded)
+    const float *table;       // table_size entries per row (table_stride = table_size), or one shared table (stride 0)
+    int table_size;           // ≤ 16; a code at or past it reads 0
+    int table_stride;
+    const float *scales;      // rows × groups
+    const float *zeros;       // rows × groups, or NULL (then +0 is added, as by QuantizedMatrix.dequantize)
+    float tensor_scale;
+} any4_dequant_args;
+
+/// Rows [row_begin, row_end) as f32, cols floats per row from out[0]: (table[q] · scale + zero) ·
+/// tensor_scale, a multiply, an add and a multiply each rounded to f32 (no fused multiply-add): bit
+/// for bit QuantizedMatrix.dequantize. The AVX2 version gives the scalar one's bits.
+void any4_dequantize(const any4_dequant_args *args, float *out, int row_begin, int row_end, int use_avx2);
 
 /// STREAM-triad-like probe: a[i] = b[i] + s * c[i] over [begin, end).
 void any4_triad(float *a, const float *b, const float *c, float s, size_t begin, size_t end);
