@@ -117,8 +117,7 @@ final class CheckpointWriterCLITests: XCTestCase {
         let fakeShards = try XCTUnwrap(try pythonFolder(fake)["shards"]?.members)
         XCTAssertEqual(fakeShards.count, fakeModel.stores.count)
         for (name, shard) in fakeShards { XCTAssertLessThanOrEqual(shard["size"]?.int ?? .max, 20000, name) }
-        var layers: [String: QuantizedMatrix] = [:]
-        for (name, _) in shards { layers.merge(try QuantizedCheckpoint.read(out + "/" + name).layers) { a, _ in a } }
+        let layers = try QuantizedCheckpoint.read(out).layers
         XCTAssertEqual(layers.count, 4)
         for (name, q) in layers {
             let values = try fakeModel.decode(try XCTUnwrap(fakeModel.tensor(named: name)))
@@ -126,6 +125,32 @@ final class CheckpointWriterCLITests: XCTestCase {
             let expected = q.dequantized().map { Float(bitPattern: UInt32(bfloat16Bits($0)) << 16) }
             XCTAssertEqual(values, expected, name)
         }
+
+        // The checkpoint quantized again, one layer to nf4: the other layers' parts kept byte for
+        // byte with their descriptions, the new one described on its own (a mixed checkpoint).
+        let again = dir + "/again"
+        let g = try any4(["quantize", out, "--format", "nf4", "--layers", #"layers\.0\.mlp"#, "--out", again])
+        XCTAssertEqual(g.status, 0, g.stderr)
+        let first = try Model.open(out)
+        let second = try Model.open(again)
+        XCTAssertEqual(second.tensors.map(\.name), first.tensors.map(\.name))
+        let reread = try QuantizedCheckpoint.read(again).layers
+        XCTAssertEqual(Set(reread.keys), Set(layers.keys))
+        for (name, q) in reread {
+            if name == "model.layers.0.mlp.up_proj.weight" {
+                XCTAssertEqual(q.formatName, "nf4")
+            } else {
+                XCTAssertEqual(q.formatName, "any4", name)
+                XCTAssertEqual(q.method, "lloyd", name)
+                XCTAssertEqual(q.dequantized(), layers[name]?.dequantized(), name)
+                let part = try XCTUnwrap(first.storedTensors.first { $0.name == String(name.dropLast(7)) + ".qweight" })
+                let copy = try XCTUnwrap(second.storedTensors.first { $0.name == part.name })
+                XCTAssertEqual(
+                    Array(second.stores[copy.fileIndex].bytes[copy.info.offset..<(copy.info.offset + copy.info.byteCount)]),
+                    Array(first.stores[part.fileIndex].bytes[part.info.offset..<(part.info.offset + part.info.byteCount)]), name)
+            }
+        }
+        XCTAssertEqual(second.metadata.first { $0.key == "any4.format" }?.value, "mixed")
     }
 
     func testFolderOutputRules() throws {

@@ -240,6 +240,18 @@ extension QuantizedCheckpoint {
                 }
                 return Unit(entries: parts, layer: (tensor.name, layerJSON(q)))
             }
+            if case .quantized(let layout) = tensor.info.encoding {
+                // A layer of a checkpoint given as the model: its parts byte for byte, its description kept.
+                let store = model.stores[tensor.fileIndex]
+                let parts = layout.parts.map { part in
+                    let range = part.offset..<(part.offset + part.byteCount)
+                    return SafeTensorsWriter.Planned(
+                        name: part.name, dtype: QuantizedLayout.floatDType(part.encoding) ?? .u8, shape: part.shape,
+                        byteCount: part.byteCount
+                    ) { .region(store, range) }
+                }
+                return Unit(entries: parts, layer: (tensor.name, layout.metadata))
+            }
             return Unit(entries: [try copied(tensor, of: model)], layer: nil)
         }
     }
@@ -302,9 +314,10 @@ extension QuantizedCheckpoint {
         }
     }
 
-    /// The file-level display name: the one format of every layer, "mixed", or "none".
-    static func formatName(_ quantized: [String: QuantizedMatrix]) -> String {
-        let names = Set(quantized.values.map(\.formatName))
+    /// The file-level display name: the one format of every layer (quantized now, or kept from
+    /// a checkpoint given as the model), "mixed", or "none".
+    static func formatName(_ quantized: [String: QuantizedMatrix], kept: [(key: String, value: JSONValue)] = []) -> String {
+        let names = Set(quantized.values.map(\.formatName)).union(kept.compactMap { $0.value["format"]?.string })
         return names.count == 1 ? names.first! : names.isEmpty ? "none" : "mixed"
     }
 
@@ -318,9 +331,9 @@ extension QuantizedCheckpoint {
             for (key, value) in model.metadata where !key.hasPrefix("any4.") && metadata[key] == nil { metadata[key] = value }
         }
         metadata["any4.version"] = writtenVersion
-        metadata["any4.format"] = formatName(quantized)
+        metadata["any4.format"] = formatName(quantized, kept: layers)
         metadata["any4.fake_quant"] = fakeQuant ? "1" : "0"
-        if !fakeQuant { metadata["any4.layers"] = JSONValue.object(layers).serialized }
+        if !fakeQuant || !layers.isEmpty { metadata["any4.layers"] = JSONValue.object(layers).serialized }
         return metadata
     }
 
@@ -339,7 +352,7 @@ extension QuantizedCheckpoint {
         // The header grows by each entry's member (and each layer's escaped member in the
         // metadata string) plus a comma: an upper bound, offsets taken at their largest.
         var empty = baseMetadata
-        if !fakeQuant { empty["any4.layers"] = "{}" }
+        empty["any4.layers"] = "{}"
         let (basePrefix, _) = try SafeTensorsWriter.layout([], metadata: empty, file: "")
         let base = basePrefix.count + 8
         let largest = max(limit, units.map(\.bytes).max() ?? 0)
@@ -394,15 +407,15 @@ extension QuantizedCheckpoint {
             throw FileFormatError(file: path, kind: .badShape, "the largest shard size must be positive, got \(maxShardSize)")
         }
         let units = try self.units(model: model, quantized: quantized, fakeQuant: fakeQuant)
-        let baseMetadata = metadata(model: model, quantized: quantized, layers: [], fakeQuant: true)
-            .merging(["any4.fake_quant": fakeQuant ? "1" : "0"]) { $1 }
+        var baseMetadata = metadata(model: model, quantized: quantized, layers: units.compactMap(\.layer), fakeQuant: fakeQuant)
+        baseMetadata["any4.layers"] = nil
         let shards = try self.shards(units, limit: maxShardSize, baseMetadata: baseMetadata, fakeQuant: fakeQuant)
         let names = shards.indices.map { shardName($0, of: shards.count) }
         var metadatas: [[String: String]] = []
         var total = 0
         for (shard, name) in zip(shards, names) {
             var m = baseMetadata
-            if !fakeQuant { m["any4.layers"] = JSONValue.object(shard.layers).serialized }
+            if !fakeQuant || !shard.layers.isEmpty { m["any4.layers"] = JSONValue.object(shard.layers).serialized }
             metadatas.append(m)
             total += try SafeTensorsWriter.fileSize(shard.entries, metadata: m, file: name)
         }
@@ -579,8 +592,7 @@ extension QuantizedCheckpoint {
         }
         var metadata = gguf.metadata.filter { !$0.key.hasPrefix("any4.") }
         metadata.append(("any4.version", .string(writtenVersion)))
-        let formats = Set(layers.compactMap { $0.value["format"]?.string })
-        metadata.append(("any4.format", .string(formats.count == 1 ? formats.first! : formats.isEmpty ? formatName(quantized) : "mixed")))
+        metadata.append(("any4.format", .string(formatName(quantized, kept: layers))))
         metadata.append(("any4.fake_quant", .string(fakeQuant ? "1" : "0")))
         if !fakeQuant || !layers.isEmpty { metadata.append(("any4.layers", .string(JSONValue.object(layers).serialized))) }
         progress?.reset(total: try GGUFWriter.fileSize(metadata: metadata, tensors: tensors, file: path), label: "writing \(path)")
