@@ -101,17 +101,15 @@ public final class JobCenter: @unchecked Sendable {
     /// Quantized layers not yet written to a checkpoint.
     public var unsavedCount: Int { lock.withLock { _results.filter { saved[$0.key] != $0.value.format }.count } }
 
-    /// Writes the layers quantized to `format` as an any4 checkpoint (other layers as they are).
-    public func write(_ model: Model, format: String, options: QuantizationOptions, to path: String) throws -> Int {
-        let chosen = lock.withLock { _results.filter { $0.value.format == format } }
+    /// Writes every quantized layer, each with the format, group size and table settings it was
+    /// quantized with (a checkpoint may mix them), as an any4 checkpoint; other layers as they are.
+    /// The container follows `path` (``QuantizedCheckpoint/container(for:source:)``).
+    public func write(_ model: Model, to path: String) throws -> Int {
+        let chosen = lock.withLock { _results.filter { $0.value.matrix != nil } }
         var matrices: [String: QuantizedMatrix] = [:]
         for (name, r) in chosen { matrices[name] = r.matrix }
-        let numeric = try FormatRegistry.named(format)
-        try QuantizedCheckpoint.write(
-            model: model, quantized: matrices,
-            description: .init(format: numeric, options: options),
-            fakeQuant: false, to: path)
-        lock.withLock { for name in chosen.keys { saved[name] = format } }
+        try QuantizedCheckpoint.write(model: model, quantized: matrices, fakeQuant: false, to: path)
+        lock.withLock { for (name, r) in chosen { saved[name] = r.format } }
         return chosen.count
     }
 

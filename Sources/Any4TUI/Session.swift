@@ -11,7 +11,7 @@ public enum Effect: Equatable, Sendable {
     case quantizeAll
     /// Cancel the running job (Esc); the reducer then clears the status line.
     case cancelJob
-    /// Write the layers quantized to the form's format as an any4 checkpoint at `path` (`w`).
+    /// Write every quantized layer (each with its own settings) as an any4 checkpoint at `path` (`w`).
     case writeCheckpoint(path: String)
     /// Write the Model tab's table as `any4-layers.csv` and `any4-layers.json` (`e`).
     case exportTable
@@ -75,10 +75,11 @@ public struct Session {
     }
 
     /// `w`'s file: the model's name without its extension (`demo` for the built-in model), the
-    /// format, `.safetensors`.
+    /// format, `.gguf` for a GGUF model (a checkpoint that keeps its metadata and tokenizer), else
+    /// `.safetensors`.
     public static func checkpointName(_ state: AppState) -> String {
         let base = state.model.format == .demo ? "demo" : URL(fileURLWithPath: state.model.path).deletingPathExtension().lastPathComponent
-        return "\(base).\(state.format).safetensors"
+        return "\(base).\(state.format).\(state.model.format == .gguf ? "gguf" : "safetensors")"
     }
 
     /// Runs `effect`, leaving its outcome in the status line where it has one (jobs report on
@@ -98,10 +99,11 @@ public struct Session {
             state.apply(.cancel)
         case .writeCheckpoint(let name):
             let path = self.path(name)
-            let (model, format, options) = (state.model, state.format, state.quantizationOptions)
+            let model = state.model
             // QuantizedCheckpoint.write refuses a path that is one of the model's files (OutputGuard).
             state.status = Self.status(of: "write") {
-                "wrote \(try jobs.write(model, format: format, options: options, to: path)) \(format) layers to \(path)"
+                let count = try jobs.write(model, to: path)
+                return "wrote \(count) quantized layer\(count == 1 ? "" : "s") to \(path)"
             }
         case .exportTable:
             let current = state

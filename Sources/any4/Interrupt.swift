@@ -88,7 +88,11 @@ final class ProgressLine: @unchecked Sendable {
         let rate = p.elapsed > 0 ? Double(p.completed) / p.elapsed : 0
         // Quantization counts rows (thousands); perplexity, calibration and embedding count
         // windows, blocks or sentences, shown as done/total.
-        let count = p.total >= 1000 ? "\(Formatting.count(Int(rate))) \(unit)/s" : "\(p.completed)/\(p.total)"
+        // A checkpoint being written counts bytes.
+        let count =
+            p.label.hasPrefix("writing ")
+            ? "\(Formatting.bytes(p.completed)) of \(Formatting.bytes(p.total))"
+            : p.total >= 1000 ? "\(Formatting.count(Int(rate))) \(unit)/s" : "\(p.completed)/\(p.total)"
         var line = "\r\u{1B}[K\(p.label) \(Formatting.fixed(100 * p.fraction, 1))% · \(count)"
         if let eta = p.remaining { line += " · ETA \(Formatting.fixed(eta, 0)) s" }
         var err = StandardError()

@@ -8,9 +8,10 @@ struct QuantizeCommand: ParsableCommand {
         abstract: "Quantize a model's linear layers and write an any4 checkpoint (or a fake-quant one).",
         discussion: """
             Formats: \(FormatRegistry.all.map(\.name).joined(separator: ", ")). Embeddings are never \
-            quantized and the LM head is skipped unless --skip says otherwise. The output is written \
-            to a temporary file and renamed when complete: an error, Ctrl-C, SIGTERM or SIGHUP leaves no \
-            output file. An --out that is the model, one of its files or folder, or another input is refused. \
+            quantized and the LM head is skipped unless --skip says otherwise. --out chooses the \
+            container (see --out; the README's "Checkpoint layout" describes each). The output is written \
+            to a temporary file or folder and renamed when complete: an error, Ctrl-C, SIGTERM or SIGHUP \
+            leaves no output. An --out that is the model, one of its files or folder, or another input is refused. \
             MODEL may be `demo` (the built-in model). --json prints one object with the per-layer results.
             """
     )
@@ -22,7 +23,7 @@ struct QuantizeCommand: ParsableCommand {
 
     @OptionGroup var quantization: QuantizationOptionGroup
 
-    @OptionGroup var output: OutputFileOption
+    @OptionGroup var output: CheckpointOutputOption
 
     @Flag(help: "Write dequantized weights under the input's names, shapes and dtypes instead of codes.")
     var fakeQuant = false
@@ -57,21 +58,22 @@ struct QuantizeCommand: ParsableCommand {
         var inputs = model.inputFiles
         if case .calibration(let path, _) = options.sampleWeighting { inputs.append(path) }
         if calibrate { inputs.append(prompt ?? CalibrationPrompt.defaultPath()) }
-        try reportingFileErrors { try OutputGuard.check(out, inputs: inputs) }
+        let container = try reportingFileErrors { try QuantizedCheckpoint.container(for: out, source: model) }
+        let maxShardSize = try output.maxShardBytes(for: container)
+        try reportingFileErrors { try QuantizedCheckpoint.checkOutput(out, container: container, inputs: inputs) }
         let calibration = try quantization.calibration(options)
 
         let progress = Progress(total: layers.reduce(0) { $0 + $1.shape[0] }, label: "quantizing \(numeric.name)")
         var results: [LayerResult] = []
-        var description = QuantizedCheckpoint.Description(format: numeric, options: options)
         let started = Clock.now
-        /// Writes the quantized layers as the checkpoint (the last phase of both paths).
-        func write(_ results: [LayerResult], _ description: QuantizedCheckpoint.Description) throws {
+        /// Writes the quantized layers as the checkpoint (the last phase of both paths); the
+        /// progress line then counts bytes written.
+        func write(_ results: [LayerResult]) throws {
             var quantized: [String: QuantizedMatrix] = [:]
             for r in results { quantized[r.name] = r.matrix }
-            progress.setLabel("writing \(out)")
             try QuantizedCheckpoint.write(
-                model: model, quantized: quantized, description: description,
-                fakeQuant: fakeQuant, to: out, progress: progress)
+                model: model, quantized: quantized, fakeQuant: fakeQuant, to: out, maxShardSize: maxShardSize,
+                progress: progress)
         }
         if calibrate {
             let engine = try loadEngine(model, options: EngineOptions())
@@ -84,10 +86,12 @@ struct QuantizeCommand: ParsableCommand {
                     engine, sequences: sequences, format: numeric, options: options, statistic: statistic, selection: selection,
                     source: source, keepMatrices: true, progress: progress
                 ).results
-                var o = options
-                o.sampleWeighting = .calibration(path: source, statistic: statistic)
-                description = QuantizedCheckpoint.Description(format: numeric, options: o)
-                try write(results, description)
+                // Each table was weighed by the statistic taken in sequence: say so per layer.
+                let weighting = SampleWeighting.calibration(path: source, statistic: statistic).name
+                for i in results.indices where results[i].matrix?.perRowTable == true {
+                    results[i].matrix?.sampleWeight = weighting
+                }
+                try write(results)
             }
         } else {
             try runProgressJob(progress, interrupted: "interrupted; nothing was written") {
@@ -98,7 +102,7 @@ struct QuantizeCommand: ParsableCommand {
                             layer, of: model, format: numeric, options: options,
                             calibration: calibration, progress: progress))
                 }
-                try write(results, description)
+                try write(results)
             }
         }
         let seconds = Clock.now - started

@@ -119,7 +119,7 @@ final class SessionTests: XCTestCase {
         try waitForJob(session.jobs)
         XCTAssertEqual(session.jobs.unsavedCount, 1)
         session.handle(.writeCheckpoint, state: &state)
-        XCTAssertEqual(state.status, "wrote 1 any4 layers to \(dir)/m.any4.safetensors")
+        XCTAssertEqual(state.status, "wrote 1 quantized layer to \(dir)/m.any4.safetensors")
         XCTAssertEqual(session.jobs.unsavedCount, 0)
         let (description, quantized) = try QuantizedCheckpoint.read(dir + "/m.any4.safetensors")
         XCTAssertEqual(description.format, "any4")
@@ -136,5 +136,63 @@ final class SessionTests: XCTestCase {
         refusing.handle(.writeCheckpoint, state: &linked)
         XCTAssertTrue(linked.status.hasPrefix("write refused: \(other)/m.any4.safetensors: refusing to write"), linked.status)
         XCTAssertEqual(FileManager.default.contents(atPath: real), before)
+    }
+
+    /// `w` writes every quantized layer with the settings it was quantized with: one layer any4
+    /// g128 (exact k-means), another int4 g64 (asymmetric, with zeros) in one file, both read back
+    /// with their own format, group size and table method, equal to what the jobs produced.
+    func testWriteMixesLayersQuantizedWithDifferentSettings() throws {
+        let dir = try TestPaths.temporaryDirectory(for: self)
+        var rng = SplitMix64(seed: 5)
+        let path = dir + "/m.safetensors"
+        try SafeTensorsWriter.write(
+            [
+                .init(
+                    name: "model.layers.0.mlp.up_proj.weight", shape: [16, 256], floats: (0..<4096).map { _ in Float(rng.nextGaussian()) }, as: .bf16),
+                .init(
+                    name: "model.layers.0.self_attn.q_proj.weight", shape: [8, 256], floats: (0..<2048).map { _ in Float(rng.nextGaussian()) },
+                    as: .bf16)
+            ], to: path)
+        var state = AppState(model: try Model.open(path))
+        let session = Session(jobs: JobCenter(), folder: dir)
+        state.formatIndex = try XCTUnwrap(AppState.formats.firstIndex(of: "any4"))
+        state.groupSize = 128
+        state.cluster = .exact
+        session.perform(.quantize(tensor: "model.layers.0.mlp.up_proj.weight"), state: &state)
+        try waitForJob(session.jobs)
+        state.formatIndex = try XCTUnwrap(AppState.formats.firstIndex(of: "int4"))
+        state.groupSize = 64
+        state.cluster = .lloyd
+        session.perform(.quantize(tensor: "model.layers.0.self_attn.q_proj.weight"), state: &state)
+        try waitForJob(session.jobs)
+        session.handle(.writeCheckpoint, state: &state)
+        XCTAssertEqual(state.status, "wrote 2 quantized layers to \(dir)/m.int4.safetensors")
+
+        let file = try SafeTensorsFile(path: dir + "/m.int4.safetensors")
+        XCTAssertEqual(file.metadata["any4.version"], "2")
+        XCTAssertEqual(file.metadata["any4.format"], "mixed")
+        let layers = try JSONParser.parse(try XCTUnwrap(file.metadata["any4.layers"]), file: "any4.layers")
+        let up = try XCTUnwrap(layers["model.layers.0.mlp.up_proj.weight"])
+        XCTAssertEqual(up["format"]?.string, "any4")
+        XCTAssertEqual(up["group_size"]?.int, 128)
+        XCTAssertEqual(up["method"]?.string, "exact")
+        XCTAssertEqual(up["dtype"]?.string, "bf16")
+        XCTAssertEqual(up["shape"]?.array?.compactMap(\.int), [16, 256])
+        let q = try XCTUnwrap(layers["model.layers.0.self_attn.q_proj.weight"])
+        XCTAssertEqual(q["format"]?.string, "int4")
+        XCTAssertEqual(q["group_size"]?.int, 64)
+        XCTAssertEqual(q["method"]?.string, "", "no learned table")
+        XCTAssertEqual(file.tensor(named: "model.layers.0.self_attn.q_proj.zeros")?.shape, [8, 4])
+        XCTAssertNil(file.tensor(named: "model.layers.0.self_attn.q_proj.lut"))
+
+        let (_, read) = try QuantizedCheckpoint.read(dir + "/m.int4.safetensors")
+        for name in ["model.layers.0.mlp.up_proj.weight", "model.layers.0.self_attn.q_proj.weight"] {
+            let written = try XCTUnwrap(session.jobs.result(for: name)?.matrix)
+            let back = try XCTUnwrap(read[name])
+            XCTAssertEqual(back.formatName, written.formatName, name)
+            XCTAssertEqual(back.groupSize, written.groupSize, name)
+            XCTAssertEqual(back.method, written.method, name)
+            XCTAssertEqual(back.dequantized(), written.dequantized(), name)
+        }
     }
 }

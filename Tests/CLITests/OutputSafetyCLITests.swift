@@ -149,7 +149,8 @@ final class OutputSafetyCLITests: XCTestCase {
         let model = try makeModel(dir)
         XCTAssertEqual(mkfifo(dir + "/fifo", 0o644), 0)
         let cases: [(String, String)] = [
-            (dir, "\(dir): cannot write the output here: it is a directory, not a regular file"),
+            // A folder is a folder checkpoint's place, but not one that holds the model.
+            (dir, "\(dir): refusing to write: this folder is or holds the input \(dir)/m.safetensors"),
             (dir + "/fifo", "fifo: cannot write the output here: it is a FIFO (named pipe), not a regular file"),
             (dir + "/missing/q.safetensors", "cannot write the output: the folder \(dir)/missing does not exist"),
             ("", "the output path is empty")
@@ -315,6 +316,43 @@ extension OutputSafetyCLITests {
         let again = try any4(["quantize", model, "--format", "int4", "--out", out])
         XCTAssertEqual(again.status, 0, again.stderr)
         XCTAssertEqual(try listing(dir), ["m.safetensors", "q.safetensors"])
+    }
+}
+
+// MARK: - Folder checkpoints
+
+extension OutputSafetyCLITests {
+    /// A folder checkpoint is written as `OUT.tmp-PID-RANDOM` and renamed at the end: a signal
+    /// during the write leaves no folder at all (neither the target nor the temporary one), and a
+    /// writer killed outright leaves a temporary folder that the next write of OUT removes.
+    func testInterruptedFolderWriteLeavesNoFolder() throws {
+        let dir = try TestPaths.temporaryDirectory(for: self)
+        let model = try makeModel(dir)
+        let out = dir + "/ckpt"
+        for sig in [SIGINT, SIGTERM] {
+            let (status, stderr) = try signalDuringWrite(
+                ["quantize", model, "--format", "int4", "--out", out], output: out, sig: sig, delayMS: 300)
+            XCTAssertEqual(status, 130, stderr)
+            XCTAssertTrue(stderr.contains("interrupted; nothing was written"), stderr)
+            XCTAssertEqual(try listing(dir), ["m.safetensors"])
+        }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: TestPaths.any4Binary)
+        process.arguments = ["quantize", model, "--format", "int4", "--out", out]
+        process.environment = ProcessInfo.processInfo.environment.merging(["ANY4_TEST_WRITE_DELAY_MS": "200"]) { $1 }
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        let deadline = Date().addingTimeInterval(60)
+        while try listing(dir).count < 3 && Date() < deadline { Thread.sleep(forTimeInterval: 0.01) }
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+        let left = try listing(dir)
+        XCTAssertTrue(left.contains { $0.hasPrefix("ckpt.tmp-\(process.processIdentifier)-") }, "SIGKILL leaves the folder: \(left)")
+        let again = try any4(["quantize", model, "--format", "int4", "--out", out])
+        XCTAssertEqual(again.status, 0, again.stderr)
+        XCTAssertEqual(
+            try listing(dir), ["ckpt", "ckpt/model-00001-of-00001.safetensors", "ckpt/model.safetensors.index.json", "m.safetensors"])
     }
 }
 

@@ -27,6 +27,11 @@ public struct QuantizedMatrix: Sendable {
     /// any-b: each row's weighted k-means objective in the group-scaled domain (empty otherwise,
     /// and after reading a checkpoint).
     public var rowObjectives: [Double]
+    /// How the table was learned (the clustering, e.g. `lloyd`), "" for formats without a learned
+    /// table; written in the checkpoint's per-layer metadata.
+    public var method = ""
+    /// The sample weighting of the table's k-means (e.g. `none`, `calib:…`), "" without a learned table.
+    public var sampleWeight = ""
 
     public var groups: GroupLayout { GroupLayout(columns: cols, size: groupSize) }
     public var groupsPerRow: Int { groups.count }

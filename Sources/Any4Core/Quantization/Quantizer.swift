@@ -118,11 +118,16 @@ public enum Quantizer {
         }
         if cancelled.isSet { throw .cancelled }
         if let (row, problem) = overflow.first { throw .overflow(tensor: name, row: row, detail: problem) }
-        return QuantizedMatrix(
+        var matrix = QuantizedMatrix(
             formatName: format.name, rows: rows, cols: cols, codeBits: format.codeBits, groupSize: groupSize,
             codes: codes, tables: tables, perRowTable: format.perRowTable, scales: scales, zeros: zeros,
             tensorScale: tensorScale, storage: rounding.dtype, scaleBits: format.scaleBits ?? rounding.bits,
             rowObjectives: objectives)
+        if format.perRowTable {
+            matrix.method = options.cluster.rawValue
+            matrix.sampleWeight = options.sampleWeighting.name
+        }
+        return matrix
     }
 }
 

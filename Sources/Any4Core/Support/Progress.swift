@@ -11,7 +11,6 @@ import Synchronization
 public final class Progress: Sendable {
     private let state: Mutex<State>
     private let cancelled = Atomic<Bool>(false)
-    private let started = Clock.now
     /// A job this one is part of: cancelling it cancels this one too.
     private let parent: Progress?
 
@@ -19,6 +18,8 @@ public final class Progress: Sendable {
         var completed = 0
         var total: Int
         var label: String
+        /// When the job (or, after ``Progress/reset(total:label:)``, its current phase) started.
+        var started = Clock.now
     }
 
     /// - Parameter parent: the enclosing job, whose cancellation this one sees (its own counts
@@ -30,6 +31,7 @@ public final class Progress: Sendable {
 
     public func advance(by amount: Int = 1) { state.withLock { $0.completed += amount } }
 
+    /// Starts a new phase: counts, label and the clock of ``elapsed`` (so the ETA is the phase's).
     public func reset(total: Int, label: String) {
         state.withLock { $0 = State(total: total, label: label) }
     }
@@ -43,8 +45,8 @@ public final class Progress: Sendable {
     public var fraction: Double {
         state.withLock { $0.total > 0 ? min(1, Double($0.completed) / Double($0.total)) : 0 }
     }
-    /// Seconds since the job started.
-    public var elapsed: Double { Clock.now - started }
+    /// Seconds since the job (or its current phase) started.
+    public var elapsed: Double { Clock.now - state.withLock { $0.started } }
     /// Estimated seconds left, from the rate so far (nil before any progress).
     public var remaining: Double? {
         let f = fraction

@@ -94,10 +94,12 @@ public struct QuantizedLayout: Sendable, Hashable, CustomStringConvertible {
         }
         let zeroValues = zeros.map { $0.decodeRows(from: store, rows: range) } ?? []
         let factor = tensorScale.map { $0.decodeRows(from: store, rows: 0..<1)[0] } ?? 1
-        let matrix = QuantizedMatrix(
+        var matrix = QuantizedMatrix(
             formatName: format, rows: n, cols: cols, codeBits: codeBits, groupSize: groupSize,
             codes: codes, tables: tables, perRowTable: lut != nil, scales: scaleValues,
             zeros: zeroValues, tensorScale: factor, storage: dtype, scaleBits: scaleBits)
+        matrix.method = method
+        matrix.sampleWeight = sampleWeight
         return (matrix, badCodes)
     }
 }
