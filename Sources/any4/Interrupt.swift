@@ -2,6 +2,7 @@ import Any4Core
 import Any4Inference
 import ArgumentParser
 import Dispatch
+import Synchronization
 
 #if canImport(Glibc)
     import Glibc
@@ -14,22 +15,60 @@ let cancellingSignals = [SIGINT, SIGTERM, SIGHUP]
 
 /// Turns SIGINT, SIGTERM and SIGHUP into a cancellation of `progress` while `body` runs, so that
 /// long work, the final write included, stops cleanly (and writes no output file) instead of dying
-/// half-way.
+/// half-way. Outside such jobs the signals keep their default action (the process ends).
 func cancellingOnInterrupt<T>(_ progress: Progress, _ body: () throws -> T) rethrows -> T {
-    let queue = DispatchQueue(label: "any4.signals")
-    var sources: [DispatchSourceSignal] = []
-    for sig in cancellingSignals {
-        signal(sig, SIG_IGN)
-        let source = DispatchSource.makeSignalSource(signal: sig, queue: queue)
-        source.setEventHandler { progress.cancel() }
-        source.resume()
-        sources.append(source)
-    }
-    defer {
-        for source in sources { source.cancel() }
-        for sig in cancellingSignals { signal(sig, SIG_DFL) }
-    }
+    let router = InterruptRouter.shared
+    router.push(progress)
+    defer { router.pop(progress) }
     return try body()
+}
+
+/// The process's one set of Dispatch signal sources for SIGINT, SIGTERM and SIGHUP, made on the
+/// first job and kept: each signal cancels the jobs running at the time, or, when none is, ends the
+/// process with the signal's default action. (Cancelling the sources after a job and making new ones
+/// for the next lost the signal on Linux: a command that loaded a model in one job and then
+/// quantized, calibrated or wrote in another ignored Ctrl-C in the second.)
+final class InterruptRouter: @unchecked Sendable {
+    static let shared = InterruptRouter()
+
+    private let jobs = Mutex<[Progress]>([])
+    private var sources: [DispatchSourceSignal] = []
+
+    private init() {
+        let queue = DispatchQueue(label: "any4.signals")
+        for sig in cancellingSignals {
+            signal(sig, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: sig, queue: queue)
+            source.setEventHandler { [unowned self] in self.deliver(sig) }
+            source.resume()
+            sources.append(source)
+        }
+    }
+
+    private func deliver(_ sig: Int32) {
+        let running = jobs.withLock { $0 }
+        guard running.isEmpty else {
+            for progress in running { progress.cancel() }
+            return
+        }
+        // No job to stop: the default action, as if no handler had been installed (unblocked here:
+        // Dispatch may block the signal in its own threads).
+        signal(sig, SIG_DFL)
+        var set = sigset_t()
+        sigemptyset(&set)
+        sigaddset(&set, sig)
+        pthread_sigmask(SIG_UNBLOCK, &set, nil)
+        raise(sig)
+        _exit(128 + sig)
+    }
+
+    func push(_ progress: Progress) { jobs.withLock { $0.append(progress) } }
+
+    func pop(_ progress: Progress) {
+        jobs.withLock { jobs in
+            if let i = jobs.lastIndex(where: { $0 === progress }) { jobs.remove(at: i) }
+        }
+    }
 }
 
 /// Runs a long job with a progress line on stderr, cancelled by Ctrl-C, and maps its errors to the
