@@ -33,7 +33,7 @@ struct RunCommand: ParsableCommand {
     @Flag(
         inversion: .prefixedNo,
         help:
-            "After generating, measure memory bandwidth (a triad probe, ~1 s) and print the decode rate it bounds (bytes read per token ÷ bandwidth)."
+            "Measure memory bandwidth just before and just after generating (a triad probe, ~1 s each; their mean is used) and print the decode rate it bounds (bytes read per token ÷ bandwidth)."
     )
     var probeBandwidth = true
 
@@ -69,6 +69,8 @@ struct RunCommand: ParsableCommand {
         guard prompt.count + n <= llama.config.contextLength else {
             throw usageError("\(prompt.count) prompt tokens + \(n) do not fit the model's context of \(llama.config.contextLength)")
         }
+        // The bandwidth of this machine moves by 2x between minutes: probed on both sides of the run.
+        var probes = probeBandwidth ? [BandwidthProbe.triadGBps(threads: llama.options.workers)] : []
         var stream = UTF8Stream()
         if !json { writeStdout(chat ? promptText + "\n" : promptText) }
         let g = try reportingInferenceErrors {
@@ -79,10 +81,11 @@ struct RunCommand: ParsableCommand {
         }
         let generated = g.tokens.filter { !stop.contains($0) }
         // The memory floor of a decode step: bytes it reads (at the mean position of the decode
-        // steps) over the bandwidth a triad probe measures with the same threads, right after.
+        // steps) over the bandwidth a triad probe measures with the same threads, before and after.
         let meanPosition = g.promptTokens + max(g.tokens.count - 1, 0) / 2
         let bytesPerToken = llama.decodeStepBytes(position: meanPosition)
-        let probe = probeBandwidth ? BandwidthProbe.triadGBps(threads: llama.options.workers) : nil
+        probes.append(contentsOf: probeBandwidth ? [BandwidthProbe.triadGBps(threads: llama.options.workers)] : [])
+        let probe = probes.isEmpty ? nil : probes.reduce(0, +) / Double(probes.count)
         let bound = probe.map { $0 * 1e9 / Double(max(bytesPerToken, 1)) }
         if json {
             print(
@@ -93,6 +96,7 @@ struct RunCommand: ParsableCommand {
                     ("weights", .string(quantized ?? "as stored")), ("threads", JSONValue(llama.options.workers)),
                     ("decode_head", .string(decodeHead.rawValue)),
                     ("bytes_per_token", JSONValue(bytesPerToken)), ("probe_gbps", probe.map { JSONValue($0) } ?? .null),
+                    ("probe_gbps_before_after", .array(probes.map { JSONValue($0) })),
                     ("bound_tokens_per_s", bound.map { JSONValue($0) } ?? .null),
                     ("share_of_bound", bound.map { JSONValue(g.decodeRate / $0) } ?? .null)
                 ]).serialized)
