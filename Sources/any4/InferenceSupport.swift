@@ -128,7 +128,7 @@ func loadTokenizer(_ model: Model) throws -> any TextTokenizer {
 /// weights are loaded and checked (Ctrl-C: status 130).
 func loadEngine(_ model: Model, options: EngineOptions) throws -> any TransformerEngine {
     let progress = Progress(total: 0, label: "loading")
-    return try runProgressJob(progress, interrupted: "interrupted") {
+    return try runProgressJob(progress, interrupted: "interrupted", unit: "weights") {
         try reportingFileErrors { try Engines.load(model, options: options, progress: progress) }
     }
 }
