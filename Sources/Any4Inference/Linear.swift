@@ -100,7 +100,7 @@ public final class Linear: @unchecked Sendable {
     private var decodeCopy: DecodeCopy?
     private enum DecodeCopy {
         case f16([UInt16])
-        case q8(HeadQ8)
+        case q8(Q8Linear)
     }
     var sums: ActivationSums?
 
@@ -147,7 +147,7 @@ public final class Linear: @unchecked Sendable {
         var bytes = storage.residentBytes
         switch decodeCopy {
         case .f16(let h)?: bytes += h.count * 2
-        case .q8(let q)?: bytes += q.codes.count + q.scales.count * 4
+        case .q8(let q)?: bytes += q.storedBytes
         case nil: break
         }
         return bytes
@@ -159,7 +159,7 @@ public final class Linear: @unchecked Sendable {
     public func decodeStepBytes(path: KernelPath) -> Int {
         switch decodeCopy {
         case .f16(let h)?: return h.count * 2
-        case .q8(let q)?: return q.codes.count + q.scales.count * 4
+        case .q8(let q)?: return q.storedBytes
         case nil: break
         }
         switch storage {
@@ -179,7 +179,9 @@ public final class Linear: @unchecked Sendable {
         case (.f32, _): decodeCopy = nil
         case (.f16, .f16?): break
         case (.q8, .q8?): break
-        case (.q8, _) where cols % 32 == 0: decodeCopy = .q8(HeadQ8(self, threads: threads))
+        case (.q8, _) where cols % 32 == 0:
+            // Quantized a tile of rows at a time: no f32 copy of the whole layer is made.
+            decodeCopy = .q8(Q8Linear(rows: rows, cols: cols) { tile in forEachTile(threads: threads) { tile($0, $1, $2) } })
         case (.f16, _):
             // Weights stored in 16 bits already stream at f16's width: no copy.
             if case .dense(_, let s) = storage, s != .f32 {
@@ -313,62 +315,6 @@ public final class Linear: @unchecked Sendable {
             }
         }
         return withBias(y, m: m)
-    }
-}
-
-/// An int8 copy of a layer with one f32 scale per 32 columns (the Q8_0 scheme, as `Q8Linear`),
-/// quantized a tile of rows at a time so that no f32 copy of the whole layer is ever made.
-final class HeadQ8: @unchecked Sendable {
-    let rows: Int
-    let cols: Int
-    var codes: [Int8]
-    var scales: [Float]
-
-    init(_ layer: Linear, threads: Int) {
-        let rows = layer.rows, cols = layer.cols
-        precondition(cols % 32 == 0)
-        self.rows = rows
-        self.cols = cols
-        var codes = [Int8](repeating: 0, count: rows * cols)
-        var scales = [Float](repeating: 0, count: rows * cols / 32)
-        codes.withUnsafeMutableBufferPointer { c in
-            scales.withUnsafeMutableBufferPointer { s in
-                let args = UncheckedBox((c.baseAddress!, s.baseAddress!))
-                layer.forEachTile(threads: threads) { r0, r1, tile in
-                    let (c, s) = args.value
-                    any4_q8_quantize_rows(tile, Int32(cols), c + r0 * cols, s + r0 * (cols / 32), 0, Int32(r1 - r0))
-                }
-            }
-        }
-        self.codes = codes
-        self.scales = scales
-    }
-
-    /// y[m, rows] = x[m, cols]·Wᵀ (+ bias), with x quantized to int8 per 32 columns.
-    func forward(_ x: [Float], m: Int, threads: Int, bias: [Float]?, useAVX2: Bool) -> [Float] {
-        var y = [Float](repeating: 0, count: m * rows)
-        let avx = Int32(useAVX2 ? 1 : 0)
-        let blocks = cols / 32, rows = rows, cols = cols
-        var xq = [Int8](repeating: 0, count: m * cols)
-        var xs = [Float](repeating: 0, count: m * blocks), sums = xs
-        any4_quantize_activations(x, Int32(m), Int32(cols), 32, Int32(blocks), &xq, &xs, &sums, 0, avx)
-        codes.withUnsafeBufferPointer { c in
-            scales.withUnsafeBufferPointer { s in
-                xq.withUnsafeBufferPointer { xq in
-                    xs.withUnsafeBufferPointer { xs in
-                        y.withUnsafeMutableBufferPointer { y in
-                            let args = UncheckedBox((c.baseAddress!, s.baseAddress!, xq.baseAddress!, xs.baseAddress!, y.baseAddress!))
-                            parallelRows(rows, threads: threads) { r0, r1 in
-                                let (c, s, xq, xs, y) = args.value
-                                any4_q8_gemm(c, s, Int32(cols), xq, xs, Int32(m), y, Int32(rows), Int32(r0), Int32(r1), avx)
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        if let bias { for k in 0..<m { for r in 0..<rows { y[k * rows + r] += bias[r] } } }
-        return y
     }
 }
 

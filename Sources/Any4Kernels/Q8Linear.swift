@@ -15,19 +15,30 @@ package struct Q8Linear: Sendable {
     /// Quantizes f32 weights (rows × cols, row-major; cols a multiple of 32), rows spread over
     /// `threads` workers.
     package init(_ weights: [Float], rows: Int, cols: Int, threads: Int) {
-        precondition(weights.count == rows * cols && cols % 32 == 0, "weights must be [rows, cols], cols % 32 == 0")
+        precondition(weights.count == rows * cols, "weights must be [rows, cols]")
+        self = weights.withUnsafeBufferPointer { w in
+            let base = UncheckedBox(w.baseAddress!)
+            return Q8Linear(rows: rows, cols: cols) { tile in
+                parallelRows(rows, threads: threads) { r0, r1 in tile(r0, r1, base.value + r0 * cols) }
+            }
+        }
+    }
+
+    /// Quantizes weights handed over a tile of rows at a time, so that no f32 copy of the whole
+    /// matrix need exist: `forEachTile` calls its argument with (r0, r1, the f32 rows r0..<r1),
+    /// possibly from several threads at once on disjoint rows, covering every row once.
+    package init(rows: Int, cols: Int, forEachTile: ((Int, Int, UnsafePointer<Float>) -> Void) -> Void) {
+        precondition(rows >= 0 && cols % 32 == 0, "cols must be a multiple of 32")
         self.rows = rows
         self.cols = cols
         var codes = [Int8](repeating: 0, count: rows * cols)
         var scales = [Float](repeating: 0, count: rows * cols / 32)
-        weights.withUnsafeBufferPointer { w in
-            codes.withUnsafeMutableBufferPointer { c in
-                scales.withUnsafeMutableBufferPointer { s in
-                    let args = UncheckedBox((w.baseAddress!, c.baseAddress!, s.baseAddress!))
-                    parallelRows(rows, threads: threads) { r0, r1 in
-                        let (w, c, s) = args.value
-                        any4_q8_quantize_rows(w, Int32(cols), c, s, Int32(r0), Int32(r1))
-                    }
+        codes.withUnsafeMutableBufferPointer { c in
+            scales.withUnsafeMutableBufferPointer { s in
+                let args = UncheckedBox((c.baseAddress!, s.baseAddress!))
+                forEachTile { r0, r1, tile in
+                    let (c, s) = args.value
+                    any4_q8_quantize_rows(tile, Int32(cols), c + r0 * cols, s + r0 * (cols / 32), 0, Int32(r1 - r0))
                 }
             }
         }
