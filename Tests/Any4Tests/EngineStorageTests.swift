@@ -224,6 +224,25 @@ final class EngineStorageTests: XCTestCase {
         XCTAssertLessThanOrEqual(maxRelative(try logits(engine, incremental: true), try logits(twin, incremental: false)), 1e-4)
     }
 
+    /// The q8 decode copy of the tied bf16 head (built a tile of rows at a time): decode-step logits
+    /// within int8 rounding of the head as stored, the prompt pass untouched, and its bytes counted.
+    func testQ8HeadCopyServesDecodeStepsOnly() throws {
+        let dir = try TestPaths.temporaryDirectory(for: self)
+        let tiny = TinyLlama()
+        try tiny.write(to: dir + "/mixed")
+        var options = EngineOptions()
+        options.threads = 2
+        let stored = try LlamaEngine(model: try Model.open(dir + "/mixed"), options: options)
+        options.decodeHead = .q8
+        let q8 = try LlamaEngine(model: try Model.open(dir + "/mixed"), options: options)
+        XCTAssertEqual(try logits(q8, incremental: false), try logits(stored, incremental: false), "prompt passes use the head as stored")
+        let a = try logits(q8, incremental: true), b = try logits(stored, incremental: true)
+        XCTAssertNotEqual(a, b, "decode steps use the q8 copy")
+        XCTAssertLessThanOrEqual(maxRelative(a, b), 2e-2)
+        XCTAssertEqual(q8.head.residentBytes, tiny.vocab * tiny.hidden + tiny.vocab * tiny.hidden / 32 * 4)
+        XCTAssertEqual(stored.head.residentBytes, 0, "the bf16 head is read in place")
+    }
+
     /// The bytes a decode step reads (`run --json`'s bytes_per_token) add up, computed here from
     /// the tensor shapes and dtypes alone: each weight matrix as stored, then packed after any4 on
     /// load (codes at half a byte per weight plus what the fast path reads per row and group), one
