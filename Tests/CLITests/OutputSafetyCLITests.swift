@@ -300,9 +300,23 @@ extension OutputSafetyCLITests {
 
         // And for real: a writer killed with SIGKILL mid-write, then a second write.
         for name in files.dropFirst() { try FileManager.default.removeItem(atPath: dir + "/" + name) }
+        try killDuringWrite(["quantize", model, "--format", "nf4", "--out", out], dir: dir)
+        let left = try listing(dir)
+        XCTAssertEqual(left.count, 3, "SIGKILL leaves the temporary file: \(left)")
+        let again = try any4(["quantize", model, "--format", "int4", "--out", out])
+        XCTAssertEqual(again.status, 0, again.stderr)
+        XCTAssertEqual(try listing(dir), ["m.safetensors", "q.safetensors"])
+    }
+}
+
+extension OutputSafetyCLITests {
+    /// Starts `any4 ARGUMENTS` with a slow write, kills it with SIGKILL once `dir` has three entries
+    /// (what both callers' folders hold when the temporary output has appeared), returns its PID.
+    @discardableResult
+    func killDuringWrite(_ arguments: [String], dir: String) throws -> Int32 {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: TestPaths.any4Binary)
-        process.arguments = ["quantize", model, "--format", "nf4", "--out", out]
+        process.arguments = arguments
         process.environment = ProcessInfo.processInfo.environment.merging(["ANY4_TEST_WRITE_DELAY_MS": "200"]) { $1 }
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
@@ -311,11 +325,7 @@ extension OutputSafetyCLITests {
         while try listing(dir).count < 3 && Date() < deadline { Thread.sleep(forTimeInterval: 0.01) }
         kill(process.processIdentifier, SIGKILL)
         process.waitUntilExit()
-        let left = try listing(dir)
-        XCTAssertEqual(left.count, 3, "SIGKILL leaves the temporary file: \(left)")
-        let again = try any4(["quantize", model, "--format", "int4", "--out", out])
-        XCTAssertEqual(again.status, 0, again.stderr)
-        XCTAssertEqual(try listing(dir), ["m.safetensors", "q.safetensors"])
+        return process.processIdentifier
     }
 }
 
@@ -336,19 +346,9 @@ extension OutputSafetyCLITests {
             XCTAssertTrue(stderr.contains("interrupted; nothing was written"), stderr)
             XCTAssertEqual(try listing(dir), ["m.safetensors"])
         }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: TestPaths.any4Binary)
-        process.arguments = ["quantize", model, "--format", "int4", "--out", out]
-        process.environment = ProcessInfo.processInfo.environment.merging(["ANY4_TEST_WRITE_DELAY_MS": "200"]) { $1 }
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        let deadline = Date().addingTimeInterval(60)
-        while try listing(dir).count < 3 && Date() < deadline { Thread.sleep(forTimeInterval: 0.01) }
-        kill(process.processIdentifier, SIGKILL)
-        process.waitUntilExit()
+        let pid = try killDuringWrite(["quantize", model, "--format", "int4", "--out", out], dir: dir)
         let left = try listing(dir)
-        XCTAssertTrue(left.contains { $0.hasPrefix("ckpt.tmp-\(process.processIdentifier)-") }, "SIGKILL leaves the folder: \(left)")
+        XCTAssertTrue(left.contains { $0.hasPrefix("ckpt.tmp-\(pid)-") }, "SIGKILL leaves the folder: \(left)")
         let again = try any4(["quantize", model, "--format", "int4", "--out", out])
         XCTAssertEqual(again.status, 0, again.stderr)
         XCTAssertEqual(
