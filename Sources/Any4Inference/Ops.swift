@@ -62,18 +62,23 @@ package struct WeightLoader {
     }
 
     /// How the engine holds a [rows, cols] tensor: in place for f32/f16/bf16, decoded by tiles for
-    /// other storages. Every value is checked finite (a tile at a time, nothing kept).
+    /// other storages. Every value is checked finite: for a quantized layer by its tables and scales
+    /// when they bound every value (``QuantizedMatrix/valuesProvablyFinite``), else a tile at a
+    /// time (nothing kept).
     package func storage(_ name: String, rows: Int, cols: Int) throws -> WeightStorage {
         let t = try checked(name, shape: [rows, cols])
         let storage: WeightStorage
         if let q = try model.quantizedMatrix(t) {
-            // A quantized checkpoint's layer: packed for the lookup kernel (or kept as the matrix).
+            // A quantized checkpoint's layer: packed for the lookup kernel (or kept as the matrix),
+            // checked before packing (the kernel's int8 table cannot hold a non-finite entry).
+            if !q.valuesProvablyFinite { try checkFinite(name, .matrix(q), rows: rows, cols: cols) }
             storage = WeightStorage(q)
         } else if packBlocks, case .ggml(let type) = t.info.encoding, GGMLBlockImport.types.contains(type),
-            let packed = try? PackedLinear(try GGMLBlockImport.quantizedMatrix(t, of: model))
+            let q = try? GGMLBlockImport.quantizedMatrix(t, of: model)
         {
             // GGUF Q4_0/Q4_1 blocks, imported exactly: the lookup kernel runs them.
-            storage = .packed(packed)
+            if !q.valuesProvablyFinite { try checkFinite(name, .matrix(q), rows: rows, cols: cols) }
+            storage = WeightStorage(q)
         } else {
             let stored = StoredTensor(store: model.stores[t.fileIndex], info: t.info)
             switch t.info.encoding {
@@ -82,7 +87,14 @@ package struct WeightLoader {
             case .plain(.bf16), .ggml(.bf16): storage = .dense(stored, .bf16)
             default: storage = .decoded(stored)
             }
+            try checkFinite(name, storage, rows: rows, cols: cols)
         }
+        progress?.advance(by: t.info.elementCount)
+        return storage
+    }
+
+    /// Scans every value of `storage` a tile at a time; throws naming the first non-finite one.
+    private func checkFinite(_ name: String, _ storage: WeightStorage, rows: Int, cols: Int) throws {
         let probe = Linear(name: name, storage: storage, rows: rows, cols: cols, bias: nil, formatName: "", bitsPerWeight: 0)
         let tileRows = Linear.tileRows(rows: rows, cols: cols, workers: threads)
         var firstBad = [Int](repeating: Int.max, count: (rows + tileRows - 1) / tileRows)
@@ -103,8 +115,6 @@ package struct WeightLoader {
         if let slot = firstBad.indices.first(where: { firstBad[$0] != Int.max }) {
             throw nonFinite(name, value: badValue[slot], at: firstBad[slot])
         }
-        progress?.advance(by: t.info.elementCount)
-        return storage
     }
 
     /// A tensor an engine is going to load, and the shape its configuration implies.

@@ -322,6 +322,42 @@ final class EngineStorageTests: XCTestCase {
         }
     }
 
+    /// Loading a quantized layer checks its values are finite from its tables and scales alone when
+    /// they bound every value, and scans the values otherwise: a checkpoint whose table holds an
+    /// infinity, or whose scale makes a product overflow to one, is refused naming the layer.
+    func testQuantizedLayersAreCheckedFiniteByTheirBoundOrByAScan() throws {
+        let dir = try TestPaths.temporaryDirectory(for: self)
+        let tiny = TinyLlama()
+        try tiny.write(to: dir + "/mixed")
+        let source = try Model.open(dir + "/mixed")
+        var q = QuantizationOptions()
+        q.groupSize = 32
+        let format = try FormatRegistry.named("any4")
+        let name = "model.layers.1.mlp.down_proj.weight"  // stored f32: its tables and scales are f32
+        let t = try XCTUnwrap(source.tensor(named: name))
+        let good = try XCTUnwrap(ModelQuantization.quantize(t, of: source, format: format, options: q).matrix)
+        XCTAssertTrue(good.valuesProvablyFinite)
+        var infinite = good
+        infinite.tables[3 * 16 + 5] = .infinity
+        XCTAssertFalse(infinite.valuesProvablyFinite)
+        // Finite parts whose product overflows: not proven, and the values do hold an infinity.
+        var overflow = good
+        overflow.scales[7] = Float.greatestFiniteMagnitude / 2
+        XCTAssertFalse(overflow.valuesProvablyFinite)
+        XCTAssertTrue(overflow.dequantized().contains { !$0.isFinite })
+        for (label, matrix) in [("table", infinite), ("overflow", overflow)] {
+            let out = dir + "/" + label
+            try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
+            try FileManager.default.copyItem(atPath: dir + "/mixed/config.json", toPath: out + "/config.json")
+            try QuantizedCheckpoint.write(
+                model: source, quantized: [name: matrix], description: .init(format: format, options: q), fakeQuant: false,
+                to: out + "/model.safetensors")
+            XCTAssertThrowsError(try LlamaEngine(model: try Model.open(out))) { error in
+                XCTAssertTrue("\(error)".contains(name) && "\(error)".contains("non-finite"), "\(label): \(error)")
+            }
+        }
+    }
+
     // MARK: Memory
 
     static func rssAnon() throws -> Int {

@@ -60,6 +60,30 @@ public struct QuantizedMatrix: Sendable {
         }
     }
 
+    /// True when every dequantized value is provably finite without dequantizing: every table
+    /// entry, scale, zero and the tensor scale is finite and, per row and group, the bound
+    /// (max |table| · |scale| + |zero|) · |tensorScale| — taken in f64 with room for f32's roundings
+    /// — stays below Float's largest finite value. False means "not proven" (a value may still be
+    /// finite): scan the values then. Costs O(tables + groups), not O(rows × cols).
+    public var valuesProvablyFinite: Bool {
+        guard tensorScale.isFinite, tables.allSatisfy(\.isFinite), scales.allSatisfy(\.isFinite),
+            zeros.allSatisfy(\.isFinite)
+        else { return false }
+        let groupCount = groupsPerRow
+        let limit = Double(Float.greatestFiniteMagnitude) * (1 - 1e-6)
+        let ts = Double(abs(tensorScale))
+        for r in 0..<rows {
+            let o = tableOffset(row: r)
+            var table = 0.0
+            for i in 0..<tableSize { table = max(table, Double(abs(tables[o + i]))) }
+            for g in 0..<groupCount {
+                let z = zeros.isEmpty ? 0 : Double(abs(zeros[r * groupCount + g]))
+                if (table * Double(abs(scales[r * groupCount + g])) + z) * ts >= limit { return false }
+            }
+        }
+        return true
+    }
+
     /// The whole matrix, dequantized.
     public func dequantized() -> [Float] {
         [Float](unsafeUninitializedCapacity: rows * cols) { buffer, count in
