@@ -92,26 +92,24 @@ struct PerplexityCommand: ParsableCommand {
         let ctx = self.ctx ?? loaded?.windows.ctx ?? 512
         if let saveLogits { try reportingFileErrors { try OutputGuard.check(saveLogits, inputs: model.inputFiles + [text].compactMap { $0 }) } }
 
-        // A base model other than MODEL: its reference first, then it is dropped before MODEL loads.
         let tokenizer = try loadTokenizer(model)
-        var windows: ScoringWindows
-        var textTokens: Int
-        if let text {
-            let tokens = tokenizer.encode(try readText(text, what: "text"), addSpecialTokens: false)
-            guard tokens.count >= ctx else {
-                throw usageError("\(text): \(tokens.count) tokens, fewer than one window of --ctx \(ctx)")
+        let tokens = try text.map { tokenizer.encode(try readText($0, what: "text"), addSpecialTokens: false) }
+        let textTokens = tokens?.count ?? loaded!.windows.tokens.count
+        /// The windows, once a model's context is known to hold --ctx.
+        func makeWindows(context: Int, whose: String) throws -> ScoringWindows {
+            guard ctx <= context else { throw usageError("--ctx \(ctx) is longer than \(whose) context of \(context) tokens") }
+            guard let tokens, let text else {
+                let windows = loaded!.windows
+                if chunks > 0 && chunks != windows.count {
+                    throw usageError("\(klBase!): the reference has \(windows.count) windows; --chunks \(chunks) needs --text")
+                }
+                return windows
             }
-            textTokens = tokens.count
-            windows = try reportingInferenceErrors {
-                try ScoringWindows(tokens: tokens, ctx: ctx, bos: tokenizer.leadingBOS, limit: chunks)
-            }
-        } else {
-            windows = loaded!.windows
-            textTokens = windows.tokens.count
-            if chunks > 0 && chunks != windows.count {
-                throw usageError("\(klBase!): the reference has \(windows.count) windows; --chunks \(chunks) needs --text")
-            }
+            guard tokens.count >= ctx else { throw usageError("\(text): \(tokens.count) tokens, fewer than one window of --ctx \(ctx)") }
+            return try reportingInferenceErrors { try ScoringWindows(tokens: tokens, ctx: ctx, bos: tokenizer.leadingBOS, limit: chunks) }
         }
+
+        // A base model other than MODEL: its reference first, then it is dropped before MODEL loads.
         var reference = loaded
         let baseIsModel = klBase.map { !referenceFile && Self.sameFile($0, model.path) } ?? false
         if let klBase, !referenceFile, !baseIsModel {
@@ -119,16 +117,15 @@ struct PerplexityCommand: ParsableCommand {
             guard let baseEngine = try loadEngine(base, options: engineQuantization.engineOptions()) as? LlamaEngine else {
                 throw usageError("\(base.path): the base of a KL divergence must be a decoder")
             }
-            reference = try computeReference(baseEngine, windows: windows, quiet: json)
+            let w = try makeWindows(context: baseEngine.config.contextLength, whose: "the base model's")
+            reference = try computeReference(baseEngine, windows: w, quiet: json)
         }
 
         let engine = try loadEngine(model, options: engineQuantization.engineOptions())
         guard let llama = engine as? LlamaEngine else {
             throw usageError("\(model.path): perplexity needs a decoder; \(model.config.architecture ?? "this model") is an encoder (try embed-eval)")
         }
-        guard ctx <= llama.config.contextLength else {
-            throw usageError("--ctx \(ctx) is longer than the model's context of \(llama.config.contextLength) tokens")
-        }
+        let windows = try makeWindows(context: llama.config.contextLength, whose: "the model's")
         if baseIsModel { reference = try computeReference(llama, windows: windows, quiet: json) }
         if let reference, let mismatch = reference.mismatch(engine: llama, windows: windows) {
             throw usageError("\(mismatch)")
@@ -209,9 +206,6 @@ struct PerplexityCommand: ParsableCommand {
     /// The reference distributions of `engine` on `windows`: in memory up to 1 GiB, else in a
     /// temporary file (mapped, and removed at once).
     func computeReference(_ engine: LlamaEngine, windows: ScoringWindows, quiet: Bool) throws -> DivergenceReference {
-        guard engine.config.contextLength >= windows.ctx else {
-            throw usageError("--ctx \(windows.ctx) is longer than the base model's context of \(engine.config.contextLength) tokens")
-        }
         let progress = Progress(total: 0, label: "reference distributions")
         let bytes = DivergenceReference.byteCount(model: .init(engine), windows: windows) ?? Int.max
         if !quiet {
