@@ -32,29 +32,23 @@ public struct Perplexity: Sendable {
         guard ctx <= engine.config.contextLength else {
             throw InferenceError.contextOverflow(needed: ctx, capacity: engine.config.contextLength)
         }
-        let chunks = chunkCount(tokens: tokens.count, ctx: ctx)
-        guard chunks >= 1 else { throw InferenceError.tooShort(tokens: tokens.count, needed: ctx) }
+        return try measure(engine, windows: ScoringWindows(tokens: tokens, ctx: ctx, bos: bos), progress: progress, onChunk: onChunk)
+    }
+
+    /// Perplexity over `windows` (the same windows ``Divergence`` compares on).
+    public static func measure(
+        _ engine: LlamaEngine, windows: ScoringWindows, progress: Progress? = nil, onChunk: (Int, Double) -> Void = { _, _ in }
+    ) throws -> Perplexity {
         let started = Clock.now
-        let cache = try engine.makeCache(capacity: ctx)
-        let first = ctx / 2, vocab = engine.config.vocab
+        let vocab = engine.config.vocab
         var nllSum = 0.0, scored = 0
-        progress?.reset(total: chunks, label: "perplexity")
-        for c in 0..<chunks {
-            if progress?.isCancelled == true { throw QuantizationError.cancelled }
-            var window = Array(tokens[(c * ctx)..<((c + 1) * ctx)])
-            if let bos { window[0] = bos }
-            cache.reset()
-            let logits = try engine.forward(window, cache: cache, logits: .from(first))
-            for j in first..<(ctx - 1) {
-                let row = (j - first) * vocab
-                nllSum += logits.withUnsafeBufferPointer { negativeLogLikelihood($0.baseAddress! + row, vocab, window[j + 1]) }
-                scored += 1
-            }
-            progress?.advance()
-            onChunk(c + 1, exp(nllSum / Double(scored)))
+        try windows.run(engine, progress: progress, label: "perplexity", onWindow: { onChunk($0, exp(nllSum / Double(scored))) }) {
+            logits, next, _ in
+            nllSum += negativeLogLikelihood(logits, vocab, next)
+            scored += 1
         }
         let nll = nllSum / Double(scored)
-        return Perplexity(ppl: exp(nll), nll: nll, tokens: scored, chunks: chunks, seconds: Clock.now - started)
+        return Perplexity(ppl: exp(nll), nll: nll, tokens: scored, chunks: windows.count, seconds: Clock.now - started)
     }
 
     /// −log softmax(logits)[target], computed in f64.

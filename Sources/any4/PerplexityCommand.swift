@@ -180,7 +180,7 @@ struct PerplexityCommand: ParsableCommand {
         }
         let result = try runProgressJob(progress, interrupted: "interrupted") {
             try reportingInferenceErrors {
-                try Perplexity.measure(llama, tokens: windows.tokens, ctx: ctx, bos: bos, progress: progress) { done, estimate in
+                try Perplexity.measure(llama, windows: windows, progress: progress) { done, estimate in
                     // The running estimate shows in the progress line; the whole series, as llama.cpp
                     // prints it, comes at the end.
                     progress.setLabel("perplexity [\(done)] \(Formatting.fixed(estimate, 4))")
