@@ -46,6 +46,12 @@ final class DivergenceCLITests: XCTestCase {
         XCTAssertEqual(a, b, accuracy: 1e-4)
         XCTAssertEqual(try XCTUnwrap(onLoad["ppl"]?.double), try XCTUnwrap(fromFake["ppl"]?.double), accuracy: 1e-4 * b)
         XCTAssertEqual(onLoad["reference_ppl"]?.double, same["ppl"]?.double)
+        // And an any4 checkpoint (packed layers) of the same quantization.
+        let checkpoint = dir + "/ckpt"
+        let c = try any4(["quantize", tiny, "--format", "any4", "--out", checkpoint])
+        XCTAssertEqual(c.status, 0, c.stderr)
+        let fromCheckpoint = try kl(["ppl", checkpoint, "--kl-divergence", tiny] + windows, "checkpoint")
+        XCTAssertEqual(try XCTUnwrap(fromCheckpoint["mean"]?.double), a, accuracy: 1e-4)
 
         // A saved reference: the same figures as the in-memory one, with or without --text.
         let ref = dir + "/tiny.kld"
