@@ -60,6 +60,9 @@ struct QuantizeCommand: ParsableCommand {
     var json: Bool { jsonOutput.json }
 
     func run() throws {
+        // The signal sources are armed asynchronously: made now, long before the first write, so
+        // that a signal during it is never lost.
+        _ = InterruptRouter.shared
         let numeric = format.format
         let options = try quantization.options()
         let model = try openModel(modelArgument.model)
