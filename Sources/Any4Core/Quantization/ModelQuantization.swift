@@ -57,6 +57,30 @@ public struct LayerSelection: @unchecked Sendable {
     }
 }
 
+/// One layer to quantize: the tensor, its format, and the options it is quantized with. The
+/// quantize pipeline (streaming, resumable, split) consumes only a list of these: `--format`
+/// gives every selected layer the same job, a recipe one per layer; a layer without a job is
+/// copied as stored.
+public struct LayerJob: Sendable {
+    public var tensor: ModelTensor
+    public var format: any NumericFormat
+    /// Group size, clustering, sample weighting, seed, storage dtype...
+    public var options: QuantizationOptions
+
+    public init(tensor: ModelTensor, format: any NumericFormat, options: QuantizationOptions) {
+        self.tensor = tensor
+        self.format = format
+        self.options = options
+    }
+
+    /// The same job for every layer `selection` selects, in model order.
+    public static func uniform(
+        _ model: Model, format: any NumericFormat, options: QuantizationOptions, selection: LayerSelection
+    ) -> [LayerJob] {
+        model.tensors.filter(selection.selects).map { LayerJob(tensor: $0, format: format, options: options) }
+    }
+}
+
 /// One quantized layer of a model, with its error.
 public struct LayerResult: Sendable {
     public var name: String
@@ -71,12 +95,16 @@ public struct LayerResult: Sendable {
     /// ‖XWᵀ − XŴᵀ‖/‖XWᵀ‖ on Gaussian activations, when asked for.
     public var outputRelativeError: Double?
     public var matrix: QuantizedMatrix?
+    /// Why the layer is stored in F32 against the default rule (``QuantizedMatrix/storageFallback``).
+    public var storageFallback: String?
 }
 
 /// Quantizes the selected linear layers of a model.
 public enum ModelQuantization {
-    /// The dtype a tensor's scales, zeros and LUTs are stored in: its own float dtype, else F32.
-    public static func storageDType(of tensor: ModelTensor) -> DType {
+    /// A tensor's own float dtype: F16 or BF16 when it is stored so (plain, ggml, or a quantized
+    /// layer of a checkpoint), else F32 (F32, F64, ggml block types). Dequantized weights are held
+    /// in it (a fake-quant file), and the default storage rule starts from it.
+    public static func sourceDType(of tensor: ModelTensor) -> DType {
         switch tensor.info.encoding {
         case .plain(let d) where d == .f16 || d == .bf16: d
         case .ggml(.f16): .f16
@@ -84,6 +112,25 @@ public enum ModelQuantization {
         case .quantized(let layout): layout.dtype
         default: .f32
         }
+    }
+
+    /// The dtype a tensor's LUTs, float scales and zeros are stored in under `options`: the one
+    /// place that applies the rule — `options.storageDType` when set, else BF16 for a BF16 tensor
+    /// and F16 for every other (``QuantizationOptions/defaultStorageDType(source:)``). A layer F16
+    /// cannot hold falls back to F32 when quantized (``QuantizedMatrix/storageFallback``).
+    public static func storageDType(of tensor: ModelTensor, options: QuantizationOptions) -> DType {
+        options.storageDType(source: sourceDType(of: tensor))
+    }
+
+    /// The bits `tensor` ([out, in]) stores once quantized in `format` under `options`, without
+    /// quantizing it (``Quantizer/storedBits(rows:cols:format:options:storage:)``).
+    public static func storedBits(
+        of tensor: ModelTensor, format: any NumericFormat, options: QuantizationOptions
+    ) throws(QuantizationError) -> Int {
+        precondition(tensor.shape.count == 2, "only matrices are quantized")
+        return try Quantizer.storedBits(
+            rows: tensor.shape[0], cols: tensor.shape[1], format: format, options: options,
+            storage: storageDType(of: tensor, options: options))
     }
 
     /// The per-channel weights for `tensor` from a calibration file, or nil when not calibrating.
@@ -124,6 +171,16 @@ public enum ModelQuantization {
             progress: progress)
     }
 
+    /// Quantizes one job's layer of `model` and measures its error.
+    public static func quantize(
+        _ job: LayerJob, of model: Model, calibration: CalibrationStats? = nil,
+        keepMatrix: Bool = true, progress: Progress? = nil
+    ) throws -> LayerResult {
+        try quantize(
+            job.tensor, of: model, format: job.format, options: job.options, calibration: calibration,
+            keepMatrix: keepMatrix, progress: progress)
+    }
+
     /// Quantizes `weights` (the values of `tensor`, [out, in]) with per-channel k-means weights
     /// `channelWeights` when calibrating, and measures the error.
     public static func quantize(
@@ -134,7 +191,7 @@ public enum ModelQuantization {
         let start = Clock.now
         let q = try Quantizer.quantize(
             weights, rows: tensor.shape[0], cols: tensor.shape[1], name: tensor.name,
-            format: format, options: options, storage: storageDType(of: tensor),
+            format: format, options: options, source: sourceDType(of: tensor),
             channelWeights: channels, progress: progress)
         let seconds = Clock.now - start
         let dequantized = q.dequantized()
@@ -151,6 +208,6 @@ public enum ModelQuantization {
             bitsPerWeight: q.bitsPerWeight, seconds: seconds,
             kmeansObjective: objectives.isEmpty ? nil : objectives.reduce(0, +),
             kmeansObjectiveFirst64: objectives.isEmpty ? nil : objectives.prefix(64).reduce(0, +),
-            outputRelativeError: outputError, matrix: keepMatrix ? q : nil)
+            outputRelativeError: outputError, matrix: keepMatrix ? q : nil, storageFallback: q.storageFallback)
     }
 }
