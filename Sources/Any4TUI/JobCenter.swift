@@ -67,12 +67,13 @@ public final class JobCenter: @unchecked Sendable {
         let formats = FormatRegistry.fourBit
         let rows = tensor.shape[0]
         let label = "comparing formats on \(tensor.name)"
+        // The format first: a narrow status line cuts the layer's name, not what runs.
         start(tensor: tensor.name, total: rows * (1 + 2 * formats.count), label: label) { [self] progress in
-            progress.setLabel("\(label): decoding")
+            progress.setLabel("decoding \(tensor.name) for the comparison")
             let weights = try LayerWork.decode(tensor, of: model, progress: progress)
             var results: [LayerResult] = []
             for (i, f) in formats.enumerated() {
-                progress.setLabel("\(label): \(f.name) (\(i + 1)/\(formats.count))")
+                progress.setLabel("comparing \(f.name) (\(i + 1)/\(formats.count)) on \(tensor.name)")
                 var r = try LayerWork.quantize(
                     weights: weights, of: tensor, format: f, options: options, keepMatrix: false, progress: progress)
                 r.format = f.name
@@ -94,7 +95,7 @@ public final class JobCenter: @unchecked Sendable {
         start(tensor: "", total: 3 * layers.reduce(0) { $0 + $1.0.shape[0] }, label: label) { [self] progress in
             for (i, (layer, format, options)) in layers.enumerated() {
                 if progress.isCancelled { throw QuantizationError.cancelled }
-                progress.setLabel("\(label): \(i + 1)/\(layers.count) \(layer.name) to \(format.name)")
+                progress.setLabel("\(label): \(i + 1)/\(layers.count) \(format.name) \(layer.name)")
                 let result = try LayerWork.quantize(layer, of: model, format: format, options: options, progress: progress)
                 lock.withLock { _results[layer.name] = result }
             }

@@ -150,11 +150,18 @@ public struct Renderer: Sendable {
             } else {
                 // The job's label names what runs now (the format being compared, the layer).
                 let label = job.progress.label.isEmpty ? job.label : job.progress.label
-                text = "\(label) \(Formatting.fixed(100 * job.progress.fraction, 0))%"
+                text = Self.progressLine(job.progress, label: label)
             }
             let style: Style = job.error != nil ? .bad : (job.done ? .good : .accent)
             s.put(s.height - 2, state.treeWidth + 2, text, style, maxWidth: s.width - state.treeWidth - 2)
         }
+    }
+
+    /// A running job's status: the figures first (they move every step: rows, not whole percents,
+    /// so a slow format still shows progress), then what runs.
+    static func progressLine(_ progress: Any4Core.Progress, label: String) -> String {
+        let eta = progress.remaining.map { " · ~\(Formatting.fixed($0, 0)) s left" } ?? ""
+        return "\(Formatting.fixed(100 * progress.fraction, 1))% · \(progress.completed)/\(progress.total) rows\(eta) · \(label)"
     }
 
     func drawHelp(_ s: inout Screen, x0: Int, width: Int) {
@@ -309,16 +316,16 @@ public struct Renderer: Sendable {
             if roomy || pane.rowsLeft > rows.count + 1 { pane.skip() }
             pane.line(
                 &s,
-                Formatting.pad("format", 10) + Formatting.pad("SQNR dB", 10, right: true)
-                    + Formatting.pad("MSE", 12, right: true) + Formatting.pad("bits/w", 9, right: true)
+                Formatting.pad("format", 9) + Formatting.pad("SQNR dB", 8, right: true)
+                    + Formatting.pad("MSE", 10, right: true) + Formatting.pad("bits/w", 8, right: true)
                     + Formatting.pad("out err", 10, right: true), .bold)
             let best = rows.map(\.metrics.sqnrDB).max() ?? 0
             for r in rows {
                 pane.line(
                     &s,
-                    Formatting.pad(r.format, 10) + Formatting.pad(Formatting.fixed(r.metrics.sqnrDB, 2), 10, right: true)
-                        + Formatting.pad(Formatting.scientific(r.metrics.mse, 2), 12, right: true)
-                        + Formatting.pad(Formatting.fixed(r.bitsPerWeight, 3), 9, right: true)
+                    Formatting.pad(r.format, 9) + Formatting.pad(Formatting.fixed(r.metrics.sqnrDB, 2), 8, right: true)
+                        + Formatting.pad(Formatting.scientific(r.metrics.mse, 2), 10, right: true)
+                        + Formatting.pad(Formatting.fixed(r.bitsPerWeight, 3), 8, right: true)
                         + Formatting.pad(r.outputRelativeError.map { Formatting.scientific($0, 2) } ?? "-", 10, right: true),
                     r.metrics.sqnrDB == best ? .good : .normal)
             }

@@ -196,9 +196,15 @@ final class TUILayoutAndRecipeTests: XCTestCase {
             Thread.sleep(forTimeInterval: 0.001)
         }
         waitForJob(jobs)
-        let any4 = labels.firstIndex { $0.hasSuffix(": any4 (1/\(FormatRegistry.fourBit.count))") }
-        XCTAssertNotNil(any4, "\(labels)")
-        XCTAssertTrue(labels.allSatisfy { $0.hasPrefix("comparing formats on \(tensor.name)") }, "\(labels)")
+        if let label = jobs.job?.progress.label, labels.last != label { labels.append(label) }
+        let n = FormatRegistry.fourBit.count
+        XCTAssertTrue(labels.contains("comparing any4 (1/\(n)) on \(tensor.name)"), "\(labels)")
+        XCTAssertTrue(labels.contains("comparing nvfp4 (\(n)/\(n)) on \(tensor.name)"), "\(labels)")
+        XCTAssertTrue(
+            labels.allSatisfy {
+                $0 == "comparing formats on \(tensor.name)" || $0.hasSuffix(" on \(tensor.name)") || $0.hasSuffix(" for the comparison")
+            },
+            "\(labels)")
         let rows = try XCTUnwrap(jobs.comparison(for: tensor.name))
         XCTAssertEqual(rows.map(\.format), FormatRegistry.fourBit.map(\.name))
         let int4 = try XCTUnwrap(rows.first { $0.format == "int4" })

@@ -112,7 +112,7 @@ final class TUIStressTests: XCTestCase {
             let pid = try launchDemo()
             // Exact k-means: quantize-all then takes about a second.
             for k in ["2", "m", "4", "a"] { try terminal.key(k) }
-            try terminal.waitFor(matching: #"quantizing all \d+ layers to any4 \d+%"#)  // running, not "done: …"
+            try terminal.waitFor(matching: #"\d% · \d+/\d+ rows.* · quantizing all \d+ layers to any4"#)  // running, not "done: …"
             let sent = Date()
             XCTAssertEqual(Glibc.kill(pid, signal), 0)
             XCTAssertEqual(try exitStatus(timeout: 10), status, name)
