@@ -136,7 +136,9 @@ struct QuantizeCommand: ParsableCommand {
             try reportingFileErrors {
                 try CheckpointPlan.prepareWorkFolder(work, force: force, inputs: inputs)
                 unlink(work + "/" + CheckpointPlan.manifestName(part: split.index, of: split.count))
-                try CheckpointPlan.copyCompanions(of: model, into: work)
+                // One part copies the config and tokenizer (parts on other machines sharing the
+                // folder would otherwise race on the same files).
+                if split.index == 0 { try CheckpointPlan.copyCompanions(of: model, into: work) }
             }
             for k in mine where !force && plan.isComplete(k, in: work) {
                 printError("any4: reusing shard \(k + 1)/\(plan.files.count) \(plan.files[k].name)")

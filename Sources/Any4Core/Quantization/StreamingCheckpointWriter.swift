@@ -240,7 +240,8 @@ extension CheckpointPlan {
             }
             if force { for name in listDirectory(folder) where isOurs(name) { unlink(folder + "/" + name) } }
         } else {
-            guard mkdir(folder, 0o755) == 0 else {
+            // Another part may make it at the same moment.
+            guard mkdir(folder, 0o755) == 0 || (errno == EEXIST && isDirectory(folder)) else {
                 throw FileFormatError(file: folder, kind: .io, "cannot create the work folder: \(String(cString: strerror(errno)))")
             }
         }
