@@ -268,6 +268,7 @@ struct QuantizeCommand: ParsableCommand {
         _ results: [LayerResult], displayName: String, seconds: Double, reused: Int = 0,
         split: (index: Int, count: Int, source: String) = (0, 1, ""), work: String = "", shards: Int = 0
     ) {
+        warnStorageFallbacks(results)
         let reports = LayerReports(results)
         if json {
             var members: [(key: String, value: JSONValue)] = [

@@ -27,7 +27,7 @@ package struct StoredLayerLayout: Equatable, Sendable {
         let tensor = job.tensor
         let sizes = try Quantizer.OutputSizes(
             rows: tensor.shape[0], cols: tensor.shape[1], name: tensor.name, format: job.format, options: job.options)
-        let s = ModelQuantization.storageDType(of: tensor)
+        let s = ModelQuantization.storageDType(of: tensor, options: job.options)
         formatName = job.format.name
         rows = tensor.shape[0]
         cols = tensor.shape[1]
@@ -247,7 +247,7 @@ package struct CheckpointPlan {
                 if fakeQuant {
                     let target: DType =
                         if case .plain(let d) = tensor.info.encoding, d.isFloatingPoint, d != .f64 { d } else {
-                            ModelQuantization.storageDType(of: tensor)
+                            ModelQuantization.sourceDType(of: tensor)
                         }
                     let bytes = try Sizes.product([tensor.info.elementCount, target.size], "\(tensor.name): fake-quant bytes")
                     let entry = SafeTensorsWriter.Planned(name: tensor.name, dtype: target, shape: tensor.shape, byteCount: bytes) {
