@@ -142,7 +142,7 @@ struct QuantizeCommand: ParsableCommand {
                 let mine = plan.parts[split.index]
                 let work = container == .folder ? CheckpointPlan.workFolder(for: out) : parentDirectory(out)
                 var writing = Set(mine)
-                var reused = 0
+                reused = 0
                 if container == .folder {
                     try reportingFileErrors {
                         try CheckpointPlan.prepareWorkFolder(work, force: forceNow, inputs: inputs)
