@@ -123,104 +123,133 @@ struct QuantizeCommand: ParsableCommand {
             try runInMemory(model: model, jobs: jobs, engine: engine, sequences: sequences, source: source, calibration: calibration)
             return
         }
-        let plan = try runProgressJob(Progress(total: 0), interrupted: "interrupted; nothing was written") {
-            try CheckpointPlan.make(
-                model: model, jobs: jobs, fakeQuant: fakeQuant, single: container == .safetensors, maxShardSize: maxShardSize,
-                partCount: split.count, inputs: try CheckpointPlan.inputFingerprint(inputs))
-        }
-        let mine = plan.parts[split.index]
-        let work = container == .folder ? CheckpointPlan.workFolder(for: out) : parentDirectory(out)
-        var writing = Set(mine)
-        var reused = 0
-        if container == .folder {
-            try reportingFileErrors {
-                try CheckpointPlan.prepareWorkFolder(work, force: force, inputs: inputs)
-                unlink(work + "/" + CheckpointPlan.manifestName(part: split.index, of: split.count))
-                try CheckpointPlan.copyCompanions(of: model, into: work)
-            }
-            for k in mine where !force && plan.isComplete(k, in: work) {
-                printError("any4: reusing shard \(k + 1)/\(plan.files.count) \(plan.files[k].name)")
-                writing.remove(k)
-                reused += 1
-            }
-        }
-        let fileOfUnit = plan.fileOfUnit
-        let todo = plan.units.indices.filter { plan.units[$0].job != nil && writing.contains(fileOfUnit[$0]) }
-        let partLabel = split.count > 1 ? "part \(split.index)/\(split.count) · " : ""
-        let progress = Progress(total: todo.reduce(0) { $0 + plan.units[$1].tensor.shape[0] }, label: partLabel + "quantizing \(displayName)")
         var results: [LayerResult] = []
         let started = Clock.now
-        let writer = StreamingCheckpointWriter(
-            plan: plan, folder: work, writing: writing, singlePath: container == .safetensors ? out : nil, progress: progress,
-            log: { printError("any4: \($0)") })
-        func interrupted() -> String {
-            writer.abandon()
-            guard container == .folder else { return "interrupted; nothing was written" }
-            let kept = mine.filter { plan.isComplete($0, in: work) }.count
-            if kept == 0 && reused == 0 && split.count == 1 {
-                for name in listDirectory(work) { unlink(work + "/" + name) }
-                rmdir(work)
-                return "interrupted; nothing was written"
-            }
-            return "interrupted; \(kept) of \(mine.count) shards complete in \(work): run the same command again to resume "
-                + "(--force starts over)"
-        }
-        var done = 0
-        func label(_ u: Int) -> String {
-            let k = plan.fileOfUnit[u]
-            return partLabel
-                + "\(plan.units[u].job!.format.name) \(done + 1)/\(todo.count) \(plan.units[u].tensor.name) · shard \(k + 1)/\(plan.files.count)"
-        }
-        try runProgressJob(progress, interrupted: interrupted()) {
-            defer { writer.abandon() }
-            if let engine, !todo.isEmpty {
-                var unitOf: [String: Int] = [:]
-                for (u, unit) in plan.units.enumerated() { unitOf[unit.tensor.name] = u }
-                for u in plan.units.indices where plan.units[u].job == nil && writer.writes(unit: u) { try writer.put(unit: u, matrix: nil) }
-                let last = todo.compactMap { blockOf[plan.units[$0].tensor.name] }.max()
-                _ = try EngineQuantization.quantizeSequentially(
-                    engine, sequences: sequences, jobs: jobs, statistic: quantization.stat, source: source, throughBlock: last,
-                    progress: progress
-                ) { result, job in
-                    guard let u = unitOf[job.tensor.name], writer.writes(unit: u) else { return }
-                    progress.setLabel(label(u))
-                    try writer.put(unit: u, matrix: result.matrix)
-                    var r = result
-                    r.matrix = nil
-                    results.append(r)
-                    done += 1
+        var forceNow = force
+        var reused = 0
+        var mineCount = 0
+        let work = container == .folder ? CheckpointPlan.workFolder(for: out) : parentDirectory(out)
+        // A layer the default 16-bit tables cannot hold is stored in F32 (dtype's fallback), which
+        // the plan could not know: the plan is made again with that layer pinned to F32 and the run
+        // goes on, reusing the shards already complete (their headers do not change).
+        while true {
+            do {
+                let plan = try runProgressJob(Progress(total: 0), interrupted: "interrupted; nothing was written") {
+                    try CheckpointPlan.make(
+                        model: model, jobs: jobs, fakeQuant: fakeQuant, single: container == .safetensors, maxShardSize: maxShardSize,
+                        partCount: split.count, inputs: try CheckpointPlan.inputFingerprint(inputs))
                 }
-                progress.setLabel(partLabel + "calibrated through block \(last ?? 0)")
-                guard writer.unfinished.isEmpty else {
-                    throw FileFormatError(file: work, kind: .badShape, "layers never quantized in \(writer.unfinished.joined(separator: ", "))")
-                }
-            } else {
-                for k in mine where writing.contains(k) {
-                    for u in plan.files[k].units {
-                        guard let job = plan.units[u].job else {
-                            try writer.put(unit: u, matrix: nil)
-                            continue
-                        }
-                        progress.setLabel(label(u))
-                        var r = try ModelQuantization.quantize(job, of: model, calibration: calibration, progress: progress)
-                        try writer.put(unit: u, matrix: r.matrix)
-                        r.matrix = nil
-                        results.append(r)
-                        done += 1
+                let mine = plan.parts[split.index]
+                let work = container == .folder ? CheckpointPlan.workFolder(for: out) : parentDirectory(out)
+                var writing = Set(mine)
+                reused = 0
+                if container == .folder {
+                    try reportingFileErrors {
+                        try CheckpointPlan.prepareWorkFolder(work, force: forceNow, inputs: inputs)
+                        unlink(work + "/" + CheckpointPlan.manifestName(part: split.index, of: split.count))
+                        // One part copies the config and tokenizer (parts on other machines sharing the
+                        // folder would otherwise race on the same files).
+                        if split.index == 0 { try CheckpointPlan.copyCompanions(of: model, into: work) }
+                    }
+                    for k in mine where !forceNow && plan.isComplete(k, in: work) {
+                        printError("any4: reusing shard \(k + 1)/\(plan.files.count) \(plan.files[k].name)")
+                        writing.remove(k)
+                        reused += 1
                     }
                 }
-            }
-            guard container == .folder else { return }
-            if split.count == 1 {
-                try CheckpointPlan.finish(folder: work, index: plan.index, shards: Set(plan.files.map(\.name)), out: out)
-            } else {
-                let manifest = try AtomicFileWriter(path: work + "/" + CheckpointPlan.manifestName(part: split.index, of: split.count))
-                try manifest.write(plan.manifest(part: split.index))
-                try manifest.commit()
+                let fileOfUnit = plan.fileOfUnit
+                let todo = plan.units.indices.filter { plan.units[$0].job != nil && writing.contains(fileOfUnit[$0]) }
+                let partLabel = split.count > 1 ? "part \(split.index)/\(split.count) · " : ""
+                let progress = Progress(total: todo.reduce(0) { $0 + plan.units[$1].tensor.shape[0] }, label: partLabel + "quantizing \(displayName)")
+                let writer = StreamingCheckpointWriter(
+                    plan: plan, folder: work, writing: writing, singlePath: container == .safetensors ? out : nil, progress: progress,
+                    log: { printError("any4: \($0)") })
+                func interrupted() -> String {
+                    writer.abandon()
+                    guard container == .folder else { return "interrupted; nothing was written" }
+                    let kept = mine.filter { plan.isComplete($0, in: work) }.count
+                    if kept == 0 && reused == 0 && split.count == 1 {
+                        for name in listDirectory(work) { unlink(work + "/" + name) }
+                        rmdir(work)
+                        return "interrupted; nothing was written"
+                    }
+                    return "interrupted; \(kept) of \(mine.count) shards complete in \(work): run the same command again to resume "
+                        + "(--force starts over)"
+                }
+                var done = 0
+                func label(_ u: Int) -> String {
+                    let k = plan.fileOfUnit[u]
+                    return partLabel
+                        + "\(plan.units[u].job!.format.name) \(done + 1)/\(todo.count) \(plan.units[u].tensor.name) · shard \(k + 1)/\(plan.files.count)"
+                }
+                try runProgressJob(progress, interrupted: interrupted()) {
+                    defer { writer.abandon() }
+                    if let engine, !todo.isEmpty {
+                        var unitOf: [String: Int] = [:]
+                        for (u, unit) in plan.units.enumerated() { unitOf[unit.tensor.name] = u }
+                        for u in plan.units.indices where plan.units[u].job == nil && writer.writes(unit: u) { try writer.put(unit: u, matrix: nil) }
+                        let last = todo.compactMap { blockOf[plan.units[$0].tensor.name] }.max()
+                        _ = try EngineQuantization.quantizeSequentially(
+                            engine, sequences: sequences, jobs: jobs, statistic: quantization.stat, source: source, throughBlock: last,
+                            progress: progress
+                        ) { result, job in
+                            guard let u = unitOf[job.tensor.name], writer.writes(unit: u) else { return }
+                            progress.setLabel(label(u))
+                            try writer.put(unit: u, matrix: result.matrix)
+                            var r = result
+                            r.matrix = nil
+                            results.append(r)
+                            done += 1
+                        }
+                        progress.setLabel(partLabel + "calibrated through block \(last ?? 0)")
+                        guard writer.unfinished.isEmpty else {
+                            throw FileFormatError(
+                                file: work, kind: .badShape, "layers never quantized in \(writer.unfinished.joined(separator: ", "))")
+                        }
+                    } else {
+                        for k in mine where writing.contains(k) {
+                            for u in plan.files[k].units {
+                                guard let job = plan.units[u].job else {
+                                    try writer.put(unit: u, matrix: nil)
+                                    continue
+                                }
+                                progress.setLabel(label(u))
+                                var r = try ModelQuantization.quantize(job, of: model, calibration: calibration, progress: progress)
+                                try writer.put(unit: u, matrix: r.matrix)
+                                r.matrix = nil
+                                results.append(r)
+                                done += 1
+                            }
+                        }
+                    }
+                    guard container == .folder else { return }
+                    if split.count == 1 {
+                        try CheckpointPlan.finish(folder: work, index: plan.index, shards: Set(plan.files.map(\.name)), out: out)
+                    } else {
+                        let manifest = try AtomicFileWriter(path: work + "/" + CheckpointPlan.manifestName(part: split.index, of: split.count))
+                        try manifest.write(plan.manifest(part: split.index))
+                        try manifest.commit()
+                    }
+                }
+                mineCount = mine.count
+                break
+            } catch let fallback as StorageFallback {
+                guard split.count == 1, !calibrate, let i = jobs.firstIndex(where: { $0.tensor.name == fallback.tensor }) else {
+                    printError("any4: error: \(fallback.warning)")
+                    throw usageError(
+                        "a split or --calibrate run cannot change its plan on the way: run it (every part) with --table-dtype f32")
+                }
+                printError("any4: warning: \(fallback.warning); planning again")
+                jobs[i].options.storageDType = fallback.storage
+                forceNow = false
             }
         }
+        // A layer redone after a plan change counts once (its last result).
+        var last: [String: Int] = [:]
+        for (i, r) in results.enumerated() { last[r.name] = i }
+        results = results.enumerated().filter { last[$0.element.name] == $0.offset }.map(\.element)
         let seconds = Clock.now - started
-        report(results, displayName: displayName, seconds: seconds, reused: reused, split: split, work: work, shards: mine.count)
+        report(results, displayName: displayName, seconds: seconds, reused: reused, split: split, work: work, shards: mineCount)
     }
 
     /// The part a split run does: `--shard I/N`, else the scheduler's environment (Slurm job

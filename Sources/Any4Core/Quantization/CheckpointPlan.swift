@@ -182,22 +182,33 @@ package struct CheckpointPlan {
     package static func inputFingerprint(_ paths: [String]) throws -> String {
         var h = FNV64()
         for path in paths where !isDirectory(path) {
-            let store = try ByteStore(mapping: path)
-            let bytes = store.bytes
+            // Read, not mapped: a file that shrinks meanwhile is the model reader's to report.
+            let fd = open(path, O_RDONLY | O_CLOEXEC)
+            guard fd >= 0 else { throw FileFormatError(file: path, kind: .io, "cannot open: \(String(cString: strerror(errno)))") }
+            defer { close(fd) }
+            var info = stat()
+            guard fstat(fd, &info) == 0 else { throw FileFormatError(file: path, kind: .io, "cannot stat") }
+            let size = Int(info.st_size)
+            func add(_ start: Int, _ count: Int) {
+                var buffer = [UInt8](repeating: 0, count: max(0, count))
+                let n = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress, count, off_t(start)) }
+                h.add(Array(buffer.prefix(max(0, n))))
+            }
             h.add(lastComponentOf(path))
-            h.add(String(bytes.count))
+            h.add(String(size))
             let small = 64 << 20
-            if bytes.count <= small {
-                h.add(bytes)
+            if size <= small {
+                var start = 0
+                while start < size {
+                    add(start, min(8 << 20, size - start))
+                    start += 8 << 20
+                }
             } else {
                 let mib = 1 << 20
-                h.add(UnsafeRawBufferPointer(rebasing: bytes[0..<mib]))
+                add(0, mib)
                 let sample = 64 << 10
-                for k in 0..<64 {
-                    let start = (bytes.count - sample) / 63 * k
-                    h.add(UnsafeRawBufferPointer(rebasing: bytes[start..<(start + sample)]))
-                }
-                h.add(UnsafeRawBufferPointer(rebasing: bytes[(bytes.count - mib)...]))
+                for k in 0..<64 { add((size - sample) / 63 * k, sample) }
+                add(size - mib, mib)
             }
         }
         return h.hex

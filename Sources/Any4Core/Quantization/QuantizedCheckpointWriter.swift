@@ -257,16 +257,16 @@ extension QuantizedCheckpoint {
     }
 
     /// One stored part of a quantized layer: its bytes made on demand.
-    struct Part {
-        var name: String
-        var dtype: DType
-        var shape: [Int]
-        var byteCount: Int
-        var make: () -> [UInt8]
+    package struct Part {
+        package var name: String
+        package var dtype: DType
+        package var shape: [Int]
+        package var byteCount: Int
+        package var make: () -> [UInt8]
     }
 
     /// `X.qweight`, `X.lut` (any-b), `X.scales`, `X.tensor_scale` (nvfp4), `X.zeros` (asymmetric).
-    static func quantizedParts(_ q: QuantizedMatrix, base: String) -> [Part] {
+    package static func quantizedParts(_ q: QuantizedMatrix, base: String) -> [Part] {
         let rowBytes = q.codeBits > 4 ? q.cols : (q.cols + 1) / 2
         var out = [Part(name: base + ".qweight", dtype: .u8, shape: [q.rows, rowBytes], byteCount: q.rows * rowBytes) { q.packedCodes() }]
         func floats(_ suffix: String, _ shape: [Int], _ values: @escaping () -> [Float], _ dtype: DType) -> Part {

@@ -75,6 +75,10 @@ package final class StreamingCheckpointWriter {
                 try write(bytes, file: k, handle: handle, entry: entry.name, expecting: entry.byteCount)
             } else {
                 let made = StoredLayerLayout(q)
+                if let warning = q.storageFallback, var planned = unit.layout, made != planned {
+                    planned.storage = made.storage
+                    if planned == made { throw StorageFallback(tensor: unit.tensor.name, storage: made.storage, warning: warning) }
+                }
                 guard made == unit.layout else {
                     throw FileFormatError(
                         file: destination, kind: .badShape,
@@ -188,6 +192,14 @@ package final class StreamingCheckpointWriter {
     package var unfinished: [String] { open.keys.sorted().map { plan.files[$0].name } }
 }
 
+/// A layer stored in another dtype than planned (the default 16-bit tables could not hold it):
+/// the plan must be made again with the layer pinned to `storage`.
+package struct StorageFallback: Error {
+    package var tensor: String
+    package var storage: DType
+    package var warning: String
+}
+
 // MARK: - Work folder, parts, merge
 
 extension CheckpointPlan {
@@ -240,7 +252,8 @@ extension CheckpointPlan {
             }
             if force { for name in listDirectory(folder) where isOurs(name) { unlink(folder + "/" + name) } }
         } else {
-            guard mkdir(folder, 0o755) == 0 else {
+            // Another part may make it at the same moment.
+            guard mkdir(folder, 0o755) == 0 || (errno == EEXIST && isDirectory(folder)) else {
                 throw FileFormatError(file: folder, kind: .io, "cannot create the work folder: \(String(cString: strerror(errno)))")
             }
         }
