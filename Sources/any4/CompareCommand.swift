@@ -6,7 +6,7 @@ struct CompareCommand: ParsableCommand {
         commandName: "compare",
         abstract: "Quantize every selected linear layer in several formats and compare their error.",
         discussion: """
-            Text: one row per layer with each format's SQNR (dB), then a summary per format (mean SQNR, wins, \
+            Text: one row per layer with each format's SQNR (dB) and bits per weight, then a summary per format (mean SQNR, wins, \
             bits per weight weighted by parameters, seconds). --json adds MSE, max error, bits per weight, \
             seconds and k-means objectives per layer and format. MODEL may be `demo`.
             """
@@ -96,15 +96,18 @@ struct CompareCommand: ParsableCommand {
             return
         }
         let nameWidth = min(44, max(12, layers.map(\.name.count).max() ?? 0))
+        // Each cell: the layer's SQNR and, beside it, the bits per weight it cost.
+        let cell = 13
         var header = Formatting.pad("layer", nameWidth) + " " + Formatting.pad("shape", 12)
-        for label in comparison.labels { header += Formatting.pad(label, 11, right: true) }
-        print(header + "   (SQNR dB)")
+        for label in comparison.labels { header += Formatting.pad(label, cell, right: true) }
+        print(header + "   (SQNR dB / bits per weight)")
         for row in comparison.rows {
             var line = Formatting.pad(row.name, nameWidth) + " " + Formatting.pad(Formatting.shape(row.shape), 12)
-            let sqnr = row.results.compactMap { $0.outcome?.sqnrDB }
-            let best = sqnr.max() ?? 0
-            for x in sqnr {
-                line += Formatting.pad((x == best ? "*" : "") + Formatting.fixed(x, 2), 11, right: true)
+            let outcomes = row.results.compactMap(\.outcome)
+            let best = outcomes.map(\.sqnrDB).max() ?? 0
+            for o in outcomes {
+                let text = (o.sqnrDB == best ? "*" : "") + Formatting.fixed(o.sqnrDB, 2) + "/" + Formatting.fixed(o.bitsPerWeight, 2)
+                line += Formatting.pad(text, cell, right: true)
             }
             print(line)
         }
