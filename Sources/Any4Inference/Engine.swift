@@ -132,16 +132,44 @@ public enum EngineQuantization {
         keepMatrices: Bool = false,
         progress: Progress? = nil
     ) throws -> (results: [LayerResult], stats: CalibrationStats) {
-        var options = options
-        options.sampleWeighting = .calibration(path: source, statistic: statistic)
-        var hidden = try sequences.map { try engine.embed($0) }
-        let total = (0..<engine.blockCount).reduce(0) { sum, i in
-            sum + engine.linears(ofBlock: i).filter { tensor(of: $0, in: engine, selection: selection) != nil }.reduce(0) { $0 + $1.rows }
+        let jobs = engine.linears.compactMap { l in
+            tensor(of: l, in: engine, selection: selection).map { LayerJob(tensor: $0, format: format, options: options) }
         }
-        progress?.reset(total: total, label: "calibrating and quantizing \(format.name)")
         var results: [LayerResult] = []
+        let stats = try quantizeSequentially(
+            engine, sequences: sequences, jobs: jobs, statistic: statistic, source: source, progress: progress
+        ) { result, _ in
+            var r = result
+            if !keepMatrices { r.matrix = nil }
+            results.append(r)
+        }
+        return (results, stats)
+    }
+
+    /// Sequential calibration over `jobs` (a linear layer of a block without a job stays as it is;
+    /// layers outside blocks are not quantized): each result is handed to `onLayer` as soon as its
+    /// layer is quantized (the matrix is then also the engine's). `throughBlock` stops after that
+    /// block (a split run's part needs only the blocks up to its last; the statistics of every
+    /// block it does are those of the full run). The jobs' sample weighting becomes
+    /// `calib:source:statistic`.
+    public static func quantizeSequentially(
+        _ engine: any TransformerEngine, sequences: [[Int]], jobs: [LayerJob], statistic: CalibrationStatistic,
+        source: String = "sequential", throughBlock: Int? = nil, progress: Progress? = nil,
+        onLayer: (LayerResult, LayerJob) throws -> Void
+    ) throws -> CalibrationStats {
+        var byName: [String: LayerJob] = [:]
+        for var job in jobs {
+            job.options.sampleWeighting = .calibration(path: source, statistic: statistic)
+            byName[job.tensor.name] = job
+        }
+        let last = min(engine.blockCount - 1, throughBlock ?? (engine.blockCount - 1))
+        var hidden = last >= 0 ? try sequences.map { try engine.embed($0) } : []
+        let total = (0..<(last + 1)).reduce(0) { sum, i in
+            sum + engine.linears(ofBlock: i).filter { byName[$0.name] != nil }.reduce(0) { $0 + $1.rows }
+        }
+        progress?.reset(total: total, label: "calibrating and quantizing")
         var stats = CalibrationStats()
-        for i in 0..<engine.blockCount {
+        for i in 0..<(last + 1) {
             let linears = engine.linears(ofBlock: i)
             for l in linears { l.record(true) }
             for (s, tokens) in sequences.enumerated() {
@@ -154,17 +182,19 @@ public enum EngineQuantization {
                 l.record(false)
             }
             for l in linears {
-                guard let t = tensor(of: l, in: engine, selection: selection) else { continue }
-                results.append(
-                    try quantize(
-                        l, tensor: t, format: format, options: options, calibration: stats,
-                        keepMatrix: keepMatrices, progress: progress))
+                guard let job = byName[l.name] else { continue }
+                let result = try quantize(
+                    l, tensor: job.tensor, format: job.format, options: job.options, calibration: stats,
+                    keepMatrix: true, progress: progress)
+                try onLayer(result, job)
             }
             // The next block sees this block's output with its weights quantized.
-            for (s, tokens) in sequences.enumerated() { engine.runBlock(i, hidden: &hidden[s], m: tokens.count) }
+            if i < last {
+                for (s, tokens) in sequences.enumerated() { engine.runBlock(i, hidden: &hidden[s], m: tokens.count) }
+            }
         }
         stats.metadata["tokens"] = String(sequences.reduce(0) { $0 + $1.count })
         stats.metadata["sequential"] = "1"
-        return (results, stats)
+        return stats
     }
 }

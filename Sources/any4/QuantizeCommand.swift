@@ -48,11 +48,20 @@ struct QuantizeCommand: ParsableCommand {
         let model = try openModel(modelArgument.model)
         let selection = try quantization.selection(for: model)
         let layers = try selectedLayers(model, selection, quantization)
+        let jobs = layers.map { LayerJob(tensor: $0, format: numeric, options: options) }
+        try run(model: model, jobs: jobs, options: options)
+    }
+
+    /// The pipeline proper: quantizes `jobs` (a layer without one is copied as stored) and
+    /// writes the checkpoint. `options` are the command line's (calibration file, weighting).
+    func run(model: Model, jobs: [LayerJob], options: QuantizationOptions) throws {
+        let formatNames = Set(jobs.map(\.format.name))
+        let displayName = formatNames.count == 1 ? formatNames.first! : "mixed"
         if calibrate, case .calibration = options.sampleWeighting {
             throw usageError("--calibrate computes its own statistics; drop --sample-weight calib:FILE")
         }
-        if calibrate && !numeric.perRowTable {
-            throw usageError("--calibrate weighs any-b's k-means; \(numeric.name) has no learned table")
+        if calibrate, let job = jobs.first(where: { !$0.format.perRowTable }) {
+            throw usageError("--calibrate weighs any-b's k-means; \(job.format.name) has no learned table")
         }
         if prompt != nil && !calibrate { throw usageError("--prompt is for --calibrate") }
         var inputs = model.inputFiles
@@ -63,7 +72,7 @@ struct QuantizeCommand: ParsableCommand {
         try reportingFileErrors { try QuantizedCheckpoint.checkOutput(out, container: container, inputs: inputs) }
         let calibration = try quantization.calibration(options)
 
-        let progress = Progress(total: layers.reduce(0) { $0 + $1.shape[0] }, label: "quantizing \(numeric.name)")
+        let progress = Progress(total: jobs.reduce(0) { $0 + $1.tensor.shape[0] }, label: "quantizing \(displayName)")
         var results: [LayerResult] = []
         let started = Clock.now
         /// Writes the quantized layers as the checkpoint (the last phase of both paths); the
@@ -82,25 +91,16 @@ struct QuantizeCommand: ParsableCommand {
             let statistic = quantization.stat
             let source = "sequential:" + (prompt ?? "assets/calibration.txt")
             try runProgressJob(progress, interrupted: "interrupted; nothing was written") {
-                results = try EngineQuantization.quantizeSequentially(
-                    engine, sequences: sequences, format: numeric, options: options, statistic: statistic, selection: selection,
-                    source: source, keepMatrices: true, progress: progress
-                ).results
-                // Each table was weighed by the statistic taken in sequence: say so per layer.
-                let weighting = SampleWeighting.calibration(path: source, statistic: statistic).name
-                for i in results.indices where results[i].matrix?.perRowTable == true {
-                    results[i].matrix?.sampleWeight = weighting
-                }
+                _ = try EngineQuantization.quantizeSequentially(
+                    engine, sequences: sequences, jobs: jobs, statistic: statistic, source: source, progress: progress
+                ) { result, _ in results.append(result) }
                 try write(results)
             }
         } else {
             try runProgressJob(progress, interrupted: "interrupted; nothing was written") {
-                for (i, layer) in layers.enumerated() {
-                    progress.setLabel("quantizing \(numeric.name) \(i + 1)/\(layers.count) \(layer.name)")
-                    results.append(
-                        try ModelQuantization.quantize(
-                            layer, of: model, format: numeric, options: options,
-                            calibration: calibration, progress: progress))
+                for (i, job) in jobs.enumerated() {
+                    progress.setLabel("quantizing \(job.format.name) \(i + 1)/\(jobs.count) \(job.tensor.name)")
+                    results.append(try ModelQuantization.quantize(job, of: model, calibration: calibration, progress: progress))
                 }
                 try write(results)
             }
@@ -110,12 +110,12 @@ struct QuantizeCommand: ParsableCommand {
         if json {
             print(
                 JSONValue.object([
-                    ("format", .string(numeric.name)), ("out", .string(out)), ("seconds", JSONValue(seconds)),
+                    ("format", .string(displayName)), ("out", .string(out)), ("seconds", JSONValue(seconds)),
                     ("layers", reports.json(LayerReport.Field.quantize))
                 ]).serialized)
         } else {
             print(
-                "quantized \(results.count) layers (\(Formatting.count(reports.parameters)) weights) to \(numeric.name) in \(Formatting.fixed(seconds, 2)) s"
+                "quantized \(results.count) layers (\(Formatting.count(reports.parameters)) weights) to \(displayName) in \(Formatting.fixed(seconds, 2)) s"
             )
             print(
                 "mean SQNR \(Formatting.fixed(reports.meanSQNR, 2)) dB · \(Formatting.fixed(reports.bitsPerWeight, 3)) bits/weight · worst layer \(worstLayer(reports))"

@@ -57,6 +57,30 @@ public struct LayerSelection: @unchecked Sendable {
     }
 }
 
+/// One layer to quantize: the tensor, its format, and the options it is quantized with. The
+/// quantize pipeline (streaming, resumable, split) consumes only a list of these: `--format`
+/// gives every selected layer the same job, a recipe one per layer; a layer without a job is
+/// copied as stored.
+public struct LayerJob: Sendable {
+    public var tensor: ModelTensor
+    public var format: any NumericFormat
+    /// Group size, clustering, sample weighting, seed, storage dtype...
+    public var options: QuantizationOptions
+
+    public init(tensor: ModelTensor, format: any NumericFormat, options: QuantizationOptions) {
+        self.tensor = tensor
+        self.format = format
+        self.options = options
+    }
+
+    /// The same job for every layer `selection` selects, in model order.
+    public static func uniform(
+        _ model: Model, format: any NumericFormat, options: QuantizationOptions, selection: LayerSelection
+    ) -> [LayerJob] {
+        model.tensors.filter(selection.selects).map { LayerJob(tensor: $0, format: format, options: options) }
+    }
+}
+
 /// One quantized layer of a model, with its error.
 public struct LayerResult: Sendable {
     public var name: String
@@ -122,6 +146,16 @@ public enum ModelQuantization {
             weights: try model.decode(tensor), of: tensor, format: format, options: options,
             channelWeights: channels, keepMatrix: keepMatrix, outputErrorRows: outputErrorRows,
             progress: progress)
+    }
+
+    /// Quantizes one job's layer of `model` and measures its error.
+    public static func quantize(
+        _ job: LayerJob, of model: Model, calibration: CalibrationStats? = nil,
+        keepMatrix: Bool = true, progress: Progress? = nil
+    ) throws -> LayerResult {
+        try quantize(
+            job.tensor, of: model, format: job.format, options: job.options, calibration: calibration,
+            keepMatrix: keepMatrix, progress: progress)
     }
 
     /// Quantizes `weights` (the values of `tensor`, [out, in]) with per-channel k-means weights
