@@ -57,7 +57,7 @@ public struct SensitivityReport: Sendable {
 /// c on l is s_l · E_l(c): for small errors KL is quadratic in the weight error, so linear in E.
 /// Probes run in an order spread over depth until their time is spent; an unprobed layer takes s
 /// interpolated (geometrically, in depth) from probed layers of its kind (`attn_q`, `ffn_down`…),
-/// else from all probed layers. Without any probe, s_l = 1 / Σ_ij h_j W²_ij: the predicted error
+/// else the relative-error proxy below scaled to the probed layers. Without any probe, s_l = 1 / Σ_ij h_j W²_ij: the predicted error
 /// is the sum of relative output errors.
 public enum Sensitivity {
     public static func measure(
@@ -179,7 +179,9 @@ public enum Sensitivity {
         let probeSeconds = Clock.now - clock2
         let anyProbed = probed.contains(true)
         if anyProbed {
-            sensitivity = interpolate(sensitivity, probed: probed, kinds: planned.map { kind(of: $0.linear.name) }, blocks: planned.map(\.block))
+            sensitivity = interpolate(
+                sensitivity, probed: probed, kinds: planned.map { kind(of: $0.linear.name) }, blocks: planned.map(\.block),
+                energy: energy)
         } else {
             sensitivity = energy.map { $0 > 0 ? 1 / $0 : 0 }
         }
@@ -273,11 +275,13 @@ public enum Sensitivity {
     }
 
     /// Fills unprobed sensitivities: geometric interpolation in depth between the nearest probed
-    /// layers of the same kind, else the geometric mean of all probed layers.
-    static func interpolate(_ s: [Double], probed: [Bool], kinds: [String], blocks: [Int]) -> [Double] {
+    /// layers of the same kind; for a kind never probed, the relative-output-error proxy
+    /// 1 / Σ h W² scaled by the geometric mean of s · Σ h W² over the probed layers.
+    static func interpolate(_ s: [Double], probed: [Bool], kinds: [String], blocks: [Int], energy: [Double]) -> [Double] {
         var out = s
         let positive = s.indices.filter { probed[$0] && s[$0] > 0 }
-        let fallback = positive.isEmpty ? 0 : exp(positive.map { log(s[$0]) }.reduce(0, +) / Double(positive.count))
+        let scaled = positive.filter { energy[$0] > 0 }
+        let factor = scaled.isEmpty ? 0 : exp(scaled.map { log(s[$0] * energy[$0]) }.reduce(0, +) / Double(scaled.count))
         for l in s.indices where !probed[l] {
             let same = positive.filter { kinds[$0] == kinds[l] }
             let below = same.filter { blocks[$0] <= blocks[l] }.max { blocks[$0] < blocks[$1] }
@@ -288,7 +292,7 @@ public enum Sensitivity {
                 out[l] = exp(log(s[a]) * (1 - t) + log(s[b]) * t)
             case let (a?, _): out[l] = s[a]
             case let (_, b?): out[l] = s[b]
-            default: out[l] = fallback
+            default: out[l] = energy[l] > 0 ? factor / energy[l] : 0
             }
         }
         return out
@@ -297,7 +301,7 @@ public enum Sensitivity {
 
 /// The unquantized model's hidden states at each block's input and its outputs on a probe
 /// sequence, and the divergence of the model as it is now from them.
-final class ProbeReference {
+package final class ProbeReference {
     let engine: any TransformerEngine
     let m: Int
     /// Hidden states entering block i (i = blockCount: the last block's output).
@@ -306,7 +310,7 @@ final class ProbeReference {
     var logProbabilities: [Double] = []
     var finalHidden: [Float] = []
 
-    init(_ engine: any TransformerEngine, tokens: [Int]) throws {
+    package init(_ engine: any TransformerEngine, tokens: [Int]) throws {
         self.engine = engine
         m = tokens.count
         var h = try engine.embed(tokens)
@@ -336,7 +340,7 @@ final class ProbeReference {
     /// The divergence of the model as it is now, run from block `block` on the reference inputs:
     /// mean KL(reference ‖ now) per position (decoders), or Σ(h − ref)² / Σ ref² of the final
     /// hidden states (encoders).
-    func divergence(from block: Int) -> Double {
+    package func divergence(from block: Int) -> Double {
         var h = inputs[min(block, inputs.count - 1)]
         for i in min(block, engine.blockCount)..<engine.blockCount { engine.runBlock(i, hidden: &h, m: m) }
         if let llama = engine as? LlamaEngine {
