@@ -78,6 +78,20 @@ extension KernelPath: ExpressibleByArgument, ChoiceArgument {
     public static var optionName: String { "--kernel" }
 }
 
+/// `--table-dtype`: the float dtype of LUTs, scales and zeros.
+enum TableDTypeArgument: String, ChoiceArgument {
+    case f16, bf16, f32
+    static var optionName: String { "--table-dtype" }
+
+    var dtype: DType {
+        switch self {
+        case .f16: .f16
+        case .bf16: .bf16
+        case .f32: .f32
+        }
+    }
+}
+
 extension DecodeHead: ExpressibleByArgument, ChoiceArgument {
     public static var optionName: String { "--head" }
 }

@@ -67,6 +67,7 @@ struct CompareCommand: ParsableCommand {
 
         let progress = Progress(total: layers.reduce(0) { $0 + $1.shape[0] } * variants.count, label: "comparing")
         var comparison = LayerComparison(labels: variants.map(\.label))
+        var fallbacks: [LayerResult] = []
         try runProgressJob(progress, interrupted: "interrupted") {
             for (i, layer) in layers.enumerated() {
                 progress.setLabel("comparing \(i + 1)/\(layers.count) \(layer.name)")
@@ -77,10 +78,12 @@ struct CompareCommand: ParsableCommand {
                         calibration: calibration, keepMatrix: false, progress: progress)
                     r.format = v.label
                     results.append(LayerReport(r))
+                    if r.storageFallback != nil { fallbacks.append(r) }
                 }
                 comparison.rows.append(.init(name: layer.name, shape: layer.shape, results: results))
             }
         }
+        warnStorageFallbacks(fallbacks)
         let summary = comparison.summaries
         if json {
             print(

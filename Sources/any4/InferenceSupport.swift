@@ -80,6 +80,7 @@ struct EngineQuantizationGroup: ParsableArguments {
             }
         }
         guard !results.isEmpty else { throw usageError("no linear layer of \(engine.model.path) matches the layer selection") }
+        warnStorageFallbacks(results)
         let bits = LayerReports(results).bitsPerWeight
         var text = "\(format.name) g\(options.blockSize(for: format))"
         if calibrate { text += " calibrated (\(quantization.stat.rawValue))" }

@@ -27,6 +27,12 @@ struct QuantizationOptionGroup: ParsableArguments {
     @Option(help: "Regular expression: leave matching layers unquantized (default: the LM head; same time bound as --layers).")
     var skip: String?
 
+    @Option(
+        help:
+            "Float dtype of LUTs, scales and zeros: f16, bf16 or f32 (default: bf16 for a bf16 model, else f16; a layer whose scales f16 cannot hold is then stored in f32, with a warning). mxfp4, nvfp4 and iq4_nl keep their own scale encoding."
+    )
+    var tableDtype: TableDTypeArgument?
+
     @OptionGroup var threadsOption: ThreadsOption
 
     @Option(help: "Seed for k-means++ seeding.")
@@ -44,6 +50,7 @@ struct QuantizationOptionGroup: ParsableArguments {
         o.seed = seed
         o.cluster = override ?? cluster
         o.sampleWeighting = sampleWeight.weighting(stat)
+        o.storageDType = tableDtype?.dtype
         do { try o.validate() } catch { throw usageError("--group-size: \(error)") }
         return o
     }
@@ -64,6 +71,14 @@ struct QuantizationOptionGroup: ParsableArguments {
     func calibration(_ options: QuantizationOptions) throws -> CalibrationStats? {
         guard case .calibration(let path, _) = options.sampleWeighting else { return nil }
         return try reportingFileErrors { try CalibrationStats.load(path) }
+    }
+}
+
+/// Prints, on standard error, each layer the default rule stored in F32 (a scale F16 cannot
+/// hold), so that a bits-per-weight figure above the 16-bit one is explained.
+func warnStorageFallbacks(_ results: [LayerResult]) {
+    for result in results {
+        if let note = result.storageFallback { printError("any4: warning: \(note)") }
     }
 }
 

@@ -130,6 +130,7 @@ struct QuantizeCommand: ParsableCommand {
             }
         }
         let seconds = Clock.now - started
+        warnStorageFallbacks(results)
         let reports = LayerReports(results)
         if json {
             print(

@@ -52,10 +52,11 @@ final class CheckpointModelTests: XCTestCase {
         XCTAssertEqual(q["format"]?.string, "any4")
         XCTAssertEqual(q["params"]?.int, 256 * 256)
         XCTAssertEqual(down["params"]?.int, 256 * 512)
-        // 4-bit codes + the f32 source's f32 tables (16 x 32 bits per row) and f32 scales and
-        // zeros per group: 4 + 512/256 + 64/64 = 7 bits at g64 on 256 columns, 4 + 1 + 0.5 at g128 on 512.
-        XCTAssertEqual(try XCTUnwrap(q["bits_per_weight"]?.double), 7, accuracy: 1e-9)
-        XCTAssertEqual(try XCTUnwrap(down["bits_per_weight"]?.double), 5.5, accuracy: 1e-9)
+        // 4-bit codes + the default F16 tables of an f32 source (16 x 16 bits per row) and F16
+        // scales and zeros per group: 4 + 256/256 + 32/64 = 5.5 bits at g64 on 256 columns,
+        // 4 + 0.5 + 0.25 at g128 on 512.
+        XCTAssertEqual(try XCTUnwrap(q["bits_per_weight"]?.double), 5.5, accuracy: 1e-9)
+        XCTAssertEqual(try XCTUnwrap(down["bits_per_weight"]?.double), 4.75, accuracy: 1e-9)
         XCTAssertEqual(report["quantized_layers"]?.int, 2)
         // Nothing else was quantized on the way: layer 0's q survived the second run as it was.
         XCTAssertNil(tensor("layers.1.self_attn.q_proj.weight")?["group_size"]?.int)

@@ -222,9 +222,9 @@ final class CheckpointWriterCLITests: XCTestCase {
             XCTAssertEqual(qweight.array?[0].string, "I8")
             XCTAssertEqual(qweight.array?[1].array?.compactMap(\.int), [shape[0], shape[1] / 2])
             let lut = try XCTUnwrap(tensors.first { $0.key == base + ".lut" }?.value)
-            XCTAssertEqual(lut.array?[0].string, "F32", "Q4_1 source: tables in f32")
+            XCTAssertEqual(lut.array?[0].string, "F16", "Q4_1 source: tables in the default f16")
             XCTAssertEqual(lut.array?[1].array?.compactMap(\.int), [shape[0], 16])
-            XCTAssertEqual(description["dtype"]?.string, "f32")
+            XCTAssertEqual(description["dtype"]?.string, "f16")
             for part in [".qweight", ".lut", ".scales", ".zeros"] {
                 added += try XCTUnwrap(tensors.first { $0.key == base + part }?.value.array?[2].int)
             }

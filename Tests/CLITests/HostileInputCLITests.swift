@@ -223,7 +223,9 @@ final class HostileInputCLITests: XCTestCase {
     /// scale 0 (all weights 0). F16: int-b, fp4 and iq4_nl exit 0 and `--fake-quant` wrote ±inf.
     /// After: where the format can hold the values (computed in Double where Float's range is
     /// exceeded) every stored float is finite and the error figures are finite; elsewhere exit 2
-    /// naming the tensor, row 3 (the lowest), the weight and the value it overflows to.
+    /// naming the tensor, row 3 (the lowest), the weight and the value it overflows to. Under the
+    /// default F16 tables and scales, a layer F16 cannot hold is stored in F32 with a warning (its
+    /// parts are then F32, the others' F16); `--table-dtype f16` refuses it instead.
     func testWeightsThatOverflowTheStoredDTypeAreRefusedOrStoredFinite() throws {
         let dir = try TestPaths.temporaryDirectory(for: self)
         var rng = SplitMix64(seed: 3)
@@ -242,7 +244,7 @@ final class HostileInputCLITests: XCTestCase {
         let inputs = [f32: try Data(contentsOf: URL(fileURLWithPath: f32)), f16: try Data(contentsOf: URL(fileURLWithPath: f16))]
         let refused: [String: Set<String>] = [
             f32: ["any3", "any2", "int3", "int2", "iq4_nl"],
-            f16: ["int4", "int8", "int3", "int2", "fp4", "iq4_nl"]
+            f16: ["iq4_nl"]  // its F16 scale is the format's own: no fallback
         ]
         let out = dir + "/q.safetensors"
         for model in [f32, f16] {
@@ -267,6 +269,14 @@ final class HostileInputCLITests: XCTestCase {
                         let values = t.decodeAll(from: file.store)
                         XCTAssertNil(values.firstIndex { !$0.isFinite }, "\(what): \(t.name) holds a non-finite value")
                     }
+                    // The warning says when the layer left the default F16, and the parts agree.
+                    let fellBack = run.result.stderr.contains("\(name): row 3: ") && run.result.stderr.contains("stored in F32, not the default F16")
+                    if !fake, let scales = file.tensors.first(where: { $0.name.hasSuffix(".scales") && $0.encoding != .plain(.u8) }) {
+                        XCTAssertEqual(scales.encoding, .plain(fellBack ? .f32 : .f16), "\(what): \(scales.name); stderr \(run.result.stderr)")
+                    }
+                    if model == f32, ["any4", "int4", "int8", "nf4", "fp4", "fp4-bnb"].contains(format) {
+                        XCTAssertTrue(fellBack, "\(what): F16 cannot hold scales of 3e38: \(run.result.stderr)")
+                    }
                     try FileManager.default.removeItem(atPath: out)
                 }
             }
@@ -274,8 +284,8 @@ final class HostileInputCLITests: XCTestCase {
         }
         XCTAssertEqual(try contents(dir), ["f16.safetensors", "f32.safetensors"], "no file left behind")
 
-        // The message names the weight and what it becomes.
-        let int4 = try any4(["quantize", f16, "--format", "int4", "--out", out])
+        // The message names the weight and what it becomes (F16 chosen: no fallback).
+        let int4 = try any4(["quantize", f16, "--format", "int4", "--table-dtype", "f16", "--out", out])
         assertRefused(int4, "\(name): row 3: weight [3, 10] = 65504.0 dequantizes to 65536.0, beyond F16's range", "int4 F16")
         let any2 = try any4(["quantize", f32, "--format", "any2", "--out", out])
         assertRefused(any2, "\(name): row 3: weight [3, 11] = -3e+38 dequantizes to -inf in F32", "any2 F32")

@@ -58,7 +58,9 @@ public enum GroupScaling {
         }
         var s = storage(max(mx - mn, 1e-6) / levels)
         if !s.isFinite { s = storage(Float((Double(mx) - Double(mn)) / Double(levels))) }
-        if s == 0 { s = 1e-6 / levels }  // only if the storage dtype flushes 1e-6/levels to zero
+        // F16 flushes 1e-6/255 (int8's floor) to zero: the smallest stored scale instead, so that
+        // what is stored is what the codes were chosen against.
+        if s == 0 { s = storage.leastNonzero }
         var z = storage(mn + s * half)
         if !z.isFinite { z = storage(Float(Double(mn) + Double(s) * Double(half))) }
         var low = z - s * half

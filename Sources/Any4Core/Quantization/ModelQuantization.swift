@@ -95,12 +95,16 @@ public struct LayerResult: Sendable {
     /// ‖XWᵀ − XŴᵀ‖/‖XWᵀ‖ on Gaussian activations, when asked for.
     public var outputRelativeError: Double?
     public var matrix: QuantizedMatrix?
+    /// Why the layer is stored in F32 against the default rule (``QuantizedMatrix/storageFallback``).
+    public var storageFallback: String?
 }
 
 /// Quantizes the selected linear layers of a model.
 public enum ModelQuantization {
-    /// The dtype a tensor's scales, zeros and LUTs are stored in: its own float dtype, else F32.
-    public static func storageDType(of tensor: ModelTensor) -> DType {
+    /// A tensor's own float dtype: F16 or BF16 when it is stored so (plain, ggml, or a quantized
+    /// layer of a checkpoint), else F32 (F32, F64, ggml block types). Dequantized weights are held
+    /// in it (a fake-quant file), and the default storage rule starts from it.
+    public static func sourceDType(of tensor: ModelTensor) -> DType {
         switch tensor.info.encoding {
         case .plain(let d) where d == .f16 || d == .bf16: d
         case .ggml(.f16): .f16
@@ -108,6 +112,25 @@ public enum ModelQuantization {
         case .quantized(let layout): layout.dtype
         default: .f32
         }
+    }
+
+    /// The dtype a tensor's LUTs, float scales and zeros are stored in under `options`: the one
+    /// place that applies the rule — `options.storageDType` when set, else BF16 for a BF16 tensor
+    /// and F16 for every other (``QuantizationOptions/defaultStorageDType(source:)``). A layer F16
+    /// cannot hold falls back to F32 when quantized (``QuantizedMatrix/storageFallback``).
+    public static func storageDType(of tensor: ModelTensor, options: QuantizationOptions) -> DType {
+        options.storageDType(source: sourceDType(of: tensor))
+    }
+
+    /// The bits `tensor` ([out, in]) stores once quantized in `format` under `options`, without
+    /// quantizing it (``Quantizer/storedBits(rows:cols:format:options:storage:)``).
+    public static func storedBits(
+        of tensor: ModelTensor, format: any NumericFormat, options: QuantizationOptions
+    ) throws(QuantizationError) -> Int {
+        precondition(tensor.shape.count == 2, "only matrices are quantized")
+        return try Quantizer.storedBits(
+            rows: tensor.shape[0], cols: tensor.shape[1], format: format, options: options,
+            storage: storageDType(of: tensor, options: options))
     }
 
     /// The per-channel weights for `tensor` from a calibration file, or nil when not calibrating.
@@ -168,7 +191,7 @@ public enum ModelQuantization {
         let start = Clock.now
         let q = try Quantizer.quantize(
             weights, rows: tensor.shape[0], cols: tensor.shape[1], name: tensor.name,
-            format: format, options: options, storage: storageDType(of: tensor),
+            format: format, options: options, source: sourceDType(of: tensor),
             channelWeights: channels, progress: progress)
         let seconds = Clock.now - start
         let dequantized = q.dequantized()
@@ -185,6 +208,6 @@ public enum ModelQuantization {
             bitsPerWeight: q.bitsPerWeight, seconds: seconds,
             kmeansObjective: objectives.isEmpty ? nil : objectives.reduce(0, +),
             kmeansObjectiveFirst64: objectives.isEmpty ? nil : objectives.prefix(64).reduce(0, +),
-            outputRelativeError: outputError, matrix: keepMatrix ? q : nil)
+            outputRelativeError: outputError, matrix: keepMatrix ? q : nil, storageFallback: q.storageFallback)
     }
 }

@@ -137,6 +137,23 @@ public struct StorageRounding: Sendable {
     }
 
     public var bits: Int { dtype.size * 8 }
+
+    /// The smallest positive normal value of the dtype (below it a value keeps fewer significant bits).
+    public var leastNormal: Float {
+        switch dtype {
+        case .f16: Float(Float16.leastNormalMagnitude)
+        default: Float.leastNormalMagnitude
+        }
+    }
+
+    /// The smallest positive value of the dtype.
+    public var leastNonzero: Float {
+        switch dtype {
+        case .f16: Float(Float16.leastNonzeroMagnitude)
+        case .bf16: Float(bitPattern: 1 << 16)
+        default: Float.leastNonzeroMagnitude
+        }
+    }
 }
 
 /// Scratch buffers reused across the rows one thread quantizes.
@@ -188,6 +205,23 @@ public struct QuantizationOptions: Sendable {
     /// Run formats that fix their own block (mxfp4 32, nvfp4 16, iq4_nl 32) at `groupSize` instead
     /// — non-standard variants, for comparisons at equal block size.
     public var overrideFixedBlocks = false
+    /// The float dtype LUTs, float scales and zeros are stored in (`--table-dtype`): F16, BF16 or
+    /// F32. nil is the default rule, ``defaultStorageDType(source:)``: 16 bits, as the paper stores
+    /// them. Formats that fix their scale encoding keep it (mxfp4 E8M0, nvfp4 E4M3, iq4_nl F16).
+    public var storageDType: DType?
+
+    /// The dtype tables, scales and zeros of a tensor of float dtype `source` are stored in under
+    /// these options: ``storageDType`` when set, else the default rule.
+    public func storageDType(source: DType) -> DType { storageDType ?? Self.defaultStorageDType(source: source) }
+
+    /// The default rule: BF16 for a BF16 source, F16 for every other (F32, F16, GGUF block types).
+    /// A layer F16 cannot hold (a scale that overflows, or one that falls below F16's normal range
+    /// in a group whose weights are not constant) is stored in F32 instead, with a warning
+    /// (``QuantizedMatrix/storageFallback``); an explicit ``storageDType`` is never changed.
+    public static func defaultStorageDType(source: DType) -> DType { source == .bf16 ? .bf16 : .f16 }
+
+    /// The dtypes ``storageDType`` may be.
+    public static let storageDTypes: [DType] = [.f16, .bf16, .f32]
 
     /// The block size `format` runs with under these options.
     public func blockSize(for format: any NumericFormat) -> Int {
@@ -217,6 +251,9 @@ public struct QuantizationOptions: Sendable {
         guard threads >= 0, threads <= Self.maxThreads else {
             throw .badOption("threads must be in 0...\(Self.maxThreads) (0: all cores), got \(threads)")
         }
+        if let storageDType, !Self.storageDTypes.contains(storageDType) {
+            throw .badOption("the table dtype must be f16, bf16 or f32, got \(storageDType.rawValue.lowercased())")
+        }
     }
 }
 
@@ -230,6 +267,9 @@ public enum QuantizationError: Error, Equatable, CustomStringConvertible {
     /// A row whose scales, zeros, table or dequantized weights overflow the dtype they are stored
     /// in (weights too large for the format); `detail` says which value.
     case overflow(tensor: String, row: Int, detail: String)
+    /// A row with a group scale that F16 holds only as a subnormal or zero (fewer than F16's 11
+    /// significant bits) while the group's weights are not constant; `detail` says which group.
+    case underflow(tensor: String, row: Int, detail: String)
     case cancelled
 
     public var description: String {
@@ -243,6 +283,7 @@ public enum QuantizationError: Error, Equatable, CustomStringConvertible {
             "\(tensor): width \(width) is not a multiple of the group size \(groupSize) (--strict-groups)"
         case .tooLarge(let error): error.description
         case let .overflow(tensor, row, detail): "\(tensor): row \(row): \(detail)"
+        case let .underflow(tensor, row, detail): "\(tensor): row \(row): \(detail)"
         case .cancelled: "cancelled"
         }
     }

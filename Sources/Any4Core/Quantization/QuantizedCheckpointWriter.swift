@@ -224,7 +224,7 @@ extension QuantizedCheckpoint {
                 if fakeQuant {
                     let target: DType =
                         if case .plain(let d) = tensor.info.encoding, d.isFloatingPoint, d != .f64 { d } else {
-                            ModelQuantization.storageDType(of: tensor)
+                            ModelQuantization.sourceDType(of: tensor)
                         }
                     return Unit(
                         entries: [

@@ -32,6 +32,10 @@ public struct QuantizedMatrix: Sendable {
     public var method = ""
     /// The sample weighting of the table's k-means (e.g. `none`, `calib:…`), "" without a learned table.
     public var sampleWeight = ""
+    /// Why the layer is stored in F32 although the default rule chose F16 (a scale F16 cannot
+    /// hold; see ``QuantizationOptions/defaultStorageDType(source:)``), nil when it is not: a
+    /// warning for the tools to show.
+    public var storageFallback: String?
 
     public var groups: GroupLayout { GroupLayout(columns: cols, size: groupSize) }
     public var groupsPerRow: Int { groups.count }
@@ -92,17 +96,36 @@ public struct QuantizedMatrix: Sendable {
         }
     }
 
-    /// Storage bits per weight: codes, plus every LUT, scale, zero and the tensor scale.
+    /// Storage bits per weight: every bit a checkpoint stores for the layer (its parts' bytes × 8,
+    /// ``QuantizedLayout/bitsPerElement``) over rows × cols: the codes as stored (two per byte up
+    /// to 4 bits, so 2- and 3-bit codes cost 4 bits, and a row of odd width a padding nibble; a
+    /// byte each above), every LUT entry, zero and float scale in ``storage`` (byte scales 8
+    /// bits), and the F32 tensor scale of a format that has one.
     public var bitsPerWeight: Double {
-        // In Double: a count times bits may pass Int's range where the count itself does not.
-        let (r, g) = (Double(rows), Double(groupsPerRow))
-        let elements = r * Double(cols)
-        var bits = elements * Double(codeBits)
-        if perRowTable { bits += r * Double(tableSize * storage.size * 8) }
-        bits += r * g * Double(scaleBits)
-        if !zeros.isEmpty { bits += r * g * Double(storage.size * 8) }
-        if tensorScale != 1 { bits += 32 }
-        return bits / elements
+        let format = try? FormatRegistry.named(formatName)
+        let bits = Self.storedBits(
+            rows: rows, cols: cols, codeBits: codeBits, tableEntries: perRowTable ? tableSize : 0,
+            groupsPerRow: groupsPerRow, scaleBits: scaleBits, hasZeros: !zeros.isEmpty, floatBits: storage.size * 8,
+            tensorScale: format?.hasTensorScale == true || tensorScale != 1)
+        return bits / (Double(rows) * Double(cols))
+    }
+
+    /// The stored bits of a [rows, cols] layer (``bitsPerWeight`` × rows × cols): codes packed as
+    /// ``packedCodes()`` stores them, `tableEntries` LUT entries per row and a zero per group in
+    /// `floatBits`, a scale per group in `scaleBits`, and 32 for a tensor scale. In Double: a count
+    /// times bits may pass Int's range where the count itself does not (exact below 2^53).
+    public static func storedBits(
+        rows: Int, cols: Int, codeBits: Int, tableEntries: Int, groupsPerRow: Int, scaleBits: Int,
+        hasZeros: Bool, floatBits: Int, tensorScale: Bool
+    ) -> Double {
+        let r = Double(rows)
+        let rowBytes = codeBits > 4 ? Double(cols) : Double(cols / 2 + cols % 2)
+        var bits = r * rowBytes * 8
+        bits += r * Double(tableEntries) * Double(floatBits)
+        bits += r * Double(groupsPerRow) * Double(scaleBits)
+        if hasZeros { bits += r * Double(groupsPerRow) * Double(floatBits) }
+        if tensorScale { bits += 32 }
+        return bits
     }
 
     /// How many elements of each row use each code: rows × 2^b counts.

@@ -7,18 +7,56 @@ public enum Quantizer {
     ///
     /// - Parameters:
     ///   - name: the tensor's name, for error messages.
-    ///   - storage: the float dtype scales, zeros and LUTs are stored in (the model's dtype).
+    ///   - storage: the float dtype LUTs, float scales and zeros are stored in, when the caller fixes
+    ///     it; nil: `options.storageDType`, else the default rule for `source`
+    ///     (``QuantizationOptions/storageDType(source:)``).
+    ///   - source: the model's float dtype (F32 for GGUF block types): the default rule's input,
+    ///     and the dtype dequantized weights must fit (a fake-quant file holds them in it).
     ///   - channelWeights: per-input-channel statistic for `.calibration` weighting (`cols` values).
     ///   - progress: counts rows; cancelling it stops the work with `.cancelled`.
     /// - Throws: ``QuantizationError`` for bad options, a matrix without elements, non-finite
     ///   weights, a non-dividing group size under `strictGroups`, sizes that overflow or need more
     ///   memory than the machine can give (`.tooLarge`, naming the tensor and the value), a row
-    ///   whose stored values overflow (`.overflow`, the lowest such row), or cancellation.
+    ///   whose stored values overflow (`.overflow`, the lowest such row) or whose scale F16 holds
+    ///   only as a subnormal (`.underflow`) in a dtype the caller chose, or cancellation. Under the
+    ///   default rule, a layer F16 cannot hold is quantized again with F32 tables and scales, and
+    ///   the matrix says why (``QuantizedMatrix/storageFallback``).
     public static func quantize(
         _ weights: [Float], rows: Int, cols: Int, name: String, format: any NumericFormat,
-        options: QuantizationOptions, storage: DType = .f32,
+        options: QuantizationOptions, storage: DType? = nil, source: DType = .f32,
         channelWeights: [Float]? = nil, progress: Progress? = nil
     ) throws(QuantizationError) -> QuantizedMatrix {
+        let chosen = storage ?? options.storageDType
+        let dtype = chosen ?? options.storageDType(source: source)
+        let first = try attempt(
+            weights, rows: rows, cols: cols, name: name, format: format, options: options, dtype: dtype,
+            source: source, channelWeights: channelWeights, progress: progress)
+        guard let refusal = first.refusal else { return first.matrix! }
+        // The default rule falls back to F32 for a layer F16 cannot hold; a chosen dtype never
+        // changes, nor does a format's own scale dtype (iq4_nl's F16, as ggml stores it).
+        guard chosen == nil, dtype == .f16, format.scaleDType == nil else { throw refusal.error }
+        progress?.advance(by: -first.advanced)
+        let second = try attempt(
+            weights, rows: rows, cols: cols, name: name, format: format, options: options, dtype: .f32,
+            source: source, channelWeights: channelWeights, progress: progress)
+        guard var matrix = second.matrix else { throw second.refusal!.error }
+        matrix.storageFallback = "\(name): row \(refusal.row): \(refusal.detail); stored in F32, not the default F16"
+        return matrix
+    }
+
+    /// One run of the quantizer in `dtype`: the matrix, or the lowest row whose stored values
+    /// the dtype cannot hold, with the rows `progress` was advanced by.
+    private struct Attempt {
+        var matrix: QuantizedMatrix?
+        var refusal: (row: Int, detail: String, error: QuantizationError)?
+        var advanced: Int
+    }
+
+    private static func attempt(
+        _ weights: [Float], rows: Int, cols: Int, name: String, format: any NumericFormat,
+        options: QuantizationOptions, dtype: DType, source: DType,
+        channelWeights: [Float]?, progress: Progress?
+    ) throws(QuantizationError) -> Attempt {
         try options.validate()
         let sizes = try OutputSizes(rows: rows, cols: cols, name: name, format: format, options: options)
         // Nothing to quantize: refused at once, never a loop over the other dimension.
@@ -40,7 +78,7 @@ public enum Quantizer {
         do throws(SizeError) { try MemoryBudget.check(sizes.outputBytes, for: "quantizing \(name) [\(rows), \(cols)] to \(format.name)") } catch {
             throw .tooLarge(error)
         }
-        let rounding = StorageRounding(format.scaleDType ?? (storage == .f16 || storage == .bf16 ? storage : .f32))
+        let rounding = StorageRounding(format.scaleDType ?? dtype)
         let tableSize = sizes.tableSize
         let groups = layout.count
         var codes = [UInt8](repeating: 0, count: sizes.elements)
@@ -51,7 +89,7 @@ public enum Quantizer {
         let tensorScale = weights.withUnsafeBufferPointer { format.tensorScale(of: $0) }
         // Dequantized weights are held in the model's dtype (a fake-quant file, a consumer that
         // dequantizes in F16), whatever dtype the format fixes for its scales.
-        let valueRounding = StorageRounding(storage == .f16 || storage == .bf16 ? storage : .f32)
+        let valueRounding = StorageRounding(source == .f16 || source == .bf16 ? source : .f32)
         let overflow = RowOverflow()
 
         let threads = options.threads > 0 ? options.threads : SystemInfo.processorCount
@@ -102,11 +140,16 @@ public enum Quantizer {
                                                     options: options, tensorScale: tensorScale, storage: rounding, workspace: workspace)
                                                 format.quantizeRow(job)
                                                 if let problem = RowOverflow.check(job, format: format, values: valueRounding) {
-                                                    overflow.record(row: r, problem)
+                                                    overflow.record(row: r, RowProblem(detail: problem, underflow: false))
+                                                    break rowLoop
+                                                }
+                                                if let problem = RowOverflow.checkUnderflow(job, format: format) {
+                                                    overflow.record(row: r, RowProblem(detail: problem, underflow: true))
                                                     break rowLoop
                                                 }
                                             }
                                             progress?.advance(by: min((c + 1) * chunk, rows) - c * chunk)
+                                            overflow.advanced.add(min((c + 1) * chunk, rows) - c * chunk, ordering: .relaxed)
                                         }
                                     }
                                 }
@@ -117,7 +160,12 @@ public enum Quantizer {
             }
         }
         if cancelled.isSet { throw .cancelled }
-        if let (row, problem) = overflow.first { throw .overflow(tensor: name, row: row, detail: problem) }
+        if let (row, problem) = overflow.first {
+            let error: QuantizationError =
+                problem.underflow
+                ? .underflow(tensor: name, row: row, detail: problem.detail) : .overflow(tensor: name, row: row, detail: problem.detail)
+            return Attempt(matrix: nil, refusal: (row, problem.detail, error), advanced: overflow.advanced.load(ordering: .relaxed))
+        }
         var matrix = QuantizedMatrix(
             formatName: format.name, rows: rows, cols: cols, codeBits: format.codeBits, groupSize: groupSize,
             codes: codes, tables: tables, perRowTable: format.perRowTable, scales: scales, zeros: zeros,
@@ -127,11 +175,36 @@ public enum Quantizer {
             matrix.method = options.cluster.rawValue
             matrix.sampleWeight = options.sampleWeighting.name
         }
-        return matrix
+        return Attempt(matrix: matrix, refusal: nil, advanced: rows)
     }
 }
 
 extension Quantizer {
+    /// The bits a [rows, cols] matrix quantized in `format` under `options` stores, with LUTs,
+    /// zeros and float scales in `storage` (a format's own scale encoding kept), without
+    /// quantizing: exactly ``QuantizedMatrix/bitsPerWeight`` × rows × cols of the matrix
+    /// ``quantize(_:rows:cols:name:format:options:storage:source:channelWeights:progress:)``
+    /// returns in that dtype (a layer the default rule moves to F32 stores more; see
+    /// ``QuantizedMatrix/storageFallback``). `ModelQuantization.storageDType(of:options:)` gives
+    /// `storage` for a model's tensor.
+    ///
+    /// - Throws: ``QuantizationError`` for bad options or sizes that overflow.
+    public static func storedBits(
+        rows: Int, cols: Int, format: any NumericFormat, options: QuantizationOptions, storage: DType
+    ) throws(QuantizationError) -> Int {
+        try options.validate()
+        let sizes = try OutputSizes(rows: rows, cols: cols, name: "[\(rows), \(cols)]", format: format, options: options)
+        let floatBits = StorageRounding(format.scaleDType ?? storage).bits
+        let bits = QuantizedMatrix.storedBits(
+            rows: rows, cols: cols, codeBits: format.codeBits, tableEntries: format.perRowTable ? sizes.tableSize : 0,
+            groupsPerRow: sizes.groupsPerRow, scaleBits: format.scaleBits ?? floatBits, hasZeros: format.hasZeros,
+            floatBits: floatBits, tensorScale: format.hasTensorScale)
+        guard bits < 0x1p53 else {
+            throw .tooLarge(SizeError("[\(rows), \(cols)] in \(format.name): stored bits", .overflow(terms: [rows, cols], operation: "×")))
+        }
+        return Int(bits)
+    }
+
     /// The sizes of a quantized [rows, cols] matrix, each computed checked: elements (one code
     /// each), rows × groups scales (and zeros), rows × 2^b table entries for per-row tables, and the
     /// bytes of all the output buffers.
@@ -192,15 +265,17 @@ private struct SharedBuffers: @unchecked Sendable {
 /// in its dtype, and each of its weights dequantizes, as ``QuantizedMatrix`` does, to a value the
 /// model's dtype holds. A row that fails is an error naming it, never NaN or ±inf written.
 final class RowOverflow: @unchecked Sendable {
-    private let lock = Mutex<(row: Int, problem: String)?>(nil)
+    private let lock = Mutex<(row: Int, problem: RowProblem)?>(nil)
     private let lowest = Atomic<Int>(Int.max)
+    /// The rows the progress was advanced by.
+    let advanced = Atomic<Int>(0)
 
     /// The lowest failed row so far (Int.max: none).
     var firstRow: Int { lowest.load(ordering: .relaxed) }
 
-    var first: (Int, String)? { lock.withLock { $0.map { ($0.row, $0.problem) } } }
+    var first: (Int, RowProblem)? { lock.withLock { $0.map { ($0.row, $0.problem) } } }
 
-    func record(row: Int, _ problem: String) {
+    func record(row: Int, _ problem: RowProblem) {
         lock.withLock { current in
             if current == nil || row < current!.row { current = (row, problem) }
         }
@@ -260,4 +335,34 @@ final class RowOverflow: @unchecked Sendable {
         }
         return nil
     }
+
+    /// A group of the row `job` holds whose scale F16 keeps only as a subnormal or zero (below
+    /// 2^−14, so with fewer than F16's 11 significant bits, up to all of them lost) while its
+    /// weights are not constant (a range above the 1e-6 floor of int-b and any-b; a nonzero
+    /// absmax for the others). Only for scales stored in the storage dtype, and only in F16: BF16
+    /// and F32 reach F32's range.
+    static func checkUnderflow(_ job: RowJob, format: any NumericFormat) -> String? {
+        guard job.storage.dtype == .f16, format.scaleEncoding == .float, format.scaleDType == nil else { return nil }
+        let least = job.storage.leastNormal
+        for g in 0..<job.groups.count where abs(job.scales[g]) < least {
+            let range = job.groups.range(g)
+            var lo = Float.infinity, hi = -Float.infinity, amax: Float = 0
+            for c in range {
+                lo = min(lo, job.values[c])
+                hi = max(hi, job.values[c])
+                amax = max(amax, abs(job.values[c]))
+            }
+            let constant = format.hasZeros ? Double(hi) - Double(lo) <= 1e-6 : amax == 0
+            if constant { continue }
+            return
+                "group \(g) (columns \(range.lowerBound)..<\(range.upperBound), weights \(lo) … \(hi)): the scale \(job.scales[g]) is below F16's normal range (\(least)), so F16 keeps it with fewer than 11 significant bits; store this layer in bf16 or f32"
+        }
+        return nil
+    }
+}
+
+/// A row the storage dtype cannot hold: what overflows, or which scale underflows F16.
+struct RowProblem: Sendable {
+    var detail: String
+    var underflow: Bool
 }
