@@ -121,9 +121,11 @@ public enum Sensitivity {
                     let channels = try ModelQuantization.channelWeights(for: tensor, options: opts, calibration: options.calibration)
                     let q = try Quantizer.quantize(
                         sampled, rows: sample.count, cols: cols, name: tensor.name, format: format, options: opts,
-                        storage: ModelQuantization.storageDType(of: tensor), channelWeights: channels)
+                        storage: ModelQuantization.storageDType(of: tensor, options: opts), channelWeights: channels)
                     errors.append(scale * weightedError(sampled, q.dequantized(), h, cols: cols))
-                    layerBits.append(storedBits(like: q, rows: rows))
+                    // At the dtype the rows were stored in (F32 where F16 would overflow).
+                    layerBits.append(
+                        try Quantizer.storedBits(rows: rows, cols: cols, format: format, options: opts, storage: q.storage))
                 } catch QuantizationError.cancelled {
                     throw QuantizationError.cancelled
                 } catch is QuantizationError {
@@ -161,7 +163,7 @@ public enum Sensitivity {
                     let channels = try ModelQuantization.channelWeights(for: tensor, options: opts, calibration: options.calibration)
                     q = try Quantizer.quantize(
                         w, rows: linear.rows, cols: linear.cols, name: tensor.name, format: probeFormat, options: opts,
-                        storage: ModelQuantization.storageDType(of: tensor), channelWeights: channels)
+                        storage: ModelQuantization.storageDType(of: tensor, options: opts), channelWeights: channels)
                 } catch QuantizationError.cancelled {
                     throw QuantizationError.cancelled
                 } catch is QuantizationError {
@@ -209,18 +211,6 @@ public enum Sensitivity {
     }
 
     // MARK: - Pieces
-
-    /// The stored bits of a [rows, q.cols] matrix quantized like `q` (same format, group, dtypes):
-    /// codes, per-row tables, scales, zeros and a tensor scale, as ``QuantizedMatrix/bitsPerWeight`` counts.
-    public static func storedBits(like q: QuantizedMatrix, rows: Int) -> Int {
-        let groups = q.groupsPerRow
-        var bits = rows * q.cols * q.codeBits
-        if q.perRowTable { bits += rows * q.tableSize * q.storage.size * 8 }
-        bits += rows * groups * q.scaleBits
-        if !q.zeros.isEmpty { bits += rows * groups * q.storage.size * 8 }
-        if q.tensorScale != 1 { bits += 32 }
-        return bits
-    }
 
     /// `count` row indices spread evenly over 0..<rows (all rows when there are no more).
     static func sampleRows(_ rows: Int, _ count: Int) -> [Int] {

@@ -28,7 +28,7 @@ struct PlanCommand: ParsableCommand {
 
     @Option(
         help:
-            "Comma-separated candidates: FORMAT:gN, fixed-block formats by name, keep (default: any2:g64,any3:g64,any3:g128,any4:g64,any4:g128,int8:g128,keep)."
+            "Comma-separated candidates: FORMAT:gN, fixed-block formats by name, keep (default: \(PlanCandidate.defaultLadder.map(\.spec).joined(separator: ",")))."
     )
     var candidates: String?
 

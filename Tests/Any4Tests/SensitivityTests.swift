@@ -79,27 +79,6 @@ final class SensitivityTests: XCTestCase {
         XCTAssertEqual(reference.divergence(from: 5), 0, accuracy: 1e-12, "restored")
     }
 
-    /// The bits counted for a whole layer from a sample of its rows are the bits the whole layer
-    /// quantized stores (every format, ragged groups, a tensor scale).
-    func testStoredBitsOfASampleAreTheWholeLayers() throws {
-        let (rows, cols) = (48, 200)
-        let w = QuantizedFixtures.weights(rows, cols, seed: 3)
-        for spec in ["any4:g128", "any3:g64", "any2:g64", "int8:g128", "nf4:g64", "int4:g32", "mxfp4", "nvfp4", "iq4_nl"] {
-            let c = try PlanCandidate(spec: spec)
-            let options = c.options(base: QuantizationOptions())
-            for storage in [DType.f32, .f16, .bf16] {
-                let full = try Quantizer.quantize(
-                    w, rows: rows, cols: cols, name: "w", format: c.numericFormat!, options: options, storage: storage)
-                let sample = try Quantizer.quantize(
-                    Array(w[0..<(5 * cols)]), rows: 5, cols: cols, name: "w", format: c.numericFormat!, options: options,
-                    storage: storage)
-                XCTAssertEqual(
-                    Double(Sensitivity.storedBits(like: sample, rows: rows)), full.bitsPerWeight * Double(rows * cols),
-                    accuracy: 1e-6, "\(spec) \(storage)")
-            }
-        }
-    }
-
     /// A measured table over SmolLM2's first block: one row per selected layer, keep costs the
     /// stored Q4_1 bits at no error, errors fall as bits rise within a family, every layer probed.
     func testMeasuredTable() throws {
