@@ -58,6 +58,12 @@ struct PlanCommand: ParsableCommand {
     @Option(help: "Rows of each layer measured per candidate (evenly spaced; 0: all).")
     var sampleRows = 256
 
+    @Option(
+        help:
+            "Solve the table of a recipe written earlier instead of measuring (no model is run; --candidates picks a subset of its candidates)."
+    )
+    var from: String?
+
     @OptionGroup var jsonOutput: JSONOutputOption
 
     func validate() throws {
@@ -103,23 +109,34 @@ struct PlanCommand: ParsableCommand {
         options.probeTokens = probeTokens
         options.sampleRows = sampleRows
         let model = try openModel(modelArgument.model)
-        options.selection = try quantization.selection(for: model)
-        _ = try selectedLayers(model, options.selection, quantization)
-        options.calibration = try quantization.calibration(options.base)
         if let out {
-            try reportingFileErrors { try OutputGuard.check(out, inputs: model.inputFiles + [prompt ?? CalibrationPrompt.defaultPath()]) }
+            try reportingFileErrors {
+                try OutputGuard.check(out, inputs: model.inputFiles + [prompt ?? CalibrationPrompt.defaultPath()] + (from.map { [$0] } ?? []))
+            }
         }
-        var engineOptions = EngineOptions()
-        engineOptions.threads = quantization.threads
-        let engine = try loadEngine(model, options: engineOptions)
-        let tokenizer = try loadTokenizer(model)
-        let sequences = limit(try calibrationSequences(engine: engine, tokenizer: tokenizer, promptPath: prompt), tokens)
         let started = Clock.now
-        let progress = Progress(total: 0, label: "planning")
-        let report = try runProgressJob(progress, interrupted: "interrupted; nothing was written", unit: "layers") {
-            try Sensitivity.measure(engine, sequences: sequences, options: options, progress: progress)
+        let report: SensitivityReport?
+        let table: SensitivityTable
+        if let from {
+            let saved = try reportingFileErrors { try Recipe.load(from) }
+            report = nil
+            table = try subset(saved.table, candidates == nil ? nil : ladder)
+        } else {
+            options.selection = try quantization.selection(for: model)
+            _ = try selectedLayers(model, options.selection, quantization)
+            options.calibration = try quantization.calibration(options.base)
+            var engineOptions = EngineOptions()
+            engineOptions.threads = quantization.threads
+            let engine = try loadEngine(model, options: engineOptions)
+            let tokenizer = try loadTokenizer(model)
+            let sequences = limit(try calibrationSequences(engine: engine, tokenizer: tokenizer, promptPath: prompt), tokens)
+            let progress = Progress(total: 0, label: "planning")
+            let measured = try runProgressJob(progress, interrupted: "interrupted; nothing was written", unit: "layers") {
+                try Sensitivity.measure(engine, sequences: sequences, options: options, progress: progress)
+            }
+            report = measured
+            table = measured.table
         }
-        let table = report.table
 
         // The budget: a number, or a candidate's uniform bits.
         var recipe: Recipe? = nil
@@ -153,7 +170,7 @@ struct PlanCommand: ParsableCommand {
             var members: [(key: String, value: JSONValue)] = [
                 ("model", .string(model.path)), ("seconds", JSONValue(seconds)),
                 ("errorMeasure", .string(table.errorMeasure)),
-                ("probedLayers", JSONValue(report.probed.filter { $0 }.count)), ("layers", JSONValue(table.layers.count)),
+                ("probedLayers", JSONValue(report?.probed.filter { $0 }.count ?? 0)), ("layers", JSONValue(table.layers.count)),
                 (
                     "uniform",
                     .array(
@@ -189,10 +206,14 @@ struct PlanCommand: ParsableCommand {
             print(JSONValue.object(members).serialized)
             return
         }
-        print(
-            "measured \(table.candidates.count) candidates on \(table.layers.count) layers in \(Formatting.fixed(seconds, 1)) s "
-                + "(statistics \(Formatting.fixed(report.statisticsSeconds, 1)) s, errors \(Formatting.fixed(report.errorSeconds, 1)) s, "
-                + "\(report.probed.filter { $0 }.count) probes \(Formatting.fixed(report.probeSeconds, 1)) s)")
+        if let report {
+            print(
+                "measured \(table.candidates.count) candidates on \(table.layers.count) layers in \(Formatting.fixed(seconds, 1)) s "
+                    + "(statistics \(Formatting.fixed(report.statisticsSeconds, 1)) s, errors \(Formatting.fixed(report.errorSeconds, 1)) s, "
+                    + "\(report.probed.filter { $0 }.count) probes \(Formatting.fixed(report.probeSeconds, 1)) s)")
+        } else {
+            print("solved the table of \(from ?? ""): \(table.candidates.count) candidates on \(table.layers.count) layers")
+        }
         print("error: \(table.errorMeasure)")
         print(
             "uniform: "
@@ -219,7 +240,7 @@ struct PlanCommand: ParsableCommand {
         }
     }
 
-    func printRecipe(_ recipe: Recipe, report: SensitivityReport) {
+    func printRecipe(_ recipe: Recipe, report: SensitivityReport?) {
         let table = recipe.table
         let nameWidth = min(48, table.layers.map(\.count).max() ?? 10)
         print("\(Formatting.pad("layer", nameWidth))  \(Formatting.pad("candidate", 10))  bits/w  predicted  sensitivity")
@@ -228,12 +249,29 @@ struct PlanCommand: ParsableCommand {
             let e = table.entries[l][recipe.choice[l]]!
             print(
                 "\(Formatting.pad(name, nameWidth))  \(Formatting.pad(c.spec, 10))  \(Formatting.fixed(Double(e.bits) / Double(table.parameters[l]), 3))  "
-                    + "\(Formatting.scientific(e.error, 2))  \(Formatting.scientific(report.sensitivity[l], 2))\(report.probed[l] ? "" : " (interpolated)")"
+                    + "\(Formatting.scientific(e.error, 2))  "
+                    + (report.map { "\(Formatting.scientific($0.sensitivity[l], 2))\($0.probed[l] ? "" : " (interpolated)")" } ?? "-")
             )
         }
         var counts: [String: Int] = [:]
         for l in table.layers.indices { counts[recipe.candidate(ofLayer: l).spec, default: 0] += 1 }
         print("mix: " + table.candidates.compactMap { c in counts[c.spec].map { "\(c.spec) ×\($0)" } }.joined(separator: ", "))
+    }
+
+    /// `table` restricted to `candidates` (nil: all), or status 2 naming one it lacks.
+    func subset(_ table: SensitivityTable, _ candidates: [PlanCandidate]?) throws -> SensitivityTable {
+        guard let candidates else { return table }
+        let columns = try candidates.map { c in
+            guard let i = table.candidates.firstIndex(of: c) else {
+                throw usageError(
+                    "--candidates: \(c.spec) is not in the table of \(from ?? "") (\(table.candidates.map(\.spec).joined(separator: ",")))")
+            }
+            return i
+        }
+        var out = table
+        out.candidates = candidates
+        out.entries = table.entries.map { row in columns.map { row[$0] } }
+        return out
     }
 
     func uniformBits(_ table: SensitivityTable, _ c: Int) -> Int? {
