@@ -33,6 +33,9 @@ public enum Action: Equatable, Sendable {
     case quantizeAll, writeCheckpoint, exportTable, cycleSort, cycleSampleWeight
     case startRowJump, confirmQuit
     case startFilter, filterInput(Character), filterBackspace, endFilter
+    /// The recipe in the Model tab: the selected layer's next/previous candidate, the budget
+    /// up/down, re-solve at the budget, save, and type a path to load one.
+    case recipeNext, recipePrevious, budgetUp, budgetDown, solveRecipe, saveRecipe, startRecipeLoad
     case toggleHelp, cancel, quit
     case click(row: Int, column: Int), wheel(up: Bool)
 }
@@ -56,13 +59,25 @@ public struct AppState: Sendable {
     public var rowJump: String?
     /// Sort of the Model tab: by name, SQNR, or bits per weight.
     public var sort: Sort = .name
-    public enum Sort: String, Sendable, CaseIterable { case name, sqnr, outputError = "output error", bits }
+    public enum Sort: String, Sendable, CaseIterable {
+        case name, sqnr, outputError = "output error", bits, predicted = "predicted error"
+    }
     public var sampleWeighting: SampleWeighting = .scale
     /// Quit was asked with unsaved quantized layers: the next `q` (or `y`) quits.
     public var confirmingQuit = false
     /// Whether quantized layers exist that were not written (set by the app).
     public var unsaved = false
     public var zoom = 1
+    /// The bit-budget recipe shown in the Model tab (`--recipe FILE`, or `L`).
+    public var recipe: RecipeEditor?
+    /// Typing the path of a recipe to load (after `L`).
+    public var recipePrompt: String?
+    /// The Model tab's rows (tensor names in its current order), set before each action and frame
+    /// from the results (the order can depend on them); its first row shown, and how many fit.
+    public var modelOrder: [String] = []
+    public var modelScroll = 0
+    public var modelHeight = 10
+    public var modelTop = 5
     public var filter = ""
     public var filtering = false
     public var showHelp = false
@@ -123,6 +138,64 @@ public struct AppState: Sendable {
         return model.tensors[t]
     }
 
+    /// The first tensor row at or after `start` in the tree as shown.
+    func firstTensorRow(from start: Int) -> Int? {
+        let rows = visibleRows
+        guard start < rows.count else { return nil }
+        return rows[max(start, 0)...].firstIndex {
+            if case .tensor = $0 { return true }
+            return false
+        }
+    }
+
+    /// Selects the tensor `name` in the tree, opening its block (and clearing a filter that hides it).
+    public mutating func select(tensorNamed name: String) {
+        guard let t = model.tensors.firstIndex(where: { $0.name == name }) else { return }
+        if let b = blocks.firstIndex(where: { $0.tensorIndices.contains(t) }) { expanded.insert(b) }
+        if !visibleRows.contains(.tensor(t)) { filter = "" }
+        if let row = visibleRows.firstIndex(of: .tensor(t)) { selection = row }
+        clampSelection()
+    }
+
+    /// The Model tab's position of the selected tensor, if it has one.
+    public var modelPosition: Int? { selectedTensor.flatMap { modelOrder.firstIndex(of: $0.name) } }
+
+    /// With the Model tab focused, the moving keys walk its rows (in its order) and the tree
+    /// follows; true when `action` was one of them.
+    mutating func moveInModelTab(_ action: Action) -> Bool {
+        guard !modelOrder.isEmpty else { return false }
+        let page = max(1, modelHeight - 1)
+        let here = modelPosition
+        let target: Int
+        switch action {
+        case .up: target = (here ?? 1) - 1
+        case .down: target = (here ?? -1) + 1
+        case .pageUp: target = (here ?? 0) - page
+        case .pageDown: target = (here ?? 0) + page
+        case .home: target = 0
+        case .end: target = modelOrder.count - 1
+        case .wheel(let up): target = (here ?? 0) + (up ? -3 : 3)
+        default: return false
+        }
+        select(tensorNamed: modelOrder[max(0, min(target, modelOrder.count - 1))])
+        return true
+    }
+
+    /// Keeps the Model tab's selected row on screen (the tab scrolls with the selection).
+    mutating func clampModelScroll() {
+        modelScroll = Self.modelScroll(modelScroll, position: modelPosition, count: modelOrder.count, height: modelHeight)
+    }
+
+    /// The first Model tab row to show: `scroll` moved just enough to show `position`.
+    public static func modelScroll(_ scroll: Int, position: Int?, count: Int, height: Int) -> Int {
+        var s = scroll
+        if let p = position {
+            if p < s { s = p }
+            if p >= s + height { s = p - height + 1 }
+        }
+        return max(0, min(s, max(0, count - height)))
+    }
+
     mutating func clampSelection() {
         let count = visibleRows.count
         selection = max(0, min(selection, count - 1))
@@ -137,6 +210,7 @@ public struct AppState: Sendable {
         let before = selectedTensor?.name
         reduce(action)
         if selectedTensor?.name != before, histogramRow != nil { histogramRow = 0 }
+        clampModelScroll()
     }
 
     private mutating func reduce(_ action: Action) {
@@ -149,6 +223,15 @@ public struct AppState: Sendable {
                 rowJump = nil
             case .cancel: rowJump = nil
             default: break
+            }
+            return
+        }
+        if let typed = recipePrompt {
+            switch action {
+            case .filterInput(let c): recipePrompt = typed + String(c)
+            case .filterBackspace: recipePrompt = String(typed.dropLast())
+            case .cancel: recipePrompt = nil
+            default: break  // Enter is the Session's (it loads the file)
             }
             return
         }
@@ -165,12 +248,20 @@ public struct AppState: Sendable {
             switch action {
             case .filterInput(let c):
                 filter.append(c)
-                selection = 0
-            case .filterBackspace: if !filter.isEmpty { filter.removeLast() }
-            case .endFilter: filtering = false
+                selection = firstTensorRow(from: 0) ?? 0
+            case .filterBackspace:
+                if !filter.isEmpty { filter.removeLast() }
+                selection = firstTensorRow(from: 0) ?? 0
+            case .endFilter:
+                filtering = false
+                // Enter lands on a layer (the first match at or after the cursor), not a block header.
+                selection = firstTensorRow(from: selection) ?? firstTensorRow(from: 0) ?? selection
             case .cancel:
+                // The filter goes; the cursor stays on the layer it was on.
+                let current = selectedTensor?.name
                 filtering = false
                 filter = ""
+                if let current { select(tensorNamed: current) }
             default: break
             }
             clampSelection()
@@ -180,6 +271,7 @@ public struct AppState: Sendable {
             showHelp = false
             return
         }
+        if tab == .model, focus == .detail, moveInModelTab(action) { return }
         let rows = visibleRows
         switch action {
         case .up: selection -= 1
@@ -239,7 +331,14 @@ public struct AppState: Sendable {
         case .cycleSort: sort = Sort.allCases[(Sort.allCases.firstIndex(of: sort)! + 1) % Sort.allCases.count]
         case .cancel: status = ""
         case .click(let row, let column):
-            if column < treeWidth, row >= treeTop, row < treeTop + treeHeight {
+            // The Model tab's first row as drawn (the view scrolls to the selection).
+            let shown = Self.modelScroll(modelScroll, position: modelPosition, count: modelOrder.count, height: modelHeight)
+            if tab == .model, !showHelp, column > treeWidth, row >= modelTop, row < modelTop + modelHeight,
+                shown + row - modelTop < modelOrder.count
+            {
+                focus = .detail
+                select(tensorNamed: modelOrder[shown + row - modelTop])
+            } else if column < treeWidth, row >= treeTop, row < treeTop + treeHeight {
                 focus = .layers
                 let target = scroll + row - treeTop
                 if target < rows.count {
@@ -249,8 +348,34 @@ public struct AppState: Sendable {
                 focus = .detail
             }
         case .wheel(let up): selection += up ? -3 : 3
+        case .recipeNext, .recipePrevious:
+            guard recipe != nil else {
+                status = "no recipe: L loads one (any4 plan writes them)"
+                break
+            }
+            guard let t = selectedTensor, let l = recipe!.layer(named: t.name) else {
+                status = "the recipe does not plan this layer"
+                break
+            }
+            if !recipe!.cycle(layer: l, by: action == .recipeNext ? 1 : -1) { status = "no other candidate applies to this layer" }
+        case .budgetUp, .budgetDown:
+            if recipe == nil {
+                status = "no recipe: L loads one (any4 plan writes them)"
+            } else {
+                recipe!.adjustBudget(by: action == .budgetUp ? RecipeEditor.budgetStep : -RecipeEditor.budgetStep)
+                status = "budget \(Formatting.fixed(recipe!.budget, 2)) bits/weight: r re-solves"
+            }
+        case .solveRecipe:
+            if recipe == nil {
+                status = "no recipe: L loads one (any4 plan writes them)"
+            } else if let why = recipe!.solve() {
+                status = why
+            } else {
+                status = "solved at \(Formatting.fixed(recipe!.budget, 2)) bits/weight"
+            }
+        case .startRecipeLoad: recipePrompt = recipe?.path ?? ""
         case .runQuantize, .runCompare, .filterInput, .filterBackspace, .endFilter,
-            .quantizeAll, .writeCheckpoint, .exportTable, .confirmQuit:
+            .quantizeAll, .writeCheckpoint, .exportTable, .confirmQuit, .saveRecipe:
             break
         }
         clampSelection()

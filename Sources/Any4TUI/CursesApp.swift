@@ -29,9 +29,13 @@ public final class CursesApp {
     private var trace: [String] = []
     private var pendingKeyAt: Double?
 
-    public init(model: Model, ascii: Bool, noColor: Bool, launchedAt: Double = Clock.now) {
+    public init(model: Model, recipe: RecipeEditor? = nil, ascii: Bool, noColor: Bool, launchedAt: Double = Clock.now) {
         self.launchedAt = launchedAt
         state = AppState(model: model)
+        if let recipe {
+            state.recipe = recipe
+            state.tab = .model
+        }
         session = Session(jobs: jobs)
         renderer = Renderer(ascii: ascii)
         useColor = !noColor
@@ -63,6 +67,7 @@ public final class CursesApp {
         noecho()
         nonl()
         keypad(any4_stdscr(), true)
+        any4_define_alternate_keys()
         curs_set(0)
         set_escdelay(25)
         timeout(50)
@@ -102,6 +107,7 @@ public final class CursesApp {
     func frame() {
         let width = Int(any4_cols()), height = Int(any4_lines())
         state.unsaved = jobs.unsavedCount > 0
+        state.modelOrder = Renderer.modelRows(state, jobs.results).map(\.0.name)
         Renderer.layout(&state, width: width, height: height)
         syncKernel()
         let screen = renderer.render(state, jobs: jobs, kernel: kernel, histograms: histograms, width: width, height: height)
@@ -159,13 +165,15 @@ public final class CursesApp {
                     session.handle(.wheel(up: true), state: &state)
                 } else if event.bstate & any4_button5_pressed() != 0 {
                     session.handle(.wheel(up: false), state: &state)
-                } else if event.bstate & any4_button1_clicked() != 0 {
+                } else if event.bstate & any4_button1_pressed() != 0 {
+                    // The press selects (a click is a press and a release: acting on both
+                    // toggled what the press had just selected).
                     session.handle(.click(row: Int(event.y), column: Int(event.x)), state: &state)
                 }
             }
             return
         }
-        if state.filtering || state.rowJump != nil {
+        if state.filtering || state.rowJump != nil || state.recipePrompt != nil {
             switch key {
             case 27: session.handle(.cancel, state: &state)
             case 10, 13, any4_key_enter(): session.handle(.endFilter, state: &state)
@@ -175,12 +183,26 @@ public final class CursesApp {
             }
             return
         }
-        guard let action = Self.action(for: key, tab: state.tab, focus: state.focus) else { return }
+        guard let action = Self.action(for: key, tab: state.tab, focus: state.focus, recipe: state.recipe != nil) else { return }
         session.handle(action, state: &state)
     }
 
     /// The key map (htop/lazygit habits: q quits, ? helps, Tab switches panes, / filters).
-    static func action(for key: Int32, tab: Tab, focus: Pane) -> Action? {
+    static func action(for key: Int32, tab: Tab, focus: Pane, recipe: Bool = false) -> Action? {
+        if tab == .model {
+            switch key {
+            case Int32(UInt8(ascii: "[")): return .recipePrevious
+            case Int32(UInt8(ascii: "]")): return .recipeNext
+            case Int32(UInt8(ascii: "+")), Int32(UInt8(ascii: "=")): return .budgetUp
+            case Int32(UInt8(ascii: "-")): return .budgetDown
+            case Int32(UInt8(ascii: "r")): return .solveRecipe
+            case Int32(UInt8(ascii: "S")): return .saveRecipe
+            case Int32(UInt8(ascii: "L")): return .startRecipeLoad
+            case any4_key_left() where focus == .detail && recipe: return .recipePrevious
+            case any4_key_right() where focus == .detail && recipe: return .recipeNext
+            default: break
+            }
+        }
         switch key {
         case any4_key_up(), Int32(UInt8(ascii: "k")): return .up
         case any4_key_down(), Int32(UInt8(ascii: "j")): return .down

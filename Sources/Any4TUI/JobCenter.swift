@@ -31,7 +31,7 @@ public final class JobCenter: @unchecked Sendable {
 
     /// Starts `work` on a worker thread as the one current job (unless one is running); `work`
     /// reports rows to the progress it is given and stores its results under the lock itself.
-    private func start(tensor: String, total: Int, label: String, _ work: @escaping @Sendable (Any4Core.Progress) throws -> Void) {
+    package func start(tensor: String, total: Int, label: String, _ work: @escaping @Sendable (Any4Core.Progress) throws -> Void) {
         let progress = Any4Core.Progress(total: total, label: label)
         let started: Bool = lock.withLock {
             if _job.map({ !$0.done }) ?? false { return false }
@@ -54,43 +54,48 @@ public final class JobCenter: @unchecked Sendable {
 
     /// Quantizes `tensor` in the background (one job at a time).
     public func quantize(_ tensor: ModelTensor, of model: Model, format: String, options: QuantizationOptions) {
-        start(tensor: tensor.name, total: tensor.shape[0], label: "quantizing \(tensor.name) to \(format)") { [self] progress in
-            let result = try ModelQuantization.quantize(
-                tensor, of: model, format: FormatRegistry.named(format), options: options,
-                outputErrorRows: 8, progress: progress)
+        start(tensor: tensor.name, total: 3 * tensor.shape[0], label: "quantizing \(tensor.name) to \(format)") { [self] progress in
+            let result = try LayerWork.quantize(tensor, of: model, format: FormatRegistry.named(format), options: options, progress: progress)
             lock.withLock { _results[tensor.name] = result }
         }
     }
 
-    /// Quantizes `tensor` in every 4-bit format for the comparison table.
+    /// Quantizes `tensor` in every 4-bit format for the comparison table: the layer is decoded
+    /// once, and the label names the format that runs (each format's rows are counted twice,
+    /// quantizing then measuring, so the bar moves through the whole of it).
     public func compare(_ tensor: ModelTensor, of model: Model, options: QuantizationOptions) {
         let formats = FormatRegistry.fourBit
-        start(tensor: tensor.name, total: tensor.shape[0] * formats.count, label: "comparing formats on \(tensor.name)") { [self] progress in
-            var rows: [LayerResult] = []
-            for f in formats {
-                var r = try ModelQuantization.quantize(
-                    tensor, of: model, format: f, options: options,
-                    keepMatrix: false, outputErrorRows: 8, progress: progress)
+        let rows = tensor.shape[0]
+        let label = "comparing formats on \(tensor.name)"
+        start(tensor: tensor.name, total: rows * (1 + 2 * formats.count), label: label) { [self] progress in
+            progress.setLabel("\(label): decoding")
+            let weights = try LayerWork.decode(tensor, of: model, progress: progress)
+            var results: [LayerResult] = []
+            for (i, f) in formats.enumerated() {
+                progress.setLabel("\(label): \(f.name) (\(i + 1)/\(formats.count))")
+                var r = try LayerWork.quantize(
+                    weights: weights, of: tensor, format: f, options: options, keepMatrix: false, progress: progress)
                 r.format = f.name
-                rows.append(r)
+                results.append(r)
             }
-            lock.withLock { _comparisons[tensor.name] = rows }
+            lock.withLock { _comparisons[tensor.name] = results }
         }
     }
 
     /// Quantizes every linear layer the CLI would (the LM head skipped) in the background.
     public func quantizeAll(_ model: Model, format: String, options: QuantizationOptions) {
         let layers = model.tensors.filter(LayerSelection().selects)
-        start(
-            tensor: "", total: layers.reduce(0) { $0 + $1.shape[0] },
-            label: "quantizing all \(layers.count) layers to \(format)"
-        ) { [self] progress in
-            let numeric = try FormatRegistry.named(format)
-            for layer in layers {
+        guard let numeric = try? FormatRegistry.named(format) else { return }
+        quantizeAll(model, layers: layers.map { ($0, numeric, options) }, label: "quantizing all \(layers.count) layers to \(format)")
+    }
+
+    /// Quantizes each of `layers` to its own format and options (a recipe's mix) in the background.
+    public func quantizeAll(_ model: Model, layers: [(ModelTensor, any NumericFormat, QuantizationOptions)], label: String) {
+        start(tensor: "", total: 3 * layers.reduce(0) { $0 + $1.0.shape[0] }, label: label) { [self] progress in
+            for (i, (layer, format, options)) in layers.enumerated() {
                 if progress.isCancelled { throw QuantizationError.cancelled }
-                let result = try ModelQuantization.quantize(
-                    layer, of: model, format: numeric, options: options,
-                    outputErrorRows: 8, progress: progress)
+                progress.setLabel("\(label): \(i + 1)/\(layers.count) \(layer.name) to \(format.name)")
+                let result = try LayerWork.quantize(layer, of: model, format: format, options: options, progress: progress)
                 lock.withLock { _results[layer.name] = result }
             }
         }
@@ -130,4 +135,145 @@ public final class JobCenter: @unchecked Sendable {
         }
         return true
     }
+}
+
+/// One layer's quantization as the UI runs it, with progress all the way: decoding, quantizing
+/// and measuring each advance by the layer's rows (on an 8B-sized layer the decoding and the
+/// measuring took seconds with the bar standing still). The figures are
+/// ``ModelQuantization``'s: the same quantizer, and the same sums in the same order.
+enum LayerWork {
+    /// Rows decoded or measured per step (about a million weights).
+    static func block(cols: Int) -> Int { max(1, (1 << 20) / max(cols, 1)) }
+
+    /// The layer's weights as f32, a block of rows at a time.
+    static func decode(_ tensor: ModelTensor, of model: Model, progress: Any4Core.Progress) throws -> [Float] {
+        let rows = tensor.info.rowCount, cols = tensor.info.rowLength
+        guard tensor.shape.count == 2, rows > 0 else { return try model.decode(tensor) }
+        var out: [Float] = []
+        out.reserveCapacity(rows * cols)
+        for r0 in stride(from: 0, to: rows, by: block(cols: cols)) {
+            if progress.isCancelled { throw QuantizationError.cancelled }
+            let r1 = min(rows, r0 + block(cols: cols))
+            out += try model.decodeRows(tensor, rows: r0..<r1)
+            progress.advance(by: r1 - r0)
+        }
+        return out
+    }
+
+    /// Decodes, quantizes and measures one layer (output error on 8 Gaussian rows).
+    static func quantize(
+        _ tensor: ModelTensor, of model: Model, format: any NumericFormat, options: QuantizationOptions,
+        progress: Any4Core.Progress
+    ) throws -> LayerResult {
+        // Sizes and memory first, as the core does: nothing is decoded for a layer that cannot be had.
+        let sizes = try Quantizer.OutputSizes(
+            rows: tensor.shape[0], cols: tensor.shape[1], name: tensor.name, format: format, options: options)
+        do throws(SizeError) {
+            let bytes = try Sizes.sum(
+                [try Sizes.product([sizes.elements, 4], "\(tensor.name): f32 weights"), sizes.outputBytes],
+                "\(tensor.name): weights and outputs")
+            try MemoryBudget.check(bytes, for: "quantizing \(tensor.name) \(Formatting.shape(tensor.shape)) to \(format.name)")
+        } catch {
+            throw QuantizationError.tooLarge(error)
+        }
+        let weights = try decode(tensor, of: model, progress: progress)
+        return try quantize(weights: weights, of: tensor, format: format, options: options, keepMatrix: true, progress: progress)
+    }
+
+    /// Quantizes `weights` (advancing `progress` by the rows) and measures the error a block of
+    /// rows at a time (advancing it by the rows again): SQNR, MSE, max error and the output error
+    /// on `outputErrorRows` Gaussian rows, equal to ``ModelQuantization``'s figures.
+    static func quantize(
+        weights: [Float], of tensor: ModelTensor, format: any NumericFormat, options: QuantizationOptions,
+        keepMatrix: Bool, outputErrorRows: Int = 8, progress: Any4Core.Progress
+    ) throws -> LayerResult {
+        let start = Clock.now
+        let q = try Quantizer.quantize(
+            weights, rows: tensor.shape[0], cols: tensor.shape[1], name: tensor.name,
+            format: format, options: options, source: ModelQuantization.sourceDType(of: tensor),
+            channelWeights: try ModelQuantization.channelWeights(for: tensor, options: options, calibration: nil),
+            progress: progress)
+        let seconds = Clock.now - start
+        let rows = q.rows, cols = q.cols, m = outputErrorRows
+        let x = m > 0 ? ErrorMetrics.gaussianActivations(m: m, cols: cols) : []
+        // ErrorMetrics' sums (in element order) and outputRelativeError's (per row, then in row order).
+        var signal = 0.0, noise = 0.0, worst = 0.0
+        var num = [Double](repeating: 0, count: rows), den = num
+        let step = block(cols: cols)
+        var approximation = [Float](repeating: 0, count: min(step, rows) * cols)
+        measuring: for r0 in stride(from: 0, to: rows, by: step) {
+            if progress.isCancelled { throw QuantizationError.cancelled }
+            let r1 = min(rows, r0 + step)
+            approximation.withUnsafeMutableBufferPointer { q.dequantize(rows: r0..<r1, into: $0.baseAddress!) }
+            let base = r0 * cols
+            for i in 0..<((r1 - r0) * cols) {
+                let w = Double(weights[base + i])
+                let d = w - Double(approximation[i])
+                signal += w * w
+                noise += d * d
+                if !(abs(d) <= worst) { worst = abs(d) }
+                if worst.isNaN { break measuring }
+            }
+            if m > 0 {
+                num.withUnsafeMutableBufferPointer { numOut in
+                    den.withUnsafeMutableBufferPointer { denOut in
+                        weights.withUnsafeBufferPointer { original in
+                            approximation.withUnsafeBufferPointer { approx in
+                                x.withUnsafeBufferPointer { x in
+                                    let shared = UncheckedPointers(num: numOut, den: denOut, original: original, approx: approx, x: x)
+                                    DispatchQueue.concurrentPerform(iterations: r1 - r0) { k in
+                                        let r = r0 + k
+                                        var n = 0.0, d = 0.0
+                                        for i in 0..<m {
+                                            var y = 0.0, e = 0.0
+                                            for c in 0..<cols {
+                                                let xv = Double(shared.x[i * cols + c])
+                                                let w = shared.original[r * cols + c]
+                                                y += xv * Double(w)
+                                                e += xv * Double(w - shared.approx[k * cols + c])
+                                            }
+                                            n += e * e
+                                            d += y * y
+                                        }
+                                        shared.num[r] = n
+                                        shared.den[r] = d
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            progress.advance(by: r1 - r0)
+        }
+        var metrics = ErrorMetrics(original: [], approximation: [])
+        if worst.isNaN {
+            signal = .nan
+            noise = .nan
+        }
+        metrics.mse = weights.isEmpty ? 0 : noise / Double(weights.count)
+        metrics.sqnrDB = noise == 0 ? .infinity : 10 * log10(signal / noise)
+        metrics.maxAbsError = worst
+        var outputError: Double?
+        if m > 0 {
+            let total = num.reduce(0, +), y = den.reduce(0, +)
+            outputError = y > 0 ? (total / y).squareRoot() : (total > 0 ? .infinity : 0)
+        }
+        let objectives = q.rowObjectives
+        return LayerResult(
+            name: tensor.name, shape: tensor.shape, format: format.name, metrics: metrics,
+            bitsPerWeight: q.bitsPerWeight, seconds: seconds,
+            kmeansObjective: objectives.isEmpty ? nil : objectives.reduce(0, +),
+            kmeansObjectiveFirst64: objectives.isEmpty ? nil : objectives.prefix(64).reduce(0, +),
+            outputRelativeError: outputError, matrix: keepMatrix ? q : nil, storageFallback: q.storageFallback)
+    }
+}
+
+/// Buffers the measuring workers share: each writes only its own rows' slots.
+private struct UncheckedPointers: @unchecked Sendable {
+    let num: UnsafeMutableBufferPointer<Double>
+    let den: UnsafeMutableBufferPointer<Double>
+    let original: UnsafeBufferPointer<Float>
+    let approx: UnsafeBufferPointer<Float>
+    let x: UnsafeBufferPointer<Float>
 }

@@ -18,6 +18,7 @@ public final class KernelRunner: @unchecked Sendable {
     private var message: String?
     private var probe: Double?
     private var totalError: Double?
+    private var bitsPerWeight: Double?
     // The GPU row: the same layer on the GPU lookup kernel (bf16 activations), when there is a GPU.
     private var gpuLayer: GPULookupLinear?
     private var gpuLatencies: [Double] = []
@@ -53,6 +54,8 @@ public final class KernelRunner: @unchecked Sendable {
         public var probeGBps: Double?
         /// Output error against the f32 product of the original weights (quantization + kernel).
         public var totalError: Double?
+        /// Stored bits per weight of the layer the kernel runs.
+        public var bitsPerWeight: Double?
         /// The GPU's name and the lookup kernel's recent latencies there (empty without a GPU).
         public var gpuName: String?
         public var gpuLatencies: [Double] = []
@@ -70,7 +73,7 @@ public final class KernelRunner: @unchecked Sendable {
             Snapshot(
                 layer: target?.name, latencies: latencies.map { $0 }, denseMedian: denseLatency, relError: error,
                 streamedBytes: target?.packed.streamedBytes(.fast) ?? 0, message: message, probeGBps: probe,
-                totalError: totalError, gpuName: gpuName, gpuLatencies: gpuLatencies.map { $0 },
+                totalError: totalError, bitsPerWeight: bitsPerWeight, gpuName: gpuName, gpuLatencies: gpuLatencies.map { $0 },
                 gpuStreamedBytes: gpuLayer?.streamedBytes ?? 0, gpuNote: gpuNote)
         }
     }
@@ -107,6 +110,7 @@ public final class KernelRunner: @unchecked Sendable {
             denseLatency = nil
             error = nil
             totalError = nil
+            bitsPerWeight = matrix.bitsPerWeight
             message = "preparing \(name)…"
         }
         if !started && !stopRequested {

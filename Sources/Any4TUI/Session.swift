@@ -15,6 +15,12 @@ public enum Effect: Equatable, Sendable {
     case writeCheckpoint(path: String)
     /// Write the Model tab's table as `any4-layers.csv` and `any4-layers.json` (`e`).
     case exportTable
+    /// Quantize every layer the open recipe quantizes, each to its chosen candidate (`a` with a recipe).
+    case quantizeRecipe
+    /// Open the recipe at `path` in the Model tab (`--recipe`, or `L` and a path).
+    case loadRecipe(path: String)
+    /// Write the open recipe, as edited, to its file (`S`; temporary file, then rename).
+    case saveRecipe
     /// Nothing to run: show this in the status line.
     case status(String)
 }
@@ -48,6 +54,7 @@ public struct Session {
 
     /// Applies one action: runs the effect it asks for, or hands it to the reducer.
     public func handle(_ action: Action, state: inout AppState) {
+        state.modelOrder = Renderer.modelRows(state, jobs.results).map(\.0.name)
         if let effect = Self.effect(of: action, in: state) {
             perform(effect, state: &state)
         } else {
@@ -60,6 +67,10 @@ public struct Session {
     /// leaves the job running). In the Quantize tab, Enter on a tensor runs the quantization
     /// whichever pane has focus.
     public static func effect(of action: Action, in state: AppState) -> Effect? {
+        if state.recipePrompt != nil {
+            // Enter loads the typed path; Esc (the reducer) stops typing.
+            return action == .endFilter ? .loadRecipe(path: state.recipePrompt!) : nil
+        }
         if state.filtering || state.rowJump != nil { return nil }
         let action = action == .toggle && state.tab == .quantize && state.selectedTensor != nil ? .runQuantize : action
         switch action {
@@ -67,7 +78,8 @@ public struct Session {
             guard let tensor = state.selectedTensor, tensor.isLinear else { return .status("select a linear layer first") }
             return action == .runQuantize ? .quantize(tensor: tensor.name) : .compare(tensor: tensor.name)
         case .cancel: return .cancelJob
-        case .quantizeAll: return .quantizeAll
+        case .quantizeAll: return state.recipe == nil ? .quantizeAll : .quantizeRecipe
+        case .saveRecipe: return state.recipe == nil ? .status("no recipe: L loads one (any4 plan writes them)") : .saveRecipe
         case .writeCheckpoint: return .writeCheckpoint(path: checkpointName(state))
         case .exportTable: return .exportTable
         default: return nil
@@ -94,6 +106,36 @@ public struct Session {
             jobs.compare(tensor, of: state.model, options: state.quantizationOptions)
         case .quantizeAll:
             jobs.quantizeAll(state.model, format: state.format, options: state.quantizationOptions)
+        case .quantizeRecipe:
+            guard let recipe = state.recipe else { return }
+            do {
+                let chosen = try recipe.recipe.assignments(for: state.model, recipePath: recipe.path)
+                let base = state.quantizationOptions
+                jobs.quantizeAll(
+                    state.model,
+                    layers: try chosen.map { ($0.tensor, try FormatRegistry.named($0.candidate.format), $0.candidate.options(base: base)) },
+                    label: "quantizing \(chosen.count) layers per the recipe")
+            } catch {
+                state.status = "recipe: \(error)"
+            }
+        case .loadRecipe(let path):
+            state.recipePrompt = nil
+            do {
+                state.recipe = try Self.openRecipe(path, for: state.model)
+                let r = state.recipe!.recipe
+                state.status = "recipe \(path): \(r.table.layers.count) layers, \(Formatting.fixed(r.bitsPerWeight, 3)) bits/weight"
+            } catch {
+                state.status = "recipe not loaded: \(error)"
+            }
+        case .saveRecipe:
+            guard var recipe = state.recipe else { return }
+            let model = state.model
+            state.status = Self.status(of: "save") {
+                try OutputGuard.check(recipe.path, inputs: model.inputFiles)
+                try recipe.save()
+                return "saved the recipe to \(recipe.path) (\(Formatting.fixed(recipe.recipe.bitsPerWeight, 3)) bits/weight)"
+            }
+            if !recipe.edited { state.recipe = recipe }
         case .cancelJob:
             jobs.cancel()
             state.apply(.cancel)
@@ -114,6 +156,15 @@ public struct Session {
         case .status(let text):
             state.status = text
         }
+    }
+
+    /// Reads the recipe at `path` and checks that it plans layers of `model` (names and sizes).
+    ///
+    /// - Throws: ``FileFormatError`` naming the file and the entry or layer that is wrong.
+    public static func openRecipe(_ path: String, for model: Model) throws -> RecipeEditor {
+        let recipe = try Recipe.load(path)
+        _ = try recipe.assignments(for: model, recipePath: path)
+        return RecipeEditor(recipe: recipe, path: path)
     }
 
     /// A file name in ``folder``.

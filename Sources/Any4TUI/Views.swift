@@ -13,7 +13,10 @@ public struct Renderer: Sendable {
         state.treeWidth = min(46, max(28, width / 3))
         state.treeTop = 2
         state.treeHeight = max(1, height - 4)
+        state.modelTop = modelTop(state)
+        state.modelHeight = max(1, height - 3 - state.modelTop)
         state.clampSelection()
+        state.clampModelScroll()
     }
 
     public func render(
@@ -35,9 +38,12 @@ public struct Renderer: Sendable {
         drawTree(&s, state, jobs)
         let x0 = state.treeWidth + 1
         let paneWidth = width - x0
-        for row in 2..<(height - 1) { s.put(row, state.treeWidth, ascii ? "|" : "│", .dim) }
+        // The divider, but not through a recipe path being typed (it takes the whole line).
+        for row in 2..<(height - 1) where !(row == height - 2 && state.recipePrompt != nil) {
+            s.put(row, state.treeWidth, ascii ? "|" : "│", .dim)
+        }
         if state.showHelp {
-            for row in 2..<(height - 1) { s.put(row, 0, String(repeating: " ", count: width)) }
+            for row in 2..<(height - 1) { s.clear(row, from: 0, to: width) }
             drawHelp(&s, x0: 0, width: width)
         } else {
             switch state.tab {
@@ -90,7 +96,7 @@ public struct Renderer: Sendable {
                 text = "  " + shortName
                 if let r = jobs.result(for: tensor.name) {
                     // The state comes before the shape so a narrow pane cuts the shape first.
-                    text += " \(r.format) \(Formatting.fixed(r.metrics.sqnrDB, 1))dB"
+                    text += " \(r.format) \(Formatting.fixed(r.bitsPerWeight, 2))b \(Formatting.fixed(r.metrics.sqnrDB, 1))dB"
                     style = r.metrics.sqnrDB >= 20 ? .good : (r.metrics.sqnrDB >= 14 ? .warn : .bad)
                 } else if !tensor.isLinear {
                     style = .dim
@@ -102,7 +108,10 @@ public struct Renderer: Sendable {
                 s.highlight(y, from: 0, to: width, state.focus == .layers ? .reverse : .bold)
             }
         }
-        if let digits = state.rowJump {
+        if let typed = state.recipePrompt {
+            // The whole line: a path is long (the status waits while it is typed).
+            s.put(s.height - 2, 0, "recipe: " + typed + "_", .accent)
+        } else if let digits = state.rowJump {
             s.put(s.height - 2, 0, "go to row: " + digits + "_", .accent, maxWidth: width)
         } else if state.filtering || !state.filter.isEmpty {
             s.put(s.height - 2, 0, "/" + state.filter + (state.filtering ? "_" : ""), .accent, maxWidth: width)
@@ -111,16 +120,24 @@ public struct Renderer: Sendable {
 
     func drawStatus(_ s: inout Screen, _ state: AppState, _ jobs: JobCenter) {
         let y = s.height - 1
-        var keys = "q quit  ? help  Tab pane  1-4 tabs  / filter  ↑↓ move  Enter open"
+        // The tab's own keys first: a narrow terminal cuts the common ones (? lists them all).
+        var keys: String
         switch state.tab {
-        case .histogram: keys += "  [ ] g row  r row/all  s scaled/raw  i grid  + - zoom"
-        case .quantize: keys += "  f format  g group  m method  p weights  Enter run  c compare  Esc cancel"
-        case .kernel: keys += "  b/B batch  space pause"
-        case .model: keys += "  a quantize all  w write  e export  o sort"
+        case .histogram: keys = "[ ] g row  r row/all  s scaled/raw  i grid  + - zoom"
+        case .quantize: keys = "f format  g group  m method  p weights  Enter run  c compare  Esc cancel"
+        case .kernel: keys = "b/B batch  space pause"
+        case .model:
+            keys =
+                state.recipe == nil
+                ? "a quantize all  w write  e export  o sort  L load recipe"
+                : "[ ] choice  + - budget  r re-solve  S save  L load  a quantize  w write  o sort"
         }
+        keys += "  │ q quit  ? help  Tab pane  1-4 tabs  / filter  ↑↓ move  Enter open"
         if ascii { keys = keys.replacingOccurrences(of: "↑↓", with: "up/down") }
         s.put(y, 0, keys, .dim)
-        if !state.status.isEmpty {
+        if state.recipePrompt != nil {
+            // The prompt has the line.
+        } else if !state.status.isEmpty {
             s.put(
                 s.height - 2, state.treeWidth + 2, state.status, state.confirmingQuit ? .warn : .accent,
                 maxWidth: s.width - state.treeWidth - 2)
@@ -131,7 +148,9 @@ public struct Renderer: Sendable {
             } else if job.done {
                 text = (job.finishedAt.map { Clock.now - $0 < 5 } ?? true) ? "done: \(job.label)" : ""
             } else {
-                text = "\(job.label) \(Formatting.fixed(100 * job.progress.fraction, 0))%"
+                // The job's label names what runs now (the format being compared, the layer).
+                let label = job.progress.label.isEmpty ? job.label : job.progress.label
+                text = "\(label) \(Formatting.fixed(100 * job.progress.fraction, 0))%"
             }
             let style: Style = job.error != nil ? .bad : (job.done ? .good : .accent)
             s.put(s.height - 2, state.treeWidth + 2, text, style, maxWidth: s.width - state.treeWidth - 2)
@@ -150,8 +169,11 @@ public struct Renderer: Sendable {
             "Quantize       f format, g group, m Lloyd/exact, p sample weights,",
             "               Enter run, c compare all formats",
             "Kernel         b B batch size, space pause",
-            "Model          a quantize all, w write checkpoint, e export, o sort",
-            "Mouse          click a layer, wheel scrolls",
+            "Model          a quantize all (per the recipe if one is open), w write",
+            "               checkpoint, e export, o sort, L load a recipe (any4 plan);",
+            "               recipe: [ ] the layer's choice, + - budget, r re-solve, S save",
+            "               Tab to the table: ↑ ↓ PgUp PgDn walk its rows",
+            "Mouse          click a layer (tree or Model table), wheel scrolls",
             "q              quit (asks when quantized layers are unsaved)", "",
             "Any key closes this help."
         ]
@@ -171,7 +193,7 @@ public struct Renderer: Sendable {
 
     func drawHistogram(_ s: inout Screen, _ state: AppState, _ cache: HistogramCache, x0: Int, width: Int) {
         guard let tensor = state.selectedTensor else {
-            s.put(3, x0 + 1, "Select a tensor in the layer tree (Enter opens a block).", .dim)
+            s.put(3, x0 + 1, "Select a tensor in the layer tree (Enter opens a block).", .dim, maxWidth: width - 2)
             return
         }
         s.put(
@@ -206,15 +228,16 @@ public struct Renderer: Sendable {
             return c >= 0 && c < data.counts.count ? c : nil
         }
         for v in Self.gridValues(state.grid, data, scaled: state.scaledDomain && row != nil) {
-            if let c = column(v) { s.put(markerRow, x0 + 2 + c, ascii ? "|" : "┆", .dim) }
+            if let c = column(v) { s.put(markerRow, x0 + 2 + c, ascii ? "|" : "┆", .dim, overlay: true) }
         }
-        if let grid = state.grid { s.put(markerRow + 2, x0 + 2, "┆ = \(grid.name) grid of the first group", .dim) }
-        for v in data.codebook { if let c = column(v) { s.put(markerRow, x0 + 2 + c, ascii ? "^" : "▲", .good) } }
+        if let grid = state.grid { s.put(markerRow + 2, x0 + 2, "┆ = \(grid.name) grid of the first group", .dim, maxWidth: width - 2) }
+        // The codebook's markers go over the grid's (and over each other where two share a cell).
+        for v in data.codebook { if let c = column(v) { s.put(markerRow, x0 + 2 + c, ascii ? "^" : "▲", .good, overlay: true) } }
         s.put(markerRow + 1, x0 + 2, Formatting.number(Double(data.low), 3), .dim)
         let hi = Formatting.number(Double(data.high), 3)
         s.put(markerRow + 1, x0 + 2 + data.counts.count - hi.count, hi, .dim)
         if !data.codebook.isEmpty {
-            s.put(markerRow + 3, x0 + 1, "codebook (any4, group \(state.groupSize)) and weights per code:", .bold)
+            s.put(markerRow + 3, x0 + 1, "codebook (any4, group \(state.groupSize)) and weights per code:", .bold, maxWidth: width - 2)
             // One line of 16 when it fits, else two lines of 8 (each a value row and a count row).
             let perLine = (width - 2) / 7 >= data.codebook.count ? data.codebook.count : (data.codebook.count + 1) / 2
             let cell = max(6, min(8, (width - 2) / max(perLine, 1)))
@@ -240,45 +263,59 @@ public struct Renderer: Sendable {
 
     // MARK: - Quantize
 
+    /// The progress bar of a running job: bar, percent.
+    func bar(_ fraction: Double, width: Int) -> String {
+        let barWidth = max(10, width - 6)
+        let filled = min(barWidth, max(0, Int(Double(barWidth) * fraction)))
+        return String(repeating: ascii ? "#" : "█", count: filled) + String(repeating: ascii ? "." : "░", count: barWidth - filled)
+            + " " + Formatting.fixed(100 * fraction, 0) + "%"
+    }
+
     func drawQuantize(_ s: inout Screen, _ state: AppState, _ jobs: JobCenter, x0: Int, width: Int) {
         guard let tensor = state.selectedTensor, tensor.isLinear else {
-            s.put(3, x0 + 1, "Select a linear layer to quantize.", .dim)
+            s.put(3, x0 + 1, "Select a linear layer to quantize.", .dim, maxWidth: width - 2)
             return
         }
-        s.put(2, x0 + 1, "\(tensor.name)  \(Formatting.shape(tensor.shape))", .bold, maxWidth: width - 2)
-        s.put(4, x0 + 1, "format  [f] \(state.format)")
-        s.put(5, x0 + 1, "group   [g] \(state.groupSize)")
-        s.put(6, x0 + 1, "method  [m] \(state.cluster.rawValue)" + (state.numericFormat.perRowTable ? "" : " (any-b only)"))
-        s.put(
-            7, x0 + 1,
-            "weights [p] \(state.sampleWeighting == .scale ? "group scale (the paper's default)" : "none")"
-                + (state.numericFormat.perRowTable ? "" : " (any-b only)"), .normal, maxWidth: width - 2)
-        s.put(9, x0 + 1, "Enter quantizes this layer in the background; c compares every 4-bit format.", .dim, maxWidth: width - 2)
+        // One line each, top down; blank lines only where the pane has room for them.
+        var pane = PaneLines(top: 2, bottom: s.height - 3, x: x0 + 1, width: width - 2)
+        let roomy = pane.rowsLeft >= 26
+        pane.line(&s, "\(tensor.name)  \(Formatting.shape(tensor.shape))", .bold)
+        if roomy { pane.skip() }
+        let anyOnly = state.numericFormat.perRowTable ? "" : " (any-b only)"
+        pane.line(&s, "format  [f] \(state.format)")
+        pane.line(&s, "group   [g] \(state.groupSize)")
+        pane.line(&s, "method  [m] \(state.cluster.rawValue)" + anyOnly)
+        pane.line(&s, "weights [p] \(state.sampleWeighting == .scale ? "group scale (the paper's default)" : "none")" + anyOnly)
+        if roomy { pane.skip() }
+        pane.line(&s, "Enter quantizes this layer in the background; c compares every 4-bit format.", .dim)
+        if roomy { pane.skip() }
+        // The running job's bar has a line of its own (the last result stays below it).
         if let job = jobs.job, job.tensor == tensor.name, !job.done {
-            let barWidth = max(10, width - 12)
-            let filled = Int(Double(barWidth) * job.progress.fraction)
-            let bar = String(repeating: ascii ? "#" : "█", count: filled) + String(repeating: ascii ? "." : "░", count: barWidth - filled)
-            s.put(11, x0 + 1, bar + " " + Formatting.fixed(100 * job.progress.fraction, 0) + "%", .accent)
+            pane.line(&s, bar(job.progress.fraction, width: width - 2), .accent)
+        } else {
+            pane.skip()
         }
         if let r = jobs.result(for: tensor.name) {
-            s.put(11, x0 + 1, "result: \(r.format)", .bold)
-            s.put(12, x0 + 3, "SQNR \(Formatting.fixed(r.metrics.sqnrDB, 2)) dB", r.metrics.sqnrDB >= 20 ? .good : .warn)
-            s.put(13, x0 + 3, "MSE \(Formatting.scientific(r.metrics.mse, 3))   max error \(Formatting.scientific(r.metrics.maxAbsError, 3))")
-            s.put(14, x0 + 3, "bits/weight \(Formatting.fixed(r.bitsPerWeight, 3))   time \(Formatting.fixed(r.seconds, 3)) s")
+            pane.line(&s, "result: \(r.format) · \(Formatting.fixed(r.bitsPerWeight, 3)) bits/weight · \(Formatting.fixed(r.seconds, 2)) s", .bold)
+            pane.line(
+                &s,
+                "  SQNR \(Formatting.fixed(r.metrics.sqnrDB, 2)) dB   MSE \(Formatting.scientific(r.metrics.mse, 2))   max \(Formatting.scientific(r.metrics.maxAbsError, 2))",
+                r.metrics.sqnrDB >= 20 ? .good : .warn)
             if let e = r.outputRelativeError {
-                s.put(15, x0 + 3, "output error ‖XWᵀ − XŴᵀ‖/‖XWᵀ‖ \(Formatting.scientific(e, 3)) (8 Gaussian rows)")
+                pane.line(&s, "  output error ‖XWᵀ − XŴᵀ‖/‖XWᵀ‖ \(Formatting.scientific(e, 3)) (8 Gaussian rows)")
             }
         }
         if let rows = jobs.comparison(for: tensor.name) {
-            s.put(
-                17, x0 + 1,
+            if roomy || pane.rowsLeft > rows.count + 1 { pane.skip() }
+            pane.line(
+                &s,
                 Formatting.pad("format", 10) + Formatting.pad("SQNR dB", 10, right: true)
                     + Formatting.pad("MSE", 12, right: true) + Formatting.pad("bits/w", 9, right: true)
                     + Formatting.pad("out err", 10, right: true), .bold)
             let best = rows.map(\.metrics.sqnrDB).max() ?? 0
-            for (i, r) in rows.enumerated() {
-                s.put(
-                    18 + i, x0 + 1,
+            for r in rows {
+                pane.line(
+                    &s,
                     Formatting.pad(r.format, 10) + Formatting.pad(Formatting.fixed(r.metrics.sqnrDB, 2), 10, right: true)
                         + Formatting.pad(Formatting.scientific(r.metrics.mse, 2), 12, right: true)
                         + Formatting.pad(Formatting.fixed(r.bitsPerWeight, 3), 9, right: true)
@@ -294,7 +331,9 @@ public struct Renderer: Sendable {
 
     func drawKernel(_ s: inout Screen, _ state: AppState, _ kernel: KernelRunner, x0: Int, width: Int) {
         let snap = kernel.snapshot()
-        s.put(2, x0 + 1, "lookup GEMM (fast int8 path, 1 thread)  batch \(state.batch)" + (state.kernelPaused ? "  PAUSED" : ""), .bold)
+        s.put(
+            2, x0 + 1, "lookup GEMM (fast int8 path, 1 thread)  batch \(state.batch)" + (state.kernelPaused ? "  PAUSED" : ""), .bold,
+            maxWidth: width - 2)
         guard let layer = snap.layer else {
             s.put(4, x0 + 1, snap.message ?? "select a quantized linear layer", .dim, maxWidth: width - 2)
             return
@@ -306,15 +345,18 @@ public struct Renderer: Sendable {
         }
         let sorted = snap.latencies.sorted()
         let median = sorted[sorted.count / 2], p90 = sorted[min(sorted.count - 1, sorted.count * 9 / 10)]
-        s.put(5, x0 + 1, "median \(Formatting.fixed(median * 1e6, 1)) µs   p90 \(Formatting.fixed(p90 * 1e6, 1)) µs   (\(sorted.count) runs)", .good)
+        s.put(
+            5, x0 + 1, "median \(Formatting.fixed(median * 1e6, 1)) µs   p90 \(Formatting.fixed(p90 * 1e6, 1)) µs   (\(sorted.count) runs)", .good,
+            maxWidth: width - 2)
         let gbps = Double(snap.streamedBytes) / median / 1e9
         let share = snap.probeGBps.map { " · \(Formatting.fixed(100 * gbps / $0, 0))% of probe (\(Formatting.fixed($0, 1)))" } ?? ""
         s.put(6, x0 + 1, "\(Formatting.fixed(gbps, 2)) GB/s" + share, .normal, maxWidth: width - 2)
         if let dense = snap.denseMedian {
-            s.put(7, x0 + 1, "dense f32 \(Formatting.fixed(dense * 1e6, 1)) µs → \(Formatting.fixed(dense / median, 2))x")
+            s.put(7, x0 + 1, "dense f32 \(Formatting.fixed(dense * 1e6, 1)) µs → \(Formatting.fixed(dense / median, 2))x", maxWidth: width - 2)
         }
         if let e = snap.totalError {
-            s.put(8, x0 + 1, "error vs f32 product: \(Formatting.scientific(e, 2)) (Gaussian x)", .normal, maxWidth: width - 2)
+            let bits = snap.bitsPerWeight.map { " · \(Formatting.fixed($0, 3)) bits/weight" } ?? ""
+            s.put(8, x0 + 1, "error vs f32 product: \(Formatting.scientific(e, 2)) (Gaussian x)" + bits, .normal, maxWidth: width - 2)
         }
         if let e = snap.relError {
             s.put(9, x0 + 1, "kernel-only error: \(Formatting.scientific(e, 2)) (vs f64 of the dequantized)", .dim, maxWidth: width - 2)
@@ -349,41 +391,135 @@ public struct Renderer: Sendable {
     // MARK: - Model
 
     /// The linear layers in the Model tab's order.
-    static func modelRows(_ state: AppState, _ results: [String: LayerResult]) -> [(ModelTensor, LayerResult?)] {
+    package static func modelRows(_ state: AppState, _ results: [String: LayerResult]) -> [(ModelTensor, LayerResult?)] {
         let rows = state.model.tensors.filter(\.isLinear).map { ($0, results[$0.name]) }
         switch state.sort {
         case .name: return rows
         case .outputError: return rows.sorted { ($0.1?.outputRelativeError ?? -1) > ($1.1?.outputRelativeError ?? -1) }
         case .sqnr: return rows.sorted { ($0.1?.metrics.sqnrDB ?? .infinity) < ($1.1?.metrics.sqnrDB ?? .infinity) }
         case .bits: return rows.sorted { ($0.1?.bitsPerWeight ?? .infinity) < ($1.1?.bitsPerWeight ?? .infinity) }
+        case .predicted:
+            guard let recipe = state.recipe else { return rows }
+            func error(_ t: ModelTensor) -> Double { recipe.layer(named: t.name).map { recipe.entry($0).error } ?? -1 }
+            return rows.sorted { error($0.0) > error($1.0) }
         }
     }
+
+    /// A layer's name in `width` columns: the whole name when it fits, else its block number and
+    /// module ("5 self_attn.v_proj"), cut in the middle so that both ends stay ("5 …attn.v_proj").
+    package static func layerLabel(_ t: ModelTensor, width: Int) -> String {
+        if t.name.count <= width { return t.name }
+        let label = (t.blockIndex.map { "\($0) " } ?? "") + t.module
+        if label.count <= width { return label }
+        let head = t.blockIndex.map { "\($0) " } ?? ""
+        return head + "…" + label.suffix(max(1, width - head.count - 1))
+    }
+
+    /// The first row of the Model tab's table, below its summary lines.
+    static func modelTop(_ state: AppState) -> Int { state.recipe == nil ? 4 : 6 }
 
     func drawModel(_ s: inout Screen, _ state: AppState, _ jobs: JobCenter, x0: Int, width: Int) {
         let results = jobs.results
         let rows = Self.modelRows(state, results)
+        let w = width - 2
         s.put(
-            2, x0 + 1, "\(rows.count) linear · \(results.count) quantized · sort: \(state.sort.rawValue) (o) · a: all to \(state.format)", .bold,
-            maxWidth: width - 2)
-        let nameWidth = max(12, min(40, width - 2 - 35))
-        s.put(
-            3, x0 + 1,
-            Formatting.pad("layer", nameWidth) + Formatting.pad("format", 8) + Formatting.pad("SQNR dB", 9, right: true)
-                + Formatting.pad("out err", 10, right: true) + Formatting.pad("bits/w", 8, right: true), .dim, maxWidth: width - 2)
-        var y = 4
-        for (t, r) in rows where y < s.height - 4 {
-            let name = t.name.count > nameWidth - 1 ? "…" + t.name.suffix(nameWidth - 2) : t.name
-            let style: Style = r.map { $0.metrics.sqnrDB >= 20 ? .good : ($0.metrics.sqnrDB >= 14 ? .warn : .bad) } ?? .dim
+            2, x0 + 1,
+            "\(rows.count) linear · \(results.count) quantized · sort: \(state.sort.rawValue) (o) · a: all to \(state.recipe == nil ? state.format : "recipe")",
+            .bold,
+            maxWidth: w)
+        let recipe = state.recipe
+        if let recipe {
+            let r = recipe.recipe
             s.put(
-                y, x0 + 1,
-                Formatting.pad(name, nameWidth) + Formatting.pad(r?.format ?? "float", 8)
-                    + Formatting.pad(r.map { Formatting.fixed($0.metrics.sqnrDB, 2) } ?? "-", 9, right: true)
-                    + Formatting.pad(r?.outputRelativeError.map { Formatting.scientific($0, 2) } ?? "-", 10, right: true)
-                    + Formatting.pad(r.map { Formatting.fixed($0.bitsPerWeight, 2) } ?? "-", 8, right: true), style,
-                maxWidth: width - 2)
-            y += 1
+                3, x0 + 1,
+                "recipe \(Formatting.fixed(r.bitsPerWeight, 3)) bits/w · budget \(Formatting.fixed(recipe.budget, 2)) · error \(Formatting.scientific(r.predictedError, 3))",
+                .accent, maxWidth: w)
+            s.put(
+                4, x0 + 1,
+                "model \(Formatting.fixed(r.modelBitsPerWeight, 3)) bits/w · \(recipe.edited ? "edited · " : "")\(recipe.path)",
+                recipe.edited ? .warn : .dim, maxWidth: w)
         }
-        s.put(s.height - 3, x0 + 1, "perplexity: any4 ppl MODEL --text FILE (CLI)", .dim, maxWidth: width - 2)
+        let top = Self.modelTop(state)
+        let height = max(1, s.height - 3 - top)
+        // Columns: with a recipe, its choice, bits/w and predicted error come first.
+        var columns: [(title: String, width: Int, value: (ModelTensor, LayerResult?) -> String)] = []
+        if let recipe {
+            func planned(_ t: ModelTensor) -> Int? { recipe.layer(named: t.name) }
+            columns += [
+                ("plan", 11, { t, _ in planned(t).map { recipe.recipe.candidate(ofLayer: $0).spec } ?? "-" }),
+                ("bits/w", 7, { t, _ in planned(t).map { Formatting.fixed(recipe.bitsPerWeight($0), 2) } ?? "-" }),
+                ("pred err", 10, { t, _ in planned(t).map { Formatting.scientific(recipe.entry($0).error, 2) } ?? "-" })
+            ]
+        }
+        columns += [
+            ("format", 8, { _, r in r?.format ?? "float" }),
+            ("SQNR dB", 9, { _, r in r.map { Formatting.fixed($0.metrics.sqnrDB, 2) } ?? "-" }),
+            ("out err", 10, { _, r in r?.outputRelativeError.map { Formatting.scientific($0, 2) } ?? "-" }),
+            ("bits/w", 8, { _, r in r.map { Formatting.fixed($0.bitsPerWeight, 2) } ?? "-" })
+        ]
+        // The name gets what the columns leave (at least 12); columns that do not fit are dropped.
+        while columns.count > 1 && columns.reduce(0, { $0 + $1.width }) > w - 12 { columns.removeLast() }
+        let nameWidth = max(12, min(40, w - columns.reduce(0) { $0 + $1.width }))
+        func line(_ name: String, _ cells: [String]) -> String {
+            zip(columns, cells).reduce(Formatting.pad(name, nameWidth)) { text, pair in
+                // Text columns left-aligned (a space before), numbers right-aligned.
+                let left = pair.0.title == "plan" || pair.0.title == "format"
+                return text + (left ? " " + Formatting.pad(pair.1, pair.0.width - 1) : Formatting.pad(pair.1, pair.0.width, right: true))
+            }
+        }
+        s.put(top - 1, x0 + 1, line("layer", columns.map(\.title)), .dim, maxWidth: w)
+        let position = state.selectedTensor.flatMap { t in rows.firstIndex { $0.0.name == t.name } }
+        let scroll = AppState.modelScroll(state.modelScroll, position: position, count: rows.count, height: height)
+        for i in 0..<height {
+            let index = scroll + i
+            guard index < rows.count else { break }
+            let (t, r) = rows[index]
+            let y = top + i
+            let name = Self.layerLabel(t, width: nameWidth - 1)
+            let style: Style = r.map { $0.metrics.sqnrDB >= 20 ? .good : ($0.metrics.sqnrDB >= 14 ? .warn : .bad) } ?? .dim
+            s.put(y, x0 + 1, line(String(name), columns.map { $0.value(t, r) }), style, maxWidth: w)
+            if index == position { s.highlight(y, from: x0 + 1, to: x0 + 1 + w, state.focus == .detail ? .reverse : .bold) }
+        }
+        if rows.count > height {
+            let last = min(scroll + height, rows.count)
+            s.put(s.height - 3, x0 + 1, "rows \(scroll + 1)-\(last) of \(rows.count)", .dim, maxWidth: 20)
+        }
+        let hint =
+            recipe == nil
+            ? "L loads a recipe (any4 plan) · ppl: any4 ppl MODEL"
+            : "[ ] choice · + - budget · r re-solve · S save · L load"
+        let hintX = rows.count > height ? 22 : 0
+        s.put(s.height - 3, x0 + 1 + hintX, hint, .dim, maxWidth: w - hintX)
     }
 
+}
+
+/// Lines of a pane drawn top down, one `put` each, never below `bottom` (what does not fit is
+/// left out and counted, never drawn over the status lines).
+struct PaneLines {
+    var y: Int
+    let bottom: Int
+    let x: Int
+    let width: Int
+    private(set) var dropped = 0
+
+    init(top: Int, bottom: Int, x: Int, width: Int) {
+        y = top
+        self.bottom = bottom
+        self.x = x
+        self.width = width
+    }
+
+    var rowsLeft: Int { max(0, bottom - y + 1) }
+
+    mutating func line(_ s: inout Screen, _ text: String, _ style: Style = .normal) {
+        if y <= bottom {
+            s.put(y, x, text, style, maxWidth: width)
+        } else {
+            dropped += 1
+        }
+        y += 1
+    }
+
+    mutating func skip(_ n: Int = 1) { y += n }
 }

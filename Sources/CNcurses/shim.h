@@ -63,6 +63,18 @@ static inline int any4_put(int y, int x, const char *utf8, int attrs) {
 
 static inline mmask_t any4_all_mouse_events(void) { return ALL_MOUSE_EVENTS | REPORT_MOUSE_POSITION; }
 static inline mmask_t any4_button1_clicked(void) { return BUTTON1_CLICKED | BUTTON1_PRESSED | BUTTON1_RELEASED; }
+// Home and End as terminals other than the one TERM names send them (tmux and screen send
+// ESC [1~ and ESC [4~ whatever TERM says inside; xterm in one mode or another ESC [H / ESC OH):
+// ncurses otherwise hands them over as ESC, [, 4, ~, four keys the UI would act on.
+static inline void any4_define_alternate_keys(void) {
+    define_key("\033[1~", KEY_HOME);
+    define_key("\033[4~", KEY_END);
+    define_key("\033[H", KEY_HOME);
+    define_key("\033[F", KEY_END);
+    define_key("\033OH", KEY_HOME);
+    define_key("\033OF", KEY_END);
+}
+static inline mmask_t any4_button1_pressed(void) { return BUTTON1_CLICKED | BUTTON1_PRESSED; }
 static inline mmask_t any4_button4_pressed(void) { return BUTTON4_PRESSED; }
 static inline mmask_t any4_button5_pressed(void) { return BUTTON5_PRESSED; }
 

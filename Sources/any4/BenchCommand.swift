@@ -78,6 +78,15 @@ struct BenchCommand: ParsableCommand {
     @Flag(help: "Measure the bandwidth probe again before each shape; each row's share is against its shape's probe.")
     var probeEachShape = false
 
+    @Flag(
+        help:
+            "Instead of the kernels: time exact k-means against Lloyd on a seeded 4096x4096 Student-t(5) x 0.02 matrix (any4 at --group-size, f16 tables), the whole matrix (--threads) and the solvers alone (one thread, 256 rows), interleaved over --kmeans-rounds, after checking the exact objective on 2 rows against a plain O(k n^2) dynamic program."
+    )
+    var kmeans = false
+
+    @Option(help: "Rounds for --kmeans, 1 to 100.")
+    var kmeansRounds = 5
+
     @OptionGroup var jsonOutput: JSONOutputOption
 
     var threads: Int { threadsOption.threads }
@@ -128,9 +137,11 @@ struct BenchCommand: ParsableCommand {
         try requireRange("--runs", runs, 1...Self.maxRuns)
         if let cycleMib { try requireRange("--cycle-mib", cycleMib, 1...(1 << 20)) }
         try requireRange("--rounds", rounds, 1...100)
+        try requireRange("--kmeans-rounds", kmeansRounds, 1...100)
     }
 
     func run() throws {
+        if kmeans { return try runKMeans() }
         var config = KernelBenchmark.Configuration()
         config.shapes = try shapes()
         config.batches = try batches()
@@ -276,6 +287,35 @@ struct BenchCommand: ParsableCommand {
                 ))
             print(JSONValue.object(top).serialized)
         }
+    }
+
+    private func runKMeans() throws {
+        var config = KMeansBenchmark.Configuration()
+        config.groupSize = groupSize
+        config.threads = threads
+        config.rounds = kmeansRounds
+        let result = try KMeansBenchmark.run(config) { printError($0) }
+        if json { return print(result.serialized) }
+        func line(_ label: String, _ v: JSONValue?, unit: String) -> String {
+            let f = { (x: Double) in Formatting.fixed(x, 3) }
+            return "\(label): median \(f(v?["median"]?.double ?? 0))\(unit) (min \(f(v?["min"]?.double ?? 0)), max \(f(v?["max"]?.double ?? 0)))"
+        }
+        print(result["matrix"]?.string ?? "", "- any4 g\(groupSize), f16 tables,", result["threads"]?.int ?? 0, "threads")
+        let q = result["quantize_seconds"], s = result["solver_microseconds_per_row"]
+        print(line("quantize lloyd", q?["lloyd"], unit: " s"))
+        print(line("quantize exact", q?["exact"], unit: " s"))
+        print(line("quantize exact/lloyd", q?["exact_over_lloyd"], unit: "x"))
+        print(line("solver lloyd", s?["lloyd"], unit: " us/row"))
+        print(line("solver lloyd (1 plain k-means++ run)", s?["lloyd_plain"], unit: " us/row"))
+        print(line("solver exact", s?["exact"], unit: " us/row"))
+        print(line("solver exact/lloyd", s?["exact_over_lloyd"], unit: "x"))
+        print(line("solver exact/lloyd plain", s?["exact_over_lloyd_plain"], unit: "x"))
+        let o = result["kmeans_objective"]
+        print("objective: lloyd \(o?["lloyd"]?.double ?? 0), exact \(o?["exact"]?.double ?? 0)")
+        let v = result["optimality"]
+        print(
+            "exact vs reference DP: max relative difference \(v?["max_relative_difference"]?.double ?? 0) (\(v?["ok"]?.bool == true ? "ok" : "MISMATCH"))"
+        )
     }
 
     private func printHeader(ratio: String) {

@@ -73,7 +73,9 @@ final class InterruptRouter: @unchecked Sendable {
 
 /// Runs a long job with a progress line on stderr, cancelled by Ctrl-C, and maps its errors to the
 /// CLI's exits: interrupted → 130 (saying `interrupted`), bad options or weights → 2, bad files → 2.
-func runProgressJob<T>(_ progress: Progress, interrupted: String, unit: String = "rows", _ body: () throws -> T) throws -> T {
+func runProgressJob<T>(
+    _ progress: Progress, interrupted: @autoclosure () -> String, unit: String = "rows", _ body: () throws -> T
+) throws -> T {
     let line = ProgressLine(progress, unit: unit)
     line.start()
     defer { line.stop() }
@@ -81,7 +83,7 @@ func runProgressJob<T>(_ progress: Progress, interrupted: String, unit: String =
         return try cancellingOnInterrupt(progress, body)
     } catch QuantizationError.cancelled {
         line.stop()
-        printError("any4: \(interrupted)")
+        printError("any4: \(interrupted())")
         throw ExitCode(130)
     } catch let error as QuantizationError {
         line.stop()

@@ -11,6 +11,9 @@ struct TUICommand: ParsableCommand {
 
     @OptionGroup var modelArgument: OptionalModelArgument
 
+    @Option(help: "A bit-budget recipe (written by `any4 plan`) to show and edit in the Model tab.")
+    var recipe: String?
+
     @Flag(help: "Plain ASCII drawing and no colour.")
     var ascii = false
 
@@ -19,6 +22,8 @@ struct TUICommand: ParsableCommand {
         let launched = Clock.now
         let path = modelArgument.model
         let model = try openModel(path)
+        // A bad recipe is refused before the screen is taken (exit 2, naming the file and entry).
+        let editor = try recipe.map { try Session.openRecipe($0, for: model) }
         guard isatty(0) == 1, isatty(1) == 1 else {
             // Not a terminal (a pipe, CI): print the layer tree instead of drawing a screen.
             printError("any4: not a terminal; printing `any4 inspect` of \(model.path) instead of the interactive UI")
@@ -26,7 +31,7 @@ struct TUICommand: ParsableCommand {
             return
         }
         let noColor = ascii || !(ProcessInfo.processInfo.environment["NO_COLOR"] ?? "").isEmpty
-        if let signal = CursesApp(model: model, ascii: ascii, noColor: noColor, launchedAt: launched).run() {
+        if let signal = CursesApp(model: model, recipe: editor, ascii: ascii, noColor: noColor, launchedAt: launched).run() {
             throw ExitCode(128 + signal)  // 130 for SIGINT, 143 for SIGTERM, 129 for SIGHUP
         }
     }

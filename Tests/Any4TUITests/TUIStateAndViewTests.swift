@@ -47,7 +47,7 @@ final class TUIStateAndViewTests: XCTestCase {
         screen.put(0, 8, "abcdef", .bold)
         screen.put(1, -2, "xyz█")
         screen.put(5, 0, "off screen")
-        XCTAssertEqual(screen.lines, ["        ab", "z█"])
+        XCTAssertEqual(screen.lines, ["        a…", "z█"], "clipped text ends in an ellipsis")
         XCTAssertEqual(screen.style(0, 9), .bold)
     }
 

@@ -332,23 +332,27 @@ extension OutputSafetyCLITests {
 // MARK: - Folder checkpoints
 
 extension OutputSafetyCLITests {
-    /// A folder checkpoint is written as `OUT.tmp-PID-RANDOM` and renamed at the end: a signal
-    /// during the write leaves no folder at all (neither the target nor the temporary one), and a
-    /// writer killed outright leaves a temporary folder that the next write of OUT removes.
+    /// A folder checkpoint is built in `OUT.partial` and renamed at the end: a signal during the
+    /// write of its only shard leaves no folder at all (neither the target nor the work folder,
+    /// which held no complete shard), and a writer killed outright leaves the work folder with
+    /// the shard's temporary file, which the next run removes before it finishes OUT.
     func testInterruptedFolderWriteLeavesNoFolder() throws {
         let dir = try TestPaths.temporaryDirectory(for: self)
         let model = try makeModel(dir)
         let out = dir + "/ckpt"
         for sig in [SIGINT, SIGTERM] {
             let (status, stderr) = try signalDuringWrite(
-                ["quantize", model, "--format", "int4", "--out", out], output: out, sig: sig, delayMS: 300)
+                ["quantize", model, "--format", "int4", "--out", out], output: out + ".partial/model-00001-of-00001.safetensors",
+                sig: sig, delayMS: 300)
             XCTAssertEqual(status, 130, stderr)
             XCTAssertTrue(stderr.contains("interrupted; nothing was written"), stderr)
             XCTAssertEqual(try listing(dir), ["m.safetensors"])
         }
         let pid = try killDuringWrite(["quantize", model, "--format", "int4", "--out", out], dir: dir)
         let left = try listing(dir)
-        XCTAssertTrue(left.contains { $0.hasPrefix("ckpt.tmp-\(pid)-") }, "SIGKILL leaves the folder: \(left)")
+        XCTAssertTrue(
+            left.contains { $0.hasPrefix("ckpt.partial/model-00001-of-00001.safetensors.tmp-\(pid)-") },
+            "SIGKILL leaves the work folder: \(left)")
         let again = try any4(["quantize", model, "--format", "int4", "--out", out])
         XCTAssertEqual(again.status, 0, again.stderr)
         XCTAssertEqual(

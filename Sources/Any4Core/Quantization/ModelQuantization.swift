@@ -97,6 +97,25 @@ public struct LayerResult: Sendable {
     public var matrix: QuantizedMatrix?
     /// Why the layer is stored in F32 against the default rule (``QuantizedMatrix/storageFallback``).
     public var storageFallback: String?
+
+    /// Every field (the TUI measures a layer with progress of its own and builds its result).
+    package init(
+        name: String, shape: [Int], format: String, metrics: ErrorMetrics, bitsPerWeight: Double, seconds: Double,
+        kmeansObjective: Double?, kmeansObjectiveFirst64: Double?, outputRelativeError: Double?, matrix: QuantizedMatrix?,
+        storageFallback: String? = nil
+    ) {
+        self.name = name
+        self.shape = shape
+        self.format = format
+        self.metrics = metrics
+        self.bitsPerWeight = bitsPerWeight
+        self.seconds = seconds
+        self.kmeansObjective = kmeansObjective
+        self.kmeansObjectiveFirst64 = kmeansObjectiveFirst64
+        self.outputRelativeError = outputRelativeError
+        self.matrix = matrix
+        self.storageFallback = storageFallback
+    }
 }
 
 /// Quantizes the selected linear layers of a model.

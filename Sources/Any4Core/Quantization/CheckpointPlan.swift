@@ -1,0 +1,379 @@
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
+/// What a quantized layer stores, known from its job before it is quantized: the parts' names,
+/// dtypes, shapes and sizes, and its `any4.layers` description. The streaming writer lays out
+/// every shard from these, and checks each quantized matrix against its plan before writing it.
+package struct StoredLayerLayout: Equatable, Sendable {
+    var formatName: String
+    var rows: Int
+    var cols: Int
+    var codeBits: Int
+    var groupSize: Int
+    var perRowTable: Bool
+    var tableSize: Int
+    var storage: DType
+    var floatScales: Bool
+    var hasTensorScale: Bool
+    var hasZeros: Bool
+    var method: String
+    var sampleWeight: String
+
+    /// The layout `Quantizer.quantize` gives this job's matrix.
+    package init(job: LayerJob) throws {
+        let tensor = job.tensor
+        let sizes = try Quantizer.OutputSizes(
+            rows: tensor.shape[0], cols: tensor.shape[1], name: tensor.name, format: job.format, options: job.options)
+        let s = ModelQuantization.storageDType(of: tensor, options: job.options)
+        formatName = job.format.name
+        rows = tensor.shape[0]
+        cols = tensor.shape[1]
+        codeBits = job.format.codeBits
+        groupSize = sizes.groupSize
+        perRowTable = job.format.perRowTable
+        tableSize = sizes.tableSize
+        storage = job.format.scaleDType ?? (s == .f16 || s == .bf16 ? s : .f32)
+        floatScales = job.format.scaleEncoding == .float
+        hasTensorScale = job.format.hasTensorScale
+        hasZeros = job.format.hasZeros
+        method = job.format.perRowTable ? job.options.cluster.rawValue : ""
+        sampleWeight = job.format.perRowTable ? job.options.sampleWeighting.name : ""
+    }
+
+    /// The layout of a quantized matrix.
+    package init(_ q: QuantizedMatrix) {
+        let format = try? FormatRegistry.named(q.formatName)
+        formatName = q.formatName
+        rows = q.rows
+        cols = q.cols
+        codeBits = q.codeBits
+        groupSize = q.groupSize
+        perRowTable = q.perRowTable
+        tableSize = q.tableSize
+        storage = q.storage
+        floatScales = (format?.scaleEncoding ?? .float) == .float
+        hasTensorScale = format?.hasTensorScale == true
+        hasZeros = !q.zeros.isEmpty
+        method = q.method
+        sampleWeight = q.sampleWeight
+    }
+
+    /// The stored parts, in the order ``QuantizedCheckpoint/quantizedParts(_:base:)`` makes them.
+    package func parts(base: String) -> [(name: String, dtype: DType, shape: [Int], byteCount: Int)] {
+        let rowBytes = codeBits > 4 ? cols : (cols + 1) / 2
+        var out: [(name: String, dtype: DType, shape: [Int], byteCount: Int)] = [
+            (base + ".qweight", .u8, [rows, rowBytes], rows * rowBytes)
+        ]
+        if perRowTable { out.append((base + ".lut", storage, [rows, tableSize], rows * tableSize * storage.size)) }
+        let groups = GroupLayout(columns: cols, size: groupSize).count
+        if floatScales {
+            out.append((base + ".scales", storage, [rows, groups], rows * groups * storage.size))
+        } else {
+            out.append((base + ".scales", .u8, [rows, groups], rows * groups))
+        }
+        if hasTensorScale { out.append((base + ".tensor_scale", .f32, [1], 4)) }
+        if hasZeros { out.append((base + ".zeros", storage, [rows, groups], rows * groups * storage.size)) }
+        return out
+    }
+
+    /// The per-layer description written in `any4.layers` (contract version 2).
+    package var json: JSONValue {
+        .object([
+            ("shape", .array([JSONValue(rows), JSONValue(cols)])),
+            ("format", .string(formatName)),
+            ("bits", JSONValue(codeBits)),
+            ("group_size", JSONValue(groupSize)),
+            ("method", .string(method)),
+            ("sample_weight", .string(sampleWeight)),
+            ("dtype", .string(storage.rawValue.lowercased()))
+        ])
+    }
+}
+
+/// A 64-bit FNV-1a hash, for fingerprints of inputs and plans (an identity check against
+/// mistakes, not against an adversary).
+package struct FNV64 {
+    package private(set) var value: UInt64 = 0xcbf2_9ce4_8422_2325
+
+    package init() {}
+
+    package mutating func add(_ bytes: UnsafeRawBufferPointer) {
+        var h = value
+        for b in bytes {
+            h ^= UInt64(b)
+            h = h &* 0x0000_0100_0000_01b3
+        }
+        value = h
+    }
+
+    package mutating func add(_ bytes: [UInt8]) { bytes.withUnsafeBytes { add($0) } }
+    /// A string and a separator, so that ("ab","c") and ("a","bc") differ.
+    package mutating func add(_ text: String) { add(Array(text.utf8) + [0]) }
+
+    package var hex: String {
+        let digits = String(value, radix: 16)
+        return String(repeating: "0", count: 16 - digits.count) + digits
+    }
+}
+
+/// The whole output of a quantize run, laid out before anything is quantized: every tensor of
+/// every shard with its offset, every shard's header (with the fingerprint of its inputs and
+/// jobs), the index, and which shards each part of a split run writes.
+///
+/// Every size is known from the jobs (``StoredLayerLayout``), so each layer can be written into
+/// its shard as soon as it is quantized and then dropped: memory holds a layer or two, whatever
+/// the model's size.
+package struct CheckpointPlan {
+    /// One tensor of the source: its job (quantized), or none (copied as stored).
+    package struct Unit {
+        package var tensor: ModelTensor
+        package var job: LayerJob?
+        /// The planned layout of a quantized layer (nil for a copy or a fake-quant weight).
+        package var layout: StoredLayerLayout?
+        package var entries: [SafeTensorsWriter.Planned]
+        package var layer: (key: String, value: JSONValue)?
+        package var bytes: Int { entries.reduce(0) { $0 + $1.byteCount } }
+        /// Logical weights to quantize (0 for a copy): what parts are balanced by.
+        package var work: Int { job == nil ? 0 : tensor.info.elementCount }
+    }
+
+    /// One output file: a shard of a folder, or the single file.
+    package struct File {
+        package var name: String
+        package var units: Range<Int>
+        package var header: [UInt8]
+        package var size: Int
+        /// Absolute offset of each entry's data, by tensor name.
+        package var offsets: [String: Int]
+        package var entryCount: Int
+        /// The fingerprint recorded in the header (inputs, jobs, version).
+        package var fingerprint: String
+    }
+
+    package var units: [Unit]
+    package var files: [File]
+    /// Per part, the range of `files` it writes (one part unless split).
+    package var parts: [Range<Int>]
+    package var fakeQuant: Bool
+    /// The index (`model.safetensors.index.json`) of a folder checkpoint.
+    package var index: String
+    /// One value for the whole plan: every file's name, size and header.
+    package var fingerprint: String
+    /// The plan's jobs in words (format and options), for messages.
+    package var summary: String
+
+    /// The text a job's bytes depend on: its format and every option (the thread count aside,
+    /// which does not change a byte). New options are included by reflection.
+    package static func describe(_ job: LayerJob) -> String {
+        var parts = [job.format.name]
+        for child in Mirror(reflecting: job.options).children where child.label != "threads" {
+            parts.append("\(child.label ?? "?")=\(String(describing: child.value))")
+        }
+        return parts.joined(separator: " ")
+    }
+
+    /// The identity of the inputs: per file its name, size and a content hash (whole for files
+    /// up to 64 MiB, else the first and last MiB and 64 evenly spaced 64 KiB samples). Paths and
+    /// modification times are left out on purpose: a split run's machines see the same files
+    /// under other paths, and copies get new times.
+    package static func inputFingerprint(_ paths: [String]) throws -> String {
+        var h = FNV64()
+        for path in paths where !isDirectory(path) {
+            let store = try ByteStore(mapping: path)
+            let bytes = store.bytes
+            h.add(lastComponentOf(path))
+            h.add(String(bytes.count))
+            let small = 64 << 20
+            if bytes.count <= small {
+                h.add(bytes)
+            } else {
+                let mib = 1 << 20
+                h.add(UnsafeRawBufferPointer(rebasing: bytes[0..<mib]))
+                let sample = 64 << 10
+                for k in 0..<64 {
+                    let start = (bytes.count - sample) / 63 * k
+                    h.add(UnsafeRawBufferPointer(rebasing: bytes[start..<(start + sample)]))
+                }
+                h.add(UnsafeRawBufferPointer(rebasing: bytes[(bytes.count - mib)...]))
+            }
+        }
+        return h.hex
+    }
+
+    static func lastComponentOf(_ path: String) -> String {
+        String(path[(path.lastIndex(of: "/").map { path.index(after: $0) } ?? path.startIndex)...])
+    }
+
+    /// Splits units into `n` contiguous parts balanced by work (each starts at a quantized
+    /// layer; the copies before a part's first layer go with it). Nil when fewer layers than parts.
+    package static func partition(_ work: [Int], parts n: Int) -> [Range<Int>]? {
+        let jobs = work.indices.filter { work[$0] > 0 }
+        guard n >= 1, jobs.count >= n else { return nil }
+        var prefix = [0]
+        for j in jobs { prefix.append(prefix.last! + work[j]) }
+        let total = Double(prefix.last!)
+        var cuts = [0]  // index into jobs where each part starts
+        for k in 1..<n {
+            let target = total * Double(k) / Double(n)
+            let low = cuts.last! + 1
+            let high = jobs.count - (n - k)
+            var best = low
+            for c in low...high where abs(Double(prefix[c]) - target) < abs(Double(prefix[best]) - target) { best = c }
+            cuts.append(best)
+        }
+        var starts = cuts.map { $0 == 0 ? 0 : jobs[$0] }
+        starts.append(work.count)
+        return (0..<n).map { starts[$0]..<starts[$0 + 1] }
+    }
+
+    /// Lays out the output of `jobs` on `model`.
+    ///
+    /// - Parameters:
+    ///   - single: one file (a `.safetensors` output) instead of shards of `maxShardSize`.
+    ///   - partCount: parts of a split run (1: not split); shards never cross a part's boundary.
+    ///   - inputs: the fingerprint of the inputs (``inputFingerprint(_:)``).
+    package static func make(
+        model: Model, jobs: [LayerJob], fakeQuant: Bool, single: Bool, maxShardSize: Int, partCount: Int,
+        inputs: String
+    ) throws -> CheckpointPlan {
+        var byName: [String: LayerJob] = [:]
+        for job in jobs { byName[job.tensor.name] = job }
+        var units: [Unit] = []
+        for tensor in model.tensors {
+            if let job = byName[tensor.name] {
+                if fakeQuant {
+                    let target: DType =
+                        if case .plain(let d) = tensor.info.encoding, d.isFloatingPoint, d != .f64 { d } else {
+                            ModelQuantization.sourceDType(of: tensor)
+                        }
+                    let bytes = try Sizes.product([tensor.info.elementCount, target.size], "\(tensor.name): fake-quant bytes")
+                    let entry = SafeTensorsWriter.Planned(name: tensor.name, dtype: target, shape: tensor.shape, byteCount: bytes) {
+                        throw QuantizationError.badOption("\(tensor.name): written from its quantized matrix")
+                    }
+                    units.append(Unit(tensor: tensor, job: job, layout: nil, entries: [entry], layer: nil))
+                    continue
+                }
+                let layout = try StoredLayerLayout(job: job)
+                let entries = layout.parts(base: QuantizedCheckpoint.baseName(tensor.name)).map { p in
+                    SafeTensorsWriter.Planned(name: p.name, dtype: p.dtype, shape: p.shape, byteCount: p.byteCount) {
+                        throw QuantizationError.badOption("\(p.name): written from its quantized matrix")
+                    }
+                }
+                units.append(Unit(tensor: tensor, job: job, layout: layout, entries: entries, layer: (tensor.name, layout.json)))
+                continue
+            }
+            if case .quantized(let layout) = tensor.info.encoding {
+                // A layer of a checkpoint given as the model: its parts byte for byte, its description kept.
+                let store = model.stores[tensor.fileIndex]
+                let entries = layout.parts.map { part in
+                    let range = part.offset..<(part.offset + part.byteCount)
+                    return SafeTensorsWriter.Planned(
+                        name: part.name, dtype: QuantizedLayout.floatDType(part.encoding) ?? .u8, shape: part.shape,
+                        byteCount: part.byteCount
+                    ) { .region(store, range) }
+                }
+                units.append(Unit(tensor: tensor, job: nil, layout: nil, entries: entries, layer: (tensor.name, layout.metadata)))
+                continue
+            }
+            units.append(
+                Unit(
+                    tensor: tensor, job: nil, layout: nil, entries: [try QuantizedCheckpoint.copied(tensor, of: model)],
+                    layer: nil))
+        }
+
+        // File-level metadata: the source's (less any4. keys), the version, the one format name.
+        let allLayers = units.compactMap(\.layer)
+        let names = Set(jobs.map(\.format.name)).union(allLayers.compactMap { $0.value["format"]?.string })
+        var base: [String: String] = [:]
+        if model.format != .gguf {
+            for (key, value) in model.metadata where !key.hasPrefix("any4.") && base[key] == nil { base[key] = value }
+        }
+        base["any4.version"] = QuantizedCheckpoint.writtenVersion
+        base["any4.format"] = names.count == 1 ? names.first! : names.isEmpty ? "none" : "mixed"
+        base["any4.fake_quant"] = fakeQuant ? "1" : "0"
+        base["any4.inputs"] = inputs
+        base["any4.fingerprint"] = String(repeating: "0", count: 16)
+
+        guard let partRanges = partition(units.map(\.work), parts: partCount) else {
+            throw QuantizationError.badOption(
+                "cannot split \(units.filter { $0.job != nil }.count) quantized layers into \(partCount) parts")
+        }
+        let limit = single ? Int.max / 4 : maxShardSize
+        guard limit > 0 else { throw QuantizationError.badOption("the largest shard size must be positive, got \(limit)") }
+        var fileUnits: [Range<Int>] = []
+        var parts: [Range<Int>] = []
+        for range in partRanges {
+            let packing = units[range].map { QuantizedCheckpoint.Unit(entries: $0.entries, layer: $0.layer) }
+            let shards = try QuantizedCheckpoint.shards(packing, limit: limit, baseMetadata: base, fakeQuant: fakeQuant)
+            let first = fileUnits.count
+            var start = range.lowerBound
+            for shard in shards {
+                fileUnits.append(start..<(start + shard.units.count))
+                start += shard.units.count
+            }
+            parts.append(first..<fileUnits.count)
+        }
+        var files: [File] = []
+        var planHash = FNV64()
+        for (k, range) in fileUnits.enumerated() {
+            let name = single ? "model.safetensors" : QuantizedCheckpoint.shardName(k, of: fileUnits.count)
+            var fingerprint = FNV64()
+            fingerprint.add(QuantizedCheckpoint.writtenVersion)
+            fingerprint.add(inputs)
+            fingerprint.add(fakeQuant ? "fake-quant" : "quantized")
+            for u in units[range] { fingerprint.add(u.tensor.name + ": " + (u.job.map(describe) ?? "copy")) }
+            var m = base
+            m["any4.fingerprint"] = fingerprint.hex
+            let layers = units[range].compactMap(\.layer)
+            if !fakeQuant || !layers.isEmpty { m["any4.layers"] = JSONValue.object(layers).serialized }
+            let entries = units[range].flatMap(\.entries)
+            let (prefix, ordered) = try SafeTensorsWriter.plannedLayout(entries, metadata: m, file: name)
+            var offsets: [String: Int] = [:]
+            var position = prefix.count
+            for e in ordered {
+                offsets[e.name] = position
+                position += e.byteCount
+            }
+            files.append(
+                File(
+                    name: name, units: range, header: prefix, size: position, offsets: offsets, entryCount: entries.count,
+                    fingerprint: fingerprint.hex))
+            planHash.add(name)
+            planHash.add(String(position))
+            planHash.add(prefix)
+        }
+        planHash.add(String(partCount))
+
+        var weightMap: [(key: String, value: JSONValue)] = []
+        for file in files {
+            for u in units[file.units] { for e in u.entries { weightMap.append((e.name, .string(file.name))) } }
+        }
+        weightMap.sort { $0.key < $1.key }
+        let dataSize = units.reduce(0) { $0 + $1.bytes }
+        let index =
+            JSONValue.object([
+                (
+                    "metadata",
+                    .object([("total_size", JSONValue(dataSize)), ("any4.version", .string(QuantizedCheckpoint.writtenVersion))])
+                ),
+                ("weight_map", .object(weightMap))
+            ]).serialized + "\n"
+        let described = Set(jobs.map(describe)).sorted()
+        let summary =
+            described.count == 1
+            ? described[0] : "\(described.count) kinds of job: " + described.prefix(3).joined(separator: "; ")
+        return CheckpointPlan(
+            units: units, files: files, parts: parts, fakeQuant: fakeQuant, index: index, fingerprint: planHash.hex,
+            summary: summary)
+    }
+
+    /// The file each unit is in.
+    package var fileOfUnit: [Int] {
+        var out = [Int](repeating: 0, count: units.count)
+        for (k, f) in files.enumerated() { for u in f.units { out[u] = k } }
+        return out
+    }
+}
