@@ -25,6 +25,29 @@ extension BertEngine: TransformerEngine {
     public func runBlock(_ i: Int, hidden: inout [Float], m: Int) { runBlock(i, &hidden, m: m) }
 }
 
+// MARK: - Layer swap
+
+extension TransformerEngine {
+    /// The linear layer whose weight is `name` (nil: none).
+    public func linear(named name: String) -> Linear? { linears.first { $0.name == name } }
+
+    /// Runs the engine with `q` in place of the weight `name` until ``restoreWeight(name:)``
+    /// (a probe: quantize one layer, measure, put it back).
+    ///
+    /// - Throws: ``QuantizationError/badOption(_:)`` when no linear layer has that weight or the
+    ///   shapes differ.
+    public func replaceWeight(name: String, with q: QuantizedMatrix) throws(QuantizationError) {
+        guard let linear = linear(named: name) else { throw .badOption("\(name): no linear layer of the engine uses this weight") }
+        guard linear.rows == q.rows, linear.cols == q.cols else {
+            throw .badOption("\(name): the replacement is [\(q.rows), \(q.cols)], the layer [\(linear.rows), \(linear.cols)]")
+        }
+        linear.replaceTemporarily(with: q)
+    }
+
+    /// Puts back the weights ``replaceWeight(name:with:)`` displaced (nothing if none were).
+    public func restoreWeight(name: String) { linear(named: name)?.restoreOriginal() }
+}
+
 /// Opens the engine for a model's architecture: a Llama-family decoder or a BERT encoder.
 public enum Engines {
     public static func load(_ model: Model, options: EngineOptions = EngineOptions(), progress: Progress? = nil) throws -> any TransformerEngine {

@@ -120,11 +120,41 @@ public final class Linear: @unchecked Sendable {
 
     /// Replaces the weights by `q` (the lookup kernel's layout when it can run it).
     public func replace(with q: QuantizedMatrix) {
+        // A permanent replacement ends a temporary one: there is nothing to restore after it.
+        displaced = nil
+        install(q)
+    }
+
+    private func install(_ q: QuantizedMatrix) {
         precondition(q.rows == rows && q.cols == cols, "quantized matrix does not match \(name)")
         storage = WeightStorage(q)
         formatName = q.formatName
         bitsPerWeight = q.bitsPerWeight
         decodeCopy = nil
+    }
+
+    /// The weights ``replaceTemporarily(with:)`` displaced, until ``restoreOriginal()``.
+    private var displaced: (storage: WeightStorage, formatName: String, bitsPerWeight: Double, decodeCopy: DecodeCopy?)?
+
+    /// Whether the weights are a temporary replacement (``replaceTemporarily(with:)``).
+    public var isReplaced: Bool { displaced != nil }
+
+    /// Holds `q` in place of the weights until ``restoreOriginal()`` puts the weights back as they
+    /// were (storage, format name, bits, decode-step copy). Replacing again before restoring
+    /// replaces the replacement; the original stays the one restored.
+    public func replaceTemporarily(with q: QuantizedMatrix) {
+        if displaced == nil { displaced = (storage, formatName, bitsPerWeight, decodeCopy) }
+        install(q)
+    }
+
+    /// Puts back the weights ``replaceTemporarily(with:)`` displaced (nothing when none were).
+    public func restoreOriginal() {
+        guard let d = displaced else { return }
+        storage = d.storage
+        formatName = d.formatName
+        bitsPerWeight = d.bitsPerWeight
+        decodeCopy = d.decodeCopy
+        displaced = nil
     }
 
     /// The f32 values of rows `rows` written to `out` (row-major, `cols` each).

@@ -13,7 +13,7 @@ struct Any4Command: ParsableCommand {
             """,
         subcommands: [
             TUICommand.self, InspectCommand.self, QuantizeCommand.self, CompareCommand.self, BenchCommand.self, InfoCommand.self,
-            TokenizeCommand.self, CalibrateCommand.self, PerplexityCommand.self, EmbedEvalCommand.self, RunCommand.self,
+            TokenizeCommand.self, CalibrateCommand.self, PlanCommand.self, PerplexityCommand.self, EmbedEvalCommand.self, RunCommand.self,
             MergeCommand.self
         ],
         defaultSubcommand: TUICommand.self

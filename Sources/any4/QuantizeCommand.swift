@@ -23,8 +23,14 @@ struct QuantizeCommand: ParsableCommand {
 
     @OptionGroup var modelArgument: ModelArgument
 
-    @Option(help: "Numeric format.")
-    var format: FormatArgument
+    @Option(help: "Numeric format (or --recipe).")
+    var format: FormatArgument?
+
+    @Option(
+        help:
+            "A recipe written by `any4 plan`: each planned layer's format and group (instead of --format; layers it keeps, and layers it does not name, are copied as stored)."
+    )
+    var recipe: String?
 
     @OptionGroup var quantization: QuantizationOptionGroup
 
@@ -63,8 +69,26 @@ struct QuantizeCommand: ParsableCommand {
         // The signal sources are armed asynchronously: made now, long before the first write, so
         // that a signal during it is never lost.
         _ = InterruptRouter.shared
-        let numeric = format.format
         let options = try quantization.options()
+        if let recipe {
+            guard format == nil else { throw usageError("give --format or --recipe, not both") }
+            guard quantization.layers == nil, quantization.skip == nil else {
+                throw usageError("--layers and --skip select layers for --format; the recipe names its layers")
+            }
+            let plan = try reportingFileErrors { try Recipe.load(recipe) }
+            let model = try openModel(modelArgument.model)
+            let jobs = try reportingFileErrors { try plan.jobs(for: model, base: options, recipePath: recipe) }
+            // "keep" was counted at the source's stored bits: only a GGUF checkpoint keeps ggml blocks.
+            let kept = plan.table.layers.indices.filter { plan.candidate(ofLayer: $0).isKeep }.map { plan.table.layers[$0] }
+            if model.gguf != nil, !kept.isEmpty, (try? QuantizedCheckpoint.container(for: out, source: model)) != .gguf {
+                printError(
+                    "any4: warning: the recipe keeps \(kept.count) layers at their GGUF blocks' bits; this checkpoint widens them (write a .gguf to keep them as planned)"
+                )
+            }
+            try run(model: model, jobs: jobs, options: options)
+            return
+        }
+        guard let numeric = format?.format else { throw usageError("give --format FORMAT or --recipe FILE") }
         let model = try openModel(modelArgument.model)
         let selection = try quantization.selection(for: model)
         let layers = try selectedLayers(model, selection, quantization)

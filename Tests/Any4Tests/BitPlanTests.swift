@@ -113,7 +113,7 @@ final class BitPlanTests: XCTestCase {
     }
 
     func testInfeasibleAndTrivialBudgets() throws {
-        let c = PlanCandidate.defaultLadder
+        let c = try PlanCandidate.list("any2:g64,any3:g64,any3:g128,any4:g64,any4:g128,int8:g128,keep")
         let entries: [[SensitivityTable.Entry?]] = [
             [.init(bits: 10, error: 5), .init(bits: 20, error: 1), nil, nil, nil, nil, .init(bits: 40, error: 0)],
             [nil, .init(bits: 30, error: 2), nil, nil, nil, nil, .init(bits: 50, error: 0)]

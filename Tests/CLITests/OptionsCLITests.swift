@@ -65,7 +65,7 @@ final class OptionsCLITests: XCTestCase {
         let help = r.stdout.split(whereSeparator: \.isWhitespace).joined(separator: " ")
         XCTAssertTrue(help.contains("(values: lloyd, exact; default: lloyd)"), help)
         XCTAssertTrue(help.contains("(values: " + FormatRegistry.all.map(\.name).joined(separator: ", ") + ")"), help)
-        XCTAssertTrue(help.contains("USAGE: any4 quantize [<options>] <model> --format <format> --out <out>"), help)
+        XCTAssertTrue(help.contains("USAGE: any4 quantize [<options>] <model> --out <out>") && help.contains("--recipe <recipe>"), help)
         let inspect = try any4(["inspect", "--help"])
         XCTAssertTrue(inspect.stdout.contains("[<model>]"), "the positional is `model` everywhere: \(inspect.stdout)")
     }

@@ -203,6 +203,15 @@ public struct Recipe: Sendable, Equatable {
 
     // MARK: - Applying
 
+    /// The quantize pipeline's jobs: one per planned layer not chosen "keep", with the candidate's
+    /// format and `base` at its group size (see ``assignments(for:recipePath:)`` for the checks).
+    public func jobs(for model: Model, base: QuantizationOptions, recipePath: String) throws -> [LayerJob] {
+        try assignments(for: model, recipePath: recipePath).map { tensor, candidate in
+            guard let format = candidate.numericFormat else { preconditionFailure("keep has no job") }
+            return LayerJob(tensor: tensor, format: format, options: candidate.options(base: base))
+        }
+    }
+
     /// The tensors of `model` the recipe quantizes and the candidate for each, in model order;
     /// layers chosen "keep" are left out (copied as stored).
     ///
