@@ -167,16 +167,7 @@ enum LayerWork {
         progress: Any4Core.Progress
     ) throws -> LayerResult {
         // Sizes and memory first, as the core does: nothing is decoded for a layer that cannot be had.
-        let sizes = try Quantizer.OutputSizes(
-            rows: tensor.shape[0], cols: tensor.shape[1], name: tensor.name, format: format, options: options)
-        do throws(SizeError) {
-            let bytes = try Sizes.sum(
-                [try Sizes.product([sizes.elements, 4], "\(tensor.name): f32 weights"), sizes.outputBytes],
-                "\(tensor.name): weights and outputs")
-            try MemoryBudget.check(bytes, for: "quantizing \(tensor.name) \(Formatting.shape(tensor.shape)) to \(format.name)")
-        } catch {
-            throw QuantizationError.tooLarge(error)
-        }
+        try ModelQuantization.checkFits(tensor, format: format, options: options)
         let weights = try decode(tensor, of: model, progress: progress)
         return try quantize(weights: weights, of: tensor, format: format, options: options, keepMatrix: true, progress: progress)
     }

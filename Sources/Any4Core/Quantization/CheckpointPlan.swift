@@ -278,14 +278,7 @@ package struct CheckpointPlan {
             }
             if case .quantized(let layout) = tensor.info.encoding {
                 // A layer of a checkpoint given as the model: its parts byte for byte, its description kept.
-                let store = model.stores[tensor.fileIndex]
-                let entries = layout.parts.map { part in
-                    let range = part.offset..<(part.offset + part.byteCount)
-                    return SafeTensorsWriter.Planned(
-                        name: part.name, dtype: QuantizedLayout.floatDType(part.encoding) ?? .u8, shape: part.shape,
-                        byteCount: part.byteCount
-                    ) { .region(store, range) }
-                }
+                let entries = QuantizedCheckpoint.keptParts(of: tensor, layout, in: model)
                 units.append(Unit(tensor: tensor, job: nil, layout: nil, entries: entries, layer: (tensor.name, layout.metadata)))
                 continue
             }

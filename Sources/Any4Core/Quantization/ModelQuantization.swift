@@ -164,14 +164,9 @@ public enum ModelQuantization {
         return layer.values(statistic)
     }
 
-    /// Quantizes one tensor of `model` and measures its error.
-    public static func quantize(
-        _ tensor: ModelTensor, of model: Model, format: any NumericFormat,
-        options: QuantizationOptions, calibration: CalibrationStats? = nil,
-        keepMatrix: Bool = true, outputErrorRows: Int = 0, progress: Progress? = nil
-    ) throws -> LayerResult {
-        precondition(tensor.shape.count == 2, "only matrices are quantized")
-        // Sizes and memory first: nothing is decoded for a layer whose outputs cannot be had.
+    /// Sizes and memory first: throws, before anything is decoded, when the layer's f32 weights
+    /// and its outputs cannot be had (a size that overflows, or more than the memory budget).
+    public static func checkFits(_ tensor: ModelTensor, format: any NumericFormat, options: QuantizationOptions) throws {
         let sizes = try Quantizer.OutputSizes(
             rows: tensor.shape[0], cols: tensor.shape[1], name: tensor.name,
             format: format, options: options)
@@ -183,6 +178,16 @@ public enum ModelQuantization {
         } catch {
             throw QuantizationError.tooLarge(error)
         }
+    }
+
+    /// Quantizes one tensor of `model` and measures its error.
+    public static func quantize(
+        _ tensor: ModelTensor, of model: Model, format: any NumericFormat,
+        options: QuantizationOptions, calibration: CalibrationStats? = nil,
+        keepMatrix: Bool = true, outputErrorRows: Int = 0, progress: Progress? = nil
+    ) throws -> LayerResult {
+        precondition(tensor.shape.count == 2, "only matrices are quantized")
+        try checkFits(tensor, format: format, options: options)
         let channels = try channelWeights(for: tensor, options: options, calibration: calibration)
         return try quantize(
             weights: try model.decode(tensor), of: tensor, format: format, options: options,

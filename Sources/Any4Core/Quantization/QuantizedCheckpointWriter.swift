@@ -242,14 +242,7 @@ extension QuantizedCheckpoint {
             }
             if case .quantized(let layout) = tensor.info.encoding {
                 // A layer of a checkpoint given as the model: its parts byte for byte, its description kept.
-                let store = model.stores[tensor.fileIndex]
-                let parts = layout.parts.map { part in
-                    let range = part.offset..<(part.offset + part.byteCount)
-                    return SafeTensorsWriter.Planned(
-                        name: part.name, dtype: QuantizedLayout.floatDType(part.encoding) ?? .u8, shape: part.shape,
-                        byteCount: part.byteCount
-                    ) { .region(store, range) }
-                }
+                let parts = QuantizedCheckpoint.keptParts(of: tensor, layout, in: model)
                 return Unit(entries: parts, layer: (tensor.name, layout.metadata))
             }
             return Unit(entries: [try copied(tensor, of: model)], layer: nil)
@@ -293,6 +286,18 @@ extension QuantizedCheckpoint {
 
     /// A tensor copied as it is: plain dtypes and ggml float types byte for byte from the mapped
     /// input; other encodings (ggml block types) decoded to F32 when written.
+    /// The parts of a layer of a checkpoint given as the model, to be written byte for byte.
+    static func keptParts(of tensor: ModelTensor, _ layout: QuantizedLayout, in model: Model) -> [SafeTensorsWriter.Planned] {
+        let store = model.stores[tensor.fileIndex]
+        return layout.parts.map { part in
+            let range = part.offset..<(part.offset + part.byteCount)
+            return SafeTensorsWriter.Planned(
+                name: part.name, dtype: QuantizedLayout.floatDType(part.encoding) ?? .u8, shape: part.shape,
+                byteCount: part.byteCount
+            ) { .region(store, range) }
+        }
+    }
+
     static func copied(_ tensor: ModelTensor, of model: Model) throws -> SafeTensorsWriter.Planned {
         let store = model.stores[tensor.fileIndex]
         let range = tensor.info.offset..<(tensor.info.offset + tensor.info.byteCount)
