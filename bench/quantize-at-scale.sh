@@ -36,6 +36,9 @@ step() {
     local name=$1; shift 2
     local rss; rss=$(mktemp)
     echo "== $name: $*" >&2
+    # The previous step's output is still being written back: let it land before the clock starts,
+    # so that the first split part does not pay for the unsplit run's writes.
+    sync
     set +e
     python3 scripts/peak-rss-anon.py --interval-ms 20 --json-out "$rss" -- "$@" > "$work/last.out" 2> "$work/last.err"
     set -e
