@@ -251,13 +251,9 @@ enum LayerWork {
             let total = num.reduce(0, +), y = den.reduce(0, +)
             outputError = y > 0 ? (total / y).squareRoot() : (total > 0 ? .infinity : 0)
         }
-        let objectives = q.rowObjectives
         return LayerResult(
-            name: tensor.name, shape: tensor.shape, format: format.name, metrics: metrics,
-            bitsPerWeight: q.bitsPerWeight, seconds: seconds,
-            kmeansObjective: objectives.isEmpty ? nil : objectives.reduce(0, +),
-            kmeansObjectiveFirst64: objectives.isEmpty ? nil : objectives.prefix(64).reduce(0, +),
-            outputRelativeError: outputError, matrix: keepMatrix ? q : nil, storageFallback: q.storageFallback)
+            q, of: tensor, format: format.name, metrics: metrics, seconds: seconds,
+            outputRelativeError: outputError, keepMatrix: keepMatrix)
     }
 }
 

@@ -98,23 +98,24 @@ public struct LayerResult: Sendable {
     /// Why the layer is stored in F32 against the default rule (``QuantizedMatrix/storageFallback``).
     public var storageFallback: String?
 
-    /// Every field (the TUI measures a layer with progress of its own and builds its result).
+    /// The result of quantizing `tensor` to `q`: its bits, k-means objectives and storage fallback
+    /// come from `q`, which is kept only when `keepMatrix`.
     package init(
-        name: String, shape: [Int], format: String, metrics: ErrorMetrics, bitsPerWeight: Double, seconds: Double,
-        kmeansObjective: Double?, kmeansObjectiveFirst64: Double?, outputRelativeError: Double?, matrix: QuantizedMatrix?,
-        storageFallback: String? = nil
+        _ q: QuantizedMatrix, of tensor: ModelTensor, format: String, metrics: ErrorMetrics, seconds: Double,
+        outputRelativeError: Double?, keepMatrix: Bool
     ) {
-        self.name = name
-        self.shape = shape
+        name = tensor.name
+        shape = tensor.shape
         self.format = format
         self.metrics = metrics
-        self.bitsPerWeight = bitsPerWeight
+        bitsPerWeight = q.bitsPerWeight
         self.seconds = seconds
-        self.kmeansObjective = kmeansObjective
-        self.kmeansObjectiveFirst64 = kmeansObjectiveFirst64
+        let objectives = q.rowObjectives
+        kmeansObjective = objectives.isEmpty ? nil : objectives.reduce(0, +)
+        kmeansObjectiveFirst64 = objectives.isEmpty ? nil : objectives.prefix(64).reduce(0, +)
         self.outputRelativeError = outputRelativeError
-        self.matrix = matrix
-        self.storageFallback = storageFallback
+        matrix = keepMatrix ? q : nil
+        storageFallback = q.storageFallback
     }
 }
 
@@ -220,7 +221,6 @@ public enum ModelQuantization {
         let seconds = Clock.now - start
         let dequantized = q.dequantized()
         let metrics = ErrorMetrics(original: weights, approximation: dequantized)
-        let objectives = q.rowObjectives
         let outputError =
             outputErrorRows > 0
             ? ErrorMetrics.outputRelativeError(
@@ -228,10 +228,7 @@ public enum ModelQuantization {
                 activations: ErrorMetrics.gaussianActivations(m: outputErrorRows, cols: q.cols))
             : nil
         return LayerResult(
-            name: tensor.name, shape: tensor.shape, format: format.name, metrics: metrics,
-            bitsPerWeight: q.bitsPerWeight, seconds: seconds,
-            kmeansObjective: objectives.isEmpty ? nil : objectives.reduce(0, +),
-            kmeansObjectiveFirst64: objectives.isEmpty ? nil : objectives.prefix(64).reduce(0, +),
-            outputRelativeError: outputError, matrix: keepMatrix ? q : nil, storageFallback: q.storageFallback)
+            q, of: tensor, format: format.name, metrics: metrics, seconds: seconds,
+            outputRelativeError: outputError, keepMatrix: keepMatrix)
     }
 }
