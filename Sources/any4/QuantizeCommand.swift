@@ -143,10 +143,6 @@ struct QuantizeCommand: ParsableCommand {
             engine = e
         }
 
-        if container == .gguf {
-            try runInMemory(model: model, jobs: jobs, engine: engine, sequences: sequences, source: source, calibration: calibration)
-            return
-        }
         var results: [LayerResult] = []
         let started = Clock.now
         var forceNow = force
@@ -159,9 +155,12 @@ struct QuantizeCommand: ParsableCommand {
         while true {
             do {
                 let plan = try runProgressJob(Progress(total: 0), interrupted: "interrupted; nothing was written") {
-                    try CheckpointPlan.make(
-                        model: model, jobs: jobs, fakeQuant: fakeQuant, single: container == .safetensors, maxShardSize: maxShardSize,
-                        partCount: split.count, inputs: try CheckpointPlan.inputFingerprint(inputs))
+                    container == .gguf
+                        ? try CheckpointPlan.makeGGUF(
+                            model: model, jobs: jobs, fakeQuant: fakeQuant, inputs: try CheckpointPlan.inputFingerprint(inputs))
+                        : try CheckpointPlan.make(
+                            model: model, jobs: jobs, fakeQuant: fakeQuant, single: container == .safetensors, maxShardSize: maxShardSize,
+                            partCount: split.count, inputs: try CheckpointPlan.inputFingerprint(inputs))
                 }
                 let mine = plan.parts[split.index]
                 let work = container == .folder ? CheckpointPlan.workFolder(for: out) : parentDirectory(out)
@@ -186,7 +185,7 @@ struct QuantizeCommand: ParsableCommand {
                 let partLabel = split.count > 1 ? "part \(split.index)/\(split.count) · " : ""
                 let progress = Progress(total: todo.reduce(0) { $0 + plan.units[$1].tensor.shape[0] }, label: partLabel + "quantizing \(displayName)")
                 let writer = StreamingCheckpointWriter(
-                    plan: plan, folder: work, writing: writing, singlePath: container == .safetensors ? out : nil, progress: progress,
+                    plan: plan, folder: work, writing: writing, singlePath: container == .folder ? nil : out, progress: progress,
                     log: { printError("any4: \($0)") })
                 func interrupted() -> String {
                     writer.abandon()
@@ -210,7 +209,7 @@ struct QuantizeCommand: ParsableCommand {
                     defer { writer.abandon() }
                     if let engine, !todo.isEmpty {
                         var unitOf: [String: Int] = [:]
-                        for (u, unit) in plan.units.enumerated() { unitOf[unit.tensor.name] = u }
+                        for (u, unit) in plan.units.enumerated() where unit.job != nil { unitOf[unit.tensor.name] = u }
                         for u in plan.units.indices where plan.units[u].job == nil && writer.writes(unit: u) { try writer.put(unit: u, matrix: nil) }
                         let last = todo.compactMap { blockOf[plan.units[$0].tensor.name] }.max()
                         _ = try EngineQuantization.quantizeSequentially(
@@ -344,35 +343,6 @@ struct QuantizeCommand: ParsableCommand {
         } else {
             print("wrote \(out)\(fakeQuant ? " (fake-quant)" : "")")
         }
-    }
-
-    /// A GGUF output: every layer quantized, kept, then written (GGUF sources are small; the
-    /// streaming writer does safetensors files and folders).
-    func runInMemory(
-        model: Model, jobs: [LayerJob], engine: (any TransformerEngine)?, sequences: [[Int]], source: String,
-        calibration: CalibrationStats?
-    ) throws {
-        let formatNames = Set(jobs.map(\.format.name))
-        let displayName = formatNames.count == 1 ? formatNames.first! : "mixed"
-        let progress = Progress(total: jobs.reduce(0) { $0 + $1.tensor.shape[0] }, label: "quantizing \(displayName)")
-        var results: [LayerResult] = []
-        let started = Clock.now
-        try runProgressJob(progress, interrupted: "interrupted; nothing was written") {
-            if let engine {
-                _ = try EngineQuantization.quantizeSequentially(
-                    engine, sequences: sequences, jobs: jobs, statistic: quantization.stat, source: source, progress: progress
-                ) { result, _ in results.append(result) }
-            } else {
-                for (i, job) in jobs.enumerated() {
-                    progress.setLabel("quantizing \(job.format.name) \(i + 1)/\(jobs.count) \(job.tensor.name)")
-                    results.append(try ModelQuantization.quantize(job, of: model, calibration: calibration, progress: progress))
-                }
-            }
-            var quantized: [String: QuantizedMatrix] = [:]
-            for r in results { quantized[r.name] = r.matrix }
-            try QuantizedCheckpoint.write(model: model, quantized: quantized, fakeQuant: fakeQuant, to: out, progress: progress)
-        }
-        report(results, displayName: displayName, seconds: Clock.now - started)
     }
 
     func worstLayer(_ reports: LayerReports) -> String {
