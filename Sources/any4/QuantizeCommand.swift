@@ -183,7 +183,10 @@ struct QuantizeCommand: ParsableCommand {
                 let fileOfUnit = plan.fileOfUnit
                 let todo = plan.units.indices.filter { plan.units[$0].job != nil && writing.contains(fileOfUnit[$0]) }
                 let partLabel = split.count > 1 ? "part \(split.index)/\(split.count) · " : ""
-                let progress = Progress(total: todo.reduce(0) { $0 + plan.units[$1].tensor.shape[0] }, label: partLabel + "quantizing \(displayName)")
+                // Counted in weights (a layer's rows forwarded as rows × columns), so that the ETA
+                // holds across layers of different widths; the calibrated path counts its own rows.
+                let progress = Progress(
+                    total: todo.reduce(0) { $0 + plan.units[$1].tensor.info.elementCount }, label: partLabel + "quantizing \(displayName)")
                 let writer = StreamingCheckpointWriter(
                     plan: plan, folder: work, writing: writing, singlePath: container == .folder ? nil : out, progress: progress,
                     log: { printError("any4: \($0)") })
@@ -205,7 +208,7 @@ struct QuantizeCommand: ParsableCommand {
                     return partLabel
                         + "\(plan.units[u].job!.format.name) \(done + 1)/\(todo.count) \(plan.units[u].tensor.name) · shard \(k + 1)/\(plan.files.count)"
                 }
-                try runProgressJob(progress, interrupted: interrupted()) {
+                try runProgressJob(progress, interrupted: interrupted(), unit: engine == nil ? "weights" : "rows") {
                     defer { writer.abandon() }
                     if let engine, !todo.isEmpty {
                         var unitOf: [String: Int] = [:]
@@ -237,7 +240,10 @@ struct QuantizeCommand: ParsableCommand {
                                     continue
                                 }
                                 progress.setLabel(label(u))
-                                var r = try ModelQuantization.quantize(job, of: model, calibration: calibration, progress: progress)
+                                let rows = Swift.max(1, plan.units[u].tensor.shape[0])
+                                let layerProgress = Progress(
+                                    total: rows, parent: progress, forwarding: plan.units[u].tensor.info.elementCount / rows)
+                                var r = try ModelQuantization.quantize(job, of: model, calibration: calibration, progress: layerProgress)
                                 try writer.put(unit: u, matrix: r.matrix)
                                 r.matrix = nil
                                 results.append(r)
