@@ -12,6 +12,7 @@ package struct StoredLayerLayout: Equatable, Sendable {
     var rows: Int
     var cols: Int
     var codeBits: Int
+    var codePacking: CodePacking
     var groupSize: Int
     var perRowTable: Bool
     var tableSize: Int
@@ -32,6 +33,7 @@ package struct StoredLayerLayout: Equatable, Sendable {
         rows = tensor.shape[0]
         cols = tensor.shape[1]
         codeBits = job.format.codeBits
+        codePacking = .written(codeBits: codeBits)
         groupSize = sizes.groupSize
         perRowTable = job.format.perRowTable
         tableSize = sizes.tableSize
@@ -50,6 +52,7 @@ package struct StoredLayerLayout: Equatable, Sendable {
         rows = q.rows
         cols = q.cols
         codeBits = q.codeBits
+        codePacking = q.codePacking
         groupSize = q.groupSize
         perRowTable = q.perRowTable
         tableSize = q.tableSize
@@ -63,7 +66,7 @@ package struct StoredLayerLayout: Equatable, Sendable {
 
     /// The stored parts, in the order ``QuantizedCheckpoint/quantizedParts(_:base:)`` makes them.
     package func parts(base: String) -> [(name: String, dtype: DType, shape: [Int], byteCount: Int)] {
-        let rowBytes = codeBits > 4 ? cols : (cols + 1) / 2
+        let rowBytes = codePacking.rowBytes(cols: cols, codeBits: codeBits)
         var out: [(name: String, dtype: DType, shape: [Int], byteCount: Int)] = [
             (base + ".qweight", .u8, [rows, rowBytes], rows * rowBytes)
         ]
@@ -81,15 +84,16 @@ package struct StoredLayerLayout: Equatable, Sendable {
 
     /// The per-layer description written in `any4.layers` (contract version 2).
     package var json: JSONValue {
-        .object([
-            ("shape", .array([JSONValue(rows), JSONValue(cols)])),
-            ("format", .string(formatName)),
-            ("bits", JSONValue(codeBits)),
-            ("group_size", JSONValue(groupSize)),
-            ("method", .string(method)),
-            ("sample_weight", .string(sampleWeight)),
-            ("dtype", .string(storage.rawValue.lowercased()))
-        ])
+        .object(
+            [
+                ("shape", .array([JSONValue(rows), JSONValue(cols)])),
+                ("format", .string(formatName)),
+                ("bits", JSONValue(codeBits)),
+                ("group_size", JSONValue(groupSize)),
+                ("method", .string(method)),
+                ("sample_weight", .string(sampleWeight)),
+                ("dtype", .string(storage.rawValue.lowercased()))
+            ] + (codePacking.metadataValue(codeBits: codeBits).map { [("code_packing", .string($0))] } ?? []))
     }
 }
 
@@ -381,13 +385,14 @@ package struct CheckpointPlan {
             ? described[0] : "\(described.count) kinds of job: " + described.prefix(3).joined(separator: "; ")
     }
 
-    /// The fingerprint a file of `units` records: the version, the inputs, and every unit's job.
+    /// The fingerprint a file of `units` records: the version, the inputs, and every unit's job
+    /// and layer description.
     static func fileFingerprint(_ units: ArraySlice<Unit>, inputs: String, fakeQuant: Bool) -> String {
         var fingerprint = FNV64()
         fingerprint.add(QuantizedCheckpoint.writtenVersion)
         fingerprint.add(inputs)
         fingerprint.add(fakeQuant ? "fake-quant" : "quantized")
-        for u in units { fingerprint.add(u.tensor.name + ": " + (u.job.map(describe) ?? "copy")) }
+        for u in units { fingerprint.add(u.tensor.name + ": " + (u.job.map(describe) ?? "copy") + " " + (u.layer?.1.serialized ?? "")) }
         return fingerprint.hex
     }
 
