@@ -13,7 +13,7 @@ struct QuantizeCommand: ParsableCommand {
         abstract: "Quantize a model's linear layers and write an any4 checkpoint (or a fake-quant one).",
         discussion: """
             Formats: \(FormatRegistry.all.map(\.name).joined(separator: ", ")). Embeddings are never \
-            quantized and the LM head is skipped unless --skip says otherwise. --out chooses the \
+            quantized, and the heads (the LM head, a BERT pooler) are skipped unless --skip says otherwise. --out chooses the \
             container (see --out; the README's "Checkpoint layout" describes each). The output is written \
             to a temporary file or folder and renamed when complete: an error, Ctrl-C, SIGTERM or SIGHUP \
             leaves no output. An --out that is the model, one of its files or folder, or another input is refused. \
@@ -278,7 +278,18 @@ struct QuantizeCommand: ParsableCommand {
         for (i, r) in results.enumerated() { last[r.name] = i }
         results = results.enumerated().filter { last[$0.element.name] == $0.offset }.map(\.element)
         let seconds = Clock.now - started
-        report(results, displayName: displayName, seconds: seconds, reused: reused, split: split, work: work, shards: mineCount)
+        report(
+            results, displayName: displayName, seconds: seconds, heads: skippedHeads(model, jobs), reused: reused, split: split,
+            work: work, shards: mineCount)
+    }
+
+    /// The heads left as stored by the default skip (``LayerSelection/isDefaultSkipped(_:)``):
+    /// none when --skip or a recipe chose the layers.
+    func skippedHeads(_ model: Model, _ jobs: [LayerJob]) -> [String] {
+        guard quantization.skip == nil, recipe == nil else { return [] }
+        let planned = Set(jobs.map(\.tensor.name))
+        return model.tensors.filter { $0.isLinear && $0.info.elementCount > 0 && LayerSelection.isDefaultSkipped($0.name) }
+            .map(\.name).filter { !planned.contains($0) }
     }
 
     /// The part a split run does: `--shard I/N`, else the scheduler's environment (Slurm job
@@ -321,7 +332,7 @@ struct QuantizeCommand: ParsableCommand {
     }
 
     func report(
-        _ results: [LayerResult], displayName: String, seconds: Double, reused: Int = 0,
+        _ results: [LayerResult], displayName: String, seconds: Double, heads: [String] = [], reused: Int = 0,
         split: (index: Int, count: Int, source: String) = (0, 1, ""), work: String = "", shards: Int = 0
     ) {
         warnStorageFallbacks(results)
@@ -332,6 +343,7 @@ struct QuantizeCommand: ParsableCommand {
                 ("reused_shards", JSONValue(reused))
             ]
             if split.count > 1 { members += [("part", JSONValue(split.index)), ("parts", JSONValue(split.count))] }
+            members.append(("skipped_heads", .array(heads.map { .string($0) })))
             members.append(("layers", reports.json(LayerReport.Field.quantize)))
             print(JSONValue.object(members).serialized)
             return
@@ -343,6 +355,9 @@ struct QuantizeCommand: ParsableCommand {
             print(
                 "mean SQNR \(Formatting.fixed(reports.meanSQNR, 2)) dB · \(Formatting.fixed(reports.bitsPerWeight, 3)) bits/weight · worst layer \(worstLayer(reports))"
             )
+        }
+        if !heads.isEmpty {
+            print("left as stored (heads are skipped by default; --skip '^$' quantizes them): \(heads.joined(separator: ", "))")
         }
         if split.count > 1 {
             print("wrote part \(split.index)/\(split.count) (\(shards) shards) in \(work); when every part is done: any4 merge \(work)")
