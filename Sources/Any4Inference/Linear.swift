@@ -22,6 +22,8 @@ public struct EngineOptions: Sendable {
     /// streams, so a narrower copy nearly halves (f16) or quarters (q8) its time. Batches of 4 or
     /// more rows (prefill, perplexity) always use the weights as held.
     public var decodeHead: DecodeHead = .f32
+    /// The precision of a decoder's KV cache (``LlamaEngine/makeCache(capacity:)``).
+    public var kvCache: KVPrecision = .f32
 
     public init() {}
 

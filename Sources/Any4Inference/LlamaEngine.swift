@@ -141,7 +141,9 @@ public final class LlamaEngine: @unchecked Sendable {
         }
         var h = try embed(tokens)
         let m = tokens.count
-        for i in 0..<blocks.count { runBlock(i, &h, m: m, p0: cache.length, cache: cache) }
+        // The rotation angles of these positions, once for every block.
+        let angles = rope.angles(p0: cache.length, m: m)
+        for i in 0..<blocks.count { runBlock(i, &h, m: m, p0: cache.length, cache: cache, angles: angles) }
         cache.length += m
         let first: Int
         switch logits {
@@ -189,7 +191,7 @@ public final class LlamaEngine: @unchecked Sendable {
         case .dense(let t, _), .decoded(let t): row = t.info.byteCount / max(config.vocab, 1)
         default: row = config.hidden * 4
         }
-        let kv = 2 * config.layers * (p + 1) * config.kvHeads * config.headDim * MemoryLayout<Float>.size
+        let kv = 2 * config.layers * (p + 1) * config.kvHeads * config.headDim * options.kvCache.bytes
         return weights + row + kv
     }
 
@@ -201,6 +203,11 @@ public final class LlamaEngine: @unchecked Sendable {
     /// Block i on h [m, hidden] at positions p0 ..< p0 + m. With a cache, attends to the cached
     /// positions too and stores this chunk's keys and values; without, attends within the chunk.
     public func runBlock(_ i: Int, _ h: inout [Float], m: Int, p0: Int, cache: KVCache?) {
+        runBlock(i, &h, m: m, p0: p0, cache: cache, angles: rope.angles(p0: p0, m: m))
+    }
+
+    /// ``runBlock(_:_:m:p0:cache:)`` with the rotation angles of positions p0 ..< p0 + m.
+    func runBlock(_ i: Int, _ h: inout [Float], m: Int, p0: Int, cache: KVCache?, angles: Rope.Angles) {
         let b = blocks[i], c = config
         let eps = Float(c.normEps)
         var x = h
@@ -208,14 +215,18 @@ public final class LlamaEngine: @unchecked Sendable {
         let qkv = Linear.forward([b.q, b.k, b.v], x, m: m, options: options)
         var q = qkv[0], k = qkv[1]
         let v = qkv[2]
-        rope.apply(&q, m: m, heads: c.heads, headDim: c.headDim, p0: p0)
-        rope.apply(&k, m: m, heads: c.kvHeads, headDim: c.headDim, p0: p0)
+        rope.apply(&q, m: m, heads: c.heads, headDim: c.headDim, angles: angles)
+        rope.apply(&k, m: m, heads: c.kvHeads, headDim: c.headDim, angles: angles)
         let attended: [Float]
         if let cache {
             cache.store(layer: i, keys: k, values: v, at: p0, m: m)
-            attended = attend(q, m: m, keys: cache.keys[i], values: cache.values[i], n: p0 + m, p0: p0)
+            attended = cache.withLayer(i) { keys, values, f16 in
+                attend(q, m: m, keys: keys, values: values, kvF16: f16, n: p0 + m, p0: p0)
+            }
         } else {
-            attended = attend(q, m: m, keys: k, values: v, n: m, p0: 0)
+            attended = k.withUnsafeBytes { keys in
+                v.withUnsafeBytes { values in attend(q, m: m, keys: keys.baseAddress!, values: values.baseAddress!, kvF16: false, n: m, p0: 0) }
+            }
         }
         Ops.add(&h, b.o.forward(attended, m: m, options: options))
         x = h
@@ -227,27 +238,26 @@ public final class LlamaEngine: @unchecked Sendable {
     }
 
     /// Causal attention of m queries at positions p0 ..< p0 + m over key/value rows 0 ..< n.
-    private func attend(_ q: [Float], m: Int, keys: [Float], values: [Float], n: Int, p0: Int) -> [Float] {
-        keys.withUnsafeBufferPointer { keys in
-            values.withUnsafeBufferPointer { values in
-                Ops.attention(
-                    q: q, m: m, keys: keys.baseAddress!, values: values.baseAddress!, n: n, heads: config.heads,
-                    kvHeads: config.kvHeads, headDim: config.headDim, causalFrom: p0, threads: options.workers)
-            }
-        }
+    private func attend(_ q: [Float], m: Int, keys: UnsafeRawPointer, values: UnsafeRawPointer, kvF16: Bool, n: Int, p0: Int) -> [Float] {
+        Ops.attention(
+            q: q, m: m, keys: keys, values: values, kvF16: kvF16, n: n, heads: config.heads,
+            kvHeads: config.kvHeads, headDim: config.headDim, causalFrom: p0, threads: options.workers)
     }
 
-    /// A cache for `capacity` positions (at most the model's context; default up to 2048). Throws a
-    /// ``SizeError`` when its size (layers × positions × key/value heads × head dimension × 4 bytes,
-    /// keys and values) overflows or is more than the machine can give.
+    /// A cache for `capacity` positions (at most the model's context; default up to 2048), its
+    /// keys and values in `options.kvCache`'s precision. Throws a ``SizeError`` when its size
+    /// (layers × positions × key/value heads × head dimension × 4 or 2 bytes, keys and values)
+    /// overflows or is more than the machine can give.
     public func makeCache(capacity: Int? = nil) throws(SizeError) -> KVCache {
         let positions = max(0, min(capacity ?? 2048, config.contextLength))
         let width = config.kvHeads * config.headDim
+        let precision = options.kvCache
         let bytes = try Sizes.product(
-            [2, config.layers, positions, width, MemoryLayout<Float>.size],
-            "KV cache (2 × layers × positions × key/value width × 4 bytes)")
-        try MemoryBudget.check(bytes, for: "a KV cache of \(positions) positions for \(config.layers) layers of width \(width)")
-        return KVCache(layers: config.layers, width: width, capacity: positions)
+            [2, config.layers, positions, width, precision.bytes],
+            "KV cache (2 × layers × positions × key/value width × \(precision.bytes) bytes)")
+        try MemoryBudget.check(
+            bytes, for: "a \(precision.rawValue) KV cache of \(positions) positions for \(config.layers) layers of width \(width)")
+        return KVCache(layers: config.layers, width: width, capacity: positions, precision: precision)
     }
 
     // MARK: Configuration and names
@@ -423,32 +433,61 @@ public final class LlamaEngine: @unchecked Sendable {
     }
 }
 
-/// Keys and values of every layer for positions 0 ..< length.
+/// The precision of a KV cache's keys and values.
+public enum KVPrecision: String, Sendable, CaseIterable {
+    /// As computed.
+    case f32
+    /// Rounded to f16 as stored: attention reads half the bytes (the decode step's cache traffic).
+    case f16
+
+    /// Bytes per stored value.
+    public var bytes: Int { self == .f32 ? 4 : 2 }
+}
+
+/// Keys and values of every layer for positions 0 ..< length, in f32 or f16.
 public final class KVCache: @unchecked Sendable {
     public let capacity: Int
     public let width: Int
+    public let precision: KVPrecision
     public internal(set) var length = 0
-    var keys: [[Float]]
-    var values: [[Float]]
+    /// Per layer, capacity × width values (f32), or f16 bit patterns; the other precision's arrays are empty.
+    private var keys: [[Float]], values: [[Float]]
+    private var keys16: [[UInt16]], values16: [[UInt16]]
 
-    init(layers: Int, width: Int, capacity: Int) {
+    init(layers: Int, width: Int, capacity: Int, precision: KVPrecision = .f32) {
         self.capacity = capacity
         self.width = width
-        keys = Array(repeating: [Float](repeating: 0, count: capacity * width), count: layers)
+        self.precision = precision
+        let n = capacity * width
+        keys = precision == .f32 ? Array(repeating: [Float](repeating: 0, count: n), count: layers) : []
         values = keys
+        keys16 = precision == .f16 ? Array(repeating: [UInt16](repeating: 0, count: n), count: layers) : []
+        values16 = keys16
     }
 
     func store(layer: Int, keys k: [Float], values v: [Float], at p0: Int, m: Int) {
         let n = m * width, start = p0 * width
-        k.withUnsafeBufferPointer { src in
+        switch precision {
+        case .f32:
             keys[layer].withUnsafeMutableBufferPointer { dst in
-                (dst.baseAddress! + start).update(from: src.baseAddress!, count: n)
+                k.withUnsafeBufferPointer { (dst.baseAddress! + start).update(from: $0.baseAddress!, count: n) }
             }
-        }
-        v.withUnsafeBufferPointer { src in
             values[layer].withUnsafeMutableBufferPointer { dst in
-                (dst.baseAddress! + start).update(from: src.baseAddress!, count: n)
+                v.withUnsafeBufferPointer { (dst.baseAddress! + start).update(from: $0.baseAddress!, count: n) }
             }
+        case .f16:
+            keys16[layer].withUnsafeMutableBufferPointer { dst in for i in 0..<n { dst[start + i] = Float16(k[i]).bitPattern } }
+            values16[layer].withUnsafeMutableBufferPointer { dst in for i in 0..<n { dst[start + i] = Float16(v[i]).bitPattern } }
+        }
+    }
+
+    /// Runs `body` on layer `layer`'s keys and values (f32, or f16 when the flag is set).
+    func withLayer<R>(_ layer: Int, _ body: (UnsafeRawPointer, UnsafeRawPointer, Bool) -> R) -> R {
+        switch precision {
+        case .f32:
+            keys[layer].withUnsafeBytes { k in values[layer].withUnsafeBytes { v in body(k.baseAddress!, v.baseAddress!, false) } }
+        case .f16:
+            keys16[layer].withUnsafeBytes { k in values16[layer].withUnsafeBytes { v in body(k.baseAddress!, v.baseAddress!, true) } }
         }
     }
 

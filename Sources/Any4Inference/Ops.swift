@@ -244,8 +244,9 @@ enum Ops {
     /// - q: [m, heads·hd] for the m query positions p0 ..< p0+m.
     /// - keys, values: [n, kvHeads·hd] rows for positions 0 ..< n (n ≥ p0 + m when causal).
     /// - Returns [m, heads·hd].
+    /// - kvF16: keys and values are f16 (`UInt16` bit patterns), else f32.
     static func attention(
-        q: [Float], m: Int, keys: UnsafePointer<Float>, values: UnsafePointer<Float>, n: Int,
+        q: [Float], m: Int, keys: UnsafeRawPointer, values: UnsafeRawPointer, kvF16: Bool = false, n: Int,
         heads: Int, kvHeads: Int, headDim hd: Int, causalFrom p0: Int?, threads: Int
     ) -> [Float] {
         var out = [Float](repeating: 0, count: m * heads * hd)
@@ -266,9 +267,17 @@ enum Ops {
                             let pair = item / heads, h = item % heads, kvh = h / group
                             let t = pair % 2 == 0 ? pair / 2 : m - 1 - pair / 2
                             let visible = p0.map { $0 + t + 1 } ?? n
-                            any4_attend(
-                                q + t * qDim + h * hd, keys + kvh * hd, Int32(kvDim), values + kvh * hd, Int32(kvDim),
-                                Int32(visible), Int32(hd), scale, scratch.baseAddress, out + t * qDim + h * hd, avx)
+                            if kvF16 {
+                                let (k, v) = (keys.assumingMemoryBound(to: UInt16.self), values.assumingMemoryBound(to: UInt16.self))
+                                any4_attend_f16(
+                                    q + t * qDim + h * hd, k + kvh * hd, Int32(kvDim), v + kvh * hd, Int32(kvDim),
+                                    Int32(visible), Int32(hd), scale, scratch.baseAddress, out + t * qDim + h * hd, avx)
+                            } else {
+                                let (k, v) = (keys.assumingMemoryBound(to: Float.self), values.assumingMemoryBound(to: Float.self))
+                                any4_attend(
+                                    q + t * qDim + h * hd, k + kvh * hd, Int32(kvDim), v + kvh * hd, Int32(kvDim),
+                                    Int32(visible), Int32(hd), scale, scratch.baseAddress, out + t * qDim + h * hd, avx)
+                            }
                         }
                     }
                 }
@@ -323,25 +332,48 @@ struct Rope {
         }
     }
 
-    /// Rotates `heads` heads of width `hd` in each of m rows of x ([m, heads·hd]) at positions p0 + t.
-    func apply(_ x: inout [Float], m: Int, heads: Int, headDim hd: Int, p0: Int) {
+    /// The cosines and sines of m positions' angles, [m, dims / 2] each: computed once per
+    /// forward pass and used by every block (q and k).
+    struct Angles {
+        var cosines: [Float]
+        var sines: [Float]
+    }
+
+    /// The angles of positions p0 ..< p0 + m.
+    func angles(p0: Int, m: Int) -> Angles {
         let half = dims / 2
+        var a = Angles(cosines: [Float](repeating: 0, count: m * half), sines: [Float](repeating: 0, count: m * half))
+        for t in 0..<m {
+            let pos = Double(p0 + t) / positionScale
+            for i in 0..<half {
+                let angle = pos * inverseFrequencies[i]
+                a.cosines[t * half + i] = Float(cos(angle))
+                a.sines[t * half + i] = Float(sin(angle))
+            }
+        }
+        return a
+    }
+
+    /// Rotates `heads` heads of width `hd` in each of m rows of x ([m, heads·hd]), row t by the
+    /// angles of its position (row t of `angles`).
+    func apply(_ x: inout [Float], m: Int, heads: Int, headDim hd: Int, angles: Angles) {
+        let half = dims / 2
+        precondition(angles.cosines.count == m * half, "angles for \(angles.cosines.count / max(half, 1)) positions, not \(m)")
+        let adjacent = pairing == .adjacent
         x.withUnsafeMutableBufferPointer { x in
-            var cosines = [Float](repeating: 0, count: half), sines = cosines
-            for t in 0..<m {
-                let pos = Double(p0 + t) / positionScale
-                for i in 0..<half {
-                    let a = pos * inverseFrequencies[i]
-                    cosines[i] = Float(cos(a))
-                    sines[i] = Float(sin(a))
-                }
-                for h in 0..<heads {
-                    let v = x.baseAddress! + t * heads * hd + h * hd
-                    for i in 0..<half {
-                        let (j0, j1) = pairing == .adjacent ? (2 * i, 2 * i + 1) : (i, i + half)
-                        let a = v[j0], b = v[j1]
-                        v[j0] = a * cosines[i] - b * sines[i]
-                        v[j1] = a * sines[i] + b * cosines[i]
+            angles.cosines.withUnsafeBufferPointer { cosines in
+                angles.sines.withUnsafeBufferPointer { sines in
+                    for t in 0..<m {
+                        let c = cosines.baseAddress! + t * half, s = sines.baseAddress! + t * half
+                        for h in 0..<heads {
+                            let v = x.baseAddress! + t * heads * hd + h * hd
+                            for i in 0..<half {
+                                let (j0, j1) = adjacent ? (2 * i, 2 * i + 1) : (i, i + half)
+                                let a = v[j0], b = v[j1]
+                                v[j0] = a * c[i] - b * s[i]
+                                v[j1] = a * s[i] + b * c[i]
+                            }
+                        }
                     }
                 }
             }

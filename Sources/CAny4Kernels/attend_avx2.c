@@ -1,16 +1,22 @@
 // One attention row, AVX2 version (head dims that are multiples of 8, up to 256; others run the
-// scalar reference).
+// scalar reference), over keys and values in f32 or f16 (F16C converts 8 at a time as they load).
 #include "kernels_internal.h"
 
 #if ANY4_X86
-AVX2 void any4_attend_avx2(const float *q, const float *k, int ks, const float *v, int vs, int n, int hd, float scale,
-                           float *p, float *out) {
-    if (hd % 8 != 0 || hd > 256) { any4_attend_scalar(q, k, ks, v, vs, n, hd, scale, p, out); return; }
+/// 8 cache values from element i of a row held in f32 (f16 = 0) or f16.
+INLINE_AVX2 __m256 load8_kv(const void *row, int i, const int f16) {
+    return f16 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)row + i)))
+               : _mm256_loadu_ps((const float *)row + i);
+}
+
+INLINE_AVX2 void attend_row(const float *q, const void *k, int ks, const void *v, int vs, int n, int hd, float scale,
+                            float *p, float *out, const int f16) {
+    const size_t width = f16 ? 2 : 4;
     float mx = -INFINITY;
     for (int j = 0; j < n; j++) {
-        const float *kj = k + (size_t)j * ks;
+        const void *kj = (const char *)k + (size_t)j * ks * width;
         __m256 acc = _mm256_setzero_ps();
-        for (int i = 0; i < hd; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), _mm256_loadu_ps(kj + i), acc);
+        for (int i = 0; i < hd; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), load8_kv(kj, i, f16), acc);
         p[j] = hsum256(acc) * scale;
         mx = p[j] > mx ? p[j] : mx;
     }
@@ -23,9 +29,16 @@ AVX2 void any4_attend_avx2(const float *q, const float *k, int ks, const float *
     for (int j = 0; j < n; j++) {
         p[j] *= inv;
         const __m256 pj = _mm256_set1_ps(p[j]);
-        const float *vj = v + (size_t)j * vs;
-        for (int i = 0; i < nv; i++) o[i] = _mm256_fmadd_ps(pj, _mm256_loadu_ps(vj + 8 * i), o[i]);
+        const void *vj = (const char *)v + (size_t)j * vs * width;
+        for (int i = 0; i < nv; i++) o[i] = _mm256_fmadd_ps(pj, load8_kv(vj, 8 * i, f16), o[i]);
     }
     for (int i = 0; i < nv; i++) _mm256_storeu_ps(out + 8 * i, o[i]);
+}
+
+AVX2 void any4_attend_avx2(const float *q, const void *k, int ks, const void *v, int vs, int n, int hd, float scale,
+                           float *p, float *out, int kv_f16) {
+    if (hd % 8 != 0 || hd > 256) { any4_attend_scalar(q, k, ks, v, vs, n, hd, scale, p, out, kv_f16); return; }
+    if (kv_f16) attend_row(q, k, ks, v, vs, n, hd, scale, p, out, 1);
+    else attend_row(q, k, ks, v, vs, n, hd, scale, p, out, 0);
 }
 #endif

@@ -57,10 +57,19 @@ void any4_q8_gemm(const int8_t *wq, const float *ws, int cols, const int8_t *xq,
 void any4_attend(const float *q, const float *k, int ks, const float *v, int vs, int n, int hd, float scale,
                  float *scratch, float *out, int use_avx2) {
 #if ANY4_X86
-    if (use_avx2) { any4_attend_avx2(q, k, ks, v, vs, n, hd, scale, scratch, out); return; }
+    if (use_avx2) { any4_attend_avx2(q, k, ks, v, vs, n, hd, scale, scratch, out, 0); return; }
 #endif
     (void)use_avx2;
-    any4_attend_scalar(q, k, ks, v, vs, n, hd, scale, scratch, out);
+    any4_attend_scalar(q, k, ks, v, vs, n, hd, scale, scratch, out, 0);
+}
+
+void any4_attend_f16(const float *q, const uint16_t *k, int ks, const uint16_t *v, int vs, int n, int hd, float scale,
+                     float *scratch, float *out, int use_avx2) {
+#if ANY4_X86
+    if (use_avx2) { any4_attend_avx2(q, k, ks, v, vs, n, hd, scale, scratch, out, 1); return; }
+#endif
+    (void)use_avx2;
+    any4_attend_scalar(q, k, ks, v, vs, n, hd, scale, scratch, out, 1);
 }
 
 void any4_dequantize(const any4_dequant_args *args, float *out, int r0, int r1, int use_avx2) {

@@ -101,8 +101,8 @@ void any4_dense_scalar(const void *w, int dtype, int cols, const float *x, int m
 void any4_quantize_group_scalar(const float *x, int n, int8_t *xq, float *scale, float *sum, int preserve);
 void any4_q8_scalar(const int8_t *wq, const float *ws, int cols, const int8_t *xq, const float *xs, int m, float *y,
                     int ys, int r0, int r1);
-void any4_attend_scalar(const float *q, const float *k, int ks, const float *v, int vs, int n, int hd, float scale,
-                        float *p, float *out);
+void any4_attend_scalar(const float *q, const void *k, int ks, const void *v, int vs, int n, int hd, float scale,
+                        float *p, float *out, int kv_f16);
 void any4_dequant_scalar(const any4_dequant_args *a, float *out, int r0, int r1);
 
 // MARK: - AVX2 helpers and versions
@@ -140,8 +140,8 @@ AVX2 void any4_dense_avx2(const void *w, int dtype, int cols, const float *x, in
 AVX2 void any4_quantize_group_avx2(const float *x, int n, int8_t *xq, float *scale, float *sum, int preserve);
 AVX2 void any4_q8_avx2(const int8_t *wq, const float *ws, int cols, const int8_t *xq, const float *xs, int m, float *y,
                        int ys, int r0, int r1);
-AVX2 void any4_attend_avx2(const float *q, const float *k, int ks, const float *v, int vs, int n, int hd, float scale,
-                           float *p, float *out);
+AVX2 void any4_attend_avx2(const float *q, const void *k, int ks, const void *v, int vs, int n, int hd, float scale,
+                           float *p, float *out, int kv_f16);
 AVX2 void any4_dequant_avx2(const any4_dequant_args *a, float *out, int r0, int r1);
 #endif
 

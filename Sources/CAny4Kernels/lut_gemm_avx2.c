@@ -155,7 +155,9 @@ INLINE_AVX2 void prefetch_codes(const uint8_t *p, int once) {
 INLINE_AVX2 void fast_tail(const any4_packed *w, int r, __m256i lut, const int8_t *x0, const float *xs, int k0, const int KT,
                            const int once, __m256 *total) {
     const int cp = w->cols_padded, G = w->group_size, B = w->block_cols, main = w->super_blocks * 8 * G;
-    const int bpg = G / B, nb = (cp - main) / B, first = 8 * w->super_blocks;
+    // B is 32 or 64 and divides G and cp - main: shifts, not the integer divisions that cost as
+    // much as the work of a 576-wide row (per row, in decode).
+    const int lb = B == 64 ? 6 : 5, bpg = G >> lb, nb = (cp - main) >> lb, first = 8 * w->super_blocks;
     const __m256i m4 = _mm256_set1_epi8(15), ones = _mm256_set1_epi16(1);
     const uint8_t *q = w->codes + (size_t)r * (cp / 2) + main / 2;
     const uint16_t *sc = w->scales_f16 + (size_t)r * w->groups + first;

@@ -96,6 +96,10 @@ extension DecodeHead: ExpressibleByArgument, ChoiceArgument {
     public static var optionName: String { "--head" }
 }
 
+extension KVPrecision: ExpressibleByArgument, ChoiceArgument {
+    public static var optionName: String { "--kv-cache" }
+}
+
 extension KernelBenchmark.Device: ExpressibleByArgument, ChoiceArgument {
     public static var optionName: String { "--device" }
 }

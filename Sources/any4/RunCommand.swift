@@ -17,6 +17,15 @@ struct RunCommand: ParsableCommand {
     @Option(name: .short, parsing: .unconditional, help: "Tokens to generate: 1 up to the model's context less the prompt (at most 1048576).")
     var n = 64
 
+    @Option(
+        help:
+            "Make the prompt exactly this many tokens (1 up to the model's context less -n): the prompt's tokens repeated or cut, for a prefill figure at a fixed length (as llama-bench's pp128 is)."
+    )
+    var promptTokens: Int?
+
+    @Flag(help: "Generate all -n tokens: the end-of-sequence token does not stop the run (speed figures over a fixed count).")
+    var ignoreEos = false
+
     @Flag(help: "Wrap the prompt in the model's chat turns (ChatML <|im_start|> … when the vocabulary has them).")
     var chat = false
 
@@ -26,6 +35,9 @@ struct RunCommand: ParsableCommand {
         help: "The LM head in decode steps: f32, f16 or q8 (int8 weights and activations per 32, a quarter of f32's bytes). The prompt pass uses f32."
     )
     var head: DecodeHead = .q8
+
+    @Option(help: "The KV cache's precision: f32 (as computed) or f16 (attention reads half the bytes; keys and values rounded to f16).")
+    var kvCache: KVPrecision = .f32
 
     @Flag(help: "Run the prompt and one decode step once, untimed, before the timed run (steadier speed figures).")
     var warmup = false
@@ -42,6 +54,7 @@ struct RunCommand: ParsableCommand {
     /// Numeric options checked as the command line is parsed (status 2 naming the option).
     func validate() throws {
         try requireRange("-n", n, 1...maxContextTokens)
+        if let promptTokens { try requireRange("--prompt-tokens", promptTokens, 1...maxContextTokens) }
     }
 
     func run() throws {
@@ -50,6 +63,7 @@ struct RunCommand: ParsableCommand {
         var options = engineQuantization.engineOptions()
         let decodeHead = head
         options.decodeHead = decodeHead
+        options.kvCache = kvCache
         let engine = try loadEngine(model, options: options)
         guard let llama = engine as? LlamaEngine else {
             throw usageError("\(model.path): run needs a decoder; \(model.config.architecture ?? "this model") is an encoder")
@@ -64,8 +78,13 @@ struct RunCommand: ParsableCommand {
             stop.insert(template.endOfTurn)
             text = template.prompt(user: promptText)
         }
-        let prompt = tokenizer.encode(text, addSpecialTokens: true)
+        var prompt = tokenizer.encode(text, addSpecialTokens: true)
         guard !prompt.isEmpty else { throw usageError("the prompt is empty") }
+        if let promptTokens {
+            let encoded = prompt
+            prompt = (0..<promptTokens).map { encoded[$0 % encoded.count] }
+        }
+        if ignoreEos { stop = [] }
         guard prompt.count + n <= llama.config.contextLength else {
             throw usageError("\(prompt.count) prompt tokens + \(n) do not fit the model's context of \(llama.config.contextLength)")
         }
@@ -94,7 +113,7 @@ struct RunCommand: ParsableCommand {
                     ("text", .string(tokenizer.decode(generated, skipSpecial: true))),
                     ("prefill_tokens_per_s", JSONValue(g.prefillRate)), ("decode_tokens_per_s", JSONValue(g.decodeRate)),
                     ("weights", .string(quantized ?? "as stored")), ("threads", JSONValue(llama.options.workers)),
-                    ("decode_head", .string(decodeHead.rawValue)),
+                    ("decode_head", .string(decodeHead.rawValue)), ("kv_cache", .string(kvCache.rawValue)),
                     ("bytes_per_token", JSONValue(bytesPerToken)), ("probe_gbps", probe.map { JSONValue($0) } ?? .null),
                     ("probe_gbps_before_after", .array(probes.map { JSONValue($0) })),
                     ("bound_tokens_per_s", bound.map { JSONValue($0) } ?? .null),

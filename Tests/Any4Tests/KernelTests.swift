@@ -250,6 +250,42 @@ final class KernelTests: XCTestCase {
         }
     }
 
+    /// The f16 KV cache's attention row (any4_attend_f16): converting f16 to f32 is exact, so each
+    /// version (scalar, AVX2) over f16 keys and values gives bit for bit what the same version of
+    /// the f32 row gives over those values widened to f32 (which testAttentionSIMDEqualsItsScalarTwin
+    /// holds to an f64 softmax): head dims the AVX2 code takes and ones it hands on, strided rows.
+    func testAttentionOverF16CacheEqualsF32OnTheRoundedValues() {
+        var rng = SplitMix64(seed: 77)
+        for (hd, n) in [(64, 1), (64, 37), (8, 9), (128, 130), (20, 7), (264, 5)] {
+            let kvHeads = 3, head = Int(rng.next() % UInt64(kvHeads)), stride = kvHeads * hd + 3
+            let q = (0..<hd).map { _ in Float(rng.nextGaussian()) * 2 }
+            let k16 = (0..<(n * stride)).map { _ in Float16(Float(rng.nextGaussian())).bitPattern }
+            let v16 = (0..<(n * stride)).map { _ in Float16(Float(rng.nextGaussian())).bitPattern }
+            let k = k16.map { Float(Float16(bitPattern: $0)) }, v = v16.map { Float(Float16(bitPattern: $0)) }
+            let scale = 1 / Float(hd).squareRoot()
+            for avx: Int32 in CPUFeatures.hasAVX2 ? [0, 1] : [0] {
+                var out16 = [Float](repeating: .nan, count: hd), p16 = [Float](repeating: .nan, count: n)
+                var out32 = out16, p32 = p16
+                k16.withUnsafeBufferPointer { k in
+                    v16.withUnsafeBufferPointer { v in
+                        any4_attend_f16(
+                            q, k.baseAddress! + head * hd, Int32(stride), v.baseAddress! + head * hd, Int32(stride),
+                            Int32(n), Int32(hd), scale, &p16, &out16, avx)
+                    }
+                }
+                k.withUnsafeBufferPointer { k in
+                    v.withUnsafeBufferPointer { v in
+                        any4_attend(
+                            q, k.baseAddress! + head * hd, Int32(stride), v.baseAddress! + head * hd, Int32(stride),
+                            Int32(n), Int32(hd), scale, &p32, &out32, avx)
+                    }
+                }
+                XCTAssertEqual(out16.map(\.bitPattern), out32.map(\.bitPattern), "hd=\(hd) n=\(n) avx=\(avx)")
+                XCTAssertEqual(p16.map(\.bitPattern), p32.map(\.bitPattern), "hd=\(hd) n=\(n) avx=\(avx)")
+            }
+        }
+    }
+
     func testDenseKernels() {
         for (rows, cols) in [(13, 67), (64, 256)] {
             let w = weights(rows, cols, seed: 9)

@@ -98,6 +98,38 @@ final class LlamaEngineTests: XCTestCase {
         XCTAssertEqual(try Generation.greedy(try self.engine(threads: 1), prompt: Self.prompt, count: 16).tokens, first)
     }
 
+    /// An f16 KV cache (keys and values rounded to f16 as stored) keeps each decode step's logits
+    /// within 1e-3 of the largest (relative) of the f32 cache's, its decode-step byte count drops
+    /// by the cache's half, and greedy decoding gives the f32 cache's tokens on this prompt (exact
+    /// kernel, 16 tokens).
+    func testF16KVCacheKeepsLogitsAndTokens() throws {
+        let engine = try engine()
+        engine.options.kernel = .exact
+        let f32Bytes = engine.decodeStepBytes(position: 99)
+        let f32Tokens = try Generation.greedy(engine, prompt: Self.prompt, count: 16).tokens
+        let sequence = Self.prompt + f32Tokens
+        let vocab = engine.config.vocab
+        var f32Logits: [[Float]] = []
+        let cache32 = try engine.makeCache(capacity: sequence.count)
+        for token in sequence { f32Logits.append(try engine.forward([token], cache: cache32)) }
+
+        engine.options.kvCache = .f16
+        let c = engine.config
+        XCTAssertEqual(f32Bytes - engine.decodeStepBytes(position: 99), 2 * c.layers * 100 * c.kvHeads * c.headDim * 2)
+        let cache16 = try engine.makeCache(capacity: sequence.count)
+        XCTAssertEqual(cache16.precision, .f16)
+        var worst = 0.0
+        for (t, token) in sequence.enumerated() {
+            let step = try engine.forward([token], cache: cache16)
+            XCTAssertEqual(step.count, vocab)
+            let scale = Double(f32Logits[t].map(abs).max()!)
+            worst = max(worst, zip(step, f32Logits[t]).map { Double(abs($0 - $1)) }.max()! / scale)
+        }
+        XCTAssertLessThan(worst, 1e-3)
+        XCTAssertGreaterThan(worst, 0, "the f16 cache rounds: some logit must move")
+        XCTAssertEqual(try Generation.greedy(engine, prompt: Self.prompt, count: 16).tokens, f32Tokens)
+    }
+
     /// Quantizing in place swaps the selected layers for packed weights, leaves the rest alone,
     /// and keeps the model's predictions close (any4 at g128 on SmolLM2's Q4_1 weights).
     func testInPlaceQuantizationSwapsWeightsAndKeepsPredictions() throws {

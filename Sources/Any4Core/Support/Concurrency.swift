@@ -12,11 +12,13 @@ package func parallelRows(_ rows: Int, threads: Int, _ body: (Int, Int) -> Void)
         body(0, rows)
         return
     }
-    // Large loops are cut into 4 tasks per worker, claimed as workers free up, so a worker that
-    // the machine slows down (a busy neighbour, an interrupt) does not hold up the others. Only
-    // when the loop may use every core: the pool hands tasks to all its threads.
+    // Loops of 128 rows or more per worker are cut into 4 tasks per worker, claimed as workers
+    // free up, so a worker that starts late (woken from sleep) or that the machine slows down (a
+    // busy neighbour, an interrupt) does not hold up the others: the layers of a small model's
+    // decode step (576-1536 rows) are such loops. Only when the loop may use every core: the pool
+    // hands tasks to all its threads.
     let everyCore = workers > Int(any4_pool_workers())
-    let tasks = everyCore && rows >= 1024 * workers ? 4 * workers : workers
+    let tasks = everyCore && rows >= 128 * workers ? 4 * workers : workers
     let chunk = (rows + tasks - 1) / tasks
     withoutActuallyEscaping(body) { body in
         var job = ParallelJob(body: body, rows: rows, chunk: chunk)

@@ -112,6 +112,10 @@ void any4_q8_quantize_rows(const float *w, int cols, int8_t *wq, float *ws, int 
 void any4_attend(const float *q, const float *k, int k_stride, const float *v, int v_stride, int n, int hd,
                  float scale, float *scratch, float *out, int use_avx2);
 
+/// any4_attend over keys and values stored as f16 (strides in elements): the f16 KV cache.
+void any4_attend_f16(const float *q, const uint16_t *k, int k_stride, const uint16_t *v, int v_stride, int n, int hd,
+                     float scale, float *scratch, float *out, int use_avx2);
+
 /// What any4_dequantize reads: a packed layer's codes and layout (`layout`: only codes, cols_padded,
 /// block_cols, group_size, groups and super_blocks are read), and the values as the quantized matrix
 /// held them (not the kernels' centred, folded or f16 copies).
