@@ -143,10 +143,6 @@ struct QuantizeCommand: ParsableCommand {
             engine = e
         }
 
-        if container == .gguf {
-            try runInMemory(model: model, jobs: jobs, engine: engine, sequences: sequences, source: source, calibration: calibration)
-            return
-        }
         var results: [LayerResult] = []
         let started = Clock.now
         var forceNow = force
@@ -159,9 +155,12 @@ struct QuantizeCommand: ParsableCommand {
         while true {
             do {
                 let plan = try runProgressJob(Progress(total: 0), interrupted: "interrupted; nothing was written") {
-                    try CheckpointPlan.make(
-                        model: model, jobs: jobs, fakeQuant: fakeQuant, single: container == .safetensors, maxShardSize: maxShardSize,
-                        partCount: split.count, inputs: try CheckpointPlan.inputFingerprint(inputs))
+                    container == .gguf
+                        ? try CheckpointPlan.makeGGUF(
+                            model: model, jobs: jobs, fakeQuant: fakeQuant, inputs: try CheckpointPlan.inputFingerprint(inputs))
+                        : try CheckpointPlan.make(
+                            model: model, jobs: jobs, fakeQuant: fakeQuant, single: container == .safetensors, maxShardSize: maxShardSize,
+                            partCount: split.count, inputs: try CheckpointPlan.inputFingerprint(inputs))
                 }
                 let mine = plan.parts[split.index]
                 let work = container == .folder ? CheckpointPlan.workFolder(for: out) : parentDirectory(out)
@@ -184,9 +183,12 @@ struct QuantizeCommand: ParsableCommand {
                 let fileOfUnit = plan.fileOfUnit
                 let todo = plan.units.indices.filter { plan.units[$0].job != nil && writing.contains(fileOfUnit[$0]) }
                 let partLabel = split.count > 1 ? "part \(split.index)/\(split.count) · " : ""
-                let progress = Progress(total: todo.reduce(0) { $0 + plan.units[$1].tensor.shape[0] }, label: partLabel + "quantizing \(displayName)")
+                // Counted in weights (a layer's rows forwarded as rows × columns), so that the ETA
+                // holds across layers of different widths; the calibrated path counts its own rows.
+                let progress = Progress(
+                    total: todo.reduce(0) { $0 + plan.units[$1].tensor.info.elementCount }, label: partLabel + "quantizing \(displayName)")
                 let writer = StreamingCheckpointWriter(
-                    plan: plan, folder: work, writing: writing, singlePath: container == .safetensors ? out : nil, progress: progress,
+                    plan: plan, folder: work, writing: writing, singlePath: container == .folder ? nil : out, progress: progress,
                     log: { printError("any4: \($0)") })
                 func interrupted() -> String {
                     writer.abandon()
@@ -206,11 +208,11 @@ struct QuantizeCommand: ParsableCommand {
                     return partLabel
                         + "\(plan.units[u].job!.format.name) \(done + 1)/\(todo.count) \(plan.units[u].tensor.name) · shard \(k + 1)/\(plan.files.count)"
                 }
-                try runProgressJob(progress, interrupted: interrupted()) {
+                try runProgressJob(progress, interrupted: interrupted(), unit: engine == nil ? "weights" : "rows") {
                     defer { writer.abandon() }
                     if let engine, !todo.isEmpty {
                         var unitOf: [String: Int] = [:]
-                        for (u, unit) in plan.units.enumerated() { unitOf[unit.tensor.name] = u }
+                        for (u, unit) in plan.units.enumerated() where unit.job != nil { unitOf[unit.tensor.name] = u }
                         for u in plan.units.indices where plan.units[u].job == nil && writer.writes(unit: u) { try writer.put(unit: u, matrix: nil) }
                         let last = todo.compactMap { blockOf[plan.units[$0].tensor.name] }.max()
                         _ = try EngineQuantization.quantizeSequentially(
@@ -238,7 +240,10 @@ struct QuantizeCommand: ParsableCommand {
                                     continue
                                 }
                                 progress.setLabel(label(u))
-                                var r = try ModelQuantization.quantize(job, of: model, calibration: calibration, progress: progress)
+                                let rows = Swift.max(1, plan.units[u].tensor.shape[0])
+                                let layerProgress = Progress(
+                                    total: rows, parent: progress, forwarding: plan.units[u].tensor.info.elementCount / rows)
+                                var r = try ModelQuantization.quantize(job, of: model, calibration: calibration, progress: layerProgress)
                                 try writer.put(unit: u, matrix: r.matrix)
                                 r.matrix = nil
                                 results.append(r)
@@ -359,35 +364,6 @@ struct QuantizeCommand: ParsableCommand {
         } else {
             print("wrote \(out)\(fakeQuant ? " (fake-quant)" : "")")
         }
-    }
-
-    /// A GGUF output: every layer quantized, kept, then written (GGUF sources are small; the
-    /// streaming writer does safetensors files and folders).
-    func runInMemory(
-        model: Model, jobs: [LayerJob], engine: (any TransformerEngine)?, sequences: [[Int]], source: String,
-        calibration: CalibrationStats?
-    ) throws {
-        let formatNames = Set(jobs.map(\.format.name))
-        let displayName = formatNames.count == 1 ? formatNames.first! : "mixed"
-        let progress = Progress(total: jobs.reduce(0) { $0 + $1.tensor.shape[0] }, label: "quantizing \(displayName)")
-        var results: [LayerResult] = []
-        let started = Clock.now
-        try runProgressJob(progress, interrupted: "interrupted; nothing was written") {
-            if let engine {
-                _ = try EngineQuantization.quantizeSequentially(
-                    engine, sequences: sequences, jobs: jobs, statistic: quantization.stat, source: source, progress: progress
-                ) { result, _ in results.append(result) }
-            } else {
-                for (i, job) in jobs.enumerated() {
-                    progress.setLabel("quantizing \(job.format.name) \(i + 1)/\(jobs.count) \(job.tensor.name)")
-                    results.append(try ModelQuantization.quantize(job, of: model, calibration: calibration, progress: progress))
-                }
-            }
-            var quantized: [String: QuantizedMatrix] = [:]
-            for r in results { quantized[r.name] = r.matrix }
-            try QuantizedCheckpoint.write(model: model, quantized: quantized, fakeQuant: fakeQuant, to: out, progress: progress)
-        }
-        report(results, displayName: displayName, seconds: Clock.now - started, heads: skippedHeads(model, jobs))
     }
 
     func worstLayer(_ reports: LayerReports) -> String {
