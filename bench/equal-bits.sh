@@ -10,8 +10,17 @@
 # --save-logits` once, then `ppl --kl-divergence`): perplexity, mean KL, its p99 and top-1
 # agreement. The reported bits per weight are checked against the target (±0.05).
 #
+# With --plans "4.0 nf4:g64 any4:g128", `any4 plan` rows follow on the same windows: the model's
+# sensitivity table is measured once (`plan --budget B1 --probe-seconds P`, then `--from` for the
+# other budgets), each recipe applied by `quantize --recipe` (a .gguf for a GGUF model, so "keep"
+# stays at its blocks' bits, else a folder), and the checkpoint measured as above; its bits per
+# weight is the plan's (over the planned layers, every stored bit). A budget may be a number or a
+# candidate (nf4:g64: that candidate's uniform bits). Uniform rows of any3/any2 (dense codes):
+# --uniform "any3:g128 any2:g64" (format:gN, bits per weight as quantize reports it).
+#
 # usage: bench/equal-bits.sh [--model GGUF|DIR] [--text FILE] [--ctx N] [--chunks N]
 #            [--levels "64 128 256"] [--variants "any4-cal-exact any4-cal any4 nf4 int4"]
+#            [--plans "4.0 nf4:g64"] [--probe-seconds 150] [--uniform "any3:g128"]
 #            [--out FILE.jsonl] [--any4 PATH]
 # Defaults: .models/SmolLM2-135M-Instruct.Q4_1.gguf, .models/eval/eval.txt, ctx 512, all windows
 # (0), levels "128", every variant. Variants: any4-cal-exact (--calibrate --cluster exact),
@@ -27,6 +36,9 @@ chunks=0
 levels="128"
 variants="any4-cal-exact any4-cal any4 nf4 int4"
 out=""
+plans=""
+probe_seconds=150
+uniform=""
 any4="$root/.build/release/any4"
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -37,6 +49,9 @@ while [ $# -gt 0 ]; do
         --levels) levels="$2"; shift 2 ;;
         --variants) variants="$2"; shift 2 ;;
         --out) out="$2"; shift 2 ;;
+        --plans) plans="$2"; shift 2 ;;
+        --probe-seconds) probe_seconds="$2"; shift 2 ;;
+        --uniform) uniform="$2"; shift 2 ;;
         --any4) any4="$2"; shift 2 ;;
         *) echo "equal-bits.sh: unknown option $1" >&2; exit 2 ;;
     esac
@@ -101,3 +116,48 @@ if out:
 EOF
     done
 done < "$work/plan.txt"
+
+# One row from a `ppl --kl-divergence --json` result: VARIANT GROUP BPW TARGET ARGS.
+row() {
+    python3 - "$work/run.json" "$1" "$2" "$3" "$4" "$out" "$5" <<'EOF'
+import json, sys
+run = json.load(open(sys.argv[1]))
+variant, group, bits, target, out, args = sys.argv[2], sys.argv[3], float(sys.argv[4]), sys.argv[5], sys.argv[6], sys.argv[7]
+kl = run["kl_divergence"]
+print(f"{variant:16s} {group:>6s} {bits:8.3f} {run['ppl']:10.4f} {kl['mean']:10.6f} {kl['p99']:9.5f} {kl['top1_agreement']:8.4f} {target}")
+if out:
+    with open(out, "a") as f:
+        f.write(json.dumps({"variant": variant, "args": args, "bits_per_weight": bits, "ppl": run["ppl"], "kl_mean": kl["mean"],
+                            "kl_stderr": kl["stderr"], "kl_p99": kl["p99"], "top1_agreement": kl["top1_agreement"],
+                            "reference_ppl": kl["reference_ppl"], "tokens": run["tokens"], "chunks": run["chunks"],
+                            "ctx": run["ctx"], "weights": run["weights"]}) + "\n")
+EOF
+}
+
+for spec in $uniform; do
+    fmt="${spec%%:*}"; group="${spec#*:g}"; [ "$group" = "$spec" ] && group=128
+    "$any4" ppl "$model" --text "$text" --ctx "$ctx" --chunks "$chunks" --kl-divergence "$work/base.kld" --json \
+        --format "$fmt" --group-size "$group" > "$work/run.json"
+    bits=$(python3 -c "import json,re,sys; print(re.search(r'([0-9.]+) bits/weight', json.load(open(sys.argv[1]))['weights']).group(1))" "$work/run.json")
+    row "$fmt" "$group" "$bits" - "--format $fmt --group-size $group"
+done
+
+first=""
+case "$model" in *.gguf) ext=".gguf" ;; *) ext="" ;; esac
+for budget in $plans; do
+    recipe="$work/plan-${budget//:/-}.json"
+    if [ -z "$first" ]; then
+        echo "plan: measuring the sensitivity table of $model (probes at most $probe_seconds s)" >&2
+        "$any4" plan "$model" --budget "$budget" --probe-seconds "$probe_seconds" --out "$recipe" --json > "$work/plan.json"
+        first="$recipe"
+    else
+        "$any4" plan "$model" --from "$first" --budget "$budget" --out "$recipe" --json > "$work/plan.json"
+    fi
+    bits=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['bitsPerWeight'])" "$work/plan.json")
+    rm -rf "$work/plan-ckpt$ext"
+    "$any4" quantize "$model" --recipe "$recipe" --out "$work/plan-ckpt$ext" > /dev/null
+    "$any4" ppl "$work/plan-ckpt$ext" --text "$text" --ctx "$ctx" --chunks "$chunks" --kl-divergence "$work/base.kld" --json \
+        > "$work/run.json"
+    row "plan@$budget" - "$bits" - "plan --budget $budget"
+    if [ -n "$out" ]; then cp "$recipe" "$(dirname "$out")/$(basename "$recipe")"; fi
+done

@@ -64,6 +64,24 @@ package struct StoredLayerLayout: Equatable, Sendable {
         sampleWeight = q.sampleWeight
     }
 
+    /// The layout of a layer read from a checkpoint.
+    package init(_ layout: QuantizedLayout) {
+        formatName = layout.format
+        rows = layout.rows
+        cols = layout.cols
+        codeBits = layout.codeBits
+        codePacking = layout.codePacking
+        groupSize = layout.groupSize
+        perRowTable = layout.perRowTable
+        tableSize = layout.tableSize
+        storage = layout.dtype
+        floatScales = layout.scaleEncoding == .float
+        hasTensorScale = layout.tensorScale != nil
+        hasZeros = layout.zeros != nil
+        method = layout.method
+        sampleWeight = layout.sampleWeight
+    }
+
     /// The stored parts, in the order ``QuantizedCheckpoint/quantizedParts(_:base:)`` makes them.
     package func parts(base: String) -> [(name: String, dtype: DType, shape: [Int], byteCount: Int)] {
         let rowBytes = codePacking.rowBytes(cols: cols, codeBits: codeBits)

@@ -53,19 +53,9 @@ public struct QuantizedLayout: Sendable, Hashable, CustomStringConvertible {
         return "\(format) g\(groupSize)" + (floats ? " " + dtype.rawValue.lowercased() : "")
     }
 
-    /// The layer's member of `any4.layers` (version 2), without its name.
-    public var metadata: JSONValue {
-        .object(
-            [
-                ("shape", .array([JSONValue(rows), JSONValue(cols)])),
-                ("format", .string(format)),
-                ("bits", JSONValue(codeBits)),
-                ("group_size", JSONValue(groupSize)),
-                ("method", .string(method)),
-                ("sample_weight", .string(sampleWeight)),
-                ("dtype", .string(dtype.rawValue.lowercased()))
-            ] + (codePacking.metadataValue(codeBits: codeBits).map { [("code_packing", .string($0))] } ?? []))
-    }
+    /// The layer's member of `any4.layers` (version 2), without its name: as the writer describes
+    /// a layer (``StoredLayerLayout``).
+    public var metadata: JSONValue { StoredLayerLayout(self).json }
 
     /// Rows `range` of the layer read from `store` (the file holding its parts), codes unpacked.
     ///
