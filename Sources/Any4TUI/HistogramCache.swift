@@ -43,7 +43,7 @@ public final class HistogramCache: @unchecked Sendable {
             ? "row \(row) in the group-scaled domain [0, \(q.tableSize - 1)] (group \(layout.groupSize)): stored \(layout.format) codes; ▲ = \(table)"
             : "row \(row), stored values (dequantized); ▲ = \(table) in its first group"
         let caption =
-            "stored \(layout.format) (group \(layout.groupSize), \(Formatting.fixed(layout.bitsPerElement, 2)) bits/weight): \(table) and weights per code:"
+            "stored \(layout.format) g\(layout.groupSize) · \(Formatting.fixed(layout.bitsPerElement, 2)) bits/w: \(layout.perRowTable ? "its LUT" : "table") and weights per code:"
         return HistogramData(histogram: h, note: note, codebookCaption: caption)
     }
 

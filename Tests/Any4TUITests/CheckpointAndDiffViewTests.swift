@@ -56,7 +56,7 @@ final class CheckpointAndDiffViewTests: XCTestCase {
         state.select(tensorNamed: Self.layer)
         state.histogramRow = row
         let text = render(state)
-        XCTAssertTrue(text.contains("stored any4 (group 64, \(Formatting.fixed(layout.bitsPerElement, 2)) bits/weight)"), text)
+        XCTAssertTrue(text.contains("stored any4 g64 · \(Formatting.fixed(layout.bitsPerElement, 2)) bits/w: its LUT and weights per code:"), text)
         XCTAssertTrue(text.contains("any4 g64"), text)
         // The tree and the Model tab show the stored format and bits.
         XCTAssertTrue(text.contains("down_proj.weight any4 \(Formatting.fixed(layout.bitsPerElement, 2))b"), text)
