@@ -25,7 +25,7 @@ public final class DiffCenter: @unchecked Sendable {
     public var isDone: Bool { lock.withLock { _results.count == diff.pairs.count || _error != nil } }
     public var isRunning: Bool { lock.withLock { running } }
 
-    /// Measures `name` next, when it is still to do.
+    /// Measures `name` next, when it is still to do (after the tensor being measured).
     public func prioritize(_ name: String?) { lock.withLock { _priority = name } }
 
     /// Starts the background work (once).
@@ -38,7 +38,12 @@ public final class DiffCenter: @unchecked Sendable {
         guard go else { return }
         Thread.detachNewThread { [self] in
             defer { lock.withLock { running = false } }
-            var order = Array(diff.pairs.indices)
+            // The linear layers (what quantization changes) first, in the model's order; then the
+            // rest, embeddings and LM head last (the largest: a 128K-token embedding takes seconds).
+            func late(_ t: ModelTensor) -> Int {
+                t.isLinear && !LayerSelection.isDefaultSkipped(t.name) ? 0 : (t.role == .embedding || t.isLinear ? 2 : 1)
+            }
+            var order = diff.pairs.indices.sorted { (late(diff.pairs[$0].a), $0) < (late(diff.pairs[$1].a), $1) }
             let index = Dictionary(diff.pairs.enumerated().map { ($1.a.name, $0) }, uniquingKeysWith: { a, _ in a })
             while !order.isEmpty {
                 if progress.isCancelled { return }
