@@ -195,15 +195,8 @@ extension Renderer {
         let sums = (0..<columns).map { i in h.counts[(i * per)..<((i + 1) * per)].reduce(0, +) }
         let plotTop = top + 2, plotHeight = max(2, bottom - plotTop - 1)
         let peak = log1p(Double(sums.max() ?? 0))
-        for (i, c) in sums.enumerated() where c > 0 && peak > 0 {
-            let level = max(1, Int((log1p(Double(c)) / peak * Double(plotHeight * 8)).rounded()))
-            for row in 0..<plotHeight {
-                let fill = min(max(level - (plotHeight - 1 - row) * 8, 0), 8)
-                guard fill > 0 else { continue }
-                let ch: Character = ascii ? (fill >= 4 ? "#" : ".") : Self.eighths[fill]
-                s.put(plotTop + row, x0 + 2 + i, String(ch), .accent)
-            }
-        }
+        let levels = sums.map { c in c > 0 && peak > 0 ? max(1, Int((log1p(Double(c)) / peak * Double(plotHeight * 8)).rounded())) : 0 }
+        drawBars(&s, levels, top: plotTop, height: plotHeight, x: x0 + 2)
         let axis = plotTop + plotHeight
         let low = Formatting.scientific(-h.range, 1), high = Formatting.scientific(h.range, 1)
         s.put(axis, x0 + 2, low, .dim)

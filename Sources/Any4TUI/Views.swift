@@ -207,7 +207,20 @@ public struct Renderer: Sendable {
 
     // MARK: - Histogram
 
-    static let eighths: [Character] = [" ", "▁", "▂", "▃", "▄", "▅", "▆", "▇", "█"]
+    package static let eighths: [Character] = [" ", "▁", "▂", "▃", "▄", "▅", "▆", "▇", "█"]
+
+    /// Bars in eighth blocks, bottom-aligned in rows top..<top+height: column x+i filled to
+    /// `levels[i]` eighths of a row (at most height · 8).
+    func drawBars(_ s: inout Screen, _ levels: [Int], top: Int, height: Int, x: Int) {
+        for (i, level) in levels.enumerated() {
+            for r in 0..<height {
+                let fill = min(max(level - (height - 1 - r) * 8, 0), 8)
+                guard fill > 0 else { continue }
+                let ch: Character = ascii ? (fill >= 4 ? "#" : ".") : Self.eighths[fill]
+                s.put(top + r, x + i, String(ch), .accent)
+            }
+        }
+    }
 
     func drawHistogram(_ s: inout Screen, _ state: AppState, _ cache: HistogramCache, x0: Int, width: Int) {
         guard let tensor = state.selectedTensor else {
@@ -231,16 +244,8 @@ public struct Renderer: Sendable {
             return
         }
         let scale = Double(plotHeight * 8) / Double(peak) * Double(state.zoom)
-        for (i, count) in data.counts.enumerated() {
-            var level = Int((Double(count) * scale).rounded(.up))
-            if count > 0 { level = max(level, 1) }
-            for r in 0..<plotHeight {
-                let fill = min(max(level - (plotHeight - 1 - r) * 8, 0), 8)
-                guard fill > 0 else { continue }
-                let ch: Character = ascii ? (fill >= 4 ? "#" : ".") : Self.eighths[fill]
-                s.put(plotTop + r, x0 + 2 + i, String(ch), .accent)
-            }
-        }
+        let levels = data.counts.map { count in count > 0 ? max(Int((Double(count) * scale).rounded(.up)), 1) : 0 }
+        drawBars(&s, levels, top: plotTop, height: plotHeight, x: x0 + 2)
         let markerRow = plotTop + plotHeight
         func column(_ v: Float) -> Int? {
             guard data.high > data.low else { return nil }

@@ -1,4 +1,5 @@
 import Any4Core
+import Any4TUI
 import ArgumentParser
 import Foundation
 
@@ -56,11 +57,10 @@ struct DiffCommand: ParsableCommand {
         let per = DifferenceHistogram.bins / width
         let sums = (0..<width).map { i in h.counts[(i * per)..<((i + 1) * per)].reduce(0, +) }
         let peak = log1p(Double(sums.max() ?? 0))
-        let levels: [Character] = [" ", "▁", "▂", "▃", "▄", "▅", "▆", "▇", "█"]
         return String(
             sums.map { c in
-                guard c > 0, peak > 0 else { return levels[0] }
-                return levels[max(1, Int((log1p(Double(c)) / peak * 8).rounded()))]
+                guard c > 0, peak > 0 else { return Renderer.eighths[0] }
+                return Renderer.eighths[max(1, Int((log1p(Double(c)) / peak * 8).rounded()))]
             })
     }
 
