@@ -4,13 +4,14 @@ import Any4Core
 public enum Pane: Sendable { case layers, detail }
 
 public enum Tab: Int, Sendable, CaseIterable {
-    case histogram, quantize, kernel, model
+    case histogram, quantize, kernel, model, diff
     public var title: String {
         switch self {
         case .histogram: "Histogram"
         case .quantize: "Quantize"
         case .kernel: "Kernel"
         case .model: "Model"
+        case .diff: "Diff"
         }
     }
 }
@@ -68,12 +69,19 @@ public struct AppState: Sendable {
     /// Whether quantized layers exist that were not written (set by the app).
     public var unsaved = false
     public var zoom = 1
+    /// The model the Diff tab compares with (`--diff B`), nil without one (and no Diff tab).
+    public var diffWith: String?
+    /// The tabs shown: the Diff tab only with `--diff`.
+    public var tabs: [Tab] { Tab.allCases.filter { $0 != .diff || diffWith != nil } }
+    /// The tab whose table the moving keys walk when the detail pane has focus (rows in ``modelOrder``).
+    var hasTable: Bool { tab == .model || tab == .diff }
     /// The bit-budget recipe shown in the Model tab (`--recipe FILE`, or `L`).
     public var recipe: RecipeEditor?
     /// Typing the path of a recipe to load (after `L`).
     public var recipePrompt: String?
-    /// The Model tab's rows (tensor names in its current order), set before each action and frame
-    /// from the results (the order can depend on them); its first row shown, and how many fit.
+    /// The Model tab's rows (tensor names in its current order; the Diff tab's in that tab), set
+    /// before each action and frame from the results (the order can depend on them); its first row
+    /// shown, and how many fit.
     public var modelOrder: [String] = []
     public var modelScroll = 0
     public var modelHeight = 10
@@ -271,7 +279,7 @@ public struct AppState: Sendable {
             showHelp = false
             return
         }
-        if tab == .model, focus == .detail, moveInModelTab(action) { return }
+        if hasTable, focus == .detail, moveInModelTab(action) { return }
         let rows = visibleRows
         switch action {
         case .up: selection -= 1
@@ -299,7 +307,7 @@ public struct AppState: Sendable {
                 }
             }
         case .nextPane, .previousPane: focus = focus == .layers ? .detail : .layers
-        case .selectTab(let t): tab = t
+        case .selectTab(let t): if tabs.contains(t) { tab = t }
         case .previousRow: histogramRow = max(0, (histogramRow ?? 0) - 1)
         case .nextRow:
             if let t = selectedTensor { histogramRow = min(max(t.info.rowCount - 1, 0), (histogramRow ?? -1) + 1) }
@@ -333,7 +341,7 @@ public struct AppState: Sendable {
         case .click(let row, let column):
             // The Model tab's first row as drawn (the view scrolls to the selection).
             let shown = Self.modelScroll(modelScroll, position: modelPosition, count: modelOrder.count, height: modelHeight)
-            if tab == .model, !showHelp, column > treeWidth, row >= modelTop, row < modelTop + modelHeight,
+            if hasTable, !showHelp, column > treeWidth, row >= modelTop, row < modelTop + modelHeight,
                 shown + row - modelTop < modelOrder.count
             {
                 focus = .detail

@@ -29,14 +29,24 @@ public final class CursesApp {
     private var trace: [String] = []
     private var pendingKeyAt: Double?
 
-    public init(model: Model, recipe: RecipeEditor? = nil, ascii: Bool, noColor: Bool, launchedAt: Double = Clock.now) {
+    /// The diff with `--diff B` (measured in the background from the start).
+    let diff: DiffCenter?
+
+    public init(
+        model: Model, recipe: RecipeEditor? = nil, diff: ModelDiff? = nil, ascii: Bool, noColor: Bool, launchedAt: Double = Clock.now
+    ) {
         self.launchedAt = launchedAt
         state = AppState(model: model)
+        self.diff = diff.map { DiffCenter($0) }
+        if let diff {
+            state.diffWith = diff.b.path
+            state.tab = .diff
+        }
         if let recipe {
             state.recipe = recipe
             state.tab = .model
         }
-        session = Session(jobs: jobs)
+        session = Session(jobs: jobs, diff: self.diff)
         renderer = Renderer(ascii: ascii)
         useColor = !noColor
     }
@@ -61,6 +71,7 @@ public final class CursesApp {
             endwin()
             for s in sources { s.cancel() }
             jobs.cancelAndWait(timeout: 3)
+            diff?.cancelAndWait(timeout: 3)
             kernel.stop(timeout: 1)
         }
         cbreak()
@@ -74,6 +85,7 @@ public final class CursesApp {
         mousemask(any4_all_mouse_events(), nil)
         mouseinterval(0)
         any4_guard_install()
+        diff?.start()
         if useColor && has_colors() {
             start_color()
             use_default_colors()
@@ -107,10 +119,12 @@ public final class CursesApp {
     func frame() {
         let width = Int(any4_cols()), height = Int(any4_lines())
         state.unsaved = jobs.unsavedCount > 0
-        state.modelOrder = Renderer.modelRows(state, jobs.results).map(\.0.name)
+        state.modelOrder = Renderer.tableRows(state, jobs.results, diff)
         Renderer.layout(&state, width: width, height: height)
         syncKernel()
-        let screen = renderer.render(state, jobs: jobs, kernel: kernel, histograms: histograms, width: width, height: height)
+        if state.tab == .diff { diff?.prioritize(state.selectedTensor?.name) }
+        let screen = renderer.render(
+            state, jobs: jobs, kernel: kernel, histograms: histograms, diff: diff, width: width, height: height)
         erase()
         for y in 0..<screen.height {
             var x = 0
@@ -151,9 +165,14 @@ public final class CursesApp {
         guard key != lastKernelKey else { return }
         lastKernelKey = key
         let model = state.model
-        kernel.set(
-            layer: tensor.name, matrix: jobs.result(for: tensor.name)?.matrix, original: { try model.decode(tensor) },
-            batch: state.batch, paused: state.kernelPaused)
+        // A layer quantized here runs as quantized; else a checkpoint's quantized layer as stored.
+        if let matrix = jobs.result(for: tensor.name)?.matrix {
+            kernel.set(layer: tensor.name, matrix: matrix, original: { try model.decode(tensor) }, batch: state.batch, paused: state.kernelPaused)
+        } else if tensor.info.encoding.quantizedLayout != nil {
+            kernel.set(stored: tensor, of: model, batch: state.batch, paused: state.kernelPaused)
+        } else {
+            kernel.set(layer: tensor.name, matrix: nil, original: { [] }, batch: state.batch, paused: state.kernelPaused)
+        }
     }
 
     func handle(_ key: Int32) {
@@ -220,6 +239,7 @@ public final class CursesApp {
         case Int32(UInt8(ascii: "2")): return .selectTab(.quantize)
         case Int32(UInt8(ascii: "3")): return .selectTab(.kernel)
         case Int32(UInt8(ascii: "4")): return .selectTab(.model)
+        case Int32(UInt8(ascii: "5")): return .selectTab(.diff)
         case Int32(UInt8(ascii: "[")): return .previousRow
         case Int32(UInt8(ascii: "]")): return .nextRow
         case Int32(UInt8(ascii: "r")): return .toggleRowMode

@@ -7,6 +7,8 @@ import Foundation
 public struct HistogramData: Sendable {
     public var histogram: WeightHistogram
     public var note: String
+    /// The line above the codebook's values (nil: the any4 codebook the view computes at the form's group).
+    public var codebookCaption: String?
 
     public subscript<T>(dynamicMember path: KeyPath<WeightHistogram, T>) -> T { histogram[keyPath: path] }
 }
@@ -27,6 +29,24 @@ public final class HistogramCache: @unchecked Sendable {
         return data
     }
 
+    /// A row of a checkpoint's quantized layer as stored: its codes binned in the group-scaled
+    /// domain (each weight sits on its code's table entry) against the row's stored table ▲, or
+    /// its dequantized values raw; never quantized again.
+    func stored(_ layout: QuantizedLayout, model: Model, tensor: ModelTensor, row: Int, scaled: Bool, bins: Int) throws -> HistogramData {
+        var q = try model.quantizedMatrix(tensor, rows: row..<(row + 1))!
+        // The group-scaled domain is the table's (a tensor scale multiplies every value after it).
+        if scaled { q.tensorScale = 1 }
+        let h = WeightHistogram(row: q.dequantized(), quantized: q, scaled: scaled, bins: bins)
+        let table = layout.perRowTable ? "the row's stored LUT" : "the format's table"
+        let note =
+            scaled
+            ? "row \(row) in the group-scaled domain [0, \(q.tableSize - 1)] (group \(layout.groupSize)): stored \(layout.format) codes; ▲ = \(table)"
+            : "row \(row), stored values (dequantized); ▲ = \(table) in its first group"
+        let caption =
+            "stored \(layout.format) g\(layout.groupSize) · \(Formatting.fixed(layout.bitsPerElement, 2)) bits/w: \(layout.perRowTable ? "its LUT" : "table") and weights per code:"
+        return HistogramData(histogram: h, note: note, codebookCaption: caption)
+    }
+
     func compute(model: Model, tensor: ModelTensor, row: Int?, scaled: Bool, bins: Int, groupSize: Int) -> HistogramData {
         do {
             if let row, tensor.shape.count == 2 {
@@ -34,6 +54,9 @@ public final class HistogramCache: @unchecked Sendable {
                 guard row >= 0, row < tensor.info.rowCount else {
                     return HistogramData(
                         histogram: .empty, note: "row \(row) is not in this tensor (\(tensor.info.rowCount) rows)")
+                }
+                if let layout = tensor.info.encoding.quantizedLayout {
+                    return try stored(layout, model: model, tensor: tensor, row: row, scaled: scaled, bins: bins)
                 }
                 let values = try model.decodeRows(tensor, rows: row..<(row + 1))
                 guard values.allSatisfy(\.isFinite) else {

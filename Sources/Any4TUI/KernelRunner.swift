@@ -80,7 +80,14 @@ public final class KernelRunner: @unchecked Sendable {
 
     /// A layer to switch to, prepared on the runner's thread (packing and decoding a large layer
     /// must not stall the UI).
-    private var pending: (name: String, matrix: QuantizedMatrix, original: @Sendable () throws -> [Float])?
+    private var pending: Request?
+
+    /// A layer to prepare: its name, the key of its form (format, or the stored layer), the
+    /// quantized matrix (made on the runner's thread: a stored layer's codes are unpacked there)
+    /// and its original weights.
+    private typealias Request = (
+        name: String, key: String, matrix: @Sendable () throws -> QuantizedMatrix, original: @Sendable () throws -> [Float]
+    )
 
     /// Points the runner at a quantized layer (or clears it). `original` decodes the layer's
     /// weights; it runs on the runner's thread.
@@ -88,29 +95,50 @@ public final class KernelRunner: @unchecked Sendable {
         layer name: String, matrix: QuantizedMatrix?, original: @escaping @Sendable () throws -> [Float],
         batch: Int, paused: Bool
     ) {
+        set(
+            name, key: matrix.map { name + "|" + $0.formatName }, bitsPerWeight: matrix?.bitsPerWeight,
+            matrix: { [matrix] in matrix! }, original: original, batch: batch, paused: paused)
+    }
+
+    /// Points the runner at `tensor` as `model` stores it (a quantized layer of a checkpoint): the
+    /// kernel runs the stored codes, tables and scales, unpacked on the runner's thread.
+    public func set(stored tensor: ModelTensor, of model: Model, batch: Int, paused: Bool) {
+        guard let layout = tensor.info.encoding.quantizedLayout else {
+            set(layer: tensor.name, matrix: nil, original: { [] }, batch: batch, paused: paused)
+            return
+        }
+        set(
+            tensor.name, key: tensor.name + "|stored " + layout.description, bitsPerWeight: layout.bitsPerElement,
+            matrix: { try model.quantizedMatrix(tensor)! }, original: { try model.decode(tensor) }, batch: batch, paused: paused)
+    }
+
+    private func set(
+        _ name: String, key: String?, bitsPerWeight bits: Double?, matrix: @escaping @Sendable () throws -> QuantizedMatrix,
+        original: @escaping @Sendable () throws -> [Float], batch: Int, paused: Bool
+    ) {
         lock.lock()
         defer { lock.unlock() }
         self.batch = batch
         self.paused = paused
-        guard let matrix else {
+        guard let key else {
             target = nil
             pending = nil
+            targetKey = ""
             message = "quantize this layer first (tab 2, Enter)"
             return
         }
         // A new layer, or the same layer quantized to another format.
-        let key = name + "|" + matrix.formatName
         if targetKey != key {
             targetKey = key
             target = nil
             gpuLayer = nil
             gpuLatencies = []
-            pending = (name, matrix, original)
+            pending = (name, key, matrix, original)
             latencies = []
             denseLatency = nil
             error = nil
             totalError = nil
-            bitsPerWeight = matrix.bitsPerWeight
+            bitsPerWeight = bits
             message = "preparing \(name)…"
         }
         if !started && !stopRequested {
@@ -127,23 +155,24 @@ public final class KernelRunner: @unchecked Sendable {
     /// Builds a pending target outside the lock.
     private func preparePending() {
         guard
-            let request = lock.withLock({ () -> (name: String, matrix: QuantizedMatrix, original: @Sendable () throws -> [Float])? in
+            let request = lock.withLock({ () -> Request? in
                 defer { pending = nil }
                 return pending
             })
         else { return }
         do {
-            let packed = try PackedLinear(request.matrix)
-            let dense = DenseLinear(try request.original(), rows: request.matrix.rows, cols: request.matrix.cols, storage: .f32)
-            let prepared = (request.name, packed, dense, request.matrix.dequantized())
+            let matrix = try request.matrix()
+            let packed = try PackedLinear(matrix)
+            let dense = DenseLinear(try request.original(), rows: matrix.rows, cols: matrix.cols, storage: .f32)
+            let prepared = (request.name, packed, dense, matrix.dequantized())
             var gpu: GPULookupLinear?
             var note: String?
             if let backend = GPUBackend.shared {
-                do { gpu = try GPULookupLinear(GPULookupLayout(request.matrix), on: backend) } catch { note = "GPU: \(error)" }
+                do { gpu = try GPULookupLinear(GPULookupLayout(matrix), on: backend) } catch { note = "GPU: \(error)" }
             }
             lock.withLock {
                 // Only if no newer request arrived meanwhile.
-                if pending == nil && targetKey == request.name + "|" + request.matrix.formatName {
+                if pending == nil && targetKey == request.key {
                     target = prepared
                     message = nil
                     gpuLayer = gpu

@@ -47,14 +47,18 @@ public struct Session {
     /// The export's file names.
     public static let exportNames = (csv: "any4-layers.csv", json: "any4-layers.json")
 
-    public init(jobs: JobCenter, folder: String? = nil) {
+    /// The diff with `--diff B`'s model, measured in the background (nil without one).
+    public let diff: DiffCenter?
+
+    public init(jobs: JobCenter, folder: String? = nil, diff: DiffCenter? = nil) {
         self.jobs = jobs
         self.folder = folder
+        self.diff = diff
     }
 
     /// Applies one action: runs the effect it asks for, or hands it to the reducer.
     public func handle(_ action: Action, state: inout AppState) {
-        state.modelOrder = Renderer.modelRows(state, jobs.results).map(\.0.name)
+        state.modelOrder = Renderer.tableRows(state, jobs.results, diff)
         if let effect = Self.effect(of: action, in: state) {
             perform(effect, state: &state)
         } else {

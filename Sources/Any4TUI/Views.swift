@@ -13,15 +13,20 @@ public struct Renderer: Sendable {
         state.treeWidth = min(46, max(28, width / 3))
         state.treeTop = 2
         state.treeHeight = max(1, height - 4)
-        state.modelTop = modelTop(state)
-        state.modelHeight = max(1, height - 3 - state.modelTop)
+        if state.tab == .diff {
+            state.modelTop = diffTop + 1
+            state.modelHeight = diffTableHeight(height: height)
+        } else {
+            state.modelTop = modelTop(state)
+            state.modelHeight = max(1, height - 3 - state.modelTop)
+        }
         state.clampSelection()
         state.clampModelScroll()
     }
 
     public func render(
         _ state: AppState, jobs: JobCenter, kernel: KernelRunner, histograms: HistogramCache,
-        width: Int, height: Int
+        diff: DiffCenter? = nil, width: Int, height: Int
     ) -> Screen {
         var s = Screen(width: width, height: height)
         guard width >= Self.minimumWidth, height >= Self.minimumHeight else {
@@ -51,6 +56,7 @@ public struct Renderer: Sendable {
             case .quantize: drawQuantize(&s, state, jobs, x0: x0, width: paneWidth)
             case .kernel: drawKernel(&s, state, kernel, x0: x0, width: paneWidth)
             case .model: drawModel(&s, state, jobs, x0: x0, width: paneWidth)
+            case .diff: drawDiff(&s, state, diff, x0: x0, width: paneWidth)
             }
         }
         drawStatus(&s, state, jobs)
@@ -67,7 +73,7 @@ public struct Renderer: Sendable {
         s.put(0, 0, title, .title)
         s.highlight(0, from: 0, to: s.width, .title)
         var x = 0
-        for tab in Tab.allCases {
+        for tab in state.tabs {
             let label = " \(tab.rawValue + 1) \(tab.title) "
             s.put(1, x, label, tab == state.tab ? (state.focus == .detail ? .reverse : .bold) : .dim)
             x += label.count + 1
@@ -98,6 +104,9 @@ public struct Renderer: Sendable {
                     // The state comes before the shape so a narrow pane cuts the shape first.
                     text += " \(r.format) \(Formatting.fixed(r.bitsPerWeight, 2))b \(Formatting.fixed(r.metrics.sqnrDB, 1))dB"
                     style = r.metrics.sqnrDB >= 20 ? .good : (r.metrics.sqnrDB >= 14 ? .warn : .bad)
+                } else if let layout = tensor.info.encoding.quantizedLayout {
+                    // A checkpoint's quantized layer, as stored.
+                    text += " \(layout.format) \(Formatting.fixed(layout.bitsPerElement, 2))b"
                 } else if !tensor.isLinear {
                     style = .dim
                 }
@@ -131,8 +140,9 @@ public struct Renderer: Sendable {
                 state.recipe == nil
                 ? "a quantize all  w write  e export  o sort  L load recipe"
                 : "[ ] choice  + - budget  r re-solve  S save  L load  a quantize  w write  o sort"
+        case .diff: keys = "Tab to the table  ↑↓ walk it (worst first)"
         }
-        keys += "  │ q quit  ? help  Tab pane  1-4 tabs  / filter  ↑↓ move  Enter open"
+        keys += "  │ q quit  ? help  Tab pane  1-\(state.tabs.count) tabs  / filter  ↑↓ move  Enter open"
         if ascii { keys = keys.replacingOccurrences(of: "↑↓", with: "up/down") }
         s.put(y, 0, keys, .dim)
         if state.recipePrompt != nil {
@@ -169,7 +179,7 @@ public struct Renderer: Sendable {
             "Keys", "",
             "↑ ↓ j k        move in the layer tree   PgUp PgDn Home End",
             "→ l Enter      open a block / focus the tensor;  ← h  close the block",
-            "Tab Shift-Tab  switch pane              1 2 3 4  switch tab",
+            "Tab Shift-Tab  switch pane              1 2 3 4 (5)  switch tab",
             "/              filter layers by name    Esc  clear, cancel a job",
             "Histogram      [ ] row, g go to row, r row/whole tensor, s scaled/raw",
             "               i \(ReferenceGrid.all.map(\.name).joined(separator: "/")) grid, + - zoom",
@@ -179,9 +189,10 @@ public struct Renderer: Sendable {
             "Model          a quantize all (per the recipe if one is open), w write",
             "               checkpoint, e export, o sort, L load a recipe (any4 plan);",
             "               recipe: [ ] the layer's choice, + - budget, r re-solve, S save",
-            "               Tab to the table: ↑ ↓ PgUp PgDn walk its rows",
+            "               Tab to the table: ↑ ↓ PgUp PgDn walk its rows (Diff tab too)",
+            "Diff           (--diff B) tensors vs B's, worst SQNR first; B − A histogram",
             "Mouse          click a layer (tree or Model table), wheel scrolls",
-            "q              quit (asks when quantized layers are unsaved)", "",
+            "q              quit (asks when quantized layers are unsaved)",
             "Any key closes this help."
         ]
         for (i, line) in lines.enumerated() {
@@ -196,7 +207,20 @@ public struct Renderer: Sendable {
 
     // MARK: - Histogram
 
-    static let eighths: [Character] = [" ", "▁", "▂", "▃", "▄", "▅", "▆", "▇", "█"]
+    package static let eighths: [Character] = [" ", "▁", "▂", "▃", "▄", "▅", "▆", "▇", "█"]
+
+    /// Bars in eighth blocks, bottom-aligned in rows top..<top+height: column x+i filled to
+    /// `levels[i]` eighths of a row (at most height · 8).
+    func drawBars(_ s: inout Screen, _ levels: [Int], top: Int, height: Int, x: Int) {
+        for (i, level) in levels.enumerated() {
+            for r in 0..<height {
+                let fill = min(max(level - (height - 1 - r) * 8, 0), 8)
+                guard fill > 0 else { continue }
+                let ch: Character = ascii ? (fill >= 4 ? "#" : ".") : Self.eighths[fill]
+                s.put(top + r, x + i, String(ch), .accent)
+            }
+        }
+    }
 
     func drawHistogram(_ s: inout Screen, _ state: AppState, _ cache: HistogramCache, x0: Int, width: Int) {
         guard let tensor = state.selectedTensor else {
@@ -204,8 +228,10 @@ public struct Renderer: Sendable {
             return
         }
         s.put(
-            2, x0 + 1, "\(tensor.name)  \(Formatting.shape(tensor.shape)) \(tensor.info.encoding) \(tensor.role.rawValue)", .bold, maxWidth: width - 2
-        )
+            2, x0 + 1,
+            "\(tensor.name)  \(Formatting.shape(tensor.shape)) \(tensor.info.encoding) "
+                + (tensor.info.encoding.quantizedLayout.map { Formatting.fixed($0.bitsPerElement, 2) + " bits/w " } ?? "") + tensor.role.rawValue,
+            .bold, maxWidth: width - 2)
         let bins = max(8, width - 4)
         let row = tensor.shape.count == 2 ? state.histogramRow : nil
         let data = cache.data(
@@ -218,16 +244,8 @@ public struct Renderer: Sendable {
             return
         }
         let scale = Double(plotHeight * 8) / Double(peak) * Double(state.zoom)
-        for (i, count) in data.counts.enumerated() {
-            var level = Int((Double(count) * scale).rounded(.up))
-            if count > 0 { level = max(level, 1) }
-            for r in 0..<plotHeight {
-                let fill = min(max(level - (plotHeight - 1 - r) * 8, 0), 8)
-                guard fill > 0 else { continue }
-                let ch: Character = ascii ? (fill >= 4 ? "#" : ".") : Self.eighths[fill]
-                s.put(plotTop + r, x0 + 2 + i, String(ch), .accent)
-            }
-        }
+        let levels = data.counts.map { count in count > 0 ? max(Int((Double(count) * scale).rounded(.up)), 1) : 0 }
+        drawBars(&s, levels, top: plotTop, height: plotHeight, x: x0 + 2)
         let markerRow = plotTop + plotHeight
         func column(_ v: Float) -> Int? {
             guard data.high > data.low else { return nil }
@@ -244,7 +262,9 @@ public struct Renderer: Sendable {
         let hi = Formatting.number(Double(data.high), 3)
         s.put(markerRow + 1, x0 + 2 + data.counts.count - hi.count, hi, .dim)
         if !data.codebook.isEmpty {
-            s.put(markerRow + 3, x0 + 1, "codebook (any4, group \(state.groupSize)) and weights per code:", .bold, maxWidth: width - 2)
+            s.put(
+                markerRow + 3, x0 + 1, data.codebookCaption ?? "codebook (any4, group \(state.groupSize)) and weights per code:", .bold,
+                maxWidth: width - 2)
             // One line of 16 when it fits, else two lines of 8 (each a value row and a count row).
             let perLine = (width - 2) / 7 >= data.codebook.count ? data.codebook.count : (data.codebook.count + 1) / 2
             let cell = max(6, min(8, (width - 2) / max(perLine, 1)))
@@ -397,6 +417,11 @@ public struct Renderer: Sendable {
 
     // MARK: - Model
 
+    /// The rows of the current tab's table (Model or Diff tab), by tensor name.
+    package static func tableRows(_ state: AppState, _ results: [String: LayerResult], _ diff: DiffCenter?) -> [String] {
+        state.tab == .diff ? diff?.rows() ?? [] : modelRows(state, results).map(\.0.name)
+    }
+
     /// The linear layers in the Model tab's order.
     package static func modelRows(_ state: AppState, _ results: [String: LayerResult]) -> [(ModelTensor, LayerResult?)] {
         let rows = state.model.tensors.filter(\.isLinear).map { ($0, results[$0.name]) }
@@ -422,6 +447,12 @@ public struct Renderer: Sendable {
         return head + "…" + label.suffix(max(1, width - head.count - 1))
     }
 
+    /// " · N stored quantized" for a checkpoint's quantized layers, "" without any.
+    static func storedNote(_ rows: [(ModelTensor, LayerResult?)]) -> String {
+        let stored = rows.filter { $0.0.info.encoding.quantizedLayout != nil }.count
+        return stored == 0 ? "" : " · \(stored) stored quantized"
+    }
+
     /// The first row of the Model tab's table, below its summary lines.
     static func modelTop(_ state: AppState) -> Int { state.recipe == nil ? 4 : 6 }
 
@@ -431,7 +462,8 @@ public struct Renderer: Sendable {
         let w = width - 2
         s.put(
             2, x0 + 1,
-            "\(rows.count) linear · \(results.count) quantized · sort: \(state.sort.rawValue) (o) · a: all to \(state.recipe == nil ? state.format : "recipe")",
+            "\(rows.count) linear · \(results.count) quantized" + Self.storedNote(rows)
+                + " · sort: \(state.sort.rawValue) (o) · a: all to \(state.recipe == nil ? state.format : "recipe")",
             .bold,
             maxWidth: w)
         let recipe = state.recipe
@@ -459,10 +491,14 @@ public struct Renderer: Sendable {
             ]
         }
         columns += [
-            ("format", 8, { _, r in r?.format ?? "float" }),
+            // A checkpoint's quantized layer shows its stored format and bits (its error needs the original: --diff).
+            ("format", 8, { t, r in r?.format ?? t.info.encoding.quantizedLayout?.format ?? "float" }),
             ("SQNR dB", 9, { _, r in r.map { Formatting.fixed($0.metrics.sqnrDB, 2) } ?? "-" }),
             ("out err", 10, { _, r in r?.outputRelativeError.map { Formatting.scientific($0, 2) } ?? "-" }),
-            ("bits/w", 8, { _, r in r.map { Formatting.fixed($0.bitsPerWeight, 2) } ?? "-" })
+            (
+                "bits/w", 8,
+                { t, r in (r?.bitsPerWeight ?? t.info.encoding.quantizedLayout?.bitsPerElement).map { Formatting.fixed($0, 2) } ?? "-" }
+            )
         ]
         // The name gets what the columns leave (at least 12); columns that do not fit are dropped.
         while columns.count > 1 && columns.reduce(0, { $0 + $1.width }) > w - 12 { columns.removeLast() }

@@ -14,7 +14,7 @@ struct Any4Command: ParsableCommand {
         subcommands: [
             TUICommand.self, InspectCommand.self, QuantizeCommand.self, CompareCommand.self, BenchCommand.self, InfoCommand.self,
             TokenizeCommand.self, CalibrateCommand.self, PlanCommand.self, PerplexityCommand.self, EmbedEvalCommand.self, RunCommand.self,
-            MergeCommand.self
+            MergeCommand.self, DiffCommand.self
         ],
         defaultSubcommand: TUICommand.self
     )

@@ -14,6 +14,9 @@ struct TUICommand: ParsableCommand {
     @Option(help: "A bit-budget recipe (written by `any4 plan`) to show and edit in the Model tab.")
     var recipe: String?
 
+    @Option(help: "Another model of the same architecture to compare with, tensor by tensor (the Diff tab; see `any4 diff`).")
+    var diff: String?
+
     @Flag(help: "Plain ASCII drawing and no colour.")
     var ascii = false
 
@@ -24,14 +27,21 @@ struct TUICommand: ParsableCommand {
         let model = try openModel(path)
         // A bad recipe is refused before the screen is taken (exit 2, naming the file and entry).
         let editor = try recipe.map { try Session.openRecipe($0, for: model) }
+        // A model that cannot be compared is refused before the screen is taken, as a bad recipe.
+        let modelDiff = try diff.map { other in try reportingFileErrors { try ModelDiff(model, try Model.open(other)) } }
         guard isatty(0) == 1, isatty(1) == 1 else {
             // Not a terminal (a pipe, CI): print the layer tree instead of drawing a screen.
-            printError("any4: not a terminal; printing `any4 inspect` of \(model.path) instead of the interactive UI")
-            try InspectCommand.parse(path.map { [$0] } ?? []).run()
+            printError(
+                "any4: not a terminal; printing `any4 \(diff == nil ? "inspect" : "diff")` of \(model.path) instead of the interactive UI")
+            if let other = diff {
+                try DiffCommand.parse([path ?? "demo", other]).run()
+            } else {
+                try InspectCommand.parse(path.map { [$0] } ?? []).run()
+            }
             return
         }
         let noColor = ascii || !(ProcessInfo.processInfo.environment["NO_COLOR"] ?? "").isEmpty
-        if let signal = CursesApp(model: model, recipe: editor, ascii: ascii, noColor: noColor, launchedAt: launched).run() {
+        if let signal = CursesApp(model: model, recipe: editor, diff: modelDiff, ascii: ascii, noColor: noColor, launchedAt: launched).run() {
             throw ExitCode(128 + signal)  // 130 for SIGINT, 143 for SIGTERM, 129 for SIGHUP
         }
     }

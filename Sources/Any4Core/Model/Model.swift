@@ -288,6 +288,14 @@ public final class Model: Sendable {
         return try quantizedRows(layout, rows: 0..<layout.rows, of: tensor)
     }
 
+    /// Rows `rows` of the quantized layer behind `tensor` as stored (codes unpacked, the rows'
+    /// tables, scales and zeros), or nil when it is not quantized; checked as ``quantizedMatrix(_:)``.
+    public func quantizedMatrix(_ tensor: ModelTensor, rows: Range<Int>) throws -> QuantizedMatrix? {
+        guard let layout = tensor.info.encoding.quantizedLayout else { return nil }
+        precondition(rows.lowerBound >= 0 && rows.upperBound <= layout.rows, "rows out of range")
+        return try quantizedRows(layout, rows: rows, of: tensor)
+    }
+
     func quantizedRows(_ layout: QuantizedLayout, rows: Range<Int>, of tensor: ModelTensor) throws -> QuantizedMatrix {
         let store = stores[tensor.fileIndex]
         let (matrix, badCodes) = layout.matrix(rows: rows, from: store)
