@@ -17,6 +17,14 @@ struct TUICommand: ParsableCommand {
     @Flag(help: "Plain ASCII drawing and no colour.")
     var ascii = false
 
+    @Option(
+        name: .customLong("eval-text"),
+        help: "Text the model-level error (KL and perplexity, or embedding cosine) is measured on after each job (default: assets/calibration.txt).")
+    var evalText: String?
+
+    @Option(name: .customLong("eval-tokens"), help: "Tokens of that text a decoder is measured on (8 or more).")
+    var evalTokens = ModelEvaluator.defaultTokens
+
     func run() throws {
         if isatty(0) == 1 && isatty(1) == 1 { Self.makeCrashReportsNonInteractive() }
         let launched = Clock.now
@@ -24,6 +32,8 @@ struct TUICommand: ParsableCommand {
         let model = try openModel(path)
         // A bad recipe is refused before the screen is taken (exit 2, naming the file and entry).
         let editor = try recipe.map { try Session.openRecipe($0, for: model) }
+        if let evalText { _ = try readText(evalText, what: "evaluation text") }
+        guard evalTokens >= 8 else { throw usageError("--eval-tokens \(evalTokens): a decoder is measured on 8 tokens or more") }
         guard isatty(0) == 1, isatty(1) == 1 else {
             // Not a terminal (a pipe, CI): print the layer tree instead of drawing a screen.
             printError("any4: not a terminal; printing `any4 inspect` of \(model.path) instead of the interactive UI")
@@ -31,7 +41,10 @@ struct TUICommand: ParsableCommand {
             return
         }
         let noColor = ascii || !(ProcessInfo.processInfo.environment["NO_COLOR"] ?? "").isEmpty
-        if let signal = CursesApp(model: model, recipe: editor, ascii: ascii, noColor: noColor, launchedAt: launched).run() {
+        if let signal = CursesApp(
+            model: model, recipe: editor, ascii: ascii, noColor: noColor, launchedAt: launched,
+            evaluationText: evalText, evaluationTokens: evalTokens
+        ).run() {
             throw ExitCode(128 + signal)  // 130 for SIGINT, 143 for SIGTERM, 129 for SIGHUP
         }
     }
