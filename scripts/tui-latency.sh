@@ -4,16 +4,19 @@
 # the longest time a job's progress stood still on screen, and how long after the quantize ended
 # the model-level error (KL/ppl, or cosine) was on screen.
 #
-#   scripts/tui-latency.sh [--compare] [--no-eval] [--layer FILTER] [--any4 BIN] MODEL
+#   scripts/tui-latency.sh [--compare] [--no-eval] [--layer FILTER] [--any4 BIN] [--trace FILE] MODEL
 #
 # It opens MODEL, selects the first linear layer (or the first match of FILTER), quantizes it to
 # any4 (tab 2, Enter), waits for its model-level error (unless --no-eval, or the model has none),
 # then with --compare runs `c` (every 4-bit format) and waits for it; a key (j/k alternately)
-# goes every 100 ms all along. Needs tmux. Prints the trace's summary and the job lines.
+# goes every 100 ms all along. Needs tmux. Prints the trace's summary, the job lines and each
+# job's three longest waits between progress updates on screen (with the update they followed);
+# --trace keeps the whole trace.
 set -euo pipefail
 
 compare=0
 eval=1
+keep=""
 filter=""
 any4="$(cd "$(dirname "$0")/.." && pwd)/.build/release/any4"
 while [[ $# -gt 1 ]]; do
@@ -22,11 +25,12 @@ while [[ $# -gt 1 ]]; do
     --no-eval) eval=0 ;;
     --layer) filter="$2"; shift ;;
     --any4) any4="$2"; shift ;;
+    --trace) keep="$2"; shift ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
     esac
     shift
 done
-[[ $# -eq 1 ]] || { echo "usage: $0 [--compare] [--no-eval] [--layer FILTER] [--any4 BIN] MODEL" >&2; exit 2; }
+[[ $# -eq 1 ]] || { echo "usage: $0 [--compare] [--no-eval] [--layer FILTER] [--any4 BIN] [--trace FILE] MODEL" >&2; exit 2; }
 model="$1"
 command -v tmux >/dev/null || { echo "tmux is not installed" >&2; exit 2; }
 [[ -x "$any4" ]] || { echo "$any4: not built (swift build -c release)" >&2; exit 2; }
@@ -91,3 +95,8 @@ for _ in $(seq 1 100); do [[ -s "$trace" ]] && break; sleep 0.1; done
 
 echo "model: $model"
 grep -E '^(first_frame_ms|job_start_ms|job_end_ms|model_reference_ms|model_error_ms|key_to_frame_(count|p50_ms|p99_ms|max_ms)|progress_max_gap_ms)' "$trace"
+echo "longest waits between progress updates (ms, the update before):"
+awk '/^job_start_ms/ { t = $2; prev = $0; n = 0; job = substr($0, index($0, $3)); next }
+     /^progress_ms|^job_end_ms/ { if (t != "") printf "%10.1f  %s  ←  %s\n", $2 - t, job, prev; t = $2; prev = $0 }
+     /^job_end_ms/ { t = "" }' "$trace" | sort -rn | awk '{ key = $2 " " $3 " " $4; if (++seen[key] <= 3) print }' | head -6
+if [[ -n "$keep" ]]; then cp "$trace" "$keep"; fi

@@ -125,6 +125,10 @@ public final class LlamaEngine: @unchecked Sendable {
 
     // MARK: Forward
 
+    /// Called before each block of ``forward(_:cache:logits:)`` with the block's index: the
+    /// progress of a long pass (an 8B model's takes seconds), which a throw stops (cancelled).
+    public var blockObserver: ((Int) throws -> Void)?
+
     /// Rows of logits a forward pass returns.
     public enum LogitRows: Sendable {
         case none, last, all
@@ -141,7 +145,10 @@ public final class LlamaEngine: @unchecked Sendable {
         }
         var h = try embed(tokens)
         let m = tokens.count
-        for i in 0..<blocks.count { runBlock(i, &h, m: m, p0: cache.length, cache: cache) }
+        for i in 0..<blocks.count {
+            try blockObserver?(i)
+            runBlock(i, &h, m: m, p0: cache.length, cache: cache)
+        }
         cache.length += m
         let first: Int
         switch logits {

@@ -34,7 +34,7 @@ public final class CursesApp {
     ///   calibration prompt), and how many of its tokens a decoder is measured on.
     public init(
         model: Model, recipe: RecipeEditor? = nil, ascii: Bool, noColor: Bool, launchedAt: Double = Clock.now,
-        evaluationText: String? = nil, evaluationTokens: Int = ModelEvaluator.defaultTokens
+        evaluationText: String? = nil, evaluationTokens: Int? = nil
     ) {
         self.launchedAt = launchedAt
         trace = TraceRecorder(launchedAt: launchedAt)

@@ -110,8 +110,9 @@ public final class ModelEvaluator: @unchecked Sendable {
     public let model: Model
     /// The text's file.
     public let textPath: String
-    /// Tokens a decoder is measured on (the text's first ones).
-    public let maxTokens: Int
+    /// Tokens a decoder is measured on (the text's first ones); nil: ``defaultTokens`` for a model
+    /// of up to a billion parameters, fewer for a larger one (``tokens(parameters:)``).
+    public let maxTokens: Int?
     let decoder: Bool
 
     private let lock = NSLock()
@@ -141,9 +142,16 @@ public final class ModelEvaluator: @unchecked Sendable {
     /// (about half a second per pass on SmolLM2-135M with two cores).
     public static let defaultTokens = 128
 
+    /// The tokens a model of `parameters` is measured on by default: ``defaultTokens`` up to a
+    /// billion parameters, then as many as keep a pass's arithmetic at a billion-parameter model's
+    /// (16 for 8B: a pass is bound by reading the weights anyway), at least 16.
+    public static func tokens(parameters: Int) -> Int {
+        parameters <= 1_000_000_000 ? defaultTokens : max(16, Int(Double(defaultTokens) * 1e9 / Double(parameters)))
+    }
+
     /// An evaluator for `model`, or nil with the reason when the engine does not run its
     /// architecture (the demo model, a bare tensor file).
-    public static func make(for model: Model, textPath: String? = nil, maxTokens: Int = defaultTokens) -> (ModelEvaluator?, String?) {
+    public static func make(for model: Model, textPath: String? = nil, maxTokens: Int? = nil) -> (ModelEvaluator?, String?) {
         let arch = model.config.architecture ?? "none"
         if model.format == .demo { return (nil, "the demo model has no engine: open a Llama or BERT model") }
         guard arch == "bert" || LlamaEngine.architectures.contains(arch) else {
@@ -152,10 +160,10 @@ public final class ModelEvaluator: @unchecked Sendable {
         return (ModelEvaluator(model: model, textPath: textPath ?? CalibrationPrompt.defaultPath(), maxTokens: maxTokens), nil)
     }
 
-    init(model: Model, textPath: String, maxTokens: Int) {
+    init(model: Model, textPath: String, maxTokens: Int?) {
         self.model = model
         self.textPath = textPath
-        self.maxTokens = max(8, maxTokens)
+        self.maxTokens = maxTokens.map { max(8, $0) }
         decoder = model.config.architecture != "bert"
         source = textPath
     }
@@ -213,8 +221,9 @@ public final class ModelEvaluator: @unchecked Sendable {
             guard !closed else { return }
             held = false
             wanted = layers
-            // A pass on an older set of layers is stale: start again with these.
-            if running { token.cancel() }
+            // A pass on an older set of layers is stale: start again with these (the engine's
+            // loading goes on).
+            if running, prepared != nil { token.cancel() }
             if case .failed = phase { phase = .idle }
             if case .paused = phase { phase = .idle }
             startLocked()
@@ -393,14 +402,16 @@ public final class ModelEvaluator: @unchecked Sendable {
         let started = Clock.now
         if let llama = engine as? LlamaEngine {
             let tokens = tokenizer.encode(text, addSpecialTokens: false)
-            let ctx = min(tokens.count, maxTokens, llama.config.contextLength)
+            let ctx = min(tokens.count, maxTokens ?? Self.tokens(parameters: model.parameterCount), llama.config.contextLength)
             let windows: ScoringWindows
             do {
                 windows = try ScoringWindows(tokens: tokens, ctx: ctx, bos: tokenizer.leadingBOS, firstScored: 0, limit: 1)
             } catch {
                 throw Unavailable(reason: "\(textPath): \(error)")
             }
-            let reference = try DivergenceReference.compute(llama, windows: windows, weights: "as stored", progress: progress)
+            let reference = try Self.observingBlocks(llama, windows: windows.count, progress) {
+                try DivergenceReference.compute(llama, windows: windows, weights: "as stored", progress: $0)
+            }
             // The reference's own perplexity: the same pass's negative log-likelihoods.
             let nll = (0..<reference.count).map(reference.nll)
             var figures = Figures(Divergence(kl: nll.map { _ in 0 }, referenceNLL: nll, nll: nll, sameTop: nll.map { _ in true }))
@@ -423,6 +434,25 @@ public final class ModelEvaluator: @unchecked Sendable {
         } else {
             throw Unavailable(reason: "the engine runs this model neither as a decoder nor as an encoder")
         }
+    }
+
+    /// Runs `body` with `progress` counting the blocks of its passes over `windows` windows (a
+    /// pass of an 8B model takes seconds: the bar moves block by block, and a cancelled
+    /// `progress` stops the pass at the next block). `body` gets a progress of its own (its
+    /// windows), cancelled with `progress`.
+    static func observingBlocks<T>(
+        _ engine: LlamaEngine, windows: Int, _ progress: Any4Core.Progress, _ body: (Any4Core.Progress) throws -> T
+    ) throws -> T {
+        // Each window: its blocks, then the head (counted when the next window starts, or at the end).
+        progress.reset(total: windows * (engine.config.layers + 1), label: progress.label)
+        engine.blockObserver = { i in
+            if progress.isCancelled { throw QuantizationError.cancelled }
+            progress.advance(by: i == 0 && progress.completed > 0 ? 2 : 1)
+        }
+        defer { engine.blockObserver = nil }
+        let result = try body(Any4Core.Progress(total: 0, parent: progress))
+        progress.advance()
+        return result
     }
 
     /// Whether the engine runs the weight `name` as a linear layer (an embedding it does not).
@@ -450,7 +480,10 @@ public final class ModelEvaluator: @unchecked Sendable {
         }
         switch prepared {
         case .decoder(let llama, let reference):
-            return Figures(try Divergence.measure(llama, against: reference, progress: progress))
+            return Figures(
+                try Self.observingBlocks(llama, windows: reference.windows.count, progress) {
+                    try Divergence.measure(llama, against: reference, progress: $0)
+                })
         case .encoder(let bert, let sequences, let embeddings):
             let started = Clock.now
             progress.reset(total: sequences.count, label: "embedding")
@@ -482,7 +515,10 @@ extension Renderer {
         let snap = evaluator.snapshot()
         switch snap.phase {
         case .running:
-            let p = snap.progress.map { "\(Formatting.fixed(100 * $0.fraction, 0))% · " } ?? ""
+            let p =
+                snap.progress.map { p in
+                    "\(Formatting.fixed(100 * p.fraction, 0))% · " + (p.remaining.map { "~\(Formatting.fixed($0, 0)) s left · " } ?? "")
+                } ?? ""
             return ("model error: \(p)measuring \(snap.label)", .accent)
         case .paused: return ("model error: measured when the job ends (\(snap.pending) layer\(snap.pending == 1 ? "" : "s") waiting)", .dim)
         case .unavailable(let why): return ("model error unavailable: \(why)", .warn)

@@ -1,4 +1,5 @@
 import Any4Core
+import Any4Inference
 
 /// What `ANY4_TUI_TRACE=FILE` records (written when the UI leaves), one fact a line, times in
 /// milliseconds since launch:
@@ -87,7 +88,7 @@ struct TraceRecorder {
         let sorted = keyLatencies.sorted()
         out.append("key_to_frame_count \(sorted.count)")
         if !sorted.isEmpty {
-            func q(_ p: Double) -> Double { sorted[min(sorted.count - 1, Int((p * Double(sorted.count)).rounded(.up)) - 1)] }
+            func q(_ p: Double) -> Double { Divergence.quantile(sorted, p) }
             out.append("key_to_frame_p50_ms \(Formatting.fixed(q(0.5), 3))")
             out.append("key_to_frame_p99_ms \(Formatting.fixed(q(0.99), 3))")
             out.append("key_to_frame_max_ms \(Formatting.fixed(sorted.last!, 3))")

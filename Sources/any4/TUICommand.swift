@@ -22,8 +22,10 @@ struct TUICommand: ParsableCommand {
         help: "Text the model-level error (KL and perplexity, or embedding cosine) is measured on after each job (default: assets/calibration.txt).")
     var evalText: String?
 
-    @Option(name: .customLong("eval-tokens"), help: "Tokens of that text a decoder is measured on (8 or more).")
-    var evalTokens = ModelEvaluator.defaultTokens
+    @Option(
+        name: .customLong("eval-tokens"),
+        help: "Tokens of that text a decoder is measured on, 8 or more (default: 128 up to 1B parameters, fewer for larger models).")
+    var evalTokens: Int?
 
     func run() throws {
         if isatty(0) == 1 && isatty(1) == 1 { Self.makeCrashReportsNonInteractive() }
@@ -33,7 +35,7 @@ struct TUICommand: ParsableCommand {
         // A bad recipe is refused before the screen is taken (exit 2, naming the file and entry).
         let editor = try recipe.map { try Session.openRecipe($0, for: model) }
         if let evalText { _ = try readText(evalText, what: "evaluation text") }
-        guard evalTokens >= 8 else { throw usageError("--eval-tokens \(evalTokens): a decoder is measured on 8 tokens or more") }
+        if let evalTokens, evalTokens < 8 { throw usageError("--eval-tokens \(evalTokens): a decoder is measured on 8 tokens or more") }
         guard isatty(0) == 1, isatty(1) == 1 else {
             // Not a terminal (a pipe, CI): print the layer tree instead of drawing a screen.
             printError("any4: not a terminal; printing `any4 inspect` of \(model.path) instead of the interactive UI")
