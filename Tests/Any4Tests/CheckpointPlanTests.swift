@@ -63,4 +63,18 @@ final class CheckpointPlanTests: XCTestCase {
         XCTAssertEqual(CheckpointPlan.partition(work, parts: 3), [0..<8, 8..<15, 15..<18], "32 weights each")
         XCTAssertNil(CheckpointPlan.partition(work, parts: 13), "more parts than layers")
     }
+
+    func testCopiedBytesCountInTheBalance() throws {
+        // A copied embedding (80 bytes = 8 weights' time at 0.1) before six layers of 4 weights.
+        let work = [0, 4, 4, 4, 4, 4, 4]
+        XCTAssertEqual(CheckpointPlan.copiedByteCost, 0.1)
+        XCTAssertEqual(CheckpointPlan.partition(work, parts: 3), [0..<3, 3..<5, 5..<7], "by weights: 8 each")
+        let parts = try XCTUnwrap(CheckpointPlan.partition(work, copied: [80, 0, 0, 0, 0, 0, 0], parts: 3))
+        XCTAssertEqual(parts, [0..<2, 2..<4, 4..<7], "the copy's part quantizes less")
+        // Each part's cost within one layer of a third of 32.
+        let costs = parts.map { r in r.reduce(0.0) { $0 + Double(work[$1]) + ($1 == 0 ? 8 : 0) } }
+        for c in costs { XCTAssertLessThanOrEqual(abs(c - 32.0 / 3), 4, "\(costs)") }
+        // A copy after the last layer goes with the last part, and counts there.
+        XCTAssertEqual(CheckpointPlan.partition([4, 4, 4, 4, 0], copied: [0, 0, 0, 0, 80], parts: 2), [0..<3, 3..<5])
+    }
 }

@@ -85,4 +85,27 @@ final class ExactKMeansReferenceTests: XCTestCase {
             XCTAssertEqual(result.objective, reference, accuracy: 1e-9 * reference + 1e-12, "trial \(trial) n \(n) k \(k)")
         }
     }
+
+    /// Rows of at least 4·12·k distinct values, where the price is first found on the coarse copy
+    /// (runs of 12 values) before the full passes: still the reference optimum.
+    func testExactMatchesReferenceOnLongRows() {
+        var rng = SplitMix64(seed: 77)
+        let ws = KMeans1D.Workspace()
+        for trial in 0..<8 {
+            let k = [4, 8, 16, 16][trial % 4]
+            let n = 12 * 4 * k + 40 + Int(rng.next() % 300)
+            var x = [Float](repeating: 0, count: n), w = [Float](repeating: 1, count: n)
+            for i in 0..<n {
+                switch trial % 3 {
+                case 0: x[i] = Float(rng.nextStudentT4())
+                case 1: x[i] = Float(rng.nextUnit() * 15)
+                default: x[i] = Float(rng.nextGaussian()) * (rng.next() % 8 == 0 ? 10 : 1)
+                }
+                w[i] = trial % 2 == 0 ? 1 : Float(0.2 + rng.nextUnit())
+            }
+            let reference = KMeansBenchmark.referenceOptimum(x, w, k: k)
+            let result = x.withUnsafeBufferPointer { xp in w.withUnsafeBufferPointer { KMeans1D.exact(xp, weights: $0, k: k, workspace: ws) } }
+            XCTAssertEqual(result.objective, reference, accuracy: 1e-9 * reference + 1e-12, "trial \(trial) n \(n) k \(k)")
+        }
+    }
 }

@@ -58,7 +58,7 @@ final class StorageDTypeTests: XCTestCase {
                     XCTAssertTrue(representable(x, expected), "\(what): \(x) is not a \(expected.rawValue) value")
                 }
                 let b = Double(expected.size * 8)
-                let codes = 4.0  // 3-bit codes are stored in nibbles too
+                let codes = Double(q.codeBits)  // 3-bit codes are stored dense: 3 bits each on 256 columns
                 let table = q.perRowTable ? 16 * b / 256 * Double(q.tableSize) / 16 : 0
                 let perGroup = format.hasPrefix("any") || format.hasPrefix("int") ? 2 * b : b
                 XCTAssertEqual(q.bitsPerWeight, codes + table + perGroup / 64, accuracy: 1e-12, what)

@@ -12,10 +12,9 @@ final class PlanCLITests: XCTestCase {
         let model = try TestPaths.requireModel(TestPaths.smolLM2)
         let dir = try TestPaths.temporaryDirectory(for: self)
         let recipePath = dir + "/recipe.json"
-        // Candidates whose codes the checkpoint stores at their width (2- and 3-bit codes take
-        // nibbles there), so file bytes and planned bits must agree exactly.
+        // File bytes and planned bits must agree exactly, for 2- and 3-bit (dense) codes too.
         let plan = try any4([
-            "plan", model, "--layers", #"^blk\.(0|1)\."#, "--candidates", "any4:g64,any4:g128,nf4:g64,int8:g128,keep",
+            "plan", model, "--layers", #"^blk\.(0|1)\."#, "--candidates", "any3:g128,any4:g64,any4:g128,nf4:g64,int8:g128,keep",
             "--budget", "4.9", "--tokens", "48", "--probe-tokens", "24", "--sample-rows", "64", "--probe-seconds", "60",
             "--out", recipePath, "--json"
         ])

@@ -33,8 +33,8 @@ final class TableDTypeCLITests: XCTestCase {
             (bf16, nil, "BF16"), (bf16, "f16", "F16")
         ]
         for (model, option, stored) in runs {
-            // Every dtype with any4, and the default with the formats that have no LUT.
-            for format in option == nil && model == f32 ? ["any4", "int4", "nf4"] : ["any4"] {
+            // Every dtype with any4, and the default with the formats that have no LUT and with dense 2- and 3-bit codes.
+            for format in option == nil && model == f32 ? ["any4", "int4", "nf4", "any3", "int3", "any2"] : ["any4"] {
                 let what = "\(format) \(option ?? "default") from \(model.split(separator: "/").last!)"
                 var args = ["quantize", model, "--format", format, "--group-size", "64", "--out", out, "--json"]
                 if let option { args += ["--table-dtype", option] }

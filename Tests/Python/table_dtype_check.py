@@ -56,10 +56,16 @@ def main(checkpoint, source):
         rows, cols = layer["shape"]
         bits, fmt, group = layer["bits"], layer["format"], layer["group_size"]
         packed = parts[base + ".qweight"][2]
-        codes = np.empty((rows, packed.shape[1] * 2), dtype=np.int64)
-        codes[:, 0::2] = packed & 15
-        codes[:, 1::2] = packed >> 4
-        codes = codes[:, :cols]
+        if layer.get("code_packing") == "dense":
+            # A little-endian bit stream of `bits`-bit codes per row.
+            stream = np.unpackbits(packed.astype(np.uint8), axis=1, bitorder="little")[:, : cols * bits]
+            weights_of_bits = (1 << np.arange(bits)).astype(np.int64)
+            codes = stream.reshape(rows, cols, bits).astype(np.int64) @ weights_of_bits
+        else:
+            codes = np.empty((rows, packed.shape[1] * 2), dtype=np.int64)
+            codes[:, 0::2] = packed & 15
+            codes[:, 1::2] = packed >> 4
+            codes = codes[:, :cols]
         groups = -(-cols // group)
         scales = np.repeat(parts[base + ".scales"][2], group, axis=1)[:, :cols]
         if fmt.startswith("any"):

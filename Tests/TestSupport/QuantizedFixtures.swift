@@ -8,6 +8,10 @@ public enum QuantizedFixtures {
         public var name: String
         public var q: QuantizedMatrix
         public var dtype: DType
+        /// Whether the codes are written dense (`"code_packing": "dense"`, `bits` bits each) rather
+        /// than in nibbles (the layout of files written before dense packing, and the default here):
+        /// set `q.codePacking` to `.dense` for dense 2- or 3-bit codes.
+        public var denseCodes: Bool { q.codePacking == .dense && q.codeBits < 4 }
         public var base: String { String(name.dropLast(".weight".count)) }
         public init(name: String, q: QuantizedMatrix, dtype: DType) {
             self.name = name
@@ -25,9 +29,10 @@ public enum QuantizedFixtures {
         var options = QuantizationOptions()
         options.groupSize = group
         options.threads = 1
-        let q = try Quantizer.quantize(
+        var q = try Quantizer.quantize(
             weights(rows, cols, seed: UInt64(rows * 1000 + cols)), rows: rows, cols: cols, name: name,
             format: FormatRegistry.named(format), options: options, storage: dtype)
+        q.codePacking = .nibbles
         return Layer(name: name, q: q, dtype: dtype)
     }
 
@@ -54,12 +59,30 @@ public enum QuantizedFixtures {
         return out
     }
 
+    /// Codes as a little-endian bit stream of `codeBits`-bit codes per row, each row padded to
+    /// whole bytes, written here bit by bit.
+    public static func densePacked(_ q: QuantizedMatrix) -> [UInt8] {
+        let rowBytes = (q.cols * q.codeBits + 7) / 8
+        var out = [UInt8](repeating: 0, count: q.rows * rowBytes)
+        for r in 0..<q.rows {
+            for c in 0..<q.cols {
+                for b in 0..<q.codeBits where q.codes[r * q.cols + c] >> b & 1 == 1 {
+                    let bit = c * q.codeBits + b
+                    out[r * rowBytes + bit / 8] |= 1 << (bit % 8)
+                }
+            }
+        }
+        return out
+    }
+
     /// The stored parts of a layer.
     public static func parts(_ layer: Layer) throws -> [SafeTensorsWriter.Entry] {
         let q = layer.q, base = layer.base
         let format = try FormatRegistry.named(q.formatName)
         var out: [SafeTensorsWriter.Entry] = [
-            .init(name: base + ".qweight", dtype: .u8, shape: [q.rows, q.codeBits > 4 ? q.cols : (q.cols + 1) / 2], bytes: packed(q))
+            layer.denseCodes
+                ? .init(name: base + ".qweight", dtype: .u8, shape: [q.rows, (q.cols * q.codeBits + 7) / 8], bytes: densePacked(q))
+                : .init(name: base + ".qweight", dtype: .u8, shape: [q.rows, q.codeBits > 4 ? q.cols : (q.cols + 1) / 2], bytes: packed(q))
         ]
         if q.perRowTable { out.append(.init(name: base + ".lut", shape: [q.rows, q.tableSize], floats: q.tables, as: layer.dtype)) }
         if format.scaleEncoding == .float {
@@ -80,7 +103,7 @@ public enum QuantizedFixtures {
         let members = layers.map { l in
             "\"\(l.name)\": {\"shape\": [\(l.q.rows), \(l.q.cols)], \"format\": \"\(l.q.formatName)\", \"bits\": \(l.q.codeBits), "
                 + "\"group_size\": \(l.q.groupSize), \"method\": \"lloyd\", \"sample_weight\": \"none\", "
-                + "\"dtype\": \"\(l.dtype.rawValue.lowercased())\"}"
+                + "\"dtype\": \"\(l.dtype.rawValue.lowercased())\"" + (l.denseCodes ? ", \"code_packing\": \"dense\"}" : "}")
         }
         return "{" + members.joined(separator: ", ") + "}"
     }

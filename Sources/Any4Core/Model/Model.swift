@@ -293,9 +293,11 @@ public final class Model: Sendable {
         let (matrix, badCodes) = layout.matrix(rows: rows, from: store)
         if let first = badCodes.first {
             let row = rows.lowerBound + first / layout.cols, column = first % layout.cols
-            let at = layout.qweight.offset + row * layout.rowBytes + (layout.codeBits > 4 ? column : column / 2)
-            let byte = store.bytes[at]
-            let code = layout.codeBits > 4 ? byte : (column % 2 == 0 ? byte & 0xF : byte >> 4)
+            let q = layout.qweight
+            let (offset, code) = layout.codePacking.code(
+                row: row, column: column, cols: layout.cols, codeBits: layout.codeBits,
+                in: UnsafeRawBufferPointer(rebasing: store.bytes[q.offset..<(q.offset + q.byteCount)]))
+            let at = q.offset + offset
             throw FileFormatError(
                 file: store.name, kind: .badShape,
                 "code \(code) at row \(row), column \(column) is out of range for \(layout.format) "

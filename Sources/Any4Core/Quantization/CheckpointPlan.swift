@@ -12,6 +12,7 @@ package struct StoredLayerLayout: Equatable, Sendable {
     var rows: Int
     var cols: Int
     var codeBits: Int
+    var codePacking: CodePacking
     var groupSize: Int
     var perRowTable: Bool
     var tableSize: Int
@@ -32,6 +33,7 @@ package struct StoredLayerLayout: Equatable, Sendable {
         rows = tensor.shape[0]
         cols = tensor.shape[1]
         codeBits = job.format.codeBits
+        codePacking = .written(codeBits: codeBits)
         groupSize = sizes.groupSize
         perRowTable = job.format.perRowTable
         tableSize = sizes.tableSize
@@ -50,6 +52,7 @@ package struct StoredLayerLayout: Equatable, Sendable {
         rows = q.rows
         cols = q.cols
         codeBits = q.codeBits
+        codePacking = q.codePacking
         groupSize = q.groupSize
         perRowTable = q.perRowTable
         tableSize = q.tableSize
@@ -63,7 +66,7 @@ package struct StoredLayerLayout: Equatable, Sendable {
 
     /// The stored parts, in the order ``QuantizedCheckpoint/quantizedParts(_:base:)`` makes them.
     package func parts(base: String) -> [(name: String, dtype: DType, shape: [Int], byteCount: Int)] {
-        let rowBytes = codeBits > 4 ? cols : (cols + 1) / 2
+        let rowBytes = codePacking.rowBytes(cols: cols, codeBits: codeBits)
         var out: [(name: String, dtype: DType, shape: [Int], byteCount: Int)] = [
             (base + ".qweight", .u8, [rows, rowBytes], rows * rowBytes)
         ]
@@ -81,15 +84,16 @@ package struct StoredLayerLayout: Equatable, Sendable {
 
     /// The per-layer description written in `any4.layers` (contract version 2).
     package var json: JSONValue {
-        .object([
-            ("shape", .array([JSONValue(rows), JSONValue(cols)])),
-            ("format", .string(formatName)),
-            ("bits", JSONValue(codeBits)),
-            ("group_size", JSONValue(groupSize)),
-            ("method", .string(method)),
-            ("sample_weight", .string(sampleWeight)),
-            ("dtype", .string(storage.rawValue.lowercased()))
-        ])
+        .object(
+            [
+                ("shape", .array([JSONValue(rows), JSONValue(cols)])),
+                ("format", .string(formatName)),
+                ("bits", JSONValue(codeBits)),
+                ("group_size", JSONValue(groupSize)),
+                ("method", .string(method)),
+                ("sample_weight", .string(sampleWeight)),
+                ("dtype", .string(storage.rawValue.lowercased()))
+            ] + (codePacking.metadataValue(codeBits: codeBits).map { [("code_packing", .string($0))] } ?? []))
     }
 }
 
@@ -136,7 +140,7 @@ package struct CheckpointPlan {
         package var entries: [SafeTensorsWriter.Planned]
         package var layer: (key: String, value: JSONValue)?
         package var bytes: Int { entries.reduce(0) { $0 + $1.byteCount } }
-        /// Logical weights to quantize (0 for a copy): what parts are balanced by.
+        /// Logical weights to quantize (0 for a copy): with a copy's bytes, what parts are balanced by.
         package var work: Int { job == nil ? 0 : tensor.info.elementCount }
     }
 
@@ -218,21 +222,30 @@ package struct CheckpointPlan {
         String(path[(path.lastIndex(of: "/").map { path.index(after: $0) } ?? path.startIndex)...])
     }
 
-    /// Splits units into `n` contiguous parts balanced by work (each starts at a quantized
-    /// layer; the copies before a part's first layer go with it). Nil when fewer layers than parts.
-    package static func partition(_ work: [Int], parts n: Int) -> [Range<Int>]? {
+    /// What copying one byte of an unquantized tensor costs, in quantized weights' time: 0.1.
+    /// Measured on the 1B-shaped bf16 folder (2 threads, any4 default, bench/quantize-at-scale.sh):
+    /// split by weights alone, the part that also copied the 525 MB embedding took 1.65 s longer
+    /// than the other two (11.9 s against 10.2 and 10.3 s for 323 M weights each), so a copied byte
+    /// (read, written, fsynced: 3.1 ns) costs about a tenth of a quantized weight (31.7 ns).
+    package static let copiedByteCost = 0.1
+
+    /// Splits units into `n` contiguous parts balanced by cost: `work` quantized weights (0 for a
+    /// copy) plus ``copiedByteCost`` per byte of `copied` (each part starts at a quantized layer;
+    /// the copies before a part's first layer go with it). Nil when fewer layers than parts.
+    package static func partition(_ work: [Int], copied: [Int] = [], parts n: Int) -> [Range<Int>]? {
         let jobs = work.indices.filter { work[$0] > 0 }
         guard n >= 1, jobs.count >= n else { return nil }
-        var prefix = [0]
-        for j in jobs { prefix.append(prefix.last! + work[j]) }
-        let total = Double(prefix.last!)
+        // prefix[u] = the cost of units 0..<u.
+        var prefix = [0.0]
+        for u in work.indices { prefix.append(prefix[u] + Double(work[u]) + (u < copied.count ? copiedByteCost * Double(copied[u]) : 0)) }
+        let total = prefix[work.count]
         var cuts = [0]  // index into jobs where each part starts
         for k in 1..<n {
             let target = total * Double(k) / Double(n)
             let low = cuts.last! + 1
             let high = jobs.count - (n - k)
             var best = low
-            for c in low...high where abs(Double(prefix[c]) - target) < abs(Double(prefix[best]) - target) { best = c }
+            for c in low...high where abs(prefix[jobs[c]] - target) < abs(prefix[jobs[best]] - target) { best = c }
             cuts.append(best)
         }
         var starts = cuts.map { $0 == 0 ? 0 : jobs[$0] }
@@ -301,7 +314,7 @@ package struct CheckpointPlan {
         base["any4.inputs"] = inputs
         base["any4.fingerprint"] = String(repeating: "0", count: 16)
 
-        guard let partRanges = partition(units.map(\.work), parts: partCount) else {
+        guard let partRanges = partition(units.map(\.work), copied: units.map { $0.job == nil ? $0.bytes : 0 }, parts: partCount) else {
             throw QuantizationError.badOption(
                 "cannot split \(units.filter { $0.job != nil }.count) quantized layers into \(partCount) parts")
         }
@@ -328,7 +341,9 @@ package struct CheckpointPlan {
             fingerprint.add(QuantizedCheckpoint.writtenVersion)
             fingerprint.add(inputs)
             fingerprint.add(fakeQuant ? "fake-quant" : "quantized")
-            for u in units[range] { fingerprint.add(u.tensor.name + ": " + (u.job.map(describe) ?? "copy")) }
+            for u in units[range] {
+                fingerprint.add(u.tensor.name + ": " + (u.job.map(describe) ?? "copy") + " " + (u.layer?.1.serialized ?? ""))
+            }
             var m = base
             m["any4.fingerprint"] = fingerprint.hex
             let layers = units[range].compactMap(\.layer)

@@ -1012,8 +1012,10 @@ public enum KMeans1D {
     /// minimum. If the minimising clustering has exactly k clusters it is an optimal k-clustering:
     /// any k-clustering X has cost(X) + λk ≥ G(m). The price is first estimated from the clustering
     /// in ws (a good one): between the largest gain of splitting one of its clusters in two and
-    /// the smallest cost of merging two neighbours; then moved (up when the count is above k, down
-    /// below, bisecting once both sides are known), at most 4 passes. Leaves the boundaries in
+    /// the smallest cost of merging two neighbours; then moved on a coarse copy of the row (runs
+    /// of ``coarseRun`` values) until it gives k clusters there, and from there on the row (up
+    /// when the count is above k, down below, along the chord once both sides are known), at most
+    /// 8 coarse and 6 full passes. Only a full pass certifies. Leaves the boundaries in
     /// ws.bnd and returns true on success; false leaves ws.bnd as it was (the caller runs the
     /// layered dynamic program; prices where no λ gives exactly k clusters exist, if rarely).
     private static func solveByPenalty(k: Int, ub: Double, _ ws: Workspace) -> Bool {
@@ -1048,51 +1050,84 @@ public enum KMeans1D {
         }
         var lambda = gain > 0 && merge.isFinite && merge > gain ? (gain * merge).squareRoot() : guess(cost: ub, clusters: k)
         guard lambda > 0, lambda.isFinite else { return false }
-        // The nearest counts seen above and below k, with their optimal costs value − λ·count.
-        var above: (count: Int, cost: Double, lambda: Double)?, below: (count: Int, cost: Double, lambda: Double)?
-        for _ in 0..<6 {
-            let (count, value) = penalizedPass(lambda: lambda, ws)
-            if count == k {
-                var j = m
-                var t = k
-                var starts = [Int](repeating: 0, count: k &+ 1)
-                starts[k] = m
-                while t > 0 {
-                    j = Int(ws.optB[j])
-                    t &-= 1
-                    starts[t] = j
+        // Passes over prefix sums P (mm values) at prices moved towards k's interval (up when the
+        // count is above k, down below, then along the chord once both sides are known); the
+        // price once a pass lands on exactly k clusters.
+        func search(
+            _ mm: Int, _ P0: UnsafeMutablePointer<Double>, _ P1: UnsafeMutablePointer<Double>, _ P2: UnsafeMutablePointer<Double>,
+            from start: Double, passes: Int
+        ) -> Double? {
+            var lambda = start
+            // The nearest counts seen above and below k, with their optimal costs value − λ·count.
+            var above: (count: Int, cost: Double, lambda: Double)?, below: (count: Int, cost: Double, lambda: Double)?
+            for _ in 0..<passes {
+                let (count, value) = penalizedPass(lambda: lambda, m: mm, p0: P0, p1: P1, p2: P2, ws)
+                if count == k { return lambda }
+                let cost = value - lambda * Double(count)
+                if count > k {
+                    if above == nil || count <= above!.count { above = (count, cost, lambda) }
+                } else if below == nil || count >= below!.count {
+                    below = (count, cost, lambda)
                 }
-                guard j == 0 else { return false }
-                for t in 0...k { bnd[t] = starts[t] }
-                return true
+                if let a = above, let b = below {
+                    // The chord of the convex OPT(c) between the two counts: its slope lies within the
+                    // prices of the counts between (exactly k's when they are k ± 1).
+                    let chord = (b.cost - a.cost) / Double(a.count - b.count)
+                    lambda = chord > a.lambda && chord < b.lambda ? chord : (a.lambda * b.lambda).squareRoot()
+                } else {
+                    // From the model fitted to this count's optimal cost, kept on the right side.
+                    let next = guess(cost: cost, clusters: count)
+                    let r = Double(count) / Double(k)
+                    lambda = (count > k) == (next > lambda) ? next : lambda * r * r * r
+                }
+                guard lambda > 0, lambda.isFinite else { return nil }
             }
-            let cost = value - lambda * Double(count)
-            if count > k {
-                if above == nil || count <= above!.count { above = (count, cost, lambda) }
-            } else if below == nil || count >= below!.count {
-                below = (count, cost, lambda)
-            }
-            if let a = above, let b = below {
-                // The chord of the convex OPT(c) between the two counts: its slope lies within the
-                // prices of the counts between (exactly k's when they are k ± 1).
-                let chord = (b.cost - a.cost) / Double(a.count - b.count)
-                lambda = chord > a.lambda && chord < b.lambda ? chord : (a.lambda * b.lambda).squareRoot()
-            } else {
-                // From the model fitted to this count's optimal cost, kept on the right side.
-                let next = guess(cost: cost, clusters: count)
-                let r = Double(count) / Double(k)
-                lambda = (count > k) == (next > lambda) ? next : lambda * r * r * r
-            }
-            guard lambda > 0, lambda.isFinite else { return false }
+            return nil
         }
-        return false
+        // The price on a coarse copy first: the values in runs of `coarseRun` (run t ends at
+        // value (t + 1)·coarseRun, so its prefix sums are every coarseRun-th of the row's), whose
+        // optimal clusterings are those of the row with boundaries on run ends; its k-interval
+        // overlaps the row's nearly always, and its passes cost a twelfth. (Measured on the bench's
+        // rows: full passes per row 1.69 → 1.05, coarse passes 1.6; solver time −16 %.)
+        if m >= coarseRun &* k &* 4 {
+            let cm = (m &+ coarseRun &- 1) / coarseRun
+            let q0 = ws.q0, q1 = ws.q1, q2 = ws.q2  // scratch here (solveExactBounded refills them)
+            for t in 0..<cm {
+                q0[t] = ws.p0[t &* coarseRun]
+                q1[t] = ws.p1[t &* coarseRun]
+                q2[t] = ws.p2[t &* coarseRun]
+            }
+            q0[cm] = ws.p0[m]
+            q1[cm] = ws.p1[m]
+            q2[cm] = ws.p2[m]
+            if let found = search(cm, q0, q1, q2, from: lambda, passes: 8) { lambda = found }
+        }
+        // The row itself: a pass that lands on k clusters certifies its clustering.
+        guard search(m, ws.p0, ws.p1, ws.p2, from: lambda, passes: 6) != nil else { return false }
+        var j = m
+        var t = k
+        var starts = [Int](repeating: 0, count: k &+ 1)
+        starts[k] = m
+        while t > 0 {
+            j = Int(ws.optB[j])
+            t &-= 1
+            starts[t] = j
+        }
+        guard j == 0 else { return false }
+        for t in 0...k { bnd[t] = starts[t] }
+        return true
     }
 
-    /// One pass of the penalised dynamic program (see ``solveByPenalty``): returns the number of
-    /// clusters of its optimum and G(m), with each prefix's last-cluster start in ws.optB.
-    private static func penalizedPass(lambda: Double, _ ws: Workspace) -> (count: Int, value: Double) {
-        let m = ws.m
-        let p0 = ws.p0, p1 = ws.p1, p2 = ws.p2
+    /// Values per run of ``solveByPenalty``'s coarse copy (8 and 16 were slower on the bench).
+    static let coarseRun = 12
+
+    /// One pass of the penalised dynamic program (see ``solveByPenalty``) over the m values whose
+    /// prefix sums are p0, p1, p2: returns the number of clusters of its optimum and G(m), with
+    /// each prefix's last-cluster start in ws.optB.
+    private static func penalizedPass(
+        lambda: Double, m: Int, p0: UnsafeMutablePointer<Double>, p1: UnsafeMutablePointer<Double>, p2: UnsafeMutablePointer<Double>,
+        _ ws: Workspace
+    ) -> (count: Int, value: Double) {
         let h = ws.fB  // G(j) − p2[j]
         let count = ws.optF, arg = ws.optB
         let queue = ws.small, from = ws.smallB  // candidate starts and the first row each one wins

@@ -1,7 +1,9 @@
 /// The any4 checkpoint: safetensors in which each quantized linear `X.weight` becomes
 ///
 /// - `X.qweight`: U8 [out, ⌈in/2⌉], two codes per byte, low nibble = even column (8-bit codes:
-///   U8 [out, in]; 2- and 3-bit codes also use nibbles);
+///   U8 [out, in]); 2- and 3-bit codes are dense, U8 [out, ⌈in·bits/8⌉], a little-endian bit
+///   stream per row, which the layer's `"code_packing": "dense"` says (see ``CodePacking``; files
+///   written before it store them in nibbles and have no such key);
 /// - `X.lut`: [out, 2^b] in the model's dtype, stored centred (centroid − 2^(b−1)) — any-b only;
 /// - `X.scales`: [out, groups] in the model's dtype, or U8 for a format whose
 ///   ``NumericFormat/scaleEncoding`` is a byte (E8M0 for mxfp4, E4M3 for nvfp4);

@@ -82,17 +82,7 @@ extension QuantizedCheckpoint {
     }
 
     /// The per-layer description written in `any4.layers` (contract version 2).
-    public static func layerJSON(_ q: QuantizedMatrix) -> JSONValue {
-        .object([
-            ("shape", .array([JSONValue(q.rows), JSONValue(q.cols)])),
-            ("format", .string(q.formatName)),
-            ("bits", JSONValue(q.codeBits)),
-            ("group_size", JSONValue(q.groupSize)),
-            ("method", .string(q.method)),
-            ("sample_weight", .string(q.sampleWeight)),
-            ("dtype", .string(q.storage.rawValue.lowercased()))
-        ])
-    }
+    public static func layerJSON(_ q: QuantizedMatrix) -> JSONValue { StoredLayerLayout(q).json }
 
     // MARK: - Output checks
 
@@ -260,7 +250,7 @@ extension QuantizedCheckpoint {
 
     /// `X.qweight`, `X.lut` (any-b), `X.scales`, `X.tensor_scale` (nvfp4), `X.zeros` (asymmetric).
     package static func quantizedParts(_ q: QuantizedMatrix, base: String) -> [Part] {
-        let rowBytes = q.codeBits > 4 ? q.cols : (q.cols + 1) / 2
+        let rowBytes = q.codePacking.rowBytes(cols: q.cols, codeBits: q.codeBits)
         var out = [Part(name: base + ".qweight", dtype: .u8, shape: [q.rows, rowBytes], byteCount: q.rows * rowBytes) { q.packedCodes() }]
         func floats(_ suffix: String, _ shape: [Int], _ values: @escaping () -> [Float], _ dtype: DType) -> Part {
             Part(name: base + suffix, dtype: dtype, shape: shape, byteCount: shape.reduce(1, *) * dtype.size) {

@@ -12,6 +12,9 @@ public struct QuantizedMatrix: Sendable {
     public let groupSize: Int
     /// One code per element, row-major (unpacked; ``packedCodes()`` gives the stored form).
     public var codes: [UInt8]
+    /// How the codes are stored: ``CodePacking/written(codeBits:)`` for a new matrix, the
+    /// layer's own packing for one read from a checkpoint.
+    public var codePacking: CodePacking
     /// rows × 2^b entries when `perRowTable`, else the 2^b entries of the shared table.
     public var tables: [Float]
     public let perRowTable: Bool
@@ -97,30 +100,29 @@ public struct QuantizedMatrix: Sendable {
     }
 
     /// Storage bits per weight: every bit a checkpoint stores for the layer (its parts' bytes × 8,
-    /// ``QuantizedLayout/bitsPerElement``) over rows × cols: the codes as stored (two per byte up
-    /// to 4 bits, so 2- and 3-bit codes cost 4 bits, and a row of odd width a padding nibble; a
-    /// byte each above), every LUT entry, zero and float scale in ``storage`` (byte scales 8
-    /// bits), and the F32 tensor scale of a format that has one.
+    /// ``QuantizedLayout/bitsPerElement``) over rows × cols: the codes as stored in ``codePacking``
+    /// (dense: `codeBits` each, a row padded to whole bytes; nibbles: 4 bits up to 4 bits, a byte
+    /// above), every LUT entry, zero and float scale in ``storage`` (byte scales 8 bits), and the
+    /// F32 tensor scale of a format that has one.
     public var bitsPerWeight: Double {
         let format = try? FormatRegistry.named(formatName)
         let bits = Self.storedBits(
-            rows: rows, cols: cols, codeBits: codeBits, tableEntries: perRowTable ? tableSize : 0,
+            rows: rows, cols: cols, codeBits: codeBits, packing: codePacking, tableEntries: perRowTable ? tableSize : 0,
             groupsPerRow: groupsPerRow, scaleBits: scaleBits, hasZeros: !zeros.isEmpty, floatBits: storage.size * 8,
             tensorScale: format?.hasTensorScale == true || tensorScale != 1)
         return bits / (Double(rows) * Double(cols))
     }
 
-    /// The stored bits of a [rows, cols] layer (``bitsPerWeight`` × rows × cols): codes packed as
-    /// ``packedCodes()`` stores them, `tableEntries` LUT entries per row and a zero per group in
+    /// The stored bits of a [rows, cols] layer (``bitsPerWeight`` × rows × cols): codes packed in
+    /// `packing` as ``packedCodes()`` stores them, `tableEntries` LUT entries per row and a zero per group in
     /// `floatBits`, a scale per group in `scaleBits`, and 32 for a tensor scale. In Double: a count
     /// times bits may pass Int's range where the count itself does not (exact below 2^53).
     public static func storedBits(
-        rows: Int, cols: Int, codeBits: Int, tableEntries: Int, groupsPerRow: Int, scaleBits: Int,
+        rows: Int, cols: Int, codeBits: Int, packing: CodePacking, tableEntries: Int, groupsPerRow: Int, scaleBits: Int,
         hasZeros: Bool, floatBits: Int, tensorScale: Bool
     ) -> Double {
         let r = Double(rows)
-        let rowBytes = codeBits > 4 ? Double(cols) : Double(cols / 2 + cols % 2)
-        var bits = r * rowBytes * 8
+        var bits = r * Double(packing.rowBytes(cols: cols, codeBits: codeBits)) * 8
         bits += r * Double(tableEntries) * Double(floatBits)
         bits += r * Double(groupsPerRow) * Double(scaleBits)
         if hasZeros { bits += r * Double(groupsPerRow) * Double(floatBits) }
@@ -137,41 +139,18 @@ public struct QuantizedMatrix: Sendable {
         return counts
     }
 
-    /// Codes packed two per byte (low nibble = even column), each row padded to whole bytes;
-    /// 8-bit codes are one per byte. 2- and 3-bit codes are stored in nibbles too.
+    /// The codes as `X.qweight` stores them: packed in ``codePacking`` (see ``CodePacking``).
     public func packedCodes() -> [UInt8] {
-        if codeBits > 4 { return codes }
-        let rowBytes = (cols + 1) / 2
-        var out = [UInt8](repeating: 0, count: rows * rowBytes)
-        for r in 0..<rows {
-            for c in 0..<cols {
-                let q = codes[r * cols + c] & 0xF
-                out[r * rowBytes + c / 2] |= c % 2 == 0 ? q : q << 4
-            }
-        }
-        return out
-    }
-
-    /// Inverse of ``packedCodes()``.
-    public static func unpackCodes(_ packed: [UInt8], rows: Int, cols: Int, codeBits: Int) -> [UInt8] {
-        if codeBits > 4 { return packed }
-        let rowBytes = (cols + 1) / 2
-        var out = [UInt8](repeating: 0, count: rows * cols)
-        for r in 0..<rows {
-            for c in 0..<cols {
-                let byte = packed[r * rowBytes + c / 2]
-                out[r * cols + c] = c % 2 == 0 ? byte & 0xF : byte >> 4
-            }
-        }
-        return out
+        codePacking.pack(codes, rows: rows, cols: cols, codeBits: codeBits)
     }
 
     public init(
         formatName: String, rows: Int, cols: Int, codeBits: Int, groupSize: Int, codes: [UInt8], tables: [Float],
         perRowTable: Bool, scales: [Float], zeros: [Float], tensorScale: Float, storage: DType, scaleBits: Int,
-        rowObjectives: [Double] = []
+        rowObjectives: [Double] = [], codePacking: CodePacking? = nil
     ) {
         self.rowObjectives = rowObjectives
+        self.codePacking = codePacking ?? .written(codeBits: codeBits)
         self.formatName = formatName
         self.rows = rows
         self.cols = cols

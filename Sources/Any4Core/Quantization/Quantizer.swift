@@ -214,7 +214,8 @@ extension Quantizer {
         let sizes = try OutputSizes(rows: rows, cols: cols, name: "[\(rows), \(cols)]", format: format, options: options)
         let floatBits = StorageRounding(format.scaleDType ?? storage).bits
         let bits = QuantizedMatrix.storedBits(
-            rows: rows, cols: cols, codeBits: format.codeBits, tableEntries: format.perRowTable ? sizes.tableSize : 0,
+            rows: rows, cols: cols, codeBits: format.codeBits, packing: .written(codeBits: format.codeBits),
+            tableEntries: format.perRowTable ? sizes.tableSize : 0,
             groupsPerRow: sizes.groupsPerRow, scaleBits: format.scaleBits ?? floatBits, hasZeros: format.hasZeros,
             floatBits: floatBits, tensorScale: format.hasTensorScale)
         guard bits < 0x1p53 else {

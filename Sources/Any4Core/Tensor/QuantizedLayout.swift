@@ -8,6 +8,8 @@ public struct QuantizedLayout: Sendable, Hashable, CustomStringConvertible {
     /// The format's name (`any4`, `nf4`, `mxfp4`, ...), known to ``FormatRegistry``.
     public let format: String
     public let codeBits: Int
+    /// How `X.qweight` holds the codes: `"code_packing"` in the layer's metadata, nibbles without it.
+    public let codePacking: CodePacking
     /// Elements per group (the real block size; the last group of a row may be shorter). In
     /// version 2 metadata, `group_size` is this; in version 1 a fixed-block format's own block.
     public let groupSize: Int
@@ -42,10 +44,8 @@ public struct QuantizedLayout: Sendable, Hashable, CustomStringConvertible {
     public var tableSize: Int { 1 << codeBits }
     public var perRowTable: Bool { lut != nil }
     public var groups: GroupLayout { GroupLayout(columns: cols, size: groupSize) }
-    /// Bytes of one row of `qweight`: two codes per byte up to 4 bits, one per byte above.
-    public var rowBytes: Int { Self.rowBytes(cols: cols, codeBits: codeBits) }
-
-    static func rowBytes(cols: Int, codeBits: Int) -> Int { codeBits > 4 ? cols : cols / 2 + cols % 2 }
+    /// Bytes of one row of `qweight` (``CodePacking/rowBytes(cols:codeBits:)``).
+    public var rowBytes: Int { codePacking.rowBytes(cols: cols, codeBits: codeBits) }
 
     /// `any4 g128 bf16`: format, group size, and the float dtype where the layer stores floats.
     public var description: String {
@@ -55,15 +55,16 @@ public struct QuantizedLayout: Sendable, Hashable, CustomStringConvertible {
 
     /// The layer's member of `any4.layers` (version 2), without its name.
     public var metadata: JSONValue {
-        .object([
-            ("shape", .array([JSONValue(rows), JSONValue(cols)])),
-            ("format", .string(format)),
-            ("bits", JSONValue(codeBits)),
-            ("group_size", JSONValue(groupSize)),
-            ("method", .string(method)),
-            ("sample_weight", .string(sampleWeight)),
-            ("dtype", .string(dtype.rawValue.lowercased()))
-        ])
+        .object(
+            [
+                ("shape", .array([JSONValue(rows), JSONValue(cols)])),
+                ("format", .string(format)),
+                ("bits", JSONValue(codeBits)),
+                ("group_size", JSONValue(groupSize)),
+                ("method", .string(method)),
+                ("sample_weight", .string(sampleWeight)),
+                ("dtype", .string(dtype.rawValue.lowercased()))
+            ] + (codePacking.metadataValue(codeBits: codeBits).map { [("code_packing", .string($0))] } ?? []))
     }
 
     /// Rows `range` of the layer read from `store` (the file holding its parts), codes unpacked.
@@ -74,10 +75,11 @@ public struct QuantizedLayout: Sendable, Hashable, CustomStringConvertible {
         precondition(range.lowerBound >= 0 && range.upperBound <= rows, "rows out of range")
         let n = range.count
         let packedStart = qweight.offset + range.lowerBound * rowBytes
-        let packed = Array(UnsafeRawBufferPointer(rebasing: store.bytes[packedStart..<(packedStart + n * rowBytes)]))
-        var codes = QuantizedMatrix.unpackCodes(packed, rows: n, cols: cols, codeBits: codeBits)
+        var codes = codePacking.unpack(
+            UnsafeRawBufferPointer(rebasing: store.bytes[packedStart..<(packedStart + n * rowBytes)]), rows: n, cols: cols,
+            codeBits: codeBits)
         var badCodes: [Int] = []
-        if tableSize < (codeBits > 4 ? 256 : 16) {
+        if tableSize < 1 << codePacking.slotBits(codeBits: codeBits) {
             for i in codes.indices where Int(codes[i]) >= tableSize {
                 badCodes.append(i)
                 codes[i] = 0
@@ -97,7 +99,7 @@ public struct QuantizedLayout: Sendable, Hashable, CustomStringConvertible {
         var matrix = QuantizedMatrix(
             formatName: format, rows: n, cols: cols, codeBits: codeBits, groupSize: groupSize,
             codes: codes, tables: tables, perRowTable: lut != nil, scales: scaleValues,
-            zeros: zeroValues, tensorScale: factor, storage: dtype, scaleBits: scaleBits)
+            zeros: zeroValues, tensorScale: factor, storage: dtype, scaleBits: scaleBits, codePacking: codePacking)
         matrix.method = method
         matrix.sampleWeight = sampleWeight
         return (matrix, badCodes)
@@ -149,6 +151,7 @@ extension QuantizedLayout {
         var format = "", bits = 0, groupSize = 0
         var method = "", sampleWeight = ""
         var dtype: DType?
+        var codePacking = CodePacking.nibbles
 
         typealias Fail = (String, String?, FileFormatError.Kind) -> FileFormatError
 
@@ -191,6 +194,14 @@ extension QuantizedLayout {
             self.groupSize = groupSize
             method = value["method"]?.string ?? ""
             sampleWeight = value["sample_weight"]?.string ?? ""
+            if let packing = value["code_packing"] {
+                guard let text = packing.string, let p = CodePacking(metadataValue: text) else {
+                    throw fail(
+                        "code_packing \(packing.serialized) is not one of "
+                            + CodePacking.allCases.map { "\"\($0.rawValue)\"" }.joined(separator: ", "), name, .unsupported)
+                }
+                codePacking = p
+            }
             if let text = value["dtype"]?.string {
                 guard let d = DType(rawValue: text.uppercased()), [.f32, .f16, .bf16].contains(d) else {
                     throw fail("dtype \"\(text)\" is not f32, f16 or bf16", name, .unknownType)
@@ -257,7 +268,7 @@ extension QuantizedLayout {
             floatDTypes.append((base + suffix, d))
             return t
         }
-        let qweight = try part(".qweight", [rows, Self.rowBytes(cols: cols, codeBits: f.bits)])
+        let qweight = try part(".qweight", [rows, f.codePacking.rowBytes(cols: cols, codeBits: f.bits)])
         guard Self.isBytes(qweight.encoding) else {
             throw fail("is \(qweight.encoding), expected U8 (safetensors) or I8 (GGUF)", base + ".qweight", .badHeader)
         }
@@ -291,6 +302,7 @@ extension QuantizedLayout {
         }
         self.format = f.format
         self.codeBits = f.bits
+        self.codePacking = f.codePacking
         self.groupSize = f.groupSize
         self.method = f.method
         self.sampleWeight = f.sampleWeight
