@@ -498,15 +498,17 @@ public final class ModelEvaluator: @unchecked Sendable {
 extension Renderer {
     /// A pass's figures in one line: "KL 2.31e-3 ± 4.1e-4 · ppl 14.21 · top-1 97.7%" (decoders),
     /// "cosine 0.99987 (worst 0.99951)" (encoders).
-    static func figures(_ f: ModelEvaluator.Figures) -> String {
+    /// - Parameter compact: without the standard error, top-1 and the worst cosine.
+    static func figures(_ f: ModelEvaluator.Figures, compact: Bool = false) -> String {
         if let kl = f.kl {
             var text = "KL \(Formatting.scientific(kl, 2))"
-            if let e = f.klStandardError, e > 0 { text += " ± \(Formatting.scientific(e, 1))" }
+            if !compact, let e = f.klStandardError, e > 0 { text += " ± \(Formatting.scientific(e, 1))" }
             if let ppl = f.ppl { text += " · ppl \(Formatting.fixed(ppl, 2))" }
-            if let top = f.top1 { text += " · top-1 \(Formatting.fixed(100 * top, 1))%" }
+            if !compact, let top = f.top1 { text += " · top-1 \(Formatting.fixed(100 * top, 1))%" }
             return text
         }
-        return "cosine \(Formatting.fixed(f.cosine ?? 1, 5)) (worst \(Formatting.fixed(f.worstCosine ?? 1, 5)))"
+        let cosine = "cosine \(Formatting.fixed(f.cosine ?? 1, 5))"
+        return compact ? cosine : cosine + " (worst \(Formatting.fixed(f.worstCosine ?? 1, 5)))"
     }
 
     /// What the evaluator does now, or why it does nothing (nil: it is idle with nothing to say).
@@ -548,14 +550,14 @@ extension Renderer {
         return lines
     }
 
-    /// The Model tab's line on the whole model.
+    /// The Model tab's line on the whole model (short: it shares its line with the rows count;
+    /// the status line says what the evaluation does).
     static func modelErrorSummary(_ jobs: JobCenter) -> (String, Style) {
         if let evaluator = jobs.evaluator {
             let snap = evaluator.snapshot()
             if let whole = snap.model {
                 let ref = snap.reference?.ppl.map { " (unquantized \(Formatting.fixed($0, 2)))" } ?? ""
-                let state = evaluationState(jobs).map { " · " + $0.0 } ?? ""
-                return ("model, \(whole.layers) quantized: \(figures(whole.figures))\(ref)\(state)", .accent)
+                return ("model, \(whole.layers) quantized: \(figures(whole.figures, compact: true))\(ref)", .accent)
             }
             if let state = evaluationState(jobs) { return state }
             return ("model error: quantize a layer to measure it (on \(snap.source))", .dim)
