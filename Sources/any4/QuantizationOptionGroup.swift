@@ -24,7 +24,10 @@ struct QuantizationOptionGroup: ParsableArguments {
         help: "Regular expression: only linear layers whose name contains a match (a pattern that runs longer than 2 s against one name is refused).")
     var layers: String?
 
-    @Option(help: "Regular expression: leave matching layers unquantized (default: the LM head; same time bound as --layers).")
+    @Option(
+        help:
+            "Regular expression: leave matching layers unquantized (default: the heads, i.e. the LM head and a BERT pooler; '^$' quantizes every linear layer; same time bound as --layers)."
+    )
     var skip: String?
 
     @Option(

@@ -13,7 +13,7 @@ struct QuantizeCommand: ParsableCommand {
         abstract: "Quantize a model's linear layers and write an any4 checkpoint (or a fake-quant one).",
         discussion: """
             Formats: \(FormatRegistry.all.map(\.name).joined(separator: ", ")). Embeddings are never \
-            quantized and the LM head is skipped unless --skip says otherwise. --out chooses the \
+            quantized, and the heads (the LM head, a BERT pooler) are skipped unless --skip says otherwise. --out chooses the \
             container (see --out; the README's "Checkpoint layout" describes each). The output is written \
             to a temporary file or folder and renamed when complete: an error, Ctrl-C, SIGTERM or SIGHUP \
             leaves no output. An --out that is the model, one of its files or folder, or another input is refused. \
@@ -143,10 +143,6 @@ struct QuantizeCommand: ParsableCommand {
             engine = e
         }
 
-        if container == .gguf {
-            try runInMemory(model: model, jobs: jobs, engine: engine, sequences: sequences, source: source, calibration: calibration)
-            return
-        }
         var results: [LayerResult] = []
         let started = Clock.now
         var forceNow = force
@@ -159,9 +155,12 @@ struct QuantizeCommand: ParsableCommand {
         while true {
             do {
                 let plan = try runProgressJob(Progress(total: 0), interrupted: "interrupted; nothing was written") {
-                    try CheckpointPlan.make(
-                        model: model, jobs: jobs, fakeQuant: fakeQuant, single: container == .safetensors, maxShardSize: maxShardSize,
-                        partCount: split.count, inputs: try CheckpointPlan.inputFingerprint(inputs))
+                    container == .gguf
+                        ? try CheckpointPlan.makeGGUF(
+                            model: model, jobs: jobs, fakeQuant: fakeQuant, inputs: try CheckpointPlan.inputFingerprint(inputs))
+                        : try CheckpointPlan.make(
+                            model: model, jobs: jobs, fakeQuant: fakeQuant, single: container == .safetensors, maxShardSize: maxShardSize,
+                            partCount: split.count, inputs: try CheckpointPlan.inputFingerprint(inputs))
                 }
                 let mine = plan.parts[split.index]
                 let work = container == .folder ? CheckpointPlan.workFolder(for: out) : parentDirectory(out)
@@ -184,9 +183,12 @@ struct QuantizeCommand: ParsableCommand {
                 let fileOfUnit = plan.fileOfUnit
                 let todo = plan.units.indices.filter { plan.units[$0].job != nil && writing.contains(fileOfUnit[$0]) }
                 let partLabel = split.count > 1 ? "part \(split.index)/\(split.count) · " : ""
-                let progress = Progress(total: todo.reduce(0) { $0 + plan.units[$1].tensor.shape[0] }, label: partLabel + "quantizing \(displayName)")
+                // Counted in weights (a layer's rows forwarded as rows × columns), so that the ETA
+                // holds across layers of different widths; the calibrated path counts its own rows.
+                let progress = Progress(
+                    total: todo.reduce(0) { $0 + plan.units[$1].tensor.info.elementCount }, label: partLabel + "quantizing \(displayName)")
                 let writer = StreamingCheckpointWriter(
-                    plan: plan, folder: work, writing: writing, singlePath: container == .safetensors ? out : nil, progress: progress,
+                    plan: plan, folder: work, writing: writing, singlePath: container == .folder ? nil : out, progress: progress,
                     log: { printError("any4: \($0)") })
                 func interrupted() -> String {
                     writer.abandon()
@@ -206,11 +208,11 @@ struct QuantizeCommand: ParsableCommand {
                     return partLabel
                         + "\(plan.units[u].job!.format.name) \(done + 1)/\(todo.count) \(plan.units[u].tensor.name) · shard \(k + 1)/\(plan.files.count)"
                 }
-                try runProgressJob(progress, interrupted: interrupted()) {
+                try runProgressJob(progress, interrupted: interrupted(), unit: engine == nil ? "weights" : "rows") {
                     defer { writer.abandon() }
                     if let engine, !todo.isEmpty {
                         var unitOf: [String: Int] = [:]
-                        for (u, unit) in plan.units.enumerated() { unitOf[unit.tensor.name] = u }
+                        for (u, unit) in plan.units.enumerated() where unit.job != nil { unitOf[unit.tensor.name] = u }
                         for u in plan.units.indices where plan.units[u].job == nil && writer.writes(unit: u) { try writer.put(unit: u, matrix: nil) }
                         let last = todo.compactMap { blockOf[plan.units[$0].tensor.name] }.max()
                         _ = try EngineQuantization.quantizeSequentially(
@@ -238,7 +240,10 @@ struct QuantizeCommand: ParsableCommand {
                                     continue
                                 }
                                 progress.setLabel(label(u))
-                                var r = try ModelQuantization.quantize(job, of: model, calibration: calibration, progress: progress)
+                                let rows = Swift.max(1, plan.units[u].tensor.shape[0])
+                                let layerProgress = Progress(
+                                    total: rows, parent: progress, forwarding: plan.units[u].tensor.info.elementCount / rows)
+                                var r = try ModelQuantization.quantize(job, of: model, calibration: calibration, progress: layerProgress)
                                 try writer.put(unit: u, matrix: r.matrix)
                                 r.matrix = nil
                                 results.append(r)
@@ -273,7 +278,18 @@ struct QuantizeCommand: ParsableCommand {
         for (i, r) in results.enumerated() { last[r.name] = i }
         results = results.enumerated().filter { last[$0.element.name] == $0.offset }.map(\.element)
         let seconds = Clock.now - started
-        report(results, displayName: displayName, seconds: seconds, reused: reused, split: split, work: work, shards: mineCount)
+        report(
+            results, displayName: displayName, seconds: seconds, heads: skippedHeads(model, jobs), reused: reused, split: split,
+            work: work, shards: mineCount)
+    }
+
+    /// The heads left as stored by the default skip (``LayerSelection/isDefaultSkipped(_:)``):
+    /// none when --skip or a recipe chose the layers.
+    func skippedHeads(_ model: Model, _ jobs: [LayerJob]) -> [String] {
+        guard quantization.skip == nil, recipe == nil else { return [] }
+        let planned = Set(jobs.map(\.tensor.name))
+        return model.tensors.filter { $0.isLinear && $0.info.elementCount > 0 && LayerSelection.isDefaultSkipped($0.name) }
+            .map(\.name).filter { !planned.contains($0) }
     }
 
     /// The part a split run does: `--shard I/N`, else the scheduler's environment (Slurm job
@@ -316,7 +332,7 @@ struct QuantizeCommand: ParsableCommand {
     }
 
     func report(
-        _ results: [LayerResult], displayName: String, seconds: Double, reused: Int = 0,
+        _ results: [LayerResult], displayName: String, seconds: Double, heads: [String] = [], reused: Int = 0,
         split: (index: Int, count: Int, source: String) = (0, 1, ""), work: String = "", shards: Int = 0
     ) {
         warnStorageFallbacks(results)
@@ -327,6 +343,7 @@ struct QuantizeCommand: ParsableCommand {
                 ("reused_shards", JSONValue(reused))
             ]
             if split.count > 1 { members += [("part", JSONValue(split.index)), ("parts", JSONValue(split.count))] }
+            members.append(("skipped_heads", .array(heads.map { .string($0) })))
             members.append(("layers", reports.json(LayerReport.Field.quantize)))
             print(JSONValue.object(members).serialized)
             return
@@ -339,40 +356,14 @@ struct QuantizeCommand: ParsableCommand {
                 "mean SQNR \(Formatting.fixed(reports.meanSQNR, 2)) dB · \(Formatting.fixed(reports.bitsPerWeight, 3)) bits/weight · worst layer \(worstLayer(reports))"
             )
         }
+        if !heads.isEmpty {
+            print("left as stored (heads are skipped by default; --skip '^$' quantizes them): \(heads.joined(separator: ", "))")
+        }
         if split.count > 1 {
             print("wrote part \(split.index)/\(split.count) (\(shards) shards) in \(work); when every part is done: any4 merge \(work)")
         } else {
             print("wrote \(out)\(fakeQuant ? " (fake-quant)" : "")")
         }
-    }
-
-    /// A GGUF output: every layer quantized, kept, then written (GGUF sources are small; the
-    /// streaming writer does safetensors files and folders).
-    func runInMemory(
-        model: Model, jobs: [LayerJob], engine: (any TransformerEngine)?, sequences: [[Int]], source: String,
-        calibration: CalibrationStats?
-    ) throws {
-        let formatNames = Set(jobs.map(\.format.name))
-        let displayName = formatNames.count == 1 ? formatNames.first! : "mixed"
-        let progress = Progress(total: jobs.reduce(0) { $0 + $1.tensor.shape[0] }, label: "quantizing \(displayName)")
-        var results: [LayerResult] = []
-        let started = Clock.now
-        try runProgressJob(progress, interrupted: "interrupted; nothing was written") {
-            if let engine {
-                _ = try EngineQuantization.quantizeSequentially(
-                    engine, sequences: sequences, jobs: jobs, statistic: quantization.stat, source: source, progress: progress
-                ) { result, _ in results.append(result) }
-            } else {
-                for (i, job) in jobs.enumerated() {
-                    progress.setLabel("quantizing \(job.format.name) \(i + 1)/\(jobs.count) \(job.tensor.name)")
-                    results.append(try ModelQuantization.quantize(job, of: model, calibration: calibration, progress: progress))
-                }
-            }
-            var quantized: [String: QuantizedMatrix] = [:]
-            for r in results { quantized[r.name] = r.matrix }
-            try QuantizedCheckpoint.write(model: model, quantized: quantized, fakeQuant: fakeQuant, to: out, progress: progress)
-        }
-        report(results, displayName: displayName, seconds: Clock.now - started)
     }
 
     func worstLayer(_ reports: LayerReports) -> String {

@@ -103,4 +103,24 @@ final class ConcurrencyTests: XCTestCase {
         XCTAssertEqual(progress.completed, 8 * 20_000)
         XCTAssertEqual(progress.fraction, 1)
     }
+
+    /// A layer's progress forwarding each row as its weights: the run's progress counts weights
+    /// (also when taken back, as the quantizer does before an F32 retry), and cancelling the run
+    /// cancels the layer.
+    func testForwardedProgressCountsWeightsInTheParent() {
+        let run = Progress(total: 10 * 64 + 40 * 16)
+        let wide = Progress(total: 10, parent: run, forwarding: 64)
+        DispatchQueue.concurrentPerform(iterations: 10) { _ in wide.advance() }
+        XCTAssertEqual(wide.completed, 10)
+        XCTAssertEqual(run.completed, 640)
+        let narrow = Progress(total: 40, parent: run, forwarding: 16)
+        narrow.advance(by: 20)
+        narrow.advance(by: -20)
+        narrow.advance(by: 40)
+        XCTAssertEqual(run.completed, 640 + 640)
+        XCTAssertEqual(run.fraction, 1)
+        XCTAssertFalse(narrow.isCancelled)
+        run.cancel()
+        XCTAssertTrue(narrow.isCancelled)
+    }
 }

@@ -266,4 +266,51 @@ final class CheckpointWriterCLITests: XCTestCase {
         XCTAssertNil(written.value("any4.layers"))
         XCTAssertEqual(written.value("tokenizer.ggml.tokens"), source.value("tokenizer.ggml.tokens"))
     }
+
+    /// A `.gguf` output is streamed (its header laid out first, each layer written at its offset
+    /// as soon as it is quantized): the GGUF writer, given the file's own parsed key/values and
+    /// tensors in one sequential pass, writes it again byte for byte, padding included — for
+    /// packed layers, fake-quant, and an any4 GGUF quantized again. A split or --force run on a
+    /// `.gguf` output is refused with status 2, and nothing is written.
+    func testStreamedGGUFIsWhatTheSequentialWriterWrites() throws {
+        let smol = try TestPaths.requireModel(TestPaths.smolLM2)
+        let dir = try TestPaths.temporaryDirectory(for: self)
+        let packed = dir + "/streamed.gguf"
+        let runs: [(out: String, arguments: [String])] = [
+            (packed, ["quantize", smol, "--format", "nf4", "--layers", #"blk\.[01]\.(attn_k|ffn_up)"#]),
+            (dir + "/streamed-fake.gguf", ["quantize", smol, "--format", "int4", "--layers", #"blk\.0\.attn_v"#, "--fake-quant"]),
+            (dir + "/streamed-again.gguf", ["quantize", packed, "--format", "int4", "--layers", #"blk\.(0\.attn_k|2\.attn_q)"#])
+        ]
+        for (out, arguments) in runs {
+            let r = try any4(arguments + ["--out", out])
+            XCTAssertEqual(r.status, 0, r.stderr)
+            let file = try GGUFFile(path: out)
+            let tensors = try file.tensors.map { info in
+                guard case .ggml(let type) = info.encoding else { throw XCTSkip("\(info.name) is not a ggml tensor") }
+                let range = info.offset..<(info.offset + info.byteCount)
+                return GGUFWriter.Tensor(name: info.name, shape: info.shape, type: type, byteCount: info.byteCount) { .region(file.store, range) }
+            }
+            let rewritten = dir + "/rewritten.gguf"
+            try GGUFWriter.write(metadata: file.metadata, tensors: tensors, to: rewritten, progress: nil)
+            let a = try Data(contentsOf: URL(fileURLWithPath: out)), b = try Data(contentsOf: URL(fileURLWithPath: rewritten))
+            XCTAssertEqual(a.count, b.count, out)
+            XCTAssertTrue(a == b, "\(out) differs from its sequential rewrite")
+            XCTAssertTrue(file.tensors.contains { $0.name.hasSuffix(".qweight") } || arguments.contains("--fake-quant"), out)
+        }
+        // The same command again replaces the file with the same GGUF bytes (an existing `.gguf`
+        // path is still a GGUF output, not a safetensors file under that name).
+        let before = try Data(contentsOf: URL(fileURLWithPath: packed))
+        let again = try any4(runs[0].arguments + ["--out", packed])
+        XCTAssertEqual(again.status, 0, again.stderr)
+        XCTAssertTrue(try Data(contentsOf: URL(fileURLWithPath: packed)) == before, "a rerun onto an existing .gguf")
+        let refused = dir + "/refused.gguf"
+        for (extra, message) in [
+            (["--shard", "0/2"], "writes a folder checkpoint's shards"), (["--force"], "--force is for a folder checkpoint")
+        ] {
+            let r = try any4(["quantize", smol, "--format", "nf4", "--layers", #"blk\.0\.attn_k"#, "--out", refused] + extra)
+            XCTAssertEqual(r.status, 2, r.stderr)
+            XCTAssertTrue(r.stderr.contains(message), r.stderr)
+            XCTAssertFalse(FileManager.default.fileExists(atPath: refused))
+        }
+    }
 }

@@ -343,7 +343,7 @@ extension OutputSafetyCLITests {
         for sig in [SIGINT, SIGTERM] {
             let (status, stderr) = try signalDuringWrite(
                 ["quantize", model, "--format", "int4", "--out", out], output: out + ".partial/model-00001-of-00001.safetensors",
-                sig: sig, delayMS: 300)
+                sig: sig, delayMS: 1000)
             XCTAssertEqual(status, 130, stderr)
             XCTAssertTrue(stderr.contains("interrupted; nothing was written"), stderr)
             XCTAssertEqual(try listing(dir), ["m.safetensors"])

@@ -71,7 +71,9 @@ final class StreamingQuantizeCLITests: XCTestCase {
             let json = try JSONParser.parse(r.stdout, file: "stdout")
             XCTAssertEqual(json["part"]?.int, i)
             let count = json["layers"]?.array?.count ?? 0
-            XCTAssertGreaterThanOrEqual(count, 3, "part \(i) does its share of the 14 layers")
+            // Balanced by cost: the 4 MB embedding and head copies (0.1 weight a byte) weigh as
+            // much as 420 K weights each, so the first and last parts quantize fewer layers.
+            XCTAssertGreaterThanOrEqual(count, 1, "part \(i) does its share of the 14 layers")
             layers += count
             XCTAssertTrue(FileManager.default.fileExists(atPath: dir + "/split.partial/part-\(i)-of-3.json"))
         }

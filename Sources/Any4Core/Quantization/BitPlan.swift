@@ -18,12 +18,11 @@ public struct PlanCandidate: Sendable, Hashable, CustomStringConvertible {
     public static let keepName = "keep"
     public static let keep = PlanCandidate(uncheckedFormat: keepName, groupSize: nil)
 
-    /// The default ladder of `any4 plan`: learned 4-bit tables at groups 64 and 128, nf4 at 64 and
-    /// 128 (the cheapest 4-bit codes: no table), int8, and keeping the layer as stored. No any2 or
-    /// any3: checkpoints store 2- and 3-bit codes in nibbles, so they cost any4's bits for more
-    /// error (give them with --candidates to see).
+    /// The default ladder of `any4 plan`: learned 2-, 3- and 4-bit tables at groups 64 and 128
+    /// (2- and 3-bit codes stored dense, so they cost their bits), nf4 at 64 and 128 (the cheapest
+    /// 4-bit codes: no table), int8, and keeping the layer as stored.
     public static let defaultLadder: [PlanCandidate] = [
-        "any4:g64", "any4:g128", "nf4:g64", "nf4:g128", "int8:g128", "keep"
+        "any2:g64", "any2:g128", "any3:g64", "any3:g128", "any4:g64", "any4:g128", "nf4:g64", "nf4:g128", "int8:g128", "keep"
     ].map { try! PlanCandidate(spec: $0) }
 
     private init(uncheckedFormat format: String, groupSize: Int?) {

@@ -303,13 +303,12 @@ package struct CheckpointPlan {
 
         // File-level metadata: the source's (less any4. keys), the version, the one format name.
         let allLayers = units.compactMap(\.layer)
-        let names = Set(jobs.map(\.format.name)).union(allLayers.compactMap { $0.value["format"]?.string })
         var base: [String: String] = [:]
         if model.format != .gguf {
             for (key, value) in model.metadata where !key.hasPrefix("any4.") && base[key] == nil { base[key] = value }
         }
         base["any4.version"] = QuantizedCheckpoint.writtenVersion
-        base["any4.format"] = names.count == 1 ? names.first! : names.isEmpty ? "none" : "mixed"
+        base["any4.format"] = QuantizedCheckpoint.formatName(Set(jobs.map(\.format.name)), kept: allLayers)
         base["any4.fake_quant"] = fakeQuant ? "1" : "0"
         base["any4.inputs"] = inputs
         base["any4.fingerprint"] = String(repeating: "0", count: 16)
@@ -337,15 +336,9 @@ package struct CheckpointPlan {
         var planHash = FNV64()
         for (k, range) in fileUnits.enumerated() {
             let name = single ? "model.safetensors" : QuantizedCheckpoint.shardName(k, of: fileUnits.count)
-            var fingerprint = FNV64()
-            fingerprint.add(QuantizedCheckpoint.writtenVersion)
-            fingerprint.add(inputs)
-            fingerprint.add(fakeQuant ? "fake-quant" : "quantized")
-            for u in units[range] {
-                fingerprint.add(u.tensor.name + ": " + (u.job.map(describe) ?? "copy") + " " + (u.layer?.1.serialized ?? ""))
-            }
+            let fingerprint = fileFingerprint(units[range], inputs: inputs, fakeQuant: fakeQuant)
             var m = base
-            m["any4.fingerprint"] = fingerprint.hex
+            m["any4.fingerprint"] = fingerprint
             let layers = units[range].compactMap(\.layer)
             if !fakeQuant || !layers.isEmpty { m["any4.layers"] = JSONValue.object(layers).serialized }
             let entries = units[range].flatMap(\.entries)
@@ -359,7 +352,7 @@ package struct CheckpointPlan {
             files.append(
                 File(
                     name: name, units: range, header: prefix, size: position, offsets: offsets, entryCount: entries.count,
-                    fingerprint: fingerprint.hex))
+                    fingerprint: fingerprint))
             planHash.add(name)
             planHash.add(String(position))
             planHash.add(prefix)
@@ -380,13 +373,82 @@ package struct CheckpointPlan {
                 ),
                 ("weight_map", .object(weightMap))
             ]).serialized + "\n"
-        let described = Set(jobs.map(describe)).sorted()
-        let summary =
-            described.count == 1
-            ? described[0] : "\(described.count) kinds of job: " + described.prefix(3).joined(separator: "; ")
         return CheckpointPlan(
             units: units, files: files, parts: parts, fakeQuant: fakeQuant, index: index, fingerprint: planHash.hex,
-            summary: summary)
+            summary: summary(jobs))
+    }
+
+    /// The jobs in words, for messages.
+    static func summary(_ jobs: [LayerJob]) -> String {
+        let described = Set(jobs.map(describe)).sorted()
+        return described.count == 1
+            ? described[0] : "\(described.count) kinds of job: " + described.prefix(3).joined(separator: "; ")
+    }
+
+    /// The fingerprint a file of `units` records: the version, the inputs, and every unit's job
+    /// and layer description.
+    static func fileFingerprint(_ units: ArraySlice<Unit>, inputs: String, fakeQuant: Bool) -> String {
+        var fingerprint = FNV64()
+        fingerprint.add(QuantizedCheckpoint.writtenVersion)
+        fingerprint.add(inputs)
+        fingerprint.add(fakeQuant ? "fake-quant" : "quantized")
+        for u in units { fingerprint.add(u.tensor.name + ": " + (u.job.map(describe) ?? "copy") + " " + (u.layer?.1.serialized ?? "")) }
+        return fingerprint.hex
+    }
+
+    /// Lays out a `.gguf` output of `jobs` on a GGUF `model` (``QuantizedCheckpoint/ggufLayout``):
+    /// one file, its header (every source key/value, then this checkpoint's; the tensor infos with
+    /// their offsets) fixed before any layer is quantized, so that the streaming writer puts each
+    /// layer at its offset as it is done. Byte for byte the file the in-memory writer makes. Not
+    /// split, and not resumed (the header records no inputs).
+    package static func makeGGUF(model: Model, jobs: [LayerJob], fakeQuant: Bool, inputs: String) throws -> CheckpointPlan {
+        var byName: [String: LayerJob] = [:]
+        for job in jobs { byName[job.tensor.name] = job }
+        var layouts: [String: StoredLayerLayout] = [:]
+        func planned(_ name: String, _ dtype: DType, _ shape: [Int], _ byteCount: Int) -> SafeTensorsWriter.Planned {
+            SafeTensorsWriter.Planned(name: name, dtype: dtype, shape: shape, byteCount: byteCount) {
+                throw QuantizationError.badOption("\(name): written from its quantized matrix")
+            }
+        }
+        let name = "model.gguf"
+        let (pieces, metadata) = try QuantizedCheckpoint.ggufLayout(
+            model: model, replaced: Set(byName.keys), formats: Set(jobs.map(\.format.name)), fakeQuant: fakeQuant, file: name
+        ) { weight, shape, target in
+            let job = byName[weight]!
+            if let target {
+                let bytes = try Sizes.product([job.tensor.info.elementCount, target.size], "\(weight): fake-quant bytes")
+                return ([planned(weight, target, shape, bytes)], nil)
+            }
+            let layout = try StoredLayerLayout(job: job)
+            layouts[weight] = layout
+            let parts = layout.parts(base: QuantizedCheckpoint.baseName(weight)).map { planned($0.name, $0.dtype, $0.shape, $0.byteCount) }
+            return (parts, layout.json)
+        }
+        var tensorOf: [String: ModelTensor] = [:]
+        for tensor in model.tensors { tensorOf[tensor.name] = tensor }
+        let units: [Unit] = try pieces.map { piece in
+            guard let tensor = tensorOf[piece.source] else {
+                throw FileFormatError(file: model.path, kind: .badHeader, "a tensor that belongs to no tensor of the model", subject: piece.source)
+            }
+            return Unit(
+                tensor: tensor, job: piece.weight.flatMap { byName[$0] }, layout: piece.weight.flatMap { layouts[$0] }, entries: piece.entries,
+                layer: nil)
+        }
+        let tensors = pieces.flatMap(\.tensors)
+        let (header, dataOffsets, dataSize) = try GGUFWriter.layout(metadata: metadata, tensors: tensors, file: name)
+        var offsets: [String: Int] = [:]
+        for (t, offset) in zip(tensors, dataOffsets) { offsets[t.name] = header.count + offset }
+        let file = File(
+            name: name, units: 0..<units.count, header: header, size: header.count + dataSize, offsets: offsets,
+            entryCount: tensors.count, fingerprint: fileFingerprint(units[...], inputs: inputs, fakeQuant: fakeQuant))
+        var planHash = FNV64()
+        planHash.add(name)
+        planHash.add(String(file.size))
+        planHash.add(header)
+        planHash.add("1")
+        return CheckpointPlan(
+            units: units, files: [file], parts: [0..<1], fakeQuant: fakeQuant, index: "", fingerprint: planHash.hex,
+            summary: summary(jobs))
     }
 
     /// The file each unit is in.

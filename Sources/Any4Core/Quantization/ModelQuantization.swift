@@ -41,9 +41,12 @@ public struct LayerSelection: @unchecked Sendable {
         return copy
     }
 
-    /// The LM head is skipped by default, as the paper does (embeddings are not linear layers).
+    /// The heads are skipped by default: the LM head, as the paper does, and a BERT pooler
+    /// (`pooler.dense.weight`, the [CLS] head that mean-pooled sentence embeddings such as
+    /// MiniLM's do not use). Embeddings are not linear layers.
     public static func isDefaultSkipped(_ name: String) -> Bool {
         name == "lm_head.weight" || name == "output.weight" || name.hasSuffix(".lm_head.weight")
+            || name == "pooler.dense.weight" || name.hasSuffix(".pooler.dense.weight")
     }
 
     /// A linear layer without elements (a zero in its shape) holds nothing to quantize: it is left

@@ -36,13 +36,13 @@ extension QuantizedCheckpoint {
     }
 
     /// The container a path asks for: `.safetensors` and `.gguf` by their ending (a `.gguf`
-    /// only from a GGUF source); an existing path that is not a folder is one safetensors file as
-    /// well (as before folders were written); any other path a folder (not from a GGUF source,
-    /// whose metadata a folder could not keep).
+    /// only from a GGUF source, whether or not the file exists); any other existing path that is
+    /// not a folder is one safetensors file as well (as before folders were written); any other
+    /// path a folder (not from a GGUF source, whose metadata a folder could not keep).
     public static func container(for path: String, source: Model) throws -> Container {
         var info = stat()
         let existsAsNonFolder = !path.isEmpty && lstat(path, &info) == 0 && !isDirectory(path)
-        if path.hasSuffix(".safetensors") || path.isEmpty || existsAsNonFolder { return .safetensors }
+        if path.hasSuffix(".safetensors") || path.isEmpty || (existsAsNonFolder && !path.hasSuffix(".gguf")) { return .safetensors }
         if path.hasSuffix(".gguf") {
             guard source.format == .gguf else {
                 throw FileFormatError(
@@ -312,7 +312,12 @@ extension QuantizedCheckpoint {
     /// The file-level display name: the one format of every layer (quantized now, or kept from
     /// a checkpoint given as the model), "mixed", or "none".
     static func formatName(_ quantized: [String: QuantizedMatrix], kept: [(key: String, value: JSONValue)] = []) -> String {
-        let names = Set(quantized.values.map(\.formatName)).union(kept.compactMap { $0.value["format"]?.string })
+        formatName(Set(quantized.values.map(\.formatName)), kept: kept)
+    }
+
+    /// ``formatName(_:kept:)`` from the names of the formats quantized to now.
+    static func formatName(_ formats: Set<String>, kept: [(key: String, value: JSONValue)]) -> String {
+        let names = formats.union(kept.compactMap { $0.value["format"]?.string })
         return names.count == 1 ? names.first! : names.isEmpty ? "none" : "mixed"
     }
 
@@ -517,15 +522,31 @@ extension QuantizedCheckpoint {
 
     // MARK: - GGUF
 
-    static func writeGGUF(
-        model: Model, quantized: [String: QuantizedMatrix], fakeQuant: Bool, to path: String, progress: Progress?
-    ) throws {
+    /// One piece of a GGUF output, in file order: the new tensors of a weight quantized now
+    /// (`weight` names it), or one tensor of the source kept byte for byte (`weight` nil).
+    package struct GGUFPiece {
+        package var weight: String?
+        /// The model tensor it comes from: the weight, the copied tensor, or the layer a kept
+        /// part of a checkpoint given as the model belongs to.
+        package var source: String
+        package var tensors: [GGUFWriter.Tensor]
+        /// The same tensors as planned entries (a kept ggml tensor as its bytes, u8).
+        package var entries: [SafeTensorsWriter.Planned]
+    }
+
+    /// A GGUF output from a GGUF model, laid out before anything is written: its pieces in file
+    /// order and its metadata (every source key/value less `any4.` ones, then this checkpoint's).
+    /// `replaced` are the weights quantized now; `make(name, shape, target)` gives one's entries
+    /// and description: its parts, or with `target` (fake-quant) its dequantized copy in that
+    /// dtype and no description. `formats` are the names of the formats they are quantized to.
+    package static func ggufLayout(
+        model: Model, replaced: Set<String>, formats: Set<String>, fakeQuant: Bool, file: String,
+        make: (_ name: String, _ shape: [Int], _ target: DType?) throws -> (entries: [SafeTensorsWriter.Planned], layer: JSONValue?)
+    ) throws -> (pieces: [GGUFPiece], metadata: [(key: String, value: GGUFValue)]) {
         guard let gguf = model.gguf else {
-            throw FileFormatError(file: path, kind: .unsupported, "a .gguf checkpoint is written from a GGUF model only")
+            throw FileFormatError(file: file, kind: .unsupported, "a .gguf checkpoint is written from a GGUF model only")
         }
         let store = model.stores[0]
-        var tensors: [GGUFWriter.Tensor] = []
-        var layers: [(key: String, value: JSONValue)] = []
         func ggml(_ d: DType) -> GGMLType {
             switch d {
             case .f16: .f16
@@ -534,6 +555,14 @@ extension QuantizedCheckpoint {
             default: .f32
             }
         }
+        func piece(_ weight: String, _ made: [SafeTensorsWriter.Planned]) -> GGUFPiece {
+            GGUFPiece(
+                weight: weight, source: weight,
+                tensors: made.map { .init(name: $0.name, shape: $0.shape, type: ggml($0.dtype), byteCount: $0.byteCount, payload: $0.payload) },
+                entries: made)
+        }
+        var pieces: [GGUFPiece] = []
+        var layers: [(key: String, value: JSONValue)] = []
         // A source that is itself an any4 checkpoint: its layers' parts are kept byte for byte with
         // their descriptions, unless the layer is quantized again (its new parts then go where the
         // old ones were).
@@ -545,26 +574,29 @@ extension QuantizedCheckpoint {
         var carried = Set<String>()
         for info in gguf.tensors {
             let layer = owner[info.name]
-            if let layer, let q = quantized[layer] {
+            if let layer, replaced.contains(layer) {
                 guard !carried.contains(layer) else { continue }
                 carried.insert(layer)
-                for part in quantizedParts(q, base: baseName(layer)) {
-                    tensors.append(
-                        .init(name: part.name, shape: part.shape, type: ggml(part.dtype), byteCount: part.byteCount) { .bytes(part.make()) })
-                }
-                layers.append((layer, layerJSON(q)))
+                let made = try make(layer, [], nil)
+                pieces.append(piece(layer, made.entries))
+                if let description = made.layer { layers.append((layer, description)) }
                 continue
             }
             if let layer, !carried.contains(layer), let description = sourceLayers.first(where: { $0.key == layer }) {
                 carried.insert(layer)
                 layers.append(description)
             }
-            guard let q = quantized[info.name] else {
+            guard replaced.contains(info.name) else {
                 guard case .ggml(let type) = info.encoding else {
                     throw FileFormatError(file: model.path, kind: .unsupported, "not a ggml tensor", subject: info.name)
                 }
                 let range = info.offset..<(info.offset + info.byteCount)
-                tensors.append(.init(name: info.name, shape: info.shape, type: type, byteCount: info.byteCount) { .region(store, range) })
+                let payload: () throws -> TensorPayload = { .region(store, range) }
+                pieces.append(
+                    GGUFPiece(
+                        weight: nil, source: layer ?? info.name,
+                        tensors: [.init(name: info.name, shape: info.shape, type: type, byteCount: info.byteCount, payload: payload)],
+                        entries: [.init(name: info.name, dtype: .u8, shape: [info.byteCount], byteCount: info.byteCount, payload: payload)]))
                 continue
             }
             if fakeQuant {
@@ -574,22 +606,43 @@ extension QuantizedCheckpoint {
                     case .ggml(.bf16): .bf16
                     default: .f32
                     }
-                tensors.append(
-                    .init(name: info.name, shape: info.shape, type: ggml(target), byteCount: q.rows * q.cols * target.size) {
-                        .bytes(SafeTensorsWriter.Entry(name: info.name, shape: info.shape, floats: q.dequantized(), as: target).bytes)
-                    })
+                pieces.append(piece(info.name, try make(info.name, info.shape, target).entries))
                 continue
             }
-            for part in quantizedParts(q, base: baseName(info.name)) {
-                tensors.append(.init(name: part.name, shape: part.shape, type: ggml(part.dtype), byteCount: part.byteCount) { .bytes(part.make()) })
-            }
-            layers.append((info.name, layerJSON(q)))
+            let made = try make(info.name, info.shape, nil)
+            pieces.append(piece(info.name, made.entries))
+            if let description = made.layer { layers.append((info.name, description)) }
         }
         var metadata = gguf.metadata.filter { !$0.key.hasPrefix("any4.") }
         metadata.append(("any4.version", .string(writtenVersion)))
-        metadata.append(("any4.format", .string(formatName(quantized, kept: layers))))
+        metadata.append(("any4.format", .string(formatName(formats, kept: layers))))
         metadata.append(("any4.fake_quant", .string(fakeQuant ? "1" : "0")))
         if !fakeQuant || !layers.isEmpty { metadata.append(("any4.layers", .string(JSONValue.object(layers).serialized))) }
+        return (pieces, metadata)
+    }
+
+    /// Writes a GGUF checkpoint from quantized matrices held in memory (the quantize command
+    /// streams instead: ``CheckpointPlan/makeGGUF(model:jobs:fakeQuant:inputs:)``).
+    static func writeGGUF(
+        model: Model, quantized: [String: QuantizedMatrix], fakeQuant: Bool, to path: String, progress: Progress?
+    ) throws {
+        let (pieces, metadata) = try ggufLayout(
+            model: model, replaced: Set(quantized.keys), formats: Set(quantized.values.map(\.formatName)), fakeQuant: fakeQuant,
+            file: path
+        ) { name, shape, target in
+            let q = quantized[name]!
+            if let target {
+                let entry = SafeTensorsWriter.Planned(name: name, dtype: target, shape: shape, byteCount: q.rows * q.cols * target.size) {
+                    .bytes(SafeTensorsWriter.Entry(name: name, shape: shape, floats: q.dequantized(), as: target).bytes)
+                }
+                return ([entry], nil)
+            }
+            let parts = quantizedParts(q, base: baseName(name)).map { part in
+                SafeTensorsWriter.Planned(name: part.name, dtype: part.dtype, shape: part.shape, byteCount: part.byteCount) { .bytes(part.make()) }
+            }
+            return (parts, layerJSON(q))
+        }
+        let tensors = pieces.flatMap(\.tensors)
         progress?.reset(total: try GGUFWriter.fileSize(metadata: metadata, tensors: tensors, file: path), label: "writing \(path)")
         try GGUFWriter.write(metadata: metadata, tensors: tensors, to: path, progress: progress)
     }

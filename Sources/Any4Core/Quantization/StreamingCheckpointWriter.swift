@@ -69,7 +69,7 @@ package final class StreamingCheckpointWriter {
             guard let q = matrix else {
                 throw FileFormatError(file: destination, kind: .badShape, "no quantized matrix for a planned layer", subject: unit.tensor.name)
             }
-            if plan.fakeQuant {
+            if plan.fakeQuant && unit.layout == nil {
                 let entry = unit.entries[0]
                 let bytes = SafeTensorsWriter.Entry(name: entry.name, shape: entry.shape, floats: q.dequantized(), as: entry.dtype).bytes
                 try write(bytes, file: k, handle: handle, entry: entry.name, expecting: entry.byteCount)

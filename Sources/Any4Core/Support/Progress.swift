@@ -22,14 +22,24 @@ public final class Progress: Sendable {
         var started = Clock.now
     }
 
-    /// - Parameter parent: the enclosing job, whose cancellation this one sees (its own counts
-    ///   stay apart, as when a benchmark quantizes a matrix as one step of a case).
-    public init(total: Int, label: String = "", parent: Progress? = nil) {
+    /// What each step of this job counts for in its parent's (0: the counts stay apart).
+    private let forwarding: Int
+
+    /// - Parameters:
+    ///   - parent: the enclosing job, whose cancellation this one sees (its own counts stay apart,
+    ///     as when a benchmark quantizes a matrix as one step of a case),
+    ///   - forwarding: unless 0, each step also advances `parent` by this much (a layer's rows
+    ///     counted as its weights in a whole run's progress, so that its ETA weighs wide rows more).
+    public init(total: Int, label: String = "", parent: Progress? = nil, forwarding: Int = 0) {
         state = Mutex(State(total: total, label: label))
         self.parent = parent
+        self.forwarding = forwarding
     }
 
-    public func advance(by amount: Int = 1) { state.withLock { $0.completed += amount } }
+    public func advance(by amount: Int = 1) {
+        state.withLock { $0.completed += amount }
+        if forwarding != 0 { parent?.advance(by: amount * forwarding) }
+    }
 
     /// Starts a new phase: counts, label and the clock of ``elapsed`` (so the ETA is the phase's).
     public func reset(total: Int, label: String) {
