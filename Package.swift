@@ -49,7 +49,7 @@ let package = Package(
             name: "CNcurses",
             providers: [.apt(["libncurses-dev"])]
         ),
-        .target(name: "Any4TUI", dependencies: ["Any4Core", "Any4Kernels", "Any4GPU", "CNcurses"]),
+        .target(name: "Any4TUI", dependencies: ["Any4Core", "Any4Kernels", "Any4GPU", "Any4Inference", "CNcurses"]),
 
         // MARK: - Executable
         .executableTarget(
@@ -66,7 +66,7 @@ let package = Package(
             name: "Any4Tests",
             dependencies: ["Any4Core", "Any4Kernels", "Any4GPU", "Any4Inference", "Any4Bench", "CAny4Kernels", "TestSupport"]
         ),
-        .testTarget(name: "Any4TUITests", dependencies: ["Any4Core", "Any4GPU", "Any4TUI", "TestSupport"]),
+        .testTarget(name: "Any4TUITests", dependencies: ["Any4Core", "Any4GPU", "Any4Inference", "Any4TUI", "TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["Any4Core", "TestSupport"])
     ],
     swiftLanguageModes: [.v6]

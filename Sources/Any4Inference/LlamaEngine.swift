@@ -125,6 +125,10 @@ public final class LlamaEngine: @unchecked Sendable {
 
     // MARK: Forward
 
+    /// Called before each block of ``forward(_:cache:logits:)`` with the block's index: the
+    /// progress of a long pass (an 8B model's takes seconds), which a throw stops (cancelled).
+    public var blockObserver: ((Int) throws -> Void)?
+
     /// Rows of logits a forward pass returns.
     public enum LogitRows: Sendable {
         case none, last, all
@@ -143,7 +147,10 @@ public final class LlamaEngine: @unchecked Sendable {
         let m = tokens.count
         // The rotation angles of these positions, once for every block.
         let angles = rope.angles(p0: cache.length, m: m)
-        for i in 0..<blocks.count { runBlock(i, &h, m: m, p0: cache.length, cache: cache, angles: angles) }
+        for i in 0..<blocks.count {
+            try blockObserver?(i)
+            runBlock(i, &h, m: m, p0: cache.length, cache: cache, angles: angles)
+        }
         cache.length += m
         let first: Int
         switch logits {

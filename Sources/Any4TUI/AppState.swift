@@ -58,10 +58,11 @@ public struct AppState: Sendable {
     public var grid: ReferenceGrid?
     /// Typing a row number after `g`.
     public var rowJump: String?
-    /// Sort of the Model tab: by name, SQNR, or bits per weight.
+    /// Sort of the Model tab: by name, SQNR, output error, bits per weight, the recipe's predicted
+    /// error, or the model-level error each layer causes alone (worst first).
     public var sort: Sort = .name
     public enum Sort: String, Sendable, CaseIterable {
-        case name, sqnr, outputError = "output error", bits, predicted = "predicted error"
+        case name, sqnr, outputError = "output error", bits, predicted = "predicted error", modelError = "model error"
     }
     public var sampleWeighting: SampleWeighting = .scale
     /// Quit was asked with unsaved quantized layers: the next `q` (or `y`) quits.

@@ -11,7 +11,7 @@ import Synchronization
 /// SIGTRAP, SIGQUIT: the crash guard of the CNcurses shim, before the crash is reported).
 public final class CursesApp {
     var state: AppState
-    let jobs = JobCenter()
+    let jobs: JobCenter
     /// Runs the actions that reach beyond the state (jobs, files) in the current folder.
     let session: Session
     let kernel = KernelRunner()
@@ -24,18 +24,25 @@ public final class CursesApp {
 
     /// When the program started (for the time-to-first-frame trace).
     let launchedAt: Double
-    /// ANY4_TUI_TRACE=FILE: record time to first frame and key-to-frame latencies there on exit.
+    /// ANY4_TUI_TRACE=FILE: record time to first frame, key-to-frame latencies, job progress and
+    /// model-level figures there on exit (``TraceRecorder``).
     private let tracePath = ProcessInfo.processInfo.environment["ANY4_TUI_TRACE"]
-    private var trace: [String] = []
+    private var trace: TraceRecorder
     private var pendingKeyAt: Double?
 
     /// The diff with `--diff B` (measured in the background from the start).
     let diff: DiffCenter?
 
+    /// - Parameter evaluationText: the text the model-level error is measured on (nil: the
+    ///   calibration prompt), and how many of its tokens a decoder is measured on.
     public init(
-        model: Model, recipe: RecipeEditor? = nil, diff: ModelDiff? = nil, ascii: Bool, noColor: Bool, launchedAt: Double = Clock.now
+        model: Model, recipe: RecipeEditor? = nil, diff: ModelDiff? = nil, ascii: Bool, noColor: Bool,
+        launchedAt: Double = Clock.now, evaluationText: String? = nil, evaluationTokens: Int? = nil
     ) {
         self.launchedAt = launchedAt
+        trace = TraceRecorder(launchedAt: launchedAt)
+        let (evaluator, note) = ModelEvaluator.make(for: model, textPath: evaluationText, maxTokens: evaluationTokens)
+        jobs = JobCenter(evaluator: evaluator, evaluationNote: note)
         state = AppState(model: model)
         self.diff = diff.map { DiffCenter($0) }
         if let diff {
@@ -100,26 +107,29 @@ public final class CursesApp {
             frame()
             let now = Clock.now
             if first {
-                trace.append("first_frame_ms \(Formatting.fixed((now - launchedAt) * 1000, 2))")
+                trace.firstFrame(at: now)
                 first = false
+                // After the first frame: the engine and the model's reference, for a small model.
+                jobs.evaluator?.prepare()
             }
             if let keyAt = pendingKeyAt {
-                trace.append("key_to_frame_ms \(Formatting.fixed((now - keyAt) * 1000, 3))")
+                trace.keyToFrame(now - keyAt)
                 pendingKeyAt = nil
             }
+            if tracePath != nil { trace.frame(at: now, jobs: jobs) }
             let key = getch()
             if key == -1 { continue }
             pendingKeyAt = Clock.now
             handle(key)
         }
-        if let tracePath { try? (trace.joined(separator: "\n") + "\n").write(toFile: tracePath, atomically: true, encoding: .utf8) }
+        if let tracePath { try? trace.text.write(toFile: tracePath, atomically: true, encoding: .utf8) }
         return stop.signal
     }
 
     func frame() {
         let width = Int(any4_cols()), height = Int(any4_lines())
         state.unsaved = jobs.unsavedCount > 0
-        state.modelOrder = Renderer.tableRows(state, jobs.results, diff)
+        state.modelOrder = Renderer.tableRows(state, jobs.results, diff, costs: jobs.modelCosts)
         Renderer.layout(&state, width: width, height: height)
         syncKernel()
         if state.tab == .diff { diff?.prioritize(state.selectedTensor?.name) }

@@ -19,15 +19,47 @@ public final class JobCenter: @unchecked Sendable {
 
     private var _job: QuantizeJob?
     private var _results: [String: LayerResult] = [:]
+    /// Each result's version: a layer quantized again gets a new one (the evaluator measures it again).
+    private var _versions: [String: Int] = [:]
+    private var _version = 0
     private var _comparisons: [String: [LayerResult]] = [:]
 
-    public init() {}
+    /// Measures what the quantized layers cost the whole model after each job (nil: the engine
+    /// does not run this model; ``evaluationNote`` says why).
+    public let evaluator: ModelEvaluator?
+    public let evaluationNote: String?
+
+    public init(evaluator: ModelEvaluator? = nil, evaluationNote: String? = nil) {
+        self.evaluator = evaluator
+        self.evaluationNote = evaluationNote
+    }
 
     public var job: QuantizeJob? { lock.withLock { _job } }
     public func result(for tensor: String) -> LayerResult? { lock.withLock { _results[tensor] } }
     public var results: [String: LayerResult] { lock.withLock { _results } }
     public func comparison(for tensor: String) -> [LayerResult]? { lock.withLock { _comparisons[tensor] } }
     public var isBusy: Bool { lock.withLock { _job.map { !$0.done } ?? false } }
+
+    /// The model-level cost of each layer measured alone (for the Model tab's sort).
+    public var modelCosts: [String: Double] { evaluator?.costs ?? [:] }
+
+    /// Stores a layer's result (under the lock) with a new version.
+    private func storeLocked(_ result: LayerResult, for name: String) {
+        _results[name] = result
+        _version += 1
+        _versions[name] = _version
+    }
+
+    /// The quantized layers as the evaluator takes them.
+    private var evaluationLayers: [String: ModelEvaluator.Layer] {
+        lock.withLock {
+            var out: [String: ModelEvaluator.Layer] = [:]
+            for (name, r) in _results {
+                if let m = r.matrix { out[name] = ModelEvaluator.Layer(matrix: m, format: r.format, version: _versions[name] ?? 0) }
+            }
+            return out
+        }
+    }
 
     /// Starts `work` on a worker thread as the one current job (unless one is running); `work`
     /// reports rows to the progress it is given and stores its results under the lock itself.
@@ -39,6 +71,8 @@ public final class JobCenter: @unchecked Sendable {
             return true
         }
         guard started else { return }
+        // The model's evaluation gives way to the job, and measures what it changed after it.
+        evaluator?.hold()
         DispatchQueue.global(qos: .userInitiated).async { [self] in
             do {
                 try work(progress)
@@ -49,6 +83,7 @@ public final class JobCenter: @unchecked Sendable {
                     _job?.error = "\(error)"
                 }
             }
+            evaluator?.update(evaluationLayers)
         }
     }
 
@@ -56,7 +91,7 @@ public final class JobCenter: @unchecked Sendable {
     public func quantize(_ tensor: ModelTensor, of model: Model, format: String, options: QuantizationOptions) {
         start(tensor: tensor.name, total: 3 * tensor.shape[0], label: "quantizing \(tensor.name) to \(format)") { [self] progress in
             let result = try LayerWork.quantize(tensor, of: model, format: FormatRegistry.named(format), options: options, progress: progress)
-            lock.withLock { _results[tensor.name] = result }
+            lock.withLock { storeLocked(result, for: tensor.name) }
         }
     }
 
@@ -97,7 +132,7 @@ public final class JobCenter: @unchecked Sendable {
                 if progress.isCancelled { throw QuantizationError.cancelled }
                 progress.setLabel("\(label): \(i + 1)/\(layers.count) \(format.name) \(layer.name)")
                 let result = try LayerWork.quantize(layer, of: model, format: format, options: options, progress: progress)
-                lock.withLock { _results[layer.name] = result }
+                lock.withLock { storeLocked(result, for: layer.name) }
             }
         }
     }
@@ -130,7 +165,8 @@ public final class JobCenter: @unchecked Sendable {
     public func cancelAndWait(timeout: Double) -> Bool {
         cancel()
         let deadline = Clock.now + timeout
-        while isBusy {
+        let evaluationStopped = evaluator?.close(timeout: timeout) ?? true
+        while isBusy || !evaluationStopped {
             if Clock.now >= deadline { return false }
             Thread.sleep(forTimeInterval: 0.005)
         }

@@ -58,7 +58,7 @@ public struct Session {
 
     /// Applies one action: runs the effect it asks for, or hands it to the reducer.
     public func handle(_ action: Action, state: inout AppState) {
-        state.modelOrder = Renderer.tableRows(state, jobs.results, diff)
+        state.modelOrder = Renderer.tableRows(state, jobs.results, diff, costs: jobs.modelCosts)
         if let effect = Self.effect(of: action, in: state) {
             perform(effect, state: &state)
         } else {
@@ -188,16 +188,18 @@ public struct Session {
 
     /// The Model tab's table as it is exported: every linear layer in the tab's order, the
     /// quantized ones with their figures.
-    public static func exportedTable(_ state: AppState, _ results: [String: LayerResult]) -> LayerReports {
+    public static func exportedTable(_ state: AppState, _ results: [String: LayerResult], costs: [String: Double] = [:]) -> LayerReports {
         LayerReports(
-            Renderer.modelRows(state, results).map { tensor, result in
+            Renderer.modelRows(state, results, costs: costs).map { tensor, result in
                 result.map(LayerReport.init) ?? LayerReport(unquantized: tensor.name, shape: tensor.shape)
             })
     }
 
     /// The export's two files: (name, text).
-    public static func exportFiles(_ state: AppState, _ results: [String: LayerResult]) -> [(name: String, text: String)] {
-        let table = exportedTable(state, results)
+    public static func exportFiles(
+        _ state: AppState, _ results: [String: LayerResult], costs: [String: Double] = [:]
+    ) -> [(name: String, text: String)] {
+        let table = exportedTable(state, results, costs: costs)
         let json = JSONValue.object([("model", .string(state.model.path)), ("layers", table.json(LayerReport.Field.table))])
         return [(exportNames.csv, table.csv(LayerReport.Field.table)), (exportNames.json, json.serialized + "\n")]
     }
@@ -205,7 +207,7 @@ public struct Session {
     /// Writes the Model tab's table as CSV and JSON in ``folder`` (atomically); neither is written
     /// if either would replace one of the model's files.
     public func exportTable(_ state: AppState) throws {
-        let files = Self.exportFiles(state, jobs.results).map { (path: path($0.name), text: $0.text) }
+        let files = Self.exportFiles(state, jobs.results, costs: jobs.modelCosts).map { (path: path($0.name), text: $0.text) }
         for file in files { try OutputGuard.check(file.path, inputs: state.model.inputFiles) }
         for file in files {
             let writer = try AtomicFileWriter(path: file.path)

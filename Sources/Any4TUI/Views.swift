@@ -152,11 +152,15 @@ public struct Renderer: Sendable {
                 s.height - 2, state.treeWidth + 2, state.status, state.confirmingQuit ? .warn : .accent,
                 maxWidth: s.width - state.treeWidth - 2)
         } else if let job = jobs.job {
-            let text: String
+            var text: String
             if let error = job.error {
                 text = "error: \(error)"
             } else if job.done {
                 text = (job.finishedAt.map { Clock.now - $0 < 5 } ?? true) ? "done: \(job.label)" : ""
+                // Then the model's evaluation of what the job changed, while it runs.
+                if jobs.evaluator?.isBusy == true, let (line, _) = Self.evaluationState(jobs) {
+                    text = text.isEmpty ? line : text + " · " + line
+                }
             } else {
                 // The job's label names what runs now (the format being compared, the layer).
                 let label = job.progress.label.isEmpty ? job.label : job.progress.label
@@ -188,6 +192,7 @@ public struct Renderer: Sendable {
             "Kernel         b B batch size, space pause",
             "Model          a quantize all (per the recipe if one is open), w write",
             "               checkpoint, e export, o sort, L load a recipe (any4 plan);",
+            "               model KL, ppl (cosine: encoders) per layer alone, after each job",
             "               recipe: [ ] the layer's choice, + - budget, r re-solve, S save",
             "               Tab to the table: ↑ ↓ PgUp PgDn walk its rows (Diff tab too)",
             "Diff           (--diff B) tensors vs B's, worst SQNR first; B − A histogram",
@@ -332,6 +337,9 @@ public struct Renderer: Sendable {
                 pane.line(&s, "  output error ‖XWᵀ − XŴᵀ‖/‖XWᵀ‖ \(Formatting.scientific(e, 3)) (8 Gaussian rows)")
             }
         }
+        for (text, style) in Self.modelErrorLines(jobs, layer: tensor.name, format: jobs.result(for: tensor.name)?.format) {
+            pane.line(&s, text, style)
+        }
         if let rows = jobs.comparison(for: tensor.name) {
             if roomy || pane.rowsLeft > rows.count + 1 { pane.skip() }
             pane.line(
@@ -418,15 +426,21 @@ public struct Renderer: Sendable {
     // MARK: - Model
 
     /// The rows of the current tab's table (Model or Diff tab), by tensor name.
-    package static func tableRows(_ state: AppState, _ results: [String: LayerResult], _ diff: DiffCenter?) -> [String] {
-        state.tab == .diff ? diff?.rows() ?? [] : modelRows(state, results).map(\.0.name)
+    package static func tableRows(
+        _ state: AppState, _ results: [String: LayerResult], _ diff: DiffCenter?, costs: [String: Double] = [:]
+    ) -> [String] {
+        state.tab == .diff ? diff?.rows() ?? [] : modelRows(state, results, costs: costs).map(\.0.name)
     }
 
     /// The linear layers in the Model tab's order.
-    package static func modelRows(_ state: AppState, _ results: [String: LayerResult]) -> [(ModelTensor, LayerResult?)] {
+    /// - Parameter costs: each layer's model-level error alone (``JobCenter/modelCosts``).
+    package static func modelRows(
+        _ state: AppState, _ results: [String: LayerResult], costs: [String: Double] = [:]
+    ) -> [(ModelTensor, LayerResult?)] {
         let rows = state.model.tensors.filter(\.isLinear).map { ($0, results[$0.name]) }
         switch state.sort {
         case .name: return rows
+        case .modelError: return rows.sorted { (costs[$0.0.name] ?? -1) > (costs[$1.0.name] ?? -1) }
         case .outputError: return rows.sorted { ($0.1?.outputRelativeError ?? -1) > ($1.1?.outputRelativeError ?? -1) }
         case .sqnr: return rows.sorted { ($0.1?.metrics.sqnrDB ?? .infinity) < ($1.1?.metrics.sqnrDB ?? .infinity) }
         case .bits: return rows.sorted { ($0.1?.bitsPerWeight ?? .infinity) < ($1.1?.bitsPerWeight ?? .infinity) }
@@ -458,7 +472,7 @@ public struct Renderer: Sendable {
 
     func drawModel(_ s: inout Screen, _ state: AppState, _ jobs: JobCenter, x0: Int, width: Int) {
         let results = jobs.results
-        let rows = Self.modelRows(state, results)
+        let rows = Self.modelRows(state, results, costs: jobs.modelCosts)
         let w = width - 2
         s.put(
             2, x0 + 1,
@@ -490,9 +504,14 @@ public struct Renderer: Sendable {
                 ("pred err", 10, { t, _ in planned(t).map { Formatting.scientific(recipe.entry($0).error, 2) } ?? "-" })
             ]
         }
+        // A checkpoint's quantized layer shows its stored format and bits (its error needs the original: --diff).
+        columns.append(("format", 8, { t, r in r?.format ?? t.info.encoding.quantizedLayout?.format ?? "float" }))
+        if let evaluation = jobs.evaluator?.snapshot() {
+            // The model-level error of the layer alone: next to the format, so that a narrow pane keeps it.
+            columns.append(
+                (evaluation.decoder ? "model KL" : "1-cos", 10, { t, r in Self.modelErrorCell(evaluation, r, layer: t.name) }))
+        }
         columns += [
-            // A checkpoint's quantized layer shows its stored format and bits (its error needs the original: --diff).
-            ("format", 8, { t, r in r?.format ?? t.info.encoding.quantizedLayout?.format ?? "float" }),
             ("SQNR dB", 9, { _, r in r.map { Formatting.fixed($0.metrics.sqnrDB, 2) } ?? "-" }),
             ("out err", 10, { _, r in r?.outputRelativeError.map { Formatting.scientific($0, 2) } ?? "-" }),
             (
@@ -527,12 +546,17 @@ public struct Renderer: Sendable {
             let last = min(scroll + height, rows.count)
             s.put(s.height - 3, x0 + 1, "rows \(scroll + 1)-\(last) of \(rows.count)", .dim, maxWidth: 20)
         }
-        let hint =
-            recipe == nil
-            ? "L loads a recipe (any4 plan) · ppl: any4 ppl MODEL"
-            : "[ ] choice · + - budget · r re-solve · S save · L load"
+        // The whole model's figures where the engine runs it, else the tab's keys.
+        let (hint, hintStyle): (String, Style) =
+            jobs.evaluator != nil || jobs.evaluationNote != nil
+            ? Self.modelErrorSummary(jobs)
+            : (
+                recipe == nil
+                    ? "L loads a recipe (any4 plan) · ppl: any4 ppl MODEL"
+                    : "[ ] choice · + - budget · r re-solve · S save · L load", .dim
+            )
         let hintX = rows.count > height ? 22 : 0
-        s.put(s.height - 3, x0 + 1 + hintX, hint, .dim, maxWidth: w - hintX)
+        s.put(s.height - 3, x0 + 1 + hintX, hint, hintStyle, maxWidth: w - hintX)
     }
 
 }

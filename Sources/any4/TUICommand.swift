@@ -20,6 +20,16 @@ struct TUICommand: ParsableCommand {
     @Flag(help: "Plain ASCII drawing and no colour.")
     var ascii = false
 
+    @Option(
+        name: .customLong("eval-text"),
+        help: "Text the model-level error (KL and perplexity, or embedding cosine) is measured on after each job (default: assets/calibration.txt).")
+    var evalText: String?
+
+    @Option(
+        name: .customLong("eval-tokens"),
+        help: "Tokens of that text a decoder is measured on, 8 or more (default: 128 up to 1B parameters, fewer for larger models).")
+    var evalTokens: Int?
+
     func run() throws {
         if isatty(0) == 1 && isatty(1) == 1 { Self.makeCrashReportsNonInteractive() }
         let launched = Clock.now
@@ -29,6 +39,8 @@ struct TUICommand: ParsableCommand {
         let editor = try recipe.map { try Session.openRecipe($0, for: model) }
         // A model that cannot be compared is refused before the screen is taken, as a bad recipe.
         let modelDiff = try diff.map { other in try reportingFileErrors { try ModelDiff(model, try Model.open(other)) } }
+        if let evalText { _ = try readText(evalText, what: "evaluation text") }
+        if let evalTokens, evalTokens < 8 { throw usageError("--eval-tokens \(evalTokens): a decoder is measured on 8 tokens or more") }
         guard isatty(0) == 1, isatty(1) == 1 else {
             // Not a terminal (a pipe, CI): print the layer tree instead of drawing a screen.
             printError(
@@ -41,7 +53,10 @@ struct TUICommand: ParsableCommand {
             return
         }
         let noColor = ascii || !(ProcessInfo.processInfo.environment["NO_COLOR"] ?? "").isEmpty
-        if let signal = CursesApp(model: model, recipe: editor, diff: modelDiff, ascii: ascii, noColor: noColor, launchedAt: launched).run() {
+        if let signal = CursesApp(
+            model: model, recipe: editor, diff: modelDiff, ascii: ascii, noColor: noColor, launchedAt: launched,
+            evaluationText: evalText, evaluationTokens: evalTokens
+        ).run() {
             throw ExitCode(128 + signal)  // 130 for SIGINT, 143 for SIGTERM, 129 for SIGHUP
         }
     }

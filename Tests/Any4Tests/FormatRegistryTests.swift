@@ -123,7 +123,7 @@ final class FormatRegistryTests: XCTestCase {
     /// The lists users see, in the orders they have always had.
     func testListsKeepTheirOrders() {
         XCTAssertEqual(
-            FormatRegistry.offered.map(\.name), ["any4", "int4", "nf4", "fp4", "iq4_nl", "mxfp4", "nvfp4", "any3", "int8"],
+            FormatRegistry.offered.map(\.name), ["any4", "int4", "nf4", "fp4", "iq4_nl", "mxfp4", "nvfp4", "any3", "int2", "int8"],
             "the TUI's format key")
         XCTAssertEqual(
             FormatRegistry.fourBit.map(\.name), ["any4", "int4", "nf4", "fp4", "fp4-bnb", "iq4_nl", "mxfp4", "nvfp4"],

@@ -314,7 +314,7 @@ public enum FormatRegistry {
         (AnyFormat(bits: 2), []),
         (IntFormat(bits: 4), [.offered, .benchmarked]),
         (IntFormat(bits: 3), []),
-        (IntFormat(bits: 2), []),
+        (IntFormat(bits: 2), [.offered]),
         (IntFormat(bits: 8), [.offered]),
         (TableFormat.nf4, [.offered, .benchmarked]),
         (TableFormat.fp4, [.offered]),

@@ -94,6 +94,7 @@ public enum Quantizer {
 
         let threads = options.threads > 0 ? options.threads : SystemInfo.processorCount
         let chunk = max(1, min(64, rows / (threads * 8)))
+        let reportEvery = 0.05
         let chunks = (rows + chunk - 1) / chunk
         let next = AtomicCounter()
         let cancelled = AtomicFlag()
@@ -122,7 +123,24 @@ public enum Quantizer {
                                                 cancelled.set()
                                                 break
                                             }
+                                            // Rows are reported as they are done, at most every
+                                            // `reportEvery` seconds (a chunk of slow rows — iq4_nl's
+                                            // search, k-means on long rows — takes ~1 s).
+                                            var reported = 0
+                                            var lastReport = progress == nil ? 0 : Clock.now
                                             rowLoop: for r in (c * chunk)..<min((c + 1) * chunk, rows) {
+                                                if let progress, r > c * chunk {
+                                                    let now = Clock.now
+                                                    if now - lastReport >= reportEvery {
+                                                        progress.advance(by: r - c * chunk - reported)
+                                                        reported = r - c * chunk
+                                                        lastReport = now
+                                                        if progress.isCancelled {
+                                                            cancelled.set()
+                                                            break rowLoop
+                                                        }
+                                                    }
+                                                }
                                                 let job = RowJob(
                                                     row: r,
                                                     values: UnsafeBufferPointer(rebasing: shared.weights[(r * cols)..<((r + 1) * cols)]),
@@ -148,7 +166,7 @@ public enum Quantizer {
                                                     break rowLoop
                                                 }
                                             }
-                                            progress?.advance(by: min((c + 1) * chunk, rows) - c * chunk)
+                                            progress?.advance(by: min((c + 1) * chunk, rows) - c * chunk - reported)
                                             overflow.advanced.add(min((c + 1) * chunk, rows) - c * chunk, ordering: .relaxed)
                                         }
                                     }
