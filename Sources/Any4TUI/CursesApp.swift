@@ -129,7 +129,7 @@ public final class CursesApp {
     func frame() {
         let width = Int(any4_cols()), height = Int(any4_lines())
         state.unsaved = jobs.unsavedCount > 0
-        state.modelOrder = Renderer.tableRows(state, jobs.results, diff, costs: jobs.modelCosts)
+        session.refreshTableOrder(&state)
         Renderer.layout(&state, width: width, height: height)
         syncKernel()
         if state.tab == .diff { diff?.prioritize(state.selectedTensor?.name) }

@@ -280,7 +280,7 @@ enum LayerWork {
             noise = .nan
         }
         metrics.mse = weights.isEmpty ? 0 : noise / Double(weights.count)
-        metrics.sqnrDB = noise == 0 ? .infinity : 10 * log10(signal / noise)
+        metrics.sqnrDB = ErrorMetrics.sqnrDB(signal: signal, noise: noise)
         metrics.maxAbsError = worst
         var outputError: Double?
         if m > 0 {

@@ -56,9 +56,15 @@ public struct Session {
         self.diff = diff
     }
 
+    /// The current tab's table rows (Model tab: by the sort, with the model-level costs; Diff tab:
+    /// worst first), which row keys and clicks walk. The curses loop refreshes it every frame too.
+    public func refreshTableOrder(_ state: inout AppState) {
+        state.modelOrder = Renderer.tableRows(state, jobs.results, diff, costs: jobs.modelCosts)
+    }
+
     /// Applies one action: runs the effect it asks for, or hands it to the reducer.
     public func handle(_ action: Action, state: inout AppState) {
-        state.modelOrder = Renderer.tableRows(state, jobs.results, diff, costs: jobs.modelCosts)
+        refreshTableOrder(&state)
         if let effect = Self.effect(of: action, in: state) {
             perform(effect, state: &state)
         } else {

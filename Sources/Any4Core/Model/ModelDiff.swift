@@ -122,7 +122,7 @@ public struct DifferenceStats: Sendable, Equatable {
     /// ‖b − a‖ / ‖a‖ (0 when both are 0, ∞ when only a is).
     public var relativeError: Double { signal > 0 ? (noise / signal).squareRoot() : (noise > 0 ? .infinity : 0) }
     /// 10 · log10(Σa² / Σ(b − a)²) in dB: ∞ when b equals a (as ``ErrorMetrics/sqnrDB``).
-    public var sqnrDB: Double { noise == 0 ? .infinity : 10 * log10(signal / noise) }
+    public var sqnrDB: Double { ErrorMetrics.sqnrDB(signal: signal, noise: noise) }
     public var mse: Double { elements - nonFinite > 0 ? noise / Double(elements - nonFinite) : 0 }
     /// b equals a everywhere (bit patterns aside: −0 = 0).
     public var identical: Bool { noise == 0 && nonFinite == 0 }

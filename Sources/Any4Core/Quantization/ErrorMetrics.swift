@@ -26,8 +26,13 @@ public struct ErrorMetrics: Sendable, Equatable {
             noise = .nan
         }
         mse = original.isEmpty ? 0 : noise / Double(original.count)
-        sqnrDB = noise == 0 ? .infinity : 10 * log10(signal / noise)
+        sqnrDB = Self.sqnrDB(signal: signal, noise: noise)
         maxAbsError = worst
+    }
+
+    /// 10·log10(signal / noise) in dB from Σw² and Σ(w − ŵ)²: ∞ when the noise is 0.
+    public static func sqnrDB(signal: Double, noise: Double) -> Double {
+        noise == 0 ? .infinity : 10 * log10(signal / noise)
     }
 
     /// ‖X·Wᵀ − X·Ŵᵀ‖ / ‖X·Wᵀ‖ (Frobenius) for activations X of shape [m, cols].
