@@ -268,7 +268,7 @@ public final class Linear: @unchecked Sendable {
                         workers: threads, useAVX2: useAVX2)
                 }
             case .q8(let q8):
-                return q8.forward(x, m: m, threads: threads, bias: bias, useAVX2: useAVX2)
+                return q8.forward(x, m: m, threads: threads, bias: bias)
             }
         }
         let blas = m >= options.gemmRows && options.useBLAS ? OpenBLAS.shared : nil

@@ -1,6 +1,7 @@
 import Any4Core
 import CAny4Kernels
 import Dispatch
+import Glibc
 
 /// Which lookup-GEMM path to run.
 public enum KernelPath: String, Sendable, CaseIterable {
@@ -10,10 +11,41 @@ public enum KernelPath: String, Sendable, CaseIterable {
     case fast
 }
 
+/// A kernel family's variant: the portable scalar code, AVX2 (+ FMA + F16C), or AVX-512 with VNNI
+/// (the fast lookup path and the int8 head; the other families run their AVX2 version there).
+public enum SIMDLevel: Int32, Sendable, Comparable, CaseIterable {
+    case scalar = 0
+    case avx2 = 1
+    case avx512 = 2
+
+    public static func < (a: SIMDLevel, b: SIMDLevel) -> Bool { a.rawValue < b.rawValue }
+
+    public var name: String {
+        switch self {
+        case .scalar: "scalar"
+        case .avx2: "avx2"
+        case .avx512: "avx512-vnni"
+        }
+    }
+}
+
 /// The CPU features the kernels use.
 public enum CPUFeatures {
     /// AVX2 + FMA + F16C present (x86-64); otherwise the portable scalar kernels run.
     public static let hasAVX2: Bool = any4_cpu_has_avx2() != 0
+    /// The best level this CPU runs.
+    public static let best = SIMDLevel(rawValue: any4_cpu_simd_level()) ?? .scalar
+    /// The level the kernels run by default: the best, or a lower one named by ANY4_SIMD (scalar,
+    /// avx2, avx512), so that a benchmark can set two levels side by side. A level the CPU lacks is
+    /// never chosen.
+    public static let simd: SIMDLevel = {
+        guard let name = getenv("ANY4_SIMD").map({ String(cString: $0).lowercased() }),
+            let asked = SIMDLevel.allCases.first(where: { $0.name == name || $0.name.hasPrefix(name) })
+        else { return best }
+        return min(asked, best)
+    }()
+    /// Every level this CPU runs, lowest first (the tests hold each to the others).
+    public static let levels: [SIMDLevel] = SIMDLevel.allCases.filter { $0 <= best }
 }
 
 /// A 4-bit quantized linear layer laid out for the lookup-GEMM kernels: y = x·Ŵᵀ (+ bias).
@@ -240,9 +272,9 @@ public final class PackedLinear: @unchecked Sendable {
     /// y = x·Ŵᵀ (+ bias) for x of shape [m, cols]; returns [m, rows].
     public func forward(
         _ x: [Float], m: Int, path: KernelPath = .fast, threads: Int = 0, bias: [Float]? = nil,
-        useAVX2: Bool = CPUFeatures.hasAVX2
+        simd: SIMDLevel = CPUFeatures.simd
     ) -> [Float] {
-        Self.forward([self], biases: [bias], x: x, m: m, path: path, threads: threads, useAVX2: useAVX2)[0]
+        Self.forward([self], biases: [bias], x: x, m: m, path: path, threads: threads, simd: simd)[0]
     }
 
     /// Several layers over the same input (q, k and v; gate and up): the activations are prepared
@@ -250,7 +282,7 @@ public final class PackedLinear: @unchecked Sendable {
     /// the group layout.
     public static func forward(
         _ layers: [PackedLinear], biases: [[Float]?], x: [Float], m: Int, path: KernelPath = .fast,
-        threads: Int = 0, useAVX2: Bool = CPUFeatures.hasAVX2
+        threads: Int = 0, simd: SIMDLevel = CPUFeatures.simd
     ) -> [[Float]] {
         let first = layers[0]
         precondition(
@@ -262,14 +294,15 @@ public final class PackedLinear: @unchecked Sendable {
             "grouped layers must share their input layout")
         precondition(x.count == m * first.cols, "x must be [m, cols]")
         for (l, b) in zip(layers, biases) { precondition(b == nil || b!.count == l.rows, "bias must have one value per output") }
-        let a = Activations(x, m: m, layout: first, path: path, useAVX2: useAVX2)
+        let a = Activations(x, m: m, layout: first, path: path, simd: simd)
         // Every output is written by the kernels (each row range of each activation row), so the
         // buffers start uninitialized: a decode step makes a few hundred of these calls.
         let ys = layers.map { l in UnsafeMutablePointer<Float>.allocate(capacity: m * l.rows) }
         defer { for y in ys { y.deallocate() } }
         let offsets = layers.reduce(into: [0]) { $0.append($0.last! + $1.rows) }
         let workers = threads > 0 ? threads : SystemInfo.processorCount
-        let avx = Int32(useAVX2 ? 1 : 0)
+        // The exact path has no AVX-512 version: its AVX2 one runs there.
+        let level = path == .exact ? min(simd, .avx2).rawValue : simd.rawValue
         withKernels(layers[...], []) { kernels in
             withBiases(biases) { bs in
                 a.withPointers { xp, xq, xs, gsum in
@@ -282,9 +315,9 @@ public final class PackedLinear: @unchecked Sendable {
                             withUnsafePointer(to: kernels[i]) { k in
                                 switch path {
                                 case .exact:
-                                    any4_lut_gemm_exact(k, xp, gsum, Int32(m), ys[i], Int32(layer.rows), bs[i], Int32(r0), Int32(r1), avx)
+                                    any4_lut_gemm_exact(k, xp, gsum, Int32(m), ys[i], Int32(layer.rows), bs[i], Int32(r0), Int32(r1), level)
                                 case .fast:
-                                    any4_lut_gemm_fast(k, xq, xs, gsum, Int32(m), ys[i], Int32(layer.rows), bs[i], Int32(r0), Int32(r1), avx)
+                                    any4_lut_gemm_fast(k, xq, xs, gsum, Int32(m), ys[i], Int32(layer.rows), bs[i], Int32(r0), Int32(r1), level)
                                 }
                             }
                         }
@@ -348,7 +381,7 @@ public final class PackedLinear: @unchecked Sendable {
         var xs: [Float]
         var gsum: [Float]
 
-        init(_ x: [Float], m: Int, layout l: PackedLinear, path: KernelPath, useAVX2: Bool) {
+        init(_ x: [Float], m: Int, layout l: PackedLinear, path: KernelPath, simd: SIMDLevel) {
             if l.colsPadded == l.cols {
                 xp = x
             } else {
@@ -362,7 +395,7 @@ public final class PackedLinear: @unchecked Sendable {
             if fast {
                 any4_quantize_activations(
                     xp, Int32(m), Int32(l.colsPadded), Int32(l.groupSize), Int32(l.groups),
-                    &xq, &xs, &gsum, 1, useAVX2 ? 1 : 0)
+                    &xq, &xs, &gsum, 1, simd > .scalar ? 1 : 0)
             } else {
                 for k in 0..<m {
                     for g in 0..<l.groups {
@@ -372,13 +405,15 @@ public final class PackedLinear: @unchecked Sendable {
                     }
                 }
             }
-            // The AVX2 kernels read the super-blocks' activations in kernel order.
-            if useAVX2 && l.superBlocks > 0 {
+            // The AVX2 kernels read the super-blocks' activations in kernel order; the AVX-512 one
+            // reads that order rearranged and offset (any4_fast_activations_wide).
+            if simd > .scalar {
                 l.withKernel { k in
                     withUnsafePointer(to: k) { k in
                         if fast {
-                            xq = Self.reordered(xq, k, m)
-                        } else {
+                            if l.superBlocks > 0 { xq = Self.reordered(xq, k, m) }
+                            if simd == .avx512 { any4_fast_activations_wide(k, &xq, Int32(m)) }
+                        } else if l.superBlocks > 0 {
                             xp = Self.reordered(xp, k, m)
                         }
                     }

@@ -116,13 +116,14 @@ package struct Q8Linear: Sendable {
     package var storedBytes: Int { codes.count + scales.count * 4 }
 
     /// y[m, rows] = x[m, cols]·Wᵀ (+ bias), with x quantized to int8 per 32 columns.
-    package func forward(_ x: [Float], m: Int, threads: Int, bias: [Float]?, useAVX2: Bool = CPUFeatures.hasAVX2) -> [Float] {
+    package func forward(_ x: [Float], m: Int, threads: Int, bias: [Float]?, simd: SIMDLevel = CPUFeatures.simd) -> [Float] {
         var y = [Float](repeating: 0, count: m * rows)
-        let avx = Int32(useAVX2 ? 1 : 0)
+        let level = simd.rawValue
         let blocks = cols / 32, rows = rows, cols = cols
         var xq = [Int8](repeating: 0, count: m * cols)
         var xs = [Float](repeating: 0, count: m * blocks), sums = xs
-        any4_quantize_activations(x, Int32(m), Int32(cols), 32, Int32(blocks), &xq, &xs, &sums, 0, avx)
+        any4_quantize_activations(x, Int32(m), Int32(cols), 32, Int32(blocks), &xq, &xs, &sums, 0, simd > .scalar ? 1 : 0)
+        if simd == .avx512 { any4_offset_activations(&xq, xq.count) }
         codes.withUnsafeBufferPointer { c in
             scales.withUnsafeBufferPointer { s in
                 xq.withUnsafeBufferPointer { xq in
@@ -131,7 +132,7 @@ package struct Q8Linear: Sendable {
                             let args = UncheckedBox((c.baseAddress!, s.baseAddress!, xq.baseAddress!, xs.baseAddress!, y.baseAddress!))
                             parallelRows(rows, threads: threads) { r0, r1 in
                                 let (c, s, xq, xs, y) = args.value
-                                any4_q8_gemm(c, s, Int32(cols), xq, xs, Int32(m), y, Int32(rows), Int32(r0), Int32(r1), avx)
+                                any4_q8_gemm(c, s, Int32(cols), xq, xs, Int32(m), y, Int32(rows), Int32(r0), Int32(r1), level)
                             }
                         }
                     }

@@ -16,3 +16,18 @@ int any4_cpu_has_avx2(void) {
     return 0;
 #endif
 }
+
+int any4_cpu_simd_level(void) {
+#if ANY4_X86
+    if (!any4_cpu_has_avx2()) return 0;
+    unsigned a, b, c, d, lo, hi;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return 1;
+    // AVX-512 F (b16), DQ (b17), BW (b30), VL (b31) and VNNI (c11), with the OS saving the opmask
+    // and ZMM state (XCR0 bits 5-7).
+    const int f = (b >> 16) & 1, dq = (b >> 17) & 1, bw = (b >> 30) & 1, vl = (b >> 31) & 1, vnni = (c >> 11) & 1;
+    __asm__("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    return f && dq && bw && vl && vnni && (lo & 0xE0) == 0xE0 ? 2 : 1;
+#else
+    return 0;
+#endif
+}

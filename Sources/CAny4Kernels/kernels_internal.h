@@ -130,6 +130,41 @@ INLINE_AVX2 __m256i dot32_lut(__m256i w, __m256i wabs, __m256i x, __m256i ones) 
 
 INLINE_AVX2 __m256i load32(const int8_t *x) { return _mm256_loadu_si256((const __m256i *)x); }
 
+// Shared by the AVX2 and AVX-512 fast paths (lut_gemm_avx2.c, lut_gemm_avx512.c).
+
+AVX2 static inline float half1(uint16_t h) { return _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h))); }
+
+/// dot_avx2 with z in f16.
+AVX2 static inline float dot_f16_avx2(const uint16_t *z, const float *gs, int n) {
+    __m256 acc = _mm256_setzero_ps();
+    int g = 0;
+    for (; g + 8 <= n; g += 8)
+        acc = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(z + g))), _mm256_loadu_ps(gs + g), acc);
+    float v = hsum256(acc);
+    for (; g < n; g++) v += half1(z[g]) * gs[g];
+    return v;
+}
+
+/// 8 f16 scales from p as floats.
+AVX2 static inline __m256 load8_f16(const uint16_t *p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)); }
+
+/// Prefetches the codes at p: non-temporal when the row is read only once (one pass over the
+/// activations), so the stream does not push the activations and tables out of the caches (11-12 %
+/// faster at batch 1 than an ordinary prefetch, measured A/B on 4096x14336); otherwise into every
+/// level, as later passes read the row again.
+INLINE_AVX2 void prefetch_codes(const uint8_t *p, int once) {
+    if (once) _mm_prefetch((const char *)p, _MM_HINT_NTA);
+    else _mm_prefetch((const char *)p, _MM_HINT_T0);
+}
+
+/// The end of a row of the fast path: the factor of the int8 table, the zero term and the bias.
+INLINE_AVX2 float fast_epilogue(const any4_packed *w, int r, int k, __m256 total, const float *gsum, const float *bias) {
+    float v = hsum256(total) * (w->table_i8_scale[(size_t)r * w->table_i8_scale_stride] * w->f16_factors[2 * r]);
+    if (w->zeros_f16)
+        v += dot_f16_avx2(w->zeros_f16 + (size_t)r * w->groups, gsum + (size_t)k * w->groups, w->groups) * w->f16_factors[2 * r + 1];
+    return v + (bias ? bias[r] : 0);
+}
+
 AVX2 void any4_lut_exact_avx2(const any4_packed *w, const float *x, const float *gsum, int m, float *y, int ys,
                               const float *bias, int r0, int r1);
 AVX2 void any4_lut_fast_avx2(const any4_packed *w, const int8_t *xq, const float *xs, const float *gsum, int m, float *y,
@@ -143,6 +178,25 @@ AVX2 void any4_q8_avx2(const int8_t *wq, const float *ws, int cols, const int8_t
 AVX2 void any4_attend_avx2(const float *q, const void *k, int ks, const void *v, int vs, int n, int hd, float scale,
                            float *p, float *out, int kv_f16);
 AVX2 void any4_dequant_avx2(const any4_dequant_args *a, float *out, int r0, int r1);
+
+// MARK: - AVX-512 VNNI versions (Zen 4, Ice Lake and later: F, BW, VL, DQ and VNNI)
+
+#define VNNI __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")))
+#define INLINE_VNNI __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni"), always_inline)) static inline
+
+/// Activation rows per pass of the AVX-512 lookup kernel (32 registers: twice the AVX2 tile).
+#define VTILE 8
+
+INLINE_VNNI __m256i load32u(const uint8_t *x) { return _mm256_loadu_si256((const __m256i *)x); }
+
+/// The fast path on activations prepared by any4_fast_activations_avx512 (x + 128, unsigned).
+VNNI void any4_lut_fast_avx512(const any4_packed *w, const uint8_t *xu, const float *xs, const float *gsum, int m, float *y,
+                               int ys, const float *bias, int r0, int r1);
+/// xq (m rows, AVX2 kernel order) in place into the AVX-512 kernel's order and offset.
+VNNI void any4_fast_activations_avx512(const any4_packed *w, uint8_t *x, int m);
+/// The int8 head on activations offset by 128 (unsigned).
+VNNI void any4_q8_avx512(const int8_t *wq, const float *ws, int cols, const uint8_t *xu, const float *xs, int m, float *y,
+                         int ys, int r0, int r1);
 #endif
 
 #endif

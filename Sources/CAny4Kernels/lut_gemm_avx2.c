@@ -18,22 +18,6 @@ AVX2 static inline float dot_avx2(const float *z, const float *gs, int n) {
     return v;
 }
 
-AVX2 static inline float half1(uint16_t h) { return _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h))); }
-
-/// dot_avx2 with z in f16.
-AVX2 static inline float dot_f16_avx2(const uint16_t *z, const float *gs, int n) {
-    __m256 acc = _mm256_setzero_ps();
-    int g = 0;
-    for (; g + 8 <= n; g += 8)
-        acc = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(z + g))), _mm256_loadu_ps(gs + g), acc);
-    float v = hsum256(acc);
-    for (; g < n; g++) v += half1(z[g]) * gs[g];
-    return v;
-}
-
-/// 8 f16 scales from p as floats.
-AVX2 static inline __m256 load8_f16(const uint16_t *p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)); }
-
 /// 8 codes' table values, the low and high nibbles of 8 bytes at p: two runs of 8 columns.
 AVX2 static inline void lookup8x2(const uint8_t *p, __m256 tlo, __m256 thi, __m256 *wl, __m256 *wh) {
     const __m256i raw = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p));
@@ -111,13 +95,6 @@ AVX2 void any4_lut_exact_avx2(const any4_packed *w, const float *x, const float 
     }
 }
 
-/// The end of a row of the fast path: the factor of the int8 table, the zero term and the bias.
-INLINE_AVX2 float fast_epilogue(const any4_packed *w, int r, int k, __m256 total, const float *gsum, const float *bias) {
-    float v = hsum256(total) * (w->table_i8_scale[(size_t)r * w->table_i8_scale_stride] * w->f16_factors[2 * r]);
-    if (w->zeros_f16)
-        v += dot_f16_avx2(w->zeros_f16 + (size_t)r * w->groups, gsum + (size_t)k * w->groups, w->groups) * w->f16_factors[2 * r + 1];
-    return v + (bias ? bias[r] : 0);
-}
 /// 64 packed columns (32 bytes at p) decoded: the low-nibble values w[0] (columns 0..31 of the
 /// block), the high-nibble values w[1] (32..63), and their magnitudes a[0], a[1].
 typedef struct { __m256i w[2], a[2]; } decoded64;
@@ -139,15 +116,6 @@ INLINE_AVX2 __m256i dot64_lut(decoded64 d, const int8_t *x, __m256i ones) {
 
 INLINE_AVX2 __m256i row_lut(const any4_packed *w, int r) {
     return _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(w->table_i8 + (size_t)r * w->table_stride)));
-}
-
-/// Prefetches the codes at p: non-temporal when the row is read only once (one pass over the
-/// activations), so the stream does not push the activations and tables out of the caches (11-12 %
-/// faster at batch 1 than an ordinary prefetch, measured A/B on 4096x14336); otherwise into every
-/// level, as later passes read the row again.
-INLINE_AVX2 void prefetch_codes(const uint8_t *p, int once) {
-    if (once) _mm_prefetch((const char *)p, _MM_HINT_NTA);
-    else _mm_prefetch((const char *)p, _MM_HINT_T0);
 }
 
 /// The tail groups of row r (after the super-blocks) for KT activation rows, added to total[k];

@@ -229,7 +229,7 @@ struct BenchCommand: ParsableCommand {
                 if progress.isCancelled { throw QuantizationError.cancelled }
                 if !json, let probe {
                     print(
-                        "bandwidth probe (triad, \(workers) threads): \(Formatting.fixed(probe, 1)) GB/s · AVX2 \(CPUFeatures.hasAVX2 ? "yes" : "no") · LLC \(Formatting.bytes(KernelBenchmark.lastLevelCacheBytes)) · \(hot ? "hot" : cycleMib.map { "cold (cycling \($0) MiB of copies)" } ?? "cold (cycling copies > 4x LLC)")"
+                        "bandwidth probe (triad, \(workers) threads): \(Formatting.fixed(probe, 1)) GB/s · kernels \(CPUFeatures.simd.name) · LLC \(Formatting.bytes(KernelBenchmark.lastLevelCacheBytes)) · \(hot ? "hot" : cycleMib.map { "cold (cycling \($0) MiB of copies)" } ?? "cold (cycling copies > 4x LLC)")"
                     )
                     printHeader(ratio: "vs f32")
                 }

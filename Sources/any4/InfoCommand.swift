@@ -60,7 +60,8 @@ struct InfoCommand: ParsableCommand {
                         "cpu",
                         .object([
                             ("arch", .string(arch)), ("cores", JSONValue(SystemInfo.processorCount)),
-                            ("avx2", .bool(CPUFeatures.hasAVX2)), ("llc_bytes", JSONValue(KernelBenchmark.lastLevelCacheBytes))
+                            ("avx2", .bool(CPUFeatures.hasAVX2)), ("simd", .string(CPUFeatures.simd.name)),
+                            ("llc_bytes", JSONValue(KernelBenchmark.lastLevelCacheBytes))
                         ])
                     ),
                     ("openblas", part(OpenBLAS.shared?.path, nil, OpenBLAS.shared == nil ? OpenBLAS.loadError : nil)),
@@ -69,7 +70,7 @@ struct InfoCommand: ParsableCommand {
             return
         }
         print(
-            "CPU: \(arch), \(SystemInfo.processorCount) cores, AVX2+FMA+F16C \(CPUFeatures.hasAVX2 ? "yes" : "no"), "
+            "CPU: \(arch), \(SystemInfo.processorCount) cores, AVX2+FMA+F16C \(CPUFeatures.hasAVX2 ? "yes" : "no"), kernels \(CPUFeatures.simd.name), "
                 + "last-level cache \(Formatting.bytes(KernelBenchmark.lastLevelCacheBytes))")
         print("OpenBLAS: " + (OpenBLAS.shared.map { $0.path } ?? "not available: \(OpenBLAS.loadError ?? "?")"))
         if let why = gpu.unavailable { print("GPU: not available: \(why)") } else { print("GPU: available") }

@@ -111,11 +111,11 @@ final class FormatRegistryTests: XCTestCase {
             let x = (0..<(m * q.cols)).map { _ in Float(rng.nextGaussian()) }
             let bias: [Float]? = m == 5 ? (0..<q.rows).map { Float($0) * 0.01 } : nil
             let ref = referenceProduct(deq, rows: q.rows, cols: q.cols, x: x, m: m, bias: bias)
-            for avx in Set([false, CPUFeatures.hasAVX2]) {
-                let exact = layer.forward(x, m: m, path: .exact, threads: 1, bias: bias, useAVX2: avx)
-                XCTAssertLessThanOrEqual(relativeError(exact, ref), 1e-5, "exact \(label) m=\(m) avx2=\(avx)")
-                let fast = layer.forward(x, m: m, path: .fast, threads: 1, bias: bias, useAVX2: avx)
-                XCTAssertLessThanOrEqual(relativeError(fast, ref), 2e-2, "fast \(label) m=\(m) avx2=\(avx)")
+            for simd in CPUFeatures.levels {
+                let exact = layer.forward(x, m: m, path: .exact, threads: 1, bias: bias, simd: simd)
+                XCTAssertLessThanOrEqual(relativeError(exact, ref), 1e-5, "exact \(label) m=\(m) simd=\(simd.name)")
+                let fast = layer.forward(x, m: m, path: .fast, threads: 1, bias: bias, simd: simd)
+                XCTAssertLessThanOrEqual(relativeError(fast, ref), 2e-2, "fast \(label) m=\(m) simd=\(simd.name)")
             }
         }
     }

@@ -50,11 +50,11 @@ final class GGMLBlockImportTests: XCTestCase {
             var rng = SplitMix64(seed: UInt64(m))
             let x = (0..<(m * q.cols)).map { _ in Float(rng.nextGaussian()) }
             let ref = referenceProduct(expected, rows: q.rows, cols: q.cols, x: x, m: m)
-            for avx in Set([false, CPUFeatures.hasAVX2]) {
-                let exact = layer.forward(x, m: m, path: .exact, threads: 2, useAVX2: avx)
-                XCTAssertLessThanOrEqual(relativeError(exact, ref), 1e-5, "\(label) exact m=\(m) avx2=\(avx)")
-                let fast = layer.forward(x, m: m, path: .fast, threads: 2, useAVX2: avx)
-                XCTAssertLessThanOrEqual(relativeError(fast, ref), 2e-2, "\(label) fast m=\(m) avx2=\(avx)")
+            for simd in CPUFeatures.levels {
+                let exact = layer.forward(x, m: m, path: .exact, threads: 2, simd: simd)
+                XCTAssertLessThanOrEqual(relativeError(exact, ref), 1e-5, "\(label) exact m=\(m) simd=\(simd.name)")
+                let fast = layer.forward(x, m: m, path: .fast, threads: 2, simd: simd)
+                XCTAssertLessThanOrEqual(relativeError(fast, ref), 2e-2, "\(label) fast m=\(m) simd=\(simd.name)")
                 fastAll += fast
                 refAll += ref
             }
@@ -207,10 +207,10 @@ final class GGMLBlockImportTests: XCTestCase {
             }
         }
         let dense = referenceProduct(w, rows: rows, cols: cols, x: x, m: m)
-        for avx in Set([false, CPUFeatures.hasAVX2]) {
-            let y = layer.forward(x, m: m, threads: 2, bias: nil, useAVX2: avx)
-            XCTAssertLessThanOrEqual(relativeError(y, ref), 1e-6, "avx2=\(avx)")
-            XCTAssertLessThanOrEqual(relativeError(y, dense), 2e-2, "avx2=\(avx)")
+        for simd in CPUFeatures.levels {
+            let y = layer.forward(x, m: m, threads: 2, bias: nil, simd: simd)
+            XCTAssertLessThanOrEqual(relativeError(y, ref), 1e-6, "simd=\(simd.name)")
+            XCTAssertLessThanOrEqual(relativeError(y, dense), 2e-2, "simd=\(simd.name)")
         }
         // SmolLM2's tied embedding (Q8_0, 49152 × 576): rows as the file decodes them.
         let model = try Model.open(TestPaths.requireModel(TestPaths.smolLM2))

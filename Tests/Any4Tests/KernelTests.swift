@@ -46,17 +46,17 @@ final class KernelTests: XCTestCase {
                 let layer = try PackedLinear(q)
                 let deq = q.dequantized()
                 for threads in [1, 2] {
-                    for avx in Set([false, CPUFeatures.hasAVX2]) {
-                        let label = "\(format.name) \(rows)x\(cols) g\(group) threads=\(threads) avx2=\(avx)"
+                    for simd in CPUFeatures.levels {
+                        let label = "\(format.name) \(rows)x\(cols) g\(group) threads=\(threads) simd=\(simd.name)"
                         var fastAll: [Float] = [], refAll: [Double] = []
                         for m in [1, 3, 8, 17, 64] {
                             var rng = SplitMix64(seed: UInt64(m))
                             let x = (0..<(m * cols)).map { _ in Float(rng.nextGaussian()) }
                             let bias: [Float]? = m % 2 == 1 ? (0..<rows).map { Float($0) * 0.01 } : nil
                             let ref = referenceProduct(deq, rows: rows, cols: cols, x: x, m: m, bias: bias)
-                            let exact = relativeError(layer.forward(x, m: m, path: .exact, threads: threads, bias: bias, useAVX2: avx), ref)
+                            let exact = relativeError(layer.forward(x, m: m, path: .exact, threads: threads, bias: bias, simd: simd), ref)
                             XCTAssertLessThanOrEqual(exact, 1e-5, "exact \(label) m=\(m)")
-                            let fast = layer.forward(x, m: m, path: .fast, threads: threads, bias: bias, useAVX2: avx)
+                            let fast = layer.forward(x, m: m, path: .fast, threads: threads, bias: bias, simd: simd)
                             XCTAssertLessThanOrEqual(relativeError(fast, ref), 2e-2, "fast \(label) m=\(m)")
                             fastAll += fast
                             refAll += ref
@@ -83,14 +83,14 @@ final class KernelTests: XCTestCase {
         for format in FormatRegistryTests.kernelFormats where format.hasZeros {
             let q = try quantized(w, rows, cols, format, group: 128)
             let ref = referenceProduct(q.dequantized(), rows: rows, cols: cols, x: x, m: m, bias: nil)
-            for avx in Set([false, CPUFeatures.hasAVX2]) {
-                let y = try PackedLinear(q).forward(x, m: m, path: .fast, threads: 1, useAVX2: avx)
+            for simd in CPUFeatures.levels {
+                let y = try PackedLinear(q).forward(x, m: m, path: .fast, threads: 1, simd: simd)
                 for r in 0..<rows {
                     let column = (0..<m).map { y[$0 * rows + r] }, expected = (0..<m).map { ref[$0 * rows + r] }
                     // 2.2 %: any4's row 2 (1e7) is at 2.04 % with the greedy-seeded tables (the
                     // fast path's int8 rounding depends on the learned values); the failures this
                     // guards against are 2.5 % and NaN.
-                    XCTAssertLessThanOrEqual(relativeError(column, expected), 2.2e-2, "\(format.name) row \(r) avx2=\(avx)")
+                    XCTAssertLessThanOrEqual(relativeError(column, expected), 2.2e-2, "\(format.name) row \(r) simd=\(simd.name)")
                 }
             }
         }
@@ -103,9 +103,51 @@ final class KernelTests: XCTestCase {
         let layer = try PackedLinear(q)
         var rng = SplitMix64(seed: 4)
         let x = (0..<(5 * cols)).map { _ in Float(rng.nextGaussian()) }
-        let simd = layer.forward(x, m: 5, path: .fast, threads: 1, useAVX2: true)
-        let scalar = layer.forward(x, m: 5, path: .fast, threads: 1, useAVX2: false)
+        let simd = layer.forward(x, m: 5, path: .fast, threads: 1, simd: .avx2)
+        let scalar = layer.forward(x, m: 5, path: .fast, threads: 1, simd: .scalar)
         for (a, b) in zip(simd, scalar) { XCTAssertEqual(a, b, accuracy: 1e-5 * max(1, abs(b))) }
+    }
+
+    /// The AVX-512 VNNI fast path and int8 head give the AVX2 ones' outputs bit for bit: each 32-bit
+    /// lane holds the same integer (Σ (x + 128)·w − 128·Σ w) and the float steps are the same. Over
+    /// the layouts the kernel reads differently: super-blocks alone and with a tail, tails alone
+    /// (rows read in pairs, and an odd last row), 32- and 64-column blocks, partial last groups,
+    /// tables with and without zeros, a bias, batches from 1 to past a pass of 8 rows, 1 and 2 threads.
+    func testAVX512PathsEqualTheAVX2OnesBitForBit() throws {
+        guard CPUFeatures.best == .avx512 else { throw XCTSkip("no AVX-512 VNNI here") }
+        let shapes: [(rows: Int, cols: Int, group: Int)] = [
+            (37, 576, 128), (20, 1536, 128), (9, 2100, 128), (6, 1024, 32), (11, 1100, 64), (7, 1600, 96),
+            (5, 4160, 192), (3, 200, 64), (2, 320, 32)
+        ]
+        var compared = 0
+        for (i, (rows, cols, group)) in shapes.enumerated() {
+            let w = weights(rows, cols, seed: UInt64(30 + i))
+            for format in ["any4", "int4", "nf4"] {
+                let layer = try PackedLinear(quantized(w, rows, cols, format, group: group))
+                for m in [1, 2, 3, 8, 9, 17] {
+                    var rng = SplitMix64(seed: UInt64(m * 100 + i))
+                    let x = (0..<(m * cols)).map { _ in Float(rng.nextGaussian()) }
+                    let bias: [Float]? = m % 2 == 1 ? (0..<rows).map { Float($0) * 0.01 } : nil
+                    for threads in [1, 2] {
+                        let a = layer.forward(x, m: m, path: .fast, threads: threads, bias: bias, simd: .avx2)
+                        let b = layer.forward(x, m: m, path: .fast, threads: threads, bias: bias, simd: .avx512)
+                        XCTAssertEqual(a.map(\.bitPattern), b.map(\.bitPattern), "\(format) \(rows)x\(cols) g\(group) m=\(m) threads=\(threads)")
+                        compared += a.count
+                    }
+                }
+            }
+        }
+        XCTAssertGreaterThan(compared, 10_000)
+        // The int8 head.
+        let (rows, cols) = (45, 576)
+        let head = Q8Linear(weights(rows, cols, seed: 50), rows: rows, cols: cols, threads: 2)
+        for m in [1, 3, 8, 11] {
+            var rng = SplitMix64(seed: UInt64(m))
+            let x = (0..<(m * cols)).map { _ in Float(rng.nextGaussian()) }
+            let a = head.forward(x, m: m, threads: 2, bias: nil, simd: .avx2)
+            let b = head.forward(x, m: m, threads: 2, bias: nil, simd: .avx512)
+            XCTAssertEqual(a.map(\.bitPattern), b.map(\.bitPattern), "q8 m=\(m)")
+        }
     }
 
     /// The AVX2 activation quantizer gives the scalar one's codes exactly (the kernels' twins rely on

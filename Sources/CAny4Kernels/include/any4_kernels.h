@@ -11,10 +11,14 @@
 //   q8_{scalar,avx2}.c         the int8 × int8 decode head (and its weight quantizer)
 //   attend_{scalar,avx2}.c     one attention row
 //   dequant_{scalar,avx2}.c    packed rows back to f32 (bit for bit the quantized matrix's values)
+//   lut_gemm_avx512.c, q8_avx512.c  the fast lookup path and the int8 head with AVX-512 VNNI
+//                              (bit for bit their AVX2 versions)
 //   dispatch.c                 the public entry points: the AVX2 version when use_avx2 (and the build
 //                              targets x86-64), else the scalar one; tests pass use_avx2 = 0 to run
-//                              the scalar twin and compare
-//   cpu.c                      any4_cpu_has_avx2, which the Swift side reads once to set use_avx2
+//                              the scalar twin and compare. The two families with an AVX-512
+//                              version take a level `simd` instead (0 scalar, 1 AVX2, 2 AVX-512).
+//   cpu.c                      any4_cpu_has_avx2 and any4_cpu_simd_level, which the Swift side
+//                              reads once
 //   kernel_order.c, triad.c    the activation reordering and the bandwidth probe (no SIMD twin)
 // Helpers shared by several families, and the variants' declarations, are in kernels_internal.h
 // (private to this target); every kernel file includes it first, so all are compiled with FP_CONTRACT OFF.
@@ -45,6 +49,10 @@ extern "C" {
 
 /// 1 when the CPU has AVX2, FMA and F16C (and the OS saves YMM state).
 int any4_cpu_has_avx2(void);
+
+/// The best kernel level this CPU runs: 2 with AVX-512 F/BW/VL/DQ and VNNI (and the OS saving
+/// ZMM state), 1 with AVX2 (any4_cpu_has_avx2), else 0.
+int any4_cpu_simd_level(void);
 
 typedef struct {
     const uint8_t *codes;     // rows × cols_padded/2
@@ -80,10 +88,22 @@ void any4_lut_gemm_exact(const any4_packed *w, const float *x, const float *grou
                          float *y, int y_stride, const float *bias, int row_begin, int row_end, int use_avx2);
 
 /// Fast path: int8 tables, int8 activations quantized per group (xq: m × cols_padded, in kernel
-/// order when use_avx2; x_scale: m × groups, x ≈ xq × x_scale), int32 accumulation within a group,
-/// f16 scales and zeros (scales_f16, zeros_f16, f16_factors).
+/// order when simd ≥ 1, and then for simd 2 rearranged by any4_fast_activations_wide; x_scale:
+/// m × groups, x ≈ xq × x_scale), int32 accumulation within a group, f16 scales and zeros
+/// (scales_f16, zeros_f16, f16_factors). All levels give the same integer sums; levels 1 and 2
+/// give identical results.
 void any4_lut_gemm_fast(const any4_packed *w, const int8_t *xq, const float *x_scale, const float *group_sums, int m,
-                        float *y, int y_stride, const float *bias, int row_begin, int row_end, int use_avx2);
+                        float *y, int y_stride, const float *bias, int row_begin, int row_end, int simd);
+
+/// The fast path's activations for level 2, in place: from kernel order, the middle 32 bytes of
+/// each 128-value span of the super-blocks, which the AVX-512 kernel reads with one load, are
+/// swapped, and every byte is offset by
+/// 128 (vpdpbusd takes one unsigned operand).
+void any4_fast_activations_wide(const any4_packed *w, int8_t *xq, int m);
+
+/// Offsets n int8 activations by 128 in place (x ^ 0x80: the unsigned bytes of x + 128), as the
+/// level-2 int8 head reads them.
+void any4_offset_activations(int8_t *x, size_t n);
 
 /// Quantizes activations per group and computes group sums: xq = round(x / s) (to nearest even),
 /// s = max|x| / 127 over each group; x, xq: m × cols_padded. With
@@ -100,8 +120,9 @@ void any4_dense_gemm(const void *w, int dtype, int cols, const float *x, int m, 
 /// Int8 weights with one f32 scale per 32 columns (w ≈ wq · ws), times activations quantized the
 /// same way (any4_quantize_activations with group 32): y[k, r] = Σ_blocks ws·xs·Σ wq·xq.
 /// cols must be a multiple of 32. For a bandwidth-bound decode step over a large dense layer.
+/// simd: 0 scalar, 1 AVX2, 2 AVX-512 VNNI (xq then offset by any4_offset_activations).
 void any4_q8_gemm(const int8_t *wq, const float *ws, int cols, const int8_t *xq, const float *xs, int m,
-                  float *y, int y_stride, int row_begin, int row_end, int use_avx2);
+                  float *y, int y_stride, int row_begin, int row_end, int simd);
 
 /// Quantizes rows of f32 weights to int8 with one scale per 32 columns (round to nearest).
 void any4_q8_quantize_rows(const float *w, int cols, int8_t *wq, float *ws, int row_begin, int row_end);

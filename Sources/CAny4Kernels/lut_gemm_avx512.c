@@ -1,0 +1,266 @@
+// Lookup GEMM, the fast path with AVX-512 VNNI (vpdpbusd): bit for bit the AVX2 fast path.
+//
+// vpdpbusd multiplies unsigned bytes by signed bytes and adds each 4 products into a 32-bit lane:
+// one instruction where AVX2 needs sign, maddubs, madd and add. The activations come as
+// x + 128 (unsigned; any4_fast_activations), the weights as the row's int8 table, and
+// Σ (x + 128)·w = Σ x·w + 128·Σ w: the second term is a weights-only sum (one more vpdpbusd per
+// decoded block, shared by every activation row), subtracted lane by lane. Every 32-bit lane
+// then holds exactly the integer of the AVX2 path's lane, and the float epilogue is the same
+// sequence of operations, so the results are identical (the tests hold them to that).
+//
+// The super-blocks are read 64 bytes at a time: lanes 0-7 from one 32-byte chunk and lanes 8-15
+// from the next, folded into the AVX2 path's 8 lanes at the end of the super-block; for that the
+// activations' kernel order swaps the middle 32 bytes of each 128-value span there (see
+// any4_fast_activations_wide). The tail is read for two rows at once: lanes 0-7 are row r's
+// lanes, 8-15 row r + 1's, over the same 32 activation bytes in both halves, so the end of each
+// group (convert, scale, add) serves two rows and the lanes need no folding.
+#include "kernels_internal.h"
+
+#if ANY4_X86
+/// 64 packed codes' int8 table values (32 bytes at p): the low nibbles w[0] and the high w[1].
+INLINE_VNNI void decode64_vnni(const uint8_t *p, __m256i lut, __m256i *w0, __m256i *w1) {
+    const __m256i m4 = _mm256_set1_epi8(15), raw = _mm256_loadu_si256((const __m256i *)p);
+    *w0 = _mm256_shuffle_epi8(lut, _mm256_and_si256(raw, m4));
+    *w1 = _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4));
+}
+
+/// The same for 128 codes (64 bytes at p, two 32-byte chunks): w0 holds the low nibbles of both.
+INLINE_VNNI void decode128_vnni(const uint8_t *p, __m512i lut, __m512i *w0, __m512i *w1) {
+    const __m512i m4 = _mm512_set1_epi8(15), raw = _mm512_loadu_si512((const void *)p);
+    *w0 = _mm512_shuffle_epi8(lut, _mm512_and_si512(raw, m4));
+    *w1 = _mm512_shuffle_epi8(lut, _mm512_and_si512(_mm512_srli_epi16(raw, 4), m4));
+}
+
+/// Lanes 0-7 plus lanes 8-15: the 8 lanes of the AVX2 path.
+INLINE_VNNI __m256i fold512(__m512i v) {
+    return _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1));
+}
+
+INLINE_VNNI __m256i dpbusd256(__m256i acc, __m256i u, __m256i s) { return _mm256_dpbusd_epi32(acc, u, s); }
+INLINE_VNNI __m512i dpbusd512(__m512i acc, __m512i u, __m512i s) { return _mm512_dpbusd_epi32(acc, u, s); }
+
+INLINE_VNNI __m256i row_lut256(const any4_packed *w, int r) {
+    return _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(w->table_i8 + (size_t)r * w->table_stride)));
+}
+
+INLINE_VNNI __m512i row_lut512(const any4_packed *w, int r) {
+    return _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(w->table_i8 + (size_t)r * w->table_stride)));
+}
+
+/// The tail groups of row r (after the super-blocks) for KT activation rows (xu: unsigned, in kernel
+/// order), added to total[k] as the AVX2 path's fast_tail does. `once`: this is the only pass over
+/// the row (prefetch without polluting the caches).
+INLINE_VNNI void vnni_tail(const any4_packed *w, int r, const uint8_t *x0, const float *xs, int k0, const int KT,
+                           const int once, __m256 *total) {
+    const int cp = w->cols_padded, G = w->group_size, B = w->block_cols, main = w->super_blocks * 8 * G;
+    const int lb = B == 64 ? 6 : 5, bpg = G >> lb, nb = (cp - main) >> lb, first = 8 * w->super_blocks;
+    const __m256i c80 = _mm256_set1_epi8((char)0x80), lut = row_lut256(w, r);
+    const uint8_t *q = w->codes + (size_t)r * (cp / 2) + main / 2;
+    const uint16_t *sc = w->scales_f16 + (size_t)r * w->groups + first;
+    const float *xsk[VTILE];
+    const uint8_t *xk[VTILE];
+    for (int k = 0; k < KT; k++) { xk[k] = x0 + (size_t)k * cp + main; xsk[k] = xs + (size_t)(k0 + k) * w->groups + first; }
+    for (int t = 0; t < w->groups - first; t++) {
+        __m256i acc[VTILE], corr = _mm256_setzero_si256();
+        for (int k = 0; k < KT; k++) acc[k] = _mm256_setzero_si256();
+        const int bend = (t + 1) * bpg < nb ? (t + 1) * bpg : nb;
+        if (B == 64) {
+            for (int b = t * bpg; b < bend; b++) {
+                prefetch_codes(q + b * 32 + 2048, once);
+                __m256i w0, w1;
+                decode64_vnni(q + b * 32, lut, &w0, &w1);
+                corr = dpbusd256(dpbusd256(corr, c80, w0), c80, w1);
+                for (int k = 0; k < KT; k++) {
+                    const uint8_t *xb = xk[k] + b * 64;
+                    acc[k] = dpbusd256(dpbusd256(acc[k], load32u(xb), w0), load32u(xb + 32), w1);
+                }
+            }
+        } else {
+            for (int b = t * bpg; b < bend; b++) {
+                const __m128i raw = _mm_loadu_si128((const __m128i *)(q + b * 16));
+                const __m256i wv = _mm256_shuffle_epi8(
+                    lut, _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), _mm256_set1_epi8(15)));
+                corr = dpbusd256(corr, c80, wv);
+                for (int k = 0; k < KT; k++) acc[k] = dpbusd256(acc[k], load32u(xk[k] + b * 32), wv);
+            }
+        }
+        for (int k = 0; k < KT; k++)
+            total[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(acc[k], corr)),
+                                       _mm256_set1_ps(half1(sc[t]) * xsk[k][t]), total[k]);
+    }
+}
+
+/// The tail groups of rows r and r + 1 (64-column blocks) for KT activation rows: lanes 0-7 of
+/// total[k] are row r's 8 lanes of vnni_tail, lanes 8-15 row r + 1's, with the same operations.
+INLINE_VNNI void vnni_tail_pair(const any4_packed *w, int r, const uint8_t *x0, const float *xs, int k0, const int KT,
+                                const int once, __m512 *total) {
+    const int cp = w->cols_padded, G = w->group_size, main = w->super_blocks * 8 * G;
+    const int bpg = G >> 6, nb = (cp - main) >> 6, first = 8 * w->super_blocks;
+    const __m512i c80 = _mm512_set1_epi8((char)0x80), m4 = _mm512_set1_epi8(15);
+    const __m512i lut = _mm512_inserti64x4(_mm512_castsi256_si512(row_lut256(w, r)), row_lut256(w, r + 1), 1);
+    const uint8_t *qa = w->codes + (size_t)r * (cp / 2) + main / 2, *qb = qa + cp / 2;
+    const uint16_t *sa = w->scales_f16 + (size_t)r * w->groups + first, *sb = sa + w->groups;
+    const float *xsk[VTILE];
+    const uint8_t *xk[VTILE];
+    for (int k = 0; k < KT; k++) { xk[k] = x0 + (size_t)k * cp + main; xsk[k] = xs + (size_t)(k0 + k) * w->groups + first; }
+    for (int t = 0; t < w->groups - first; t++) {
+        __m512i acc[VTILE], corr = _mm512_setzero_si512();
+        for (int k = 0; k < KT; k++) acc[k] = _mm512_setzero_si512();
+        const int bend = (t + 1) * bpg < nb ? (t + 1) * bpg : nb;
+        for (int b = t * bpg; b < bend; b++) {
+            prefetch_codes(qa + b * 32 + 2048, once);
+            prefetch_codes(qb + b * 32 + 2048, once);
+            const __m512i raw = _mm512_inserti64x4(_mm512_castsi256_si512(load32u(qa + b * 32)), load32u(qb + b * 32), 1);
+            const __m512i w0 = _mm512_shuffle_epi8(lut, _mm512_and_si512(raw, m4));
+            const __m512i w1 = _mm512_shuffle_epi8(lut, _mm512_and_si512(_mm512_srli_epi16(raw, 4), m4));
+            corr = dpbusd512(dpbusd512(corr, c80, w0), c80, w1);
+            for (int k = 0; k < KT; k++) {
+                const uint8_t *xb = xk[k] + b * 64;
+                const __m512i xl = _mm512_broadcast_i64x4(load32u(xb)), xh = _mm512_broadcast_i64x4(load32u(xb + 32));
+                acc[k] = dpbusd512(dpbusd512(acc[k], xl, w0), xh, w1);
+            }
+        }
+        const __m512 sv = _mm512_insertf32x8(_mm512_set1_ps(half1(sa[t])), _mm256_set1_ps(half1(sb[t])), 1);
+        for (int k = 0; k < KT; k++)
+            total[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(acc[k], corr)),
+                                       _mm512_mul_ps(sv, _mm512_set1_ps(xsk[k][t])), total[k]);
+    }
+}
+
+/// The super-blocks of NR rows (r, r + 1, ...) for KT activation rows, added to total[i][k]: each
+/// 64-byte load of the activations serves the NR rows. Prefetches `lines` cache lines from
+/// `ahead` (two per 128 columns, as the AVX2 path's one per 64), or, when `once` and NR = 1, the row's own codes 2 KiB ahead.
+INLINE_VNNI void vnni_super_blocks(const any4_packed *w, int r, const int NR, const uint8_t *x0, const float *xs, int k0,
+                                   const int KT, const int once, const char *ahead, int lines, __m256 total[][VTILE]) {
+    const int cp = w->cols_padded, G = w->group_size;
+    const __m512i c80 = _mm512_set1_epi8((char)0x80);
+    __m512i lut[2];
+    const uint8_t *q[2];
+    const uint16_t *sc[2];
+    for (int i = 0; i < NR; i++) {
+        lut[i] = row_lut512(w, r + i);
+        q[i] = w->codes + (size_t)(r + i) * (cp / 2);
+        sc[i] = w->scales_f16 + (size_t)(r + i) * w->groups;
+    }
+    for (int s = 0; s < w->super_blocks; s++) {
+        __m512i acc[2][VTILE], corr[2];
+        for (int i = 0; i < NR; i++) {
+            corr[i] = _mm512_setzero_si512();
+            for (int k = 0; k < KT; k++) acc[i][k] = _mm512_setzero_si512();
+        }
+        for (int c = 0; c < G / 8; c += 2) {
+            for (int l = 0; l < 2 && lines > 0; l++, lines--) { _mm_prefetch(ahead, _MM_HINT_T0); ahead += 64; }
+            __m512i w0[2], w1[2];
+            for (int i = 0; i < NR; i++) {
+                const uint8_t *p = q[i] + (size_t)s * 4 * G + 32 * c;
+                if (NR == 1) prefetch_codes(p + 2048, once);
+                decode128_vnni(p, lut[i], &w0[i], &w1[i]);
+                corr[i] = dpbusd512(dpbusd512(corr[i], c80, w0[i]), c80, w1[i]);
+            }
+            for (int k = 0; k < KT; k++) {
+                const uint8_t *xb = x0 + (size_t)k * cp + (size_t)s * 8 * G + 64 * c;
+                const __m512i xa = _mm512_loadu_si512((const void *)xb), xh = _mm512_loadu_si512((const void *)(xb + 64));
+                for (int i = 0; i < NR; i++) acc[i][k] = dpbusd512(dpbusd512(acc[i][k], xa, w0[i]), xh, w1[i]);
+            }
+        }
+        for (int i = 0; i < NR; i++) {
+            const __m256 sv = load8_f16(sc[i] + 8 * s);
+            for (int k = 0; k < KT; k++) {
+                const __m256 f = _mm256_mul_ps(sv, _mm256_loadu_ps(xs + (size_t)(k0 + k) * w->groups + 8 * s));
+                const __m256i a = fold512(_mm512_sub_epi32(acc[i][k], corr[i]));
+                total[i][k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a), f, total[i][k]);
+            }
+        }
+    }
+}
+
+/// NR rows (1 or 2) from r for KT activation rows from k0.
+INLINE_VNNI void vnni_rows(const any4_packed *w, int r, const int NR, const uint8_t *xu, const float *xs, const float *gsum,
+                           int k0, const int KT, const int once, float *y, int ys, const float *bias, const char *ahead,
+                           int lines) {
+    const uint8_t *x0 = xu + (size_t)k0 * w->cols_padded;
+    __m256 total[2][VTILE];
+    for (int i = 0; i < NR; i++)
+        for (int k = 0; k < KT; k++) total[i][k] = _mm256_setzero_ps();
+    vnni_super_blocks(w, r, NR, x0, xs, k0, KT, once, ahead, lines, total);
+    if (NR == 2 && w->block_cols == 64) {
+        __m512 both[VTILE];
+        for (int k = 0; k < KT; k++) both[k] = _mm512_insertf32x8(_mm512_castps256_ps512(total[0][k]), total[1][k], 1);
+        vnni_tail_pair(w, r, x0, xs, k0, KT, once, both);
+        for (int k = 0; k < KT; k++) {
+            total[0][k] = _mm512_castps512_ps256(both[k]);
+            total[1][k] = _mm512_extractf32x8_ps(both[k], 1);
+        }
+    } else {
+        for (int i = 0; i < NR; i++) vnni_tail(w, r + i, x0, xs, k0, KT, NR == 1 ? once : 0, total[i]);
+    }
+    for (int i = 0; i < NR; i++)
+        for (int k = 0; k < KT; k++) y[(size_t)(k0 + k) * ys + r + i] = fast_epilogue(w, r + i, k0 + k, total[i][k], gsum, bias);
+}
+
+#define VNNI_CASES(NR, ...)                                                                                  \
+    switch (kt) {                                                                                            \
+    case 1: vnni_rows(w, r, NR, xu, xs, gsum, k0, 1, __VA_ARGS__); break;                                    \
+    case 2: vnni_rows(w, r, NR, xu, xs, gsum, k0, 2, __VA_ARGS__); break;                                    \
+    case 3: vnni_rows(w, r, NR, xu, xs, gsum, k0, 3, __VA_ARGS__); break;                                    \
+    case 4: vnni_rows(w, r, NR, xu, xs, gsum, k0, 4, __VA_ARGS__); break;                                    \
+    case 5: vnni_rows(w, r, NR, xu, xs, gsum, k0, 5, __VA_ARGS__); break;                                    \
+    case 6: vnni_rows(w, r, NR, xu, xs, gsum, k0, 6, __VA_ARGS__); break;                                    \
+    case 7: vnni_rows(w, r, NR, xu, xs, gsum, k0, 7, __VA_ARGS__); break;                                    \
+    default: vnni_rows(w, r, NR, xu, xs, gsum, k0, 8, __VA_ARGS__); break;                                   \
+    }
+
+VNNI void any4_lut_fast_avx512(const any4_packed *w, const uint8_t *xu, const float *xs, const float *gsum, int m, float *y,
+                               int ys, const float *bias, int r0, int r1) {
+    int r = r0;
+    // Rows in pairs (as the AVX2 path for batches, and here for one activation row too when the
+    // tail has 64-column blocks, which the pair reads as one register), up to VTILE activation
+    // rows a pass (32 registers hold twice the AVX2 tile), each pass prefetching its share of the
+    // next pair's codes (in the super-blocks; the tail prefetches its own rows 2 KiB ahead).
+    const int once = m <= VTILE;
+    // With one activation row and no tail (every group in super-blocks), single rows with their
+    // own non-temporal prefetch stream faster (7-10 % at 4096x14336, measured A/B).
+    const int tail = w->groups > 8 * w->super_blocks;
+    if ((w->super_blocks > 0 && m > 1) || (w->block_cols == 64 && (m > 1 || tail))) {
+        const int cp = w->cols_padded, passes = (m + VTILE - 1) / VTILE, lines = (cp + 63) / 64;
+        const int share = (lines + passes - 1) / passes;
+        for (; r + 2 <= r1; r += 2) {
+            const char *next = (const char *)w->codes + (size_t)(r + 2) * (cp / 2);
+            for (int k0 = 0, p = 0; k0 < m; p++) {
+                const int kt = even_pass(m, passes, p, k0);
+                const int from = p * share, n = r + 4 <= r1 ? (lines - from < share ? lines - from : share) : 0;
+                VNNI_CASES(2, once, y, ys, bias, next + (size_t)64 * from, n)
+                k0 += kt;
+            }
+        }
+    }
+    for (; r < r1; r++) {
+        for (int k0 = 0; k0 < m; k0 += VTILE) {
+            const int kt = m - k0 < VTILE ? m - k0 : VTILE;
+            VNNI_CASES(1, once, y, ys, bias, (const char *)0, 0)
+        }
+    }
+}
+#undef VNNI_CASES
+
+VNNI void any4_fast_activations_avx512(const any4_packed *w, uint8_t *x, int m) {
+    const int cp = w->cols_padded, G = w->group_size;
+    const int main = w->super_blocks * 8 * G;
+    const __m512i c80 = _mm512_set1_epi8((char)0x80);
+    for (int k = 0; k < m; k++) {
+        uint8_t *row = x + (size_t)k * cp;
+        for (int c = 0; c + 128 <= main; c += 128) {
+            const __m256i a = _mm256_loadu_si256((const __m256i *)(row + c + 32));
+            const __m256i b = _mm256_loadu_si256((const __m256i *)(row + c + 64));
+            _mm256_storeu_si256((__m256i *)(row + c + 32), b);
+            _mm256_storeu_si256((__m256i *)(row + c + 64), a);
+        }
+        int c = 0;
+        for (; c + 64 <= cp; c += 64) {
+            __m512i v = _mm512_loadu_si512((const void *)(row + c));
+            _mm512_storeu_si512((void *)(row + c), _mm512_xor_si512(v, c80));
+        }
+        for (; c < cp; c++) row[c] ^= 0x80;
+    }
+}
+#endif
