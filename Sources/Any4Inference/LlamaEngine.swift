@@ -175,17 +175,17 @@ public final class LlamaEngine: @unchecked Sendable {
     }
 
     /// Final norm and LM head for rows `rows` of the hidden states h [m, hidden]. The head's
-    /// decode-step copy (``EngineOptions/decodeHead``; none by default) serves fewer than 4 rows of
-    /// logits, a prompt pass's last row as well as a decode step's: generation then reads every
-    /// token from the same head, and the prompt pass does not decode the whole head to f32 for one
-    /// row (a third of a 128-token SmolLM2 prefill).
+    /// decode-step copy serves decode steps only (m < 4): a prompt pass's last row uses the
+    /// weights as held, even when it is the only row asked for. (The copy is made for it too: a
+    /// Q8_0 head's copy holds the same weights, and the row then runs on it exactly, without
+    /// decoding the whole head to f32 — a third of a 128-token SmolLM2 prefill.)
     public func logitsOf(_ h: [Float], rows: Range<Int>) -> [Float] {
         guard !rows.isEmpty else { return [] }
         let d = config.hidden
         var x = Array(h[(rows.lowerBound * d)..<(rows.upperBound * d)])
         Ops.rmsNorm(&x, m: rows.count, weight: outputNorm, eps: Float(config.normEps))
-        let decodeStep = rows.count < 4
-        if decodeStep { prepareForDecode() }
+        let decodeStep = h.count / d < 4
+        if rows.count < 4 { prepareForDecode() }
         return head.forward(x, m: rows.count, options: options, decodeStep: decodeStep)
     }
 

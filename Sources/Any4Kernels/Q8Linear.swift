@@ -115,6 +115,32 @@ package struct Q8Linear: Sendable {
     /// Bytes held: the int8 values and the f32 block scales.
     package var storedBytes: Int { codes.count + scales.count * 4 }
 
+    /// y[m, rows] = x[m, cols]·Wᵀ with x as it is (f32): the dense kernel on code × scale, which is
+    /// exact in f32, so the result is bit for bit that of the dense kernel on the weights decoded
+    /// to f32 (the prompt pass's last row of a Q8_0 head, at a fraction of decoding the head).
+    package func forwardExact(_ x: [Float], m: Int, threads: Int, useAVX2: Bool = CPUFeatures.hasAVX2) -> [Float] {
+        precondition(x.count == m * cols, "x must be [m, cols]")
+        var y = [Float](repeating: 0, count: m * rows)
+        let avx = Int32(useAVX2 ? 1 : 0), rows = rows, cols = cols
+        codes.withUnsafeBufferPointer { c in
+            scales.withUnsafeBufferPointer { s in
+                x.withUnsafeBufferPointer { x in
+                    y.withUnsafeMutableBufferPointer { y in
+                        var view = any4_q8_view(codes: c.baseAddress, scales: s.baseAddress)
+                        withUnsafePointer(to: &view) { v in
+                            let args = UncheckedBox((UnsafeRawPointer(v), x.baseAddress!, y.baseAddress!))
+                            parallelRows(rows, threads: threads) { r0, r1 in
+                                let (v, x, y) = args.value
+                                any4_dense_gemm(v, 3, Int32(cols), x, Int32(m), y, Int32(rows), nil, Int32(r0), Int32(r1), avx)
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        return y
+    }
+
     /// y[m, rows] = x[m, cols]·Wᵀ (+ bias), with x quantized to int8 per 32 columns.
     package func forward(_ x: [Float], m: Int, threads: Int, bias: [Float]?, simd: SIMDLevel = CPUFeatures.simd) -> [Float] {
         var y = [Float](repeating: 0, count: m * rows)

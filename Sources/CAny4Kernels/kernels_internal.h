@@ -45,8 +45,13 @@ static inline float bf16_to_float(uint16_t h) {
     return f;
 }
 
-/// Weight i of a dense matrix stored as f32 (dtype 0), f16 (1) or bf16 (2), as a float.
+/// Weight i of a dense matrix stored as f32 (dtype 0), f16 (1), bf16 (2) or int8 codes with an f32
+/// scale per 32 (3: w points to an any4_q8_view; code × scale, exact in f32), as a float.
 static inline float dense_at(const void *w, int dtype, size_t i) {
+    if (dtype == 3) {
+        const any4_q8_view *v = (const any4_q8_view *)w;
+        return (float)v->codes[i] * v->scales[i / 32];
+    }
     return dtype == 0 ? ((const float *)w)[i]
          : dtype == 1 ? half_to_float(((const uint16_t *)w)[i])
                       : bf16_to_float(((const uint16_t *)w)[i]);

@@ -150,6 +150,28 @@ final class KernelTests: XCTestCase {
         }
     }
 
+    /// The dense kernel on int8 codes × a scale per 32 (the Q8_0 head's prompt rows) gives, bit for
+    /// bit, the dense kernel on the same weights decoded to f32, scalar and AVX2, one row at a time
+    /// and in row pairs.
+    func testDenseKernelOnQ8CodesEqualsItOnTheDecodedWeights() {
+        let (rows, cols) = (37, 576)
+        let head = Q8Linear(weights(rows, cols, seed: 60), rows: rows, cols: cols, threads: 2)
+        var decoded = [Float](repeating: 0, count: rows * cols)
+        decoded.withUnsafeMutableBufferPointer { head.dequantize(rows: 0..<rows, into: $0.baseAddress!) }
+        for m in [1, 2, 3, 5] {
+            var rng = SplitMix64(seed: UInt64(m))
+            let x = (0..<(m * cols)).map { _ in Float(rng.nextGaussian()) }
+            for avx in Set([false, CPUFeatures.hasAVX2]) {
+                let expected = decoded.withUnsafeBytes {
+                    DenseLinear.forward(
+                        $0.baseAddress!, storage: .f32, rows: rows, cols: cols, x: x, m: m, bias: nil, workers: 2, useAVX2: avx)
+                }
+                let y = head.forwardExact(x, m: m, threads: 2, useAVX2: avx)
+                XCTAssertEqual(y.map(\.bitPattern), expected.map(\.bitPattern), "m=\(m) avx2=\(avx)")
+            }
+        }
+    }
+
     /// The AVX2 activation quantizer gives the scalar one's codes exactly (the kernels' twins rely on
     /// it), with and without the sum-preserving step, and that step does what it says: Σ xq is the
     /// rounded Σ x / s, and no code moves by more than one from plain rounding.

@@ -18,6 +18,37 @@ final class LlamaEngineTests: XCTestCase {
         return try LlamaEngine(model: try Model.open(try TestPaths.requireModel(TestPaths.smolLM2)), options: options)
     }
 
+    /// SmolLM2's head is Q8_0: with the q8 decode copy asked for, the prompt pass's last row runs
+    /// on the copy (the same blocks) through the dense kernel, and its logits are bit for bit those
+    /// of the head as held (decoded to f32 a tile at a time), at 1 and 2 threads; decode steps then
+    /// use the copy's int8 path, which differs.
+    func testPromptRowOnTheQ8CopyEqualsTheHeadAsHeld() throws {
+        for threads in [1, 2] {
+            var options = EngineOptions()
+            options.threads = threads
+            let model = try Model.open(try TestPaths.requireModel(TestPaths.smolLM2))
+            let held = try LlamaEngine(model: model, options: options)
+            options.decodeHead = .q8
+            let copy = try LlamaEngine(model: model, options: options)
+            let a = try held.forward(Self.prompt, cache: try held.makeCache(capacity: 32))
+            XCTAssertEqual(copy.head.residentBytes, 0, "no copy before the first logits")
+            let cache = try copy.makeCache(capacity: 32)
+            let b = try copy.forward(Self.prompt, cache: cache)
+            XCTAssertGreaterThan(copy.head.residentBytes, 0, "the prompt's last row made the q8 copy")
+            XCTAssertEqual(a.count, 49152)
+            XCTAssertEqual(a.map(\.bitPattern), b.map(\.bitPattern), "threads=\(threads)")
+            let next = try copy.forward([1], cache: cache),
+                heldNext = try held.forward(
+                    [1],
+                    cache: try {
+                        let c = try held.makeCache(capacity: 32)
+                        _ = try held.forward(Self.prompt, cache: c)
+                        return c
+                    }())
+            XCTAssertNotEqual(next.map(\.bitPattern), heldNext.map(\.bitPattern), "a decode step uses the int8 path")
+        }
+    }
+
     /// Logits of every position, the greedy continuation and the perplexity window all checked
     /// against one reference run over the prompt and our continuation (32 tokens).
     func testLogitsGreedyAndPerplexityMatchNumpyReference() throws {

@@ -3,8 +3,9 @@
 
 Per round, in this order (every tool at --threads, 2 by default):
   model  llama-bench tg64/pp128 on SmolLM2 as stored (Q4_1) and requantized to Q4_0 (llama-quantize,
-         cached), beside `any4 run --warmup --json` with a 128-token prompt and 64 generated tokens,
-         as stored and quantized to any4 at load;
+         cached), beside `any4 run --warmup --json` as stored and quantized to any4 at load: prefill
+         from a 128-token prompt, and decode of 64 tokens from a one-token prompt (llama-bench's
+         tg64 generates from an empty context, so both sides attend over 0-64 positions);
   matmul ggml's MUL_MAT at 4096x14336 (OUT x IN, test-backend-ops' perf case m=4096 k=14336) for
          q4_0, q4_K, iq4_nl, f16 at batch 1 and 8 (bench/llama-cpp/ggml-mulmat.c: test-backend-ops'
          construction with the thread count and weight cycling of `any4 bench`; plain buffers as
@@ -104,13 +105,19 @@ def llama_bench(bin_dir, model, threads, n_prompt, n_gen, reps):
 
 
 def any4_run(any4, model, threads, n_prompt, n_gen, fmt, extra):
-    cmd = [str(any4), "run", str(model), "-p", "The quick brown fox jumps over the lazy dog.",
-           "--prompt-tokens", str(n_prompt), "-n", str(n_gen), "--ignore-eos", "--warmup", "--json",
-           "--threads", str(threads)] + (["--format", fmt] if fmt else []) + extra
-    j = last_json(run(cmd))
-    return {"prefill": j["prefill_tokens_per_s"], "decode": j["decode_tokens_per_s"],
-            "bytes_per_token": j.get("bytes_per_token"), "probe_gbps": j.get("probe_gbps"),
-            "share_of_bound": j.get("share_of_bound")}
+    """Two `any4 run`s, measured as llama-bench measures: prefill from a n_prompt-token prompt
+    (pp128), and decode of n_gen tokens from an empty context (tg64 starts at position 0; here
+    after a one-token prompt), so that neither side's decode attends over the other's prompt."""
+    def once(prompt_tokens, n):
+        cmd = [str(any4), "run", str(model), "-p", "The quick brown fox jumps over the lazy dog.",
+               "--prompt-tokens", str(prompt_tokens), "-n", str(n), "--ignore-eos", "--warmup", "--json",
+               "--threads", str(threads)] + (["--format", fmt] if fmt else []) + extra
+        return last_json(run(cmd))
+    p = once(n_prompt, 1)
+    d = once(1, n_gen)
+    return {"prefill": p["prefill_tokens_per_s"], "decode": d["decode_tokens_per_s"],
+            "bytes_per_token": d.get("bytes_per_token"), "probe_gbps": d.get("probe_gbps"),
+            "share_of_bound": d.get("share_of_bound"), "prefill_path": p.get("prefill_path"), "simd": p.get("simd")}
 
 
 def ggml_mulmat(tool, typ, batch, threads, repack, runs):

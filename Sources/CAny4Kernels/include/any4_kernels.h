@@ -113,7 +113,16 @@ void any4_offset_activations(int8_t *x, size_t n);
 void any4_quantize_activations(const float *x, int m, int cols_padded, int group_size, int groups,
                                int8_t *xq, float *x_scale, float *group_sums, int sum_preserving, int use_avx2);
 
-/// Dense y = x · Wᵀ for W stored as f32 (dtype 0), f16 (1) or bf16 (2), rows × cols, row-major.
+/// Int8 weights with one f32 scale per 32 columns (row-major, cols a multiple of 32), as the dense
+/// kernel reads them with dtype 3: each weight is code × scale, exact in f32, so the product is the
+/// one over the same weights decoded to f32.
+typedef struct {
+    const int8_t *codes;
+    const float *scales;
+} any4_q8_view;
+
+/// Dense y = x · Wᵀ for W stored as f32 (dtype 0), f16 (1), bf16 (2) or an any4_q8_view (3),
+/// rows × cols, row-major.
 void any4_dense_gemm(const void *w, int dtype, int cols, const float *x, int m, float *y, int y_stride,
                      const float *bias, int row_begin, int row_end, int use_avx2);
 
