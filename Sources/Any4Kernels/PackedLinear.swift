@@ -111,14 +111,16 @@ public final class PackedLinear: @unchecked Sendable {
         // Codes in the kernel layout (any4_kernels.h): 8-group super-blocks, then blocks of B columns.
         let rowBytes = colsPadded / 2
         let packed = HugePageBuffer<UInt8>(repeating: 0, count: rows * rowBytes)
-        let place = PackedLinear.nibblePlacement(groupSize: q.groupSize, superBlocks: superBlocks, blockCols: block)
         let (rowCount, colCount) = (q.rows, q.cols)
+        var layout = any4_packed()
+        layout.cols_padded = Int32(colsPadded)
+        layout.block_cols = Int32(block)
+        layout.group_size = Int32(q.groupSize)
+        layout.super_blocks = Int32(superBlocks)
         packed.withUnsafeMutableBufferPointer { packed in
-            for r in 0..<rowCount {
-                for c in 0..<colCount {
-                    let code = q.codes[r * colCount + c] & 0xF
-                    let (byte, high) = place(c)
-                    packed[r * rowBytes + byte] |= high ? code << 4 : code
+            q.codes.withUnsafeBufferPointer { codes in
+                if let out = packed.baseAddress, let codes = codes.baseAddress {
+                    any4_pack_codes(&layout, codes, Int32(colCount), out, 0, Int32(rowCount))
                 }
             }
         }
@@ -188,25 +190,18 @@ public final class PackedLinear: @unchecked Sendable {
         return (values, factors)
     }
 
-    /// Where column c's code goes in a packed row: its byte, and whether it is the high nibble. The
-    /// same map as the C kernels' `code_at`.
-    static func nibblePlacement(groupSize g: Int, superBlocks: Int, blockCols b: Int) -> (Int) -> (Int, Bool) {
-        let main = superBlocks * 8 * g
-        return { c in
-            if c < main {
-                let s = c / (8 * g), j = (c / g) % 8, cc = c % g
-                return (s * 4 * g + 32 * (cc / 8) + 4 * j + cc % 4, cc % 8 >= 4)
-            }
-            let t = c - main
-            return (main / 2 + (t / b) * (b / 2) + (t % b) % (b / 2), t % b >= b / 2)
-        }
-    }
-
     /// The factor f with table ≈ int8 × f: exact when the table is made of multiples of 1/d with
     /// d ∈ {1, 2, 4, 8, 16} that fit in int8 (int4, fp4, mxfp4, iq4_nl); otherwise the factor in
     /// [1, 1.25] × max|t|/127 with the least squared rounding error over the table (a learned LUT
     /// has no exact int8 form; the search cuts its rounding error roughly in half).
-    static func int8Factor(_ t: [Float]) -> Float {
+    /// (`any4_int8_factor`: C, and its search over 8 factors at a time with AVX2, ~50x the Swift
+    /// loop this replaced; `int8FactorReference` is that loop, which the tests hold it to.)
+    package static func int8Factor(_ t: [Float], useAVX2: Bool = CPUFeatures.hasAVX2) -> Float {
+        any4_int8_factor(t, Int32(t.count), useAVX2 ? 1 : 0)
+    }
+
+    /// The definition `int8Factor` computes, in plain Swift (Float.rounded() is half away from zero).
+    package static func int8FactorReference(_ t: [Float]) -> Float {
         let amax = t.map(abs).max() ?? 0
         guard amax > 0 else { return 1 }
         for d: Float in [1, 2, 4, 8, 16] where amax * d <= 127 {

@@ -172,6 +172,29 @@ final class KernelTests: XCTestCase {
         }
     }
 
+    /// The int8 table factor in C (scalar and AVX2) is the Swift definition's, exactly: learned-like
+    /// tables of many magnitudes, tables of exact multiples of 1/d (int4, fp4-like), ties at .5,
+    /// one-sided, constant and all-zero tables, and short tables (2- and 3-bit codes).
+    func testInt8FactorEqualsItsSwiftDefinition() {
+        var rng = SplitMix64(seed: 70)
+        var tables: [[Float]] = [
+            (0..<16).map { Float($0) - 8 }, [-6, -4, -3, -2, -1.5, -1, -0.5, 0, 0.5, 1, 1.5, 2, 3, 4, 6, 0],
+            [Float](repeating: 0, count: 16), [Float](repeating: 0.3, count: 16), [0.5, -0.5, 1.5, -2.5], [1e-30, -3e-31, 2e-30],
+            (0..<16).map { Float($0) * 0.25 }, [127, -127, 63.5, 0.5], [3, 1, 0.1, 7.7, 1e6, -1e6, 0, 2]
+        ]
+        for magnitude: Float in [1e-6, 1e-3, 0.02, 1, 37, 1e5] {
+            for _ in 0..<40 { tables.append((0..<16).map { _ in Float(rng.nextGaussian()) * magnitude }) }
+            tables.append((0..<8).map { _ in Float(rng.nextGaussian()) * magnitude })
+            tables.append((0..<4).map { _ in abs(Float(rng.nextGaussian())) * magnitude })
+        }
+        for t in tables {
+            let expected = PackedLinear.int8FactorReference(t)
+            for avx in Set([false, CPUFeatures.hasAVX2]) {
+                XCTAssertEqual(PackedLinear.int8Factor(t, useAVX2: avx).bitPattern, expected.bitPattern, "\(t) avx2=\(avx)")
+            }
+        }
+    }
+
     /// The AVX2 activation quantizer gives the scalar one's codes exactly (the kernels' twins rely on
     /// it), with and without the sum-preserving step, and that step does what it says: Σ xq is the
     /// rounded Σ x / s, and no code moves by more than one from plain rounding.

@@ -77,6 +77,17 @@ typedef struct {
     int super_blocks;         // 8-group super-blocks at the start of each row (see above)
 } any4_packed;
 
+/// Packs rows [row_begin, row_end) of codes (one per byte, rows × cols, low nibble used) into `out`
+/// (rows × cols_padded/2 bytes) in w's layout (only cols_padded, block_cols, group_size and
+/// super_blocks are read); padding columns get code 0.
+void any4_pack_codes(const any4_packed *w, const uint8_t *codes, int cols, uint8_t *out, int row_begin, int row_end);
+
+/// The factor f of an int8 table (table ≈ round(t / f) · f) for n entries: 1/d when every entry is
+/// a multiple of 1/d (d = 1, 2, 4, 8, 16) that fits int8; else, of the 128 factors
+/// max|t|/127 · (1 + j/512), the first with the least squared rounding error (half away from zero,
+/// as roundf; the AVX2 search gives the same factor).
+float any4_int8_factor(const float *t, int n, int use_avx2);
+
 /// Reorders activations (m rows of cols_padded values of elem_size bytes) from natural order into the
 /// kernel order of `w`'s layout (the tail stays as it is). src and dst must not overlap.
 void any4_kernel_order(const any4_packed *w, const void *src, void *dst, int m, int elem_size);
