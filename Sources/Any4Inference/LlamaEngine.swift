@@ -220,12 +220,12 @@ public final class LlamaEngine: @unchecked Sendable {
         let b = blocks[i], c = config
         let eps = Float(c.normEps)
         var x = h
-        Ops.rmsNorm(&x, m: m, weight: b.attnNorm, eps: eps)
+        Ops.rmsNorm(&x, m: m, weight: b.attnNorm, eps: eps, threads: options.workers)
         let qkv = Linear.forward([b.q, b.k, b.v], x, m: m, options: options)
         var q = qkv[0], k = qkv[1]
         let v = qkv[2]
-        rope.apply(&q, m: m, heads: c.heads, headDim: c.headDim, angles: angles)
-        rope.apply(&k, m: m, heads: c.kvHeads, headDim: c.headDim, angles: angles)
+        rope.apply(&q, m: m, heads: c.heads, headDim: c.headDim, angles: angles, threads: options.workers)
+        rope.apply(&k, m: m, heads: c.kvHeads, headDim: c.headDim, angles: angles, threads: options.workers)
         let attended: [Float]
         if let cache {
             cache.store(layer: i, keys: k, values: v, at: p0, m: m)
@@ -239,10 +239,10 @@ public final class LlamaEngine: @unchecked Sendable {
         }
         Ops.add(&h, b.o.forward(attended, m: m, options: options))
         x = h
-        Ops.rmsNorm(&x, m: m, weight: b.ffnNorm, eps: eps)
+        Ops.rmsNorm(&x, m: m, weight: b.ffnNorm, eps: eps, threads: options.workers)
         let gateUp = Linear.forward([b.gate, b.up], x, m: m, options: options)
         var gate = gateUp[0]
-        Ops.swiglu(&gate, gateUp[1])
+        Ops.swiglu(&gate, gateUp[1], threads: options.workers)
         Ops.add(&h, b.down.forward(gate, m: m, options: options))
     }
 

@@ -186,15 +186,23 @@ package struct WeightLoader {
 
 /// The elementwise and attention pieces of the forward passes, on [m, n] row-major activations.
 enum Ops {
-    static func rmsNorm(_ x: inout [Float], m: Int, weight: [Float], eps: Float) {
+    /// RMS norm of each of m rows; 16 rows or more spread over `threads` (each row as one thread
+    /// would do it).
+    static func rmsNorm(_ x: inout [Float], m: Int, weight: [Float], eps: Float, threads: Int = 1) {
         let n = weight.count
         x.withUnsafeMutableBufferPointer { x in
-            for k in 0..<m {
-                let row = x.baseAddress! + k * n
-                var ss: Float = 0
-                for i in 0..<n { ss += row[i] * row[i] }
-                let inv = 1 / (ss / Float(n) + eps).squareRoot()
-                for i in 0..<n { row[i] = row[i] * inv * weight[i] }
+            weight.withUnsafeBufferPointer { w in
+                let args = UncheckedBox((x.baseAddress!, w.baseAddress!))
+                parallelRows(m, threads: m >= 16 ? threads : 1) { k0, k1 in
+                    let (x, w) = args.value
+                    for k in k0..<k1 {
+                        let row = x + k * n
+                        var ss: Float = 0
+                        for i in 0..<n { ss += row[i] * row[i] }
+                        let inv = 1 / (ss / Float(n) + eps).squareRoot()
+                        for i in 0..<n { row[i] = row[i] * inv * w[i] }
+                    }
+                }
             }
         }
     }
@@ -224,10 +232,22 @@ enum Ops {
     }
 
     /// gate ← silu(gate) · up
-    static func swiglu(_ gate: inout [Float], _ up: [Float]) {
-        for i in 0..<gate.count {
-            let g = gate[i]
-            gate[i] = g / (1 + expf(-g)) * up[i]
+    /// gate ← silu(gate) · up, element by element; a prompt pass's (16K elements or more) spread
+    /// over `threads` in chunks (the same operations per element: the result does not depend on it).
+    static func swiglu(_ gate: inout [Float], _ up: [Float], threads: Int = 1) {
+        let n = gate.count
+        gate.withUnsafeMutableBufferPointer { g in
+            up.withUnsafeBufferPointer { u in
+                let args = UncheckedBox((g.baseAddress!, u.baseAddress!))
+                let chunk = 4096, chunks = (n + chunk - 1) / chunk
+                parallelRows(chunks, threads: n >= 16384 ? threads : 1) { c0, c1 in
+                    let (g, u) = args.value
+                    for i in (c0 * chunk)..<min(n, c1 * chunk) {
+                        let v = g[i]
+                        g[i] = v / (1 + expf(-v)) * u[i]
+                    }
+                }
+            }
         }
     }
 
@@ -356,22 +376,27 @@ struct Rope {
 
     /// Rotates `heads` heads of width `hd` in each of m rows of x ([m, heads·hd]), row t by the
     /// angles of its position (row t of `angles`).
-    func apply(_ x: inout [Float], m: Int, heads: Int, headDim hd: Int, angles: Angles) {
+    /// Rotates m positions' heads; 16 positions or more spread over `threads` (the same operations).
+    func apply(_ x: inout [Float], m: Int, heads: Int, headDim hd: Int, angles: Angles, threads: Int = 1) {
         let half = dims / 2
         precondition(angles.cosines.count == m * half, "angles for \(angles.cosines.count / max(half, 1)) positions, not \(m)")
         let adjacent = pairing == .adjacent
         x.withUnsafeMutableBufferPointer { x in
             angles.cosines.withUnsafeBufferPointer { cosines in
                 angles.sines.withUnsafeBufferPointer { sines in
-                    for t in 0..<m {
-                        let c = cosines.baseAddress! + t * half, s = sines.baseAddress! + t * half
-                        for h in 0..<heads {
-                            let v = x.baseAddress! + t * heads * hd + h * hd
-                            for i in 0..<half {
-                                let (j0, j1) = adjacent ? (2 * i, 2 * i + 1) : (i, i + half)
-                                let a = v[j0], b = v[j1]
-                                v[j0] = a * c[i] - b * s[i]
-                                v[j1] = a * s[i] + b * c[i]
+                    let args = UncheckedBox((x.baseAddress!, cosines.baseAddress!, sines.baseAddress!))
+                    parallelRows(m, threads: m >= 16 ? threads : 1) { t0, t1 in
+                        let (x, cosines, sines) = args.value
+                        for t in t0..<t1 {
+                            let c = cosines + t * half, s = sines + t * half
+                            for h in 0..<heads {
+                                let v = x + t * heads * hd + h * hd
+                                for i in 0..<half {
+                                    let (j0, j1) = adjacent ? (2 * i, 2 * i + 1) : (i, i + half)
+                                    let a = v[j0], b = v[j1]
+                                    v[j0] = a * c[i] - b * s[i]
+                                    v[j1] = a * s[i] + b * c[i]
+                                }
                             }
                         }
                     }
