@@ -6,6 +6,8 @@ import XCTest
 /// keys and read the screen and the pane's modes.
 final class Tmux {
     let session = "any4-e2e-\(UInt32.random(in: 0...UInt32.max))"
+    /// Each test's own tmux server (`-L`): tests that run at once never share (or stop) a server.
+    let socket = "any4-e2e-\(UInt32.random(in: 0...UInt32.max))"
 
     /// Skips the test when tmux is missing (fails it in CI).
     init() throws {
@@ -21,7 +23,8 @@ final class Tmux {
     func run(_ arguments: [String]) throws -> ProcessResult {
         let out = NSTemporaryDirectory() + "tmux-\(UUID().uuidString).txt"
         defer { try? FileManager.default.removeItem(atPath: out) }
-        let status = system("tmux \(Self.quoted(arguments)) >\(out) 2>&1 </dev/null")
+        let server = arguments == ["-V"] ? [] : ["-L", socket]
+        let status = system("tmux \(Self.quoted(server + arguments)) >\(out) 2>&1 </dev/null")
         let text = (try? String(contentsOfFile: out, encoding: .utf8)) ?? ""
         return ProcessResult(status: status, stdout: text, stderr: text)
     }
@@ -76,5 +79,9 @@ final class Tmux {
         return last
     }
 
-    func kill() { _ = try? run(["kill-session", "-t", session]) }
+    /// Ends the session and with it this test's tmux server.
+    func kill() {
+        _ = try? run(["kill-session", "-t", session])
+        _ = try? run(["kill-server"])
+    }
 }
