@@ -191,6 +191,10 @@ struct InspectCommand: ParsableCommand {
                 fields += [
                     ("format", .string(layout.format)),
                     ("code_bits", JSONValue(layout.codeBits)),
+                    // How the codes are laid out in the file: nibbles (one code per 4 bits) or
+                    // dense (2- and 3-bit codes as a bit stream), and the bytes per row that gives.
+                    ("code_packing", .string(layout.codePacking.rawValue)),
+                    ("row_bytes", JSONValue(layout.rowBytes)),
                     ("group_size", JSONValue(layout.groupSize)),
                     ("float_dtype", .string(layout.dtype.rawValue)),
                     ("method", .string(layout.method)),

@@ -29,6 +29,8 @@ final class DenseCodesCLITests: XCTestCase {
             let shape = t["shape"]?.array?.compactMap(\.int) ?? []
             let name = t["name"]?.string ?? ""
             XCTAssertEqual(t["code_bits"]?.int, bits, name)
+            XCTAssertEqual(t["code_packing"]?.string, bits == 4 ? "nibbles" : "dense", name)
+            XCTAssertEqual(t["row_bytes"]?.int, (shape[1] * bits + 7) / 8, name)
             // Dense: ⌈in·bits/8⌉ bytes a row of codes; the rest of the bytes are tables, scales, zeros.
             let groups = (shape[1] + 127) / 128
             let floats = shape[0] * ((format.hasPrefix("any") ? 1 << bits : 0) + 2 * groups) * 2
