@@ -37,3 +37,47 @@ void any4_kernel_order(const any4_packed *w, const void *src, void *dst, int m, 
     }
 }
 #undef KERNEL_ORDER
+
+// MARK: - The level-2 fast path's activation tiles (see any4_fast_activations_tiles)
+
+/// Tiles of m activation rows.
+static inline size_t tile_count(int m) { return (size_t)(m + 15) / 16; }
+
+size_t any4_fast_tiles_bytes(const any4_packed *w, int m) {
+    const size_t nt = tile_count(m);
+    return 64 + nt * 16 * (size_t)w->cols_padded + 2 * nt * (size_t)w->groups * 16 * sizeof(float);
+}
+
+void any4_fast_activations_tiles(const any4_packed *w, const int8_t *xq, const float *xs, const float *gsum, int m,
+                                 int8_t *dst) {
+    const int cp = w->cols_padded, groups = w->groups, units = cp / 4;
+    const size_t nt = tile_count(m);
+    // Data at a 64-byte boundary, its offset (1..64) in the first byte: a copy of the buffer at
+    // another alignment still reads right (only slower).
+    const int off = 64 - (int)((uintptr_t)dst & 63);
+    dst[0] = (int8_t)off;
+    uint8_t *x = (uint8_t *)dst + off;
+    float *s = (float *)(x + nt * 16 * (size_t)cp), *z = s + nt * (size_t)groups * 16;
+    for (size_t t = 0; t < nt; t++) {
+        uint8_t *xt = x + t * 16 * (size_t)cp;
+        for (int k = 0; k < 16; k++) {
+            const size_t row = t * 16 + (size_t)k;
+            if (row < (size_t)m) {
+                const uint8_t *src = (const uint8_t *)xq + row * cp;
+                for (int u = 0; u < units; u++) {
+                    uint32_t v;
+                    memcpy(&v, src + 4 * u, 4);
+                    v ^= 0x80808080u;
+                    memcpy(xt + 64 * (size_t)u + 4 * k, &v, 4);
+                }
+                for (int g = 0; g < groups; g++) {
+                    s[(t * groups + g) * 16 + k] = xs[row * groups + g];
+                    z[(t * groups + g) * 16 + k] = gsum[row * groups + g];
+                }
+            } else {
+                for (int u = 0; u < units; u++) memset(xt + 64 * (size_t)u + 4 * k, 0x80, 4);
+                for (int g = 0; g < groups; g++) s[(t * groups + g) * 16 + k] = z[(t * groups + g) * 16 + k] = 0;
+            }
+        }
+    }
+}

@@ -192,6 +192,11 @@ INLINE_VNNI __m256i load32u(const uint8_t *x) { return _mm256_loadu_si256((const
 /// The fast path on activations prepared by any4_fast_activations_avx512 (x + 128, unsigned).
 VNNI void any4_lut_fast_avx512(const any4_packed *w, const uint8_t *xu, const float *xs, const float *gsum, int m, float *y,
                                int ys, const float *bias, int r0, int r1);
+/// Columns per row of a decoded chunk of weights in the tile kernel (the largest group it takes).
+#define ANY4_TILE_WS 1024
+/// The fast path on activation tiles (any4_fast_activations_tiles; m ≥ ANY4_TILE_MIN_M).
+VNNI void any4_lut_tiles_avx512(const any4_packed *w, const int8_t *tiles, int m, float *y, int ys, const float *bias,
+                                int r0, int r1);
 /// xq (m rows, AVX2 kernel order) in place into the AVX-512 kernel's order and offset.
 VNNI void any4_fast_activations_avx512(const any4_packed *w, uint8_t *x, int m);
 /// The int8 head on activations offset by 128 (unsigned).

@@ -1,4 +1,5 @@
-// Lookup GEMM, the fast path with AVX-512 VNNI (vpdpbusd): bit for bit the AVX2 fast path.
+// Lookup GEMM, the fast path with AVX-512 VNNI (vpdpbusd): bit for bit the AVX2 fast path below
+// ANY4_TILE_MIN_M activation rows; from there the tile kernel at the end of this file.
 //
 // vpdpbusd multiplies unsigned bytes by signed bytes and adds each 4 products into a 32-bit lane:
 // one instruction where AVX2 needs sign, maddubs, madd and add. The activations come as
@@ -262,5 +263,169 @@ VNNI void any4_fast_activations_avx512(const any4_packed *w, uint8_t *x, int m) 
         }
         for (; c < cp; c++) row[c] ^= 0x80;
     }
+}
+// MARK: - Tiles: 16 activation rows in the 16 lanes (m ≥ ANY4_TILE_MIN_M)
+//
+// With a batch of activation rows the lanes of a register serve better as 16 activation rows than
+// as partial sums over columns: each vpdpbusd multiplies 4 columns of 16 activation rows (64 bytes
+// of a tile, any4_fast_activations_tiles) by the same 4 weights of one row (a broadcast from
+// memory), so a group ends with one conversion and one multiply-add for 16 outputs. The weights of
+// TILE_R rows are decoded once per call into their int8 table values in natural column order
+// (chunks of whole groups, ANY4_TILE_WS bytes a row, so that the rows lie at constant offsets),
+// with each group's 128·Σ w (the accumulators start at its negative) and its scale as a float;
+// every tile then reads them from the cache.
+
+/// Weight rows per pass over a tile (accumulators; 2 × TILE_R of the 32 registers in all).
+#define TILE_R 12
+
+INLINE_VNNI int32_t hsum256_epi32(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
+    return _mm_cvtsi128_si32(s);
+}
+
+/// Row i of a block of R decoded rows at wb: group g's values at wb + ((g / gpc)·R + i)·WS +
+/// (g % gpc)·G (gpc groups a chunk); ncorr[g] = -128·Σ w over group g, sf[g] its f16 scale as a float.
+INLINE_VNNI void tile_decode_row(const any4_packed *w, int r, int i, int R, int gpc, int8_t *wb, int32_t *ncorr, float *sf) {
+    const int cp = w->cols_padded, G = w->group_size, B = w->block_cols, main = w->super_blocks * 8 * G;
+    const __m256i lut = row_lut256(w, r), m4 = _mm256_set1_epi8(15), c80 = _mm256_set1_epi8((char)0x80);
+    const uint8_t *q = w->codes + (size_t)r * (cp / 2);
+#define GROUP_AT(g) (wb + ((size_t)((g) / gpc) * R + i) * ANY4_TILE_WS + (size_t)((g) % gpc) * G)
+    for (int s = 0; s < w->super_blocks; s++) {
+        int8_t *gp[8];
+        for (int j = 0; j < 8; j++) gp[j] = GROUP_AT(8 * s + j);
+        __m256i cs = _mm256_setzero_si256();
+        for (int c = 0; c < G / 8; c++) {
+            // Chunk c: bytes 4j..4j+3 hold columns 8c..8c+3 (low nibbles) and 8c+4..8c+7 (high) of group j.
+            const __m256i raw = load32u(q + (size_t)s * 4 * G + 32 * c);
+            const __m256i lo = _mm256_shuffle_epi8(lut, _mm256_and_si256(raw, m4));
+            const __m256i hi = _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4));
+            cs = dpbusd256(dpbusd256(cs, c80, lo), c80, hi);
+            const __m256i a = _mm256_unpacklo_epi32(lo, hi), b = _mm256_unpackhi_epi32(lo, hi);
+            const __m128i a0 = _mm256_castsi256_si128(a), a1 = _mm256_extracti128_si256(a, 1);
+            const __m128i b0 = _mm256_castsi256_si128(b), b1 = _mm256_extracti128_si256(b, 1);
+            _mm_storel_epi64((__m128i *)(gp[0] + 8 * c), a0);
+            _mm_storeh_pd((double *)(gp[1] + 8 * c), _mm_castsi128_pd(a0));
+            _mm_storel_epi64((__m128i *)(gp[2] + 8 * c), b0);
+            _mm_storeh_pd((double *)(gp[3] + 8 * c), _mm_castsi128_pd(b0));
+            _mm_storel_epi64((__m128i *)(gp[4] + 8 * c), a1);
+            _mm_storeh_pd((double *)(gp[5] + 8 * c), _mm_castsi128_pd(a1));
+            _mm_storel_epi64((__m128i *)(gp[6] + 8 * c), b1);
+            _mm_storeh_pd((double *)(gp[7] + 8 * c), _mm_castsi128_pd(b1));
+        }
+        _mm256_storeu_si256((__m256i *)(ncorr + 8 * s), _mm256_sub_epi32(_mm256_setzero_si256(), cs));
+    }
+    const int lb = B == 64 ? 6 : 5, bpg = G >> lb, nb = (cp - main) >> lb, first = 8 * w->super_blocks;
+    const uint8_t *qt = q + main / 2;
+    for (int g = first; g < w->groups; g++) {
+        int8_t *gp = GROUP_AT(g);
+        __m256i cv = _mm256_setzero_si256();
+        const int b0 = (g - first) * bpg, b1 = b0 + bpg < nb ? b0 + bpg : nb;
+        for (int b = b0; b < b1; b++) {
+            int8_t *o = gp + (size_t)(b - b0) * B;
+            if (B == 64) {
+                const __m256i raw = load32u(qt + (size_t)b * 32);
+                const __m256i lo = _mm256_shuffle_epi8(lut, _mm256_and_si256(raw, m4));
+                const __m256i hi = _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4));
+                _mm256_storeu_si256((__m256i *)o, lo);
+                _mm256_storeu_si256((__m256i *)(o + 32), hi);
+                cv = dpbusd256(dpbusd256(cv, c80, lo), c80, hi);
+            } else {
+                const __m128i raw = _mm_loadu_si128((const __m128i *)(qt + (size_t)b * 16));
+                const __m256i wv = _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), m4));
+                _mm256_storeu_si256((__m256i *)o, wv);
+                cv = dpbusd256(cv, c80, wv);
+            }
+        }
+        ncorr[g] = -hsum256_epi32(cv);
+    }
+#undef GROUP_AT
+    const uint16_t *sc = w->scales_f16 + (size_t)r * w->groups;
+    int g = 0;
+    for (; g + 8 <= w->groups; g += 8) _mm256_storeu_ps(sf + g, load8_f16(sc + g));
+    for (; g < w->groups; g++) sf[g] = half1(sc[g]);
+}
+
+/// R decoded rows from r (tile_decode_row) times one tile of activations (xt: its bytes, xst and gst:
+/// its scales and group sums, 16 per group), into y for the tile's rows k0..min(k0 + 16, m) - 1.
+/// Prefetches `lines` cache lines from `ahead`, spread over the groups.
+INLINE_VNNI void tile_rows(const any4_packed *w, int r, const int R, int gpc, const int8_t *wb, const int32_t *ncorr,
+                           const float *sf, const uint8_t *xt, const float *xst, const float *gst, int k0, int m, float *y,
+                           int ys, const float *bias, const char *ahead, int lines) {
+    const int cp = w->cols_padded, G = w->group_size, groups = w->groups;
+    const int per = (lines + groups - 1) / groups;
+    __m512 tot[TILE_R];
+    for (int i = 0; i < R; i++) tot[i] = _mm512_setzero_ps();
+    for (int g = 0; g < groups; g++) {
+        for (int l = 0; l < per && lines > 0; l++, lines--) { _mm_prefetch(ahead, _MM_HINT_T0); ahead += 64; }
+        const int8_t *wg = wb + (size_t)(g / gpc) * R * ANY4_TILE_WS + (size_t)(g % gpc) * G;
+        const uint8_t *xg = xt + (size_t)g * G * 16;
+        const int n = ((g + 1) * G < cp ? G : cp - g * G) / 4;
+        __m512i acc[TILE_R];
+        for (int i = 0; i < R; i++) acc[i] = _mm512_set1_epi32(ncorr[(size_t)i * groups + g]);
+        for (int u = 0; u < n; u++) {
+            const __m512i xv = _mm512_load_si512((const void *)(xg + 64 * (size_t)u));
+            for (int i = 0; i < R; i++) {
+                int32_t wv;
+                memcpy(&wv, wg + (size_t)i * ANY4_TILE_WS + 4 * u, 4);
+                acc[i] = _mm512_dpbusd_epi32(acc[i], xv, _mm512_set1_epi32(wv));
+            }
+        }
+        const __m512 xsv = _mm512_load_ps(xst + 16 * (size_t)g);
+        for (int i = 0; i < R; i++)
+            tot[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[i]), _mm512_mul_ps(_mm512_set1_ps(sf[(size_t)i * groups + g]), xsv), tot[i]);
+    }
+    const __mmask16 mask = m - k0 >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (m - k0)) - 1);
+    const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32(ys));
+    for (int i = 0; i < R; i++) {
+        const int rr = r + i;
+        __m512 v = _mm512_mul_ps(tot[i], _mm512_set1_ps(w->table_i8_scale[(size_t)rr * w->table_i8_scale_stride] * w->f16_factors[2 * rr]));
+        if (w->zeros_f16) {
+            const uint16_t *zf = w->zeros_f16 + (size_t)rr * groups;
+            __m512 z = _mm512_setzero_ps();
+            for (int g = 0; g < groups; g++) z = _mm512_fmadd_ps(_mm512_set1_ps(half1(zf[g])), _mm512_load_ps(gst + 16 * (size_t)g), z);
+            v = _mm512_add_ps(v, _mm512_mul_ps(z, _mm512_set1_ps(w->f16_factors[2 * rr + 1])));
+        }
+        if (bias) v = _mm512_add_ps(v, _mm512_set1_ps(bias[rr]));
+        _mm512_mask_i32scatter_ps(y + (size_t)k0 * ys + rr, mask, idx, v, 4);
+    }
+}
+
+VNNI void any4_lut_tiles_avx512(const any4_packed *w, const int8_t *tiles, int m, float *y, int ys, const float *bias,
+                                int r0, int r1) {
+    const int cp = w->cols_padded, G = w->group_size, groups = w->groups;
+    const int nt = (m + 15) / 16, gpc = ANY4_TILE_WS / G, chunks = (groups + gpc - 1) / gpc;
+    const uint8_t *x = (const uint8_t *)tiles + (uint8_t)tiles[0];
+    const float *xs = (const float *)(x + (size_t)nt * 16 * cp), *gs = xs + (size_t)nt * groups * 16;
+    int8_t *wb = aligned_alloc(64, (size_t)chunks * TILE_R * ANY4_TILE_WS);
+    int32_t *ncorr = malloc(sizeof(int32_t) * TILE_R * (size_t)groups);
+    float *sf = malloc(sizeof(float) * TILE_R * (size_t)groups);
+    if (!wb || !ncorr || !sf) abort();
+    // Blocks of rows of even size (13 rows are 7 + 6, not 12 + 1).
+    const int blocks = (r1 - r0 + TILE_R - 1) / TILE_R;
+    for (int b = 0, r = r0; r < r1; b++) {
+        const int R = (r1 - r + blocks - b - 1) / (blocks - b);
+        for (int i = 0; i < R; i++) tile_decode_row(w, r + i, i, R, gpc, wb, ncorr + (size_t)i * groups, sf + (size_t)i * groups);
+        // The next block's codes (contiguous rows), fetched while the first tile runs.
+        const int next = r1 - (r + R) < TILE_R ? r1 - (r + R) : TILE_R;
+        const char *ahead = (const char *)w->codes + (size_t)(r + R) * (cp / 2);
+        for (int t = 0; t < nt; t++) {
+            const uint8_t *xt = x + (size_t)t * 16 * cp;
+            const float *xst = xs + (size_t)t * groups * 16, *gst = gs + (size_t)t * groups * 16;
+            const int lines = t == 0 ? (int)(((size_t)next * (cp / 2) + 63) / 64) : 0;
+#define TILE_CASE(n) case n: tile_rows(w, r, n, gpc, wb, ncorr, sf, xt, xst, gst, 16 * t, m, y, ys, bias, ahead, lines); break;
+            switch (R) {
+            TILE_CASE(1) TILE_CASE(2) TILE_CASE(3) TILE_CASE(4) TILE_CASE(5) TILE_CASE(6)
+            TILE_CASE(7) TILE_CASE(8) TILE_CASE(9) TILE_CASE(10) TILE_CASE(11)
+            default: tile_rows(w, r, TILE_R, gpc, wb, ncorr, sf, xt, xst, gst, 16 * t, m, y, ys, bias, ahead, lines); break;
+            }
+#undef TILE_CASE
+        }
+        r += R;
+    }
+    free(wb);
+    free(ncorr);
+    free(sf);
 }
 #endif
