@@ -58,26 +58,30 @@ void any4_fast_activations_tiles(const any4_packed *w, const int8_t *xq, const f
     dst[0] = (int8_t)off;
     uint8_t *x = (uint8_t *)dst + off;
     float *s = (float *)(x + nt * 16 * (size_t)cp), *z = s + nt * (size_t)groups * 16;
+#if ANY4_X86
+    static int level = -1;  // cpuid costs microseconds (more in a VM): read once (a benign race)
+    if (level < 0) level = any4_cpu_simd_level();
+    if (level >= 2) any4_fast_tiles_x_avx512(xq, m, cp, x);
+    else
+#endif
     for (size_t t = 0; t < nt; t++) {
         uint8_t *xt = x + t * 16 * (size_t)cp;
         for (int k = 0; k < 16; k++) {
             const size_t row = t * 16 + (size_t)k;
-            if (row < (size_t)m) {
-                const uint8_t *src = (const uint8_t *)xq + row * cp;
-                for (int u = 0; u < units; u++) {
-                    uint32_t v;
-                    memcpy(&v, src + 4 * u, 4);
-                    v ^= 0x80808080u;
-                    memcpy(xt + 64 * (size_t)u + 4 * k, &v, 4);
-                }
-                for (int g = 0; g < groups; g++) {
-                    s[(t * groups + g) * 16 + k] = xs[row * groups + g];
-                    z[(t * groups + g) * 16 + k] = gsum[row * groups + g];
-                }
-            } else {
-                for (int u = 0; u < units; u++) memset(xt + 64 * (size_t)u + 4 * k, 0x80, 4);
-                for (int g = 0; g < groups; g++) s[(t * groups + g) * 16 + k] = z[(t * groups + g) * 16 + k] = 0;
+            for (int u = 0; u < units; u++) {
+                uint32_t v = 0;
+                if (row < (size_t)m) memcpy(&v, (const uint8_t *)xq + row * cp + 4 * u, 4);
+                v ^= 0x80808080u;
+                memcpy(xt + 64 * (size_t)u + 4 * k, &v, 4);
             }
         }
     }
+    for (size_t t = 0; t < nt; t++)
+        for (int k = 0; k < 16; k++) {
+            const size_t row = t * 16 + (size_t)k;
+            for (int g = 0; g < groups; g++) {
+                s[(t * groups + g) * 16 + k] = row < (size_t)m ? xs[row * groups + g] : 0;
+                z[(t * groups + g) * 16 + k] = row < (size_t)m ? gsum[row * groups + g] : 0;
+            }
+        }
 }

@@ -197,6 +197,8 @@ VNNI void any4_lut_fast_avx512(const any4_packed *w, const uint8_t *xu, const fl
 /// The fast path on activation tiles (any4_fast_activations_tiles; m ≥ ANY4_TILE_MIN_M).
 VNNI void any4_lut_tiles_avx512(const any4_packed *w, const int8_t *tiles, int m, float *y, int ys, const float *bias,
                                 int r0, int r1);
+/// The activation bytes of any4_fast_activations_tiles (x: where its data starts).
+VNNI void any4_fast_tiles_x_avx512(const int8_t *xq, int m, int cp, uint8_t *x);
 /// xq (m rows, AVX2 kernel order) in place into the AVX-512 kernel's order and offset.
 VNNI void any4_fast_activations_avx512(const any4_packed *w, uint8_t *x, int m);
 /// The int8 head on activations offset by 128 (unsigned).
