@@ -17,7 +17,7 @@ void any4_lut_gemm_exact(const any4_packed *w, const float *x, const float *gsum
 void any4_lut_gemm_fast(const any4_packed *w, const int8_t *xq, const float *xs, const float *gsum, int m, float *y, int ys,
                         const float *bias, int r0, int r1, int simd) {
 #if ANY4_X86
-    if (simd >= 2 && any4_fast_uses_tiles(w, m, simd)) { any4_lut_tiles_avx512(w, xq, m, y, ys, bias, r0, r1); return; }
+    if (simd >= 2 && any4_fast_uses_tiles(w, m, simd)) { any4_lut_tiles_avx512(w, xq, xs, gsum, m, y, ys, bias, r0, r1); return; }
     if (simd >= 2) { any4_lut_fast_avx512(w, (const uint8_t *)xq, xs, gsum, m, y, ys, bias, r0, r1); return; }
     if (simd == 1) { any4_lut_fast_avx2(w, xq, xs, gsum, m, y, ys, bias, r0, r1); return; }
 #endif

@@ -424,10 +424,11 @@ INLINE_VNNI void tile_rows(const any4_packed *w, int r, const int R, const int N
     }
 }
 
-VNNI void any4_lut_tiles_avx512(const any4_packed *w, const int8_t *tiles, int m, float *y, int ys, const float *bias,
-                                int r0, int r1) {
+VNNI void any4_lut_tiles_avx512(const any4_packed *w, const int8_t *tiles, const float *xs0, const float *gsum0, int m,
+                                float *y, int ys, const float *bias, int r0, int r1) {
     const int cp = w->cols_padded, G = w->group_size, groups = w->groups;
-    const int nt = (m + 15) / 16, gpc = ANY4_TILE_WS / G, first = 8 * w->super_blocks;
+    const int rest = tile_rest(m), mt = m - rest;
+    const int nt = tile_tiles(m), gpc = ANY4_TILE_WS / G, first = 8 * w->super_blocks;
     const int chunks = tile_sb_blocks(G) * w->super_blocks + (groups - first + gpc - 1) / gpc;
     const uint8_t *x = (const uint8_t *)tiles + (uint8_t)tiles[0];
     const float *xs = (const float *)(x + (size_t)nt * 16 * cp), *gs = xs + (size_t)nt * groups * 16;
@@ -451,8 +452,8 @@ VNNI void any4_lut_tiles_avx512(const any4_packed *w, const int8_t *tiles, int m
             const int lines = t == 0 ? (int)(((size_t)next * (cp / 2) + 63) / 64) : 0;
 #define TILE_CASE(n)                                                                                                 \
     case n:                                                                                                          \
-        if (two) tile_rows(w, r, n, 2, gpc, wb, ncorr, sf, xt, xst, gst, 16 * t, m, y, ys, bias, ahead, lines);      \
-        else tile_rows(w, r, n, 1, gpc, wb, ncorr, sf, xt, xst, gst, 16 * t, m, y, ys, bias, ahead, lines);          \
+        if (two) tile_rows(w, r, n, 2, gpc, wb, ncorr, sf, xt, xst, gst, 16 * t, mt, y, ys, bias, ahead, lines);      \
+        else tile_rows(w, r, n, 1, gpc, wb, ncorr, sf, xt, xst, gst, 16 * t, mt, y, ys, bias, ahead, lines);          \
         break;
             switch (R) {
             TILE_CASE(1) TILE_CASE(2) TILE_CASE(3) TILE_CASE(4) TILE_CASE(5) TILE_CASE(6) TILE_CASE(7)
@@ -467,11 +468,15 @@ VNNI void any4_lut_tiles_avx512(const any4_packed *w, const int8_t *tiles, int m
     free(wb);
     free(ncorr);
     free(sf);
+    // The last rows (at most ANY4_TILE_REST) on the row kernel, in the wide form after the tiles.
+    if (rest > 0)
+        any4_lut_fast_avx512(w, (const uint8_t *)(gs + (size_t)nt * groups * 16), xs0 + (size_t)mt * groups,
+                             gsum0 + (size_t)mt * groups, rest, y + (size_t)mt * ys, ys, bias, r0, r1);
 }
 /// The activation bytes of any4_fast_activations_tiles (x: the data, 64-byte aligned): 16 rows ×
 /// 16 four-byte units transposed in registers (16 × 16 dwords), offset by 128.
-VNNI void any4_fast_tiles_x_avx512(const int8_t *xq, int m, int cp, uint8_t *x) {
-    const int nt = (m + 15) / 16, units = cp / 4;
+VNNI void any4_fast_tiles_x_avx512(const int8_t *xq, int m, int nt, int cp, uint8_t *x) {
+    const int units = cp / 4;
     const __m512i c80 = _mm512_set1_epi8((char)0x80);
     for (int t = 0; t < nt; t++) {
         uint8_t *xt = x + (size_t)t * 16 * cp;

@@ -69,17 +69,19 @@ int main(int argc, char **argv) {
         double t = now() - t0; if (t < tprep) tprep = t;
     }
     if (tiles) {  // the tile bytes against their definition
-        const uint8_t *xb = (const uint8_t *)xt + (uint8_t)xt[0]; size_t wrong = 0; int ntl = (m + 15) / 16;
+        const int rest = m % 16 <= 4 ? m % 16 : 0, mt = m - rest;
+        const uint8_t *xb = (const uint8_t *)xt + (uint8_t)xt[0]; size_t wrong = 0; int ntl = (mt + 15) / 16;
         for (int t = 0; t < ntl; t++) for (int u = 0; u < cp / 4; u++) for (int k = 0; k < 16; k++) for (int b = 0; b < 4; b++) {
-            int row = 16 * t + k; uint8_t want = row < m ? (uint8_t)(xq[(size_t)row * cp + 4 * u + b] ^ 0x80) : 0x80;
+            int row = 16 * t + k; uint8_t want = row < mt ? (uint8_t)(xq[(size_t)row * cp + 4 * u + b] ^ 0x80) : 0x80;
             if (xb[((size_t)t * (cp / 4) + u) * 64 + 4 * k + b] != want) wrong++;
         }
         const float *sb = (const float *)(xb + (size_t)ntl * 16 * cp), *zb = sb + (size_t)ntl * groups * 16;
         for (int t = 0; t < ntl; t++) for (int g = 0; g < groups; g++) for (int k = 0; k < 16; k++) {
             int row = 16 * t + k;
-            if (sb[(t * groups + g) * 16 + k] != (row < m ? xs[row * groups + g] : 0)) wrong++;
-            if (zb[(t * groups + g) * 16 + k] != (row < m ? gs[row * groups + g] : 0)) wrong++;
+            if (sb[(t * groups + g) * 16 + k] != (row < mt ? xs[row * groups + g] : 0)) wrong++;
+            if (zb[(t * groups + g) * 16 + k] != (row < mt ? gs[row * groups + g] : 0)) wrong++;
         }
+        if (rest && memcmp(zb + (size_t)ntl * groups * 16, xw + (size_t)mt * cp, (size_t)rest * cp)) wrong++;
         if (wrong) printf("TILE BYTES WRONG: %zu\n", wrong);
     }
     // An old-path prep for comparison: kernel order + wide.

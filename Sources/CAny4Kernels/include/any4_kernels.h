@@ -121,7 +121,9 @@ size_t any4_fast_tiles_bytes(const any4_packed *w, int m);
 /// (which then ignores its xs and gsum). Its first byte gives the offset of the data (64-byte aligned
 /// when written); then, for each tile of 16 activation rows (m padded with rows of 0 and scale 0), the
 /// activations offset by 128: for each 4 columns c4, 64 bytes, row k's columns 4·c4..4·c4+3 at 4·k;
-/// then per tile and group the 16 rows' scales, then likewise their group sums.
+/// then per tile and group the 16 rows' scales, then likewise their group sums. When m % 16 is 4 or
+/// less, those last rows are not in tiles but follow, as any4_fast_activations_wide has them (the
+/// row kernel takes them: a tile costs as much whatever rows it holds).
 void any4_fast_activations_tiles(const any4_packed *w, const int8_t *xq, const float *xs, const float *gsum, int m,
                                  int8_t *dst);
 
