@@ -277,7 +277,7 @@ VNNI void any4_fast_activations_avx512(const any4_packed *w, uint8_t *x, int m) 
 /// Weight rows per pass: each 4-byte weight broadcast serves two tiles (2 × TILE_R accumulators,
 /// their float totals kept in memory where registers run out). Measured on Zen 4 (one core, noisy
 /// machine): 2 tiles × 8-10 rows 5-15 % faster than 1 × 12; 2 × 12 spills and runs at half speed.
-/// tile_rows's switch has a case for each block size below TILE_R.
+/// any4_lut_tiles_avx512 has a case for each block size up to TILE_R.
 #define TILE_R 10
 
 INLINE_VNNI int32_t hsum256_epi32(__m256i v) {
