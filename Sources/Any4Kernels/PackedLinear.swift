@@ -401,11 +401,17 @@ public final class PackedLinear: @unchecked Sendable {
                 }
             }
             // The AVX2 kernels read the super-blocks' activations in kernel order; the AVX-512 one
-            // reads that order rearranged and offset (any4_fast_activations_wide).
+            // reads that order rearranged and offset (any4_fast_activations_wide), or from 16
+            // activation rows on tiles of 16 rows built from the natural order
+            // (any4_fast_activations_tiles, which carry their own scales and group sums).
             if simd > .scalar {
                 l.withKernel { k in
                     withUnsafePointer(to: k) { k in
-                        if fast {
+                        if fast && any4_fast_uses_tiles(k, Int32(m), Int32(simd.rawValue)) != 0 {
+                            var tiles = [Int8](repeating: 0, count: any4_fast_tiles_bytes(k, Int32(m)))
+                            any4_fast_activations_tiles(k, xq, xs, gsum, Int32(m), &tiles)
+                            xq = tiles
+                        } else if fast {
                             if l.superBlocks > 0 { xq = Self.reordered(xq, k, m) }
                             if simd == .avx512 { any4_fast_activations_wide(k, &xq, Int32(m)) }
                         } else if l.superBlocks > 0 {

@@ -17,11 +17,21 @@ void any4_lut_gemm_exact(const any4_packed *w, const float *x, const float *gsum
 void any4_lut_gemm_fast(const any4_packed *w, const int8_t *xq, const float *xs, const float *gsum, int m, float *y, int ys,
                         const float *bias, int r0, int r1, int simd) {
 #if ANY4_X86
+    if (simd >= 2 && any4_fast_uses_tiles(w, m, simd)) { any4_lut_tiles_avx512(w, xq, xs, gsum, m, y, ys, bias, r0, r1); return; }
     if (simd >= 2) { any4_lut_fast_avx512(w, (const uint8_t *)xq, xs, gsum, m, y, ys, bias, r0, r1); return; }
     if (simd == 1) { any4_lut_fast_avx2(w, xq, xs, gsum, m, y, ys, bias, r0, r1); return; }
 #endif
     (void)simd;
     any4_lut_fast_scalar(w, xq, xs, gsum, m, y, ys, bias, r0, r1);
+}
+
+int any4_fast_uses_tiles(const any4_packed *w, int m, int simd) {
+#if ANY4_X86
+    return simd >= 2 && m >= ANY4_TILE_MIN_M && w->group_size <= ANY4_TILE_WS;
+#else
+    (void)w, (void)m, (void)simd;
+    return 0;
+#endif
 }
 
 void any4_fast_activations_wide(const any4_packed *w, int8_t *xq, int m) {

@@ -95,6 +95,15 @@ static inline float dequant_one(float t, float s, float z, float ts) {
     return v * ts;
 }
 
+/// How any4_fast_activations_tiles splits m activation rows: `tiles` tiles of 16 (the last padded
+/// when m % 16 > ANY4_TILE_REST), and the last `rest` rows (m % 16 when at most ANY4_TILE_REST) for
+/// the row kernel: a tile costs about as much whatever its rows; up to 4 rows cost that kernel less
+/// (measured: 1536x576 with 1 row over 16 +25 % on the row kernel, +60 % in a tile; with 8, +110 %
+/// and +60 %; at 4096x14336 the two about equal from 1 to 9).
+#define ANY4_TILE_REST 4
+static inline int tile_rest(int m) { return m % 16 <= ANY4_TILE_REST ? m % 16 : 0; }
+static inline int tile_tiles(int m) { return (m - tile_rest(m) + 15) / 16; }
+
 // MARK: - Scalar references (the portable versions, and the twins the tests hold the AVX2 ones to)
 
 void any4_lut_exact_scalar(const any4_packed *w, const float *x, const float *gsum, int m, float *y, int ys,
@@ -197,6 +206,14 @@ INLINE_VNNI __m256i load32u(const uint8_t *x) { return _mm256_loadu_si256((const
 /// The fast path on activations prepared by any4_fast_activations_avx512 (x + 128, unsigned).
 VNNI void any4_lut_fast_avx512(const any4_packed *w, const uint8_t *xu, const float *xs, const float *gsum, int m, float *y,
                                int ys, const float *bias, int r0, int r1);
+/// Columns per row of a decoded chunk of weights in the tile kernel (the largest group it takes).
+#define ANY4_TILE_WS 1024
+/// The fast path on activation tiles (any4_fast_activations_tiles; m ≥ ANY4_TILE_MIN_M).
+/// xs and gsum: the activations' scales and group sums (m × groups), which the rows past the tiles read.
+VNNI void any4_lut_tiles_avx512(const any4_packed *w, const int8_t *tiles, const float *xs, const float *gsum, int m,
+                                float *y, int ys, const float *bias, int r0, int r1);
+/// The activation bytes of any4_fast_activations_tiles (x: where its data starts).
+VNNI void any4_fast_tiles_x_avx512(const int8_t *xq, int m, int nt, int cp, uint8_t *x);
 /// xq (m rows, AVX2 kernel order) in place into the AVX-512 kernel's order and offset.
 VNNI void any4_fast_activations_avx512(const any4_packed *w, uint8_t *x, int m);
 /// The int8 head on activations offset by 128 (unsigned).

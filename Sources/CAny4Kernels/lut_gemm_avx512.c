@@ -1,4 +1,5 @@
-// Lookup GEMM, the fast path with AVX-512 VNNI (vpdpbusd): bit for bit the AVX2 fast path.
+// Lookup GEMM, the fast path with AVX-512 VNNI (vpdpbusd): bit for bit the AVX2 fast path below
+// ANY4_TILE_MIN_M activation rows; from there the tile kernel at the end of this file.
 //
 // vpdpbusd multiplies unsigned bytes by signed bytes and adds each 4 products into a 32-bit lane:
 // one instruction where AVX2 needs sign, maddubs, madd and add. The activations come as
@@ -261,6 +262,251 @@ VNNI void any4_fast_activations_avx512(const any4_packed *w, uint8_t *x, int m) 
             _mm512_storeu_si512((void *)(row + c), _mm512_xor_si512(v, c80));
         }
         for (; c < cp; c++) row[c] ^= 0x80;
+    }
+}
+// MARK: - Tiles: 16 activation rows in the 16 lanes (m ≥ ANY4_TILE_MIN_M)
+//
+// With a batch of activation rows the lanes of a register serve better as 16 activation rows than
+// as partial sums over columns: each vpdpbusd multiplies 4 columns of 16 activation rows (64 bytes
+// of a tile, any4_fast_activations_tiles) by the same 4 weights of one row (a broadcast from
+// memory), so a group ends with one conversion and one multiply-add for 16 outputs. The weights of
+// a block of rows are decoded once per call into their int8 table values (tile_decode_row), with
+// each group's 128·Σ w (the accumulators start at its negative) and its scale as a float; every
+// tile then reads them from the cache. Each broadcast weight serves two tiles.
+
+/// Weight rows per pass: each 4-byte weight broadcast serves two tiles (2 × TILE_R accumulators,
+/// their float totals kept in memory where registers run out). Measured on Zen 4 (one core, noisy
+/// machine): 2 tiles × 8-10 rows 5-15 % faster than 1 × 12; 2 × 12 spills and runs at half speed.
+/// any4_lut_tiles_avx512 has a case for each block size up to TILE_R.
+#define TILE_R 10
+
+INLINE_VNNI int32_t hsum256_epi32(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
+    return _mm_cvtsi128_si32(s);
+}
+
+/// Blocks of R decoded rows (ANY4_TILE_WS bytes a row) for the super-block chunks c of 16 at a time.
+static inline int tile_sb_blocks(int G) { return (G / 8 + 15) / 16; }
+
+/// Row i of a block of R decoded rows at wb (ANY4_TILE_WS bytes a row in each block, so that the
+/// rows lie at constant offsets). The super-blocks come first, as decoded: chunk c of super-block s
+/// (64 columns: columns 8c..8c+3 of its 8 groups, then 8c+4..8c+7) at 64·(c % 16) in block
+/// s·tile_sb_blocks(G) + c / 16, so that group j's 4 columns 8c..8c+3 are the dword j there, and
+/// 8c+4..8c+7 the dword j 32 bytes on. Then the tail groups in natural order, gpc a block (group g
+/// at ((g - first) % gpc)·G in block sbb + (g - first) / gpc). ncorr[g] = -128·Σ w over group g,
+/// sf[g] its f16 scale as a float.
+INLINE_VNNI void tile_decode_row(const any4_packed *w, int r, int i, int R, int gpc, int8_t *wb, int32_t *ncorr, float *sf) {
+    const int cp = w->cols_padded, G = w->group_size, B = w->block_cols, main = w->super_blocks * 8 * G;
+    const __m256i lut = row_lut256(w, r), m4 = _mm256_set1_epi8(15), c80 = _mm256_set1_epi8((char)0x80);
+    const uint8_t *q = w->codes + (size_t)r * (cp / 2);
+    const int nblk = tile_sb_blocks(G), sbb = nblk * w->super_blocks;
+    for (int s = 0; s < w->super_blocks; s++) {
+        __m256i cs = _mm256_setzero_si256();
+        for (int c = 0; c < G / 8; c++) {
+            const __m256i raw = load32u(q + (size_t)s * 4 * G + 32 * c);
+            const __m256i lo = _mm256_shuffle_epi8(lut, _mm256_and_si256(raw, m4));
+            const __m256i hi = _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4));
+            cs = dpbusd256(dpbusd256(cs, c80, lo), c80, hi);
+            int8_t *o = wb + ((size_t)(s * nblk + c / 16) * R + i) * ANY4_TILE_WS + 64 * (c % 16);
+            _mm256_storeu_si256((__m256i *)o, lo);
+            _mm256_storeu_si256((__m256i *)(o + 32), hi);
+        }
+        _mm256_storeu_si256((__m256i *)(ncorr + 8 * s), _mm256_sub_epi32(_mm256_setzero_si256(), cs));
+    }
+    const int lb = B == 64 ? 6 : 5, bpg = G >> lb, nb = (cp - main) >> lb, first = 8 * w->super_blocks;
+#define GROUP_AT(g) (wb + ((size_t)(sbb + ((g) - first) / gpc) * R + i) * ANY4_TILE_WS + (size_t)(((g) - first) % gpc) * G)
+    const uint8_t *qt = q + main / 2;
+    for (int g = first; g < w->groups; g++) {
+        int8_t *gp = GROUP_AT(g);
+        __m256i cv = _mm256_setzero_si256();
+        const int b0 = (g - first) * bpg, b1 = b0 + bpg < nb ? b0 + bpg : nb;
+        for (int b = b0; b < b1; b++) {
+            int8_t *o = gp + (size_t)(b - b0) * B;
+            if (B == 64) {
+                const __m256i raw = load32u(qt + (size_t)b * 32);
+                const __m256i lo = _mm256_shuffle_epi8(lut, _mm256_and_si256(raw, m4));
+                const __m256i hi = _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4));
+                _mm256_storeu_si256((__m256i *)o, lo);
+                _mm256_storeu_si256((__m256i *)(o + 32), hi);
+                cv = dpbusd256(dpbusd256(cv, c80, lo), c80, hi);
+            } else {
+                const __m128i raw = _mm_loadu_si128((const __m128i *)(qt + (size_t)b * 16));
+                const __m256i wv = _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), m4));
+                _mm256_storeu_si256((__m256i *)o, wv);
+                cv = dpbusd256(cv, c80, wv);
+            }
+        }
+        ncorr[g] = -hsum256_epi32(cv);
+    }
+#undef GROUP_AT
+    const uint16_t *sc = w->scales_f16 + (size_t)r * w->groups;
+    int g = 0;
+    for (; g + 8 <= w->groups; g += 8) _mm256_storeu_ps(sf + g, load8_f16(sc + g));
+    for (; g < w->groups; g++) sf[g] = half1(sc[g]);
+}
+
+/// R decoded rows from r (tile_decode_row) times NT (1 or 2) tiles of activations from xt (xst and
+/// gst: their scales and group sums, 16 per group), into y for the tiles' rows from k0 (below m).
+/// Prefetches `lines` cache lines from `ahead`, spread over the groups.
+INLINE_VNNI void tile_rows(const any4_packed *w, int r, const int R, const int NT, int gpc, const int8_t *wb,
+                           const int32_t *ncorr, const float *sf, const uint8_t *xt, const float *xst, const float *gst,
+                           int k0, int m, float *y, int ys, const float *bias, const char *ahead, int lines) {
+    const int cp = w->cols_padded, G = w->group_size, groups = w->groups;
+    const size_t xstride = (size_t)16 * cp, sstride = (size_t)groups * 16;
+    const int per = (lines + groups - 1) / groups;
+    const int nblk = tile_sb_blocks(G), sbb = nblk * w->super_blocks, first = 8 * w->super_blocks;
+    __m512 tot[2][TILE_R];
+    for (int t = 0; t < NT; t++)
+        for (int i = 0; i < R; i++) tot[t][i] = _mm512_setzero_ps();
+    for (int g = 0; g < groups; g++) {
+        for (int l = 0; l < per && lines > 0; l++, lines--) { _mm_prefetch(ahead, _MM_HINT_T0); ahead += 64; }
+        const uint8_t *xg = xt + (size_t)g * G * 16;
+        __m512i acc[2][TILE_R];
+        for (int i = 0; i < R; i++) {
+            acc[0][i] = _mm512_set1_epi32(ncorr[(size_t)i * groups + g]);
+            if (NT == 2) acc[1][i] = acc[0][i];
+        }
+#define TILE_UNIT(xp, wp)                                                                                            \
+    do {                                                                                                             \
+        const __m512i x0 = _mm512_loadu_si512((const void *)(xp));                                                 \
+        const __m512i x1 = NT == 2 ? _mm512_loadu_si512((const void *)((xp) + xstride)) : x0;                        \
+        for (int i = 0; i < R; i++) {                                                                                \
+            int32_t wv;                                                                                              \
+            memcpy(&wv, (wp) + (size_t)i * ANY4_TILE_WS, 4);                                                         \
+            const __m512i wb4 = _mm512_set1_epi32(wv);                                                               \
+            acc[0][i] = _mm512_dpbusd_epi32(acc[0][i], x0, wb4);                                                     \
+            if (NT == 2) acc[1][i] = _mm512_dpbusd_epi32(acc[1][i], x1, wb4);                                        \
+        }                                                                                                            \
+    } while (0)
+        if (g < first) {
+            // A super-block group: its 4-column units 2c and 2c + 1 are the dwords j of the decoded chunk c.
+            const int s = g / 8, j = g % 8, chunks = G / 8;
+            for (int cb = 0; cb < nblk; cb++) {
+                const int8_t *wc = wb + (size_t)(s * nblk + cb) * R * ANY4_TILE_WS + 4 * j;
+                const int cn = chunks - 16 * cb < 16 ? chunks - 16 * cb : 16;
+                const uint8_t *xc = xg + (size_t)16 * 128 * cb;
+                for (int c = 0; c < cn; c++) {
+                    TILE_UNIT(xc + 128 * c, wc + 64 * c);
+                    TILE_UNIT(xc + 128 * c + 64, wc + 64 * c + 32);
+                }
+            }
+        } else {
+            const int8_t *wg = wb + (size_t)(sbb + (g - first) / gpc) * R * ANY4_TILE_WS + (size_t)((g - first) % gpc) * G;
+            const int n = ((g + 1) * G < cp ? G : cp - g * G) / 4;
+            for (int u = 0; u < n; u++) TILE_UNIT(xg + 64 * (size_t)u, wg + 4 * u);
+        }
+#undef TILE_UNIT
+        for (int t = 0; t < NT; t++) {
+            const __m512 xsv = _mm512_loadu_ps(xst + t * sstride + 16 * (size_t)g);
+            for (int i = 0; i < R; i++)
+                tot[t][i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[t][i]), _mm512_mul_ps(_mm512_set1_ps(sf[(size_t)i * groups + g]), xsv), tot[t][i]);
+        }
+    }
+    const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32(ys));
+    for (int t = 0; t < NT; t++) {
+        const int kt = k0 + 16 * t;
+        const __mmask16 mask = m - kt >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (m - kt)) - 1);
+        for (int i = 0; i < R; i++) {
+            const int rr = r + i;
+            __m512 v = _mm512_mul_ps(tot[t][i], _mm512_set1_ps(w->table_i8_scale[(size_t)rr * w->table_i8_scale_stride] * w->f16_factors[2 * rr]));
+            if (w->zeros_f16) {
+                const uint16_t *zf = w->zeros_f16 + (size_t)rr * groups;
+                __m512 z = _mm512_setzero_ps();
+                for (int g = 0; g < groups; g++)
+                    z = _mm512_fmadd_ps(_mm512_set1_ps(half1(zf[g])), _mm512_loadu_ps(gst + t * sstride + 16 * (size_t)g), z);
+                v = _mm512_add_ps(v, _mm512_mul_ps(z, _mm512_set1_ps(w->f16_factors[2 * rr + 1])));
+            }
+            if (bias) v = _mm512_add_ps(v, _mm512_set1_ps(bias[rr]));
+            _mm512_mask_i32scatter_ps(y + (size_t)kt * ys + rr, mask, idx, v, 4);
+        }
+    }
+}
+
+VNNI void any4_lut_tiles_avx512(const any4_packed *w, const int8_t *tiles, const float *xs0, const float *gsum0, int m,
+                                float *y, int ys, const float *bias, int r0, int r1) {
+    const int cp = w->cols_padded, G = w->group_size, groups = w->groups;
+    const int rest = tile_rest(m), mt = m - rest;
+    const int nt = tile_tiles(m), gpc = ANY4_TILE_WS / G, first = 8 * w->super_blocks;
+    const int chunks = tile_sb_blocks(G) * w->super_blocks + (groups - first + gpc - 1) / gpc;
+    const uint8_t *x = (const uint8_t *)tiles + (uint8_t)tiles[0];
+    const float *xs = (const float *)(x + (size_t)nt * 16 * cp), *gs = xs + (size_t)nt * groups * 16;
+    int8_t *wb = aligned_alloc(64, (size_t)chunks * TILE_R * ANY4_TILE_WS);
+    int32_t *ncorr = malloc(sizeof(int32_t) * TILE_R * (size_t)groups);
+    float *sf = malloc(sizeof(float) * TILE_R * (size_t)groups);
+    if (!wb || !ncorr || !sf) abort();
+    _Static_assert(TILE_R == 10, "tile_rows's cases cover 1..TILE_R");
+    // Blocks of rows of even size (11 rows are 6 + 5, not 10 + 1).
+    const int blocks = (r1 - r0 + TILE_R - 1) / TILE_R;
+    for (int b = 0, r = r0; r < r1; b++) {
+        const int R = (r1 - r + blocks - b - 1) / (blocks - b);
+        for (int i = 0; i < R; i++) tile_decode_row(w, r + i, i, R, gpc, wb, ncorr + (size_t)i * groups, sf + (size_t)i * groups);
+        // The next block's codes (contiguous rows), fetched while the first tile runs.
+        const int next = r1 - (r + R) < TILE_R ? r1 - (r + R) : TILE_R;
+        const char *ahead = (const char *)w->codes + (size_t)(r + R) * (cp / 2);
+        for (int t = 0; t < nt;) {
+            const int two = t + 2 <= nt;  // tiles in pairs, the last alone when their count is odd
+            const uint8_t *xt = x + (size_t)t * 16 * cp;
+            const float *xst = xs + (size_t)t * groups * 16, *gst = gs + (size_t)t * groups * 16;
+            const int lines = t == 0 ? (int)(((size_t)next * (cp / 2) + 63) / 64) : 0;
+#define TILE_CASE(n)                                                                                                 \
+    case n:                                                                                                          \
+        if (two) tile_rows(w, r, n, 2, gpc, wb, ncorr, sf, xt, xst, gst, 16 * t, mt, y, ys, bias, ahead, lines);      \
+        else tile_rows(w, r, n, 1, gpc, wb, ncorr, sf, xt, xst, gst, 16 * t, mt, y, ys, bias, ahead, lines);          \
+        break;
+            switch (R) {
+            TILE_CASE(1) TILE_CASE(2) TILE_CASE(3) TILE_CASE(4) TILE_CASE(5) TILE_CASE(6) TILE_CASE(7)
+            TILE_CASE(8) TILE_CASE(9)
+            default: TILE_CASE(10)
+            }
+#undef TILE_CASE
+            t += two ? 2 : 1;
+        }
+        r += R;
+    }
+    free(wb);
+    free(ncorr);
+    free(sf);
+    // The last rows (at most ANY4_TILE_REST) on the row kernel, in the wide form after the tiles.
+    if (rest > 0)
+        any4_lut_fast_avx512(w, (const uint8_t *)(gs + (size_t)nt * groups * 16), xs0 + (size_t)mt * groups,
+                             gsum0 + (size_t)mt * groups, rest, y + (size_t)mt * ys, ys, bias, r0, r1);
+}
+/// The activation bytes of any4_fast_activations_tiles (x: the data, 64-byte aligned): 16 rows ×
+/// 16 four-byte units transposed in registers (16 × 16 dwords), offset by 128.
+VNNI void any4_fast_tiles_x_avx512(const int8_t *xq, int m, int nt, int cp, uint8_t *x) {
+    const int units = cp / 4;
+    const __m512i c80 = _mm512_set1_epi8((char)0x80);
+    for (int t = 0; t < nt; t++) {
+        uint8_t *xt = x + (size_t)t * 16 * cp;
+        for (int u0 = 0; u0 < units; u0 += 16) {
+            const int nu = units - u0 < 16 ? units - u0 : 16;
+            const __mmask16 lm = nu == 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << nu) - 1);
+            __m512i rw[16];
+            for (int k = 0; k < 16; k++) {
+                const int row = 16 * t + k;
+                rw[k] = row < m ? _mm512_xor_si512(_mm512_maskz_loadu_epi32(lm, xq + (size_t)row * cp + 4 * u0), c80) : c80;
+            }
+            // s[q][e], lane L: rows 4q..4q+3 of dword 4L + e.
+            __m512i sq[4][4];
+            for (int q = 0; q < 4; q++) {
+                const __m512i t0 = _mm512_unpacklo_epi32(rw[4 * q], rw[4 * q + 1]), t1 = _mm512_unpackhi_epi32(rw[4 * q], rw[4 * q + 1]);
+                const __m512i t2 = _mm512_unpacklo_epi32(rw[4 * q + 2], rw[4 * q + 3]), t3 = _mm512_unpackhi_epi32(rw[4 * q + 2], rw[4 * q + 3]);
+                sq[q][0] = _mm512_unpacklo_epi64(t0, t2);
+                sq[q][1] = _mm512_unpackhi_epi64(t0, t2);
+                sq[q][2] = _mm512_unpacklo_epi64(t1, t3);
+                sq[q][3] = _mm512_unpackhi_epi64(t1, t3);
+            }
+            for (int e = 0; e < 4; e++) {
+                const __m512i p = _mm512_shuffle_i32x4(sq[0][e], sq[1][e], 0x44), q = _mm512_shuffle_i32x4(sq[2][e], sq[3][e], 0x44);
+                const __m512i r = _mm512_shuffle_i32x4(sq[0][e], sq[1][e], 0xEE), s = _mm512_shuffle_i32x4(sq[2][e], sq[3][e], 0xEE);
+                const __m512i o[4] = {_mm512_shuffle_i32x4(p, q, 0x88), _mm512_shuffle_i32x4(p, q, 0xDD),
+                                      _mm512_shuffle_i32x4(r, s, 0x88), _mm512_shuffle_i32x4(r, s, 0xDD)};
+                for (int l = 0; l < 4; l++)
+                    if (4 * l + e < nu) _mm512_storeu_si512((void *)(xt + 64 * (size_t)(u0 + 4 * l + e)), o[l]);
+            }
+        }
     }
 }
 #endif

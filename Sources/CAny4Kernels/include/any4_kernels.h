@@ -12,7 +12,8 @@
 //   attend_{scalar,avx2}.c     one attention row
 //   dequant_{scalar,avx2}.c    packed rows back to f32 (bit for bit the quantized matrix's values)
 //   lut_gemm_avx512.c, q8_avx512.c  the fast lookup path and the int8 head with AVX-512 VNNI
-//                              (bit for bit their AVX2 versions)
+//                              (bit for bit their AVX2 versions, except the fast path from 16
+//                              activation rows: tiles of 16 rows, equal to float rounding)
 //   dispatch.c                 the public entry points: the AVX2 version when use_avx2 (and the build
 //                              targets x86-64), else the scalar one; tests pass use_avx2 = 0 to run
 //                              the scalar twin and compare. The two families with an AVX-512
@@ -99,10 +100,12 @@ void any4_lut_gemm_exact(const any4_packed *w, const float *x, const float *grou
                          float *y, int y_stride, const float *bias, int row_begin, int row_end, int use_avx2);
 
 /// Fast path: int8 tables, int8 activations quantized per group (xq: m × cols_padded, in kernel
-/// order when simd ≥ 1, and then for simd 2 rearranged by any4_fast_activations_wide; x_scale:
+/// order when simd ≥ 1, and then for simd 2 rearranged by any4_fast_activations_wide, or for simd 2
+/// with any4_fast_uses_tiles the buffer of any4_fast_activations_tiles; x_scale:
 /// m × groups, x ≈ xq × x_scale), int32 accumulation within a group, f16 scales and zeros
 /// (scales_f16, zeros_f16, f16_factors). All levels give the same integer sums; levels 1 and 2
-/// give identical results.
+/// give identical results, except on tiles (level 2, m ≥ 16), where each group's integer sum is
+/// converted once per output and the float steps are ordered differently (equal to float rounding).
 void any4_lut_gemm_fast(const any4_packed *w, const int8_t *xq, const float *x_scale, const float *group_sums, int m,
                         float *y, int y_stride, const float *bias, int row_begin, int row_end, int simd);
 
@@ -111,6 +114,29 @@ void any4_lut_gemm_fast(const any4_packed *w, const int8_t *xq, const float *x_s
 /// swapped, and every byte is offset by
 /// 128 (vpdpbusd takes one unsigned operand).
 void any4_fast_activations_wide(const any4_packed *w, int8_t *xq, int m);
+
+/// Activation rows from which the level-2 fast path reads its activations as tiles of 16 rows
+/// (any4_fast_activations_tiles) instead of any4_fast_activations_wide's rows.
+#define ANY4_TILE_MIN_M 16
+
+/// 1 when any4_lut_gemm_fast at level `simd` with m activation rows on w reads tiles
+/// (any4_fast_activations_tiles): level 2, m ≥ ANY4_TILE_MIN_M and group_size ≤ 1024.
+int any4_fast_uses_tiles(const any4_packed *w, int m, int simd);
+
+/// Bytes any4_fast_activations_tiles writes for m activation rows.
+size_t any4_fast_tiles_bytes(const any4_packed *w, int m);
+
+/// The level-2 fast path's activations when any4_fast_uses_tiles: from xq in natural order (m ×
+/// cols_padded, as any4_quantize_activations wrote it), its scales xs and group sums gsum (m ×
+/// groups), one buffer of any4_fast_tiles_bytes(w, m) bytes, passed to any4_lut_gemm_fast as xq
+/// (which then ignores its xs and gsum). Its first byte gives the offset of the data (64-byte aligned
+/// when written); then, for each tile of 16 activation rows (m padded with rows of 0 and scale 0), the
+/// activations offset by 128: for each 4 columns c4, 64 bytes, row k's columns 4·c4..4·c4+3 at 4·k;
+/// then per tile and group the 16 rows' scales, then likewise their group sums. When m % 16 is 4 or
+/// less, those last rows are not in tiles but follow, as any4_fast_activations_wide has them (the
+/// row kernel takes them: a tile costs as much whatever rows it holds).
+void any4_fast_activations_tiles(const any4_packed *w, const int8_t *xq, const float *xs, const float *gsum, int m,
+                                 int8_t *dst);
 
 /// Offsets n int8 activations by 128 in place (x ^ 0x80: the unsigned bytes of x + 128), as the
 /// level-2 int8 head reads them.
