@@ -81,6 +81,15 @@ static inline void preserve_sum(const float *x, float inv, int n, int8_t *xq, in
     }
 }
 
+/// What pass p (of `passes` over activation rows) of the lookup kernels' row-pair loop prefetches
+/// of the next pair's codes: its share of their cache lines, from *ahead; none when rows r + 2 and
+/// r + 3 are not in [.., r1). Every pass of a pair thus keeps memory busy, not only the first.
+static inline int pass_prefetch(const any4_packed *w, int r, int r1, int passes, int p, const char **ahead) {
+    const int cp = w->cols_padded, lines = (cp + 63) / 64, share = (lines + passes - 1) / passes, from = p * share;
+    *ahead = (const char *)w->codes + (size_t)(r + 2) * (cp / 2) + (size_t)64 * from;
+    return r + 4 <= r1 ? (lines - from < share ? lines - from : share) : 0;
+}
+
 /// Row r's table of a dequantization, padded to 16 entries with 0 (so any nibble reads inside it).
 static inline void dequant_row_table(const any4_dequant_args *a, int r, float t[16]) {
     const float *src = a->table + (size_t)r * a->table_stride;

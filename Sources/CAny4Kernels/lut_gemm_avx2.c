@@ -241,14 +241,12 @@ AVX2 void any4_lut_fast_avx2(const any4_packed *w, const int8_t *xq, const float
         // from memory in its first pass and from cache in the others, so each pass prefetches its
         // share of the next pair's codes: memory stays busy all along rather than in bursts (5-17 %
         // faster at m = 2..8 than prefetching 2 KiB ahead within the pair).
-        const int cp = w->cols_padded, passes = (m + TILE - 1) / TILE, lines = (cp + 63) / 64;
-        const int share = (lines + passes - 1) / passes;
+        const int passes = (m + TILE - 1) / TILE;
         for (; r + 2 <= r1; r += 2) {
-            const char *next = (const char *)w->codes + (size_t)(r + 2) * (cp / 2);
             for (int k0 = 0, p = 0; k0 < m; p++) {
                 const int kt = even_pass(m, passes, p, k0);
-                const int from = p * share, n = r + 4 <= r1 ? (lines - from < share ? lines - from : share) : 0;
-                const char *ahead = next + (size_t)64 * from;
+                const char *ahead;
+                const int n = pass_prefetch(w, r, r1, passes, p, &ahead);
                 switch (kt) {
                 case 1: lut_fast_pair(w, r, xq, xs, gsum, k0, 1, y, ys, bias, ahead, n); break;
                 case 2: lut_fast_pair(w, r, xq, xs, gsum, k0, 2, y, ys, bias, ahead, n); break;
