@@ -289,13 +289,13 @@ public final class PackedLinear: @unchecked Sendable {
             "grouped layers must share their input layout")
         precondition(x.count == m * first.cols, "x must be [m, cols]")
         for (l, b) in zip(layers, biases) { precondition(b == nil || b!.count == l.rows, "bias must have one value per output") }
-        let a = Activations(x, m: m, layout: first, path: path, simd: simd)
+        let workers = threads > 0 ? threads : SystemInfo.processorCount
+        let a = Activations(x, m: m, layout: first, path: path, simd: simd, threads: workers)
         // Every output is written by the kernels (each row range of each activation row), so the
         // buffers start uninitialized: a decode step makes a few hundred of these calls.
         let ys = layers.map { l in UnsafeMutablePointer<Float>.allocate(capacity: m * l.rows) }
         defer { for y in ys { y.deallocate() } }
         let offsets = layers.reduce(into: [0]) { $0.append($0.last! + $1.rows) }
-        let workers = threads > 0 ? threads : SystemInfo.processorCount
         // The exact path has no AVX-512 version: its AVX2 one runs there.
         let level = path == .exact ? min(simd, .avx2).rawValue : simd.rawValue
         withKernels(layers[...], []) { kernels in
@@ -376,7 +376,9 @@ public final class PackedLinear: @unchecked Sendable {
         var xs: [Float]
         var gsum: [Float]
 
-        init(_ x: [Float], m: Int, layout l: PackedLinear, path: KernelPath, simd: SIMDLevel) {
+        /// `threads`: a batch of 16 rows or more is quantized a range of rows per worker (each row
+        /// as one thread would quantize it).
+        init(_ x: [Float], m: Int, layout l: PackedLinear, path: KernelPath, simd: SIMDLevel, threads: Int = 1) {
             if l.colsPadded == l.cols {
                 xp = x
             } else {
@@ -388,9 +390,22 @@ public final class PackedLinear: @unchecked Sendable {
             xq = [Int8](repeating: 0, count: fast ? m * l.colsPadded : 0)
             xs = [Float](repeating: 0, count: m * l.groups)
             if fast {
-                any4_quantize_activations(
-                    xp, Int32(m), Int32(l.colsPadded), Int32(l.groupSize), Int32(l.groups),
-                    &xq, &xs, &gsum, 1, simd > .scalar ? 1 : 0)
+                let (cp, g, groups, avx) = (l.colsPadded, l.groupSize, l.groups, Int32(simd > .scalar ? 1 : 0))
+                xp.withUnsafeBufferPointer { x in
+                    xq.withUnsafeMutableBufferPointer { q in
+                        xs.withUnsafeMutableBufferPointer { s in
+                            gsum.withUnsafeMutableBufferPointer { sums in
+                                let args = UncheckedBox((x.baseAddress!, q.baseAddress!, s.baseAddress!, sums.baseAddress!))
+                                parallelRows(m, threads: m >= 16 ? threads : 1) { k0, k1 in
+                                    let (x, q, s, sums) = args.value
+                                    any4_quantize_activations(
+                                        x + k0 * cp, Int32(k1 - k0), Int32(cp), Int32(g), Int32(groups), q + k0 * cp, s + k0 * groups,
+                                        sums + k0 * groups, 1, avx)
+                                }
+                            }
+                        }
+                    }
+                }
             } else {
                 for k in 0..<m {
                     for g in 0..<l.groups {

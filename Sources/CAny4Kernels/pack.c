@@ -2,22 +2,30 @@
 // factor search runs its AVX2 version when it can, which gives exactly the scalar one's factor).
 #include "kernels_internal.h"
 
+/// Code of column c of a row of `cols` (0 past its end: padding).
+static inline uint8_t code_or_0(const uint8_t *in, int c, int cols) { return c < cols ? (uint8_t)(in[c] & 0xF) : 0; }
+
 void any4_pack_codes(const any4_packed *w, const uint8_t *codes, int cols, uint8_t *out, int r0, int r1) {
     const int G = w->group_size, cp = w->cols_padded, B = w->block_cols, h = B / 2, main = w->super_blocks * 8 * G;
     for (int r = r0; r < r1; r++) {
         const uint8_t *in = codes + (size_t)r * cols;
         uint8_t *row = out + (size_t)r * (cp / 2);
-        memset(row, 0, (size_t)cp / 2);
-        const int sb_end = main < cols ? main : cols;
-        for (int c = 0; c < sb_end; c++) {  // super-blocks: see the layout in any4_kernels.h
-            const int s = c / (8 * G), j = (c / G) % 8, cc = c % G;
-            const uint8_t code = in[c] & 0xF;
-            row[(size_t)s * 4 * G + 32 * (cc / 8) + 4 * j + cc % 4] |= (cc % 8) >= 4 ? (uint8_t)(code << 4) : code;
-        }
-        for (int c = sb_end; c < cols; c++) {  // the tail: blocks of B columns, j and j + B/2 share byte j
-            const int t = c - main, b = t % B;
-            const uint8_t code = in[c] & 0xF;
-            row[main / 2 + (t / B) * h + b % h] |= b >= h ? (uint8_t)(code << 4) : code;
+        // Super-blocks (see the layout in any4_kernels.h): chunk i of super-block s holds in bytes
+        // 4j..4j+3 columns 8i..8i+3 (low nibbles) and 8i+4..8i+7 (high) of its group j.
+        for (int s = 0; s < w->super_blocks; s++)
+            for (int j = 0; j < 8; j++) {
+                const int base = (8 * s + j) * G;
+                uint8_t *o = row + (size_t)s * 4 * G + 4 * j;
+                for (int i = 0; i < G / 8; i++)
+                    for (int b = 0; b < 4; b++) {
+                        const int c = base + 8 * i + b;
+                        o[32 * i + b] = (uint8_t)(code_or_0(in, c, cols) | code_or_0(in, c + 4, cols) << 4);
+                    }
+            }
+        // The tail: blocks of B columns, columns j and j + B/2 of a block share its byte j.
+        for (int c0 = main; c0 < cp; c0 += B) {
+            uint8_t *o = row + main / 2 + (c0 - main) / 2;
+            for (int j = 0; j < h; j++) o[j] = (uint8_t)(code_or_0(in, c0 + j, cols) | code_or_0(in, c0 + h + j, cols) << 4);
         }
     }
 }
