@@ -52,6 +52,17 @@ final class InferenceCLITests: XCTestCase {
         XCTAssertGreaterThan(json["decode_tokens_per_s"]?.double ?? 0, 0)
         XCTAssertGreaterThan(json["prefill_tokens_per_s"]?.double ?? 0, 0)
         XCTAssertTrue(json["weights"]?.string?.hasPrefix("any4 g128: 14 layers") == true, j.stdout)
+        // --prefill auto: the lookup kernel where the AVX-512 VNNI kernel runs the fast path, else
+        // f32 GEMMs; --kernel exact always GEMMs; an explicit choice is kept.
+        let vnni = json["simd"]?.string == "avx512-vnni"
+        XCTAssertEqual(json["prefill_path"]?.string, vnni ? "lookup" : "gemm", j.stdout)
+        for (extra, expected) in [(["--kernel", "exact"], "gemm"), (["--prefill", "lookup", "--prompt-tokens", "40"], "lookup")] {
+            let e = try any4(["run", smol, "-p", "The capital of France is", "-n", "2", "--json", "--no-probe-bandwidth"] + extra)
+            XCTAssertEqual(e.status, 0, e.stderr)
+            let ej = try JSONParser.parse(e.stdout, file: "stdout")
+            XCTAssertEqual(ej["prefill_path"]?.string, expected, "\(extra)")
+            XCTAssertEqual(ej["tokens"]?.array?.count, 2)
+        }
     }
 
     func testPerplexityJSONAndItsRefusals() throws {
