@@ -99,7 +99,9 @@ public enum EngineQuantization {
         progress: Progress? = nil
     ) throws -> [LayerResult] {
         let chosen = engine.linears.compactMap { l in tensor(of: l, in: engine, selection: selection).map { (l, $0) } }
-        progress?.reset(total: chosen.reduce(0) { $0 + $1.0.rows }, label: "quantizing \(format.name)")
+        // Counted in weights (each layer's rows forwarded as rows × columns), as `quantize` counts
+        // a checkpoint's: the ETA then holds across layers of different widths.
+        progress?.reset(total: chosen.reduce(0) { $0 + $1.0.rows * $1.0.cols }, label: "quantizing \(format.name)")
         return try chosen.map { linear, tensor in
             try quantize(linear, tensor: tensor, format: format, options: options, calibration: calibration, progress: progress)
         }
@@ -111,10 +113,13 @@ public enum EngineQuantization {
     ) throws -> LayerResult {
         progress?.setLabel("quantizing \(format.name) \(linear.name)")
         let channels = try ModelQuantization.channelWeights(for: tensor, options: options, calibration: calibration)
+        // The quantizer counts rows; `progress` counts weights.
+        let rows = max(1, linear.rows)
+        let layerProgress = progress.map { Progress(total: rows, parent: $0, forwarding: linear.cols) }
         // One layer's f32 at a time: decoded from its storage, quantized, then dropped.
         let result = try ModelQuantization.quantize(
             weights: linear.decodedWeights(), of: tensor, format: format, options: options,
-            channelWeights: channels, progress: progress)
+            channelWeights: channels, progress: layerProgress)
         linear.replace(with: result.matrix!)
         var out = result
         if !keepMatrix { out.matrix = nil }
@@ -165,7 +170,7 @@ public enum EngineQuantization {
         let last = min(engine.blockCount - 1, throughBlock ?? (engine.blockCount - 1))
         var hidden = last >= 0 ? try sequences.map { try engine.embed($0) } : []
         let total = (0..<(last + 1)).reduce(0) { sum, i in
-            sum + engine.linears(ofBlock: i).filter { byName[$0.name] != nil }.reduce(0) { $0 + $1.rows }
+            sum + engine.linears(ofBlock: i).filter { byName[$0.name] != nil }.reduce(0) { $0 + $1.rows * $1.cols }
         }
         progress?.reset(total: total, label: "calibrating and quantizing")
         var stats = CalibrationStats()

@@ -65,7 +65,7 @@ struct EngineQuantizationGroup: ParsableArguments {
             }
             let statistic = quantization.stat
             let sequences = try calibrationSequences(engine: engine, tokenizer: tokenizer, promptPath: prompt)
-            results = try runProgressJob(progress, interrupted: "interrupted") {
+            results = try runProgressJob(progress, interrupted: "interrupted", unit: "weights") {
                 try EngineQuantization.quantizeSequentially(
                     engine, sequences: sequences, format: format, options: options,
                     statistic: statistic, selection: selection, progress: progress
@@ -73,7 +73,7 @@ struct EngineQuantizationGroup: ParsableArguments {
             }
         } else {
             let calibration = try quantization.calibration(options)
-            results = try runProgressJob(progress, interrupted: "interrupted") {
+            results = try runProgressJob(progress, interrupted: "interrupted", unit: "weights") {
                 try EngineQuantization.quantize(
                     engine, format: format, options: options, selection: selection,
                     calibration: calibration, progress: progress)

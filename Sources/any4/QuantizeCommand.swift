@@ -184,7 +184,7 @@ struct QuantizeCommand: ParsableCommand {
                 let todo = plan.units.indices.filter { plan.units[$0].job != nil && writing.contains(fileOfUnit[$0]) }
                 let partLabel = split.count > 1 ? "part \(split.index)/\(split.count) · " : ""
                 // Counted in weights (a layer's rows forwarded as rows × columns), so that the ETA
-                // holds across layers of different widths; the calibrated path counts its own rows.
+                // holds across layers of different widths; the calibrated path counts them too.
                 let progress = Progress(
                     total: todo.reduce(0) { $0 + plan.units[$1].tensor.info.elementCount }, label: partLabel + "quantizing \(displayName)")
                 let writer = StreamingCheckpointWriter(
@@ -208,7 +208,7 @@ struct QuantizeCommand: ParsableCommand {
                     return partLabel
                         + "\(plan.units[u].job!.format.name) \(done + 1)/\(todo.count) \(plan.units[u].tensor.name) · shard \(k + 1)/\(plan.files.count)"
                 }
-                try runProgressJob(progress, interrupted: interrupted(), unit: engine == nil ? "weights" : "rows") {
+                try runProgressJob(progress, interrupted: interrupted(), unit: "weights") {
                     defer { writer.abandon() }
                     if let engine, !todo.isEmpty {
                         var unitOf: [String: Int] = [:]

@@ -167,10 +167,14 @@ final class LlamaEngineTests: XCTestCase {
         let engine = try engine()
         let before = try engine.forward(Self.prompt, cache: engine.makeCache(capacity: 16), logits: .all)
         let selection = LayerSelection(include: try Regex(#"^blk\.(0|1)\."#))
+        let progress = Progress(total: 0)
         let results = try EngineQuantization.quantize(
             engine, format: try FormatRegistry.named("any4"),
-            options: QuantizationOptions(), selection: selection)
+            options: QuantizationOptions(), selection: selection, progress: progress)
         XCTAssertEqual(results.count, 14)
+        // Progress counts weights: blocks 0 and 1 hold 2 × (576·(576+192+192+576) + 3·576·1536).
+        XCTAssertEqual(progress.total, 2 * (576 * 1536 + 3 * 576 * 1536))
+        XCTAssertEqual(progress.completed, progress.total)
         for (i, l) in engine.linears.enumerated() {
             let quantized = i < 14
             // Q4_1 layers load packed too (imported exactly); the Q8_0 head is read in place.
@@ -232,10 +236,13 @@ final class LlamaEngineTests: XCTestCase {
             })
 
         let fresh = try self.engine()
+        let progress = Progress(total: 0)
         let (results, sequential) = try EngineQuantization.quantizeSequentially(
             fresh, sequences: [Self.prompt], format: try FormatRegistry.named("any4"), options: QuantizationOptions(),
-            statistic: .sqmean, selection: LayerSelection(include: try Regex(#"^blk\.(0|1|2)\."#)))
+            statistic: .sqmean, selection: LayerSelection(include: try Regex(#"^blk\.(0|1|2)\."#)), progress: progress)
         XCTAssertEqual(results.count, 21)
+        XCTAssertEqual(progress.total, 3 * (576 * 1536 + 3 * 576 * 1536), "weights, as quantize counts them")
+        XCTAssertEqual(progress.completed, progress.total)
         XCTAssertEqual(sequential.layer(forWeight: "blk.0.attn_q.weight"), q0)
         let plain2 = stats.layer(forWeight: "blk.2.attn_q.weight")!, seq2 = sequential.layer(forWeight: "blk.2.attn_q.weight")!
         XCTAssertNotEqual(plain2.sqmean, seq2.sqmean, "block 2 should see the quantized blocks 0 and 1")
