@@ -201,6 +201,12 @@ public final class Linear: @unchecked Sendable {
         }
     }
 
+    /// The weights when they are GGUF Q8_0 blocks read in place: their q8 copy imports the blocks
+    /// as they are, so it holds exactly these weights.
+    private var storedQ8_0: StoredTensor? {
+        if case .decoded(let t) = storage, t.info.encoding == .ggml(.q8_0) { t } else { nil }
+    }
+
     /// Makes (or drops) the decode-step copy of dense weights, filled a tile of rows at a time.
     func prepareDecodeCopy(_ kind: DecodeHead, threads: Int) {
         if case .packed = storage {
@@ -211,11 +217,10 @@ public final class Linear: @unchecked Sendable {
         case (.f32, _): decodeCopy = nil
         case (.f16, .f16?): break
         case (.q8, .q8?): break
-        case (.q8, _) where cols % 32 == 0 && { if case .decoded(let t) = storage { t.info.encoding == .ggml(.q8_0) } else { false } }():
+        case (.q8, _) where storedQ8_0 != nil:
             // Q8_0 blocks as stored (the copy holds the same weights; see forward's prompt rows).
-            if case .decoded(let t) = storage {
-                decodeCopy = .q8(Q8Linear(q8_0: UnsafeRawBufferPointer(start: t.base, count: t.info.byteCount), rows: rows, cols: cols))
-            }
+            let t = storedQ8_0!
+            decodeCopy = .q8(Q8Linear(q8_0: UnsafeRawBufferPointer(start: t.base, count: t.info.byteCount), rows: rows, cols: cols))
         case (.q8, _) where cols % 32 == 0:
             // Quantized a tile of rows at a time: no f32 copy of the whole layer is made.
             decodeCopy = .q8(Q8Linear(rows: rows, cols: cols) { tile in forEachTile(threads: threads) { tile($0, $1, $2) } })
@@ -267,9 +272,7 @@ public final class Linear: @unchecked Sendable {
         // A prompt pass's last row(s) on a Q8_0 head with its q8 copy (imported block for block, so
         // the same weights): the dense kernel over the copy's code × scale gives the decoded
         // weights' product bit for bit, without decoding the whole head to f32 for one row.
-        if !decodeStep, m < 4, m < options.gemmRows || !options.useBLAS, case .decoded(let t) = storage,
-            t.info.encoding == .ggml(.q8_0), case .q8(let q8)? = decodeCopy
-        {
+        if !decodeStep, m < 4, m < options.gemmRows || !options.useBLAS, storedQ8_0 != nil, case .q8(let q8)? = decodeCopy {
             return withBias(q8.forwardExact(x, m: m, threads: threads), m: m)
         }
         if decodeStep, m < 4, let decodeCopy {

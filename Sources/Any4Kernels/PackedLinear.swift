@@ -195,32 +195,9 @@ public final class PackedLinear: @unchecked Sendable {
     /// [1, 1.25] × max|t|/127 with the least squared rounding error over the table (a learned LUT
     /// has no exact int8 form; the search cuts its rounding error roughly in half).
     /// (`any4_int8_factor`: C, and its search over 8 factors at a time with AVX2, ~50x the Swift
-    /// loop this replaced; `int8FactorReference` is that loop, which the tests hold it to.)
+    /// loop this replaced, which KernelTests keeps as the definition to hold it to.)
     package static func int8Factor(_ t: [Float], useAVX2: Bool = CPUFeatures.hasAVX2) -> Float {
         any4_int8_factor(t, Int32(t.count), useAVX2 ? 1 : 0)
-    }
-
-    /// The definition `int8Factor` computes, in plain Swift (Float.rounded() is half away from zero).
-    package static func int8FactorReference(_ t: [Float]) -> Float {
-        let amax = t.map(abs).max() ?? 0
-        guard amax > 0 else { return 1 }
-        for d: Float in [1, 2, 4, 8, 16] where amax * d <= 127 {
-            if t.allSatisfy({ ($0 * d).rounded() == $0 * d }) { return 1 / d }
-        }
-        var best = amax / 127, bestError = Float.infinity
-        for j in 0..<128 {
-            let f = amax / 127 * (1 + Float(j) / 512)
-            var error: Float = 0
-            for v in t {
-                let d = v - f * (v / f).rounded()
-                error += d * d
-            }
-            if error < bestError {
-                bestError = error
-                best = f
-            }
-        }
-        return best
     }
 
     private init(copying other: PackedLinear) {

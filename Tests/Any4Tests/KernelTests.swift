@@ -190,6 +190,29 @@ final class KernelTests: XCTestCase {
         }
     }
 
+    /// The definition `PackedLinear.int8Factor` computes, in plain Swift (the loop the C replaced) (Float.rounded() is half away from zero).
+    static func int8FactorDefinition(_ t: [Float]) -> Float {
+        let amax = t.map(abs).max() ?? 0
+        guard amax > 0 else { return 1 }
+        for d: Float in [1, 2, 4, 8, 16] where amax * d <= 127 {
+            if t.allSatisfy({ ($0 * d).rounded() == $0 * d }) { return 1 / d }
+        }
+        var best = amax / 127, bestError = Float.infinity
+        for j in 0..<128 {
+            let f = amax / 127 * (1 + Float(j) / 512)
+            var error: Float = 0
+            for v in t {
+                let d = v - f * (v / f).rounded()
+                error += d * d
+            }
+            if error < bestError {
+                bestError = error
+                best = f
+            }
+        }
+        return best
+    }
+
     /// The int8 table factor in C (scalar and AVX2) is the Swift definition's, exactly: learned-like
     /// tables of many magnitudes, tables of exact multiples of 1/d (int4, fp4-like), ties at .5,
     /// one-sided, constant and all-zero tables, and short tables (2- and 3-bit codes).
@@ -206,7 +229,7 @@ final class KernelTests: XCTestCase {
             tables.append((0..<4).map { _ in abs(Float(rng.nextGaussian())) * magnitude })
         }
         for t in tables {
-            let expected = PackedLinear.int8FactorReference(t)
+            let expected = Self.int8FactorDefinition(t)
             for avx in Set([false, CPUFeatures.hasAVX2]) {
                 XCTAssertEqual(PackedLinear.int8Factor(t, useAVX2: avx).bitPattern, expected.bitPattern, "\(t) avx2=\(avx)")
             }
