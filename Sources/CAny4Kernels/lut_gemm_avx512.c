@@ -199,6 +199,195 @@ INLINE_VNNI void vnni_rows(const any4_packed *w, int r, const int NR, const uint
         for (int k = 0; k < KT; k++) y[(size_t)(k0 + k) * ys + r + i] = fast_epilogue(w, r + i, k0 + k, total[i][k], gsum, bias);
 }
 
+// MARK: - One activation row (a decode step)
+//
+// With one activation row the weights-side term above costs as much as the product: two vpdpbusd
+// per decoded block for one. The decode path moves the offset to the other operand: the table is
+// offset instead (w + 128, unsigned: the row's int8 table xor 0x80, once per row) and the
+// activations stay signed, so each lane holds Σ x·w + 128·Σ x, and the activations-only term is
+// computed once per call (one vpdpbusd per 64 activation bytes) and shared by every weight row.
+// Each lane then holds the same integer again, and the float steps are the AVX2 path's, in its order.
+// The tail reads 64 bytes of one row per register (two 64-column blocks: lanes 0-7 the first,
+// 8-15 the second, summed into the AVX2 path's 8 lanes at the group's end), for which the
+// activations of each such block pair are rearranged once per call (low halves, then high halves).
+
+
+/// The per-call activations of the decode path, from xu (x + 128, AVX-512 kernel order): xs8, x
+/// signed in the same order except that the tail's block pairs hold their two low halves, then
+/// their two high halves; corr, per super-block and then per tail group, 8 lanes of 128·Σ x.
+INLINE_VNNI void dec_prepare(const any4_packed *w, const uint8_t *xu, int8_t *xs8, int32_t *corr) {
+    const int cp = w->cols_padded, G = w->group_size, main = w->super_blocks * 8 * G;
+    const __m512i c80 = _mm512_set1_epi8((char)0x80);
+    for (int c = 0; c < main; c += 64)
+        _mm512_storeu_si512((void *)(xs8 + c), _mm512_xor_si512(_mm512_loadu_si512((const void *)(xu + c)), c80));
+    for (int s = 0; s < w->super_blocks; s++) {
+        __m512i a = _mm512_setzero_si512();
+        for (int c = s * 8 * G; c < (s + 1) * 8 * G; c += 64) a = dpbusd512(a, c80, _mm512_loadu_si512((const void *)(xs8 + c)));
+        _mm256_storeu_si256((__m256i *)(corr + 8 * s), fold512(a));
+    }
+    const int bpg = G >> 6, nb = (cp - main) >> 6, first = 8 * w->super_blocks;
+    for (int t = 0; t < w->groups - first; t++) {
+        const int b0 = t * bpg, b1 = b0 + bpg < nb ? b0 + bpg : nb;
+        __m256i a = _mm256_setzero_si256();
+        int b = b0;
+        for (; b + 2 <= b1; b += 2) {
+            const uint8_t *src = xu + main + (size_t)b * 64;
+            int8_t *dst = xs8 + main + (size_t)b * 64;
+            const __m256i l0 = _mm256_xor_si256(load32u(src), _mm512_castsi512_si256(c80));
+            const __m256i h0 = _mm256_xor_si256(load32u(src + 32), _mm512_castsi512_si256(c80));
+            const __m256i l1 = _mm256_xor_si256(load32u(src + 64), _mm512_castsi512_si256(c80));
+            const __m256i h1 = _mm256_xor_si256(load32u(src + 96), _mm512_castsi512_si256(c80));
+            _mm256_storeu_si256((__m256i *)dst, l0);
+            _mm256_storeu_si256((__m256i *)(dst + 32), l1);
+            _mm256_storeu_si256((__m256i *)(dst + 64), h0);
+            _mm256_storeu_si256((__m256i *)(dst + 96), h1);
+            a = dpbusd256(dpbusd256(dpbusd256(dpbusd256(a, _mm512_castsi512_si256(c80), l0), _mm512_castsi512_si256(c80), h0),
+                                    _mm512_castsi512_si256(c80), l1),
+                          _mm512_castsi512_si256(c80), h1);
+        }
+        if (b < b1) {
+            const uint8_t *src = xu + main + (size_t)b * 64;
+            int8_t *dst = xs8 + main + (size_t)b * 64;
+            const __m256i l0 = _mm256_xor_si256(load32u(src), _mm512_castsi512_si256(c80));
+            const __m256i h0 = _mm256_xor_si256(load32u(src + 32), _mm512_castsi512_si256(c80));
+            _mm256_storeu_si256((__m256i *)dst, l0);
+            _mm256_storeu_si256((__m256i *)(dst + 32), h0);
+            a = dpbusd256(dpbusd256(a, _mm512_castsi512_si256(c80), l0), _mm512_castsi512_si256(c80), h0);
+        }
+        _mm256_storeu_si256((__m256i *)(corr + 8 * (w->super_blocks + t)), a);
+    }
+}
+
+/// The sums of the 8 lanes of 4 registers, lane r of the result row r's, each added in hsum256's
+/// order: ((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7)).
+INLINE_VNNI __m128 hsum256_x4(const __m256 v[4]) {
+    __m128 s0 = _mm_add_ps(_mm256_castps256_ps128(v[0]), _mm256_extractf128_ps(v[0], 1));
+    __m128 s1 = _mm_add_ps(_mm256_castps256_ps128(v[1]), _mm256_extractf128_ps(v[1], 1));
+    __m128 s2 = _mm_add_ps(_mm256_castps256_ps128(v[2]), _mm256_extractf128_ps(v[2], 1));
+    __m128 s3 = _mm_add_ps(_mm256_castps256_ps128(v[3]), _mm256_extractf128_ps(v[3], 1));
+    _MM_TRANSPOSE4_PS(s0, s1, s2, s3);
+    return _mm_add_ps(_mm_add_ps(s0, s2), _mm_add_ps(s1, s3));
+}
+
+/// fast_epilogue for rows r ..< r + 4 (activation row 0) into y[r ..< r + 4]: the same float
+/// operations per row, row i in lane i.
+INLINE_VNNI void fast_epilogue_x4(const any4_packed *w, int r, const __m256 total[4], const float *gsum, const float *bias,
+                                  float *y) {
+    const float *ts = w->table_i8_scale, *ff = w->f16_factors;
+    const size_t tss = (size_t)w->table_i8_scale_stride;
+    const __m128 f = _mm_mul_ps(_mm_setr_ps(ts[r * tss], ts[(r + 1) * tss], ts[(r + 2) * tss], ts[(r + 3) * tss]),
+                                _mm_setr_ps(ff[2 * r], ff[2 * r + 2], ff[2 * r + 4], ff[2 * r + 6]));
+    __m128 v = _mm_mul_ps(hsum256_x4(total), f);
+    if (w->zeros_f16) {
+        const int n = w->groups;
+        const uint16_t *z = w->zeros_f16 + (size_t)r * n;
+        __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+        int g = 0;
+        for (; g + 8 <= n; g += 8) {
+            const __m256 gs = _mm256_loadu_ps(gsum + g);
+            for (int i = 0; i < 4; i++) acc[i] = _mm256_fmadd_ps(load8_f16(z + (size_t)i * n + g), gs, acc[i]);
+        }
+        __m128 d = hsum256_x4(acc);
+        for (; g < n; g++) {
+            const __m128 zv = _mm_cvtph_ps(_mm_setr_epi16((short)z[g], (short)z[n + g], (short)z[2 * n + g], (short)z[3 * n + g], 0, 0, 0, 0));
+            d = _mm_add_ps(d, _mm_mul_ps(zv, _mm_set1_ps(gsum[g])));
+        }
+        v = _mm_add_ps(v, _mm_mul_ps(d, _mm_setr_ps(ff[2 * r + 1], ff[2 * r + 3], ff[2 * r + 5], ff[2 * r + 7])));
+    }
+    _mm_storeu_ps(y + r, _mm_add_ps(v, bias ? _mm_loadu_ps(bias + r) : _mm_setzero_ps()));
+}
+
+
+/// NR rows from r (1, 2 or 4, interleaved for the independent chains) on dec_prepare's activations.
+INLINE_VNNI void dec_rows(const any4_packed *w, int r, const int NR, const int8_t *xs8, const int32_t *corr,
+                          const float *xs, const float *gsum, float *y, const float *bias, size_t ahead, int wide) {
+    const int cp = w->cols_padded, G = w->group_size, main = w->super_blocks * 8 * G;
+    const __m512i m4 = _mm512_set1_epi8(15), flip = _mm512_set1_epi8((char)0x80);
+    __m512i lut[4];
+    const uint8_t *q[4];
+    const uint16_t *sc[4];
+    __m256 total[4];
+    for (int i = 0; i < NR; i++) {
+        lut[i] = _mm512_xor_si512(row_lut512(w, r + i), flip);
+        q[i] = w->codes + (size_t)(r + i) * (cp / 2);
+        sc[i] = w->scales_f16 + (size_t)(r + i) * w->groups;
+        total[i] = _mm256_setzero_ps();
+    }
+    for (int s = 0; s < w->super_blocks; s++) {
+        __m512i a0[4], a1[4];
+        for (int i = 0; i < NR; i++) a0[i] = a1[i] = _mm512_setzero_si512();
+        for (int c = 0; c < G / 8; c += 2) {
+            const int8_t *xb = xs8 + (size_t)s * 8 * G + 64 * c;
+            const __m512i xa = _mm512_loadu_si512((const void *)xb), xh = _mm512_loadu_si512((const void *)(xb + 64));
+            for (int i = 0; i < NR; i++) {
+                const uint8_t *p = q[i] + (size_t)s * 4 * G + 32 * c;
+                dec_prefetch(p, ahead, wide);
+                __m512i w0, w1;
+                decode128_vnni(p, lut[i], &w0, &w1);
+                a0[i] = dpbusd512(a0[i], w0, xa);
+                a1[i] = dpbusd512(a1[i], w1, xh);
+            }
+        }
+        const __m256 xsv = _mm256_loadu_ps(xs + 8 * s);
+        const __m256i cv = _mm256_loadu_si256((const __m256i *)(corr + 8 * s));
+        for (int i = 0; i < NR; i++) {
+            const __m256i a = _mm256_sub_epi32(fold512(_mm512_add_epi32(a0[i], a1[i])), cv);
+            total[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a), _mm256_mul_ps(load8_f16(sc[i] + 8 * s), xsv), total[i]);
+        }
+    }
+    const int bpg = G >> 6, nb = (cp - main) >> 6, first = 8 * w->super_blocks;
+    for (int t = 0; t < w->groups - first; t++) {
+        const int b0 = t * bpg, b1 = b0 + bpg < nb ? b0 + bpg : nb;
+        __m512i a0[4], a1[4];
+        __m256i a2[4];
+        for (int i = 0; i < NR; i++) { a0[i] = a1[i] = _mm512_setzero_si512(); a2[i] = _mm256_setzero_si256(); }
+        int b = b0;
+        for (; b + 2 <= b1; b += 2) {
+            const int8_t *xb = xs8 + main + (size_t)b * 64;
+            const __m512i xl = _mm512_loadu_si512((const void *)xb), xh = _mm512_loadu_si512((const void *)(xb + 64));
+            for (int i = 0; i < NR; i++) {
+                const uint8_t *p = q[i] + main / 2 + (size_t)b * 32;
+                dec_prefetch(p, ahead, wide);
+                __m512i w0, w1;
+                decode128_vnni(p, lut[i], &w0, &w1);
+                a0[i] = dpbusd512(a0[i], w0, xl);
+                a1[i] = dpbusd512(a1[i], w1, xh);
+            }
+        }
+        if (b < b1) {
+            const int8_t *xb = xs8 + main + (size_t)b * 64;
+            const __m256i xl = load32u((const uint8_t *)xb), xh = load32u((const uint8_t *)xb + 32);
+            for (int i = 0; i < NR; i++) {
+                __m256i w0, w1;
+                decode64_vnni(q[i] + main / 2 + (size_t)b * 32, _mm512_castsi512_si256(lut[i]), &w0, &w1);
+                a2[i] = dpbusd256(dpbusd256(a2[i], w0, xl), w1, xh);
+            }
+        }
+        const __m256i cv = _mm256_loadu_si256((const __m256i *)(corr + 8 * (w->super_blocks + t)));
+        for (int i = 0; i < NR; i++) {
+            const __m256i a = _mm256_sub_epi32(_mm256_add_epi32(fold512(_mm512_add_epi32(a0[i], a1[i])), a2[i]), cv);
+            total[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a), _mm256_set1_ps(half1(sc[i][first + t]) * xs[first + t]), total[i]);
+        }
+    }
+    if (NR == 4) fast_epilogue_x4(w, r, total, gsum, bias, y);
+    else
+        for (int i = 0; i < NR; i++) y[r + i] = fast_epilogue(w, r + i, 0, total[i], gsum, bias);
+}
+
+/// Rows r0 ..< r1 for one activation row (block_cols 64, cols_padded ≤ DEC_MAX_CP).
+INLINE_VNNI void dec_gemv(const any4_packed *w, const uint8_t *xu, const float *xs, const float *gsum, float *y,
+                          const float *bias, int r0, int r1) {
+    int8_t xs8[DEC_MAX_CP] __attribute__((aligned(64)));
+    int32_t corr[8 * (DEC_MAX_CP / 64)] __attribute__((aligned(64)));
+    dec_prepare(w, xu, xs8, corr);
+    const size_t quad = (size_t)2 * w->cols_padded, ahead = (2048 + quad - 1) / quad * quad;
+    const int wide = w->cols_padded / 2 >= 512;
+    int r = r0;
+    for (; r + 4 <= r1; r += 4) dec_rows(w, r, 4, xs8, corr, xs, gsum, y, bias, ahead, wide);
+    for (; r + 2 <= r1; r += 2) dec_rows(w, r, 2, xs8, corr, xs, gsum, y, bias, ahead, wide);
+    for (; r < r1; r++) dec_rows(w, r, 1, xs8, corr, xs, gsum, y, bias, ahead, wide);
+}
+
 #define VNNI_CASES(NR, ...)                                                                                  \
     switch (kt) {                                                                                            \
     case 1: vnni_rows(w, r, NR, xu, xs, gsum, k0, 1, __VA_ARGS__); break;                                    \
@@ -213,6 +402,10 @@ INLINE_VNNI void vnni_rows(const any4_packed *w, int r, const int NR, const uint
 
 VNNI void any4_lut_fast_avx512(const any4_packed *w, const uint8_t *xu, const float *xs, const float *gsum, int m, float *y,
                                int ys, const float *bias, int r0, int r1) {
+    if (m == 1 && w->block_cols == 64 && w->cols_padded <= DEC_MAX_CP) {
+        dec_gemv(w, xu, xs, gsum, y, bias, r0, r1);
+        return;
+    }
     int r = r0;
     // Rows in pairs (as the AVX2 path for batches, and here for one activation row too when the
     // tail has 64-column blocks, which the pair reads as one register), up to VTILE activation

@@ -109,11 +109,12 @@ final class KernelTests: XCTestCase {
     }
 
     /// The AVX-512 VNNI fast path and int8 head give the AVX2 ones' outputs bit for bit below 16
-    /// activation rows: each 32-bit lane holds the same integer (Σ (x + 128)·w − 128·Σ w) and the
-    /// float steps are the same. From 16 rows the fast path runs on tiles of 16 activation rows
+    /// activation rows: each 32-bit lane holds the same integer (Σ (x + 128)·w − 128·Σ w, or with one
+    /// activation row Σ (w + 128)·x − 128·Σ x) and the float steps are the same. From 16 rows the fast path runs on tiles of 16 activation rows
     /// (the same integers per group, other float steps) and must agree to float rounding. Over
     /// the layouts the kernel reads differently: super-blocks alone and with a tail, tails alone
-    /// (rows read in pairs, and an odd last row), 32- and 64-column blocks, partial last groups,
+    /// (rows read in pairs, and an odd last row; one activation row: in fours, pairs and single rows,
+    /// block pairs and a lone last block in a group), 32- and 64-column blocks, partial last groups,
     /// tables with and without zeros, a bias, batches from 1 to past a pass of 8 rows and to several
     /// tiles (a padded last one, and last rows left to the row kernel), 1 and 2 threads.
     func testAVX512PathsEqualTheAVX2OnesBitForBit() throws {
