@@ -7,10 +7,10 @@ import CAny4Kernels
 package struct Q8Linear: Sendable {
     let rows: Int
     let cols: Int
-    /// rows × cols int8 codes, row-major.
-    let codes: [Int8]
+    /// rows × cols int8 codes, row-major (on huge pages: the decode step streams them).
+    let codes: HugePageBuffer<Int8>
     /// rows × cols / 32 block scales: w ≈ code × scale.
-    let scales: [Float]
+    let scales: HugePageBuffer<Float>
 
     /// Quantizes f32 weights (rows × cols, row-major; cols a multiple of 32), rows spread over
     /// `threads` workers.
@@ -31,8 +31,8 @@ package struct Q8Linear: Sendable {
         precondition(rows >= 0 && cols % 32 == 0, "cols must be a multiple of 32")
         self.rows = rows
         self.cols = cols
-        var codes = [Int8](repeating: 0, count: rows * cols)
-        var scales = [Float](repeating: 0, count: rows * cols / 32)
+        let codes = HugePageBuffer<Int8>(repeating: 0, count: rows * cols)
+        let scales = HugePageBuffer<Float>(repeating: 0, count: rows * cols / 32)
         codes.withUnsafeMutableBufferPointer { c in
             scales.withUnsafeMutableBufferPointer { s in
                 let args = UncheckedBox((c.baseAddress!, s.baseAddress!))
@@ -80,14 +80,16 @@ package struct Q8Linear: Sendable {
         precondition(data.count == count * size, "expected \(count) Q8_0 blocks")
         self.rows = rows
         self.cols = cols
-        var codes = [Int8](repeating: 0, count: rows * cols)
-        var scales = [Float](repeating: 0, count: count)
+        let codes = HugePageBuffer<Int8>(repeating: 0, count: rows * cols)
+        let scales = HugePageBuffer<Float>(repeating: 0, count: count)
         if let base = data.baseAddress {
-            codes.withUnsafeMutableBytes { codes in
-                for b in 0..<count {
-                    let block = base + b * size
-                    scales[b] = Float(Float16(bitPattern: UInt16(littleEndian: block.loadUnaligned(as: UInt16.self))))
-                    codes.baseAddress!.advanced(by: b * 32).copyMemory(from: block + 2, byteCount: 32)
+            codes.withUnsafeMutableBufferPointer { codes in
+                scales.withUnsafeMutableBufferPointer { scales in
+                    for b in 0..<count {
+                        let block = base + b * size
+                        scales[b] = Float(Float16(bitPattern: UInt16(littleEndian: block.loadUnaligned(as: UInt16.self))))
+                        UnsafeMutableRawPointer(codes.baseAddress! + b * 32).copyMemory(from: block + 2, byteCount: 32)
+                    }
                 }
             }
         }

@@ -123,4 +123,39 @@ final class ConcurrencyTests: XCTestCase {
         run.cancel()
         XCTAssertTrue(narrow.isCancelled)
     }
+
+    /// Buffers below 2 MiB share huge pages: each is 64-byte aligned, keeps its own values while
+    /// others are made and freed (from several threads at once), many fit one page, and a page is
+    /// given back when its last buffer goes (the newest page stays for the next one).
+    func testSmallHugePageBuffersSharePagesAndGiveThemBack() {
+        let before = HugePageArena.shared.pageCount
+        var buffers: [HugePageBuffer<UInt32>] = []
+        for i in 0..<64 {
+            let b = HugePageBuffer<UInt32>(repeating: UInt32(i), count: 1000 + 37 * i)  // 4-13 KB each
+            b.withUnsafeBufferPointer { XCTAssertEqual(Int(bitPattern: $0.baseAddress!) % 64, 0) }
+            buffers.append(b)
+        }
+        // 64 buffers of at most 13 KB: one or two new pages, not 64.
+        XCTAssertLessThanOrEqual(HugePageArena.shared.pageCount - before, 2)
+        DispatchQueue.concurrentPerform(iterations: 4) { t in
+            for j in 0..<200 {
+                let b = HugePageBuffer<UInt8>(repeating: UInt8(t), count: 300 + 4096 * (j % 7))
+                b.withUnsafeBufferPointer { p in XCTAssertTrue(p.allSatisfy { $0 == UInt8(t) }) }
+            }
+        }
+        for (i, b) in buffers.enumerated() {
+            b.withUnsafeBufferPointer { p in
+                XCTAssertEqual(p.count, 1000 + 37 * i)
+                XCTAssertTrue(p.allSatisfy { $0 == UInt32(i) }, "buffer \(i) was overwritten")
+            }
+        }
+        // Large enough to need pages of their own: 1.5 MiB each, a new page for each.
+        var big = (0..<3).map { _ in HugePageBuffer<UInt8>(repeating: 1, count: 3 << 19) }
+        XCTAssertGreaterThanOrEqual(HugePageArena.shared.pageCount - before, 3)
+        buffers = []
+        big = []
+        XCTAssertTrue(big.isEmpty)
+        // Every page whose buffers are gone is freed; only the newest may stay.
+        XCTAssertLessThanOrEqual(HugePageArena.shared.pageCount - before, 1)
+    }
 }
