@@ -29,7 +29,7 @@ INLINE_VNNI void q8_dec_rows(const int8_t *wq, const float *ws, int cols, const 
         const __m256i cv = _mm256_loadu_si256((const __m256i *)(corr + (size_t)(bb) * 8));                         \
         for (int i = 0; i < NR; i++) {                                                                             \
             const int8_t *p = wr[i] + (size_t)(bb) * 32;                                                           \
-            if ((bb) % 2 == 0) dec_prefetch((const uint8_t *)p, ahead, 0);                                         \
+            if ((bb) % 2 == 0) dec_prefetch((const uint8_t *)p, ahead, cols >= 512);                                \
             const __m256i wv = _mm256_xor_si256(load32(p), flip);                                                  \
             const __m256i d = _mm256_sub_epi32(_mm256_dpbusd_epi32(_mm256_setzero_si256(), wv, xv), cv);           \
             acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), factor, acc[i]);                                       \
