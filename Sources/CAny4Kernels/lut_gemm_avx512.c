@@ -211,13 +211,13 @@ INLINE_VNNI void vnni_rows(const any4_packed *w, int r, const int NR, const uint
 // 8-15 the second, summed into the AVX2 path's 8 lanes at the group's end), for which the
 // activations of each such block pair are rearranged once per call (low halves, then high halves).
 
-
 /// The per-call activations of the decode path, from xu (x + 128, AVX-512 kernel order): xs8, x
 /// signed in the same order except that the tail's block pairs hold their two low halves, then
 /// their two high halves; corr, per super-block and then per tail group, 8 lanes of 128·Σ x.
 INLINE_VNNI void dec_prepare(const any4_packed *w, const uint8_t *xu, int8_t *xs8, int32_t *corr) {
     const int cp = w->cols_padded, G = w->group_size, main = w->super_blocks * 8 * G;
     const __m512i c80 = _mm512_set1_epi8((char)0x80);
+    const __m256i c80y = _mm512_castsi512_si256(c80);
     for (int c = 0; c < main; c += 64)
         _mm512_storeu_si512((void *)(xs8 + c), _mm512_xor_si512(_mm512_loadu_si512((const void *)(xu + c)), c80));
     for (int s = 0; s < w->super_blocks; s++) {
@@ -233,26 +233,24 @@ INLINE_VNNI void dec_prepare(const any4_packed *w, const uint8_t *xu, int8_t *xs
         for (; b + 2 <= b1; b += 2) {
             const uint8_t *src = xu + main + (size_t)b * 64;
             int8_t *dst = xs8 + main + (size_t)b * 64;
-            const __m256i l0 = _mm256_xor_si256(load32u(src), _mm512_castsi512_si256(c80));
-            const __m256i h0 = _mm256_xor_si256(load32u(src + 32), _mm512_castsi512_si256(c80));
-            const __m256i l1 = _mm256_xor_si256(load32u(src + 64), _mm512_castsi512_si256(c80));
-            const __m256i h1 = _mm256_xor_si256(load32u(src + 96), _mm512_castsi512_si256(c80));
+            const __m256i l0 = _mm256_xor_si256(load32u(src), c80y);
+            const __m256i h0 = _mm256_xor_si256(load32u(src + 32), c80y);
+            const __m256i l1 = _mm256_xor_si256(load32u(src + 64), c80y);
+            const __m256i h1 = _mm256_xor_si256(load32u(src + 96), c80y);
             _mm256_storeu_si256((__m256i *)dst, l0);
             _mm256_storeu_si256((__m256i *)(dst + 32), l1);
             _mm256_storeu_si256((__m256i *)(dst + 64), h0);
             _mm256_storeu_si256((__m256i *)(dst + 96), h1);
-            a = dpbusd256(dpbusd256(dpbusd256(dpbusd256(a, _mm512_castsi512_si256(c80), l0), _mm512_castsi512_si256(c80), h0),
-                                    _mm512_castsi512_si256(c80), l1),
-                          _mm512_castsi512_si256(c80), h1);
+            a = dpbusd256(dpbusd256(dpbusd256(dpbusd256(a, c80y, l0), c80y, h0), c80y, l1), c80y, h1);
         }
         if (b < b1) {
             const uint8_t *src = xu + main + (size_t)b * 64;
             int8_t *dst = xs8 + main + (size_t)b * 64;
-            const __m256i l0 = _mm256_xor_si256(load32u(src), _mm512_castsi512_si256(c80));
-            const __m256i h0 = _mm256_xor_si256(load32u(src + 32), _mm512_castsi512_si256(c80));
+            const __m256i l0 = _mm256_xor_si256(load32u(src), c80y);
+            const __m256i h0 = _mm256_xor_si256(load32u(src + 32), c80y);
             _mm256_storeu_si256((__m256i *)dst, l0);
             _mm256_storeu_si256((__m256i *)(dst + 32), h0);
-            a = dpbusd256(dpbusd256(a, _mm512_castsi512_si256(c80), l0), _mm512_castsi512_si256(c80), h0);
+            a = dpbusd256(dpbusd256(a, c80y, l0), c80y, h0);
         }
         _mm256_storeu_si256((__m256i *)(corr + 8 * (w->super_blocks + t)), a);
     }
