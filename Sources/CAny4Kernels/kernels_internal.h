@@ -215,15 +215,27 @@ INLINE_VNNI __m256i load32u(const uint8_t *x) { return _mm256_loadu_si256((const
 /// Columns up to which the decode paths (one activation row) keep their per-call activations on the stack.
 #define DEC_MAX_CP 16384
 
-/// The decode path's prefetch for the codes at p: `ahead` bytes on (whole quads of rows, so that it
-/// is the same offset of a later row), into L2 and from 2 KiB nearer into L1 too, or into L2 only when
-/// the rows are `wide` (512 bytes of codes or more: a quad ahead is then too far for L1). Measured
-/// cold, 2 threads, against each other and against prefetching only the nearer line: 576-column
-/// lookup rows (288 bytes) run best with both, 1536- to 14336-column rows with L2 only; the int8
-/// head's 2048-column rows (2 KiB) ran at 0.75 of the old kernel's speed with both, at its speed with L2 only.
-INLINE_VNNI void dec_prefetch(const uint8_t *p, size_t ahead, int wide) {
-    if (!wide) _mm_prefetch((const char *)p + ahead, _MM_HINT_T0);
-    _mm_prefetch((const char *)p + ahead + 2048, _MM_HINT_T1);
+/// How the decode paths prefetch rows of `row_bytes` read four at a time: `ahead` bytes on (a whole
+/// number of quads of rows, at least 2 KiB, so that it is the same offset of a later row), into L2
+/// and from 2 KiB nearer into L1 too, or into L2 only when the rows are `wide` (512 bytes or more:
+/// a quad ahead is then too far for L1). Measured cold, 2 threads, against each other and against
+/// prefetching only the nearer line: 576-column lookup rows (288 bytes) run best with both, 1536-
+/// to 14336-column rows with L2 only; the int8 head's 2048-column rows (2 KiB) ran at 0.75 of the
+/// old kernel's speed with both, at its speed with L2 only.
+typedef struct {
+    size_t ahead;
+    int wide;
+} dec_stream;
+
+static inline dec_stream dec_stream_for(size_t row_bytes) {
+    const size_t quad = 4 * row_bytes;
+    return (dec_stream){(2048 + quad - 1) / quad * quad, row_bytes >= 512};
+}
+
+/// The decode paths' prefetch for the row bytes at p.
+INLINE_VNNI void dec_prefetch(const uint8_t *p, dec_stream st) {
+    if (!st.wide) _mm_prefetch((const char *)p + st.ahead, _MM_HINT_T0);
+    _mm_prefetch((const char *)p + st.ahead + 2048, _MM_HINT_T1);
 }
 
 /// The fast path on activations prepared by any4_fast_activations_avx512 (x + 128, unsigned).

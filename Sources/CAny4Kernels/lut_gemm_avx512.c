@@ -298,7 +298,7 @@ INLINE_VNNI void fast_epilogue_x4(const any4_packed *w, int r, const __m256 tota
 
 /// NR rows from r (1, 2 or 4, interleaved for the independent chains) on dec_prepare's activations.
 INLINE_VNNI void dec_rows(const any4_packed *w, int r, const int NR, const int8_t *xs8, const int32_t *corr,
-                          const float *xs, const float *gsum, float *y, const float *bias, size_t ahead, int wide) {
+                          const float *xs, const float *gsum, float *y, const float *bias, dec_stream st) {
     const int cp = w->cols_padded, G = w->group_size, main = w->super_blocks * 8 * G;
     const __m512i m4 = _mm512_set1_epi8(15), flip = _mm512_set1_epi8((char)0x80);
     __m512i lut[4];
@@ -319,7 +319,7 @@ INLINE_VNNI void dec_rows(const any4_packed *w, int r, const int NR, const int8_
             const __m512i xa = _mm512_loadu_si512((const void *)xb), xh = _mm512_loadu_si512((const void *)(xb + 64));
             for (int i = 0; i < NR; i++) {
                 const uint8_t *p = q[i] + (size_t)s * 4 * G + 32 * c;
-                dec_prefetch(p, ahead, wide);
+                dec_prefetch(p, st);
                 __m512i w0, w1;
                 decode128_vnni(p, lut[i], &w0, &w1);
                 a0[i] = dpbusd512(a0[i], w0, xa);
@@ -345,7 +345,7 @@ INLINE_VNNI void dec_rows(const any4_packed *w, int r, const int NR, const int8_
             const __m512i xl = _mm512_loadu_si512((const void *)xb), xh = _mm512_loadu_si512((const void *)(xb + 64));
             for (int i = 0; i < NR; i++) {
                 const uint8_t *p = q[i] + main / 2 + (size_t)b * 32;
-                dec_prefetch(p, ahead, wide);
+                dec_prefetch(p, st);
                 __m512i w0, w1;
                 decode128_vnni(p, lut[i], &w0, &w1);
                 a0[i] = dpbusd512(a0[i], w0, xl);
@@ -378,12 +378,11 @@ INLINE_VNNI void dec_gemv(const any4_packed *w, const uint8_t *xu, const float *
     int8_t xs8[DEC_MAX_CP] __attribute__((aligned(64)));
     int32_t corr[8 * (DEC_MAX_CP / 64)] __attribute__((aligned(64)));
     dec_prepare(w, xu, xs8, corr);
-    const size_t quad = (size_t)2 * w->cols_padded, ahead = (2048 + quad - 1) / quad * quad;
-    const int wide = w->cols_padded / 2 >= 512;
+    const dec_stream st = dec_stream_for((size_t)w->cols_padded / 2);
     int r = r0;
-    for (; r + 4 <= r1; r += 4) dec_rows(w, r, 4, xs8, corr, xs, gsum, y, bias, ahead, wide);
-    for (; r + 2 <= r1; r += 2) dec_rows(w, r, 2, xs8, corr, xs, gsum, y, bias, ahead, wide);
-    for (; r < r1; r++) dec_rows(w, r, 1, xs8, corr, xs, gsum, y, bias, ahead, wide);
+    for (; r + 4 <= r1; r += 4) dec_rows(w, r, 4, xs8, corr, xs, gsum, y, bias, st);
+    for (; r + 2 <= r1; r += 2) dec_rows(w, r, 2, xs8, corr, xs, gsum, y, bias, st);
+    for (; r < r1; r++) dec_rows(w, r, 1, xs8, corr, xs, gsum, y, bias, st);
 }
 
 #define VNNI_CASES(NR, ...)                                                                                  \

@@ -11,7 +11,7 @@
 /// time for independent chains, and each block's factor comes from 8 products made at once (the
 /// same float multiplications).
 INLINE_VNNI void q8_dec_rows(const int8_t *wq, const float *ws, int cols, const int8_t *x, const int32_t *corr,
-                             const float *xs, float *y, int r, const int NR, size_t ahead) {
+                             const float *xs, float *y, int r, const int NR, dec_stream st) {
     const int nb = cols / 32;
     const __m256i flip = _mm256_set1_epi8((char)0x80);
     const int8_t *wr[4];
@@ -21,7 +21,7 @@ INLINE_VNNI void q8_dec_rows(const int8_t *wq, const float *ws, int cols, const 
         wr[i] = wq + (size_t)(r + i) * cols;
         sr[i] = ws + (size_t)(r + i) * nb;
         acc[i] = _mm256_setzero_ps();
-        _mm_prefetch((const char *)sr[i] + ahead / 8, _MM_HINT_T0);  // the scales: 4 bytes per 32 codes
+        _mm_prefetch((const char *)sr[i] + st.ahead / 8, _MM_HINT_T0);  // the scales: 4 bytes per 32 codes
     }
 #define Q8_DEC_BLOCK(bb, factor)                                                                                   \
     do {                                                                                                           \
@@ -29,7 +29,7 @@ INLINE_VNNI void q8_dec_rows(const int8_t *wq, const float *ws, int cols, const 
         const __m256i cv = _mm256_loadu_si256((const __m256i *)(corr + (size_t)(bb) * 8));                         \
         for (int i = 0; i < NR; i++) {                                                                             \
             const int8_t *p = wr[i] + (size_t)(bb) * 32;                                                           \
-            if ((bb) % 2 == 0) dec_prefetch((const uint8_t *)p, ahead, cols >= 512);                                \
+            if ((bb) % 2 == 0) dec_prefetch((const uint8_t *)p, st);                                              \
             const __m256i wv = _mm256_xor_si256(load32(p), flip);                                                  \
             const __m256i d = _mm256_sub_epi32(_mm256_dpbusd_epi32(_mm256_setzero_si256(), wv, xv), cv);           \
             acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), factor, acc[i]);                                       \
@@ -61,10 +61,10 @@ VNNI void any4_q8_avx512(const int8_t *wq, const float *ws, int cols, const uint
             _mm256_storeu_si256((__m256i *)(x + (size_t)b * 32), v);
             _mm256_storeu_si256((__m256i *)(corr + (size_t)b * 8), _mm256_dpbusd_epi32(_mm256_setzero_si256(), c80, v));
         }
-        const size_t quad = (size_t)4 * cols, ahead = (2048 + quad - 1) / quad * quad;
+        const dec_stream st = dec_stream_for((size_t)cols);
         int r = r0;
-        for (; r + 4 <= r1; r += 4) q8_dec_rows(wq, ws, cols, x, corr, xs, y, r, 4, ahead);
-        for (; r < r1; r++) q8_dec_rows(wq, ws, cols, x, corr, xs, y, r, 1, ahead);
+        for (; r + 4 <= r1; r += 4) q8_dec_rows(wq, ws, cols, x, corr, xs, y, r, 4, st);
+        for (; r < r1; r++) q8_dec_rows(wq, ws, cols, x, corr, xs, y, r, 1, st);
         return;
     }
     for (int r = r0; r < r1; r++) {

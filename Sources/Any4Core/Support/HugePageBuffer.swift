@@ -19,47 +19,39 @@ package final class HugePageBuffer<Element: BitwiseCopyable>: @unchecked Sendabl
     package let count: Int
     private let base: UnsafeMutablePointer<Element>
 
-    static var hugePageBytes: Int { 2 << 20 }
+    static var hugePageBytes: Int { HugePageArena.pageBytes }
 
     /// `count` elements, each set to `value`.
     package init(repeating value: Element, count: Int) {
         self.count = count
-        base = Self.allocate(bytes: max(count * MemoryLayout<Element>.stride, 1)).bindMemory(to: Element.self, capacity: count)
+        base = Self.allocate(bytes: Self.byteCount(count)).bindMemory(to: Element.self, capacity: count)
         base.initialize(repeating: value, count: count)
     }
 
+    /// Bytes held for `count` elements (at least one, so that every buffer has an address).
+    private static func byteCount(_ count: Int) -> Int { max(count * MemoryLayout<Element>.stride, 1) }
+
     private static func allocate(bytes: Int) -> UnsafeMutableRawPointer {
         if bytes < hugePageBytes { return HugePageArena.shared.allocate(bytes: bytes) }
-        let large = bytes >= hugePageBytes
-        let alignment = large ? hugePageBytes : 64
-        let size = (bytes + alignment - 1) / alignment * alignment
-        var raw: UnsafeMutableRawPointer?
-        guard posix_memalign(&raw, alignment, size) == 0, let raw else {
-            fatalError("out of memory allocating \(size) bytes for packed weights")
-        }
-        #if os(Linux)
-            if large { _ = madvise(raw, size, 14) }  // MADV_HUGEPAGE (a hint: ignored where THP is off)
-        #endif
-        return raw
+        return hugePages((bytes + hugePageBytes - 1) / hugePageBytes * hugePageBytes)
     }
 
     /// A copy of `values`.
     package init(_ values: [Element]) {
         count = values.count
-        base = Self.allocate(bytes: max(count * MemoryLayout<Element>.stride, 1)).bindMemory(to: Element.self, capacity: count)
+        base = Self.allocate(bytes: Self.byteCount(count)).bindMemory(to: Element.self, capacity: count)
         values.withUnsafeBufferPointer { if let v = $0.baseAddress { base.initialize(from: v, count: count) } }
     }
 
     /// A copy of `other` in memory of its own.
     package init(copying other: HugePageBuffer<Element>) {
         count = other.count
-        let bytes = max(count * MemoryLayout<Element>.stride, 1)
-        base = Self.allocate(bytes: bytes).bindMemory(to: Element.self, capacity: count)
+        base = Self.allocate(bytes: Self.byteCount(count)).bindMemory(to: Element.self, capacity: count)
         base.initialize(from: other.base, count: count)
     }
 
     deinit {
-        if count * MemoryLayout<Element>.stride < Self.hugePageBytes {
+        if Self.byteCount(count) < Self.hugePageBytes {
             HugePageArena.shared.release(base)
         } else {
             free(base)
@@ -110,14 +102,7 @@ package final class HugePageArena: Sendable {
                 free(UnsafeMutableRawPointer(bitPattern: c))
                 s.pages[c] = nil
             }
-            var raw: UnsafeMutableRawPointer?
-            guard posix_memalign(&raw, Self.pageBytes, Self.pageBytes) == 0, let raw else {
-                fatalError("out of memory allocating a \(Self.pageBytes)-byte page for packed weights")
-            }
-            #if os(Linux)
-                _ = madvise(raw, Self.pageBytes, 14)  // MADV_HUGEPAGE
-            #endif
-            let c = UInt(bitPattern: raw)
+            let c = UInt(bitPattern: hugePages(Self.pageBytes))
             s.pages[c] = Page(used: size, live: 1)
             s.current = c
             return c
@@ -142,4 +127,17 @@ package final class HugePageArena: Sendable {
 
     /// Pages held now (for tests).
     package var pageCount: Int { state.withLock { $0.pages.count } }
+}
+
+/// `size` bytes (a multiple of 2 MiB) aligned to 2 MiB and, on Linux, advised for transparent huge
+/// pages (a hint: ignored where THP is off); freed with free().
+private func hugePages(_ size: Int) -> UnsafeMutableRawPointer {
+    var raw: UnsafeMutableRawPointer?
+    guard posix_memalign(&raw, HugePageArena.pageBytes, size) == 0, let raw else {
+        fatalError("out of memory allocating \(size) bytes for packed weights")
+    }
+    #if os(Linux)
+        _ = madvise(raw, size, 14)  // MADV_HUGEPAGE
+    #endif
+    return raw
 }
