@@ -107,7 +107,11 @@ public final class PackedLinear: @unchecked Sendable {
         colsPadded = (q.cols + block - 1) / block * block
         groupSize = q.groupSize
         groups = q.groupsPerRow
-        superBlocks = q.groupsPerRow / 8
+        // Whole super-blocks only: 8 groups of group_size columns each. A row whose group count is
+        // a multiple of 8 with a short last group (960 columns at 128: 7.5 groups) has one fewer,
+        // and its last groups go to the tail (counting the short group packed a super-block past
+        // the row's bytes: a heap overflow).
+        superBlocks = q.cols / (8 * q.groupSize)
         // Codes in the kernel layout (any4_kernels.h): 8-group super-blocks, then blocks of B columns.
         let rowBytes = colsPadded / 2
         let packed = HugePageBuffer<UInt8>(repeating: 0, count: rows * rowBytes)

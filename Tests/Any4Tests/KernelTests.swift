@@ -33,11 +33,13 @@ final class KernelTests: XCTestCase {
     /// outputs of a shape and format (m = 1, 3, 8, 17 together), and ≤ 2e-2 on each single case —
     /// a handful of outputs is too few for a stable relative error at the 1 % level.
     func testLookupKernelsMatchTheDequantizedProduct() throws {
-        // The last three have 8-group super-blocks: with a partial last group in the tail, with
-        // 32-column blocks and no tail, and with one tail group.
+        // 19x1100, 9x1024 and 6x2100 have 8-group super-blocks: with a partial last group in the
+        // tail, with 32-column blocks and no tail, and with one tail group. 7x960 and 5x1984 have a
+        // multiple of 8 groups, the last one short: no super-block, and one with 7.5 groups after
+        // it (these were packed as whole super-blocks, past the end of each row).
         let shapes: [(rows: Int, cols: Int, group: Int)] = [
             (37, 200, 64), (64, 256, 128), (5, 96, 32), (33, 576, 128),
-            (19, 1100, 64), (9, 1024, 32), (6, 2100, 128)
+            (19, 1100, 64), (9, 1024, 32), (6, 2100, 128), (7, 960, 128), (5, 1984, 128)
         ]
         for (rows, cols, group) in shapes {
             let w = weights(rows, cols)
