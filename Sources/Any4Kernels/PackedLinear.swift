@@ -12,11 +12,13 @@ public enum KernelPath: String, Sendable, CaseIterable {
 }
 
 /// A kernel family's variant: the portable scalar code, AVX2 (+ FMA + F16C), or AVX-512 with VNNI
-/// (the fast lookup path and the int8 head; the other families run their AVX2 version there).
+/// (the fast lookup path and the int8 head; the other families run their AVX2 version there), and
+/// with VBMI too (the one-row lookup path decodes its codes with vpermb; the same results).
 public enum SIMDLevel: Int32, Sendable, Comparable, CaseIterable {
     case scalar = 0
     case avx2 = 1
     case avx512 = 2
+    case avx512vbmi = 3
 
     public static func < (a: SIMDLevel, b: SIMDLevel) -> Bool { a.rawValue < b.rawValue }
 
@@ -25,6 +27,7 @@ public enum SIMDLevel: Int32, Sendable, Comparable, CaseIterable {
         case .scalar: "scalar"
         case .avx2: "avx2"
         case .avx512: "avx512-vnni"
+        case .avx512vbmi: "avx512-vbmi"
         }
     }
 }
@@ -36,7 +39,7 @@ public enum CPUFeatures {
     /// The best level this CPU runs.
     public static let best = SIMDLevel(rawValue: any4_cpu_simd_level()) ?? .scalar
     /// The level the kernels run by default: the best, or a lower one named by ANY4_SIMD (scalar,
-    /// avx2, avx512), so that a benchmark can set two levels side by side. A level the CPU lacks is
+    /// avx2, avx512 or avx512-vnni, avx512-vbmi), so that a benchmark can set two levels side by side. A level the CPU lacks is
     /// never chosen.
     public static let simd: SIMDLevel = {
         guard let name = getenv("ANY4_SIMD").map({ String(cString: $0).lowercased() }),
@@ -409,7 +412,7 @@ public final class PackedLinear: @unchecked Sendable {
                             xq = tiles
                         } else if fast {
                             if l.superBlocks > 0 { xq = Self.reordered(xq, k, m) }
-                            if simd == .avx512 { any4_fast_activations_wide(k, &xq, Int32(m)) }
+                            if simd >= .avx512 { any4_fast_activations_wide(k, &xq, Int32(m)) }
                         } else if l.superBlocks > 0 {
                             xp = Self.reordered(xp, k, m)
                         }

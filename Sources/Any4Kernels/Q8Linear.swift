@@ -151,7 +151,7 @@ package struct Q8Linear: Sendable {
         var xq = [Int8](repeating: 0, count: m * cols)
         var xs = [Float](repeating: 0, count: m * blocks), sums = xs
         any4_quantize_activations(x, Int32(m), Int32(cols), 32, Int32(blocks), &xq, &xs, &sums, 0, simd > .scalar ? 1 : 0)
-        if simd == .avx512 { any4_offset_activations(&xq, xq.count) }
+        if simd >= .avx512 { any4_offset_activations(&xq, xq.count) }
         codes.withUnsafeBufferPointer { c in
             scales.withUnsafeBufferPointer { s in
                 xq.withUnsafeBufferPointer { xq in

@@ -26,7 +26,9 @@ int any4_cpu_simd_level(void) {
     // and ZMM state (XCR0 bits 5-7).
     const int f = (b >> 16) & 1, dq = (b >> 17) & 1, bw = (b >> 30) & 1, vl = (b >> 31) & 1, vnni = (c >> 11) & 1;
     __asm__("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
-    return f && dq && bw && vl && vnni && (lo & 0xE0) == 0xE0 ? 2 : 1;
+    if (!(f && dq && bw && vl && vnni && (lo & 0xE0) == 0xE0)) return 1;
+    // VBMI (c1): vpermb, level 3.
+    return (c >> 1) & 1 ? 3 : 2;
 #else
     return 0;
 #endif

@@ -1,8 +1,8 @@
 // The public kernel entry points: each runs its family's AVX2 version when asked (use_avx2, which
 // the Swift side sets from any4_cpu_has_avx2 and tests set to 0 to reach the scalar twin) and the
 // build targets x86-64, else the scalar reference. The families with an AVX-512 VNNI version (the
-// fast lookup path and the int8 head) take a level instead: 0 scalar, 1 AVX2, 2 AVX-512
-// (any4_cpu_simd_level says what the CPU allows).
+// fast lookup path and the int8 head) take a level instead: 0 scalar, 1 AVX2, 2 AVX-512 VNNI,
+// 3 AVX-512 VNNI + VBMI (any4_cpu_simd_level says what the CPU allows).
 #include "kernels_internal.h"
 
 void any4_lut_gemm_exact(const any4_packed *w, const float *x, const float *gsum, int m, float *y, int ys,
@@ -18,7 +18,7 @@ void any4_lut_gemm_fast(const any4_packed *w, const int8_t *xq, const float *xs,
                         const float *bias, int r0, int r1, int simd) {
 #if ANY4_X86
     if (simd >= 2 && any4_fast_uses_tiles(w, m, simd)) { any4_lut_tiles_avx512(w, xq, xs, gsum, m, y, ys, bias, r0, r1); return; }
-    if (simd >= 2) { any4_lut_fast_avx512(w, (const uint8_t *)xq, xs, gsum, m, y, ys, bias, r0, r1); return; }
+    if (simd >= 2) { any4_lut_fast_avx512(w, (const uint8_t *)xq, xs, gsum, m, y, ys, bias, r0, r1, simd); return; }
     if (simd == 1) { any4_lut_fast_avx2(w, xq, xs, gsum, m, y, ys, bias, r0, r1); return; }
 #endif
     (void)simd;

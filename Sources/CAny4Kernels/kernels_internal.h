@@ -206,6 +206,9 @@ AVX2 void any4_dequant_avx2(const any4_dequant_args *a, float *out, int r0, int 
 
 #define VNNI __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")))
 #define INLINE_VNNI __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni"), always_inline)) static inline
+// The same with VBMI (vpermb: Ice Lake, Sapphire Rapids, Zen 4 and later; not Cascade Lake): level 3.
+#define VBMI __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512vbmi")))
+#define INLINE_VBMI __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512vbmi"), always_inline)) static inline
 
 /// Activation rows per pass of the AVX-512 lookup kernel (32 registers: twice the AVX2 tile).
 #define VTILE 8
@@ -240,7 +243,7 @@ INLINE_VNNI void dec_prefetch(const uint8_t *p, dec_stream st) {
 
 /// The fast path on activations prepared by any4_fast_activations_avx512 (x + 128, unsigned).
 VNNI void any4_lut_fast_avx512(const any4_packed *w, const uint8_t *xu, const float *xs, const float *gsum, int m, float *y,
-                               int ys, const float *bias, int r0, int r1);
+                               int ys, const float *bias, int r0, int r1, int simd);
 /// Columns per row of a decoded chunk of weights in the tile kernel (the largest group it takes).
 #define ANY4_TILE_WS 1024
 /// The fast path on activation tiles (any4_fast_activations_tiles; m ≥ ANY4_TILE_MIN_M).

@@ -296,94 +296,44 @@ INLINE_VNNI void fast_epilogue_x4(const any4_packed *w, int r, const __m256 tota
 }
 
 
-/// NR rows from r (1, 2 or 4, interleaved for the independent chains) on dec_prepare's activations.
-INLINE_VNNI void dec_rows(const any4_packed *w, int r, const int NR, const int8_t *xs8, const int32_t *corr,
-                          const float *xs, const float *gsum, float *y, const float *bias, dec_stream st) {
-    const int cp = w->cols_padded, G = w->group_size, main = w->super_blocks * 8 * G;
-    const __m512i m4 = _mm512_set1_epi8(15), flip = _mm512_set1_epi8((char)0x80);
-    __m512i lut[4];
-    const uint8_t *q[4];
-    const uint16_t *sc[4];
-    __m256 total[4];
-    for (int i = 0; i < NR; i++) {
-        lut[i] = _mm512_xor_si512(row_lut512(w, r + i), flip);
-        q[i] = w->codes + (size_t)(r + i) * (cp / 2);
-        sc[i] = w->scales_f16 + (size_t)(r + i) * w->groups;
-        total[i] = _mm256_setzero_ps();
-    }
-    for (int s = 0; s < w->super_blocks; s++) {
-        __m512i a0[4], a1[4];
-        for (int i = 0; i < NR; i++) a0[i] = a1[i] = _mm512_setzero_si512();
-        for (int c = 0; c < G / 8; c += 2) {
-            const int8_t *xb = xs8 + (size_t)s * 8 * G + 64 * c;
-            const __m512i xa = _mm512_loadu_si512((const void *)xb), xh = _mm512_loadu_si512((const void *)(xb + 64));
-            for (int i = 0; i < NR; i++) {
-                const uint8_t *p = q[i] + (size_t)s * 4 * G + 32 * c;
-                dec_prefetch(p, st);
-                __m512i w0, w1;
-                decode128_vnni(p, lut[i], &w0, &w1);
-                a0[i] = dpbusd512(a0[i], w0, xa);
-                a1[i] = dpbusd512(a1[i], w1, xh);
-            }
-        }
-        const __m256 xsv = _mm256_loadu_ps(xs + 8 * s);
-        const __m256i cv = _mm256_loadu_si256((const __m256i *)(corr + 8 * s));
-        for (int i = 0; i < NR; i++) {
-            const __m256i a = _mm256_sub_epi32(fold512(_mm512_add_epi32(a0[i], a1[i])), cv);
-            total[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a), _mm256_mul_ps(load8_f16(sc[i] + 8 * s), xsv), total[i]);
-        }
-    }
-    const int bpg = G >> 6, nb = (cp - main) >> 6, first = 8 * w->super_blocks;
-    for (int t = 0; t < w->groups - first; t++) {
-        const int b0 = t * bpg, b1 = b0 + bpg < nb ? b0 + bpg : nb;
-        __m512i a0[4], a1[4];
-        __m256i a2[4];
-        for (int i = 0; i < NR; i++) { a0[i] = a1[i] = _mm512_setzero_si512(); a2[i] = _mm256_setzero_si256(); }
-        int b = b0;
-        for (; b + 2 <= b1; b += 2) {
-            const int8_t *xb = xs8 + main + (size_t)b * 64;
-            const __m512i xl = _mm512_loadu_si512((const void *)xb), xh = _mm512_loadu_si512((const void *)(xb + 64));
-            for (int i = 0; i < NR; i++) {
-                const uint8_t *p = q[i] + main / 2 + (size_t)b * 32;
-                dec_prefetch(p, st);
-                __m512i w0, w1;
-                decode128_vnni(p, lut[i], &w0, &w1);
-                a0[i] = dpbusd512(a0[i], w0, xl);
-                a1[i] = dpbusd512(a1[i], w1, xh);
-            }
-        }
-        if (b < b1) {
-            const int8_t *xb = xs8 + main + (size_t)b * 64;
-            const __m256i xl = load32u((const uint8_t *)xb), xh = load32u((const uint8_t *)xb + 32);
-            for (int i = 0; i < NR; i++) {
-                __m256i w0, w1;
-                decode64_vnni(q[i] + main / 2 + (size_t)b * 32, _mm512_castsi512_si256(lut[i]), &w0, &w1);
-                a2[i] = dpbusd256(dpbusd256(a2[i], w0, xl), w1, xh);
-            }
-        }
-        const __m256i cv = _mm256_loadu_si256((const __m256i *)(corr + 8 * (w->super_blocks + t)));
-        for (int i = 0; i < NR; i++) {
-            const __m256i a = _mm256_sub_epi32(_mm256_add_epi32(fold512(_mm512_add_epi32(a0[i], a1[i])), a2[i]), cv);
-            total[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a), _mm256_set1_ps(half1(sc[i][first + t]) * xs[first + t]), total[i]);
-        }
-    }
-    if (NR == 4) fast_epilogue_x4(w, r, total, gsum, bias, y);
-    else
-        for (int i = 0; i < NR; i++) y[r + i] = fast_epilogue(w, r + i, 0, total[i], gsum, bias);
+/// 128 codes (64 bytes at p) as decode128_vnni, by vpermb: the table fills every 16-byte lane and
+/// vpermb reads 6 index bits, so the bits above each nibble pick the same entry.
+INLINE_VBMI void decode128_vbmi(const uint8_t *p, __m512i lut, __m512i *w0, __m512i *w1) {
+    const __m512i raw = _mm512_loadu_si512((const void *)p);
+    *w0 = _mm512_permutexvar_epi8(raw, lut);
+    *w1 = _mm512_permutexvar_epi8(_mm512_srli_epi16(raw, 4), lut);
 }
 
-/// Rows r0 ..< r1 for one activation row (block_cols 64, cols_padded ≤ DEC_MAX_CP).
-INLINE_VNNI void dec_gemv(const any4_packed *w, const uint8_t *xu, const float *xs, const float *gsum, float *y,
-                          const float *bias, int r0, int r1) {
-    int8_t xs8[DEC_MAX_CP] __attribute__((aligned(64)));
-    int32_t corr[8 * (DEC_MAX_CP / 64)] __attribute__((aligned(64)));
-    dec_prepare(w, xu, xs8, corr);
-    const dec_stream st = dec_stream_for((size_t)w->cols_padded / 2);
-    int r = r0;
-    for (; r + 4 <= r1; r += 4) dec_rows(w, r, 4, xs8, corr, xs, gsum, y, bias, st);
-    for (; r + 2 <= r1; r += 2) dec_rows(w, r, 2, xs8, corr, xs, gsum, y, bias, st);
-    for (; r < r1; r++) dec_rows(w, r, 1, xs8, corr, xs, gsum, y, bias, st);
+/// 64 codes (32 bytes at p) as decode64_vnni, by vpermb (5 index bits; the table fills both lanes).
+INLINE_VBMI void decode64_vbmi(const uint8_t *p, __m256i lut, __m256i *w0, __m256i *w1) {
+    const __m256i raw = _mm256_loadu_si256((const __m256i *)p);
+    *w0 = _mm256_permutexvar_epi8(raw, lut);
+    *w1 = _mm256_permutexvar_epi8(_mm256_srli_epi16(raw, 4), lut);
 }
+
+#define DEC_NAME(x) x##_vnni
+#define DEC_ATTR INLINE_VNNI
+#define DEC_INLINE INLINE_VNNI
+#define DEC_DECODE128 decode128_vnni
+#define DEC_DECODE64 decode64_vnni
+#include "lut_gemm_avx512_dec.h"
+#undef DEC_NAME
+#undef DEC_ATTR
+#undef DEC_INLINE
+#undef DEC_DECODE128
+#undef DEC_DECODE64
+
+#define DEC_NAME(x) x##_vbmi
+#define DEC_ATTR VBMI static
+#define DEC_INLINE INLINE_VBMI
+#define DEC_DECODE128 decode128_vbmi
+#define DEC_DECODE64 decode64_vbmi
+#include "lut_gemm_avx512_dec.h"
+#undef DEC_NAME
+#undef DEC_ATTR
+#undef DEC_INLINE
+#undef DEC_DECODE128
+#undef DEC_DECODE64
 
 #define VNNI_CASES(NR, ...)                                                                                  \
     switch (kt) {                                                                                            \
@@ -398,9 +348,10 @@ INLINE_VNNI void dec_gemv(const any4_packed *w, const uint8_t *xu, const float *
     }
 
 VNNI void any4_lut_fast_avx512(const any4_packed *w, const uint8_t *xu, const float *xs, const float *gsum, int m, float *y,
-                               int ys, const float *bias, int r0, int r1) {
+                               int ys, const float *bias, int r0, int r1, int simd) {
     if (m == 1 && w->block_cols == 64 && w->cols_padded <= DEC_MAX_CP) {
-        dec_gemv(w, xu, xs, gsum, y, bias, r0, r1);
+        if (simd >= 3) dec_gemv_vbmi(w, xu, xs, gsum, y, bias, r0, r1);
+        else dec_gemv_vnni(w, xu, xs, gsum, y, bias, r0, r1);
         return;
     }
     int r = r0;
@@ -660,7 +611,7 @@ VNNI void any4_lut_tiles_avx512(const any4_packed *w, const int8_t *tiles, const
     // The last rows (at most ANY4_TILE_REST) on the row kernel, in the wide form after the tiles.
     if (rest > 0)
         any4_lut_fast_avx512(w, (const uint8_t *)(gs + (size_t)nt * groups * 16), xs0 + (size_t)mt * groups,
-                             gsum0 + (size_t)mt * groups, rest, y + (size_t)mt * ys, ys, bias, r0, r1);
+                             gsum0 + (size_t)mt * groups, rest, y + (size_t)mt * ys, ys, bias, r0, r1, 2);
 }
 /// The activation bytes of any4_fast_activations_tiles (x: the data, 64-byte aligned): 16 rows ×
 /// 16 four-byte units transposed in registers (16 × 16 dwords), offset by 128.

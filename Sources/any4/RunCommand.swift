@@ -156,6 +156,6 @@ enum PrefillPath: String, ExpressibleByArgument, CaseIterable {
     /// kernel at 8+ rows, and faster than f32 GEMMs there); else f32 GEMMs over dequantized tiles.
     func resolved(kernel: KernelPath) -> PrefillPath {
         guard self == .auto else { return self }
-        return kernel == .fast && CPUFeatures.simd == .avx512 ? .lookup : .gemm
+        return kernel == .fast && CPUFeatures.simd >= .avx512 ? .lookup : .gemm
     }
 }

@@ -119,11 +119,14 @@ final class KernelTests: XCTestCase {
     /// block pairs and a lone last block in a group), 32- and 64-column blocks, partial last groups,
     /// tables with and without zeros, a bias, batches from 1 to past a pass of 8 rows and to several
     /// tiles (a padded last one, and last rows left to the row kernel), 1 and 2 threads.
+    /// Every AVX-512 level the CPU has is compared (with VBMI, the one-row path decodes by vpermb);
+    /// 960 and 1984 columns give the one-row path its most tail groups (8, the last a lone block).
     func testAVX512PathsEqualTheAVX2OnesBitForBit() throws {
-        guard CPUFeatures.best == .avx512 else { throw XCTSkip("no AVX-512 VNNI here") }
+        let levels = CPUFeatures.levels.filter { $0 >= .avx512 }
+        guard !levels.isEmpty else { throw XCTSkip("no AVX-512 VNNI here") }
         let shapes: [(rows: Int, cols: Int, group: Int)] = [
             (37, 576, 128), (20, 1536, 128), (9, 2100, 128), (6, 1024, 32), (11, 1100, 64), (7, 1600, 96),
-            (5, 4160, 192), (3, 200, 64), (2, 320, 32)
+            (5, 4160, 192), (3, 200, 64), (2, 320, 32), (13, 960, 128), (6, 1984, 128)
         ]
         var compared = 0
         for (i, (rows, cols, group)) in shapes.enumerated() {
@@ -136,24 +139,26 @@ final class KernelTests: XCTestCase {
                     let bias: [Float]? = m % 2 == 1 ? (0..<rows).map { Float($0) * 0.01 } : nil
                     for threads in [1, 2] {
                         let a = layer.forward(x, m: m, path: .fast, threads: threads, bias: bias, simd: .avx2)
-                        let b = layer.forward(x, m: m, path: .fast, threads: threads, bias: bias, simd: .avx512)
-                        let what = "\(format) \(rows)x\(cols) g\(group) m=\(m) threads=\(threads)"
-                        if m < Int(ANY4_TILE_MIN_M) {
-                            XCTAssertEqual(a.map(\.bitPattern), b.map(\.bitPattern), what)
-                        } else {
-                            // Tiles: each group's integer sum converted once per output, so equal to
-                            // float rounding: the whole output within 1e-6 (relative, L2), and each
-                            // value within 1e-5 of its own size plus the output's RMS (a value near 0
-                            // is a difference of larger terms; the AVX2 path is off by as much there).
-                            let num = zip(a, b).reduce(0.0) { $0 + Double($1.0 - $1.1) * Double($1.0 - $1.1) }
-                            let den = a.reduce(0.0) { $0 + Double($1) * Double($1) }
-                            XCTAssertLessThanOrEqual((num / den).squareRoot(), 1e-6, what)
-                            let rms = (den / Double(a.count)).squareRoot()
-                            let worst = zip(a, b).map { abs(Double($0 - $1)) / (abs(Double($0)) + rms) }.max() ?? 0
-                            XCTAssertLessThanOrEqual(worst, 1e-5, what)
-                            XCTAssertFalse(b.contains { !$0.isFinite }, what)
+                        for level in levels {
+                            let b = layer.forward(x, m: m, path: .fast, threads: threads, bias: bias, simd: level)
+                            let what = "\(format) \(rows)x\(cols) g\(group) m=\(m) threads=\(threads) \(level.name)"
+                            if m < Int(ANY4_TILE_MIN_M) {
+                                XCTAssertEqual(a.map(\.bitPattern), b.map(\.bitPattern), what)
+                            } else {
+                                // Tiles: each group's integer sum converted once per output, so equal to
+                                // float rounding: the whole output within 1e-6 (relative, L2), and each
+                                // value within 1e-5 of its own size plus the output's RMS (a value near 0
+                                // is a difference of larger terms; the AVX2 path is off by as much there).
+                                let num = zip(a, b).reduce(0.0) { $0 + Double($1.0 - $1.1) * Double($1.0 - $1.1) }
+                                let den = a.reduce(0.0) { $0 + Double($1) * Double($1) }
+                                XCTAssertLessThanOrEqual((num / den).squareRoot(), 1e-6, what)
+                                let rms = (den / Double(a.count)).squareRoot()
+                                let worst = zip(a, b).map { abs(Double($0 - $1)) / (abs(Double($0)) + rms) }.max() ?? 0
+                                XCTAssertLessThanOrEqual(worst, 1e-5, what)
+                                XCTAssertFalse(b.contains { !$0.isFinite }, what)
+                            }
+                            compared += a.count
                         }
-                        compared += a.count
                     }
                 }
             }
@@ -166,8 +171,10 @@ final class KernelTests: XCTestCase {
             var rng = SplitMix64(seed: UInt64(m))
             let x = (0..<(m * cols)).map { _ in Float(rng.nextGaussian()) }
             let a = head.forward(x, m: m, threads: 2, bias: nil, simd: .avx2)
-            let b = head.forward(x, m: m, threads: 2, bias: nil, simd: .avx512)
-            XCTAssertEqual(a.map(\.bitPattern), b.map(\.bitPattern), "q8 m=\(m)")
+            for level in levels {
+                let b = head.forward(x, m: m, threads: 2, bias: nil, simd: level)
+                XCTAssertEqual(a.map(\.bitPattern), b.map(\.bitPattern), "q8 m=\(m) \(level.name)")
+            }
         }
     }
 

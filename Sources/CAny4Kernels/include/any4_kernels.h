@@ -17,7 +17,7 @@
 //   dispatch.c                 the public entry points: the AVX2 version when use_avx2 (and the build
 //                              targets x86-64), else the scalar one; tests pass use_avx2 = 0 to run
 //                              the scalar twin and compare. The two families with an AVX-512
-//                              version take a level `simd` instead (0 scalar, 1 AVX2, 2 AVX-512).
+//                              version take a level `simd` instead (0 scalar, 1 AVX2, 2 AVX-512 VNNI, 3 with VBMI).
 //   cpu.c                      any4_cpu_has_avx2 and any4_cpu_simd_level, which the Swift side
 //                              reads once
 //   kernel_order.c, triad.c    the activation reordering and the bandwidth probe (no SIMD twin)
@@ -51,8 +51,8 @@ extern "C" {
 /// 1 when the CPU has AVX2, FMA and F16C (and the OS saves YMM state).
 int any4_cpu_has_avx2(void);
 
-/// The best kernel level this CPU runs: 2 with AVX-512 F/BW/VL/DQ and VNNI (and the OS saving
-/// ZMM state), 1 with AVX2 (any4_cpu_has_avx2), else 0.
+/// The best kernel level this CPU runs: 3 with AVX-512 F/BW/VL/DQ, VNNI and VBMI (and the OS
+/// saving ZMM state), 2 without VBMI, 1 with AVX2 (any4_cpu_has_avx2), else 0.
 int any4_cpu_simd_level(void);
 
 typedef struct {
