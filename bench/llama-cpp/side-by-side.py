@@ -5,7 +5,8 @@ Per round, in this order (every tool at --threads, 2 by default):
   model  llama-bench tg64/pp128 on SmolLM2 as stored (Q4_1) and requantized to Q4_0 (llama-quantize,
          cached), beside `any4 run --warmup --json` as stored and quantized to any4 at load: prefill
          from a 128-token prompt, and decode of 64 tokens from a one-token prompt (llama-bench's
-         tg64 generates from an empty context, so both sides attend over 0-64 positions);
+         tg64 generates from an empty context, so both sides attend over 0-64 positions); each side
+         --bench-reps times (3), its figure the mean of the runs' tokens/s (llama-bench's avg_ts);
   matmul ggml's MUL_MAT at 4096x14336 (OUT x IN, test-backend-ops' perf case m=4096 k=14336) for
          q4_0, q4_K, iq4_nl, f16 at batch 1 and 8 (bench/llama-cpp/ggml-mulmat.c: test-backend-ops'
          construction with the thread count and weight cycling of `any4 bench`; plain buffers as
@@ -104,20 +105,26 @@ def llama_bench(bin_dir, model, threads, n_prompt, n_gen, reps):
     return res
 
 
-def any4_run(any4, model, threads, n_prompt, n_gen, fmt, extra):
-    """Two `any4 run`s, measured as llama-bench measures: prefill from a n_prompt-token prompt
-    (pp128), and decode of n_gen tokens from an empty context (tg64 starts at position 0; here
-    after a one-token prompt), so that neither side's decode attends over the other's prompt."""
+def any4_run(any4, model, threads, n_prompt, n_gen, fmt, extra, reps):
+    """`any4 run`s measured as llama-bench measures: prefill from a n_prompt-token prompt (pp128),
+    and decode of n_gen tokens from an empty context (tg64 starts at position 0; here after a
+    one-token prompt), so that neither side's decode attends over the other's prompt; `reps` of
+    each (llama-bench's -r), reported as the mean of the runs' tokens/s (llama-bench's avg_ts)."""
     def once(prompt_tokens, n):
         cmd = [str(any4), "run", str(model), "-p", "The quick brown fox jumps over the lazy dog.",
                "--prompt-tokens", str(prompt_tokens), "-n", str(n), "--ignore-eos", "--warmup", "--json",
                "--threads", str(threads)] + (["--format", fmt] if fmt else []) + extra
         return last_json(run(cmd))
-    p = once(n_prompt, 1)
-    d = once(1, n_gen)
-    return {"prefill": p["prefill_tokens_per_s"], "decode": d["decode_tokens_per_s"],
-            "bytes_per_token": d.get("bytes_per_token"), "probe_gbps": d.get("probe_gbps"),
-            "share_of_bound": d.get("share_of_bound"), "prefill_path": p.get("prefill_path"), "simd": p.get("simd")}
+    ps, ds = [], []
+    for _ in range(reps):
+        ps.append(once(n_prompt, 1))
+        ds.append(once(1, n_gen))
+    probes = [d["probe_gbps"] for d in ds if d.get("probe_gbps")]
+    return {"prefill": statistics.mean(p["prefill_tokens_per_s"] for p in ps),
+            "decode": statistics.mean(d["decode_tokens_per_s"] for d in ds),
+            "prefill_runs": [p["prefill_tokens_per_s"] for p in ps], "decode_runs": [d["decode_tokens_per_s"] for d in ds],
+            "bytes_per_token": ds[-1].get("bytes_per_token"), "probe_gbps": statistics.mean(probes) if probes else None,
+            "prefill_path": ps[-1].get("prefill_path"), "simd": ps[-1].get("simd")}
 
 
 def ggml_mulmat(tool, typ, batch, threads, repack, runs):
@@ -154,7 +161,7 @@ def main():
     ap.add_argument("--skip-matmul", action="store_true", help="only the SmolLM2 part")
     ap.add_argument("--types", default="q4_0,q4_K,iq4_nl,f16")
     ap.add_argument("--batches", default="1,8")
-    ap.add_argument("--bench-reps", type=int, default=3, help="llama-bench repetitions per round")
+    ap.add_argument("--bench-reps", type=int, default=3, help="repetitions per round of llama-bench (-r) and of each any4 run (their mean tokens/s)")
     ap.add_argument("--runs", type=int, default=20, help="timed MUL_MAT runs per case per round")
     ap.add_argument("--any4-run-args", default="", help="extra arguments for the any4 run lines (e.g. '--kernel exact')")
     ap.add_argument("--jobs", type=int, default=2, help="build jobs for the first llama.cpp build")
@@ -182,9 +189,9 @@ def main():
         r = {"round": i + 1, "load_before": load if load is not None else os.getloadavg()[0]}
         if not a.skip_model:
             r["llama_q4_1"] = llama_bench(bin_dir, model, a.threads, 128, 64, a.bench_reps)
-            r["any4_stored"] = any4_run(any4, model, a.threads, 128, 64, None, extra)
+            r["any4_stored"] = any4_run(any4, model, a.threads, 128, 64, None, extra, a.bench_reps)
             r["llama_q4_0"] = llama_bench(bin_dir, q4_0, a.threads, 128, 64, a.bench_reps)
-            r["any4_any4"] = any4_run(any4, model, a.threads, 128, 64, "any4", extra)
+            r["any4_any4"] = any4_run(any4, model, a.threads, 128, 64, "any4", extra, a.bench_reps)
         if not a.skip_matmul:
             mm = {}
             for t in types:
