@@ -317,23 +317,14 @@ INLINE_VBMI void decode64_vbmi(const uint8_t *p, __m256i lut, __m256i *w0, __m25
 #define DEC_DECODE128 decode128_vnni
 #define DEC_DECODE64 decode64_vnni
 #include "lut_gemm_avx512_dec.h"
-#undef DEC_NAME
-#undef DEC_ATTR
-#undef DEC_INLINE
-#undef DEC_DECODE128
-#undef DEC_DECODE64
 
+// Its dec_gemv is a function of its own: a VBMI body cannot be inlined into the VNNI-only entry.
 #define DEC_NAME(x) x##_vbmi
 #define DEC_ATTR VBMI static
 #define DEC_INLINE INLINE_VBMI
 #define DEC_DECODE128 decode128_vbmi
 #define DEC_DECODE64 decode64_vbmi
 #include "lut_gemm_avx512_dec.h"
-#undef DEC_NAME
-#undef DEC_ATTR
-#undef DEC_INLINE
-#undef DEC_DECODE128
-#undef DEC_DECODE64
 
 #define VNNI_CASES(NR, ...)                                                                                  \
     switch (kt) {                                                                                            \

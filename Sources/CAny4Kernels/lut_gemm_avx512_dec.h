@@ -4,7 +4,7 @@
 // neither nibble needs a mask). Both look up the same table entries: the results are the same
 // bits. The includer defines DEC_NAME(x) (the instance's names), DEC_ATTR and DEC_INLINE (its
 // target), and DEC_DECODE128 / DEC_DECODE64 (64 / 32 code bytes into the low and high nibbles'
-// table values, as decode128_vnni / decode64_vnni).
+// table values, as decode128_vnni / decode64_vnni); this file undefines them at its end.
 
 /// NR rows from r (1, 2 or 4, interleaved for the independent chains) on dec_prepare's activations.
 DEC_INLINE void DEC_NAME(dec_rows)(const any4_packed *w, int r, const int NR, const int8_t *xs8, const int32_t *corr,
@@ -121,3 +121,9 @@ DEC_ATTR void DEC_NAME(dec_gemv)(const any4_packed *w, const uint8_t *xu, const 
     for (; r + 2 <= r1; r += 2) DEC_NAME(dec_rows)(w, r, 2, xs8, corr, xs, gsum, y, bias, st);
     for (; r < r1; r++) DEC_NAME(dec_rows)(w, r, 1, xs8, corr, xs, gsum, y, bias, st);
 }
+
+#undef DEC_NAME
+#undef DEC_ATTR
+#undef DEC_INLINE
+#undef DEC_DECODE128
+#undef DEC_DECODE64
