@@ -15,6 +15,7 @@
 
 #include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <time.h>
@@ -137,6 +138,14 @@ static void pool_start(void) {
     atomic_init(&pool.bound, 0);
     atomic_init(&pool.sleepers, 0);
     atomic_init(&pool.wake_seq, 0);
+    // Workers never take asynchronous signals: they start with every signal blocked. The CLI turns
+    // SIGINT, SIGTERM and SIGHUP into a cancellation (ignored disposition + Dispatch signal
+    // sources, which see only what is blocked where it is delivered); a worker started before that
+    // and not blocking them could be the thread the kernel picks, and the signal was lost (a
+    // SIGHUP during a write left a complete output and status 0, about once in a few CI runs).
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
     int started = 0;
     for (int i = 0; i < w; i++) {
         pthread_t t;
@@ -146,6 +155,7 @@ static void pool_start(void) {
         if (pthread_create(&t, &attr, worker_main, NULL) == 0) started++;
         pthread_attr_destroy(&attr);
     }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
     pool.workers = started;
 }
 
