@@ -6,48 +6,16 @@
 // target), and DEC_DECODE128 / DEC_DECODE64 (64 / 32 code bytes into the low and high nibbles'
 // table values, as decode128_vnni / decode64_vnni); this file undefines them at its end.
 
-/// NR rows from r (1, 2 or 4, interleaved for the independent chains) on dec_prepare's activations.
-DEC_INLINE void DEC_NAME(dec_rows)(const any4_packed *w, int r, const int NR, const int8_t *xs8, const int32_t *corr,
-                          const float *xs, const float *gsum, float *y, const float *bias, dec_stream st) {
+/// The tail groups of dec_rows' NR rows (at most 8: the tail is under one super-block), added to
+/// total. Two rows share each group's float steps: row i in lanes 0-7, row i + 1 in lanes 8-15
+/// (the same per-lane operations as one row at a time), with the rows' factors (scale ×
+/// activation scale) made once per row.
+DEC_INLINE void DEC_NAME(dec_tail)(const any4_packed *w, const int NR, const __m512i *lut, const uint8_t *const *q,
+                                   const uint16_t *const *sc, const int8_t *xs8, const int32_t *corr, const float *xs,
+                                   dec_stream st, __m256 *total) {
     const int cp = w->cols_padded, G = w->group_size, main = w->super_blocks * 8 * G;
-    const __m512i flip = _mm512_set1_epi8((char)0x80);
-    __m512i lut[4];
-    const uint8_t *q[4];
-    const uint16_t *sc[4];
-    __m256 total[4];
-    for (int i = 0; i < NR; i++) {
-        lut[i] = _mm512_xor_si512(row_lut512(w, r + i), flip);
-        q[i] = w->codes + (size_t)(r + i) * (cp / 2);
-        sc[i] = w->scales_f16 + (size_t)(r + i) * w->groups;
-        total[i] = _mm256_setzero_ps();
-    }
-    for (int s = 0; s < w->super_blocks; s++) {
-        __m512i a0[4], a1[4];
-        for (int i = 0; i < NR; i++) a0[i] = a1[i] = _mm512_setzero_si512();
-        for (int c = 0; c < G / 8; c += 2) {
-            const int8_t *xb = xs8 + (size_t)s * 8 * G + 64 * c;
-            const __m512i xa = _mm512_loadu_si512((const void *)xb), xh = _mm512_loadu_si512((const void *)(xb + 64));
-            for (int i = 0; i < NR; i++) {
-                const uint8_t *p = q[i] + (size_t)s * 4 * G + 32 * c;
-                dec_prefetch(p, st);
-                __m512i w0, w1;
-                DEC_DECODE128(p, lut[i], &w0, &w1);
-                a0[i] = dpbusd512(a0[i], w0, xa);
-                a1[i] = dpbusd512(a1[i], w1, xh);
-            }
-        }
-        const __m256 xsv = _mm256_loadu_ps(xs + 8 * s);
-        const __m256i cv = _mm256_loadu_si256((const __m256i *)(corr + 8 * s));
-        for (int i = 0; i < NR; i++) {
-            const __m256i a = _mm256_sub_epi32(fold512(_mm512_add_epi32(a0[i], a1[i])), cv);
-            total[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a), _mm256_mul_ps(load8_f16(sc[i] + 8 * s), xsv), total[i]);
-        }
-    }
-    // The tail groups. Two rows share each group's float steps: row i in lanes 0-7, row i + 1 in
-    // lanes 8-15 (the same per-lane operations as one row at a time), with the rows' factors
-    // (scale × activation scale, at most 8 tail groups) made once per row.
     const int bpg = G >> 6, nb = (cp - main) >> 6, first = 8 * w->super_blocks, ntail = w->groups - first;
-    const __mmask8 tm = (__mmask8)((1u << ntail) - 1);  // ntail ≤ 8: the tail is under one super-block
+    const __mmask8 tm = (__mmask8)((1u << ntail) - 1);
     const __m256 xt = _mm256_maskz_loadu_ps(tm, xs + first);
     __m512 fs[2], both[2];
     for (int p = 0; p < NR / 2; p++) {
@@ -104,6 +72,46 @@ DEC_INLINE void DEC_NAME(dec_rows)(const any4_packed *w, int r, const int NR, co
             total[2 * p] = _mm512_castps512_ps256(both[p]);
             total[2 * p + 1] = _mm512_extractf32x8_ps(both[p], 1);
         }
+}
+
+/// NR rows from r (1, 2 or 4, interleaved for the independent chains) on dec_prepare's activations.
+DEC_INLINE void DEC_NAME(dec_rows)(const any4_packed *w, int r, const int NR, const int8_t *xs8, const int32_t *corr,
+                          const float *xs, const float *gsum, float *y, const float *bias, dec_stream st) {
+    const int cp = w->cols_padded, G = w->group_size;
+    const __m512i flip = _mm512_set1_epi8((char)0x80);
+    __m512i lut[4];
+    const uint8_t *q[4];
+    const uint16_t *sc[4];
+    __m256 total[4];
+    for (int i = 0; i < NR; i++) {
+        lut[i] = _mm512_xor_si512(row_lut512(w, r + i), flip);
+        q[i] = w->codes + (size_t)(r + i) * (cp / 2);
+        sc[i] = w->scales_f16 + (size_t)(r + i) * w->groups;
+        total[i] = _mm256_setzero_ps();
+    }
+    for (int s = 0; s < w->super_blocks; s++) {
+        __m512i a0[4], a1[4];
+        for (int i = 0; i < NR; i++) a0[i] = a1[i] = _mm512_setzero_si512();
+        for (int c = 0; c < G / 8; c += 2) {
+            const int8_t *xb = xs8 + (size_t)s * 8 * G + 64 * c;
+            const __m512i xa = _mm512_loadu_si512((const void *)xb), xh = _mm512_loadu_si512((const void *)(xb + 64));
+            for (int i = 0; i < NR; i++) {
+                const uint8_t *p = q[i] + (size_t)s * 4 * G + 32 * c;
+                dec_prefetch(p, st);
+                __m512i w0, w1;
+                DEC_DECODE128(p, lut[i], &w0, &w1);
+                a0[i] = dpbusd512(a0[i], w0, xa);
+                a1[i] = dpbusd512(a1[i], w1, xh);
+            }
+        }
+        const __m256 xsv = _mm256_loadu_ps(xs + 8 * s);
+        const __m256i cv = _mm256_loadu_si256((const __m256i *)(corr + 8 * s));
+        for (int i = 0; i < NR; i++) {
+            const __m256i a = _mm256_sub_epi32(fold512(_mm512_add_epi32(a0[i], a1[i])), cv);
+            total[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a), _mm256_mul_ps(load8_f16(sc[i] + 8 * s), xsv), total[i]);
+        }
+    }
+    if (w->groups > 8 * w->super_blocks) DEC_NAME(dec_tail)(w, NR, lut, q, sc, xs8, corr, xs, st, total);
     if (NR == 4) fast_epilogue_x4(w, r, total, gsum, bias, y);
     else
         for (int i = 0; i < NR; i++) y[r + i] = fast_epilogue(w, r + i, 0, total[i], gsum, bias);
